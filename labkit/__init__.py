@@ -1,0 +1,29 @@
+"""labkit: the helper package behind the Kubernetes operations notebooks.
+
+One import idiom in every notebook: ``import labkit as lk``.
+"""
+
+from __future__ import annotations
+
+from . import versions
+from .apply import apply, delete, load_manifests
+from .client import Lab, connect
+from .errors import (
+    ClusterUnreachable,
+    LabkitError,
+    ManifestError,
+    NotFound,
+    PortInUse,
+    WaitFailed,
+    WaitTimeout,
+)
+from .namespaces import lesson_namespace
+from .nodes import wait_nodes_ready
+from .tables import nodes_table, pod_usage_table, pods_table
+from .wait import wait_for
+
+__all__ = [
+    "ClusterUnreachable", "Lab", "LabkitError", "ManifestError", "NotFound", "PortInUse", "WaitFailed",
+    "WaitTimeout", "apply", "connect", "delete", "lesson_namespace", "load_manifests", "nodes_table",
+    "pod_usage_table", "pods_table", "versions", "wait_for", "wait_nodes_ready",
+]

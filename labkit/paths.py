@@ -1,0 +1,41 @@
+"""Where labkit keeps its binary cache and the running lab's state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Built or downloaded binaries, keyed by version (survives ``labkit down``)."""
+    base = os.environ.get("LABKIT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "labkit"
+    )
+    return Path(base)
+
+
+def state_dir() -> Path:
+    """The running lab: kubeconfig, kwokctl workdir, pid files, logs."""
+    base = os.environ.get("LABKIT_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "labkit"
+    )
+    return Path(base)
+
+
+def bin_dir() -> Path:
+    """The lab's PATH entry: links to the cached binaries of the pinned versions."""
+    return state_dir() / "bin"
+
+
+def kubeconfig_path() -> Path:
+    return state_dir() / "kubeconfig"
+
+
+def progress_file() -> Path:
+    """Exercise progress a learner has made, across notebooks."""
+    return state_dir() / "progress.json"
+
+
+def data_file(name: str) -> Path:
+    """A file shipped inside the package (labkit/data/...)."""
+    return Path(__file__).parent / "data" / name

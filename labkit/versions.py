@@ -1,0 +1,20 @@
+"""Pinned versions of every binary the embedded cluster runs: the one place to change them.
+
+Introduced in notebook 00_lab_tour (``lk.versions()`` shows them).
+"""
+
+from __future__ import annotations
+
+KUBERNETES = "v1.36.3"
+# The staging modules (k8s.io/api, client-go, ...) are tagged v0.<minor>.<patch>.
+KUBERNETES_STAGING = "v0.36.3"
+ETCD = "v3.6.16"
+KWOK = "v0.8.0"
+METRICS_SERVER = "v0.8.0"
+
+PINNED: dict[str, str] = {
+    "kubernetes": KUBERNETES,
+    "etcd": ETCD,
+    "kwok": KWOK,
+    "metrics-server": METRICS_SERVER,
+}
