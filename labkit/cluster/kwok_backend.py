@@ -33,6 +33,11 @@ KWOK_CRDS = ["Metric", "ClusterResourceUsage", "ResourceUsage", "ClusterLogs", "
 Progress = Callable[[str], None]
 
 
+def stage_files() -> list[Path]:
+    """labkit's KWOK Stages (labkit/data/stages): how simulated nodes and pods behave. See that folder's README."""
+    return sorted(data_file("stages").glob("*.yaml"))
+
+
 def api_port() -> int:
     return int(os.environ.get("LABKIT_API_PORT", DEFAULT_API_PORT))
 
@@ -97,7 +102,8 @@ def kwokctl_config(paths: dict[str, Path]) -> dict[str, Any]:
             # kwokctl would otherwise fetch metrics-server's manifest from the internet.
             "metricsServerManifests": [str(manifests)],
             "enableMetricsServer": True,
-            "enableCRDs": KWOK_CRDS,
+            # With the Stage CRD on, KWOK takes its stages only from the API: labkit applies its own set.
+            "enableCRDs": KWOK_CRDS + (["Stage"] if stage_files() else []),
             "kubeAuthorization": True,
             "nodeLeaseDurationSeconds": 40,
         },
@@ -121,7 +127,12 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed component whose parent has not reaped it yet is a zombie: dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def running_pids() -> list[int]:
@@ -196,9 +207,11 @@ def up(*, progress: Progress = print) -> Path:
 
 def _install_lab_objects() -> None:
     """Nodes from the topology plus KWOK's metric and usage objects, applied with the lab's kubectl."""
-    docs: list[dict[str, Any]] = [node_manifest(n, kubelet_version=versions.KUBERNETES) for n in load_topology()]
-    extra = data_file("kwok-metrics.yaml").read_text()
-    docs += [d for d in yaml.safe_load_all(extra) if d]
+    docs: list[dict[str, Any]] = []
+    # Stages first: a node without its stages would never turn Ready.
+    for path in [*stage_files(), data_file("kwok-metrics.yaml")]:
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    docs += [node_manifest(n, kubelet_version=versions.KUBERNETES) for n in load_topology()]
     kubectl(["apply", "--server-side", "--force-conflicts", "--field-manager=labkit", "-f", "-"],
             input_text=yaml.safe_dump_all(docs))
 

@@ -20,10 +20,11 @@ _CLOCK_POWER_EXPONENT = 2.5
 # Share of the dynamic power budget spent in the SMs; the rest is memory and I/O.
 _SM_POWER_SHARE = 0.85
 # Above the max operating temperature, firmware sheds this fraction of max clock per degree.
-_SW_THERMAL_SHED_PER_C = 0.06
+_SW_THERMAL_SHED_PER_C = 0.12
 # The hardware slowdown halves clocks, as the HW_SLOWDOWN assertion does on real boards.
 _HW_SLOWDOWN_FACTOR = 0.5
 _POWER_NOISE_FRACTION = 0.004
+_MAX_SUBSTEP_S = 0.5
 
 REASON_IDLE = pynvml.nvmlClocksThrottleReasonGpuIdle
 REASON_APP_CLOCKS = pynvml.nvmlClocksThrottleReasonApplicationsClocksSetting
@@ -31,6 +32,8 @@ REASON_SW_POWER_CAP = pynvml.nvmlClocksThrottleReasonSwPowerCap
 REASON_HW_SLOWDOWN = pynvml.nvmlClocksThrottleReasonHwSlowdown
 REASON_SW_THERMAL = pynvml.nvmlClocksThrottleReasonSwThermalSlowdown
 REASON_HW_THERMAL = pynvml.nvmlClocksThrottleReasonHwThermalSlowdown
+
+_THERMAL_REASONS = REASON_SW_THERMAL | REASON_HW_SLOWDOWN | REASON_HW_THERMAL
 
 _REASON_NAMES = {
     REASON_IDLE: "GpuIdle",
@@ -147,33 +150,43 @@ def govern_clock(profile: GpuProfile, state: GpuState) -> tuple[int, int]:
         floor = locked[0] if locked else profile.sm_clock_min_mhz
         return _quantize(profile, floor), REASON_IDLE
 
-    reasons = 0
-    target = float(profile.sm_clock_max_mhz)
+    # Every limiter proposes a ceiling; the lowest wins, and the reasons name the binding ones.
+    caps: list[tuple[float, int]] = [(float(profile.sm_clock_max_mhz), 0)]
     for user_cap in (locked[1] if locked else None, state.app_clock_mhz):
-        if user_cap is not None and user_cap < target:
-            target, reasons = float(user_cap), REASON_APP_CLOCKS
-
-    if power_demand_w(profile, workload, target) > state.power_limit_w:
-        target = _clock_for_power(profile, workload, state.power_limit_w)
-        reasons |= REASON_SW_POWER_CAP
-
+        if user_cap is not None and user_cap < profile.sm_clock_max_mhz:
+            caps.append((float(user_cap), REASON_APP_CLOCKS))
+    if power_demand_w(profile, workload, profile.sm_clock_max_mhz) > state.power_limit_w:
+        caps.append((_clock_for_power(profile, workload, state.power_limit_w), REASON_SW_POWER_CAP))
     excess_c = state.temperature_c - profile.temp_max_operating_c
     if excess_c >= 0:
         shed = max(0.0, 1.0 - _SW_THERMAL_SHED_PER_C * (excess_c + 1))
-        target = min(target, profile.sm_clock_max_mhz * shed)
-        reasons |= REASON_SW_THERMAL
+        caps.append((profile.sm_clock_max_mhz * shed, REASON_SW_THERMAL))
     if state.temperature_c >= profile.temp_slowdown_c:
-        target = min(target, profile.sm_clock_max_mhz * _HW_SLOWDOWN_FACTOR)
-        reasons |= REASON_HW_SLOWDOWN | REASON_HW_THERMAL
+        caps.append((profile.sm_clock_max_mhz * _HW_SLOWDOWN_FACTOR, REASON_HW_SLOWDOWN | REASON_HW_THERMAL))
 
+    clock = _quantize(profile, min(cap for cap, _ in caps))
+    reasons = 0
+    for cap, reason in caps:
+        # Thermal protections are asserted whenever the die is hot, binding or not.
+        if reason & _THERMAL_REASONS or _quantize(profile, cap) <= clock:
+            reasons |= reason
     if locked and not reasons & ~REASON_APP_CLOCKS:
         # A locked minimum holds only while no protection (power, thermal) asks for less.
-        target = max(target, float(locked[0]))
-    return _quantize(profile, target), reasons
+        clock = max(clock, _quantize(profile, locked[0]))
+    return clock, reasons
 
 
 def step(profile: GpuProfile, state: GpuState, dt_s: float, *, noise: float = 0.0) -> GpuState:
     """Advance one GPU by dt_s simulated seconds; ``noise`` is a unit-normal draw for power jitter."""
+    # Firmware re-decides clocks every few milliseconds; sub-stepping keeps the thermal loop from
+    # oscillating when a caller takes long steps.
+    substeps = max(1, math.ceil(dt_s / _MAX_SUBSTEP_S))
+    for _ in range(substeps):
+        state = _substep(profile, state, dt_s / substeps, noise)
+    return state
+
+
+def _substep(profile: GpuProfile, state: GpuState, dt_s: float, noise: float) -> GpuState:
     if dt_s <= 0:
         return state
     clock, reasons = govern_clock(profile, state)

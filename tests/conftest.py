@@ -1,0 +1,1 @@
+"""Shared test configuration: tiers are folders (unit needs nothing; e2e and notebooks need the live lab)."""

@@ -1,0 +1,33 @@
+"""e2e fixtures: one live lab per session, a fresh uuid-named namespace per test.
+
+These tests never skip: without a cluster they fail and say how to start one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import labkit as lk
+
+
+@pytest.fixture(scope="session")
+def lab() -> lk.Lab:
+    try:
+        return lk.connect()
+    except lk.ClusterUnreachable as exc:
+        pytest.fail(f"e2e tests need the live lab cluster and found none: {exc}\n"
+                    "start it with `labkit up --backend kwok` (make test does this)", pytrace=False)
+
+
+@pytest.fixture
+def namespace(lab: lk.Lab) -> Iterator[str]:
+    from kubernetes import client as k8s
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    lab.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(
+        name=name, labels={"app.kubernetes.io/managed-by": "labkit", "labkit.io/test": "e2e"})))
+    yield name
+    lab.core.delete_namespace(name, propagation_policy="Background")
