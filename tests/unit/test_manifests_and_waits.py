@@ -1,0 +1,64 @@
+"""Manifest parsing and wait conditions: the logic that needs no cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labkit.apply import load_manifests
+from labkit.errors import ManifestError
+from labkit.wait import deployment_failed, parse_condition
+
+TWO_DOCS = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: a}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: b}
+"""
+
+
+def test_several_documents_and_files(tmp_path: Path) -> None:
+    assert [d["metadata"]["name"] for d in load_manifests(TWO_DOCS)] == ["a", "b"]
+    path = tmp_path / "cm.yaml"
+    path.write_text(TWO_DOCS)
+    assert len(load_manifests(path)) == 2
+    assert len(load_manifests(str(path))) == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("apiVersion: v1\nkind: Pod\nmetadata:\n\tname: x\n", "not valid YAML"),
+    ("kind: Pod\nmetadata: {name: x}\n", "needs `apiVersion` and `kind`"),
+    ("apiVersion: v1\nkind: Pod\nmetadata: {}\n", "has no metadata.name"),
+    ("missing-file.yaml", "no such manifest file"),
+])
+def test_bad_manifests_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        load_manifests(text)
+
+
+DEP = {"status": {"readyReplicas": 3, "conditions": [
+    {"type": "Available", "status": "True"},
+    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}}
+
+
+def test_condition_specs_like_kubectl_wait() -> None:
+    assert parse_condition("condition=Available")(DEP)
+    assert not parse_condition("condition=Available=False")(DEP)
+    assert parse_condition("jsonpath={.status.readyReplicas}=3")(DEP)
+    assert not parse_condition("jsonpath={.status.readyReplicas}=4")(DEP)
+    assert parse_condition("jsonpath={.status.conditions[0].type}=Available")(DEP)
+    assert parse_condition("delete")(None) and not parse_condition("delete")(DEP)
+    assert not parse_condition("condition=Available")(None)
+    with pytest.raises(ValueError, match="unknown wait condition"):
+        parse_condition("ready")
+
+
+def test_progress_deadline_is_a_failure_not_a_wait() -> None:
+    stuck = {"status": {"conditions": [{"type": "Progressing", "status": "False",
+                                        "reason": "ProgressDeadlineExceeded", "message": "web timed out"}]}}
+    assert "ProgressDeadlineExceeded" in deployment_failed(stuck)
+    assert deployment_failed(DEP) is None

@@ -1,0 +1,87 @@
+"""The project's files agree with each other: environment.yml vs pyproject, kind-config vs kind's schema."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from labkit.cluster import kind_backend, kwok_backend
+from labkit.paths import data_file
+
+ROOT = Path(__file__).resolve().parents[2]
+# conda-forge spells a few packages differently from PyPI.
+CONDA_NAMES = {"kubernetes": "python-kubernetes"}
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].strip().lower()
+
+
+def test_environment_yml_has_every_dependency_of_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = {_name(d) for d in env["dependencies"] if isinstance(d, str)}
+    missing = {w for w in wanted if CONDA_NAMES.get(w, w) not in conda}
+    assert not missing, f"environment.yml lacks {sorted(missing)}"
+    assert "python>=3.11" in env["dependencies"]
+
+
+# kind's v1alpha4 Cluster fields (sigs.k8s.io/kind/pkg/apis/config/v1alpha4/types.go).
+KIND_CLUSTER_FIELDS = {"kind", "apiVersion", "name", "nodes", "networking", "featureGates", "runtimeConfig",
+                       "kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902", "containerdConfigPatches",
+                       "containerdConfigPatchesJSON6902"}
+KIND_NODE_FIELDS = {"role", "image", "labels", "extraMounts", "extraPortMappings", "kubeadmConfigPatches",
+                    "kubeadmConfigPatchesJSON6902"}
+KIND_NETWORKING_FIELDS = {"ipFamily", "apiServerPort", "apiServerAddress", "podSubnet", "serviceSubnet",
+                          "disableDefaultCNI", "kubeProxyMode", "dnsSearch"}
+
+
+def test_kind_config_matches_v1alpha4_schema() -> None:
+    cfg = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    assert cfg["kind"] == "Cluster" and cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert set(cfg) <= KIND_CLUSTER_FIELDS
+    assert set(cfg["networking"]) <= KIND_NETWORKING_FIELDS
+    assert cfg["networking"]["apiServerAddress"] == "127.0.0.1"
+    roles = [n["role"] for n in cfg["nodes"]]
+    assert roles == ["control-plane", "worker", "worker"]
+    for node in cfg["nodes"]:
+        assert set(node) <= KIND_NODE_FIELDS
+
+
+def test_kind_commands_are_what_labkit_runs() -> None:
+    cmd = kind_backend.create_command(ROOT / "kind-config.yaml")
+    assert cmd[:5] == ["kind", "create", "cluster", "--name", "labkit"]
+    assert cmd[cmd.index("--config") + 1].endswith("kind-config.yaml")
+    assert "--kubeconfig" in cmd  # never touches the learner's ~/.kube/config
+    label, patch = kind_backend.gpu_patch_commands()
+    assert "labkit-worker2" in label and "nvidia.com/gpu.present=true" in label
+    assert "--subresource=status" in patch and '"nvidia.com/gpu": "2"' in patch[-1]
+
+
+def test_kwokctl_config_binds_loopback_and_uses_local_binaries(tmp_path: Path) -> None:
+    paths = {b: tmp_path / b for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+                                       "etcd", "kwok", "metrics-server")}
+    opts = kwok_backend.kwokctl_config(paths)["options"]
+    assert opts["bindAddress"] == "127.0.0.1"
+    assert opts["runtime"] == "binary"
+    for key in ("kubeApiserverBinary", "etcdBinary", "kwokControllerBinary", "metricsServerBinary"):
+        assert Path(opts[key]).parent == tmp_path, key
+        assert not opts[key].startswith("file://")  # kwokctl does not accept file:// URLs
+    assert all(not str(m).startswith("http") for m in opts["metricsServerManifests"])
+    assert (data_file("metrics-server") / "kustomization.yaml").exists()
+
+
+def test_versions_pinned_in_one_place() -> None:
+    from labkit import versions
+
+    assert versions.KUBERNETES.startswith("v1.36.")
+    assert versions.KUBERNETES_STAGING == "v0." + versions.KUBERNETES[3:]
+    assert versions.ETCD.startswith("v3.6.") and versions.KWOK.startswith("v0.8.")
+    pinned = re.compile(r'"v\d+\.\d+\.\d+"')
+    for path in (ROOT / "labkit").rglob("*.py"):
+        if path.name != "versions.py" and "gpu" not in path.parts:
+            assert not pinned.search(path.read_text()), f"{path} pins a version; use labkit.versions"
