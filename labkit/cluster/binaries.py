@@ -81,13 +81,14 @@ def components() -> list[Component]:
             "metrics-server", versions.METRICS_SERVER, "sigs.k8s.io/metrics-server",
             ("sigs.k8s.io/metrics-server/cmd/metrics-server",), ("metrics-server",),
             ldflags=f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={versions.METRICS_SERVER}",
-            downloads={"metrics-server": f"{GITHUB}/kubernetes-sigs/metrics-server/releases/download/{versions.METRICS_SERVER}/"
-                       f"metrics-server-linux-{arch}"},
+            downloads={"metrics-server": f"{GITHUB}/kubernetes-sigs/metrics-server/releases/download/"
+                       f"{versions.METRICS_SERVER}/metrics-server-linux-{arch}"},
         ),
         Component(
             "etcd", versions.ETCD, "go.etcd.io/etcd/server/v3", ("go.etcd.io/etcd/server/v3",), ("etcd",),
             ldflags="-s -w", wrapper=True, staging_version=versions.ETCD,
-            downloads={"etcd": f"{GITHUB}/etcd-io/etcd/releases/download/{versions.ETCD}/etcd-{versions.ETCD}-linux-{arch}.tar.gz"},
+            downloads={"etcd": f"{GITHUB}/etcd-io/etcd/releases/download/{versions.ETCD}/"
+                       f"etcd-{versions.ETCD}-linux-{arch}.tar.gz"},
         ),
         Component(
             "kubernetes", k8s, "k8s.io/kubernetes",

@@ -270,9 +270,10 @@ def fleet_metrics(
     attribution = attribution or {}
     samples: list[MetricSample] = []
     for node, machine in fleet.items():
-        samples += collect_samples(
-            FakeNvml(machine), hostname=node, attribution=attribution.get(node), hostname_label=hostname_label
-        )
+        with machine.lock:  # one consistent snapshot even while a notebook steps the node
+            samples += collect_samples(
+                FakeNvml(machine), hostname=node, attribution=attribution.get(node), hostname_label=hostname_label
+            )
     return render_samples(samples)
 
 

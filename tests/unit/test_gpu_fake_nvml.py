@@ -171,9 +171,12 @@ def test_ecc_counters_volatile_and_aggregate(api):
     inject_xid(api.machine, 0, 48)  # double-bit ECC error
     assert api.nvmlDeviceGetTotalEccErrors(handle, corrected, pynvml.NVML_VOLATILE_ECC) == 5
     assert api.nvmlDeviceGetTotalEccErrors(handle, uncorrected, pynvml.NVML_AGGREGATE_ECC) == 1
-    assert api.nvmlDeviceGetMemoryErrorCounter(
-        handle, uncorrected, pynvml.NVML_VOLATILE_ECC, pynvml.NVML_MEMORY_LOCATION_DEVICE_MEMORY
-    ) == 1
+    assert (
+        api.nvmlDeviceGetMemoryErrorCounter(
+            handle, uncorrected, pynvml.NVML_VOLATILE_ECC, pynvml.NVML_MEMORY_LOCATION_DEVICE_MEMORY
+        )
+        == 1
+    )
     assert api.nvmlDeviceGetRemappedRows(handle) == (0, 1, 1, 0)
     reset_gpu(api.machine, 0)
     assert api.nvmlDeviceGetTotalEccErrors(handle, uncorrected, pynvml.NVML_VOLATILE_ECC) == 0
