@@ -20,6 +20,9 @@ import pytest
 
 import labkit as lk
 from labkit.cluster.ports import free_port
+from labkit.cluster.topology import load_topology
+
+NODES_READY = f"{len(load_topology())} nodes Ready"
 
 
 def _labkit(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -54,7 +57,7 @@ def private_lab(tmp_path: Path) -> Iterator[dict[str, str]]:
 def test_up_twice_reuses_and_down_leaves_no_process(private_lab: dict[str, str]) -> None:
     first = _labkit(private_lab, "up", "--backend", "kwok")
     assert first.returncode == 0, first.stderr
-    assert "5 nodes Ready" in first.stdout
+    assert NODES_READY in first.stdout
     state = Path(private_lab["LABKIT_STATE_DIR"])
     pids = _pids(state)
     assert len(pids) >= 6 and all(_alive(p) for p in pids)  # etcd, apiserver, kcm, scheduler, kwok, metrics
@@ -79,7 +82,7 @@ def test_stale_cluster_from_killed_run_is_replaced(private_lab: dict[str, str]) 
 
     again = _labkit(private_lab, "up", "--backend", "kwok")
     assert again.returncode == 0, again.stderr
-    assert "stale lab cluster" in again.stdout and "5 nodes Ready" in again.stdout
+    assert "stale lab cluster" in again.stdout and NODES_READY in again.stdout
 
 
 def test_busy_port_gives_clear_error(private_lab: dict[str, str]) -> None:

@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine:  make lab  (learn)  and  make test  (verify).
+PYTHON ?= python3
+NBVAL = --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+.PHONY: install up down lab test lint bench
+
+install:  ## the labkit package and its Python dependencies (editable)
+	$(PYTHON) -m pip install --quiet --no-build-isolation -e '.[test]'
+
+up: install  ## start (or reuse) the lab cluster; the first run builds its binaries (about 10 min on 2 cores)
+	labkit up
+
+down:
+	labkit down
+
+lab: up  ## the lab cluster plus JupyterLab on 127.0.0.1
+	jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks
+
+lint:
+	ruff check labkit tests benchmarks
+
+test: install  ## unit + e2e + every notebook under nbval (strict), then every notebook again (run twice in a row)
+	labkit up --backend kwok
+	$(MAKE) lint
+	$(PYTHON) -m pytest tests notebooks $(NBVAL)
+	$(PYTHON) -m pytest notebooks $(NBVAL)
+
+bench: install  ## prints build, start-up, memory and rollout figures (see README)
+	$(PYTHON) benchmarks/lab_benchmark.py
