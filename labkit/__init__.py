@@ -5,7 +5,7 @@ One import idiom in every notebook: ``import labkit as lk``.
 
 from __future__ import annotations
 
-from . import versions
+from . import gpu, versions
 from .apply import apply, delete, load_manifests
 from .client import Lab, connect
 from .errors import (
@@ -27,5 +27,5 @@ from .wait import wait_for
 __all__ = [
     "ClusterUnreachable", "Lab", "LabkitError", "ManifestError", "NotFound", "PortInUse", "WaitFailed",
     "WaitTimeout", "apply", "connect", "delete", "lab_parts", "lesson_namespace", "load_manifests", "nodes_table",
-    "pod_usage_table", "pods_table", "use_lab_kubectl", "versions", "wait_for", "wait_nodes_ready",
+    "gpu", "pod_usage_table", "pods_table", "use_lab_kubectl", "versions", "wait_for", "wait_nodes_ready",
 ]

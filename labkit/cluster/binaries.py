@@ -216,15 +216,22 @@ def _build(comp: Component, go: Path, progress: Progress) -> None:
         for pkg in comp.packages:
             _run([str(go), "install", "-trimpath", "-ldflags", comp.ldflags, f"{pkg}@{comp.version}"],
                  cwd=work, env=env, what=f"{comp.name}: compile {pkg.rsplit('/', 1)[-1]}", progress=progress)
-    _finish(comp, out_dir)
+    _finish(comp, out_dir, how="built with go", seconds=time.monotonic() - start)
     progress(f"built {comp.name} {comp.version} in {time.monotonic() - start:.0f}s")
 
 
-def _finish(comp: Component, out_dir: Path) -> None:
+def _finish(comp: Component, out_dir: Path, *, how: str, seconds: float) -> None:
     missing = [b for b in comp.binaries if not (out_dir / b).is_file()]
     if missing:
         raise BinariesUnavailable(f"{comp.name}: build produced no {', '.join(missing)}")
-    (out_dir / ".complete").write_text(json.dumps({"version": comp.version, "at": time.time()}))
+    record = {"version": comp.version, "how": how, "seconds": round(seconds, 1), "at": time.time()}
+    (out_dir / ".complete").write_text(json.dumps(record))
+
+
+def build_record(comp: Component) -> dict[str, object]:
+    """How and how fast a cached component was obtained (the benchmark prints it)."""
+    stamp = comp.dir / ".complete"
+    return json.loads(stamp.read_text()) if stamp.exists() else {}
     shutil.rmtree(comp.dir, ignore_errors=True)
     out_dir.rename(comp.dir)
 
@@ -270,6 +277,7 @@ def _download(comp: Component, progress: Progress) -> None:
     out_dir = comp.dir.with_name(comp.dir.name + ".partial")
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
+    start = time.monotonic()
     for binary, upstream in comp.downloads.items():
         url = _mirrored(upstream)
         progress(f"downloading {binary} {comp.version} from {url}")
@@ -293,4 +301,4 @@ def _download(comp: Component, progress: Progress) -> None:
         else:
             target.write_bytes(data)
         target.chmod(0o755)
-    _finish(comp, out_dir)
+    _finish(comp, out_dir, how="downloaded", seconds=time.monotonic() - start)
