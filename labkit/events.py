@@ -1,0 +1,229 @@
+"""Record what happens in a namespace from watch events, as a pandas table, and draw it as a plotly timeline.
+
+Introduced in notebook 01_deployment_rollouts (probe timelines in 03_health_probes). Layers run one way:
+watch events -> ``Recorder.table()`` (pandas) -> ``rollout_timeline`` / ``probe_timeline`` (plotly figures).
+The figures are returned, never shown: a notebook cell ends with the figure.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from kubernetes import watch
+
+from .client import Lab, api_errors
+
+COLUMNS = ["t", "kind", "event", "name", "revision", "phase", "ready", "restarts", "reason", "message", "object"]
+
+
+def _pod_row(obj: dict[str, Any]) -> dict[str, Any]:
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    labels = meta.get("labels") or {}
+    waiting = next((s["state"]["waiting"].get("reason") for s in statuses if (s.get("state") or {}).get("waiting")),
+                   None)
+    return {"name": meta.get("name"),
+            # Deployments label pods with their ReplicaSet's hash, StatefulSets with their revision's name.
+            "revision": labels.get("pod-template-hash") or labels.get("controller-revision-hash"),
+            "phase": "Terminating" if meta.get("deletionTimestamp") else status.get("phase"),
+            "ready": bool(statuses) and all(s.get("ready") for s in statuses),
+            "restarts": sum(s.get("restartCount", 0) for s in statuses),
+            "reason": waiting, "message": None, "object": None}
+
+
+def _replicaset_row(obj: dict[str, Any]) -> dict[str, Any]:
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    return {"name": meta.get("name"),
+            "revision": (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision"),
+            "phase": None, "ready": status.get("readyReplicas", 0), "restarts": None,
+            "reason": None, "message": (meta.get("labels") or {}).get("pod-template-hash"), "object": None}
+
+
+def _event_row(obj: dict[str, Any]) -> dict[str, Any]:
+    involved = obj.get("involvedObject") or {}
+    return {"name": obj.get("metadata", {}).get("name"), "revision": None, "phase": obj.get("type"),
+            "ready": None, "restarts": obj.get("count"), "reason": obj.get("reason"),
+            "message": obj.get("message"), "object": f"{involved.get('kind', '').lower()}/{involved.get('name')}"}
+
+
+_KINDS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    "Pod": ("list_namespaced_pod", _pod_row),
+    "ReplicaSet": ("list_namespaced_replica_set", _replicaset_row),
+    "Event": ("list_namespaced_event", _event_row),
+}
+
+
+class Recorder:
+    """Watches pods, ReplicaSets and events in one namespace in background threads, until stopped.
+
+    Introduced in notebook 01_deployment_rollouts. What ``kubectl get pods,rs,events -w`` prints, kept as rows.
+    Use as ``with lk.events.Recorder(lab, ns) as rec: ...``; ``rec.table()`` is then a DataFrame.
+    """
+
+    def __init__(self, lab: Lab, namespace: str, *, kinds: tuple[str, ...] = ("Pod", "ReplicaSet", "Event"),
+                 max_seconds: float = 300.0):
+        self.lab, self.namespace, self.kinds = lab, namespace, kinds
+        # A recorder someone forgot to stop must not watch forever.
+        self.max_seconds = max_seconds
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.started = 0.0
+        self.errors: list[str] = []
+
+    def start(self) -> Recorder:
+        self.started = time.monotonic()
+        self._stop.clear()
+        for kind in self.kinds:
+            t = threading.Thread(target=self._watch, args=(kind,), daemon=True, name=f"labkit-recorder-{kind}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> Recorder:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads = []
+        return self
+
+    def __enter__(self) -> Recorder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _watch(self, kind: str) -> None:
+        method_name, to_row = _KINDS[kind]
+        api = self.lab.apps if kind == "ReplicaSet" else self.lab.core
+        method = getattr(api, method_name)
+        rv: str | None = None
+        while not self._stop.is_set() and time.monotonic() - self.started < self.max_seconds:
+            w = watch.Watch()
+            try:
+                with api_errors(f"watching {kind.lower()}s in {self.namespace}", server=self.lab.server):
+                    # Short server-side timeouts so that stop() takes effect within about a second.
+                    for ev in w.stream(method, self.namespace, resource_version=rv, timeout_seconds=1,
+                                       _request_timeout=5):
+                        obj = ev["raw_object"]
+                        rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                        if ev["type"] == "ERROR":
+                            rv = None  # 410 Gone: start again from a fresh list
+                            break
+                        row = {"t": round(time.monotonic() - self.started, 2), "kind": kind, "event": ev["type"],
+                               **to_row(obj)}
+                        with self._lock:
+                            self._rows.append(row)
+                        if self._stop.is_set():
+                            break
+            except Exception as exc:  # noqa: BLE001 - a recorder reports, it does not crash the notebook
+                self.errors.append(f"{kind}: {exc}")
+                time.sleep(0.5)
+            finally:
+                w.stop()
+
+    def table(self) -> pd.DataFrame:
+        """Every event seen so far, in time order (seconds since start in column ``t``)."""
+        with self._lock:
+            rows = list(self._rows)
+        return pd.DataFrame(rows, columns=COLUMNS).sort_values("t", kind="stable").reset_index(drop=True)
+
+
+def revision_numbers(table: pd.DataFrame) -> dict[str, str]:
+    """pod-template-hash -> Deployment revision number, from the ReplicaSet rows of a recording."""
+    rs = table[(table.kind == "ReplicaSet") & table.revision.notna()]
+    return {str(r.message): str(r.revision) for r in rs.itertuples()}
+
+
+def ready_by_revision(table: pd.DataFrame) -> pd.DataFrame:
+    """Ready pods per revision over time, replayed from the pod rows of a recording.
+
+    Introduced in notebook 01_deployment_rollouts. Columns: t, revision, ready (count), total (pods).
+    """
+    names = revision_numbers(table)
+    pods: dict[str, tuple[str, bool]] = {}
+    out: list[dict[str, Any]] = []
+    for r in table[table.kind == "Pod"].itertuples():
+        if r.event == "DELETED":
+            pods.pop(r.name, None)
+        else:
+            revision = names.get(str(r.revision), str(r.revision))
+            pods[r.name] = (revision, bool(r.ready) and r.phase != "Terminating")
+        revisions = {rev for rev, _ in pods.values()} | {row["revision"] for row in out}
+        for rev in sorted(revisions):
+            out.append({"t": r.t, "revision": rev, "ready": sum(1 for v, ok in pods.values() if v == rev and ok),
+                        "total": sum(1 for v, _ in pods.values() if v == rev)})
+    return pd.DataFrame(out, columns=["t", "revision", "ready", "total"])
+
+
+def min_ready_during(table: pd.DataFrame) -> int:
+    """The fewest ready pods (all revisions together) at any moment of a recording, after the first became ready."""
+    per = ready_by_revision(table)
+    if per.empty:
+        return 0
+    totals = per.groupby("t")["ready"].sum()
+    first = totals[totals > 0]
+    return int(first.min()) if not first.empty else 0
+
+
+def rollout_timeline(table: pd.DataFrame, *, title: str = "Ready pods per revision") -> go.Figure:
+    """Step chart of ready pods per revision over time: old ReplicaSet going down, new one coming up.
+
+    Introduced in notebook 01_deployment_rollouts.
+    """
+    per = ready_by_revision(table)
+    fig = go.Figure()
+    for rev, part in per.groupby("revision", sort=True):
+        fig.add_trace(go.Scatter(x=part.t, y=part.ready, mode="lines", line_shape="hv", name=f"revision {rev}"))
+    if not per.empty:
+        total = per.groupby("t")["ready"].sum()
+        fig.add_trace(go.Scatter(x=total.index, y=total.values, mode="lines", line_shape="hv",
+                                 line={"dash": "dot", "color": "gray"}, name="all ready"))
+    fig.update_layout(title=title, xaxis_title="seconds since recording started", yaxis_title="ready pods",
+                      template="plotly_white", height=360)
+    return fig
+
+
+def probe_timeline(table: pd.DataFrame, *, title: str = "Probe outcomes, readiness and restarts") -> go.Figure:
+    """Per pod: Ready as a band over time, restarts and kubelet events (Unhealthy, Killing, BackOff) as markers.
+
+    Introduced in notebook 03_health_probes.
+    """
+    fig = go.Figure()
+    pods = table[table.kind == "Pod"]
+    for name, part in pods.groupby("name", sort=True):
+        fig.add_trace(go.Scatter(x=part.t, y=[name] * len(part), mode="markers",
+                                 marker={"symbol": "square", "size": 9,
+                                         "color": ["seagreen" if r else "lightgray" for r in part.ready]},
+                                 text=[f"ready={r} restarts={n} {s or ''}" for r, n, s in
+                                       zip(part.ready, part.restarts, part.reason, strict=True)],
+                                 name=f"{name} (green = Ready)", showlegend=False))
+    events = table[(table.kind == "Event") & table.reason.isin(
+        ["Unhealthy", "Killing", "BackOff", "Started", "Failed"])]
+    for reason, part in events.groupby("reason", sort=True):
+        fig.add_trace(go.Scatter(x=part.t, y=[o.split("/", 1)[-1] for o in part.object], mode="markers",
+                                 marker={"symbol": "x" if reason in ("Killing", "BackOff", "Failed") else "circle-open",
+                                         "size": 12},
+                                 text=part.message, name=reason))
+    fig.update_layout(title=title, xaxis_title="seconds since recording started", template="plotly_white",
+                      height=300 + 30 * pods.name.nunique())
+    return fig
+
+
+def record_until(lab: Lab, namespace: str, done: Callable[[], bool], *, timeout: float = 60.0,
+                 poll: float = 0.5) -> pd.DataFrame:
+    """Record the namespace until ``done()`` is true or ``timeout`` seconds pass; return the table.
+
+    Introduced in notebook 03_health_probes. The deadline always holds: a recording never hangs a notebook.
+    """
+    with Recorder(lab, namespace) as rec:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done():
+            time.sleep(poll)
+    return rec.table()
