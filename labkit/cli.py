@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import versions
-from .cluster import backends, binaries, kind_backend, kwok_backend
+from .cluster import addons, backends, binaries, kind_backend, kwok_backend
 from .cluster.gotoolchain import find_go
 from .cluster.health import api_healthy
 from .cluster.ports import port_free
@@ -54,6 +54,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if info.get("backend", "kwok") == "kwok":
         for name, pid in kwok_backend.component_pids().items():
             _say(f"  {name:<24} {'running (pid %d)' % pid if pid else 'NOT RUNNING'}")
+    for addon in addons.status():
+        pid = f" (pid {addon.pid})" if addon.pid else ""
+        _say(f"  {addon.name:<24} {addon.state.upper() if addon.state != 'running' else 'running'}{pid} "
+             f"{addon.url or ''} {addon.note}".rstrip())
     if kubeconfig is None or not api_healthy(kubeconfig):
         _say("API server: not answering  (start the lab: labkit up)")
         return 1

@@ -29,12 +29,12 @@ def _kubeconfig(explicit: str | Path | None) -> tuple[Path | None, str]:
         return Path(explicit), "current"
     if os.environ.get("LABKIT_KUBECONFIG"):
         return Path(os.environ["LABKIT_KUBECONFIG"]), "current"
+    marker = state_dir() / "backend.json"
+    recorded = json.loads(marker.read_text()) if marker.exists() else {}
+    if recorded.get("backend") == "current" and recorded.get("kubeconfig"):
+        return Path(recorded["kubeconfig"]), "current"
     if kubeconfig_path().exists():
-        backend = "kwok"
-        marker = state_dir() / "backend.json"
-        if marker.exists():
-            backend = json.loads(marker.read_text()).get("backend", "kwok")
-        return kubeconfig_path(), backend
+        return kubeconfig_path(), recorded.get("backend", "kwok")
     env = os.environ.get("KUBECONFIG")
     default = Path(env.split(os.pathsep)[0]) if env else Path.home() / ".kube" / "config"
     return (default if default.exists() else None), "current"

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import ClusterUnreachable
 from ..paths import bin_dir, kubeconfig_path, state_dir
-from . import kind_backend, kwok_backend
+from . import addons, kind_backend, kwok_backend
 from .health import api_healthy
 
 BACKENDS = ("auto", "kwok", "kind", "current")
@@ -35,10 +35,13 @@ def up(requested: str = "auto", *, progress: Callable[[str], None] = print) -> P
     backend, why = choose(requested)
     progress(f"backend: {backend} ({why})")
     if backend == "kwok":
-        return kwok_backend.up(progress=progress)
-    if backend == "kind":
-        return kind_backend.up(progress=progress)
-    return _use_current(progress)
+        kubeconfig = kwok_backend.up(progress=progress)
+    elif backend == "kind":
+        kubeconfig = kind_backend.up(progress=progress)
+    else:
+        kubeconfig = _use_current(progress)
+    addons.start(kubeconfig=kubeconfig, progress=progress)
+    return kubeconfig
 
 
 def _use_current(progress: Callable[[str], None]) -> Path:
@@ -55,6 +58,7 @@ def _use_current(progress: Callable[[str], None]) -> Path:
 
 def down(*, progress: Callable[[str], None] = print) -> None:
     backend = recorded().get("backend", "kwok")
+    addons.stop(progress=progress)
     if backend == "kind":
         kind_backend.down(progress=progress)
     elif backend == "current":

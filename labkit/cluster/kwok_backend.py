@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .. import versions
-from ..errors import ClusterUnreachable, LabkitError, PortInUse
+from ..errors import LabkitError, PortInUse
 from ..paths import bin_dir, data_file, kubeconfig_path, state_dir
 from . import binaries
 from .health import api_healthy
@@ -221,8 +221,8 @@ def kubectl(args: list[str], *, input_text: str | None = None, timeout: float = 
     cmd = [str(bin_dir() / "kubectl"), "--kubeconfig", str(kubeconfig_path()), *args]
     proc = subprocess.run(cmd, input=input_text, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise ClusterUnreachable(f"`kubectl {' '.join(args)}` failed: {proc.stderr.strip()}",
-                                 fix="`labkit status` shows which component is unhealthy")
+        raise LabkitError(f"`kubectl {' '.join(args)}` failed: {proc.stderr.strip()}",
+                          fix="`labkit status` shows which component is unhealthy")
     return proc.stdout
 
 

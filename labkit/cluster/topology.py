@@ -48,6 +48,8 @@ def gpu_labels(gpu: dict[str, Any]) -> dict[str, str]:
         "nvidia.com/gpu.deploy.dcgm-exporter": "true",
         "nvidia.com/mig.capable": str(gpu.get("mig_capable", True)).lower(),
     }
+    if gpu.get("mig"):
+        labels["nvidia.com/mig.strategy"] = "mixed"
     if gpu.get("sharing") == "time-slicing":
         labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
         labels["nvidia.com/gpu.replicas"] = str(gpu.get("replicas", 4))
@@ -70,8 +72,11 @@ def node_manifest(node: dict[str, Any], *, kubelet_version: str) -> dict[str, An
     if gpu:
         labels.update(gpu_labels(gpu))
         resource = "nvidia.com/gpu.shared" if gpu.get("sharing") == "time-slicing" else "nvidia.com/gpu"
-        count = gpu["count"] * (gpu.get("replicas", 4) if gpu.get("sharing") == "time-slicing" else 1)
-        capacity[resource] = str(count)
+        # Mixed MIG strategy: GPUs split into MIG instances are advertised as those, not as whole GPUs.
+        whole = gpu["count"] - int(gpu.get("mig_gpus", 0))
+        count = whole * (gpu.get("replicas", 4) if gpu.get("sharing") == "time-slicing" else 1)
+        if count:
+            capacity[resource] = str(count)
         for profile, slices in (gpu.get("mig") or {}).items():
             capacity[f"nvidia.com/mig-{profile}"] = str(slices)
     return {

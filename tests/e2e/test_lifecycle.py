@@ -127,3 +127,23 @@ def test_connect_without_cluster_says_what_to_run(tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
     with pytest.raises(lk.ClusterUnreachable, match="labkit up"):
         lk.connect()
+
+
+def test_env_status_and_doctor_describe_the_running_lab(private_lab: dict[str, str]) -> None:
+    assert _labkit(private_lab, "up", "--backend", "kwok").returncode == 0
+    env_lines = _labkit(private_lab, "env").stdout
+    assert "export KUBECONFIG=" in env_lines and "export PATH=" in env_lines
+    shell = subprocess.run(["bash", "-c", f'{env_lines}\nkubectl get nodes -o name'], capture_output=True,
+                           text=True, timeout=60, env=private_lab)
+    assert shell.returncode == 0, shell.stderr
+    assert len(shell.stdout.split()) == len(load_topology())
+
+    status = _labkit(private_lab, "status")
+    assert status.returncode == 0, status.stdout
+    assert "backend:    kwok" in status.stdout and "v1.36.3" in status.stdout
+    assert "kube-apiserver" in status.stdout and "NOT RUNNING" not in status.stdout
+    assert "gpu-node-1" in status.stdout
+
+    doctor = _labkit(private_lab, "doctor")
+    assert "[ok] cluster binaries cached" in doctor.stdout
+    assert "MISSING" not in doctor.stdout.split("Prometheus")[0], doctor.stdout

@@ -10,10 +10,11 @@ from labkit.cluster.topology import load_topology, node_manifest
 from labkit.errors import ManifestError
 
 
-def test_default_topology_has_cpu_and_two_gpu_nodes() -> None:
+def test_default_topology_has_cpu_gpu_and_mig_nodes() -> None:
     nodes = load_topology()
     gpu = [n for n in nodes if n.get("gpu")]
-    assert len(gpu) == 2 and len(nodes) - len(gpu) >= 2
+    assert len(gpu) == 3 and len(nodes) - len(gpu) >= 2
+    assert [n["name"] for n in gpu if n["gpu"].get("mig")] == ["gpu-node-3"]
 
 
 def test_gpu_node_advertises_gpus_and_gfd_labels() -> None:
