@@ -75,7 +75,8 @@ def components() -> list[Component]:
             ("sigs.k8s.io/kwok/cmd/kwok", "sigs.k8s.io/kwok/cmd/kwokctl"), ("kwok", "kwokctl"),
             ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={versions.KWOK} "
             f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={k8s}",
-            downloads={b: f"{GITHUB}/kubernetes-sigs/kwok/releases/download/{versions.KWOK}/{b}-linux-{arch}" for b in ("kwok", "kwokctl")},
+            downloads={b: f"{GITHUB}/kubernetes-sigs/kwok/releases/download/{versions.KWOK}/{b}-linux-{arch}"
+                       for b in ("kwok", "kwokctl")},
         ),
         Component(
             "metrics-server", versions.METRICS_SERVER, "sigs.k8s.io/metrics-server",
