@@ -22,7 +22,8 @@ from pathlib import Path
 def _machine() -> str:
     mem_kib = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
                        if line.startswith("MemTotal")).split()[1])
-    return f"{os.cpu_count()} cores, {mem_kib / 2**20:.0f} GiB RAM, {platform.machine()}, Python {platform.python_version()}"
+    return (f"{os.cpu_count()} cores, {mem_kib / 2**20:.0f} GiB RAM, {platform.machine()}, "
+            f"Python {platform.python_version()}")
 
 
 def cold_builds(work: Path) -> None:
