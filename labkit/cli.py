@@ -53,7 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     _say("pinned:     " + ", ".join(f"{k} {v}" for k, v in versions.PINNED.items()))
     if info.get("backend", "kwok") == "kwok":
         for name, pid in kwok_backend.component_pids().items():
-            _say(f"  {name:<24} {'running (pid %d)' % pid if pid else 'NOT RUNNING'}")
+            _say(f"  {name:<24} {f'running (pid {pid})' if pid else 'NOT RUNNING'}")
     for addon in addons.status():
         pid = f" (pid {addon.pid})" if addon.pid else ""
         _say(f"  {addon.name:<24} {addon.state.upper() if addon.state != 'running' else 'running'}{pid} "

@@ -159,7 +159,8 @@ def workload_from_annotations(meta: Mapping[str, Any]) -> Workload:
             memory_bound=float(ann.get(ANNOTATION_MEMORY_BOUND, DEFAULT_MEMORY_BOUND)),
         )
     except ValueError as exc:
-        raise ValueError(f"pod {meta.get('namespace')}/{meta.get('name')}: bad gpu.labkit.io annotation: {exc}") from exc
+        where = f"{meta.get('namespace')}/{meta.get('name')}"
+        raise ValueError(f"pod {where}: bad gpu.labkit.io annotation: {exc}") from exc
 
 
 @dataclass
@@ -218,7 +219,8 @@ class Allocator:
                     kind, gpu, *rest = dev.split(":")
                     node = self.nodes[pod.node]
                     inst = next((m for m in node.mig if rest and f"mig:{m.gpu}:{m.gi_id}" == dev), None)
-                    resource = {"gpu": WHOLE_GPU, "shared": SHARED_GPU}.get(kind) or f"{MIG_PREFIX}{inst.profile if inst else '?'}"
+                    mig_name = f"{MIG_PREFIX}{inst.profile if inst else '?'}"
+                    resource = {"gpu": WHOLE_GPU, "shared": SHARED_GPU}.get(kind) or mig_name
                     rows.append({"node": pod.node, "namespace": pod.namespace, "pod": pod.name,
                                  "container": pod.container, "resource": resource, "gpu": int(gpu),
                                  "mig_instance": int(rest[0]) if kind == "mig" else None, "device_id": dev})

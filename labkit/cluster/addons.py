@@ -67,7 +67,10 @@ def _save(record: dict[str, Any]) -> None:
 
 def prometheus_binary() -> str | None:
     """Debian's Prometheus (or one on PATH); ``LABKIT_PROMETHEUS_BINARY`` overrides."""
-    return os.environ.get("LABKIT_PROMETHEUS_BINARY") or shutil.which("prometheus")
+    explicit = os.environ.get("LABKIT_PROMETHEUS_BINARY")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    return shutil.which("prometheus")
 
 
 def _alive(pid: int | None, marker: str) -> bool:
@@ -135,13 +138,17 @@ def prometheus_config(exporter_port: int) -> str:
     return (f"# written by labkit; edits are replaced on the next `labkit up`\n"
             f"global:\n  scrape_interval: {SCRAPE_INTERVAL}\n  evaluation_interval: {SCRAPE_INTERVAL}\n"
             f"scrape_configs:\n"
-            f"  - job_name: dcgm-exporter   # one target per GPU node, like the DaemonSet's pods (port {exporter_port})\n"
-            f"    file_sd_configs:\n      - files: ['{targets}']\n")
+            f"  - job_name: dcgm-exporter   # one target per GPU node (exporter port {exporter_port})\n"
+            f"    file_sd_configs:\n      - files: ['{targets}']\n        refresh_interval: 5s\n")
 
 
 def _start_prometheus(binary: str, record: dict[str, Any]) -> None:
     port = _pick_port(PROMETHEUS, record.get(PROMETHEUS, {}).get("port"))
     config = addons_dir() / "prometheus.yml"
+    targets = addons_dir() / EXPORTER / "targets.json"
+    targets.parent.mkdir(parents=True, exist_ok=True)  # Prometheus watches the folder; it must exist first
+    if not targets.exists():
+        targets.write_text("[]\n")
     config.write_text(prometheus_config(record[EXPORTER]["port"]))
     data = addons_dir() / "prometheus-data"
     cmd = [binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",

@@ -1,0 +1,124 @@
+"""PromQL against the lab's own Prometheus, answers as pandas DataFrames.
+
+Same as ``curl 'http://127.0.0.1:PORT/api/v1/query?query=...'``; the URL comes from ``labkit status``.
+
+Introduced in notebook 12_gpu_monitoring.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from .cluster import addons
+from .errors import LabkitError
+
+
+class PrometheusUnavailable(LabkitError):
+    """The lab's Prometheus is not installed, not running, or not answering."""
+
+
+class PromQLError(LabkitError):
+    """Prometheus rejected a query (bad syntax, unknown function, ...)."""
+
+
+def prometheus_url() -> str:
+    """Base URL of the lab's Prometheus; says how to get one when there is none.
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    state = next(s for s in addons.status() if s.name == addons.PROMETHEUS)
+    if state.state == "missing":
+        raise PrometheusUnavailable("Prometheus is not installed, so the lab has no metrics database",
+                                    fix=f"{addons.INSTALL_PROMETHEUS}; then `labkit up` starts it")
+    if state.url is None:
+        raise PrometheusUnavailable("the lab's Prometheus is not running",
+                                    fix="labkit up   # starts missing addons; `labkit status` shows them")
+    return state.url
+
+
+def _get(path: str, params: dict[str, str], *, timeout: float) -> Any:
+    url = f"{prometheus_url()}{path}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 -- loopback URL we built
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        raise PromQLError(f"Prometheus rejected {params.get('query')!r}: {body.get('error', exc.reason)}",
+                          fix="check the expression in the Prometheus UI (Graph tab) at " + prometheus_url()) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise PrometheusUnavailable(f"the lab's Prometheus at {prometheus_url()} does not answer ({exc})",
+                                    fix="labkit status   # then `labkit up` to restart it") from None
+    return body["data"]
+
+
+def _frame(result: list[dict[str, Any]], *, matrix: bool) -> pd.DataFrame:
+    rows = []
+    for series in result:
+        labels = {k: v for k, v in series["metric"].items()}
+        points = series["values"] if matrix else [series["value"]]
+        for ts, value in points:
+            rows.append({**labels, "time": datetime.fromtimestamp(float(ts), tz=UTC), "value": float(value)})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["time", "value"])
+    label_cols = sorted(c for c in frame.columns if c not in ("time", "value"))
+    frame = frame[label_cols + ["time", "value"]]
+    return frame.sort_values(label_cols + ["time"]).reset_index(drop=True)
+
+
+def query(expr: str, *, at: datetime | float | None = None, timeout: float = 10.0) -> pd.DataFrame:
+    """An instant query: one row per series, its labels as columns, then ``time`` and ``value``.
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    params = {"query": expr}
+    if at is not None:
+        params["time"] = str(at.timestamp() if isinstance(at, datetime) else at)
+    return _frame(_get("/api/v1/query", params, timeout=timeout)["result"], matrix=False)
+
+
+def query_range(expr: str, *, minutes: float = 5.0, step: str = "2s", timeout: float = 20.0) -> pd.DataFrame:
+    """A range query over the last ``minutes``: one row per series per step (long format, ready to plot).
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    end = time.time()
+    params = {"query": expr, "start": str(end - minutes * 60), "end": str(end), "step": step}
+    return _frame(_get("/api/v1/query_range", params, timeout=timeout)["result"], matrix=True)
+
+
+def wait_for_series(expr: str, *, min_rows: int = 1, timeout: float = 60.0) -> pd.DataFrame:
+    """Repeat an instant query until it returns ``min_rows`` series (scrapes take a few seconds).
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    deadline = time.monotonic() + timeout
+    frame = query(expr)
+    while len(frame) < min_rows:
+        if time.monotonic() > deadline:
+            raise PrometheusUnavailable(
+                f"{expr!r} returned {len(frame)} series after {timeout:.0f}s, expected at least {min_rows}",
+                fix=f"open {prometheus_url()}/targets to see whether the scrape works; "
+                "`labkit status` shows the exporter")
+        time.sleep(1.0)
+        frame = query(expr)
+    return frame
+
+
+def targets() -> pd.DataFrame:
+    """What Prometheus scrapes and whether the last scrape worked (its Status -> Targets page).
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    data = _get("/api/v1/targets", {"state": "active"}, timeout=10)
+    rows = [{"job": t["labels"].get("job"), "instance": t["labels"].get("instance"), "url": t["scrapeUrl"],
+             "health": t["health"], "last_error": t["lastError"]} for t in data["activeTargets"]]
+    return pd.DataFrame(rows, columns=["job", "instance", "url", "health", "last_error"])
