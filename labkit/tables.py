@@ -18,20 +18,25 @@ def _ready(conditions: list | None) -> str:
 
 
 def nodes_table(lab: Lab) -> pd.DataFrame:
-    """One row per node: readiness, capacity, GPUs, role. Same data as ``kubectl get nodes -o wide``."""
+    """One row per node: readiness, capacity, whole GPUs, GPU slices (MIG, time-sliced), zone.
+
+    Same data as ``kubectl get nodes -o wide``.
+    """
     with api_errors("listing nodes", server=lab.server):
         nodes = lab.core.list_node().items
     rows = []
     for n in nodes:
         cap = n.status.capacity or {}
         labels = n.metadata.labels or {}
-        gpus = sum(int(v) for k, v in cap.items() if k.startswith("nvidia.com/"))
+        # Whole GPUs apart from the slices the device plugin advertises for MIG or time-slicing.
+        slices = sum(int(v) for k, v in cap.items() if k.startswith("nvidia.com/mig-") or k == "nvidia.com/gpu.shared")
         rows.append({
             "node": n.metadata.name,
             "ready": _ready(n.status.conditions),
             "cpu": cap.get("cpu"),
             "memory": cap.get("memory"),
-            "gpus": gpus,
+            "gpus": int(cap.get("nvidia.com/gpu", 0)),
+            "gpu_slices": slices,
             "gpu_product": labels.get("nvidia.com/gpu.product", ""),
             "zone": labels.get("topology.kubernetes.io/zone", ""),
             "kubelet": n.status.node_info.kubelet_version if n.status.node_info else "",

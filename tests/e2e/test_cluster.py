@@ -65,7 +65,7 @@ def test_metrics_server_reports_pod_usage(lab: lk.Lab, namespace: str) -> None:
 
 
 def test_gpu_pod_lands_only_on_gpu_nodes(lab: lk.Lab, namespace: str) -> None:
-    gpu_nodes = set(lk.nodes_table(lab).query("gpus > 0")["node"])
+    gpu_nodes = set(lk.nodes_table(lab).query("gpus > 0 or gpu_slices > 0")["node"])
     assert gpu_nodes, "the topology should have GPU nodes"
     for i in range(3):
         lk.apply(lab, _gpu_pod(f"gpu-{i}", 1), namespace=namespace)
