@@ -120,7 +120,8 @@ def _pids() -> list[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie (`labkit status`, `labkit down`)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -137,7 +138,7 @@ def _alive(pid: int) -> bool:
 
 def running_pids() -> list[int]:
     """Control-plane processes of the lab that are still alive."""
-    return [p for p in _pids() if _alive(p)]
+    return [p for p in _pids() if process_alive(p)]
 
 
 def exists() -> bool:
@@ -239,5 +240,5 @@ def component_pids() -> dict[str, int | None]:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             pid = None
-        result[pidfile.stem] = pid if pid and _alive(pid) else None
+        result[pidfile.stem] = pid if pid and process_alive(pid) else None
     return result

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import labkit as lk
+from labkit.cluster import kwok_backend
 from labkit.cluster.ports import free_port
 from labkit.cluster.topology import load_topology
 
@@ -37,16 +38,6 @@ def _pids(state: Path) -> list[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is gone for our purposes.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
 @pytest.fixture
 def private_lab(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = dict(os.environ, LABKIT_STATE_DIR=str(tmp_path / "state"), LABKIT_API_PORT=str(free_port()))
@@ -60,7 +51,8 @@ def test_up_twice_reuses_and_down_leaves_no_process(private_lab: dict[str, str])
     assert NODES_READY in first.stdout
     state = Path(private_lab["LABKIT_STATE_DIR"])
     pids = _pids(state)
-    assert len(pids) >= 6 and all(_alive(p) for p in pids)  # etcd, apiserver, kcm, scheduler, kwok, metrics
+    # etcd, apiserver, controller-manager, scheduler, kwok, metrics-server
+    assert len(pids) >= 6 and all(kwok_backend.process_alive(p) for p in pids)
 
     second = _labkit(private_lab, "up", "--backend", "kwok")
     assert second.returncode == 0, second.stderr
@@ -69,7 +61,7 @@ def test_up_twice_reuses_and_down_leaves_no_process(private_lab: dict[str, str])
 
     down = _labkit(private_lab, "down")
     assert down.returncode == 0 and "no process left" in down.stdout
-    assert [p for p in pids if _alive(p)] == []
+    assert [p for p in pids if kwok_backend.process_alive(p)] == []
 
 
 def test_stale_cluster_from_killed_run_is_replaced(private_lab: dict[str, str]) -> None:
