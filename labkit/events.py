@@ -108,18 +108,17 @@ class Recorder:
             w = watch.Watch()
             try:
                 with api_errors(f"watching {kind.lower()}s in {self.namespace}", server=self.lab.server):
+                    if rv is None:
+                        rv = self._list(kind, method, to_row)
                     # Short server-side timeouts so that stop() takes effect within about a second.
                     for ev in w.stream(method, self.namespace, resource_version=rv, timeout_seconds=1,
                                        _request_timeout=5):
                         obj = ev["raw_object"]
-                        rv = obj.get("metadata", {}).get("resourceVersion", rv)
                         if ev["type"] == "ERROR":
-                            rv = None  # 410 Gone: start again from a fresh list
+                            rv = None  # 410 Gone: list again, then watch from there
                             break
-                        row = {"t": round(time.monotonic() - self.started, 2), "kind": kind, "event": ev["type"],
-                               **to_row(obj)}
-                        with self._lock:
-                            self._rows.append(row)
+                        rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                        self._add(kind, ev["type"], to_row(obj))
                         if self._stop.is_set():
                             break
             except Exception as exc:  # noqa: BLE001 - a recorder reports, it does not crash the notebook
@@ -127,6 +126,19 @@ class Recorder:
                 time.sleep(0.5)
             finally:
                 w.stop()
+
+    def _list(self, kind: str, method: Callable[..., Any], to_row: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+        """What exists when recording starts, as LISTED rows at one instant; returns the list's resourceVersion."""
+        data = self.lab.api_client.sanitize_for_serialization(method(self.namespace, _request_timeout=10))
+        t = round(time.monotonic() - self.started, 2)
+        for obj in data.get("items") or []:
+            self._add(kind, "LISTED", to_row(obj), t=t)
+        return data["metadata"]["resourceVersion"]
+
+    def _add(self, kind: str, event: str, fields: dict[str, Any], *, t: float | None = None) -> None:
+        t = round(time.monotonic() - self.started, 2) if t is None else t
+        with self._lock:
+            self._rows.append({"t": t, "kind": kind, "event": event, **fields})
 
     def table(self) -> pd.DataFrame:
         """Every event seen so far, in time order (seconds since start in column ``t``)."""
@@ -149,27 +161,29 @@ def ready_by_revision(table: pd.DataFrame) -> pd.DataFrame:
     names = revision_numbers(table)
     pods: dict[str, tuple[str, bool]] = {}
     out: list[dict[str, Any]] = []
-    for r in table[table.kind == "Pod"].itertuples():
-        if r.event == "DELETED":
-            pods.pop(r.name, None)
-        else:
-            revision = names.get(str(r.revision), str(r.revision))
-            pods[r.name] = (revision, bool(r.ready) and r.phase != "Terminating")
-        revisions = {rev for rev, _ in pods.values()} | {row["revision"] for row in out}
-        for rev in sorted(revisions):
-            out.append({"t": r.t, "revision": rev, "ready": sum(1 for v, ok in pods.values() if v == rev and ok),
+    seen: set[str] = set()
+    # One sample per instant, after every row of that instant: the first list is one instant, not a ramp.
+    for t, rows in table[table.kind == "Pod"].groupby("t", sort=True):
+        for r in rows.itertuples():
+            if r.event == "DELETED":
+                pods.pop(r.name, None)
+            else:
+                revision = names.get(str(r.revision), str(r.revision))
+                pods[r.name] = (revision, bool(r.ready) and r.phase != "Terminating")
+        seen |= {rev for rev, _ in pods.values()}
+        for rev in sorted(seen):
+            out.append({"t": t, "revision": rev, "ready": sum(1 for v, ok in pods.values() if v == rev and ok),
                         "total": sum(1 for v, _ in pods.values() if v == rev)})
     return pd.DataFrame(out, columns=["t", "revision", "ready", "total"])
 
 
 def min_ready_during(table: pd.DataFrame) -> int:
-    """The fewest ready pods (all revisions together) at any moment of a recording, after the first became ready."""
+    """The fewest ready pods (all revisions together) at any moment of a recording.
+
+    Introduced in notebook 01_deployment_rollouts.
+    """
     per = ready_by_revision(table)
-    if per.empty:
-        return 0
-    totals = per.groupby("t")["ready"].sum()
-    first = totals[totals > 0]
-    return int(first.min()) if not first.empty else 0
+    return int(per.groupby("t")["ready"].sum().min()) if not per.empty else 0
 
 
 def rollout_timeline(table: pd.DataFrame, *, title: str = "Ready pods per revision") -> go.Figure:

@@ -6,13 +6,14 @@ Introduced in notebook 01_deployment_rollouts (StatefulSet revisions in 02_state
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pandas as pd
 
 from .client import Lab, api_errors
 from .errors import LabkitError, NotFound
-from .wait import wait_for
+from .wait import deployment_failed, wait_for
 
 REVISION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -71,9 +72,8 @@ def rollout_state(obj: dict[str, Any] | None) -> tuple[bool, str]:
             return False, f"waiting for statefulset rolling update to complete {updated} pods at revision " \
                           f"{status.get('updateRevision')}..."
         return True, f"statefulset rolling update complete {want} pods at revision {status.get('currentRevision')}..."
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return False, f'deployment "{name}" exceeded its progress deadline'
+    if deployment_failed(obj):
+        return False, f'deployment "{name}" exceeded its progress deadline'
     total, available = status.get("replicas", 0), status.get("availableReplicas", 0)
     waiting = f'Waiting for deployment "{name}" rollout to finish: '
     if updated < want:
@@ -89,10 +89,15 @@ def rollout_status(lab: Lab, name: str, *, namespace: str, kind: str = "deployme
     """Wait until the rollout is complete and return kubectl's message.
 
     Introduced in notebook 01_deployment_rollouts. Same as ``kubectl rollout status deployment/NAME --timeout=60s``.
-    Raises WaitFailed when a Deployment passes its progressDeadlineSeconds, WaitTimeout at ``timeout``.
+    Raises WaitFailed when a Deployment passes its progressDeadlineSeconds during the wait, WaitTimeout at
+    ``timeout``. A deadline that was exceeded before the call (say, before an undo) is not held against the new
+    rollout: the controller keeps that condition until the new rollout makes progress (``kubectl rollout status``
+    would stop on it at once).
     """
     kind = _kind(kind)
-    obj = wait_for(lab, kind, name, namespace=namespace, condition=lambda o: rollout_state(o)[0], timeout=timeout)
+    started = time.time()
+    obj = wait_for(lab, kind, name, namespace=namespace, condition=lambda o: rollout_state(o)[0], timeout=timeout,
+                   fail_when=lambda o: deployment_failed(o, since=started))
     return rollout_state(obj)[1]
 
 

@@ -6,6 +6,7 @@ Conditions are spelled like ``kubectl wait --for``: ``condition=Available``, ``j
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Callable
@@ -58,11 +59,23 @@ def parse_condition(spec: str | Predicate) -> Predicate:
     raise ValueError(f"unknown wait condition {spec!r}: use condition=X, jsonpath={{.path}}=value, or delete")
 
 
-def deployment_failed(obj: dict[str, Any] | None) -> str | None:
-    """A Deployment that ran past progressDeadlineSeconds will not finish by waiting longer."""
-    for cond in (obj or {}).get("status", {}).get("conditions") or []:
+def deployment_failed(obj: dict[str, Any] | None, *, since: float | None = None) -> str | None:
+    """ProgressDeadlineExceeded in a status that describes the current spec: waiting longer will not help.
+
+    With ``since`` (when a wait began), a condition that began before the wait counts only once it has lasted a
+    further progressDeadlineSeconds into the wait: right after an undo the controller keeps the old condition
+    until the new rollout makes progress.
+    """
+    if not obj or (obj.get("status") or {}).get("observedGeneration", 0) < obj["metadata"].get("generation", 0):
+        return None
+    for cond in obj["status"].get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return f"ProgressDeadlineExceeded: {cond.get('message', '')}"
+            # The controller refreshes lastUpdateTime while it stays timed out; the transition says when it began.
+            began = cond.get("lastTransitionTime")
+            when = dt.datetime.fromisoformat(began.replace("Z", "+00:00")).timestamp() if began else None
+            deadline = (obj.get("spec") or {}).get("progressDeadlineSeconds", 600)
+            if since is None or when is None or when >= since or time.time() - since > deadline:
+                return f"ProgressDeadlineExceeded: {cond.get('message', '')}"
     return None
 
 
@@ -87,7 +100,8 @@ def wait_for(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
     """
     predicate = parse_condition(condition)
     if fail_when is None and kind.lower() == "deployment":
-        fail_when = deployment_failed
+        started = time.time()
+        fail_when = lambda obj: deployment_failed(obj, since=started)  # noqa: E731
     res = lab.dynamic.resources.get(api_version=api_version, kind=kind) if api_version else \
         lab.dynamic.resources.get(kind=kind)
     ns = namespace if res.namespaced else None

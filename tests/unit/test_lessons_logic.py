@@ -1,0 +1,117 @@
+"""Unit tests (no cluster) for the pure logic behind lessons 01-03."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import yaml
+
+from labkit import events, exercises, rollouts
+from labkit.cluster.kwok_backend import stage_files
+
+
+def dep(generation=2, observed=2, **status):
+    return {"kind": "Deployment", "metadata": {"name": "web", "generation": generation},
+            "spec": {"replicas": 3}, "status": {"observedGeneration": observed, **status}}
+
+
+def test_rollout_state_words_like_kubectl():
+    assert rollouts.rollout_state(dep(observed=1))[1] == "Waiting for deployment spec update to be observed..."
+    assert rollouts.rollout_state(dep(updatedReplicas=1, replicas=3))[1].endswith(
+        "1 out of 3 new replicas have been updated...")
+    assert "old replicas are pending termination" in rollouts.rollout_state(
+        dep(updatedReplicas=3, replicas=4, availableReplicas=3))[1]
+    assert rollouts.rollout_state(dep(updatedReplicas=3, replicas=3, availableReplicas=3)) == (
+        True, 'deployment "web" successfully rolled out')
+
+
+def test_progress_deadline_only_counts_for_the_current_spec_and_recent_transitions():
+    cond = {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "timed out",
+            "lastTransitionTime": "2030-01-01T00:00:10Z"}
+    obj = dep(conditions=[cond])
+    assert rollouts._deadline_exceeded(obj) == "ProgressDeadlineExceeded: timed out"
+    assert rollouts._deadline_exceeded(dep(observed=1, conditions=[cond])) is None
+    began = pd.Timestamp("2030-01-01T00:00:10Z").timestamp()
+    # A deadline exceeded before the wait (an undo follows a failed rollout) is not held against the new rollout.
+    assert rollouts._deadline_exceeded(obj, since=began + 5) is None
+    assert rollouts._deadline_exceeded(obj, since=began - 5) is not None
+
+
+def test_statefulset_partition_state():
+    sts = {"kind": "StatefulSet", "metadata": {"name": "db", "generation": 1},
+           "spec": {"replicas": 3, "updateStrategy": {"rollingUpdate": {"partition": 2}}},
+           "status": {"observedGeneration": 1, "readyReplicas": 3, "updatedReplicas": 1}}
+    assert rollouts.rollout_state(sts) == (True, "partitioned roll out complete: 1 new pods have been updated...")
+
+
+def test_max_unavailable_percentages_round_down_and_surge_rounds_up():
+    assert exercises._resolve("25%", 4, round_up=False) == 1
+    assert exercises._resolve("25%", 3, round_up=False) == 0
+    assert exercises._resolve("25%", 3, round_up=True) == 1
+    assert exercises._resolve(None, 8, round_up=False) == 2
+    assert exercises._resolve(2, 8, round_up=False) == 2
+
+
+def rows(*items):
+    return pd.DataFrame([dict(zip(events.COLUMNS, i, strict=False)) for i in items], columns=events.COLUMNS)
+
+
+def test_ready_by_revision_replays_an_instant_at_a_time():
+    table = rows(
+        (0.0, "ReplicaSet", "LISTED", "web-aaa", "1", None, 2, None, None, "aaa"),
+        (0.0, "Pod", "LISTED", "web-aaa-1", "aaa", "Running", True, 0),
+        (0.0, "Pod", "LISTED", "web-aaa-2", "aaa", "Running", True, 0),
+        (1.0, "ReplicaSet", "ADDED", "web-bbb", "2", None, 0, None, None, "bbb"),
+        (1.0, "Pod", "ADDED", "web-bbb-1", "bbb", "Pending", False, 0),
+        (2.0, "Pod", "MODIFIED", "web-bbb-1", "bbb", "Running", True, 0),
+        (3.0, "Pod", "MODIFIED", "web-aaa-1", "aaa", "Terminating", True, 0),
+        (4.0, "Pod", "DELETED", "web-aaa-1", "aaa", "Terminating", True, 0),
+    )
+    per = events.ready_by_revision(table)
+    at = {(r.t, r.revision): r.ready for r in per.itertuples()}
+    assert at[(0.0, "1")] == 2 and at[(2.0, "2")] == 1 and at[(3.0, "1")] == 1 and at[(4.0, "1")] == 1
+    # The initial list is one instant: no ramp from 1 to 2 ready pods.
+    assert events.min_ready_during(table) == 2
+
+
+def test_timelines_are_figures_with_a_trace_per_revision():
+    table = rows((0.0, "Pod", "LISTED", "a", "x", "Running", True, 0),
+                 (1.0, "Event", "ADDED", "e1", None, "Warning", None, 1, "Unhealthy", "probe failed", "pod/a"))
+    fig = events.rollout_timeline(table)
+    assert [t.name for t in fig.data] == ["revision x", "all ready"]
+    assert {t.name for t in events.probe_timeline(table).data} >= {"Unhealthy"}
+
+
+def test_progress_is_recorded_per_exercise(tmp_path, monkeypatch):
+    monkeypatch.setattr(exercises, "progress_file", lambda: tmp_path / "p.json")
+    exercises._record("01-recover", False)
+    exercises._record("01-recover", True)
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["01-recover"]["attempts"] == 2 and data["01-recover"]["passed"] is True
+    table = exercises.progress()
+    assert table.set_index("exercise").loc["01-recover", "passed"]
+    assert not table.set_index("exercise").loc["01-rollout-v3", "passed"]
+
+
+def test_result_text_says_what_is_wrong_and_the_hint():
+    r = exercises.Result("x", passed=False, problems=["image is old"], hint="set the image")
+    assert str(r) == "NOT YET x:\n  - image is old\n  hint: set the image"
+    assert str(exercises.Result("x", passed=True)) == "PASS x: well done."
+
+
+def test_every_exercise_has_task_hint_solution_and_autosolve():
+    for ex in exercises.EXERCISES.values():
+        assert ex.task and ex.hint and ex.solution and ex.autosolve, ex.id
+
+
+def test_stage_files_are_kwok_stages_with_unique_names():
+    names = []
+    for path in stage_files():
+        for doc in yaml.safe_load_all(path.read_text()):
+            items = doc["items"] if doc["kind"] == "List" else [doc]
+            for item in items:
+                assert item["apiVersion"] == "kwok.x-k8s.io/v1alpha1" and item["kind"] == "Stage"
+                names.append(item["metadata"]["name"])
+    assert len(names) == len(set(names))
+    assert {"labkit-node-initialize", "labkit-node-heartbeat", "labkit-pod-delete", "labkit-pod-complete"} <= set(names)
