@@ -66,9 +66,10 @@ def deployment_failed(obj: dict[str, Any] | None, *, since: float | None = None)
     further progressDeadlineSeconds into the wait: right after an undo the controller keeps the old condition
     until the new rollout makes progress.
     """
-    if not obj or (obj.get("status") or {}).get("observedGeneration", 0) < obj["metadata"].get("generation", 0):
+    status = (obj or {}).get("status") or {}
+    if not obj or status.get("observedGeneration", 0) < (obj.get("metadata") or {}).get("generation", 0):
         return None
-    for cond in obj["status"].get("conditions") or []:
+    for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             # The controller refreshes lastUpdateTime while it stays timed out; the transition says when it began.
             began = cond.get("lastTransitionTime")

@@ -9,6 +9,7 @@ import yaml
 
 from labkit import events, exercises, rollouts
 from labkit.cluster.kwok_backend import stage_files
+from labkit.wait import deployment_failed
 
 
 def dep(generation=2, observed=2, **status):
@@ -30,12 +31,12 @@ def test_progress_deadline_only_counts_for_the_current_spec_and_recent_transitio
     cond = {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "timed out",
             "lastTransitionTime": "2030-01-01T00:00:10Z"}
     obj = dep(conditions=[cond])
-    assert rollouts._deadline_exceeded(obj) == "ProgressDeadlineExceeded: timed out"
-    assert rollouts._deadline_exceeded(dep(observed=1, conditions=[cond])) is None
+    assert deployment_failed(obj) == "ProgressDeadlineExceeded: timed out"
+    assert deployment_failed(dep(observed=1, conditions=[cond])) is None
     began = pd.Timestamp("2030-01-01T00:00:10Z").timestamp()
     # A deadline exceeded before the wait (an undo follows a failed rollout) is not held against the new rollout.
-    assert rollouts._deadline_exceeded(obj, since=began + 5) is None
-    assert rollouts._deadline_exceeded(obj, since=began - 5) is not None
+    assert deployment_failed(obj, since=began + 5) is None
+    assert deployment_failed(obj, since=began - 5) is not None
 
 
 def test_statefulset_partition_state():
