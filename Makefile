@@ -5,6 +5,7 @@ NBVAL = --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovid
 .PHONY: install up down lab test lint bench
 
 install:  ## the labkit package and its Python dependencies (editable)
+	$(PYTHON) -m pip install --quiet 'setuptools>=68' wheel
 	$(PYTHON) -m pip install --quiet --no-build-isolation -e '.[test]'
 
 up: install  ## start (or reuse) the lab cluster; the first run builds its binaries (about 10 min on 2 cores)
