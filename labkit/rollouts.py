@@ -260,18 +260,29 @@ def scale(lab: Lab, name: str, *, namespace: str, replicas: int, kind: str = "de
     return f"{kind.lower()}.apps/{name} scaled"
 
 
-def pods_by_revision(lab: Lab, name: str, *, namespace: str) -> pd.DataFrame:
+def pods_by_revision(lab: Lab, name: str, *, namespace: str, kind: str = "deployment") -> pd.DataFrame:
     """A Deployment's pods with the revision of the ReplicaSet that owns each; the data under the control panel.
 
     Introduced in notebook 01_deployment_rollouts. Like ``kubectl get pods -L pod-template-hash``.
+    With ``kind="statefulset"`` (notebook 02_statefulset_canary): the StatefulSet's pods in ordinal order, each
+    with the number of the ControllerRevision its ``controller-revision-hash`` label names
+    (``kubectl get pods -L controller-revision-hash``).
     """
-    revision_of = {rs.metadata.name: int((rs.metadata.annotations or {}).get(REVISION, 0))
-                   for rs in _replicasets(lab, name, namespace)}
+    kind = _kind(kind)
+    if kind == "StatefulSet":
+        revision_of = {r.metadata.name: r.revision for r in _revisions(lab, name, namespace)}
+    else:
+        revision_of = {rs.metadata.name: int((rs.metadata.annotations or {}).get(REVISION, 0))
+                       for rs in _replicasets(lab, name, namespace)}
     with api_errors(f"listing pods in {namespace}", server=lab.server):
         pods = lab.core.list_namespaced_pod(namespace).items
     rows = []
     for p in pods:
-        owner = next((o.name for o in p.metadata.owner_references or [] if o.kind == "ReplicaSet"), None)
+        if kind == "StatefulSet":
+            owned = any(o.kind == "StatefulSet" and o.name == name for o in p.metadata.owner_references or [])
+            owner = (p.metadata.labels or {}).get("controller-revision-hash") if owned else None
+        else:
+            owner = next((o.name for o in p.metadata.owner_references or [] if o.kind == "ReplicaSet"), None)
         if owner not in revision_of:
             continue
         statuses = p.status.container_statuses or []
@@ -281,6 +292,9 @@ def pods_by_revision(lab: Lab, name: str, *, namespace: str) -> pd.DataFrame:
                      "ready": all(s.ready for s in statuses) and bool(statuses),
                      "image": ",".join(c.image for c in p.spec.containers)})
     df = pd.DataFrame(rows, columns=["pod", "revision", "status", "ready", "image"])
+    if kind == "StatefulSet":
+        order = df.pod.str.rsplit("-", n=1).str[-1].astype(int) if not df.empty else df.pod
+        return df.assign(_ordinal=order).sort_values("_ordinal").drop(columns="_ordinal").reset_index(drop=True)
     return df.sort_values(["revision", "pod"]).reset_index(drop=True)
 
 

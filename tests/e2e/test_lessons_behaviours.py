@@ -145,6 +145,8 @@ def test_failing_readiness_probe_keeps_pod_out_of_endpointslice(lab, namespace):
         p["metadata"]["labels"]["tier"] = "web"
         lk.apply(lab, p, namespace=namespace)
     lk.wait_for(lab, "Pod", "good", namespace=namespace, condition="condition=Ready", timeout=20)
+    # The bad pod has an IP (and so an endpoint) while still Pending; judge it once it runs.
+    lk.wait_for(lab, "Pod", "bad", namespace=namespace, condition="jsonpath={.status.phase}=Running", timeout=20)
     discovery = k8s.DiscoveryV1Api(lab.api_client)
 
     def endpoints() -> dict[str, bool]:
