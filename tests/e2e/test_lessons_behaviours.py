@@ -215,3 +215,6 @@ def test_partitioned_statefulset_update_leaves_lower_ordinals_on_old_revision(la
     assert images == {"db-0": "nginx:1.25", "db-1": "nginx:1.25", "db-2": "nginx:1.26"}
     history = rollouts.rollout_history(lab, "db", namespace=namespace, kind="statefulset")
     assert list(history.image) == ["nginx:1.25", "nginx:1.26"]
+    by_revision = rollouts.pods_by_revision(lab, "db", namespace=namespace, kind="statefulset")
+    assert list(by_revision.pod) == ["db-0", "db-1", "db-2"]  # ordinal order
+    assert list(by_revision.revision) == [1, 1, 2]
