@@ -1,5 +1,7 @@
 # Two commands do everything on a fresh machine:  make lab  (learn)  and  make test  (verify).
 PYTHON ?= python3
+# JupyterLab refuses to run as root unless told; containers and CI machines often are root.
+ALLOW_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root,)
 NBVAL = --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 .PHONY: install up down lab test lint bench
@@ -15,7 +17,7 @@ down:
 	labkit down
 
 lab: up  ## the lab cluster plus JupyterLab on 127.0.0.1
-	jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks
+	jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(ALLOW_ROOT)
 
 lint:
 	ruff check labkit tests benchmarks
