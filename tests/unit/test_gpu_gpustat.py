@@ -12,34 +12,24 @@ from labkit.gpu import FakeMachine, FakeNvml, Workload, fake_pynvml_env, install
 gpustat = pytest.importorskip("gpustat", reason="gpustat is not installed; install it with: pip install gpustat")
 
 
+def _gpustat(env, cwd, *args):
+    """Run the real gpustat CLI in a subprocess whose `pynvml` is the stand-in."""
+    return subprocess.run([sys.executable, "-m", "gpustat", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
 @pytest.mark.parametrize(
     ("profile", "name", "total_mib"), [("H100-SXM", "NVIDIA H100 80GB HBM3", 81559), ("T4", "Tesla T4", 15360)]
 )
 def test_gpustat_subprocess_sees_fake_gpus(tmp_path, profile, name, total_mib):
     env = fake_pynvml_env(profile=profile, count=2, node="gpu-node-1")
-    result = subprocess.run(
-        [sys.executable, "-m", "gpustat", "--json"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _gpustat(env, tmp_path, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [gpu["name"] for gpu in report["gpus"]] == [name, name]
     assert {gpu["memory.total"] for gpu in report["gpus"]} == {total_mib}
     assert report["driver_version"] == "550.127.05"
-    text = subprocess.run(
-        [sys.executable, "-m", "gpustat", "--no-color"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    ).stdout
+    text = _gpustat(env, tmp_path, "--no-color").stdout
     assert f"[1] {name}" in text and f"/ {total_mib} MB" in text
 
 
