@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from . import versions
+from . import state, versions
 from .cluster import addons, backends, binaries, kind_backend, kwok_backend
 from .cluster.gotoolchain import find_go
 from .cluster.health import api_healthy
@@ -46,7 +46,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    info = backends.recorded()
+    info = state.recorded()
     kubeconfig = backends.lab_kubeconfig()
     _say(f"backend:    {info.get('backend', 'none running')}")
     _say(f"kubeconfig: {kubeconfig or '-'}")

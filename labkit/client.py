@@ -19,8 +19,9 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from . import state
 from .errors import ClusterUnreachable, LabkitError, ManifestError, NotFound
-from .paths import kubeconfig_path, state_dir
+from .paths import kubeconfig_path
 
 
 def _kubeconfig(explicit: str | Path | None) -> tuple[Path | None, str]:
@@ -29,8 +30,7 @@ def _kubeconfig(explicit: str | Path | None) -> tuple[Path | None, str]:
         return Path(explicit), "current"
     if os.environ.get("LABKIT_KUBECONFIG"):
         return Path(os.environ["LABKIT_KUBECONFIG"]), "current"
-    marker = state_dir() / "backend.json"
-    recorded = json.loads(marker.read_text()) if marker.exists() else {}
+    recorded = state.recorded()
     if recorded.get("backend") == "current" and recorded.get("kubeconfig"):
         return Path(recorded["kubeconfig"]), "current"
     if kubeconfig_path().exists():

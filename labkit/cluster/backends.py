@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from .. import state
 from ..errors import ClusterUnreachable
-from ..paths import bin_dir, kubeconfig_path, state_dir
+from ..paths import bin_dir, kubeconfig_path
 from . import addons, kind_backend, kwok_backend
 from .health import api_healthy
 
@@ -24,11 +23,6 @@ def choose(requested: str) -> tuple[str, str]:
     if ok:
         return "kind", why
     return "kwok", f"{why}, so the embedded control plane with KWOK nodes is used"
-
-
-def recorded() -> dict[str, Any]:
-    marker = state_dir() / "backend.json"
-    return json.loads(marker.read_text()) if marker.exists() else {}
 
 
 def up(requested: str = "auto", *, progress: Callable[[str], None] = print) -> Path:
@@ -50,28 +44,27 @@ def _use_current(progress: Callable[[str], None]) -> Path:
     if not path.exists() or not api_healthy(path):
         raise ClusterUnreachable(f"the current kubeconfig ({path}) reaches no healthy API server",
                                  fix="check `kubectl cluster-info`, or use `labkit up --backend kwok`")
-    state_dir().mkdir(parents=True, exist_ok=True)
-    (state_dir() / "backend.json").write_text(json.dumps({"backend": "current", "kubeconfig": str(path)}))
+    state.record("current", kubeconfig=str(path))
     progress(f"using the cluster of {path}")
     return path
 
 
 def down(*, progress: Callable[[str], None] = print) -> None:
-    backend = recorded().get("backend", "kwok")
+    backend = state.recorded().get("backend", "kwok")
     addons.stop(progress=progress)
     if backend == "kind":
         kind_backend.down(progress=progress)
     elif backend == "current":
-        (state_dir() / "backend.json").unlink(missing_ok=True)
+        state.forget()
         progress("forgot the current-kubeconfig backend (that cluster was not touched)")
     else:
         kwok_backend.down(progress=progress)
-        (state_dir() / "backend.json").unlink(missing_ok=True)
+        state.forget()
 
 
 def lab_kubeconfig() -> Path | None:
     """Where the running lab's kubeconfig is, whatever the backend."""
-    info = recorded()
+    info = state.recorded()
     if info.get("backend") == "current":
         return Path(info["kubeconfig"])
     return kubeconfig_path() if kubeconfig_path().exists() else None

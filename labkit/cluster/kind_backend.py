@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import state
 from ..errors import LabkitError
 from ..paths import kubeconfig_path, state_dir
 from .topology import gpu_labels
@@ -77,12 +78,12 @@ def up(*, config: Path | None = None, progress: Callable[[str], None] = print) -
         subprocess.run(create_command(config or default_config()), check=True)
     for cmd in gpu_patch_commands():
         subprocess.run(cmd, check=True, capture_output=True)
-    (state_dir() / "backend.json").write_text(json.dumps({"backend": "kind"}))
+    state.record("kind")
     return kubeconfig_path()
 
 
 def down(*, progress: Callable[[str], None] = print) -> None:
     subprocess.run(["kind", "delete", "cluster", "--name", CLUSTER], check=False)
     kubeconfig_path().unlink(missing_ok=True)
-    (state_dir() / "backend.json").unlink(missing_ok=True)
+    state.forget()
     progress("kind cluster `labkit` deleted")

@@ -5,7 +5,6 @@ Everything binds 127.0.0.1. Introduced by ``labkit up`` (notebook 00_lab_tour).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .. import versions
+from .. import settings, state, versions
 from ..errors import LabkitError, PortInUse
 from ..paths import bin_dir, data_file, kubeconfig_path, state_dir
 from . import binaries
@@ -26,7 +25,6 @@ from .ports import port_free
 from .topology import load_topology, node_manifest
 
 CLUSTER = "labkit"
-DEFAULT_API_PORT = 16443
 # KWOK CRDs the lab uses: simulated kubelet metrics and usage (metrics-server, HPA) and logs.
 KWOK_CRDS = ["Metric", "ClusterResourceUsage", "ResourceUsage", "ClusterLogs", "Logs"]
 
@@ -39,7 +37,7 @@ def stage_files() -> list[Path]:
 
 
 def api_port() -> int:
-    return int(os.environ.get("LABKIT_API_PORT", DEFAULT_API_PORT))
+    return settings.api_port()
 
 
 def kwok_workdir() -> Path:
@@ -228,8 +226,7 @@ def kubectl(args: list[str], *, input_text: str | None = None, timeout: float = 
 
 
 def _write_state() -> None:
-    (state_dir() / "backend.json").write_text(json.dumps({"backend": "kwok", "api_port": api_port(),
-                                                          "created": time.time()}))
+    state.record("kwok", api_port=api_port())
 
 
 def component_pids() -> dict[str, int | None]:

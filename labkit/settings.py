@@ -1,0 +1,34 @@
+"""Every setting and shared constant of the lab, in one place: environment variables and their defaults."""
+
+from __future__ import annotations
+
+import os
+
+# --- the embedded cluster
+API_PORT_ENV = "LABKIT_API_PORT"
+DEFAULT_API_PORT = 16443
+
+# --- add-ons
+# How often the lab's Prometheus scrapes and evaluates rules; PromQL windows and GPU-time sums depend on it.
+SCRAPE_INTERVAL_S = 2
+SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
+
+# --- simulated GPUs
+DEFAULT_GPU_PROFILE = "H100-SXM"
+# Extended resources the NVIDIA device plugin advertises.
+GPU_RESOURCE = "nvidia.com/gpu"
+SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+
+# --- notebooks under test
+IN_TEST_ENV = "LABKIT_IN_TEST"
+
+
+def api_port() -> int:
+    """The embedded API server's port on 127.0.0.1 (``LABKIT_API_PORT``)."""
+    return int(os.environ.get(API_PORT_ENV, DEFAULT_API_PORT))
+
+
+def in_test() -> bool:
+    """True when notebooks run under test (``LABKIT_IN_TEST=1``): exercises apply their solution before checking."""
+    return os.environ.get(IN_TEST_ENV) == "1"
