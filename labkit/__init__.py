@@ -1,69 +1,104 @@
 """labkit: the helper package behind the Kubernetes operations notebooks.
 
-One import idiom in every notebook: ``import labkit as lk``. Submodules hold the lesson-specific helpers
-(``lk.rollouts``, ``lk.events``, ``lk.exercises``, ``lk.widgets``, ``lk.gpu``, ``lk.promql``, ...); the names
-below are the ones notebooks call most.
+One import idiom in every notebook: ``import labkit as lk``. Names load on first use (PEP 562), so
+``import labkit`` and the ``labkit`` command stay fast; pandas, plotly and the Kubernetes client load only when a
+name that needs them is touched.
+
+Layout, bottom to top (each layer imports only from layers below it; tests/unit/test_layers.py keeps it so):
+``errors, paths, versions, settings, state`` -> ``cluster`` (provisioning) -> ``sim`` (simulated GPUs) ->
+``addons`` (Prometheus, exporters) -> ``kube`` (client, apply, waits, tables, rollouts, events) ->
+``promql, cgroups, exercises`` -> ``figures`` -> ``widgets`` -> ``lessons`` (one module per notebook) -> ``cli``.
 """
 
 from __future__ import annotations
 
-from . import (
-    cgroups,
-    events,
-    exercises,
-    gpu,
-    gpu_dashboard,
-    gpu_lessons,
-    paths,
-    promql,
-    rollouts,
-    versions,
-    widgets,
-)
-from .apply import apply, delete, load_manifests
-from .client import Lab, connect
-from .errors import (
-    ClusterUnreachable,
-    LabkitError,
-    ManifestError,
-    NotFound,
-    PortInUse,
-    WaitFailed,
-    WaitTimeout,
-)
-from .events import Recorder, min_ready_during, probe_timeline, record_until, rollout_timeline
-from .exercises import check, progress, solution, solve_for_test
-from .lab_parts import lab_parts
-from .namespaces import lesson_namespace
-from .nodes import wait_nodes_ready
-from .rollouts import (
-    pods_by_revision,
-    rollout_history,
-    rollout_pause,
-    rollout_restart,
-    rollout_resume,
-    rollout_status,
-    rollout_undo,
-    scale,
-    set_image,
-)
-from .shell import use_lab_kubectl
-from .tables import nodes_table, pod_usage_table, pods_table
-from .wait import wait_for
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    # modules
-    "cgroups", "events", "exercises", "gpu", "gpu_dashboard", "gpu_lessons", "paths", "promql", "rollouts",
-    "versions", "widgets",
+# Public name -> "module:attribute" (or "module" for a submodule).
+_EXPORTS: dict[str, str] = {
+    # submodules
+    "addons": "labkit.addons", "cgroups": "labkit.cgroups", "events": "labkit.kube.events",
+    "exercises": "labkit.exercises", "figures": "labkit.figures", "gpu": "labkit.sim.gpu", "kube": "labkit.kube",
+    "lessons": "labkit.lessons", "paths": "labkit.paths", "promql": "labkit.promql",
+    "rollouts": "labkit.kube.rollouts", "settings": "labkit.settings", "versions": "labkit.versions",
+    "widgets": "labkit.widgets",
     # connecting, applying, waiting (00_lab_tour)
-    "Lab", "connect", "apply", "delete", "load_manifests", "lesson_namespace", "wait_for", "wait_nodes_ready",
-    "use_lab_kubectl", "lab_parts", "nodes_table", "pods_table", "pod_usage_table",
+    "Lab": "labkit.kube.client:Lab", "connect": "labkit.kube.client:connect",
+    "apply": "labkit.kube.apply:apply", "delete": "labkit.kube.apply:delete",
+    "load_manifests": "labkit.kube.apply:load_manifests",
+    "lesson_namespace": "labkit.kube.namespaces:lesson_namespace", "wait_for": "labkit.kube.wait:wait_for",
+    "wait_nodes_ready": "labkit.kube.nodes:wait_nodes_ready", "use_lab_kubectl": "labkit.kube.shell:use_lab_kubectl",
+    "nodes_table": "labkit.kube.tables:nodes_table", "pods_table": "labkit.kube.tables:pods_table",
+    "pod_usage_table": "labkit.kube.tables:pod_usage_table", "lab_parts": "labkit.lessons.lab_tour:lab_parts",
     # errors
-    "ClusterUnreachable", "LabkitError", "ManifestError", "NotFound", "PortInUse", "WaitFailed", "WaitTimeout",
-    # rollouts and events (01_deployment_rollouts, 02_statefulset_canary, 03_health_probes)
-    "pods_by_revision", "rollout_history", "rollout_pause", "rollout_restart", "rollout_resume", "rollout_status",
-    "rollout_undo", "scale", "set_image", "Recorder", "min_ready_during", "probe_timeline", "record_until",
-    "rollout_timeline",
-    # exercises
-    "check", "progress", "solution", "solve_for_test",
-]
+    "ClusterUnreachable": "labkit.errors:ClusterUnreachable", "LabkitError": "labkit.errors:LabkitError",
+    "ManifestError": "labkit.errors:ManifestError", "NotFound": "labkit.errors:NotFound",
+    "PortInUse": "labkit.errors:PortInUse", "WaitFailed": "labkit.errors:WaitFailed",
+    "WaitTimeout": "labkit.errors:WaitTimeout",
+    # rollouts and events (01, 02, 03)
+    "pods_by_revision": "labkit.kube.rollouts:pods_by_revision",
+    "rollout_history": "labkit.kube.rollouts:rollout_history", "rollout_pause": "labkit.kube.rollouts:rollout_pause",
+    "rollout_restart": "labkit.kube.rollouts:rollout_restart", "rollout_resume": "labkit.kube.rollouts:rollout_resume",
+    "rollout_status": "labkit.kube.rollouts:rollout_status", "rollout_undo": "labkit.kube.rollouts:rollout_undo",
+    "scale": "labkit.kube.rollouts:scale", "set_image": "labkit.kube.rollouts:set_image",
+    "Recorder": "labkit.kube.events:Recorder", "min_ready_during": "labkit.kube.events:min_ready_during",
+    "record_until": "labkit.kube.events:record_until",
+    "probe_timeline": "labkit.figures:probe_timeline", "rollout_timeline": "labkit.figures:rollout_timeline",
+    # exercises, every lesson
+    "check": "labkit.lessons:check", "progress": "labkit.lessons:progress", "solution": "labkit.lessons:solution",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = importlib.import_module(module)
+    if attr:
+        value = getattr(value, attr)
+    globals()[name] = value  # cache: the next access is a plain attribute lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # what editors and type checkers see
+    from . import addons, cgroups, exercises, figures, kube, lessons, paths, promql, settings, versions, widgets
+    from .errors import (
+        ClusterUnreachable,
+        LabkitError,
+        ManifestError,
+        NotFound,
+        PortInUse,
+        WaitFailed,
+        WaitTimeout,
+    )
+    from .figures import probe_timeline, rollout_timeline
+    from .kube import events, rollouts
+    from .kube.apply import apply, delete, load_manifests
+    from .kube.client import Lab, connect
+    from .kube.events import Recorder, min_ready_during, record_until
+    from .kube.namespaces import lesson_namespace
+    from .kube.nodes import wait_nodes_ready
+    from .kube.rollouts import (
+        pods_by_revision,
+        rollout_history,
+        rollout_pause,
+        rollout_restart,
+        rollout_resume,
+        rollout_status,
+        rollout_undo,
+        scale,
+        set_image,
+    )
+    from .kube.shell import use_lab_kubectl
+    from .kube.tables import nodes_table, pod_usage_table, pods_table
+    from .lessons import check, progress, solution
+    from .lessons.lab_tour import lab_parts
+    from .sim import gpu

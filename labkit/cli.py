@@ -1,18 +1,18 @@
-"""The ``labkit`` command: up, down, status, doctor, env."""
+"""The ``labkit`` command: up, down, status, doctor, env.
+
+Imports stay light (no Kubernetes client, pandas or plotly): ``labkit env`` and ``labkit status`` answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import importlib.util
 import subprocess
 import sys
 import time
 
 from . import state, versions
-from .cluster import addons, backends, binaries, kind_backend, kwok_backend
-from .cluster.gotoolchain import find_go
-from .cluster.health import api_healthy
-from .cluster.ports import port_free
+from .cluster import backends, health
 from .errors import LabkitError
 from .paths import bin_dir, cache_dir, state_dir
 
@@ -21,20 +21,27 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _addon_names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     start = time.monotonic()
     kubeconfig = backends.up(args.backend, progress=_say)
-    from .client import connect
-    from .nodes import wait_nodes_ready
+    ready = health.wait_nodes_ready(kubeconfig, timeout=args.timeout)
+    _say(f"lab ready in {time.monotonic() - start:.1f}s: {ready} nodes Ready")
+    if args.with_addons:
+        from . import addons
 
-    lab = connect(kubeconfig)
-    ready = wait_nodes_ready(lab, timeout=args.timeout)
-    _say(f"lab ready in {time.monotonic() - start:.1f}s: {ready} nodes Ready, API at {lab.server}")
+        addons.start(_addon_names(args.with_addons), kubeconfig=kubeconfig, progress=_say)
     _say(f'use it from any shell:  eval "$(labkit env)"   (KUBECONFIG={kubeconfig})')
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from . import addons
+
+    addons.stop(progress=_say)
     backends.down(progress=_say)
     return 0
 
@@ -45,7 +52,23 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nodes_lines(kubeconfig: object) -> list[str]:
+    """`kubectl get nodes`-style lines, from one raw API call."""
+    nodes = health.api_get(kubeconfig, "/api/v1/nodes").get("items") or []  # type: ignore[arg-type]
+    rows = [("NAME", "STATUS", "GPUS", "CPU", "MEMORY")]
+    for n in sorted(nodes, key=lambda n: n["metadata"]["name"]):
+        cap = (n.get("status") or {}).get("capacity") or {}
+        gpus = sum(int(v) for k, v in cap.items() if k.startswith("nvidia.com/"))
+        rows.append((n["metadata"]["name"], "Ready" if health.node_ready(n) else "NotReady", str(gpus),
+                     cap.get("cpu", "-"), cap.get("memory", "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from . import addons
+    from .cluster import kwok_backend
+
     info = state.recorded()
     kubeconfig = backends.lab_kubeconfig()
     _say(f"backend:    {info.get('backend', 'none running')}")
@@ -58,15 +81,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         pid = f" (pid {addon.pid})" if addon.pid else ""
         _say(f"  {addon.name:<24} {addon.state.upper() if addon.state != 'running' else 'running'}{pid} "
              f"{addon.url or ''} {addon.note}".rstrip())
-    if kubeconfig is None or not api_healthy(kubeconfig):
+    if kubeconfig is None or not health.api_healthy(kubeconfig):
         _say("API server: not answering  (start the lab: labkit up)")
         return 1
-    from .client import connect
-    from .tables import nodes_table
-
-    lab = connect(kubeconfig)
-    _say(f"API server: {lab.server}  {lab.version()['gitVersion']}")
-    _say(nodes_table(lab).to_string(index=False))
+    version = health.api_get(kubeconfig, "/version")
+    _say(f"API server: {version.get('gitVersion')}")
+    for line in _nodes_lines(kubeconfig):
+        _say(line)
     return 0
 
 
@@ -77,16 +98,16 @@ def _check(ok: bool, what: str, fix: str) -> bool:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check prerequisites; for each missing one print the exact command that fixes it."""
+    from . import addons
+    from .cluster import binaries, kind_backend, kwok_backend
+    from .cluster.gotoolchain import find_go
+    from .cluster.ports import port_free
+
     _say("labkit doctor")
     good = _check(sys.version_info >= (3, 11), f"Python {sys.version.split()[0]} (3.11+ needed)",
                   "install Python 3.11 or newer (conda: `conda env create -f environment.yml`)")
     for mod in ("kubernetes", "pandas", "plotly", "ipywidgets", "pynvml", "jupyterlab"):
-        try:
-            __import__(mod)
-            found = True
-        except ImportError:
-            found = False
-        good &= _check(found, f"Python package {mod}", "pip install -e .")
+        good &= _check(importlib.util.find_spec(mod) is not None, f"Python package {mod}", "pip install -e .")
     comps = binaries.components()
     cached = all(c.cached() for c in comps)
     go = find_go()
@@ -103,8 +124,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                    f"stop what listens there (`ss -ltnp 'sport = :{port}'`) or `export LABKIT_API_PORT=16444`")
     if kwok_backend.exists() and not kwok_backend.healthy():
         good &= _check(False, "no stale lab cluster", "labkit down   # removes the leftovers of a crashed run")
-    _check(shutil.which("prometheus") is not None, "Prometheus server (GPU and observability lessons)",
-           "sudo apt-get install -y prometheus")
+    for name, addon in addons.REGISTRY.items():
+        _check(addon.missing() is None, f"add-on {name}: {addon.summary}", addon.install_hint)
     _say(f"state in {state_dir()}; lab PATH entry {bin_dir()}")
     return 0 if good else 1
 
@@ -115,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start (or reuse) the lab cluster")
     up.add_argument("--backend", choices=backends.BACKENDS, default="auto")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for nodes to be Ready")
+    up.add_argument("--with", dest="with_addons", metavar="ADDON[,ADDON]",
+                    help="also start these add-ons (e.g. prometheus,gpu-exporter); lessons start theirs themselves")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop the lab; leaves no process behind").set_defaults(func=cmd_down)
     sub.add_parser("status", help="backend, versions, components, nodes").set_defaults(func=cmd_status)

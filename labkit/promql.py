@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from .cluster import addons
+from . import addons
 from .errors import LabkitError
 
 

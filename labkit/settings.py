@@ -12,6 +12,8 @@ DEFAULT_API_PORT = 16443
 # How often the lab's Prometheus scrapes and evaluates rules; PromQL windows and GPU-time sums depend on it.
 SCRAPE_INTERVAL_S = 2
 SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
+# The Prometheus job of the GPU exporter's targets: what dcgm-exporter's ServiceMonitor is called in the GPU Operator.
+DCGM_EXPORTER_JOB = "dcgm-exporter"
 
 # --- simulated GPUs
 DEFAULT_GPU_PROFILE = "H100-SXM"

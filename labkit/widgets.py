@@ -1,20 +1,26 @@
-"""An ipywidgets control panel for a Deployment's rollout: set image, scale, pause, resume, undo.
+"""ipywidgets: a rollout control panel and a live dashboard. They only display and call labkit functions.
 
-Introduced in notebook 01_deployment_rollouts. The widgets only display and call labkit functions
-(``labkit.rollouts``); they never talk to the Kubernetes API themselves. Each button prints the kubectl
-command it stands for, so the panel teaches the commands too.
+The widgets never talk to the Kubernetes API themselves: the rollout panel calls ``labkit.kube.rollouts`` (each
+button prints the kubectl command it stands for, so the panel teaches the commands too); the dashboard redraws
+whatever table its ``sample()`` function returns.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
 
 import ipywidgets as w
+import pandas as pd
+import plotly.graph_objects as go
+from IPython.display import display
+from plotly.subplots import make_subplots
 
-from . import rollouts
-from .client import Lab
 from .errors import LabkitError
+from .kube import rollouts
+from .kube.client import Lab
 
 
 def _table_html(df: object) -> str:
@@ -105,3 +111,77 @@ class RolloutPanel:
         from IPython.display import display
 
         display(self.box)
+
+
+class Dashboard:
+    """Widgets that redraw from ``sample()`` every ``interval_s`` until :meth:`stop` (or the Stop button).
+
+    ``sample()`` returns one row per ``key`` (a GPU, a pod) with one column per panel; the dashboard keeps the last
+    ``history`` samples and draws each panel as one line per key.
+    """
+
+    def __init__(self, sample: Callable[[], pd.DataFrame], *, key: str, panels: Sequence[tuple[str, str]],
+                 interval_s: float = 2.0, history: int = 60) -> None:
+        self.sample, self.key, self.panels = sample, key, tuple(panels)
+        self.interval_s, self.history = interval_s, history
+        self.frames: list[pd.DataFrame] = []
+        self.updates = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._plot = w.Output()
+        self._status = w.HTML()
+        self._button = w.Button(description="Stop", icon="stop")
+        self._button.on_click(lambda _b: self.stop())
+        self.widget = w.VBox([w.HBox([self._button, self._status]), self._plot])
+        self._thread = threading.Thread(target=self._loop, name="labkit-dashboard", daemon=True)
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
+
+    def start(self) -> Dashboard:
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                snap = self.sample().assign(t=time.time())
+                self.frames = (self.frames + [snap])[-self.history:]
+                self.render()
+                self.updates += 1
+            except Exception as exc:  # noqa: BLE001 -- show the failure in the widget, keep the kernel alive
+                self.error = f"{type(exc).__name__}: {exc}"
+                self._status.value = f"<b>stopped</b>: {self.error}"
+                return
+            self._stop.wait(self.interval_s)
+
+    def figure(self) -> go.Figure:
+        """The current plot: one panel per metric, one line per key."""
+        data = pd.concat(self.frames) if self.frames else pd.DataFrame(columns=[self.key, "t"])
+        fig = make_subplots(rows=1, cols=len(self.panels), subplot_titles=[title for _, title in self.panels])
+        for col, (metric, _) in enumerate(self.panels, start=1):
+            for key, part in data.groupby(self.key):
+                fig.add_scatter(x=part["t"] - data["t"].max(), y=pd.to_numeric(part[metric], errors="coerce"),
+                                name=str(key), legendgroup=str(key), showlegend=col == 1, row=1, col=col)
+        fig.update_layout(height=300, margin={"t": 40, "b": 30}, xaxis_title="seconds ago")
+        return fig
+
+    def render(self) -> None:
+        fig = self.figure()
+        # Set the Output widget's state instead of printing into it: from a background thread, printing would
+        # land in whichever cell runs at that moment.
+        bundle = {"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/plain": "dashboard"}
+        self._plot.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+        self._status.value = f"update {self.updates + 1}, every {self.interval_s:g}s"
+
+    def stop(self) -> None:
+        """Stop refreshing (the last picture stays)."""
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=self.interval_s + 5)
+        self._status.value = f"stopped after {self.updates} updates"
+        self._button.disabled = True

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import state
 from ..errors import ClusterUnreachable
 from ..paths import bin_dir, kubeconfig_path
-from . import addons, kind_backend, kwok_backend
+from . import kind_backend, kwok_backend
 from .health import api_healthy
 
 BACKENDS = ("auto", "kwok", "kind", "current")
@@ -34,7 +34,6 @@ def up(requested: str = "auto", *, progress: Callable[[str], None] = print) -> P
         kubeconfig = kind_backend.up(progress=progress)
     else:
         kubeconfig = _use_current(progress)
-    addons.start(kubeconfig=kubeconfig, progress=progress)
     return kubeconfig
 
 
@@ -51,7 +50,6 @@ def _use_current(progress: Callable[[str], None]) -> Path:
 
 def down(*, progress: Callable[[str], None] = print) -> None:
     backend = state.recorded().get("backend", "kwok")
-    addons.stop(progress=progress)
     if backend == "kind":
         kind_backend.down(progress=progress)
     elif backend == "current":

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 import labkit as lk
-from labkit import promql
-from labkit.cluster import addons
+from labkit import addons, promql
 from labkit.cluster.ports import free_port
 
 

@@ -1,42 +1,107 @@
-"""The lab's addons without starting a cluster: config, status wording, port errors."""
+"""The lab's add-ons without starting a cluster: the registry, config, status wording, port errors, start/stop of a
+real loopback process standing in for an add-on."""
 
 from __future__ import annotations
 
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import ClassVar
+
 import pytest
 
-from labkit.cluster import addons
+from labkit import addons
+from labkit.addons.base import Addon, Context
+from labkit.addons.prometheus import prometheus_config
 from labkit.cluster.ports import free_port
-from labkit.errors import PortInUse
+from labkit.errors import LabkitError, PortInUse
 
 
 @pytest.fixture(autouse=True)
 def private_state(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path))
+    (tmp_path / "kubeconfig").write_text("{}")  # start() needs a lab kubeconfig to hand to the add-ons
 
 
-def test_prometheus_config_scrapes_file_sd_targets_every_two_seconds() -> None:
-    text = addons.prometheus_config(9400)
-    assert "scrape_interval: 2s" in text and "job_name: dcgm-exporter" in text
-    assert str(addons.addons_dir() / "gpu-exporter" / "targets.json") in text
+def test_prometheus_config_scrapes_every_addon_target_file_every_two_seconds(tmp_path: Path) -> None:
+    text = prometheus_config(tmp_path / "targets")
+    assert "scrape_interval: 2s" in text and f"{tmp_path / 'targets'}/*.json" in text
+
+
+def test_registry_entries_are_complete() -> None:
+    assert {"prometheus", "gpu-exporter"} <= set(addons.REGISTRY)
+    for name, addon in addons.REGISTRY.items():
+        assert addon.name == name and addon.summary and addon.port_env.startswith("LABKIT_")
 
 
 def test_missing_prometheus_says_how_to_install(monkeypatch) -> None:
     monkeypatch.setenv("LABKIT_PROMETHEUS_BINARY", "/nonexistent/prometheus")
     prom = next(s for s in addons.status() if s.name == "prometheus")
     assert prom.state == "missing" and "apt-get install -y prometheus" in prom.note
+    with pytest.raises(LabkitError, match="apt-get install -y prometheus"):
+        addons.start(["prometheus"], progress=lambda _m: None)
 
 
 def test_nothing_running_reads_stopped() -> None:
     assert {s.name: s.state for s in addons.status() if s.name == "gpu-exporter"} == {"gpu-exporter": "stopped"}
 
 
-def test_busy_fixed_port_raises_port_in_use_with_the_fix(monkeypatch) -> None:
-    import socket
+def test_unknown_addon_names_the_known_ones() -> None:
+    with pytest.raises(LabkitError, match="gpu-exporter"):
+        addons.start(["jaeger-typo"], progress=lambda _m: None)
 
+
+def test_busy_fixed_port_raises_port_in_use_with_the_fix(monkeypatch) -> None:
     port = free_port()
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
         holder.listen()
         monkeypatch.setenv("LABKIT_PROMETHEUS_PORT", str(port))
         with pytest.raises(PortInUse, match="unset LABKIT_PROMETHEUS_PORT"):
-            addons._pick_port(addons.PROMETHEUS, None)
+            addons._pick_port(addons.REGISTRY["prometheus"], None)
+
+
+class _HttpServer(Addon):
+    """A real process on a loopback port: Python's http.server, serving the add-on's own folder."""
+
+    name = "test-http"
+    summary = "a stand-in add-on for the manager's tests"
+    port_env = "LABKIT_TEST_HTTP_PORT"
+    metrics_job = "test-http"
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    def command(self, ctx: Context) -> list[str]:
+        return [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(ctx.folder),
+                str(ctx.port)]
+
+
+class _Dependent(_HttpServer):
+    name = "test-dependent"
+    port_env = "LABKIT_TEST_DEP_PORT"
+    metrics_job = None
+    needs = ("test-http",)
+
+
+def test_start_reuse_and_stop_real_processes(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(addons.REGISTRY, "test-http", _HttpServer())
+    monkeypatch.setitem(addons.REGISTRY, "test-dependent", _Dependent())
+    said: list[str] = []
+    first = addons.start(["test-dependent"], progress=said.append)  # brings its need along
+    assert [s.name for s in first] == ["test-http", "test-dependent"] and all(s.state == "running" for s in first)
+    assert all(m.split(":")[1].strip().startswith("started") for m in said), said
+    targets = (tmp_path / "addons" / "targets" / "test-http.json").read_text()
+    assert f"127.0.0.1:{addons._record()['test-http']['port']}" in targets and '"job": "test-http"' in targets
+
+    pids = {n: i["pid"] for n, i in addons._record().items()}
+    said.clear()
+    addons.start(["test-http"], progress=said.append)
+    assert said and "reusing" in said[0] and addons._record()["test-http"]["pid"] == pids["test-http"]
+    assert addons.require("test-http") == {"test-http": first[0].url}
+
+    addons.stop(progress=said.append)
+    deadline = time.monotonic() + 5
+    while any(addons._alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(addons._alive(p) for p in pids.values()), "an add-on process survived stop()"
+    assert not (tmp_path / "addons").exists()

@@ -9,9 +9,8 @@ import subprocess
 import pytest
 
 from labkit.cluster.topology import load_topology, node_manifest
-from labkit.gpu import FakeMachine
-from labkit.gpu.physics import Workload
-from labkit.gpu_attribution import (
+from labkit.sim.gpu import FakeMachine
+from labkit.sim.gpu.attribution import (
     Allocator,
     GpuNode,
     GpuPod,
@@ -20,6 +19,7 @@ from labkit.gpu_attribution import (
     configure_machine,
     workload_from_annotations,
 )
+from labkit.sim.gpu.physics import Workload
 
 UPSTREAM_STYLE_LINTS = re.compile(
     r"^DCGM_\w+ (label names should be written in 'snake_case' not 'camelCase'"

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from labkit.gpu import (
+from labkit.sim.gpu import (
     FakeMachine,
     Workload,
     default_counters,

@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from labkit.errors import PortInUse
-from labkit.gpu import Workload, make_fleet, start_exporter, stop_all_exporters
+from labkit.sim.gpu import Workload, make_fleet, start_exporter, stop_all_exporters
 
 
 def _get(url):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from labkit.gpu import (
+from labkit.sim.gpu import (
     FakeMachine,
     FakeNvml,
     NvmlUnavailable,
@@ -13,7 +13,7 @@ from labkit.gpu import (
     nvml_mode,
     reset_gpu,
 )
-from labkit.gpu.real_pynvml import pynvml
+from labkit.sim.gpu.real_pynvml import pynvml
 
 MIB = 1024 * 1024
 

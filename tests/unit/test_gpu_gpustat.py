@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from labkit.gpu import FakeMachine, FakeNvml, Workload, fake_pynvml_env, install_fake_pynvml
+from labkit.sim.gpu import FakeMachine, FakeNvml, Workload, fake_pynvml_env, install_fake_pynvml
 
 gpustat = pytest.importorskip("gpustat", reason="gpustat is not installed; install it with: pip install gpustat")
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from labkit.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, load_profile, relative_throughput
-from labkit.gpu.real_pynvml import pynvml
+from labkit.sim.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, load_profile, relative_throughput
+from labkit.sim.gpu.real_pynvml import pynvml
 
 COMPUTE_BOUND = Workload(utilization_pct=100, memory_mib=60_000, memory_bound=0.0)
 MEMORY_BOUND = Workload(utilization_pct=100, memory_mib=60_000, memory_bound=0.9)

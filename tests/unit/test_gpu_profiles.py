@@ -2,7 +2,7 @@
 
 import pytest
 
-from labkit.gpu import available_profiles, load_profile
+from labkit.sim.gpu import available_profiles, load_profile
 
 
 def test_required_profiles_exist():

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 import yaml
 
-from labkit import events, exercises, rollouts
+from labkit import exercises, figures, lessons
 from labkit.cluster.kwok_backend import stage_files
-from labkit.wait import deployment_failed
+from labkit.kube import events, rollouts
+from labkit.kube.wait import deployment_failed
+from labkit.lessons import deployment_rollouts
 
 
 def dep(generation=2, observed=2, **status):
@@ -47,11 +50,11 @@ def test_statefulset_partition_state():
 
 
 def test_max_unavailable_percentages_round_down_and_surge_rounds_up():
-    assert exercises._resolve("25%", 4, round_up=False) == 1
-    assert exercises._resolve("25%", 3, round_up=False) == 0
-    assert exercises._resolve("25%", 3, round_up=True) == 1
-    assert exercises._resolve(None, 8, round_up=False) == 2
-    assert exercises._resolve(2, 8, round_up=False) == 2
+    assert deployment_rollouts._resolve("25%", 4, round_up=False) == 1
+    assert deployment_rollouts._resolve("25%", 3, round_up=False) == 0
+    assert deployment_rollouts._resolve("25%", 3, round_up=True) == 1
+    assert deployment_rollouts._resolve(None, 8, round_up=False) == 2
+    assert deployment_rollouts._resolve(2, 8, round_up=False) == 2
 
 
 def rows(*items):
@@ -79,31 +82,77 @@ def test_ready_by_revision_replays_an_instant_at_a_time():
 def test_timelines_are_figures_with_a_trace_per_revision():
     table = rows((0.0, "Pod", "LISTED", "a", "x", "Running", True, 0),
                  (1.0, "Event", "ADDED", "e1", None, "Warning", None, 1, "Unhealthy", "probe failed", "pod/a"))
-    fig = events.rollout_timeline(table)
+    fig = figures.rollout_timeline(table)
     assert [t.name for t in fig.data] == ["revision x", "all ready"]
-    assert {t.name for t in events.probe_timeline(table).data} >= {"Unhealthy"}
+    assert {t.name for t in figures.probe_timeline(table).data} >= {"Unhealthy"}
 
 
 def test_progress_is_recorded_per_exercise(tmp_path, monkeypatch):
     monkeypatch.setattr(exercises, "progress_file", lambda: tmp_path / "p.json")
-    exercises._record("01-recover", False)
-    exercises._record("01-recover", True)
+    exercises.record("01-recover", False)
+    exercises.record("01-recover", True)
     data = json.loads((tmp_path / "p.json").read_text())
     assert data["01-recover"]["attempts"] == 2 and data["01-recover"]["passed"] is True
-    table = exercises.progress()
-    assert table.set_index("exercise").loc["01-recover", "passed"]
-    assert not table.set_index("exercise").loc["01-rollout-v3", "passed"]
+    table = lessons.progress().set_index("exercise")
+    assert table.loc["01-recover", "passed"] and not table.loc["01-rollout-v3", "passed"]
+    assert list(lessons.progress("01").exercise) == ["01-recover", "01-rollout-v3"]
 
 
 def test_result_text_says_what_is_wrong_and_the_hint():
     r = exercises.Result("x", passed=False, problems=["image is old"], hint="set the image")
     assert str(r) == "NOT YET x:\n  - image is old\n  hint: set the image"
     assert str(exercises.Result("x", passed=True)) == "PASS x: well done."
+    assert "applied by the test run" in str(exercises.Result("x", passed=True, solved_by_test=True))
 
 
-def test_every_exercise_has_task_hint_solution_and_autosolve():
-    for ex in exercises.EXERCISES.values():
-        assert ex.task and ex.hint and ex.solution and ex.autosolve, ex.id
+def test_every_exercise_has_task_hint_solution_and_a_test_solver():
+    for ex in lessons.catalogue().exercises.values():
+        assert ex.task and ex.hint and ex.solution and ex.solve, ex.id
+        assert ex.id[:2] in lessons.LESSONS, f"{ex.id} is not named after its lesson's number"
+
+
+def _counting_exercise(passes_after: int):
+    calls = {"check": 0, "solve": 0}
+
+    def check(attempt):
+        calls["check"] += 1
+        return [] if attempt.answer == "right" and calls["check"] > passes_after else ["not yet"]
+
+    def solve(attempt):
+        calls["solve"] += 1
+        return "right"
+
+    return exercises.Exercise("99-x", "task", "hint", "solution", check=check, solve=solve), calls
+
+
+def test_a_learner_check_looks_once_and_never_solves(tmp_path, monkeypatch):
+    monkeypatch.setattr(exercises, "progress_file", lambda: tmp_path / "p.json")
+    monkeypatch.delenv("LABKIT_IN_TEST", raising=False)
+    ex, calls = _counting_exercise(passes_after=0)
+    result = exercises.Catalogue([ex]).check("99-x", exercises.Attempt(None, "ns"))
+    assert not result.passed and result.hint == "hint" and calls == {"check": 1, "solve": 0}
+
+
+def test_under_test_a_check_solves_then_waits_for_the_pass(tmp_path, monkeypatch):
+    monkeypatch.setattr(exercises, "progress_file", lambda: tmp_path / "p.json")
+    monkeypatch.setenv("LABKIT_IN_TEST", "1")
+    ex, calls = _counting_exercise(passes_after=2)
+    result = exercises.Catalogue([ex]).check("99-x", exercises.Attempt(None, "ns"), timeout=10)
+    assert result.passed and result.solved_by_test and calls == {"check": 3, "solve": 1}
+
+
+def test_under_test_a_check_that_never_passes_gives_up_at_its_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr(exercises, "progress_file", lambda: tmp_path / "p.json")
+    monkeypatch.setenv("LABKIT_IN_TEST", "1")
+    ex, _ = _counting_exercise(passes_after=10**9)
+    result = exercises.Catalogue([ex]).check("99-x", exercises.Attempt(None, "ns"), timeout=0.6)
+    assert not result.passed and result.problems == ["not yet"]
+
+
+def test_duplicate_exercise_ids_are_refused():
+    ex, _ = _counting_exercise(passes_after=0)
+    with pytest.raises(ValueError, match="99-x"):
+        exercises.Catalogue([ex, ex])
 
 
 def test_stage_files_are_kwok_stages_with_unique_names():

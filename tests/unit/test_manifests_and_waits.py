@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit.apply import load_manifests
 from labkit.errors import ManifestError
-from labkit.wait import deployment_failed, parse_condition
+from labkit.kube.apply import load_manifests
+from labkit.kube.wait import deployment_failed, parse_condition
 
 TWO_DOCS = """
 apiVersion: v1
@@ -62,3 +62,48 @@ def test_progress_deadline_is_a_failure_not_a_wait() -> None:
                                         "reason": "ProgressDeadlineExceeded", "message": "web timed out"}]}}
     assert "ProgressDeadlineExceeded" in deployment_failed(stuck)
     assert deployment_failed(DEP) is None
+
+
+class _Gone:
+    """A dynamic-client resource whose object no longer exists: every GET answers 404."""
+
+    namespaced = True
+
+    def get(self, **_kw):
+        from kubernetes.client.exceptions import ApiException
+
+        raise ApiException(status=404, reason="Not Found")
+
+
+class _StubLab:
+    server = "https://127.0.0.1:0"
+
+    class dynamic:  # noqa: N801 - mirrors Lab.dynamic
+        class resources:  # noqa: N801
+            @staticmethod
+            def get(**_kw):
+                return _Gone()
+
+        @staticmethod
+        def watch(*_a, **_kw):
+            raise AssertionError("a delete wait on an object that is already gone must not watch")
+
+
+def test_delete_wait_on_an_object_already_gone_returns_at_once() -> None:
+    from labkit.kube.wait import wait_for
+
+    assert wait_for(_StubLab(), "Pod", "gone", namespace="ns", condition="delete", timeout=5) is None
+
+
+def test_a_condition_wait_on_a_missing_object_times_out_and_says_so() -> None:
+    from labkit.errors import WaitTimeout
+    from labkit.kube.wait import wait_for
+
+    class _Lab(_StubLab):
+        class dynamic(_StubLab.dynamic):  # noqa: N801
+            @staticmethod
+            def watch(*_a, **_kw):
+                return iter(())  # the watch ends with nothing to report, as at a server-side timeout
+
+    with pytest.raises(WaitTimeout, match="does not exist"):
+        wait_for(_Lab(), "Pod", "gone", namespace="ns", condition="condition=Ready", timeout=0.5)

@@ -1,0 +1,71 @@
+"""What an add-on is: one long-running process beside the cluster, on a loopback port, with a readiness URL.
+
+An add-on is one small subclass of :class:`Addon`: its binary, its command line, its readiness path and, when it
+serves metrics, the Prometheus targets it contributes. :mod:`labkit.addons` starts, watches and stops them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an add-on's command line may refer to: the cluster and where the other add-ons listen."""
+
+    kubeconfig: Path
+    folder: Path  # this add-on's own folder under the lab's state: config, data
+    targets: Path  # its Prometheus file_sd file, when it serves metrics
+    port: int
+    ports: dict[str, int]  # every add-on that runs or is starting now -> its port
+
+
+class Addon:
+    """One add-on. Subclasses set the class attributes and implement :meth:`command`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    # ``LABKIT_<NAME>_PORT`` fixes the port; otherwise one is picked free at start (and reused when still free).
+    port_env: ClassVar[str]
+    ready_path: ClassVar[str] = "/"
+    needs: ClassVar[tuple[str, ...]] = ()
+    # A Prometheus job name when the add-on serves /metrics; the Prometheus add-on scrapes it.
+    metrics_job: ClassVar[str | None] = None
+    binary_env: ClassVar[str | None] = None
+    binary_name: ClassVar[str | None] = None
+    install_hint: ClassVar[str] = ""
+
+    def binary(self) -> str | None:
+        """The executable to run, or None when it is not installed (``LABKIT_<NAME>_BINARY`` overrides)."""
+        explicit = os.environ.get(self.binary_env) if self.binary_env else None
+        if explicit:
+            return explicit if os.access(explicit, os.X_OK) else None
+        return shutil.which(self.binary_name) if self.binary_name else None
+
+    def missing(self) -> str | None:
+        """Why the add-on cannot start here (with the fix), or None when it can."""
+        if self.binary_name and self.binary() is None:
+            return f"not installed; fix: {self.install_hint}"
+        return None
+
+    def command(self, ctx: Context) -> list[str]:
+        raise NotImplementedError
+
+    def env(self, ctx: Context) -> dict[str, str] | None:
+        """Environment for the process (None: labkit's own)."""
+        return None
+
+    def prepare(self, ctx: Context) -> None:
+        """Write config files before the process starts."""
+
+    def url(self, port: int) -> str:
+        """Where a person or a client reaches it."""
+        return f"http://127.0.0.1:{port}"
+
+    def scrape_targets(self, ctx: Context) -> list[dict[str, object]]:
+        """Prometheus file_sd target groups for this add-on's metrics (default: its port, /metrics)."""
+        return [{"targets": [f"127.0.0.1:{ctx.port}"], "labels": {"job": self.metrics_job or self.name}}]

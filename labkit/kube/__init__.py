@@ -1,0 +1,1 @@
+"""Kubernetes verbs shaped like kubectl: client, apply, waits, namespaces, nodes, tables, rollouts, events."""

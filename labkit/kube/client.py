@@ -1,0 +1,131 @@
+"""Connect to the lab's Kubernetes API and turn HTTP failures into errors a learner can act on.
+
+Introduced in notebook 00_lab_tour: ``lab = lk.connect()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from .. import state
+from ..errors import ClusterUnreachable, LabkitError, ManifestError, NotFound
+from ..paths import kubeconfig_path
+
+
+def _kubeconfig(explicit: str | Path | None) -> tuple[Path | None, str]:
+    """Which kubeconfig to use and which backend that means."""
+    if explicit:
+        return Path(explicit), "current"
+    if os.environ.get("LABKIT_KUBECONFIG"):
+        return Path(os.environ["LABKIT_KUBECONFIG"]), "current"
+    recorded = state.recorded()
+    if recorded.get("backend") == "current" and recorded.get("kubeconfig"):
+        return Path(recorded["kubeconfig"]), "current"
+    if kubeconfig_path().exists():
+        return kubeconfig_path(), recorded.get("backend", "kwok")
+    env = os.environ.get("KUBECONFIG")
+    default = Path(env.split(os.pathsep)[0]) if env else Path.home() / ".kube" / "config"
+    return (default if default.exists() else None), "current"
+
+
+@contextlib.contextmanager
+def api_errors(what: str, *, server: str = "the lab's API server") -> Iterator[None]:
+    """Convert client exceptions raised inside the block into labkit errors."""
+    try:
+        yield
+    except ApiException as exc:
+        raise from_api_exception(exc, what) from None
+    except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+        raise ClusterUnreachable(
+            f"{server} stopped answering while {what} ({type(exc).__name__})",
+            fix="`labkit status` tells whether the cluster is up; `labkit up` starts it again",
+        ) from None
+
+
+def from_api_exception(exc: ApiException, what: str) -> LabkitError:
+    """One place where HTTP status codes become labkit exceptions."""
+    message = exc.reason or ""
+    with contextlib.suppress(ValueError, TypeError):
+        body = json.loads(exc.body or "{}")
+        message = body.get("message", message)
+    if exc.status == 404:
+        return NotFound(f"{what}: not found ({message})")
+    if exc.status in (400, 422):
+        return ManifestError(f"{what}: the API server rejected it: {message}",
+                             fix="fix the field named above in your manifest and apply it again")
+    if exc.status == 403:
+        return LabkitError(f"{what}: forbidden: {message}", fix="check your kubeconfig's user and RBAC")
+    return LabkitError(f"{what}: API error {exc.status}: {message}")
+
+
+@dataclass
+class Lab:
+    """A connection to the lab cluster: typed clients, the dynamic client, and where they point."""
+
+    api_client: k8s.ApiClient
+    kubeconfig: Path | None
+    backend: str
+    server: str
+    _dynamic: DynamicClient | None = field(default=None, repr=False)
+
+    @property
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(self.api_client)
+
+    @property
+    def apps(self) -> k8s.AppsV1Api:
+        return k8s.AppsV1Api(self.api_client)
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        if self._dynamic is None:
+            with api_errors("reading the API's resource list"):
+                self._dynamic = DynamicClient(self.api_client)
+        return self._dynamic
+
+    def version(self) -> dict[str, Any]:
+        """The API server's version info, as `kubectl version` shows it."""
+        with api_errors("asking the server for its version", server=self.server):
+            info = k8s.VersionApi(self.api_client).get_code(_request_timeout=5)
+        return {"gitVersion": info.git_version, "platform": info.platform, "goVersion": info.go_version}
+
+
+def connect(kubeconfig: str | Path | None = None, *, timeout: float = 5.0) -> Lab:
+    """Connect to the lab (or the kubeconfig given) and check that an API server answers.
+
+    Introduced in notebook 00_lab_tour.
+    """
+    path, backend = _kubeconfig(kubeconfig)
+    if path is None or not path.exists():
+        raise ClusterUnreachable(
+            "no lab cluster is running and no kubeconfig was found",
+            fix="start the lab with `labkit up` (or `make lab`), then run this cell again",
+        )
+    try:
+        api_client = k8s_config.new_client_from_config(config_file=str(path))
+    except (k8s_config.ConfigException, OSError, ValueError) as exc:
+        raise ClusterUnreachable(f"cannot read kubeconfig {path}: {exc}",
+                                 fix="`labkit up` writes a fresh one; `labkit env` prints where") from None
+    # Fail fast instead of urllib3's three silent retries when nothing listens.
+    api_client.configuration.retries = 0
+    server = api_client.configuration.host
+    try:
+        k8s.VersionApi(api_client).get_code(_request_timeout=timeout)
+    except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, ApiException) as exc:
+        raise ClusterUnreachable(
+            f"no Kubernetes API answers at {server} ({type(exc).__name__})",
+            fix="start the lab with `labkit up`; `labkit status` shows what is running",
+        ) from None
+    return Lab(api_client=api_client, kubeconfig=path, backend=backend, server=server)

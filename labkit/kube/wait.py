@@ -1,0 +1,165 @@
+"""Wait for an object to reach a condition: list, then watch from its resourceVersion, under a deadline.
+
+Conditions are spelled like ``kubectl wait --for``: ``condition=Available``, ``jsonpath={.status.readyReplicas}=3``,
+``delete``; or pass a Python predicate. Introduced in notebook 00_lab_tour.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+from ..errors import NotFound, WaitFailed, WaitTimeout
+from .client import Lab, api_errors
+
+Predicate = Callable[[dict[str, Any] | None], bool]
+
+
+def _jsonpath(obj: dict[str, Any] | None, path: str) -> Any:
+    """The tiny subset of kubectl's JSONPath that waits need: {.a.b[0].c}."""
+    value: Any = obj
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path.strip("{}").lstrip(".")):
+        if value is None:
+            return None
+        if part.startswith("["):
+            idx = int(part[1:-1])
+            value = value[idx] if isinstance(value, list) and len(value) > idx else None
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def has_condition(obj: dict[str, Any] | None, cond_type: str, status: str = "True") -> bool:
+    """True when status.conditions has ``cond_type`` with ``status`` (as ``kubectl wait --for=condition=``)."""
+    for cond in (obj or {}).get("status", {}).get("conditions") or []:
+        if cond.get("type", "").lower() == cond_type.lower():
+            return str(cond.get("status")) == status
+    return False
+
+
+def parse_condition(spec: str | Predicate) -> Predicate:
+    """Turn a kubectl-style ``--for`` spec into a predicate over the object (None = deleted)."""
+    if callable(spec):
+        return spec
+    if spec == "delete":
+        return lambda obj: obj is None
+    if spec.startswith("condition="):
+        body = spec[len("condition="):]
+        cond_type, _, status = body.partition("=")
+        return lambda obj: obj is not None and has_condition(obj, cond_type, status or "True")
+    if spec.startswith("jsonpath="):
+        path, _, expected = spec[len("jsonpath="):].rpartition("=")
+        return lambda obj: obj is not None and str(_jsonpath(obj, path)) == expected
+    raise ValueError(f"unknown wait condition {spec!r}: use condition=X, jsonpath={{.path}}=value, or delete")
+
+
+def deployment_failed(obj: dict[str, Any] | None, *, since: float | None = None) -> str | None:
+    """ProgressDeadlineExceeded in a status that describes the current spec: waiting longer will not help.
+
+    With ``since`` (when a wait began), a condition that began before the wait counts only once it has lasted a
+    further progressDeadlineSeconds into the wait: right after an undo the controller keeps the old condition
+    until the new rollout makes progress.
+    """
+    status = (obj or {}).get("status") or {}
+    if not obj or status.get("observedGeneration", 0) < (obj.get("metadata") or {}).get("generation", 0):
+        return None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            # The controller refreshes lastUpdateTime while it stays timed out; the transition says when it began.
+            began = cond.get("lastTransitionTime")
+            when = dt.datetime.fromisoformat(began.replace("Z", "+00:00")).timestamp() if began else None
+            deadline = (obj.get("spec") or {}).get("progressDeadlineSeconds", 600)
+            if since is None or when is None or when >= since or time.time() - since > deadline:
+                return f"ProgressDeadlineExceeded: {cond.get('message', '')}"
+    return None
+
+
+def _summary(obj: dict[str, Any] | None) -> str:
+    if obj is None:
+        return "the object does not exist"
+    status = obj.get("status") or {}
+    keep = {k: v for k, v in status.items() if k not in ("conditions", "containerStatuses")}
+    conds = [f"{c.get('type')}={c.get('status')}" + (f" ({c.get('reason')})" if c.get("reason") else "")
+             for c in status.get("conditions") or []]
+    return f"status {keep}" + (f"; conditions {', '.join(conds)}" if conds else "")
+
+
+def wait_for(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
+             condition: str | Predicate = "condition=Ready", timeout: float = 60.0,
+             fail_when: Callable[[dict[str, Any] | None], str | None] | None = None,
+             api_version: str | None = None) -> dict[str, Any] | None:
+    """Block until ``kind/name`` satisfies ``condition``; return the object (None when waiting for delete).
+
+    Introduced in notebook 00_lab_tour. Same as ``kubectl wait KIND/NAME --for=CONDITION --timeout=Ns``.
+    Raises WaitTimeout with the last status seen, or WaitFailed when ``fail_when`` names a failure.
+    """
+    predicate = parse_condition(condition)
+    if fail_when is None and kind.lower() == "deployment":
+        started = time.time()
+        fail_when = lambda obj: deployment_failed(obj, since=started)  # noqa: E731
+    res = lab.dynamic.resources.get(api_version=api_version, kind=kind) if api_version else \
+        lab.dynamic.resources.get(kind=kind)
+    ns = namespace if res.namespaced else None
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    ns_flag = f" -n {namespace}" if ns else ""
+    cond_text = condition if isinstance(condition, str) else "the condition"
+
+    def check(obj: dict[str, Any] | None) -> bool:
+        if fail_when and (reason := fail_when(obj)):
+            raise WaitFailed(f"{kind}/{name} will not become {cond_text}: {reason}",
+                             fix=f"kubectl describe {kind.lower()}/{name}{ns_flag}")
+        return predicate(obj)
+
+    while True:
+        # NotFound is raised by api_errors as it converts the 404, so it is caught outside the block.
+        try:
+            with api_errors(f"waiting for {kind}/{name}", server=lab.server):
+                current = res.get(name=name, namespace=ns).to_dict()
+        except NotFound:
+            current = None
+        last = current
+        if check(current):
+            return current
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        rv = (current or {}).get("metadata", {}).get("resourceVersion")
+        w = watch.Watch()
+        try:
+            with api_errors(f"waiting for {kind}/{name}", server=lab.server):
+                for event in _events(lab, res, ns, name, rv, remaining, w):
+                    if event["type"] == "ERROR":
+                        break  # e.g. 410 Gone: the resourceVersion is too old; re-list, then watch again
+                    current = None if event["type"] == "DELETED" else event["raw_object"]
+                    last = current
+                    if check(current):
+                        return current
+                    if time.monotonic() >= deadline:
+                        break
+        finally:
+            w.stop()
+        if time.monotonic() >= deadline:
+            break
+    raise WaitTimeout(
+        f"{kind}/{name} did not reach {cond_text} within {timeout:.0f}s; last seen: {_summary(last)}",
+        last_seen=last,
+        fix=f"kubectl describe {kind.lower()}/{name}{ns_flag}   # and: kubectl get events{ns_flag}",
+    )
+
+
+def _events(lab: Lab, res: Any, ns: str | None, name: str, rv: str | None, remaining: float,
+            w: watch.Watch) -> Any:
+    """Watch events for one object; a 410 Gone ends the stream quietly so the caller re-lists."""
+    try:
+        yield from lab.dynamic.watch(res, namespace=ns, name=name, resource_version=rv,
+                                     timeout=max(1, int(remaining)), watcher=w)
+    except ApiException as exc:
+        if exc.status != 410:
+            raise

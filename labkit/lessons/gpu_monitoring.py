@@ -1,0 +1,383 @@
+"""Lesson 12, GPU monitoring: nvidia-smi-style inventory, the clock-frequency experiment, GPU time per pod,
+the live dashboard's data, and the lesson's exercises.
+
+Data functions return pandas tables; ``*_figure`` functions turn them into plotly figures (never shown here).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from .. import addons, promql
+from ..errors import LabkitError
+from ..exercises import Attempt, Exercise
+from ..kube.apply import apply
+from ..kube.objects import get
+from ..settings import DEFAULT_GPU_PROFILE, SCRAPE_INTERVAL_S
+from ..sim.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, reason_names
+from ..sim.gpu.real_pynvml import pynvml as N
+from ..widgets import Dashboard
+
+NA = "n/a"
+
+
+def use_plotly_mimetype() -> None:
+    """Figures render as plotly's JSON mimetype: JupyterLab draws them offline, no plotly.js in the notebook.
+
+    """
+    pio.renderers.default = "plotly_mimetype"
+
+
+def _read(fn: Any, *args: Any) -> Any:
+    """One NVML reading; NotSupported (and any NVML error) becomes "n/a", as nvidia-smi prints [N/A]."""
+    try:
+        value = fn(*args)
+    except N.NVMLError:
+        return NA
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def nvml_inventory(api: Any) -> pd.DataFrame:
+    """What ``nvidia-smi --query-gpu=...`` lists, read through NVML (real pynvml or the fake).
+
+    """
+    api.nvmlInit()
+    try:
+        rows = []
+        for i in range(api.nvmlDeviceGetCount()):
+            h = api.nvmlDeviceGetHandleByIndex(i)
+            mem = _read(api.nvmlDeviceGetMemoryInfo, h)
+            util = _read(api.nvmlDeviceGetUtilizationRates, h)
+            power = _read(api.nvmlDeviceGetPowerUsage, h)
+            limit = _read(api.nvmlDeviceGetPowerManagementLimit, h)
+            reasons = _read(api.nvmlDeviceGetCurrentClocksEventReasons, h)
+            rows.append({
+                "index": i,
+                "name": _read(api.nvmlDeviceGetName, h),
+                "memory_used_mib": mem.used // 2**20 if mem != NA else NA,
+                "memory_total_mib": mem.total // 2**20 if mem != NA else NA,
+                "utilization_pct": util.gpu if util != NA else NA,
+                "power_w": round(power / 1000, 1) if power != NA else NA,
+                "power_limit_w": round(limit / 1000) if limit != NA else NA,
+                "temperature_c": _read(api.nvmlDeviceGetTemperature, h, N.NVML_TEMPERATURE_GPU),
+                "sm_clock_mhz": _read(api.nvmlDeviceGetClockInfo, h, N.NVML_CLOCK_SM),
+                "sm_clock_max_mhz": _read(api.nvmlDeviceGetMaxClockInfo, h, N.NVML_CLOCK_SM),
+                "pstate": _read(api.nvmlDeviceGetPerformanceState, h),
+                "clock_event_reasons": ",".join(reason_names(reasons)) or "none" if reasons != NA else NA,
+            })
+        return pd.DataFrame(rows)
+    finally:
+        api.nvmlShutdown()
+
+
+def driver_and_firmware(api: Any) -> pd.DataFrame:
+    """Driver (software on the host) beside firmware (VBIOS, InfoROM: stored on the board), per GPU.
+
+    """
+    api.nvmlInit()
+    try:
+        driver = _read(api.nvmlSystemGetDriverVersion)
+        cuda = _read(api.nvmlSystemGetCudaDriverVersion)
+        cuda_text = f"{cuda // 1000}.{cuda % 1000 // 10}" if isinstance(cuda, int) else NA
+        rows = []
+        for i in range(api.nvmlDeviceGetCount()):
+            h = api.nvmlDeviceGetHandleByIndex(i)
+            rows.append({"index": i, "driver (host software)": driver, "CUDA driver API": cuda_text,
+                         "VBIOS (board firmware)": _read(api.nvmlDeviceGetVbiosVersion, h),
+                         "InfoROM image (board firmware)": _read(api.nvmlDeviceGetInforomImageVersion, h)})
+        return pd.DataFrame(rows)
+    finally:
+        api.nvmlShutdown()
+
+
+def clock_sweep(*, profile: str = DEFAULT_GPU_PROFILE, clocks_mhz: Sequence[int] = (900, 1200, 1500, 1755, 1980),
+                memory_bound: Iterable[float] = (0.1, 0.7), seconds: float = 300, seed: int = 0) -> pd.DataFrame:
+    """Lock the SM clock at each value (``nvidia-smi -lgc X,X``), run a full load, read the steady state.
+
+    """
+    rows = []
+    for bound in memory_bound:
+        for clock in clocks_mhz:
+            machine = FakeMachine(profile=profile, count=1, node="bench", seed=seed)
+            api = FakeNvml(machine)
+            api.nvmlInit()
+            handle = api.nvmlDeviceGetHandleByIndex(0)
+            api.nvmlDeviceSetGpuLockedClocks(handle, clock, clock)
+            machine.set_workload(0, Workload(100, 40_000, bound))
+            machine.step(seconds)
+            s = machine.sample(0)
+            rows.append({"memory_bound": bound, "locked_clock_mhz": clock, "sm_clock_mhz": s.sm_clock_mhz,
+                         "power_w": round(s.power_w), "temperature_c": round(s.temperature_c),
+                         "throughput": round(s.throughput, 3), "work_per_kj": round(s.throughput / s.power_w * 1000, 2),
+                         "reasons": ",".join(s.reasons) or "none"})
+            api.nvmlShutdown()
+    return pd.DataFrame(rows)
+
+
+def throttle_run(*, profile: str = DEFAULT_GPU_PROFILE, cooling_factor: float = 1.8, seconds: int = 240,
+                 seed: int = 0) -> pd.DataFrame:
+    """A full compute-bound load on a GPU whose cooling got worse (a failed fan, a blocked air inlet).
+
+    """
+    machine = FakeMachine(profile=profile, count=1, node="bench", seed=seed)
+    degrade_cooling(machine, 0, factor=cooling_factor)
+    machine.set_workload(0, Workload(100, 40_000, 0.1))
+    rows = [{"time_s": s.time_s, "sm_clock_mhz": s.sm_clock_mhz, "power_w": round(s.power_w, 1),
+             "temperature_c": round(s.temperature_c, 1), "throughput": round(s.throughput, 3),
+             "reasons": ",".join(s.reasons) or "none"} for s in machine.run(seconds, dt_s=2.0)]
+    return pd.DataFrame(rows)
+
+
+def clock_sweep_figure(sweep: pd.DataFrame) -> go.Figure:
+    """Throughput and power against the locked clock, one line per workload type."""
+    fig = go.Figure()
+    for bound, part in sweep.groupby("memory_bound"):
+        kind = "memory-bound" if bound >= 0.5 else "compute-bound"
+        fig.add_scatter(x=part["locked_clock_mhz"], y=part["throughput"], name=f"throughput, {kind}")
+        fig.add_scatter(x=part["locked_clock_mhz"], y=part["power_w"], name=f"power (W), {kind}", yaxis="y2",
+                        line={"dash": "dot"})
+    fig.update_layout(title="Raising the clock: throughput vs power", xaxis_title="locked SM clock (MHz)",
+                      yaxis_title="throughput (1.0 = max clock)", yaxis2={"title": "power (W)", "overlaying": "y",
+                                                                          "side": "right"}, height=420)
+    return fig
+
+
+def throttle_figure(run: pd.DataFrame) -> go.Figure:
+    """Temperature and SM clock over time: the firmware trading clock for heat."""
+    fig = go.Figure()
+    fig.add_scatter(x=run["time_s"], y=run["temperature_c"], name="temperature (°C)")
+    fig.add_scatter(x=run["time_s"], y=run["sm_clock_mhz"], name="SM clock (MHz)", yaxis="y2")
+    fig.update_layout(title="Poor cooling: thermal throttling", xaxis_title="seconds",
+                      yaxis_title="°C", yaxis2={"title": "MHz", "overlaying": "y", "side": "right"}, height=380)
+    return fig
+
+
+# --- GPU time per pod and namespace, from Prometheus -------------------------------------------------
+
+def gpu_time_queries(window: str = "10m", scrape_interval_s: float = SCRAPE_INTERVAL_S) -> dict[str, str]:
+    """The PromQL behind :func:`gpu_time_by_pod`: allocated GPU-seconds and busy GPU-seconds per pod.
+
+    """
+    sel = 'DCGM_FI_DEV_GPU_UTIL{pod!=""}'
+    return {
+        "allocated_gpu_s": f"sum by (namespace, pod) (count_over_time({sel}[{window}])) * {scrape_interval_s:g}",
+        "busy_gpu_s": f"sum by (namespace, pod) (sum_over_time({sel}[{window}])) / 100 * {scrape_interval_s:g}",
+    }
+
+
+def gpu_time_by_pod(*, window: str = "10m", namespace: str | None = None) -> pd.DataFrame:
+    """GPU-seconds each pod held and kept busy over ``window`` (whole GPUs; MIG slices report engine activity).
+
+    """
+    frames = []
+    for column, expr in gpu_time_queries(window).items():
+        frame = promql.query(expr)
+        if frame.empty:
+            continue
+        frames.append(frame.set_index(["namespace", "pod"])["value"].rename(column))
+    if not frames:
+        return pd.DataFrame(columns=["namespace", "pod", "allocated_gpu_s", "busy_gpu_s", "efficiency"])
+    table = pd.concat(frames, axis=1).fillna(0).reset_index()
+    if namespace:
+        table = table[table["namespace"] == namespace]
+    table["efficiency"] = (table["busy_gpu_s"] / table["allocated_gpu_s"]).round(2)
+    return table.sort_values(["namespace", "pod"]).reset_index(drop=True)
+
+
+def gpu_time_by_namespace(table: pd.DataFrame) -> pd.DataFrame:
+    """Roll the per-pod table up per namespace (a team's GPU bill)."""
+    out = table.groupby("namespace")[["allocated_gpu_s", "busy_gpu_s"]].sum().reset_index()
+    out["efficiency"] = (out["busy_gpu_s"] / out["allocated_gpu_s"]).round(2)
+    return out
+
+
+# --- exercises and the driver-vs-firmware quiz --------------------------------------------------------
+
+ADDONS = ("gpu-exporter", "prometheus")
+MIG_SLICE = "nvidia.com/mig-1g.10gb"
+
+
+def _top_memory_pod(namespace: str) -> str | None:
+    frame = promql.query(f'max by (pod) (DCGM_FI_DEV_FB_USED{{namespace="{namespace}"}})')
+    return None if frame.empty else str(frame.sort_values("value").iloc[-1]["pod"])
+
+
+def _check_top_memory_pod(attempt: Attempt) -> list[str]:
+    top = _top_memory_pod(attempt.namespace)
+    if top is None:
+        return [f"Prometheus has no GPU memory series for namespace {attempt.namespace} yet; wait one scrape"]
+    if attempt.answer is None:
+        return ["no answer yet: set `answer` to a pod name"]
+    if attempt.answer != top:
+        return [f"{attempt.answer!r} is not the pod using the most GPU memory in {attempt.namespace}"]
+    return []
+
+
+TOP_MEMORY_POD = Exercise(
+    id="12-top-memory-pod",
+    task="Which pod in this lesson's namespace uses the most GPU memory right now? Answer with its name, "
+         "found with PromQL.",
+    hint='topk(1, DCGM_FI_DEV_FB_USED{namespace="lesson-12"}) and read its pod label',
+    solution="""top = lk.promql.query('topk(1, DCGM_FI_DEV_FB_USED{namespace="lesson-12"})')
+answer = top["pod"].iloc[0]""",
+    check=_check_top_memory_pod,
+    solve=lambda a: _top_memory_pod(a.namespace),
+)
+
+MIG_JOB = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: mig-job}}
+spec:
+  containers:
+  - name: cuda
+    image: nvidia/cuda:12.4.1-base-ubuntu22.04
+    resources: {{limits: {{{MIG_SLICE}: "1"}}}}
+"""
+
+
+def _check_mig_pod(attempt: Attempt, name: str = "mig-job") -> list[str]:
+    pod = get(attempt.lab, "Pod", name, namespace=attempt.namespace, api_version="v1")
+    if pod is None:
+        return [f"no pod {name} in {attempt.namespace} yet"]
+    limits = (pod["spec"]["containers"][0].get("resources") or {}).get("limits") or {}
+    if limits.get(MIG_SLICE) != "1":
+        return [f"{name} asks for {limits}; it should ask for {MIG_SLICE}: 1"]
+    phase = (pod.get("status") or {}).get("phase")
+    if phase != "Running":
+        return [f"{name} is {phase}; `kubectl describe pod {name}` says why"]
+    return []
+
+
+MIG_POD = Exercise(
+    id="12-mig-pod",
+    task=f"Run a pod `mig-job` that holds exactly one {MIG_SLICE} slice of a MIG-partitioned A100.",
+    hint=f"resources.limits['{MIG_SLICE}']: \"1\"; the scheduler finds the node that advertises it",
+    solution=f"kubectl -n lesson-12 apply -f - <<'EOF'{MIG_JOB}EOF",
+    check=_check_mig_pod,
+    solve=lambda a: apply(a.lab, MIG_JOB, namespace=a.namespace),
+)
+
+
+QUIZ = {
+    "q1": ("Where is GPU firmware (VBIOS) stored?",
+           {"a": "on the host's disk, next to the driver", "b": "in non-volatile memory on the GPU board",
+            "c": "inside the container image"}, "b"),
+    "q2": ("Which one do you update with a package manager and a reboot (or module reload)?",
+           {"a": "the driver", "b": "the VBIOS", "c": "the InfoROM"}, "a"),
+    "q3": ("Who sets up the memory controller and clocks when the GPU powers on, before any driver loads?",
+           {"a": "the CUDA runtime", "b": "the kubelet", "c": "the firmware"}, "c"),
+    "q4": ("The NVIDIA container runtime mounts which of these into a GPU container?",
+           {"a": "the firmware", "b": "the host driver's user-space libraries (libcuda, libnvidia-ml)",
+            "c": "a copy of the kernel module"}, "b"),
+    "q5": ("`nvidia-smi -q` shows 'VBIOS Version' and 'Driver Version'. Which changes when you upgrade the "
+           "GPU Operator's driver container?", {"a": "VBIOS Version", "b": "Driver Version", "c": "both"}, "b"),
+}
+
+
+def quiz_questions() -> pd.DataFrame:
+    """The driver-vs-firmware self-check, one row per question."""
+    rows = [{"question": key, "text": text, "choices": "; ".join(f"{k}) {v}" for k, v in choices.items())}
+            for key, (text, choices, _) in QUIZ.items()]
+    return pd.DataFrame(rows)
+
+
+def grade_quiz(answers: dict[str, str | None]) -> pd.DataFrame:
+    """Mark each answer right, wrong or unanswered (the right answers stay hidden until ``lk.solution``)."""
+    rows = []
+    for key, (_, _, right) in QUIZ.items():
+        given = answers.get(key)
+        rows.append({"question": key, "answer": given or "-",
+                     "result": "unanswered" if not given else ("right" if given == right else "wrong")})
+    return pd.DataFrame(rows)
+
+
+def _check_quiz(attempt: Attempt) -> list[str]:
+    graded = grade_quiz(attempt.answer or {})
+    return [f"{row.question}: {row.result}" for row in graded.itertuples() if row.result != "right"]
+
+
+QUIZ_DRIVER_FIRMWARE = Exercise(
+    id="12-driver-vs-firmware",
+    task="Answer the five driver-vs-firmware questions (a dict such as {'q1': 'b', ...}).",
+    hint="firmware lives on the board and runs before any driver; the driver is host software you upgrade",
+    solution="\n".join(f"{k}: {right}) {choices[right]}" for k, (_, choices, right) in QUIZ.items()),
+    check=_check_quiz,
+    solve=lambda a: {k: right for k, (_, _, right) in QUIZ.items()},
+)
+
+EXERCISES = [TOP_MEMORY_POD, MIG_POD, QUIZ_DRIVER_FIRMWARE]
+
+
+def _exporter_url() -> str:
+    url = addons.url("gpu-exporter")
+    if url is None:
+        raise LabkitError("the lab's GPU exporter is not running", fix="labkit up --with gpu-exporter,prometheus")
+    return url
+
+
+def pod_resources(*, namespace: str | None = None) -> pd.DataFrame:
+    """Which pod holds which GPU or MIG instance, as the kubelet's pod-resources API reports it.
+
+    Read from the lab's GPU exporter (``curl http://127.0.0.1:PORT/pod-resources``).
+    """
+    url = _exporter_url()
+    with urllib.request.urlopen(url.removesuffix("/metrics") + "/pod-resources", timeout=10) as resp:  # noqa: S310
+        rows = json.loads(resp.read())
+    cols = ["node", "namespace", "pod", "container", "resource", "gpu", "mig_instance", "device_id"]
+    frame = pd.DataFrame(rows, columns=cols)
+    return frame[frame["namespace"] == namespace].reset_index(drop=True) if namespace else frame
+
+
+def exporter_lines(metric: str, *, namespace: str) -> list[str]:
+    """The exporter's raw text lines of one metric for one namespace (what Prometheus scrapes)."""
+    url = _exporter_url()
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 -- loopback
+        text = resp.read().decode()
+    return [line for line in text.splitlines() if line.startswith(metric + "{") and f'namespace="{namespace}"' in line]
+
+
+# --- the live GPU dashboard's data ------------------------------------------------------------------
+
+PANELS = (("utilization_pct", "utilization %"), ("memory_used_mib", "memory used MiB"), ("power_w", "power W"),
+          ("temperature_c", "temperature °C"), ("sm_clock_mhz", "SM clock MHz"))
+_PROM = {"utilization_pct": "DCGM_FI_DEV_GPU_UTIL", "memory_used_mib": "DCGM_FI_DEV_FB_USED",
+         "power_w": "DCGM_FI_DEV_POWER_USAGE", "temperature_c": "DCGM_FI_DEV_GPU_TEMP",
+         "sm_clock_mhz": "DCGM_FI_DEV_SM_CLOCK"}
+
+
+def nvml_snapshot(api: Any) -> pd.DataFrame:
+    """One row per GPU of this machine, through NVML (real or simulated); columns ``gpu`` + the panels.
+
+    """
+    machine = getattr(api, "machine", None)
+    inv = nvml_inventory(api)
+    inv["gpu"] = [f"{machine.node if machine else 'local'}/{i}" for i in inv["index"]]
+    return inv[["gpu", *(c for c, _ in PANELS)]]
+
+
+def prometheus_snapshot() -> pd.DataFrame:
+    """One row per GPU of the lab's cluster, from the latest Prometheus samples (no MIG instances).
+
+    """
+    merged: pd.DataFrame | None = None
+    for column, metric in _PROM.items():
+        frame = promql.query(f'max by (Hostname, gpu) ({metric}{{GPU_I_ID=""}})')
+        if frame.empty:
+            continue
+        frame = frame.assign(gpu=frame["Hostname"] + "/" + frame["gpu"])[["gpu", "value"]]
+        frame = frame.rename(columns={"value": column})
+        merged = frame if merged is None else merged.merge(frame, on="gpu", how="outer")
+    return merged if merged is not None else pd.DataFrame(columns=["gpu", *(c for c, _ in PANELS)])
+
+
+def gpu_dashboard(*, interval_s: float = 2.0) -> Dashboard:
+    """A live dashboard of every GPU in the lab's cluster, from Prometheus (stop it with its button or ``.stop()``)."""
+    return Dashboard(prometheus_snapshot, key="gpu", panels=PANELS, interval_s=interval_s)

@@ -1,0 +1,100 @@
+"""Lesson 03, health probes (探针检查机制): notebook 03_health_probes' exercises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..exercises import Attempt, Exercise
+from ..kube.client import Lab
+from ..kube.objects import get, live_pods, patch
+from ..kube.rollouts import rollout_state
+
+
+def _ready_pods_problems(lab: Lab, namespace: str, name: str, dep: dict[str, Any]) -> list[str]:
+    pods = live_pods(lab, namespace, dep["spec"]["selector"].get("matchLabels") or {})
+    unready = [p.metadata.name for p in pods if not any(c.type == "Ready" and c.status == "True"
+                                                         for c in p.status.conditions or [])]
+    problems = []
+    done, message = rollout_state(dep)
+    if not done:
+        problems.append(f"`{name}` is not fully rolled out: {message}")
+    if unready:
+        problems.append(f"pods not Ready yet: {', '.join(sorted(unready))}")
+    return problems
+
+
+def _check_fix_readiness(attempt: Attempt) -> list[str]:
+    lab, namespace = attempt.lab, attempt.namespace
+    dep = get(lab, "Deployment", "shop", namespace=namespace, api_version="apps/v1")
+    if dep is None:
+        return ["there is no Deployment `shop` in this namespace"]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    probe = container.get("readinessProbe")
+    if not probe:
+        return ["`shop` has no readinessProbe any more: keep the probe, fix what it asks for"]
+    problems = []
+    http = probe.get("httpGet") or {}
+    if http and http.get("path", "/") not in ("/", "/index.html"):
+        problems.append(f"the readiness probe asks nginx for {http.get('path')}, which nginx answers with 404")
+    if http and http.get("port") not in (80, "80", "http"):
+        problems.append(f"the readiness probe knocks on port {http.get('port')}; nginx listens on 80")
+    return problems + _ready_pods_problems(lab, namespace, "shop", dep)
+
+
+FIX_READINESS = Exercise(
+    id="03-fix-readiness",
+    task="Deployment `shop` never becomes Ready. Fix its readiness probe (keep a probe!) so that its pods turn "
+         "Ready and the Service `shop` gets endpoints.",
+    hint="`kubectl describe pod -l app=shop` shows `Readiness probe failed`; nginx serves `/` on port 80",
+    solution="""kubectl -n lesson-03 patch deployment shop --type=json -p \\
+  '[{"op":"replace","path":"/spec/template/spec/containers/0/readinessProbe/httpGet/path","value":"/"}]'
+kubectl -n lesson-03 rollout status deployment/shop
+kubectl -n lesson-03 get endpointslices -l kubernetes.io/service-name=shop""",
+    check=_check_fix_readiness,
+    solve=lambda a: patch(a.lab, "Deployment", "shop", namespace=a.namespace, body={"spec": {"template": {"spec": {
+        "containers": [{"name": "shop", "readinessProbe": {"httpGet": {"path": "/", "port": 80}}}]}}}}),
+)
+
+
+def _check_startup(attempt: Attempt) -> list[str]:
+    lab, namespace = attempt.lab, attempt.namespace
+    dep = get(lab, "Deployment", "slow", namespace=namespace, api_version="apps/v1")
+    if dep is None:
+        return ["there is no Deployment `slow` in this namespace"]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    problems = []
+    if not container.get("livenessProbe"):
+        problems.append("keep the liveness probe: the point is to protect it, not to remove it")
+    startup = container.get("startupProbe")
+    if not startup:
+        problems.append("`slow` has no startupProbe, so the liveness probe kills it before it has started")
+    else:
+        budget = startup.get("initialDelaySeconds", 0) + startup.get("periodSeconds", 10) * (
+            startup.get("failureThreshold", 3) - 1)
+        if budget < 20:
+            problems.append(f"the startup probe gives up after about {budget}s, but the app needs 20s to start")
+    pods = live_pods(lab, namespace, dep["spec"]["selector"].get("matchLabels") or {})
+    restarted = [p.metadata.name for p in pods if sum(s.restart_count for s in p.status.container_statuses or [])]
+    if restarted:
+        problems.append(f"pods restarted (so the probes still kill them): {', '.join(sorted(restarted))}")
+    return problems + _ready_pods_problems(lab, namespace, "slow", dep)
+
+
+STARTUP_PROBE = Exercise(
+    id="03-startup-probe",
+    task="Deployment `slow` needs 20 s to start and its liveness probe kills it first. Add a startupProbe so that "
+         "it starts, becomes Ready, and is not restarted.",
+    hint="a startupProbe with the same check as the liveness probe and periodSeconds x failureThreshold "
+         "comfortably above 20 s, e.g. periodSeconds: 5, failureThreshold: 10",
+    solution="""# in the container of deployment/slow (kubectl -n lesson-03 edit deployment slow):
+startupProbe:
+  exec: {command: [cat, /tmp/started]}
+  periodSeconds: 5
+  failureThreshold: 10""",
+    check=_check_startup,
+    solve=lambda a: patch(a.lab, "Deployment", "slow", namespace=a.namespace, body={"spec": {"template": {"spec": {
+        "containers": [{"name": "slow", "startupProbe": {"exec": {"command": ["cat", "/tmp/started"]},
+                                                       "periodSeconds": 5, "failureThreshold": 10}}]}}}}),
+)
+
+EXERCISES = [FIX_READINESS, STARTUP_PROBE]

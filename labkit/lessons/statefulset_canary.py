@@ -1,0 +1,92 @@
+"""Lesson 02, StatefulSet ordered and partitioned updates (灰度发布): notebook 02_statefulset_canary's exercises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..exercises import Attempt, Exercise
+from ..kube.client import Lab
+from ..kube.objects import get, live_pods, patch
+from ..kube.rollouts import rollout_state
+
+
+def _sts_pods(lab: Lab, namespace: str, sts: dict[str, Any]) -> dict[int, Any]:
+    name = sts["metadata"]["name"]
+    pods = live_pods(lab, namespace, sts["spec"]["selector"].get("matchLabels") or {})
+    return {int(p.metadata.name.rsplit("-", 1)[1]): p for p in pods if p.metadata.name.startswith(f"{name}-")}
+
+
+def _check_canary(attempt: Attempt) -> list[str]:
+    lab, namespace = attempt.lab, attempt.namespace
+    sts = get(lab, "StatefulSet", "db", namespace=namespace, api_version="apps/v1")
+    if sts is None:
+        return ["there is no StatefulSet `db` in this namespace"]
+    replicas = sts["spec"].get("replicas", 1)
+    status = sts.get("status") or {}
+    problems = []
+    image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+    if image != "nginx:1.27":
+        problems.append(f"the template asks for {image}, not nginx:1.27")
+    partition = ((sts["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition", 0)
+    if partition != replicas - 1:
+        problems.append(f"partition is {partition}: with {replicas} replicas, partition {replicas - 1} updates "
+                        f"exactly one pod (ordinal {replicas - 1})")
+    pods = _sts_pods(lab, namespace, sts)
+    update, current = status.get("updateRevision"), status.get("currentRevision")
+    on_new = sorted(i for i, p in pods.items() if (p.metadata.labels or {}).get("controller-revision-hash") == update)
+    if update != current and on_new != [replicas - 1]:
+        problems.append(f"pods on the new revision: ordinals {on_new}; the canary is ordinal {replicas - 1} only")
+    if update == current and partition == replicas - 1 and image == "nginx:1.27":
+        problems.append("every pod is on the same revision: the canary needs the others left on the old one")
+    if status.get("readyReplicas", 0) < replicas:
+        problems.append(f"only {status.get('readyReplicas', 0)} of {replicas} pods are Ready")
+    return problems
+
+
+CANARY_ONE = Exercise(
+    id="02-canary-one",
+    task="Canary exactly one pod of StatefulSet `db`: the highest ordinal runs nginx:1.27, the others stay on the "
+         "old revision.",
+    hint="set spec.updateStrategy.rollingUpdate.partition to replicas - 1 BEFORE changing the image",
+    solution="""kubectl -n lesson-02 patch statefulset db -p \\
+  '{"spec":{"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"partition":2}}}}'
+kubectl -n lesson-02 set image statefulset/db db=nginx:1.27
+kubectl -n lesson-02 rollout status statefulset/db""",
+    check=_check_canary,
+    solve=lambda a: patch(a.lab, "StatefulSet", "db", namespace=a.namespace, body={"spec": {
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+        "template": {"spec": {"containers": [{"name": "db", "image": "nginx:1.27"}]}}}}),
+)
+
+
+def _check_finish(attempt: Attempt) -> list[str]:
+    lab, namespace = attempt.lab, attempt.namespace
+    sts = get(lab, "StatefulSet", "db", namespace=namespace, api_version="apps/v1")
+    if sts is None:
+        return ["there is no StatefulSet `db` in this namespace"]
+    problems = []
+    image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
+    if image != "nginx:1.27":
+        problems.append(f"the template asks for {image}, not nginx:1.27")
+    partition = ((sts["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition", 0)
+    if partition:
+        problems.append(f"partition is still {partition}, so ordinals below it keep the old revision")
+    done, message = rollout_state(sts)
+    if not done:
+        problems.append(f"the rollout is not finished: {message}")
+    return problems
+
+
+FINISH_ROLLOUT = Exercise(
+    id="02-finish-rollout",
+    task="The canary looks good: finish the rollout of StatefulSet `db` so that every pod runs nginx:1.27.",
+    hint="set the partition back to 0 and watch `kubectl rollout status statefulset/db`",
+    solution="""kubectl -n lesson-02 patch statefulset db -p \\
+  '{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}'
+kubectl -n lesson-02 rollout status statefulset/db""",
+    check=_check_finish,
+    solve=lambda a: patch(a.lab, "StatefulSet", "db", namespace=a.namespace, body={"spec": {
+        "updateStrategy": {"rollingUpdate": {"partition": 0}}}}),
+)
+
+EXERCISES = [CANARY_ONE, FINISH_ROLLOUT]

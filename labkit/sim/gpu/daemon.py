@@ -1,0 +1,176 @@
+"""The lab's GPU exporter process: watches pods, simulates every GPU node, serves dcgm-exporter metrics.
+
+Started by ``labkit up`` (see ``labkit/cluster/addons.py``) as
+``python -m labkit.sim.gpu.daemon --kubeconfig K --port P --state S --targets T``; binds 127.0.0.1 only.
+``/metrics`` serves all GPU nodes, ``/metrics/<node>`` one node (what a per-node dcgm-exporter
+DaemonSet pod would answer); ``/pod-resources`` is the allocation as JSON.
+
+Introduced in notebook 12_gpu_monitoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import PortInUse
+from labkit.settings import DCGM_EXPORTER_JOB
+from labkit.sim.gpu import FakeMachine, available_profiles
+from labkit.sim.gpu.attribution import Allocator, GpuNode, GpuPod, cluster_metrics, configure_machine
+from labkit.sim.gpu.exporter_server import ExporterServer, _Handler
+
+log = logging.getLogger("labkit.sim.gpu.daemon")
+# GPU feature discovery's product label -> the simulated profile that matches it.
+_PRODUCT_PROFILES = (("H200", "H200"), ("H100", "H100-SXM"), ("A100", "A100-SXM-80GB"), ("T4", "T4"))
+_WATCH_SECONDS = 20
+
+
+def profile_for(product: str) -> str:
+    """The simulated GPU model for a node's ``nvidia.com/gpu.product`` label (H100 when unknown)."""
+    for needle, key in _PRODUCT_PROFILES:
+        if needle in product.upper() and key in available_profiles():
+            return key
+    return "H100-SXM"
+
+
+class ClusterExporter(ExporterServer):
+    """An exporter whose attribution comes from an :class:`Allocator` instead of a fixed mapping."""
+
+    def __init__(self, allocator: Allocator, *, port: int) -> None:
+        self.allocator = allocator
+        super().__init__({}, port=port, hostname_label="Hostname")
+
+    def render(self, node: str | None = None) -> str:
+        return cluster_metrics(self.fleet, self.allocator, node=node, hostname_label=self.hostname_label)
+
+    def add_node(self, node: GpuNode, *, seed: int) -> None:
+        machine = FakeMachine(profile=profile_for(node.product), count=min(node.count, 8), node=node.name,
+                              seed=seed, clock="wall")
+        configure_machine(machine, node)
+        self.fleet[node.name] = machine
+
+
+class _DaemonHandler(_Handler):
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/pod-resources":
+            rows = self.server.exporter.allocator.rows()  # type: ignore[attr-defined]
+            self._reply(200, json.dumps(rows, indent=1) + "\n")
+        else:
+            super().do_GET()
+
+
+class Daemon:
+    """List-then-watch loop over pods and nodes, keeping the exporter's fleet and attribution current."""
+
+    def __init__(self, *, kubeconfig: str, port: int, state: Path, targets: Path, seed: int) -> None:
+        from kubernetes import client, config
+
+        self.api_client = config.new_client_from_config(config_file=kubeconfig)
+        self.core = client.CoreV1Api(self.api_client)
+        self.allocator = Allocator(checkpoint=state / "kubelet_internal_checkpoint.json")
+        self.exporter = ClusterExporter(self.allocator, port=port)
+        self.exporter._httpd.RequestHandlerClass = _DaemonHandler
+        self.state, self.targets, self.seed = state, targets, seed
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.stopping = threading.Event()
+
+    def _relist(self) -> str:
+        nodes = [GpuNode.from_node(self.api_client.sanitize_for_serialization(n)) for n in self.core.list_node().items]
+        gpu_nodes = [n for n in nodes if n is not None]
+        for node in gpu_nodes:
+            if node.name not in self.exporter.fleet:
+                self.exporter.add_node(node, seed=self.seed)
+        self._write_targets()
+        pods = self.core.list_pod_for_all_namespaces()
+        self.pods = {p.metadata.uid: self.api_client.sanitize_for_serialization(p) for p in pods.items}
+        self._apply(gpu_nodes)
+        return str(pods.metadata.resource_version)
+
+    def _write_targets(self) -> None:
+        """Prometheus file_sd targets: one per GPU node, as Kubernetes SD would find one exporter pod per node."""
+        port = self.exporter.port
+        groups = [{"targets": [f"127.0.0.1:{port}"],
+                   "labels": {"job": DCGM_EXPORTER_JOB, "__metrics_path__": f"/metrics/{name}", "instance": name,
+                              "node": name}}
+                  for name in sorted(self.exporter.fleet)]
+        self.targets.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.targets.with_name(f".{self.targets.name}.tmp")
+        tmp.write_text(json.dumps(groups, indent=1))
+        tmp.replace(self.targets)  # atomic, so Prometheus never reads half a file
+
+    def _apply(self, nodes: list[GpuNode] | None = None) -> None:
+        gpu_pods = []
+        for obj in self.pods.values():
+            try:
+                pod = GpuPod.from_pod(obj)
+            except ValueError as exc:
+                log.warning("%s", exc)  # a typo in one pod's annotation must not stop the exporter
+                continue
+            if pod:
+                gpu_pods.append(pod)
+        self.allocator.reconcile(gpu_pods, nodes)
+        for name, machine in self.exporter.fleet.items():
+            machine.set_workloads(self.allocator.gpu_workloads(name))
+
+    def run(self) -> None:
+        from kubernetes import watch
+
+        while not self.stopping.is_set():
+            try:
+                rv = self._relist()
+                stream = watch.Watch()
+                for event in stream.stream(self.core.list_pod_for_all_namespaces, resource_version=rv,
+                                           timeout_seconds=_WATCH_SECONDS, _request_timeout=_WATCH_SECONDS + 5):
+                    obj = self.api_client.sanitize_for_serialization(event["object"])
+                    uid = obj.get("metadata", {}).get("uid")
+                    if event["type"] == "DELETED":
+                        self.pods.pop(uid, None)
+                    elif uid:
+                        self.pods[uid] = obj
+                    self._apply()
+                    if self.stopping.is_set():
+                        stream.stop()
+            except Exception as exc:  # noqa: BLE001 -- API restarts, 410 Gone: relist after a pause
+                log.warning("pod watch interrupted (%s: %s); relisting", type(exc).__name__, exc)
+                self.stopping.wait(1.0)
+
+    def stop(self, *_args: object) -> None:
+        self.stopping.set()
+        self.exporter.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labkit.sim.gpu.daemon", description=__doc__)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state", type=Path, required=True, help="folder for the device checkpoint")
+    parser.add_argument("--targets", type=Path, required=True, help="Prometheus file_sd file to keep current")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args.state.mkdir(parents=True, exist_ok=True)
+    try:
+        daemon = Daemon(kubeconfig=args.kubeconfig, port=args.port, state=args.state, targets=args.targets,
+                        seed=args.seed)
+    except PortInUse as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    signal.signal(signal.SIGTERM, daemon.stop)
+    signal.signal(signal.SIGINT, daemon.stop)
+    log.info("serving dcgm-exporter metrics on %s", daemon.exporter.url)
+    worker = threading.Thread(target=daemon.run, daemon=True)
+    worker.start()
+    while not daemon.stopping.is_set():
+        time.sleep(0.2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""A loopback-only HTTP server that serves dcgm-exporter-style metrics of simulated GPU nodes.
+
+One server serves every node: ``/metrics`` has all nodes (told apart by the ``Hostname``
+label, as when Prometheus scrapes one dcgm-exporter per node and merges them), and
+``/metrics/<node>`` has one node, the way a per-node DaemonSet pod would answer.
+It binds 127.0.0.1 only, never all interfaces.
+
+Introduced in notebook 12_gpu_monitoring.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from labkit.errors import PortInUse
+from labkit.sim.gpu.dcgm_exporter import HOSTNAME_LABEL, PodRef, fleet_metrics
+from labkit.sim.gpu.machine import FakeMachine
+from labkit.sim.gpu.physics import Workload
+
+LOOPBACK = "127.0.0.1"
+_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Attribution = Mapping[str, Mapping[int, PodRef | tuple[str, str, str] | Mapping[str, str]]]
+Workloads = Mapping[str, Mapping[int, Workload | dict | tuple | None]]
+
+
+class ExporterServer:
+    """A running exporter. Use :func:`start_exporter` to create one; ``with`` stops it on exit.
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+
+    def __init__(self, fleet: Mapping[str, FakeMachine], *, port: int, hostname_label: str) -> None:
+        self.fleet = dict(fleet)
+        self.hostname_label = hostname_label
+        self._attribution: dict[str, dict[int, Any]] = {}
+        self._lock = threading.Lock()
+        self._httpd = _bind(port, self)
+        self.host, self.port = LOOPBACK, int(self._httpd.server_address[1])
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name=f"gpu-exporter:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"ExporterServer({self.url}, nodes={list(self.fleet)})"
+
+    def __enter__(self) -> ExporterServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``/metrics`` of all nodes."""
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def node_url(self, node: str) -> str:
+        """``/metrics/<node>``: one node only."""
+        if node not in self.fleet:
+            raise KeyError(f"no GPU node {node!r}; nodes: {list(self.fleet)}")
+        return f"{self.url}/{node}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def update(self, *, attribution: Attribution | None = None, workloads: Workloads | None = None) -> None:
+        """Replace pod attribution (node -> GPU -> (namespace, pod, container)) and/or apply declared loads.
+
+        ``workloads`` maps node -> GPU index -> workload; GPUs of a listed node that are missing
+        from its mapping go idle, nodes not listed keep their load.
+
+        Introduced in notebook 12_gpu_monitoring.
+        """
+        if attribution is not None:
+            unknown = set(attribution) - set(self.fleet)
+            if unknown:
+                raise KeyError(f"attribution names unknown nodes {sorted(unknown)}; nodes: {list(self.fleet)}")
+            with self._lock:
+                self._attribution = {node: dict(gpus) for node, gpus in attribution.items()}
+        for node, loads in (workloads or {}).items():
+            if node not in self.fleet:
+                raise KeyError(f"workloads name unknown node {node!r}; nodes: {list(self.fleet)}")
+            self.fleet[node].set_workloads(loads)
+
+    def render(self, node: str | None = None) -> str:
+        """The text a scrape of ``/metrics`` (or ``/metrics/<node>``) returns now."""
+        with self._lock:
+            attribution = dict(self._attribution)
+        fleet = self.fleet if node is None else {node: self.fleet[node]}
+        return fleet_metrics(fleet, attribution=attribution, hostname_label=self.hostname_label)
+
+    def stop(self) -> None:
+        """Stop serving and free the port (safe to call twice)."""
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+        self._httpd.server_close()
+        with _registry_lock:
+            if self in _running:
+                _running.remove(self)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Httpd
+
+    def do_GET(self) -> None:  # name fixed by http.server
+        exporter = self.server.exporter
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path == "/metrics":
+            self._reply(HTTPStatus.OK, exporter.render())
+        elif path.startswith("/metrics/") and path.removeprefix("/metrics/") in exporter.fleet:
+            self._reply(HTTPStatus.OK, exporter.render(path.removeprefix("/metrics/")))
+        elif path == "":
+            listing = "\n".join(["/metrics"] + [f"/metrics/{node}" for node in exporter.fleet])
+            self._reply(HTTPStatus.OK, listing + "\n")
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, f"not found: {self.path}; try /metrics\n")
+
+    def _reply(self, status: HTTPStatus, body: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", _CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # signature fixed by http.server
+        """Keep scrapes out of the notebook's output."""
+
+
+class _Httpd(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, exporter: ExporterServer) -> None:
+        self.exporter = exporter
+        super().__init__((LOOPBACK, port), _Handler)
+
+
+def _bind(port: int, exporter: ExporterServer) -> _Httpd:
+    try:
+        return _Httpd(port, exporter)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"port {port} on {LOOPBACK} is already in use, so the GPU exporter cannot listen there.",
+                fix=f"pass port=0 to pick a free port, or stop what holds it (see: ss -ltnp 'sport = :{port}'); "
+                "an exporter started earlier in this kernel stops with labkit.sim.gpu.stop_all_exporters()",
+            ) from exc
+        raise
+
+
+_registry_lock = threading.Lock()
+_running: list[ExporterServer] = []
+
+
+def start_exporter(
+    fleet: Mapping[str, FakeMachine] | FakeMachine,
+    *,
+    port: int = 0,
+    attribution: Attribution | None = None,
+    workloads: Workloads | None = None,
+    hostname_label: str = HOSTNAME_LABEL,
+) -> ExporterServer:
+    """Serve the fleet's metrics on ``http://127.0.0.1:<port>/metrics`` (port 0 = any free port).
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    if isinstance(fleet, FakeMachine):
+        fleet = {fleet.node: fleet}
+    if not fleet:
+        raise ValueError("the exporter needs at least one GPU node")
+    server = ExporterServer(fleet, port=port, hostname_label=hostname_label)
+    try:
+        server.update(attribution=attribution, workloads=workloads)
+    except Exception:
+        server.stop()
+        raise
+    with _registry_lock:
+        _running.append(server)
+    return server
+
+
+def stop_exporter(server: ExporterServer) -> None:
+    """Stop one exporter.
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    server.stop()
+
+
+def stop_all_exporters() -> int:
+    """Stop every exporter this process started (handy when a notebook cell is re-run); returns how many.
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    with _registry_lock:
+        servers = list(_running)
+    for server in servers:
+        server.stop()
+    return len(servers)

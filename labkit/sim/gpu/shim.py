@@ -1,0 +1,104 @@
+"""Making third-party tools (gpustat, nvitop, scripts) see the simulated GPUs through ``import pynvml``.
+
+Two ways: :func:`fake_pynvml_env` gives a subprocess an environment whose ``PYTHONPATH``
+starts with a directory holding a stand-in ``pynvml.py`` (the honest test: the tool is a
+separate, unmodified program); :func:`install_fake_pynvml` swaps ``sys.modules['pynvml']``
+inside this process.
+
+Introduced in notebook 12_gpu_monitoring.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+from labkit.sim.gpu.fake_nvml import FakeNvml
+from labkit.sim.gpu.nvml import ENV_CLOCK, ENV_COUNT, ENV_FAKE, ENV_NODE, ENV_PROFILE, ENV_SEED, fake_machine_from_env
+from labkit.sim.gpu.real_pynvml import SHIM_MARKER, SHIM_MARKER_FILE
+
+_SHIM_SOURCE = f'''"""Stand-in for pynvml answering from labkit's simulated GPUs (written by labkit.sim.gpu.shim)."""
+
+{SHIM_MARKER} = True
+
+import sys
+
+from labkit.sim.gpu.shim import facade_from_env
+
+sys.modules[__name__] = facade_from_env()
+'''
+
+
+def facade_from_env() -> ModuleType:
+    """The module the stand-in ``pynvml.py`` becomes: a fake node configured by ``LABKIT_FAKE_GPU_*``."""
+    return FakeNvml(fake_machine_from_env()).as_module()
+
+
+@cache
+def pynvml_shim_dir() -> Path:
+    """A private directory holding the stand-in ``pynvml.py``; removed when this process exits.
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    # mkdtemp is private to this user, so nobody else can plant a pynvml.py in it.
+    directory = Path(tempfile.mkdtemp(prefix="labkit-pynvml-shim-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    (directory / "pynvml.py").write_text(_SHIM_SOURCE)
+    (directory / SHIM_MARKER_FILE).write_text("pynvml.py here is labkit's simulated NVML\n")
+    return directory
+
+
+def fake_pynvml_env(
+    *,
+    profile: str | None = None,
+    count: int | None = None,
+    node: str | None = None,
+    seed: int | None = None,
+    clock: str | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment for a subprocess (``python -m gpustat``) in which ``import pynvml`` gets simulated GPUs.
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    env = dict(os.environ if base_env is None else base_env)
+    package_root = Path(__file__).resolve().parents[2]  # the directory that contains labkit/
+    path = [str(pynvml_shim_dir()), str(package_root), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+    env[ENV_FAKE] = "1"
+    for name, value in (
+        (ENV_PROFILE, profile),
+        (ENV_COUNT, count),
+        (ENV_NODE, node),
+        (ENV_SEED, seed),
+        (ENV_CLOCK, clock),
+    ):
+        if value is not None:
+            env[name] = str(value)
+    return env
+
+
+@contextmanager
+def install_fake_pynvml(fake: FakeNvml | None = None) -> Iterator[ModuleType]:
+    """Within the block, ``import pynvml`` yields the fake (modules imported earlier keep their reference).
+
+    Introduced in notebook 12_gpu_monitoring.
+    """
+    module = (fake or FakeNvml(fake_machine_from_env())).as_module()
+    previous = sys.modules.get("pynvml")
+    sys.modules["pynvml"] = module
+    try:
+        yield module
+    finally:
+        if previous is None:
+            sys.modules.pop("pynvml", None)
+        else:
+            sys.modules["pynvml"] = previous
