@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -28,6 +30,26 @@ def test_environment_yml_has_every_dependency_of_pyproject() -> None:
     missing = {w for w in wanted if CONDA_NAMES.get(w, w) not in conda}
     assert not missing, f"environment.yml lacks {sorted(missing)}"
     assert "python>=3.11" in env["dependencies"]
+    # conda brings the dependencies; pip then installs labkit itself from the checkout.
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert "-e ." in pip
+
+
+def test_build_system_is_what_pip_fetches_for_an_editable_install() -> None:
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
+    assert build["build-backend"] == "setuptools.build_meta"
+    setuptools = next(r for r in build["requires"] if _name(r) == "setuptools")
+    # Editable installs through pyproject.toml alone (PEP 660) need setuptools 64 or newer.
+    floor = re.search(r">=\s*(\d+)", setuptools)
+    assert floor and int(floor.group(1)) >= 64, setuptools
+
+
+def test_python_dash_m_labkit_runs_the_cli(tmp_path: Path) -> None:
+    """The Makefile runs `$(PYTHON) -m labkit`: the CLI of that very Python, not a `labkit` found on PATH."""
+    proc = subprocess.run([sys.executable, "-m", "labkit", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: labkit") and "doctor" in proc.stdout
 
 
 # kind's v1alpha4 Cluster fields (sigs.k8s.io/kind/pkg/apis/config/v1alpha4/types.go).
