@@ -22,7 +22,7 @@ _EXPORTS: dict[str, str] = {
     "exercises": "labkit.exercises", "figures": "labkit.figures", "gpu": "labkit.sim.gpu", "kube": "labkit.kube",
     "lessons": "labkit.lessons", "paths": "labkit.paths", "promql": "labkit.promql",
     "rollouts": "labkit.kube.rollouts", "settings": "labkit.settings", "versions": "labkit.versions",
-    "widgets": "labkit.widgets",
+    "wait": "labkit.kube.wait", "widgets": "labkit.widgets",
     # connecting, applying, waiting (00_lab_tour)
     "Lab": "labkit.kube.client:Lab", "connect": "labkit.kube.client:connect",
     "apply": "labkit.kube.apply:apply", "delete": "labkit.kube.apply:delete",
@@ -80,7 +80,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
         WaitTimeout,
     )
     from .figures import probe_timeline, rollout_timeline
-    from .kube import events, rollouts
+    from .kube import events, rollouts, wait
     from .kube.apply import apply, delete, load_manifests
     from .kube.client import Lab, connect
     from .kube.events import Recorder, min_ready_during, record_until

@@ -128,6 +128,7 @@ class Dashboard:
         self.updates = 0
         self.error: str | None = None
         self._stop = threading.Event()
+        self._updated = threading.Condition()
         self._plot = w.Output()
         self._status = w.HTML()
         self._button = w.Button(description="Stop", icon="stop")
@@ -152,12 +153,22 @@ class Dashboard:
                 snap = self.sample().assign(t=time.time())
                 self.frames = (self.frames + [snap])[-self.history:]
                 self.render()
-                self.updates += 1
+                with self._updated:
+                    self.updates += 1
+                    self._updated.notify_all()
             except Exception as exc:  # noqa: BLE001 -- show the failure in the widget, keep the kernel alive
                 self.error = f"{type(exc).__name__}: {exc}"
                 self._status.value = f"<b>stopped</b>: {self.error}"
+                with self._updated:
+                    self._updated.notify_all()
                 return
             self._stop.wait(self.interval_s)
+
+    def wait_for_updates(self, count: int, *, timeout: float = 30.0) -> int:
+        """Block until the dashboard has redrawn ``count`` times (or failed, or ``timeout`` passed); return how many."""
+        with self._updated:
+            self._updated.wait_for(lambda: self.updates >= count or self.error is not None, timeout=timeout)
+            return self.updates
 
     def figure(self) -> go.Figure:
         """The current plot: one panel per metric, one line per key."""

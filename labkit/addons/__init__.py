@@ -207,10 +207,12 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
     return result
 
 
-def require(*names: str, progress: Progress = print) -> dict[str, str]:
-    """Make sure the named add-ons run (starting them if needed); return name -> URL. For lessons and tests."""
-    quiet = all(s.state == "running" for s in status() if s.name in _with_needs(names))
-    start(names, progress=(lambda _msg: None) if quiet else progress)
+def require(*names: str, progress: Progress | None = None) -> dict[str, str]:
+    """Make sure the named add-ons run (starting them if needed); return name -> URL. For lessons and tests.
+
+    Quiet unless ``progress`` is given: a notebook's output must not depend on whether an add-on was already up.
+    """
+    start(names, progress=progress or (lambda _msg: None))
     return {s.name: s.url or "" for s in status() if s.name in names}
 
 

@@ -1,6 +1,9 @@
 """The embedded backend: upstream control-plane binaries run by kwokctl, nodes and pods simulated by KWOK.
 
 Everything binds 127.0.0.1. Introduced by ``labkit up`` (notebook 00_lab_tour).
+
+Imports stay light (``labkit env`` and ``labkit status`` import this module): yaml, the topology and the binary
+cache load inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -9,24 +12,27 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import settings, state, versions
-from ..errors import LabkitError, PortInUse
+from ..errors import LabkitError, ManifestError, PortInUse
 from ..paths import bin_dir, data_file, kubeconfig_path, state_dir
-from . import binaries
-from .health import api_healthy
+from .health import ApiConnection, ApiError, api_healthy
 from .ports import port_free
-from .topology import load_topology, node_manifest
 
 CLUSTER = "labkit"
 # KWOK CRDs the lab uses: simulated kubelet metrics and usage (metrics-server, HPA) and logs.
 KWOK_CRDS = ["Metric", "ClusterResourceUsage", "ResourceUsage", "ClusterLogs", "Logs"]
+KWOK_API = "kwok.x-k8s.io/v1alpha1"
+# REST names of the kinds labkit applies itself (its Stages, KWOK's metric objects, the topology's Nodes).
+PLURALS = {"Stage": "stages", "Metric": "metrics", "ClusterResourceUsage": "clusterresourceusages",
+           "ResourceUsage": "resourceusages", "ClusterLogs": "clusterlogs", "Logs": "logs", "Node": "nodes"}
+# How long `labkit up` waits for the API server, first for its CRDs to be served, then for /readyz.
+API_WAIT_S = 60.0
 
 Progress = Callable[[str], None]
 
@@ -46,6 +52,11 @@ def kwok_workdir() -> Path:
 
 def cluster_dir() -> Path:
     return kwok_workdir() / "clusters" / CLUSTER
+
+
+def gate_path() -> Path:
+    """The script kwokctl starts as kwok-controller (see :data:`KWOK_GATE`)."""
+    return state_dir() / "kwok-controller-gate"
 
 
 def _env() -> dict[str, str]:
@@ -71,13 +82,18 @@ def link_binaries(paths: dict[str, Path]) -> None:
     bin_dir().mkdir(parents=True, exist_ok=True)
     for name, target in paths.items():
         link = bin_dir() / name
+        if link.is_symlink() and os.readlink(link) == str(target):
+            continue
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(target)
 
 
-def kwokctl_config(paths: dict[str, Path]) -> dict[str, Any]:
-    """kwokctl's configuration: local binaries for every component, loopback only."""
+def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = None) -> dict[str, Any]:
+    """kwokctl's configuration: local binaries for every component, loopback only.
+
+    ``kwok_controller`` replaces the kwok binary kwokctl starts (``labkit up`` passes its gate, :data:`KWOK_GATE`).
+    """
     manifests = data_file("metrics-server")
     return {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
@@ -95,7 +111,7 @@ def kwokctl_config(paths: dict[str, Path]) -> dict[str, Any]:
             "kubeSchedulerBinary": str(paths["kube-scheduler"]),
             "kubectlBinary": str(paths["kubectl"]),
             "etcdBinary": str(paths["etcd"]),
-            "kwokControllerBinary": str(paths["kwok"]),
+            "kwokControllerBinary": str(kwok_controller or paths["kwok"]),
             "metricsServerBinary": str(paths["metrics-server"]),
             # kwokctl would otherwise fetch metrics-server's manifest from the internet.
             "metricsServerManifests": [str(manifests)],
@@ -106,6 +122,65 @@ def kwokctl_config(paths: dict[str, Path]) -> dict[str, Any]:
             "nodeLeaseDurationSeconds": 40,
         },
     }
+
+
+# kwok-controller polls the API server at 0, 1, 3, 7 and 15 s after it starts (exponential back-off) and then
+# lists its Stage CRs, again with back-off if the CRD is not served yet. kwokctl starts it together with the API
+# server, so it used to sleep for seconds after everything was there (most of the old 14 s `labkit up`).
+# labkit therefore gives kwokctl this gate as the kwok binary: it waits, polling cheaply on one connection, until
+# the API server serves labkit's Stages, then becomes kwok-controller (exec: same pid, same log, same arguments),
+# whose first attempts then all succeed. Standard library only; `--version` (kwokctl asks) passes straight through.
+KWOK_GATE = '''#!{python} -ES
+"""labkit's gate in front of kwok-controller (written by labkit/cluster/kwok_backend.py; see KWOK_GATE there)."""
+import http.client, json, os, ssl, sys, time
+
+KWOK, PORT, PKI, WAIT_S = {kwok!r}, {port!r}, {pki!r}, {wait_s!r}
+READY_PATH, NEED_ITEMS = {ready_path!r}, {need_items!r}
+
+
+def ready(conn):
+    conn.request("GET", READY_PATH, headers={{"Accept": "application/json"}})
+    resp = conn.getresponse()
+    body = resp.read()
+    return resp.status == 200 and (not NEED_ITEMS or bool(json.loads(body).get("items")))
+
+
+if sys.argv[1:2] not in (["--version"], ["version"]):
+    start = time.monotonic()
+    conn = None
+    while time.monotonic() - start < WAIT_S:
+        try:
+            if conn is None:
+                ctx = ssl.create_default_context(cafile=os.path.join(PKI, "ca.crt"))
+                ctx.load_cert_chain(os.path.join(PKI, "admin.crt"), os.path.join(PKI, "admin.key"))
+                conn = http.client.HTTPSConnection("127.0.0.1", PORT, context=ctx, timeout=2)
+            if ready(conn):
+                break
+        except (OSError, ValueError, http.client.HTTPException):
+            conn = None
+        time.sleep(0.05)
+    print(f"labkit gate: starting kwok-controller after {{time.monotonic() - start:.2f}}s", file=sys.stderr,
+          flush=True)
+# argv[0] stays the path kwokctl ran (under the cluster's bin/), which `labkit down` looks for.
+os.execv(KWOK, [sys.argv[0], *sys.argv[1:]])
+'''
+
+
+def write_gate(kwok: Path) -> Path:
+    """Write :data:`KWOK_GATE` for this lab (port, PKI, ready condition) and return its path."""
+    # With labkit's Stages in the API, kwok can start when the first one is there (the node stage comes first);
+    # without them (an empty stages folder), the API answering is enough.
+    stages = bool(stage_files())
+    text = KWOK_GATE.format(python=sys.executable, kwok=str(kwok), port=api_port(), pki=str(cluster_dir() / "pki"),
+                            ready_path=f"/apis/{KWOK_API}/stages?limit=1" if stages else "/api/v1/nodes?limit=1",
+                            need_items=stages, wait_s=API_WAIT_S * 2)
+    path = gate_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    tmp.replace(path)
+    return path
 
 
 def _pids() -> list[int]:
@@ -139,6 +214,37 @@ def running_pids() -> list[int]:
     return [p for p in _pids() if process_alive(p)]
 
 
+def _started_from(cmdline: bytes, bin_prefix: bytes) -> bool:
+    """True when one of a command line's first three words is a binary under ``bin_prefix``.
+
+    kwokctl runs every component through links in the cluster's bin/ folder (argv[0]); a script run through such
+    a link (labkit's kwok gate) has it as argv[1] or argv[2], after the interpreter and its flags.
+    """
+    return any(word.startswith(bin_prefix) for word in cmdline.split(b"\0")[:3])
+
+
+def lab_processes() -> set[int]:
+    """Live processes of the lab: those in kwokctl's pid files, plus any started from the cluster's bin/ folder.
+
+    The second set catches a component whose pid file was lost (a crash in the middle of ``labkit up``), so that
+    ``labkit down`` leaves no process behind; programs that merely read the lab's files (``tail -f`` of a log)
+    are not matched.
+    """
+    pids = set(running_pids())
+    proc = Path("/proc")
+    if proc.is_dir():
+        prefix = f"{cluster_dir()}/bin/".encode()
+        for entry in proc.iterdir():
+            if not entry.name.isdigit() or int(entry.name) in pids:
+                continue
+            try:
+                if _started_from((entry / "cmdline").read_bytes(), prefix) and process_alive(int(entry.name)):
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def exists() -> bool:
     return (cluster_dir() / "kwok.yaml").exists() or (cluster_dir() / "kubeconfig.yaml").exists()
 
@@ -147,29 +253,41 @@ def healthy() -> bool:
     return exists() and kubeconfig_path().exists() and api_healthy(kubeconfig_path())
 
 
-def _kill_leftovers() -> None:
-    for pid in running_pids():
+def _stop_processes(pids: set[int], *, timeout: float = 10.0) -> list[int]:
+    """SIGKILL every pid at once and wait until all are gone; return any that survived.
+
+    SIGKILL, as ``kwokctl delete cluster`` sends it too: the cluster's state is deleted right after, so there is
+    nothing to shut down gracefully, and the API server's graceful shutdown alone would take seconds.
+    """
+    for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             continue
-    deadline = time.monotonic() + 10
-    while running_pids() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in running_pids():
-        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    alive = [p for p in pids if process_alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if process_alive(p)]
+    return alive
 
 
 def down(*, progress: Progress = print) -> None:
-    """Delete the embedded cluster and make sure none of its processes survive."""
-    if not exists() and not running_pids():
+    """Delete the embedded cluster and make sure none of its processes survive.
+
+    What ``kwokctl delete cluster`` does for the binary runtime (kill every component, remove the cluster's
+    folder), without starting kwokctl, and with every component killed at once.
+    """
+    pids = lab_processes()
+    if not exists() and not pids:
         progress("no embedded lab cluster is running")
         return
-    if (bin_dir() / "kwokctl").exists():
-        _kwokctl("delete", "cluster", "--kubeconfig", "", check=False, timeout=60)
-    _kill_leftovers()
+    survivors = _stop_processes(pids)
     shutil.rmtree(cluster_dir(), ignore_errors=True)
     kubeconfig_path().unlink(missing_ok=True)
+    if survivors:
+        raise LabkitError(f"lab processes {survivors} did not stop after SIGKILL",
+                          fix=f"look at them with `ps -o pid,stat,cmd -p {','.join(map(str, survivors))}`")
     progress("embedded lab cluster stopped; no process left")
 
 
@@ -178,7 +296,7 @@ def up(*, progress: Progress = print) -> Path:
     if healthy():
         progress(f"reusing the running embedded lab cluster (API on 127.0.0.1:{api_port()})")
         return kubeconfig_path()
-    if exists() or running_pids():
+    if exists() or lab_processes():
         progress("found a stale lab cluster from a run that did not stop cleanly; removing it")
         down(progress=lambda _msg: None)
     if not port_free(api_port()):
@@ -188,31 +306,106 @@ def up(*, progress: Progress = print) -> Path:
             fix=f"free it (`ss -ltnp 'sport = :{api_port()}'` shows who holds it) "
             f"or pick another port: `LABKIT_API_PORT=16444 labkit up`",
         )
+    import yaml
+
+    from . import binaries
+
     paths = binaries.ensure_binaries(progress=progress)
     link_binaries(paths)
     start = time.monotonic()
     state_dir().mkdir(parents=True, exist_ok=True)
     config_file = state_dir() / "kwokctl.yaml"
-    config_file.write_text(yaml.safe_dump(kwokctl_config(paths), sort_keys=False))
+    config = kwokctl_config(paths, kwok_controller=write_gate(paths["kwok"]))
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     progress(f"starting etcd, kube-apiserver, controller-manager, scheduler, metrics-server, kwok "
              f"(Kubernetes {versions.KUBERNETES}) on 127.0.0.1")
-    _kwokctl("create", "cluster", "--config", str(config_file), "--kubeconfig", "", "--wait", "60s", timeout=240)
+    # No --wait: kwokctl returns once the API server serves requests and its CRDs are created; labkit then
+    # applies its objects as soon as those CRDs are served and checks /readyz itself, without a kubectl per poll.
+    _kwokctl("create", "cluster", "--config", str(config_file), "--kubeconfig", "", timeout=240)
     shutil.copyfile(cluster_dir() / "kubeconfig.yaml", kubeconfig_path())
     _write_state()
-    _install_lab_objects()
+    with ApiConnection(kubeconfig_path(), timeout=10) as api:
+        install_lab_objects(api)
+        _wait_readyz(api)
     progress(f"control plane up in {time.monotonic() - start:.1f}s; nodes registering")
     return kubeconfig_path()
 
 
-def _install_lab_objects() -> None:
-    """Nodes from the topology plus KWOK's metric and usage objects, applied with the lab's kubectl."""
+def lab_objects() -> list[dict[str, Any]]:
+    """labkit's Stages, KWOK's metric objects and the topology's Nodes, in the order they are applied.
+
+    Stages first: a node without its stages would never turn Ready.
+    """
+    import yaml
+
+    from .topology import load_topology, node_manifest
+
+    # libyaml's loader when present: the stages are some 900 lines, and `labkit up` waits for this.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     docs: list[dict[str, Any]] = []
-    # Stages first: a node without its stages would never turn Ready.
     for path in [*stage_files(), data_file("kwok-metrics.yaml")]:
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+        for doc in yaml.load_all(path.read_text(), Loader=loader):
+            if doc:
+                docs += (doc.get("items") or []) if doc.get("kind") == "List" else [doc]
     docs += [node_manifest(n, kubelet_version=versions.KUBERNETES) for n in load_topology()]
-    kubectl(["apply", "--server-side", "--force-conflicts", "--field-manager=labkit", "-f", "-"],
-            input_text=yaml.safe_dump_all(docs))
+    return docs
+
+
+def api_path(obj: dict[str, Any]) -> str:
+    """The REST path of one object labkit applies (kinds in :data:`PLURALS`)."""
+    kind, api_version = obj.get("kind"), obj.get("apiVersion", "")
+    name = (obj.get("metadata") or {}).get("name")
+    if kind not in PLURALS or not name or not api_version:
+        raise ManifestError(f"labkit cannot apply {kind} {name!r} ({api_version}) through the API directly",
+                            fix=f"add its kind to PLURALS in {__name__}")
+    base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+    namespace = obj["metadata"].get("namespace")
+    return f"{base}{f'/namespaces/{namespace}' if namespace else ''}/{PLURALS[kind]}/{name}"
+
+
+def apply_object(api: ApiConnection, obj: dict[str, Any], *, deadline: float) -> None:
+    """Server-side apply one object (``kubectl apply --server-side --force-conflicts --field-manager=labkit``).
+
+    Right after ``kwokctl create cluster`` a CRD may be created but not served yet (404), and the API server may
+    still be starting (503): both are retried until ``deadline``.
+    """
+    path = api_path(obj) + "?fieldManager=labkit&force=true"
+    while True:
+        try:
+            status, body = api.request("PATCH", path, obj, content_type="application/apply-patch+yaml")
+        except OSError as exc:
+            status, body = 0, str(exc).encode()
+        if status < 300 and status:
+            return
+        if status not in (0, 404, 429, 500, 503) or time.monotonic() > deadline:
+            raise ManifestError(f"applying {obj['kind']} {obj['metadata']['name']} failed: {ApiError(status, body)}",
+                                fix="`labkit status` shows which component is unhealthy; then "
+                                    "`labkit down && labkit up`")
+        time.sleep(0.02)
+
+
+def install_lab_objects(api: ApiConnection) -> None:
+    """Apply :func:`lab_objects` through one kept-alive connection (a kubectl run costs more than all of them)."""
+    deadline = time.monotonic() + API_WAIT_S
+    for obj in lab_objects():
+        apply_object(api, obj, deadline=deadline)
+
+
+def _wait_readyz(api: ApiConnection) -> None:
+    """Wait until the API server reports every readiness check ok (kwokctl's create only waits for /version)."""
+    deadline = time.monotonic() + API_WAIT_S
+    while True:
+        try:
+            status, body = api.request("GET", "/readyz")
+        except OSError as exc:
+            status, body = 0, str(exc).encode()
+        if status == 200:
+            return
+        if time.monotonic() > deadline:
+            raise LabkitError(f"the API server is not ready after {API_WAIT_S:.0f}s: {body[-500:].decode()}",
+                              fix=f"look at {cluster_dir() / 'logs' / 'kube-apiserver.log'}, then "
+                                  "`labkit down && labkit up`")
+        time.sleep(0.05)
 
 
 def kubectl(args: list[str], *, input_text: str | None = None, timeout: float = 60) -> str:

@@ -102,6 +102,8 @@ def test_wait_for_delete(lab: lk.Lab, namespace: str) -> None:
     lk.wait_for(lab, "Pod", "short", namespace=namespace, condition="condition=Ready", timeout=60)
     lab.core.delete_namespaced_pod("short", namespace)
     assert lk.wait_for(lab, "Pod", "short", namespace=namespace, condition="delete", timeout=60) is None
+    # Already gone (or never there): the wait returns at once, as `kubectl wait --for=delete` does.
+    assert lk.wait_for(lab, "Pod", "short", namespace=namespace, condition="delete", timeout=60) is None
 
 
 def test_apply_typo_in_kind_names_the_fix(lab: lk.Lab, namespace: str) -> None:

@@ -29,14 +29,10 @@ def _gpu_pod(name: str, resource: str = "nvidia.com/gpu", *, memory_mib: int = 3
 
 @pytest.fixture(scope="module")
 def running_addons(lab: lk.Lab) -> dict[str, str]:
-    states = {s.name: s for s in addons.status()}
-    if states["prometheus"].state == "missing":
-        pytest.fail(f"these tests need Prometheus: {states['prometheus'].note}", pytrace=False)
-    bad = [f"{s.name} is {s.state} {s.note}" for s in states.values() if s.state != "running"]
-    if bad:
-        pytest.fail("the lab's addons are not running (" + "; ".join(bad) + "); `labkit up` starts them",
-                    pytrace=False)
-    return {name: s.url or "" for name, s in states.items()}
+    """The GPU exporter and Prometheus, started on demand as the GPU lesson starts them."""
+    if why := addons.REGISTRY["prometheus"].missing():
+        pytest.fail(f"these tests need Prometheus: {why}", pytrace=False)
+    return addons.require("gpu-exporter", "prometheus")
 
 
 def _scrape_until(url: str, needle: str, *, timeout: float = 30) -> str:
@@ -73,9 +69,9 @@ def test_mig_pod_lands_on_the_mig_node_and_gets_an_instance(lab, namespace, runn
     assert len(lines) == 1 and 'GPU_I_PROFILE="1g.10gb"' in lines[0] and lines[0].endswith(" 4096"), lines
 
 
-def test_addons_stop_with_labkit_down(tmp_path: Path) -> None:
-    if addons.prometheus_binary() is None:
-        pytest.fail(f"this test needs Prometheus: {addons.INSTALL_PROMETHEUS}", pytrace=False)
+def test_addons_start_on_request_and_stop_with_labkit_down(tmp_path: Path) -> None:
+    if why := addons.REGISTRY["prometheus"].missing():
+        pytest.fail(f"this test needs Prometheus: {why}", pytrace=False)
     env = dict(os.environ, LABKIT_STATE_DIR=str(tmp_path / "state"), LABKIT_API_PORT=str(free_port()))
 
     def labkit(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,7 +79,7 @@ def test_addons_stop_with_labkit_down(tmp_path: Path) -> None:
                               text=True, timeout=300)
 
     try:
-        up = labkit("up", "--backend", "kwok")
+        up = labkit("up", "--backend", "kwok", "--with", "gpu-exporter,prometheus")
         assert up.returncode == 0, up.stderr
         assert "gpu-exporter: started" in up.stdout and "prometheus: started" in up.stdout, up.stdout
         pids = [int(p.read_text()) for p in (tmp_path / "state" / "addons").glob("*.pid")]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import labkit as lk
-from labkit import events, rollouts
+from labkit.kube import events, rollouts
 
 pytestmark = pytest.mark.e2e
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import labkit as lk
+from labkit import addons
 from labkit.cluster import kwok_backend
 
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as /proc/net prints them
@@ -25,6 +26,9 @@ def _listening_addresses() -> dict[str, str]:
 def test_every_lab_process_listens_on_loopback_only(lab: lk.Lab) -> None:
     pids = kwok_backend.running_pids()
     assert len(pids) >= 6, "expected the embedded lab's processes (etcd, apiserver, kcm, scheduler, kwok, metrics)"
+    addons.require(*addons.REGISTRY)  # every registered add-on, started as a lesson would start it
+    pids += [s.pid for s in addons.status() if s.pid]
+    assert len(pids) >= 6 + len(addons.REGISTRY)
     listening = _listening_addresses()
     seen = 0
     for pid in pids:
@@ -35,4 +39,4 @@ def test_every_lab_process_listens_on_loopback_only(lab: lk.Lab) -> None:
                 if inode in listening:
                     seen += 1
                     assert listening[inode] in LOOPBACK, f"pid {pid} listens on {listening[inode]}"
-    assert seen >= 6, f"found only {seen} listening sockets among the lab's processes"
+    assert seen >= 6 + len(addons.REGISTRY), f"found only {seen} listening sockets among the lab's processes"

@@ -1,0 +1,146 @@
+"""The embedded backend's logic that needs no cluster: what `labkit up` applies and where, kwok's gate, and how
+`labkit down` finds the lab's processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from labkit.cluster import kwok_backend
+from labkit.cluster.topology import load_topology
+from labkit.errors import ManifestError
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+def test_lab_objects_put_every_stage_before_the_first_node() -> None:
+    objs = kwok_backend.lab_objects()
+    kinds = [o["kind"] for o in objs]
+    first_node = kinds.index("Node")
+    assert "Stage" not in kinds[first_node:]
+    assert {"Metric", "ClusterResourceUsage"} <= set(kinds[:first_node])
+    # The node stage comes first: kwok's gate lets kwok start as soon as one Stage is served.
+    assert objs[0]["kind"] == "Stage" and objs[0]["spec"]["resourceRef"]["kind"] == "Node"
+    assert [o["metadata"]["name"] for o in objs[first_node:]] == [n["name"] for n in load_topology()]
+
+
+def test_lab_objects_flatten_lists_into_their_stages() -> None:
+    names = [o["metadata"]["name"] for o in kwok_backend.lab_objects() if o["kind"] == "Stage"]
+    assert "labkit-pod-probe-ready" in names  # pod-probes.yaml is one `kind: List`
+    assert len(names) == len(set(names))
+
+
+def test_gpu_capacity_travels_with_the_node_objects() -> None:
+    nodes = {o["metadata"]["name"]: o for o in kwok_backend.lab_objects() if o["kind"] == "Node"}
+    assert nodes["gpu-node-1"]["status"]["capacity"]["nvidia.com/gpu"] == "2"
+    assert nodes["gpu-node-3"]["status"]["capacity"]["nvidia.com/mig-1g.10gb"] == "7"
+
+
+def test_every_lab_object_has_an_api_path() -> None:
+    paths = {kwok_backend.api_path(o) for o in kwok_backend.lab_objects()}
+    assert "/api/v1/nodes/gpu-node-1" in paths
+    assert "/apis/kwok.x-k8s.io/v1alpha1/stages/labkit-node-initialize" in paths
+    assert "/apis/kwok.x-k8s.io/v1alpha1/metrics/labkit-resource-metrics" in paths
+
+
+def test_api_path_of_namespaced_and_unknown_kinds() -> None:
+    logs = {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs", "metadata": {"name": "x", "namespace": "ns"}}
+    assert kwok_backend.api_path(logs) == "/apis/kwok.x-k8s.io/v1alpha1/namespaces/ns/logs/x"
+    with pytest.raises(ManifestError, match="PLURALS"):
+        kwok_backend.api_path({"apiVersion": "v1", "kind": "Policy", "metadata": {"name": "x"}})
+
+
+def test_kwokctl_config_takes_the_gate_only_when_given(tmp_path: Path) -> None:
+    paths = {b: tmp_path / b for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+                                       "etcd", "kwok", "metrics-server")}
+    assert kwok_backend.kwokctl_config(paths)["options"]["kwokControllerBinary"] == str(tmp_path / "kwok")
+    gated = kwok_backend.kwokctl_config(paths, kwok_controller=tmp_path / "gate")["options"]
+    assert gated["kwokControllerBinary"] == str(tmp_path / "gate")
+    assert "Stage" in gated["enableCRDs"]
+
+
+def _fake_kwok(tmp_path: Path) -> Path:
+    kwok = tmp_path / "kwok"
+    kwok.write_text("#!/bin/sh\necho \"kwok argv0=$0 args=$*\"\n")
+    kwok.chmod(0o755)
+    return kwok
+
+
+def test_gate_passes_version_straight_through(state: Path, tmp_path: Path) -> None:
+    gate = kwok_backend.write_gate(_fake_kwok(tmp_path))
+    out = subprocess.run([str(gate), "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "args=--version" in out.stdout
+    assert "labkit gate" not in out.stderr  # no waiting for an API server just to print a version
+
+
+def test_gate_becomes_kwok_with_its_arguments_when_the_api_never_answers(tmp_path: Path) -> None:
+    # "kwok" is a shell here, so that the exec'd process can show its own command line; a port nobody listens on
+    # and a short wait: the gate gives up waiting and still starts kwok.
+    shell = subprocess.run(["which", "sh"], capture_output=True, text=True, check=True).stdout.strip()
+    text = kwok_backend.KWOK_GATE.format(python=sys.executable, kwok=shell, port=1, pki=str(tmp_path / "no-pki"),
+                                         ready_path="/readyz", need_items=False, wait_s=0.2)
+    gate = tmp_path / "bin" / "kwok-controller"
+    gate.parent.mkdir()
+    gate.write_text(text)
+    gate.chmod(0o755)
+    out = subprocess.run([str(gate), "-c", "tr '\\0' ' ' </proc/$$/cmdline"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "labkit gate: starting kwok-controller" in out.stderr
+    # Same arguments, and argv[0] stays the path kwokctl ran, so `labkit down` recognises the process as the lab's.
+    assert out.stdout.startswith(f"{gate} -c ")
+
+
+def test_started_from_matches_binaries_and_gated_scripts_not_readers() -> None:
+    prefix = b"/s/kwok/clusters/labkit/bin/"
+    assert kwok_backend._started_from(b"/s/kwok/clusters/labkit/bin/etcd\0--data-dir=x\0", prefix)
+    assert kwok_backend._started_from(b"/usr/bin/python3\0-ES\0/s/kwok/clusters/labkit/bin/kwok-controller\0",
+                                      prefix)
+    assert not kwok_backend._started_from(b"tail\0-f\0/s/kwok/clusters/labkit/logs/etcd.log\0", prefix)
+    assert not kwok_backend._started_from(b"less\0/s/kwok/clusters/labkit/bin/etcd\0", b"/other/")
+
+
+def test_down_kills_a_component_whose_pid_file_is_lost(state: Path) -> None:
+    bin_dir = kwok_backend.cluster_dir() / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "sleep").symlink_to(Path(subprocess.run(["which", "sleep"], capture_output=True, text=True,
+                                                       check=True).stdout.strip()))
+    (kwok_backend.cluster_dir() / "kwok.yaml").write_text("{}")
+    proc = subprocess.Popen([str(bin_dir / "sleep"), "300"])
+    try:
+        deadline = time.monotonic() + 10
+        while proc.pid not in kwok_backend.lab_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the child may not have exec'd sleep yet
+        assert proc.pid in kwok_backend.lab_processes()
+        messages: list[str] = []
+        kwok_backend.down(progress=messages.append)
+        assert proc.wait(timeout=10) == -9
+        assert messages == ["embedded lab cluster stopped; no process left"]
+        assert not kwok_backend.cluster_dir().exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_down_without_a_cluster_says_so(state: Path) -> None:
+    messages: list[str] = []
+    kwok_backend.down(progress=messages.append)
+    assert messages == ["no embedded lab cluster is running"]
+
+
+def test_module_imports_stay_light() -> None:
+    code = ("import sys\nimport labkit.cluster.kwok_backend\n"
+            "print(sorted(m for m in ('yaml', 'labkit.cluster.binaries', 'labkit.cluster.topology') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"})
+    assert out.stdout.strip() == "[]"
