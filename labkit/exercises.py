@@ -55,9 +55,14 @@ class Result:
     problems: list[str] = field(default_factory=list)
     hint: str = ""
     solved_by_test: bool = False
+    # Under test: whether the check said NOT YET before the solution was applied (it must).
+    failed_unsolved: bool | None = None
 
     def __str__(self) -> str:
-        note = " (solution applied by the test run, LABKIT_IN_TEST=1)" if self.solved_by_test else ""
+        note = ""
+        if self.solved_by_test:
+            before = "NOT YET" if self.failed_unsolved else "PASS (wrong: the check cannot tell unsolved from solved)"
+            note = f" (test run, LABKIT_IN_TEST=1: {before} before the solution was applied)"
         if self.passed:
             return f"PASS {self.exercise}: well done.{note}"
         lines = [f"NOT YET {self.exercise}:{note}"] + [f"  - {p}" for p in self.problems]
@@ -90,7 +95,10 @@ class Catalogue:
         """Check once (a learner's run) or, under test, solve, then wait for the check to pass."""
         ex = self.get(exercise_id)
         solved = in_test() and ex.solve is not None
+        failed_unsolved = None
         if solved:
+            # Prove both sides: the check must fail on the lab as the notebook left it, then pass once solved.
+            failed_unsolved = bool(ex.check(attempt))
             answer = ex.solve(attempt)  # type: ignore[misc]
             if answer is not None:
                 attempt = Attempt(attempt.lab, attempt.namespace, answer)
@@ -101,7 +109,7 @@ class Catalogue:
             time.sleep(0.5)
             problems = ex.check(attempt)
         result = Result(exercise_id, passed=not problems, problems=problems, hint=ex.hint if problems else "",
-                        solved_by_test=solved)
+                        solved_by_test=solved, failed_unsolved=failed_unsolved)
         record(exercise_id, result.passed)
         return result
 

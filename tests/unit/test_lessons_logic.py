@@ -102,7 +102,8 @@ def test_result_text_says_what_is_wrong_and_the_hint():
     r = exercises.Result("x", passed=False, problems=["image is old"], hint="set the image")
     assert str(r) == "NOT YET x:\n  - image is old\n  hint: set the image"
     assert str(exercises.Result("x", passed=True)) == "PASS x: well done."
-    assert "applied by the test run" in str(exercises.Result("x", passed=True, solved_by_test=True))
+    solved = exercises.Result("x", passed=True, solved_by_test=True, failed_unsolved=True)
+    assert str(solved) == "PASS x: well done. (test run, LABKIT_IN_TEST=1: NOT YET before the solution was applied)"
 
 
 def test_every_exercise_has_task_hint_solution_and_a_test_solver():
@@ -136,9 +137,9 @@ def test_a_learner_check_looks_once_and_never_solves(tmp_path, monkeypatch):
 def test_under_test_a_check_solves_then_waits_for_the_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(exercises, "progress_file", lambda: tmp_path / "p.json")
     monkeypatch.setenv("LABKIT_IN_TEST", "1")
-    ex, calls = _counting_exercise(passes_after=2)
+    ex, calls = _counting_exercise(passes_after=3)
     result = exercises.Catalogue([ex]).check("99-x", exercises.Attempt(None, "ns"), timeout=10)
-    assert result.passed and result.solved_by_test and calls == {"check": 3, "solve": 1}
+    assert result.passed and result.solved_by_test and result.failed_unsolved and calls == {"check": 4, "solve": 1}
 
 
 def test_under_test_a_check_that_never_passes_gives_up_at_its_deadline(tmp_path, monkeypatch):
