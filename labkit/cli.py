@@ -28,11 +28,13 @@ def _addon_names(text: str | None) -> list[str]:
 def cmd_up(args: argparse.Namespace) -> int:
     start = time.monotonic()
     kubeconfig = backends.up(args.backend, progress=_say)
+    from . import addons
+
+    # Add-ons that stand in for part of the cluster (e.g. a storage provisioner): spawned now, not waited for.
+    addons.start(addons.with_cluster(state.backend() or ""), kubeconfig=kubeconfig, progress=_say, wait=False)
     ready = health.wait_nodes_ready(kubeconfig, timeout=args.timeout)
     _say(f"lab ready in {time.monotonic() - start:.1f}s: {ready} nodes Ready")
     if args.with_addons:
-        from . import addons
-
         addons.start(_addon_names(args.with_addons), kubeconfig=kubeconfig, progress=_say)
     _say(f'use it from any shell:  eval "$(labkit env)"   (KUBECONFIG={kubeconfig})')
     return 0

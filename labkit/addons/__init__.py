@@ -162,11 +162,17 @@ def _lab_kubeconfig() -> Path:
     return path
 
 
+def with_cluster(backend: str) -> list[str]:
+    """The add-ons that stand in for part of a real cluster on ``backend``; ``labkit up`` starts them."""
+    return [name for name, addon in REGISTRY.items() if backend in addon.with_cluster_on]
+
+
 def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Progress = print,
-          timeout: float = START_TIMEOUT_S) -> list[AddonStatus]:
+          timeout: float = START_TIMEOUT_S, wait: bool = True) -> list[AddonStatus]:
     """Start the named add-ons (and what they need) that are not running; reuse the rest; wait until they answer.
 
     Same as ``labkit up --with NAME,...``. Raises when one is not installed or does not answer within ``timeout``.
+    ``wait=False`` returns once the processes are spawned (``labkit up`` does not wait for its own add-ons).
     """
     wanted = _with_needs(names)
     for name in wanted:
@@ -189,6 +195,8 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
         _write_targets(addon, ctx)
         started.append(name)
         _save(record)
+    if not wait:
+        return [s for s in status() if s.name in wanted]
     # Every process is already starting; wait for them together, so N add-ons cost the slowest one, not the sum.
     deadline = time.monotonic() + timeout
     pending = set(started)

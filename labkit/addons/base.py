@@ -38,6 +38,8 @@ class Addon:
     binary_env: ClassVar[str | None] = None
     binary_name: ClassVar[str | None] = None
     install_hint: ClassVar[str] = ""
+    # Backends on which `labkit up` starts this add-on with the cluster (it stands in for part of a real cluster).
+    with_cluster_on: ClassVar[tuple[str, ...]] = ()
 
     def binary(self) -> str | None:
         """The executable to run, or None when it is not installed (``LABKIT_<NAME>_BINARY`` overrides)."""
