@@ -24,7 +24,7 @@ from labkit.errors import PortInUse
 from labkit.settings import DCGM_EXPORTER_JOB
 from labkit.sim.gpu import FakeMachine, available_profiles
 from labkit.sim.gpu.attribution import Allocator, GpuNode, GpuPod, cluster_metrics, configure_machine
-from labkit.sim.gpu.exporter_server import ExporterServer, _Handler
+from labkit.sim.gpu.exporter_server import ExporterServer
 
 log = logging.getLogger("labkit.sim.gpu.daemon")
 # GPU feature discovery's product label -> the simulated profile that matches it.
@@ -50,20 +50,15 @@ class ClusterExporter(ExporterServer):
     def render(self, node: str | None = None) -> str:
         return cluster_metrics(self.fleet, self.allocator, node=node, hostname_label=self.hostname_label)
 
+    def serve_extra(self, path: str) -> str | None:
+        """``/pod-resources``: the allocation as JSON, what the kubelet's pod-resources API would list."""
+        return json.dumps(self.allocator.rows(), indent=1) + "\n" if path == "/pod-resources" else None
+
     def add_node(self, node: GpuNode, *, seed: int) -> None:
         machine = FakeMachine(profile=profile_for(node.product), count=min(node.count, 8), node=node.name,
                               seed=seed, clock="wall")
         configure_machine(machine, node)
         self.fleet[node.name] = machine
-
-
-class _DaemonHandler(_Handler):
-    def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/pod-resources":
-            rows = self.server.exporter.allocator.rows()  # type: ignore[attr-defined]
-            self._reply(200, json.dumps(rows, indent=1) + "\n")
-        else:
-            super().do_GET()
 
 
 class Daemon:
@@ -76,7 +71,6 @@ class Daemon:
         self.core = client.CoreV1Api(self.api_client)
         self.allocator = Allocator(checkpoint=state / "kubelet_internal_checkpoint.json")
         self.exporter = ClusterExporter(self.allocator, port=port)
-        self.exporter._httpd.RequestHandlerClass = _DaemonHandler
         self.state, self.targets, self.seed = state, targets, seed
         self.pods: dict[str, dict[str, Any]] = {}
         self.stopping = threading.Event()

@@ -93,6 +93,10 @@ class ExporterServer:
                 raise KeyError(f"workloads name unknown node {node!r}; nodes: {list(self.fleet)}")
             self.fleet[node].set_workloads(loads)
 
+    def serve_extra(self, path: str) -> str | None:
+        """The body for a path beyond ``/metrics`` (subclasses add endpoints), or None for 404."""
+        return None
+
     def render(self, node: str | None = None) -> str:
         """The text a scrape of ``/metrics`` (or ``/metrics/<node>``) returns now."""
         with self._lock:
@@ -124,6 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "":
             listing = "\n".join(["/metrics"] + [f"/metrics/{node}" for node in exporter.fleet])
             self._reply(HTTPStatus.OK, listing + "\n")
+        elif (extra := exporter.serve_extra(path)) is not None:
+            self._reply(HTTPStatus.OK, extra)
         else:
             self._reply(HTTPStatus.NOT_FOUND, f"not found: {self.path}; try /metrics\n")
 
