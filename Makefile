@@ -43,7 +43,7 @@ test-unit: install  ## unit tests only: no cluster needed (quick checks while ed
 test: install  ## lint, unit + e2e + every notebook under nbval (strict), then every notebook again as a learner runs it
 	$(LINT)
 	$(RUN) $(PYTHON) -m labkit up --backend kwok
-# LABKIT_IN_TEST=1: notebooks shorten their waits and apply exercise solutions themselves (as stored).
+# LABKIT_IN_TEST=1: each exercise check proves NOT YET, applies the solution, then waits for PASS (as stored).
 	LABKIT_IN_TEST=1 $(RUN) $(PYTHON) -m pytest tests notebooks $(NBVAL)
 # As a learner runs them (no LABKIT_IN_TEST): outputs are not compared but any error fails; right after the pass
 # above, this also proves each notebook runs twice in a row.
