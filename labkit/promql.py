@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import addons
 from .errors import LabkitError
+from .settings import SCRAPE_INTERVAL
 
 
 class PrometheusUnavailable(LabkitError):
@@ -85,7 +86,7 @@ def query(expr: str, *, at: datetime | float | None = None, timeout: float = 10.
     return _frame(_get("/api/v1/query", params, timeout=timeout)["result"], matrix=False)
 
 
-def query_range(expr: str, *, minutes: float = 5.0, step: str = "2s", timeout: float = 20.0) -> pd.DataFrame:
+def query_range(expr: str, *, minutes: float = 5.0, step: str = SCRAPE_INTERVAL, timeout: float = 20.0) -> pd.DataFrame:
     """A range query over the last ``minutes``: one row per series per step (long format, ready to plot).
 
     Introduced in notebook 12_gpu_monitoring.

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import state
 from ..errors import LabkitError
 from ..paths import kubeconfig_path, state_dir
+from ..settings import GPU_RESOURCE
 from .topology import gpu_labels
 
 CLUSTER = "labkit"
@@ -55,7 +56,7 @@ def gpu_patch_commands() -> list[list[str]]:
     """kubectl commands that make one worker look like a GPU node (capacity is status: --subresource)."""
     kc = ["kubectl", "--kubeconfig", str(kubeconfig_path())]
     labels = [f"{k}={v}" for k, v in gpu_labels(FAKE_GPU).items()]
-    patch = {"status": {"capacity": {"nvidia.com/gpu": str(FAKE_GPU["count"])}}}
+    patch = {"status": {"capacity": {GPU_RESOURCE: str(FAKE_GPU["count"])}}}
     return [
         [*kc, "label", "node", GPU_WORKER, "--overwrite", *labels],
         [*kc, "patch", "node", GPU_WORKER, "--subresource=status", "--type=merge", "-p", json.dumps(patch)],

@@ -10,6 +10,7 @@ import yaml
 
 from ..errors import ManifestError
 from ..paths import data_file
+from ..settings import GPU_RESOURCE, SHARED_GPU_RESOURCE
 
 # metrics-server asks each node's kubelet for /metrics/resource; KWOK serves the simulated one here.
 METRICS_PATH = "/metrics/nodes/{name}/metrics/resource"
@@ -71,7 +72,7 @@ def node_manifest(node: dict[str, Any], *, kubelet_version: str) -> dict[str, An
     gpu = node.get("gpu")
     if gpu:
         labels.update(gpu_labels(gpu))
-        resource = "nvidia.com/gpu.shared" if gpu.get("sharing") == "time-slicing" else "nvidia.com/gpu"
+        resource = SHARED_GPU_RESOURCE if gpu.get("sharing") == "time-slicing" else GPU_RESOURCE
         # Mixed MIG strategy: GPUs split into MIG instances are advertised as those, not as whole GPUs.
         whole = gpu["count"] - int(gpu.get("mig_gpus", 0))
         count = whole * (gpu.get("replicas", 4) if gpu.get("sharing") == "time-slicing" else 1)

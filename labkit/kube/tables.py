@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..settings import GPU_RESOURCE, MIG_RESOURCE_PREFIX, SHARED_GPU_RESOURCE
 from .client import Lab, api_errors
 
 
@@ -29,13 +30,13 @@ def nodes_table(lab: Lab) -> pd.DataFrame:
         cap = n.status.capacity or {}
         labels = n.metadata.labels or {}
         # Whole GPUs apart from the slices the device plugin advertises for MIG or time-slicing.
-        slices = sum(int(v) for k, v in cap.items() if k.startswith("nvidia.com/mig-") or k == "nvidia.com/gpu.shared")
+        slices = sum(int(v) for k, v in cap.items() if k.startswith(MIG_RESOURCE_PREFIX) or k == SHARED_GPU_RESOURCE)
         rows.append({
             "node": n.metadata.name,
             "ready": _ready(n.status.conditions),
             "cpu": cap.get("cpu"),
             "memory": cap.get("memory"),
-            "gpus": int(cap.get("nvidia.com/gpu", 0)),
+            "gpus": int(cap.get(GPU_RESOURCE, 0)),
             "gpu_slices": slices,
             "gpu_product": labels.get("nvidia.com/gpu.product", ""),
             "zone": labels.get("topology.kubernetes.io/zone", ""),

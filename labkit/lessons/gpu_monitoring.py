@@ -378,6 +378,6 @@ def prometheus_snapshot() -> pd.DataFrame:
     return merged if merged is not None else pd.DataFrame(columns=["gpu", *(c for c, _ in PANELS)])
 
 
-def gpu_dashboard(*, interval_s: float = 2.0) -> Dashboard:
+def gpu_dashboard(*, interval_s: float = SCRAPE_INTERVAL_S) -> Dashboard:
     """A live dashboard of every GPU in the lab's cluster, from Prometheus (stop it with its button or ``.stop()``)."""
     return Dashboard(prometheus_snapshot, key="gpu", panels=PANELS, interval_s=interval_s)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit.settings import GPU_RESOURCE, MIG_RESOURCE_PREFIX, SHARED_GPU_RESOURCE
 from labkit.sim.gpu import FakeMachine, FakeNvml, PodRef, Workload, collect_samples, render_samples
 from labkit.sim.gpu.dcgm_exporter import MetricSample
 
@@ -32,9 +33,6 @@ ANNOTATION_MEMORY_MIB = "gpu.labkit.io/memory-mib"
 ANNOTATION_MEMORY_BOUND = "gpu.labkit.io/memory-bound"
 DEFAULT_MEMORY_BOUND = 0.3
 
-WHOLE_GPU = "nvidia.com/gpu"
-SHARED_GPU = "nvidia.com/gpu.shared"
-MIG_PREFIX = "nvidia.com/mig-"
 # DCGM cannot read these per physical GPU once it is split into MIG instances; they move to the instances.
 _MIG_PER_INSTANCE = {"DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_RESERVED",
                      "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
@@ -44,7 +42,7 @@ _ATTRIBUTE_KEYS = {"container", "namespace", "pod", "err_code", "err_msg"}
 
 def is_gpu_resource(name: str) -> bool:
     """True for the extended resources the NVIDIA device plugin advertises."""
-    return name in (WHOLE_GPU, SHARED_GPU) or name.startswith(MIG_PREFIX)
+    return name in (GPU_RESOURCE, SHARED_GPU_RESOURCE) or name.startswith(MIG_RESOURCE_PREFIX)
 
 
 def mig_slices(profile: str) -> int:
@@ -79,9 +77,9 @@ class GpuNode:
         labels = node.get("metadata", {}).get("labels", {}) or {}
         if not any(is_gpu_resource(k) for k in capacity):
             return None
-        whole = int(capacity.get(WHOLE_GPU, 0))
-        replicas = int(labels.get("nvidia.com/gpu.replicas", 0)) if SHARED_GPU in capacity else 0
-        shared_gpus = int(capacity.get(SHARED_GPU, 0)) // replicas if replicas else 0
+        whole = int(capacity.get(GPU_RESOURCE, 0))
+        replicas = int(labels.get("nvidia.com/gpu.replicas", 0)) if SHARED_GPU_RESOURCE in capacity else 0
+        shared_gpus = int(capacity.get(SHARED_GPU_RESOURCE, 0)) // replicas if replicas else 0
         count = int(labels.get("nvidia.com/gpu.count", whole + shared_gpus or 1))
         # Mixed MIG strategy: whole GPUs come first, the MIG-partitioned ones last.
         plain = whole + shared_gpus
@@ -89,8 +87,8 @@ class GpuNode:
         mig: list[MigInstance] = []
         used = dict.fromkeys(mig_gpus, 0)
         next_id = dict.fromkeys(mig_gpus, 1)
-        for key in sorted(k for k in capacity if k.startswith(MIG_PREFIX)):
-            profile = key.removeprefix(MIG_PREFIX)
+        for key in sorted(k for k in capacity if k.startswith(MIG_RESOURCE_PREFIX)):
+            profile = key.removeprefix(MIG_RESOURCE_PREFIX)
             for _ in range(int(capacity[key])):
                 gpu = next((g for g in mig_gpus if used[g] + mig_slices(profile) <= 7), mig_gpus[-1])
                 used[gpu] += mig_slices(profile)
@@ -101,12 +99,12 @@ class GpuNode:
 
     def devices(self, resource: str) -> list[str]:
         """Device ids for one resource, in the order the device plugin hands them out."""
-        if resource == WHOLE_GPU and not self.replicas:
+        if resource == GPU_RESOURCE and not self.replicas:
             return [f"gpu:{g}" for g in self.whole_gpus]
-        if resource == SHARED_GPU and self.replicas:
+        if resource == SHARED_GPU_RESOURCE and self.replicas:
             return [f"shared:{g}:{r}" for r in range(self.replicas) for g in self.whole_gpus]
-        if resource.startswith(MIG_PREFIX):
-            profile = resource.removeprefix(MIG_PREFIX)
+        if resource.startswith(MIG_RESOURCE_PREFIX):
+            profile = resource.removeprefix(MIG_RESOURCE_PREFIX)
             return [f"mig:{m.gpu}:{m.gi_id}" for m in self.mig if m.profile == profile]
         return []
 
@@ -219,8 +217,8 @@ class Allocator:
                     kind, gpu, *rest = dev.split(":")
                     node = self.nodes[pod.node]
                     inst = next((m for m in node.mig if rest and f"mig:{m.gpu}:{m.gi_id}" == dev), None)
-                    mig_name = f"{MIG_PREFIX}{inst.profile if inst else '?'}"
-                    resource = {"gpu": WHOLE_GPU, "shared": SHARED_GPU}.get(kind) or mig_name
+                    mig_name = f"{MIG_RESOURCE_PREFIX}{inst.profile if inst else '?'}"
+                    resource = {"gpu": GPU_RESOURCE, "shared": SHARED_GPU_RESOURCE}.get(kind) or mig_name
                     rows.append({"node": pod.node, "namespace": pod.namespace, "pod": pod.name,
                                  "container": pod.container, "resource": resource, "gpu": int(gpu),
                                  "mig_instance": int(rest[0]) if kind == "mig" else None, "device_id": dev})

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import PortInUse
-from labkit.settings import DCGM_EXPORTER_JOB
+from labkit.settings import DCGM_EXPORTER_JOB, DEFAULT_GPU_PROFILE
 from labkit.sim.gpu import FakeMachine, available_profiles
 from labkit.sim.gpu.attribution import Allocator, GpuNode, GpuPod, cluster_metrics, configure_machine
 from labkit.sim.gpu.exporter_server import ExporterServer
@@ -37,7 +37,7 @@ def profile_for(product: str) -> str:
     for needle, key in _PRODUCT_PROFILES:
         if needle in product.upper() and key in available_profiles():
             return key
-    return "H100-SXM"
+    return DEFAULT_GPU_PROFILE
 
 
 class ClusterExporter(ExporterServer):

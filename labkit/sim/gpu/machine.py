@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from labkit.settings import DEFAULT_GPU_PROFILE
 from labkit.sim.gpu.faults import FaultState, inject_xid
 from labkit.sim.gpu.physics import (
     GpuState,
@@ -108,7 +109,7 @@ class FakeMachine:
     def __init__(
         self,
         *,
-        profile: str | GpuProfile = "H100-SXM",
+        profile: str | GpuProfile = DEFAULT_GPU_PROFILE,
         count: int = 2,
         node: str = DEFAULT_NODES[0],
         seed: int = 0,
@@ -279,7 +280,7 @@ class FakeMachine:
 def make_fleet(
     *,
     nodes: Iterable[str] = DEFAULT_NODES,
-    profile: str | GpuProfile = "H100-SXM",
+    profile: str | GpuProfile = DEFAULT_GPU_PROFILE,
     count: int = 2,
     seed: int = 0,
     clock: ClockMode = "manual",

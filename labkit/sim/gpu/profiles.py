@@ -10,8 +10,10 @@ from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 
+from labkit.settings import DEFAULT_GPU_PROFILE
+
 PROFILE_DIR = Path(__file__).with_name("profiles")
-DEFAULT_PROFILE = "H100-SXM"
+DEFAULT_PROFILE = DEFAULT_GPU_PROFILE
 
 
 @dataclass(frozen=True)
