@@ -2,10 +2,7 @@
 
 runc puts every container in its own cgroup; cAdvisor reads that cgroup's files (cgroup v2:
 ``cpu.stat``, ``memory.current``, ``memory.max``, ``pids.current``; v1: ``cpuacct.usage``,
-``memory.usage_in_bytes``, ...) and the kubelet serves them as ``container_*`` metrics.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+``memory.usage_in_bytes``, ...) and the kubelet serves them as ``container_*`` metrics."""
 
 from __future__ import annotations
 
@@ -30,10 +27,7 @@ _STAT_KEYS = {"usage_usec", "user_usec", "system_usec", "nr_throttled", "throttl
 
 
 def cgroup_paths(pid: int | str = "self") -> dict[str, str]:
-    """Controller -> cgroup path of a process, from ``/proc/<pid>/cgroup`` (``""`` is the v2 unified tree).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Controller -> cgroup path of a process, from ``/proc/<pid>/cgroup`` (``""`` is the v2 unified tree)."""
     paths = {}
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
@@ -54,10 +48,7 @@ def _locate(controller_dir: Path, path: str) -> Path:
 
 
 def cgroup_stats(pid: int | str = "self") -> pd.DataFrame:
-    """One row per counter: file, key, value and the cAdvisor metric it becomes. Missing files are skipped.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """One row per counter: file, key, value and the cAdvisor metric it becomes. Missing files are skipped."""
     paths = cgroup_paths(pid)
     rows = []
     if cgroup_version() == 2:

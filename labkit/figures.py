@@ -12,10 +12,7 @@ from .kube.events import ready_by_revision
 
 
 def rollout_timeline(table: pd.DataFrame, *, title: str = "Ready pods per revision") -> go.Figure:
-    """Step chart of ready pods per revision over time: old ReplicaSet going down, new one coming up.
-
-    Introduced in notebook 01_deployment_rollouts.
-    """
+    """Step chart of ready pods per revision over time: old ReplicaSet going down, new one coming up."""
     per = ready_by_revision(table)
     fig = go.Figure()
     for rev, part in per.groupby("revision", sort=True):
@@ -30,10 +27,7 @@ def rollout_timeline(table: pd.DataFrame, *, title: str = "Ready pods per revisi
 
 
 def probe_timeline(table: pd.DataFrame, *, title: str = "Probe outcomes, readiness and restarts") -> go.Figure:
-    """Per pod: Ready as a band over time, restarts and kubelet events (Unhealthy, Killing, BackOff) as markers.
-
-    Introduced in notebook 03_health_probes.
-    """
+    """Per pod: Ready as a band over time, restarts and kubelet events (Unhealthy, Killing, BackOff) as markers."""
     fig = go.Figure()
     pods = table[table.kind == "Pod"]
     for name, part in pods.groupby("name", sort=True):

@@ -1,9 +1,6 @@
 """PromQL against the lab's own Prometheus, answers as pandas DataFrames.
 
-Same as ``curl 'http://127.0.0.1:PORT/api/v1/query?query=...'``; the URL comes from ``labkit status``.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+Same as ``curl 'http://127.0.0.1:PORT/api/v1/query?query=...'``; the URL comes from ``labkit status``."""
 
 from __future__ import annotations
 
@@ -31,17 +28,14 @@ class PromQLError(LabkitError):
 
 
 def prometheus_url() -> str:
-    """Base URL of the lab's Prometheus; says how to get one when there is none.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
-    state = next(s for s in addons.status() if s.name == addons.PROMETHEUS)
+    """Base URL of the lab's Prometheus; says how to get one when there is none."""
+    state = next(s for s in addons.status() if s.name == "prometheus")
     if state.state == "missing":
         raise PrometheusUnavailable("Prometheus is not installed, so the lab has no metrics database",
-                                    fix=f"{addons.INSTALL_PROMETHEUS}; then `labkit up` starts it")
+                                    fix=f"{addons.INSTALL_PROMETHEUS}; then `labkit up --with prometheus`")
     if state.url is None:
         raise PrometheusUnavailable("the lab's Prometheus is not running",
-                                    fix="labkit up   # starts missing addons; `labkit status` shows them")
+                                    fix="labkit up --with prometheus   # or lk.addons.require('prometheus')")
     return state.url
 
 
@@ -56,7 +50,7 @@ def _get(path: str, params: dict[str, str], *, timeout: float) -> Any:
                           fix="check the expression in the Prometheus UI (Graph tab) at " + prometheus_url()) from None
     except (urllib.error.URLError, OSError) as exc:
         raise PrometheusUnavailable(f"the lab's Prometheus at {prometheus_url()} does not answer ({exc})",
-                                    fix="labkit status   # then `labkit up` to restart it") from None
+                                    fix="labkit status   # then `labkit up --with prometheus` to restart it") from None
     return body["data"]
 
 
@@ -76,10 +70,7 @@ def _frame(result: list[dict[str, Any]], *, matrix: bool) -> pd.DataFrame:
 
 
 def query(expr: str, *, at: datetime | float | None = None, timeout: float = 10.0) -> pd.DataFrame:
-    """An instant query: one row per series, its labels as columns, then ``time`` and ``value``.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """An instant query: one row per series, its labels as columns, then ``time`` and ``value``."""
     params = {"query": expr}
     if at is not None:
         params["time"] = str(at.timestamp() if isinstance(at, datetime) else at)
@@ -87,20 +78,14 @@ def query(expr: str, *, at: datetime | float | None = None, timeout: float = 10.
 
 
 def query_range(expr: str, *, minutes: float = 5.0, step: str = SCRAPE_INTERVAL, timeout: float = 20.0) -> pd.DataFrame:
-    """A range query over the last ``minutes``: one row per series per step (long format, ready to plot).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """A range query over the last ``minutes``: one row per series per step (long format, ready to plot)."""
     end = time.time()
     params = {"query": expr, "start": str(end - minutes * 60), "end": str(end), "step": step}
     return _frame(_get("/api/v1/query_range", params, timeout=timeout)["result"], matrix=True)
 
 
 def wait_for_series(expr: str, *, min_rows: int = 1, timeout: float = 60.0) -> pd.DataFrame:
-    """Repeat an instant query until it returns ``min_rows`` series (scrapes take a few seconds).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Repeat an instant query until it returns ``min_rows`` series (scrapes take a few seconds)."""
     deadline = time.monotonic() + timeout
     frame = query(expr)
     while len(frame) < min_rows:
@@ -115,10 +100,7 @@ def wait_for_series(expr: str, *, min_rows: int = 1, timeout: float = 60.0) -> p
 
 
 def targets() -> pd.DataFrame:
-    """What Prometheus scrapes and whether the last scrape worked (its Status -> Targets page).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """What Prometheus scrapes and whether the last scrape worked (its Status -> Targets page)."""
     data = _get("/api/v1/targets", {"state": "active"}, timeout=10)
     rows = [{"job": t["labels"].get("job"), "instance": t["labels"].get("instance"), "url": t["scrapeUrl"],
              "health": t["health"], "last_error": t["lastError"]} for t in data["activeTargets"]]

@@ -78,10 +78,7 @@ def apply(lab: Lab, source: str | Path | dict[str, Any] | list[dict[str, Any]], 
 
 def delete(lab: Lab, source: str | Path | dict[str, Any] | list[dict[str, Any]], *,
            namespace: str | None = None) -> list[str]:
-    """Delete every object in ``source`` that exists (``kubectl delete --ignore-not-found -f FILE``).
-
-    Introduced in notebook 00_lab_tour.
-    """
+    """Delete every object in ``source`` that exists (``kubectl delete --ignore-not-found -f FILE``)."""
     deleted = []
     for doc in load_manifests(source):
         res = _resource(lab, doc)

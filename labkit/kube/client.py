@@ -103,10 +103,7 @@ class Lab:
 
 
 def connect(kubeconfig: str | Path | None = None, *, timeout: float = 5.0) -> Lab:
-    """Connect to the lab (or the kubeconfig given) and check that an API server answers.
-
-    Introduced in notebook 00_lab_tour.
-    """
+    """Connect to the lab (or the kubeconfig given) and check that an API server answers."""
     path, backend = _kubeconfig(kubeconfig)
     if path is None or not path.exists():
         raise ClusterUnreachable(

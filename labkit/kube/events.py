@@ -175,10 +175,7 @@ def ready_by_revision(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def min_ready_during(table: pd.DataFrame) -> int:
-    """The fewest ready pods (all revisions together) at any moment of a recording.
-
-    Introduced in notebook 01_deployment_rollouts.
-    """
+    """The fewest ready pods (all revisions together) at any moment of a recording."""
     per = ready_by_revision(table)
     return int(per.groupby("t")["ready"].sum().min()) if not per.empty else 0
 

@@ -154,7 +154,6 @@ def rollout_undo(lab: Lab, name: str, *, namespace: str, to_revision: int | None
                  kind: str = "deployment") -> str:
     """Roll back to the previous revision, or to ``to_revision``; return kubectl's message.
 
-    Introduced in notebook 01_deployment_rollouts.
     Same as ``kubectl rollout undo deployment/NAME [--to-revision=N]``: the old revision's pod template is
     copied into the object, which the controller then rolls out as a NEW revision number.
     """
@@ -233,7 +232,6 @@ def set_image(lab: Lab, name: str, *, namespace: str, image: str, container: str
               change_cause: str | None = None, kind: str = "deployment") -> str:
     """Change a container's image (the first container unless ``container`` is named).
 
-    Introduced in notebook 01_deployment_rollouts.
     Same as ``kubectl set image deployment/NAME CONTAINER=IMAGE`` (plus
     ``kubectl annotate deployment/NAME kubernetes.io/change-cause=...`` when ``change_cause`` is given).
     """

@@ -1,7 +1,4 @@
-"""Cluster state as pandas tables: the data layer under every plot and widget.
-
-Introduced in notebook 00_lab_tour.
-"""
+"""Cluster state as pandas tables: the data layer under every plot and widget."""
 
 from __future__ import annotations
 

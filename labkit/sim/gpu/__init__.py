@@ -2,10 +2,7 @@
 
 Layer 1: :func:`nvml` answers pynvml's API from real GPUs or from a simulated node.
 Layer 2: the simulation itself (profiles, physics, faults) and a dcgm-exporter-compatible
-``/metrics`` endpoint.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+``/metrics`` endpoint."""
 
 from labkit.sim.gpu.dcgm_exporter import (
     HOSTNAME_LABEL,

@@ -10,10 +10,7 @@ Pods declare the load they simulate with annotations (per allocated GPU or MIG s
 
 ``gpu.labkit.io/utilization``   percent busy, 0-100 (default 0: the pod holds the GPU but idles)
 ``gpu.labkit.io/memory-mib``    framebuffer the pod uses, MiB (default 0)
-``gpu.labkit.io/memory-bound``  0 (compute-bound) .. 1 (memory-bound) (default 0.3)
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+``gpu.labkit.io/memory-bound``  0 (compute-bound) .. 1 (memory-bound) (default 0.3)"""
 
 from __future__ import annotations
 
@@ -163,10 +160,7 @@ def workload_from_annotations(meta: Mapping[str, Any]) -> Workload:
 
 @dataclass
 class Allocator:
-    """The kubelet's device manager in miniature: stable device ids per pod, checkpointed to a file.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """The kubelet's device manager in miniature: stable device ids per pod, checkpointed to a file."""
 
     checkpoint: Path | None = None
     nodes: dict[str, GpuNode] = field(default_factory=dict)
@@ -205,10 +199,7 @@ class Allocator:
         return chosen
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per (pod, device): what ``ListPodResources`` would answer, flattened.
-
-        Introduced in notebook 12_gpu_monitoring.
-        """
+        """One row per (pod, device): what ``ListPodResources`` would answer, flattened."""
         with self.lock:
             rows = []
             for uid, devs in self.devices.items():
@@ -322,10 +313,7 @@ def _mig_samples(machine: FakeMachine, node: GpuNode, holders: Mapping[str, list
 
 def cluster_metrics(fleet: Mapping[str, FakeMachine], allocator: Allocator, *, node: str | None = None,
                     hostname_label: str = "Hostname") -> str:
-    """The exposition of every GPU node (or one), pods attributed as dcgm-exporter does in Kubernetes mode.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """The exposition of every GPU node (or one), pods attributed as dcgm-exporter does in Kubernetes mode."""
     names = [node] if node else list(fleet)
     samples: list[MetricSample] = []
     for name in names:

@@ -3,10 +3,7 @@
 Started by ``labkit up`` (see ``labkit/cluster/addons.py``) as
 ``python -m labkit.sim.gpu.daemon --kubeconfig K --port P --state S --targets T``; binds 127.0.0.1 only.
 ``/metrics`` serves all GPU nodes, ``/metrics/<node>`` one node (what a per-node dcgm-exporter
-DaemonSet pod would answer); ``/pod-resources`` is the allocation as JSON.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+DaemonSet pod would answer); ``/pod-resources`` is the allocation as JSON."""
 
 from __future__ import annotations
 

@@ -5,10 +5,7 @@ Metric names, ``# HELP``/``# TYPE`` lines, units and labels follow dcgm-exporter
 version label, and in Kubernetes mode ``container``/``namespace``/``pod`` of the pod the
 kubelet's pod-resources API reports for the GPU). Readings come through the NVML API, so the
 same code exports simulated GPUs (:class:`FakeNvml`) or real ones (``pynvml``, without the
-DCGM-only profiling fields).
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+DCGM-only profiling fields)."""
 
 from __future__ import annotations
 
@@ -57,10 +54,7 @@ class MetricSample:
 
 @cache
 def default_counters() -> tuple[Counter, ...]:
-    """dcgm-exporter's default counters (including the ``label`` row for the driver version).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """dcgm-exporter's default counters (including the ``label`` row for the driver version)."""
     rows = []
     for line in COUNTERS_FILE.read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -143,10 +137,7 @@ def collect_samples(
 ) -> list[MetricSample]:
     """Every default-counter sample of one node, read through an NVML API (fake or real).
 
-    ``attribution`` maps GPU index -> (namespace, pod, container); unlisted GPUs carry no pod labels.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    ``attribution`` maps GPU index -> (namespace, pod, container); unlisted GPUs carry no pod labels."""
     attribution = attribution or {}
     api.nvmlInit()
     try:
@@ -214,10 +205,7 @@ def _pod_attributes(ref: PodRef | tuple[str, str, str] | Mapping[str, str] | Non
 
 
 def render_samples(samples: Iterable[MetricSample]) -> str:
-    """Prometheus text exposition of samples, grouped under their counter's HELP and TYPE lines.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Prometheus text exposition of samples, grouped under their counter's HELP and TYPE lines."""
     by_name: dict[str, list[MetricSample]] = {}
     for sample in samples:
         by_name.setdefault(sample.name, []).append(sample)
@@ -245,10 +233,7 @@ def node_metrics(
     attribution: Mapping[int, PodRef | tuple[str, str, str] | Mapping[str, str]] | None = None,
     hostname_label: str = HOSTNAME_LABEL,
 ) -> str:
-    """``/metrics`` of one node: a :class:`FakeMachine`, a :class:`FakeNvml`, or the ``pynvml`` module.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """``/metrics`` of one node: a :class:`FakeMachine`, a :class:`FakeNvml`, or the ``pynvml`` module."""
     api, default_host = _api_for(source)
     return render_samples(
         collect_samples(api, hostname=hostname or default_host, attribution=attribution, hostname_label=hostname_label)
@@ -263,10 +248,7 @@ def fleet_metrics(
 ) -> str:
     """One exposition covering several nodes (each sample labelled with its node's hostname).
 
-    ``attribution`` maps node -> GPU index -> (namespace, pod, container).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    ``attribution`` maps node -> GPU index -> (namespace, pod, container)."""
     attribution = attribution or {}
     samples: list[MetricSample] = []
     for node, machine in fleet.items():

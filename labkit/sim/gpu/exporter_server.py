@@ -3,10 +3,7 @@
 One server serves every node: ``/metrics`` has all nodes (told apart by the ``Hostname``
 label, as when Prometheus scrapes one dcgm-exporter per node and merges them), and
 ``/metrics/<node>`` has one node, the way a per-node DaemonSet pod would answer.
-It binds 127.0.0.1 only, never all interfaces.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+It binds 127.0.0.1 only, never all interfaces."""
 
 from __future__ import annotations
 
@@ -30,10 +27,7 @@ Workloads = Mapping[str, Mapping[int, Workload | dict | tuple | None]]
 
 
 class ExporterServer:
-    """A running exporter. Use :func:`start_exporter` to create one; ``with`` stops it on exit.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """A running exporter. Use :func:`start_exporter` to create one; ``with`` stops it on exit."""
 
     def __init__(self, fleet: Mapping[str, FakeMachine], *, port: int, hostname_label: str) -> None:
         self.fleet = dict(fleet)
@@ -78,10 +72,7 @@ class ExporterServer:
         """Replace pod attribution (node -> GPU -> (namespace, pod, container)) and/or apply declared loads.
 
         ``workloads`` maps node -> GPU index -> workload; GPUs of a listed node that are missing
-        from its mapping go idle, nodes not listed keep their load.
-
-        Introduced in notebook 12_gpu_monitoring.
-        """
+        from its mapping go idle, nodes not listed keep their load."""
         if attribution is not None:
             unknown = set(attribution) - set(self.fleet)
             if unknown:
@@ -178,10 +169,7 @@ def start_exporter(
     workloads: Workloads | None = None,
     hostname_label: str = HOSTNAME_LABEL,
 ) -> ExporterServer:
-    """Serve the fleet's metrics on ``http://127.0.0.1:<port>/metrics`` (port 0 = any free port).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Serve the fleet's metrics on ``http://127.0.0.1:<port>/metrics`` (port 0 = any free port)."""
     if isinstance(fleet, FakeMachine):
         fleet = {fleet.node: fleet}
     if not fleet:
@@ -198,18 +186,12 @@ def start_exporter(
 
 
 def stop_exporter(server: ExporterServer) -> None:
-    """Stop one exporter.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Stop one exporter."""
     server.stop()
 
 
 def stop_all_exporters() -> int:
-    """Stop every exporter this process started (handy when a notebook cell is re-run); returns how many.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Stop every exporter this process started (handy when a notebook cell is re-run); returns how many."""
     with _registry_lock:
         servers = list(_running)
     for server in servers:

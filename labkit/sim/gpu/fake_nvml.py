@@ -4,10 +4,7 @@ Return values use pynvml's own ctypes structures and raise pynvml's own ``NVMLEr
 classes, so code written against the real library (gpustat, nvitop-style scripts, the
 notebooks) runs unchanged. Anything a device lacks raises ``NVMLError_NotSupported``;
 functions this fake does not implement raise ``NVMLError_FunctionNotFound``, as an old
-driver would.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+driver would."""
 
 from __future__ import annotations
 
@@ -74,10 +71,7 @@ class FakeNvml:
     """A module-like object with pynvml's functions, answering from one :class:`FakeMachine`.
 
     Constants, structures and exception classes resolve to pynvml's own, so
-    ``fake.NVML_TEMPERATURE_GPU`` and ``except fake.NVMLError_NotSupported`` work.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    ``fake.NVML_TEMPERATURE_GPU`` and ``except fake.NVMLError_NotSupported`` work."""
 
     __labkit_fake__ = True
 
@@ -577,10 +571,7 @@ class FakeNvml:
         return getattr(self, implemented.__name__)
 
     def as_module(self, name: str = "pynvml") -> types.ModuleType:
-        """A real module object carrying pynvml's names, with the functions answered by this fake.
-
-        Introduced in notebook 12_gpu_monitoring.
-        """
+        """A real module object carrying pynvml's names, with the functions answered by this fake."""
         module = types.ModuleType(name, __doc__)
         for attr in dir(N):
             if not attr.startswith("__"):

@@ -1,7 +1,4 @@
-"""Fault injection for simulated GPUs: XID events, ECC errors, failing cooling, and the reset that clears them.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+"""Fault injection for simulated GPUs: XID events, ECC errors, failing cooling, and the reset that clears them."""
 
 from __future__ import annotations
 
@@ -49,10 +46,7 @@ UNKNOWN_XID_MESSAGE = "Unknown Error"
 
 
 def xid_message(code: int) -> str:
-    """The short text for an XID code ("No Error" for 0).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """The short text for an XID code ("No Error" for 0)."""
     if code == 0:
         return "No Error"
     spec = XID_CATALOGUE.get(code)
@@ -94,10 +88,7 @@ class FaultState:
 
 
 def inject_xid(machine: FakeMachine, gpu: int, code: int) -> XidEvent:
-    """Raise XID ``code`` on one GPU, with that XID's side effects (79: the GPU is lost).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Raise XID ``code`` on one GPU, with that XID's side effects (79: the GPU is lost)."""
     spec = XID_CATALOGUE.get(code, XidSpec(code, UNKNOWN_XID_MESSAGE))
     with machine.lock:
         device = machine.device(gpu)
@@ -120,10 +111,7 @@ def inject_xid(machine: FakeMachine, gpu: int, code: int) -> XidEvent:
 
 
 def inject_ecc_errors(machine: FakeMachine, gpu: int, *, corrected: int = 0, uncorrected: int = 0) -> None:
-    """Add ECC errors without an XID (corrected ones never raise one).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Add ECC errors without an XID (corrected ones never raise one)."""
     with machine.lock:
         device = machine.device(gpu)
         if not device.profile.has_ecc:
@@ -132,19 +120,13 @@ def inject_ecc_errors(machine: FakeMachine, gpu: int, *, corrected: int = 0, unc
 
 
 def inject_pcie_replays(machine: FakeMachine, gpu: int, *, count: int) -> None:
-    """Add PCIe link-level retries, the early sign of a marginal riser or slot.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Add PCIe link-level retries, the early sign of a marginal riser or slot."""
     with machine.lock:
         machine.device(gpu).faults.pcie_replays += count
 
 
 def degrade_cooling(machine: FakeMachine, gpu: int, *, factor: float) -> None:
-    """Multiply the GPU's thermal resistance (2.0 = half the airflow); 1.0 restores it.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Multiply the GPU's thermal resistance (2.0 = half the airflow); 1.0 restores it."""
     if factor <= 0:
         raise ValueError(f"factor must be > 0, got {factor}")
     with machine.lock:
@@ -154,10 +136,7 @@ def degrade_cooling(machine: FakeMachine, gpu: int, *, factor: float) -> None:
 def reset_gpu(machine: FakeMachine, gpu: int) -> None:
     """What ``nvidia-smi --gpu-reset`` does: bring a lost GPU back, clear volatile ECC and pending remaps.
 
-    Processes on the GPU are gone afterwards; aggregate ECC counters and the last XID remain.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    Processes on the GPU are gone afterwards; aggregate ECC counters and the last XID remain."""
     with machine.lock:
         device = machine.device(gpu)
         faults = device.faults

@@ -1,7 +1,4 @@
-"""A simulated GPU node: a few devices of one model, a seeded noise source and a simulated clock.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+"""A simulated GPU node: a few devices of one model, a seeded noise source and a simulated clock."""
 
 from __future__ import annotations
 
@@ -101,10 +98,7 @@ class FakeMachine:
     """A GPU node of ``count`` identical devices.
 
     Time only moves when :meth:`step` or :meth:`run` is called (``clock="manual"``), or, with
-    ``clock="wall"``, on every read by following the wall clock (for live dashboards).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    ``clock="wall"``, on every read by following the wall clock (for live dashboards)."""
 
     def __init__(
         self,
@@ -153,10 +147,7 @@ class FakeMachine:
         return self.devices[gpu]
 
     def set_workload(self, gpu: int, workload: Workload | dict | tuple | None) -> None:
-        """Declare what runs on one GPU from now on (None = idle).
-
-        Introduced in notebook 12_gpu_monitoring.
-        """
+        """Declare what runs on one GPU from now on (None = idle)."""
         with self.lock:
             self.sync()
             device = self.device(gpu)
@@ -164,19 +155,13 @@ class FakeMachine:
                 device.state.workload = Workload.coerce(workload)
 
     def set_workloads(self, workloads: Mapping[int, Workload | dict | tuple | None]) -> None:
-        """Declare the load of every GPU at once; GPUs missing from the mapping go idle.
-
-        Introduced in notebook 12_gpu_monitoring.
-        """
+        """Declare the load of every GPU at once; GPUs missing from the mapping go idle."""
         with self.lock:
             for gpu in range(len(self.devices)):
                 self.set_workload(gpu, workloads.get(gpu))
 
     def step(self, seconds: float = 1.0, *, dt_s: float = 1.0) -> None:
-        """Advance simulated time by ``seconds`` in increments of at most ``dt_s``.
-
-        Introduced in notebook 12_gpu_monitoring.
-        """
+        """Advance simulated time by ``seconds`` in increments of at most ``dt_s``."""
         if seconds < 0 or dt_s <= 0:
             raise ValueError("seconds must be >= 0 and dt_s > 0")
         with self.lock:
@@ -199,10 +184,7 @@ class FakeMachine:
                 inject_xid(self, device.index, 79)
 
     def run(self, seconds: float, *, dt_s: float = 1.0) -> list[GpuSample]:
-        """Step ``seconds`` forward and return one sample per GPU per step (a time series).
-
-        Introduced in notebook 12_gpu_monitoring.
-        """
+        """Step ``seconds`` forward and return one sample per GPU per step (a time series)."""
         series: list[GpuSample] = []
         with self.lock:
             steps = round(seconds / dt_s)
@@ -221,10 +203,7 @@ class FakeMachine:
                 self.step(behind, dt_s=max(1.0, behind / _MAX_CATCHUP_STEPS))
 
     def sample(self, gpu: int) -> GpuSample:
-        """The current reading of one GPU as a plain record.
-
-        Introduced in notebook 12_gpu_monitoring.
-        """
+        """The current reading of one GPU as a plain record."""
         with self.lock:
             device = self.device(gpu)
             state = device.state
@@ -257,10 +236,7 @@ class FakeMachine:
             return [self.sample(i) for i in range(len(self.devices))]
 
     def configure_mig(self, gpu: int, instances: Iterable[str] | None) -> None:
-        """Enable MIG with these GPU instances (e.g. ``["3g.40gb", "3g.40gb"]``), or disable it with None.
-
-        Introduced in notebook 12_gpu_monitoring.
-        """
+        """Enable MIG with these GPU instances (e.g. ``["3g.40gb", "3g.40gb"]``), or disable it with None."""
         with self.lock:
             device = self.device(gpu)
             if instances is None:
@@ -285,8 +261,5 @@ def make_fleet(
     seed: int = 0,
     clock: ClockMode = "manual",
 ) -> dict[str, FakeMachine]:
-    """One :class:`FakeMachine` per node name, seeded per node so nodes differ but replay exactly.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """One :class:`FakeMachine` per node name, seeded per node so nodes differ but replay exactly."""
     return {node: FakeMachine(profile=profile, count=count, node=node, seed=seed, clock=clock) for node in nodes}

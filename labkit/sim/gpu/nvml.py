@@ -7,10 +7,7 @@ Environment (read when the mode is first decided; pass ``refresh=True`` to re-re
 ``LABKIT_FAKE_GPU_COUNT``    GPUs on the simulated node (default 2)
 ``LABKIT_FAKE_GPU_NODE``     node name of the simulated node (default ``gpu-node-1``)
 ``LABKIT_FAKE_GPU_SEED``     seed of the simulation noise (default 0)
-``LABKIT_FAKE_GPU_CLOCK``    ``manual`` (time moves only when stepped, default) or ``wall`` (follows real time)
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+``LABKIT_FAKE_GPU_CLOCK``    ``manual`` (time moves only when stepped, default) or ``wall`` (follows real time)"""
 
 from __future__ import annotations
 
@@ -53,10 +50,7 @@ _chosen: tuple[NvmlMode, ModuleType | FakeNvml] | None = None
 
 
 def fake_machine_from_env(env: dict[str, str] | None = None) -> FakeMachine:
-    """The simulated node the ``LABKIT_FAKE_GPU_*`` variables describe.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """The simulated node the ``LABKIT_FAKE_GPU_*`` variables describe."""
     env = dict(os.environ if env is None else env)
     clock = env.get(ENV_CLOCK, "manual")
     if clock not in ("manual", "wall"):
@@ -114,16 +108,10 @@ def nvml(*, refresh: bool = False) -> ModuleType | FakeNvml:
     """pynvml itself on a GPU host, else a :class:`FakeNvml` with the same functions and constants.
 
     Call ``nvmlInit()`` on the result as with pynvml. With simulated GPUs, ``nvml().machine``
-    is the :class:`FakeMachine` to step, load and break.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    is the :class:`FakeMachine` to step, load and break."""
     return _chosen_pair(refresh)[1]
 
 
 def nvml_mode(*, refresh: bool = False) -> NvmlMode:
-    """Whether :func:`nvml` gives real or simulated GPUs, with the reason.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Whether :func:`nvml` gives real or simulated GPUs, with the reason."""
     return _chosen_pair(refresh)[0]

@@ -2,10 +2,7 @@
 
 The chain is: workload -> power demand at a clock -> clock governor (power cap, thermal limits,
 user clock locks) -> power drawn -> temperature (first-order lag) -> energy counter.
-Time is simulated: callers step it explicitly, so a notebook run replays exactly.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+Time is simulated: callers step it explicitly, so a notebook run replays exactly."""
 
 from __future__ import annotations
 
@@ -47,10 +44,7 @@ _REASON_NAMES = {
 
 @dataclass(frozen=True)
 class Workload:
-    """What a job asks of a GPU: how busy, how much memory, how memory-bound (0 compute .. 1 memory).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """What a job asks of a GPU: how busy, how much memory, how memory-bound (0 compute .. 1 memory)."""
 
     utilization_pct: float = 0.0
     memory_mib: int = 0
@@ -213,10 +207,7 @@ def relative_throughput(profile: GpuProfile, *, sm_clock_mhz: float, memory_boun
     """Work rate relative to the same job at max clock (1.0), by a roofline-style split.
 
     The compute share of each step scales with clock; the memory share does not, so raising clocks
-    helps memory-bound work less and less.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    helps memory-bound work less and less."""
     if sm_clock_mhz <= 0:
         return 0.0
     compute_time = (1.0 - memory_bound) * profile.sm_clock_max_mhz / sm_clock_mhz
@@ -224,8 +215,5 @@ def relative_throughput(profile: GpuProfile, *, sm_clock_mhz: float, memory_boun
 
 
 def reason_names(bitmask: int) -> list[str]:
-    """Human names of the clock-event reason bits, e.g. ``['SwPowerCap']``.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Human names of the clock-event reason bits, e.g. ``['SwPowerCap']``."""
     return [name for bit, name in _REASON_NAMES.items() if bitmask & bit]

@@ -1,7 +1,4 @@
-"""GPU model specifications, read from the JSON files in ``labkit/sim/gpu/profiles/``.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+"""GPU model specifications, read from the JSON files in ``labkit/sim/gpu/profiles/``."""
 
 from __future__ import annotations
 
@@ -112,18 +109,12 @@ def _all_profiles() -> dict[str, GpuProfile]:
 
 
 def available_profiles() -> list[str]:
-    """Keys accepted by :func:`load_profile` (and by ``LABKIT_FAKE_GPU_PROFILE``).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Keys accepted by :func:`load_profile` (and by ``LABKIT_FAKE_GPU_PROFILE``)."""
     return sorted(p.key for p in _all_profiles().values())
 
 
 def load_profile(key: str = DEFAULT_PROFILE) -> GpuProfile:
-    """The spec of one GPU model, e.g. ``load_profile("H200")`` (case-insensitive).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """The spec of one GPU model, e.g. ``load_profile("H200")`` (case-insensitive)."""
     try:
         return _all_profiles()[key.upper()]
     except KeyError:

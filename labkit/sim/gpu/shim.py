@@ -3,10 +3,7 @@
 Two ways: :func:`fake_pynvml_env` gives a subprocess an environment whose ``PYTHONPATH``
 starts with a directory holding a stand-in ``pynvml.py`` (the honest test: the tool is a
 separate, unmodified program); :func:`install_fake_pynvml` swaps ``sys.modules['pynvml']``
-inside this process.
-
-Introduced in notebook 12_gpu_monitoring.
-"""
+inside this process."""
 
 from __future__ import annotations
 
@@ -44,10 +41,7 @@ def facade_from_env() -> ModuleType:
 
 @cache
 def pynvml_shim_dir() -> Path:
-    """A private directory holding the stand-in ``pynvml.py``; removed when this process exits.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """A private directory holding the stand-in ``pynvml.py``; removed when this process exits."""
     # mkdtemp is private to this user, so nobody else can plant a pynvml.py in it.
     directory = Path(tempfile.mkdtemp(prefix="labkit-pynvml-shim-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
@@ -65,10 +59,7 @@ def fake_pynvml_env(
     clock: str | None = None,
     base_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Environment for a subprocess (``python -m gpustat``) in which ``import pynvml`` gets simulated GPUs.
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Environment for a subprocess (``python -m gpustat``) in which ``import pynvml`` gets simulated GPUs."""
     env = dict(os.environ if base_env is None else base_env)
     package_root = Path(__file__).resolve().parents[2]  # the directory that contains labkit/
     path = [str(pynvml_shim_dir()), str(package_root), env.get("PYTHONPATH", "")]
@@ -88,10 +79,7 @@ def fake_pynvml_env(
 
 @contextmanager
 def install_fake_pynvml(fake: FakeNvml | None = None) -> Iterator[ModuleType]:
-    """Within the block, ``import pynvml`` yields the fake (modules imported earlier keep their reference).
-
-    Introduced in notebook 12_gpu_monitoring.
-    """
+    """Within the block, ``import pynvml`` yields the fake (modules imported earlier keep their reference)."""
     module = (fake or FakeNvml(fake_machine_from_env())).as_module()
     previous = sys.modules.get("pynvml")
     sys.modules["pynvml"] = module
