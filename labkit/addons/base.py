@@ -10,7 +10,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from ..cluster.binaries import Component
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,24 @@ class Addon:
     # Backends on which `labkit up` starts this add-on with the cluster (it stands in for part of a real cluster).
     with_cluster_on: ClassVar[tuple[str, ...]] = ()
 
+    def component(self) -> Component | None:
+        """The pinned Go component that provides the binary (cached, downloaded or built on first start), if any."""
+        return None
+
     def binary(self) -> str | None:
-        """The executable to run, or None when it is not installed (``LABKIT_<NAME>_BINARY`` overrides)."""
+        """The executable to run, or None when it is not there (``LABKIT_<NAME>_BINARY`` overrides)."""
         explicit = os.environ.get(self.binary_env) if self.binary_env else None
         if explicit:
             return explicit if os.access(explicit, os.X_OK) else None
+        comp = self.component()
+        if comp is not None and self.binary_name:
+            path = comp.dir / self.binary_name
+            return str(path) if comp.cached() else None
         return shutil.which(self.binary_name) if self.binary_name else None
 
     def missing(self) -> str | None:
-        """Why the add-on cannot start here (with the fix), or None when it can."""
-        if self.binary_name and self.binary() is None:
+        """Why the add-on cannot start here (with the fix), or None when it can (a component can be built)."""
+        if self.binary_name and self.component() is None and self.binary() is None:
             return f"not installed; fix: {self.install_hint}"
         return None
 

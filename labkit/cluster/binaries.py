@@ -72,6 +72,8 @@ class Component:
     wrapper: bool = False
     staging_version: str = ""
     downloads: dict[str, str] = field(default_factory=dict)
+    # A module whose go.mod asks for a newer Go than the one installed: the toolchain the Go proxy serves for it.
+    go_toolchain: str = ""
 
     @property
     def dir(self) -> Path:
@@ -144,6 +146,12 @@ def ensure_binaries(*, progress: Progress = print) -> dict[str, Path]:
     for comp in components():
         _obtain(comp, progress)
     return binary_paths()
+
+
+def ensure_component(comp: Component, *, progress: Progress = print) -> dict[str, Path]:
+    """One component outside the core cluster (an add-on's binary): cache, download or build; name -> path."""
+    _obtain(comp, progress)
+    return {b: comp.dir / b for b in comp.binaries}
 
 
 def _obtain(comp: Component, progress: Progress) -> str:
@@ -267,8 +275,10 @@ def _go_toolchain(progress: Progress) -> Path | None:
     return go
 
 
-def _go_env(go: Path) -> dict[str, str]:
+def _go_env(go: Path, comp: Component | None = None) -> dict[str, str]:
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
+    if comp is not None and comp.go_toolchain:
+        env["GOTOOLCHAIN"] = comp.go_toolchain
     env["PATH"] = f"{go.parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -316,7 +326,7 @@ def _replaced_siblings(go: Path, comp: Component, env: dict[str, str], work: Pat
 
 
 def _build(comp: Component, go: Path, progress: Progress, *, note: str = "") -> None:
-    env = _go_env(go)
+    env = _go_env(go, comp)
     work = cache_dir() / "build" / f"{comp.name}-{comp.version}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
