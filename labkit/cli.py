@@ -17,6 +17,11 @@ from .errors import LabkitError
 from .paths import bin_dir, cache_dir, state_dir
 
 
+# What a learner should know before comparing `kubectl describe` with the documentation (the one place it is said).
+SIMULATED_ON_KWOK = ("simulated:  nodes, kubelets and containers (KWOK, rules in labkit/data/stages: statuses and "
+                     "events as kubelet 1.36 writes them), GPUs; the control plane and add-ons are real")
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -77,6 +82,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     _say(f"kubeconfig: {kubeconfig or '-'}")
     _say("pinned:     " + ", ".join(f"{k} {v}" for k, v in versions.PINNED.items()))
     if info.get("backend", "kwok") == "kwok":
+        _say(SIMULATED_ON_KWOK)
         for name, pid in kwok_backend.component_pids().items():
             _say(f"  {name:<24} {f'running (pid {pid})' if pid else 'NOT RUNNING'}")
     for addon in addons.status():
