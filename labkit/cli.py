@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,6 @@ from . import state, versions
 from .cluster import backends, health
 from .errors import LabkitError
 from .paths import bin_dir, cache_dir, state_dir
-
 
 # What a learner should know before comparing `kubectl describe` with the documentation (the one place it is said).
 SIMULATED_ON_KWOK = ("simulated:  nodes, kubelets and containers (KWOK, rules in labkit/data/stages: statuses and "
@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"labkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `labkit status | head`: the reader left; nothing to report
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter quiet while it flushes at exit
+        return 0
 
 
 if __name__ == "__main__":
