@@ -334,19 +334,20 @@ def up(*, progress: Progress = print) -> Path:
 def lab_objects() -> list[dict[str, Any]]:
     """labkit's Stages, KWOK's metric objects and the topology's Nodes, in the order they are applied.
 
-    Stages first: a node without its stages would never turn Ready.
+    Stages first: a node without its stages would never turn Ready. The Stages are rendered with the image
+    catalog (:func:`labkit.cluster.stages.stage_documents`): the files alone are not applicable.
     """
     import yaml
 
+    from .stages import stage_documents
     from .topology import load_topology, node_manifest
 
-    # libyaml's loader when present: the stages are some 900 lines, and `labkit up` waits for this.
+    # libyaml's loader when present: `labkit up` waits for this.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    docs: list[dict[str, Any]] = []
-    for path in [*stage_files(), data_file("kwok-metrics.yaml")]:
-        for doc in yaml.load_all(path.read_text(), Loader=loader):
-            if doc:
-                docs += (doc.get("items") or []) if doc.get("kind") == "List" else [doc]
+    docs: list[dict[str, Any]] = stage_documents(files=stage_files())
+    for doc in yaml.load_all(data_file("kwok-metrics.yaml").read_text(), Loader=loader):
+        if doc:
+            docs += (doc.get("items") or []) if doc.get("kind") == "List" else [doc]
     docs += [node_manifest(n, kubelet_version=versions.KUBERNETES) for n in load_topology()]
     return docs
 
