@@ -30,11 +30,12 @@ from ..errors import ClusterUnreachable, LabkitError, PortInUse
 from ..paths import kubeconfig_path, state_dir
 from .base import Addon, Context
 from .gpu_exporter import GpuExporter
+from .local_path import LocalPathProvisioner
 from .prometheus import INSTALL_PROMETHEUS, Prometheus
 
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
-REGISTRY: dict[str, Addon] = {a.name: a for a in (GpuExporter(), Prometheus())}
+REGISTRY: dict[str, Addon] = {a.name: a for a in (GpuExporter(), Prometheus(), LocalPathProvisioner())}
 START_TIMEOUT_S = 30.0
 Progress = Callable[[str], None]
 

@@ -69,6 +69,8 @@ RETRY_PAUSE_S = 1.0
 # Failed provisioning/deletion is retried with exponential back-off, as the upstream library does (its default
 # threshold is 15 failures; local-path-provisioner keeps that).
 BACKOFF_FIRST_S, BACKOFF_MAX_S, MAX_FAILURES = 1.0, 30.0, 15
+# Every call the worker makes has a deadline: one hung request must not stall every other claim.
+API_TIMEOUT_S = 10
 
 
 class ProvisioningError(Exception):
@@ -395,12 +397,12 @@ class Provisioner:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.storage.read_storage_class(DEFAULT_CLASS)
+            self.storage.read_storage_class(DEFAULT_CLASS, _request_timeout=API_TIMEOUT_S)
         except ApiException as exc:
             if exc.status != 404:
                 raise
             try:
-                self.storage.create_storage_class(default_storage_class())
+                self.storage.create_storage_class(default_storage_class(), _request_timeout=API_TIMEOUT_S)
                 log.info("created StorageClass %s (default, %s)", DEFAULT_CLASS, self.provisioner)
             except ApiException as exc2:
                 if exc2.status != 409:  # made meanwhile by another copy of us: fine
@@ -412,7 +414,7 @@ class Provisioner:
         if not name:
             return None
         try:
-            return self._plain(self.storage.read_storage_class(name))
+            return self._plain(self.storage.read_storage_class(name, _request_timeout=API_TIMEOUT_S))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -422,7 +424,8 @@ class Provisioner:
         """Best effort, as client-go's recorder: a lost event must never stop provisioning."""
         try:
             self.core.create_namespaced_event(_meta(claim)["namespace"],
-                                              claim_event(claim, event_type, reason, message, self.component))
+                                              claim_event(claim, event_type, reason, message, self.component),
+                                              _request_timeout=API_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not record event %s on %s: %s", reason, claim_key(claim), exc)
 
@@ -499,7 +502,7 @@ class Provisioner:
         assert storage_class is not None
         name = volume_name(claim)
         try:
-            existing = self._plain(self.core.read_persistent_volume(name))
+            existing = self._plain(self.core.read_persistent_volume(name, _request_timeout=API_TIMEOUT_S))
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -520,7 +523,7 @@ class Provisioner:
             log.info("provisioning %s failed: %s", key, exc)
             return False
         try:
-            self.core.create_persistent_volume(volume)
+            self.core.create_persistent_volume(volume, _request_timeout=API_TIMEOUT_S)
         except ApiException as exc:
             if exc.status != 409:
                 self.metrics.inc("provision_failed", _meta(storage_class)["name"])
@@ -540,11 +543,11 @@ class Provisioner:
         selected = _annotations(claim).get(ANN_SELECTED_NODE)
         if selected:
             try:
-                return self._plain(self.core.read_node(selected))
+                return self._plain(self.core.read_node(selected, _request_timeout=API_TIMEOUT_S))
             except ApiException as exc:
                 raise ProvisioningError(f"failed to get target node: nodes \"{selected}\" "
                                         f"{'not found' if exc.status == 404 else exc.reason}") from exc
-        nodes = [self._plain(n) for n in self.core.list_node().items]
+        nodes = [self._plain(n) for n in self.core.list_node(_request_timeout=API_TIMEOUT_S).items]
         with self._lock:
             counts = Counter(volume_node(v) for v in self.volumes.values() if is_ours(v, self.provisioner))
         name = pick_node(nodes, storage_class, dict(counts))
@@ -569,7 +572,7 @@ class Provisioner:
                 log.warning("PV %s: its hostPath is not under %s; deleting the PV, leaving the files", name, self.root)
             elif path.exists():
                 shutil.rmtree(path)
-            self.core.delete_persistent_volume(name)
+            self.core.delete_persistent_volume(name, _request_timeout=API_TIMEOUT_S)
         except ApiException as exc:
             if exc.status == 404:
                 return True
@@ -687,7 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=provisioner.run, name="start", daemon=True).start()
     while not provisioner.stopping.is_set():
         provisioner.stopping.wait(0.5)
-    server.shutdown()
+    # Nothing to flush: every step is idempotent and the next start lists again, so exit at once (the threads are
+    # daemons; server.shutdown() would wait for its poll interval first).
+    server.server_close()
     return 0
 
 
