@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "apply": "labkit.kube.apply:apply", "delete": "labkit.kube.apply:delete",
     "load_manifests": "labkit.kube.apply:load_manifests",
     "lesson_namespace": "labkit.kube.namespaces:lesson_namespace", "wait_for": "labkit.kube.wait:wait_for",
+    "wait_for_set": "labkit.kube.wait:wait_for_set",
     "wait_nodes_ready": "labkit.kube.nodes:wait_nodes_ready", "use_lab_kubectl": "labkit.kube.shell:use_lab_kubectl",
     "nodes_table": "labkit.kube.tables:nodes_table", "pods_table": "labkit.kube.tables:pods_table",
     "pod_usage_table": "labkit.kube.tables:pod_usage_table", "lab_parts": "labkit.lessons.lab_tour:lab_parts",
@@ -99,6 +100,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
     )
     from .kube.shell import use_lab_kubectl
     from .kube.tables import nodes_table, pod_usage_table, pods_table
+    from .kube.wait import wait_for, wait_for_set
     from .lessons import check, progress, solution
     from .lessons.lab_tour import lab_parts
     from .sim import gpu

@@ -157,9 +157,66 @@ def wait_for(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
 def _events(lab: Lab, res: Any, ns: str | None, name: str, rv: str | None, remaining: float,
             w: watch.Watch) -> Any:
     """Watch events for one object; a 410 Gone ends the stream quietly so the caller re-lists."""
+    yield from _watch(lab, res, w, remaining, namespace=ns, name=name, resource_version=rv)
+
+
+def wait_for_set(lab: Lab, kind: str, *, namespace: str, label_selector: str,
+                 condition: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0,
+                 api_version: str | None = None) -> list[dict[str, Any]]:
+    """Block until the objects matching ``label_selector`` together satisfy ``condition``; return them.
+
+    For what no single object says (the ready endpoints of a Service across its EndpointSlices, the pods left after
+    a scale-down): list, then watch from the list's resourceVersion, re-judging the whole set on every change.
+    Same as watching ``kubectl get KIND -l SELECTOR -w`` until it looks right.
+    """
+    res = lab.dynamic.resources.get(api_version=api_version, kind=kind) if api_version else \
+        lab.dynamic.resources.get(kind=kind)
+    deadline = time.monotonic() + timeout
+    objects: dict[str, dict[str, Any]] = {}
+    while True:
+        with api_errors(f"listing {kind} -l {label_selector}", server=lab.server):
+            listing = res.get(namespace=namespace, label_selector=label_selector).to_dict()
+        objects = {o["metadata"]["name"]: o for o in listing.get("items") or []}
+        if condition(list(objects.values())):
+            return list(objects.values())
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        w = watch.Watch()
+        try:
+            with api_errors(f"watching {kind} -l {label_selector}", server=lab.server):
+                for event in _set_events(lab, res, namespace, label_selector,
+                                         listing["metadata"].get("resourceVersion"), remaining, w):
+                    if event["type"] == "ERROR":
+                        break  # 410 Gone: re-list
+                    obj = event["raw_object"]
+                    if event["type"] == "DELETED":
+                        objects.pop(obj["metadata"]["name"], None)
+                    else:
+                        objects[obj["metadata"]["name"]] = obj
+                    if condition(list(objects.values())):
+                        return list(objects.values())
+                    if time.monotonic() >= deadline:
+                        break
+        finally:
+            w.stop()
+        if time.monotonic() >= deadline:
+            break
+    names = ", ".join(sorted(objects)) or "none"
+    raise WaitTimeout(f"{kind} objects -l {label_selector} did not reach the condition within {timeout:.0f}s; "
+                      f"last seen: {names}", last_seen=list(objects.values()),
+                      fix=f"kubectl -n {namespace} get {kind.lower()} -l {label_selector} -o yaml")
+
+
+def _set_events(lab: Lab, res: Any, ns: str, label_selector: str, rv: str | None, remaining: float,
+                w: watch.Watch) -> Any:
+    yield from _watch(lab, res, w, remaining, namespace=ns, label_selector=label_selector, resource_version=rv)
+
+
+def _watch(lab: Lab, res: Any, w: watch.Watch, remaining: float, **selectors: Any) -> Any:
+    """The dynamic client's watch until ``remaining`` seconds; a 410 Gone ends it quietly (the caller re-lists)."""
     try:
-        yield from lab.dynamic.watch(res, namespace=ns, name=name, resource_version=rv,
-                                     timeout=max(1, int(remaining)), watcher=w)
+        yield from lab.dynamic.watch(res, timeout=max(1, int(remaining)), watcher=w, **selectors)
     except ApiException as exc:
         if exc.status != 410:
             raise
