@@ -107,3 +107,46 @@ def test_a_condition_wait_on_a_missing_object_times_out_and_says_so() -> None:
 
     with pytest.raises(WaitTimeout, match="does not exist"):
         wait_for(_Lab(), "Pod", "gone", namespace="ns", condition="condition=Ready", timeout=0.5)
+
+
+class _SetLab(_StubLab):
+    """Two pods listed; the watch then deletes one of them."""
+
+    class dynamic:  # noqa: N801
+        class resources:  # noqa: N801
+            @staticmethod
+            def get(**_kw):
+                class _Listing:
+                    namespaced = True
+
+                    @staticmethod
+                    def get(**_kw):
+                        class _R:
+                            @staticmethod
+                            def to_dict():
+                                return {"metadata": {"resourceVersion": "7"},
+                                        "items": [{"metadata": {"name": "web-0"}}, {"metadata": {"name": "web-1"}}]}
+                        return _R()
+                return _Listing()
+
+        @staticmethod
+        def watch(*_a, **kw):
+            assert kw["resource_version"] == "7" and kw["label_selector"] == "app=web"
+            return iter([{"type": "DELETED", "raw_object": {"metadata": {"name": "web-1"}}}])
+
+
+def test_set_wait_lists_then_follows_the_watch_until_the_set_is_right() -> None:
+    from labkit.kube.wait import wait_for_set
+
+    left = wait_for_set(_SetLab(), "Pod", namespace="ns", label_selector="app=web", timeout=5,
+                        condition=lambda pods: [p["metadata"]["name"] for p in pods] == ["web-0"])
+    assert [p["metadata"]["name"] for p in left] == ["web-0"]
+
+
+def test_set_wait_that_never_holds_times_out_naming_what_it_saw() -> None:
+    from labkit.errors import WaitTimeout
+    from labkit.kube.wait import wait_for_set
+
+    with pytest.raises(WaitTimeout, match="last seen: web-0"):
+        wait_for_set(_SetLab(), "Pod", namespace="ns", label_selector="app=web", timeout=0.5,
+                     condition=lambda pods: not pods)
