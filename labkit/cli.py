@@ -18,8 +18,10 @@ from .errors import LabkitError
 from .paths import bin_dir, cache_dir, state_dir
 
 # What a learner should know before comparing `kubectl describe` with the documentation (the one place it is said).
-SIMULATED_ON_KWOK = ("simulated:  nodes, kubelets and containers (KWOK, rules in labkit/data/stages: statuses and "
-                     "events as kubelet 1.36 writes them), GPUs; the control plane and add-ons are real")
+SIMULATED_ON_KWOK = ("simulated:  nodes and containers (KWOK: no container runs; pods, image pulls against labkit's "
+                     "image catalog, probes, restarts and the kubelet's events follow kubelet 1.36's rules and "
+                     "wording, faster; see labkit/data/stages/README.md), GPUs, the local-path volumes; the control "
+                     "plane and the other add-ons are real")
 
 
 def _say(msg: str) -> None:
