@@ -348,6 +348,12 @@ SNIPPETS["crash-backoff"] = r"""
 {{- if lt $n 5 }}{{ $backoff = index (list "10s" "20s" "40s" "1m20s" "2m40s") $n }}{{ end }}
 """
 
+# $base (a map) and $over (a dict) -> $st: a copy of $base with $over's keys set. (sprig's merge keeps the
+# destination's value unless it is empty, and false is empty: merge cannot turn `ready` false.)
+SNIPPETS["overlay"] = r"""
+{{- $st := deepCopy $base }}{{ range $k, $v := $over }}{{ $_ := set $st $k $v }}{{ end }}
+"""
+
 # $pod $c $img $probe -> $out: what the failing probe prints, as the kubelet's prober reports it.
 SNIPPETS["probe-output"] = r"""
 {{/* labkit:image-ref */}}

@@ -107,6 +107,11 @@ def test_a_good_pod_is_pulled_created_and_started_in_order(lab, namespace):
     status = p["status"]["containerStatuses"][0]
     assert status["image"] == "docker.io/library/nginx:1.27"
     assert status["imageID"].startswith("docker.io/library/nginx@sha256:")
+    # Deleted, the pod's container is stopped (event Killing), then the pod goes.
+    lk.delete(lab, pod("web", image="nginx:1.27", container_name="web"), namespace=namespace)
+    lk.wait_for(lab, "Pod", "web", namespace=namespace, condition="delete", timeout=20)
+    events = wait_for_events(lab, namespace, "web", lambda ev: "Killing" in reasons(ev), timeout=10)
+    assert next(e.message for e in events if e.reason == "Killing") == "Stopping container web"
     assert_no_simulator_wording(lab, namespace)
 
 
@@ -130,6 +135,11 @@ def test_the_documentations_exec_liveness_probe_fails_as_it_says(lab, namespace)
     killing = next(e for e in events if e.reason == "Killing")
     assert killing.message == "Container liveness failed liveness probe, will be restarted"
     assert reasons(events).index("Unhealthy") < reasons(events).index("Killing")
+    # Killed, the container waits out its back-off: not running, so not ready.
+    status = lab.core.read_namespaced_pod("liveness-exec", namespace).status
+    if status.container_statuses[0].state.waiting:
+        assert status.container_statuses[0].ready is False
+        assert any(c.type == "Ready" and c.status == "False" for c in status.conditions)
     # ... and the container starts again, with the restart counted and the kill recorded.
     p = lk.wait_for(lab, "Pod", "liveness-exec", namespace=namespace, timeout=30,
                     condition="jsonpath={.status.containerStatuses[0].restartCount}=1")
