@@ -5,6 +5,7 @@ Heavy modules (yaml, ssl, http.client) load inside the functions: ``labkit env``
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -18,18 +19,42 @@ if TYPE_CHECKING:
 
 
 def _server_and_context(kubeconfig: Path) -> tuple[str, ssl.SSLContext]:
-    import base64
-    import ssl
-    import tempfile
+    """The kubeconfig's server URL and a TLS context with its credentials, built once per version of the files.
 
+    `labkit status` opens three connections and `labkit up` several: parsing the file and loading the keys once
+    saves most of their time. A new cluster rewrites the kubeconfig and its key files, which makes a new context.
+    """
+    stat = kubeconfig.stat()
+    server, cluster, user = _parsed(str(kubeconfig), stat.st_mtime_ns, stat.st_size)
+    files = [cluster.get("certificate-authority"), user.get("client-certificate"), user.get("client-key")]
+    versions = tuple((f, Path(f).stat().st_mtime_ns) for f in files if f)
+    return server, _context(json.dumps([cluster, user], sort_keys=True), versions)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(kubeconfig: str, _mtime_ns: int, _size: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(server, cluster, user) of the kubeconfig's current context."""
     import yaml
 
-    cfg = yaml.safe_load(kubeconfig.read_text())
+    cfg = yaml.safe_load(Path(kubeconfig).read_text())
     current = cfg.get("current-context")
     ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == current)
     cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
     user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
-    sslctx = ssl.create_default_context()
+    return cluster["server"], cluster, user
+
+
+@functools.lru_cache(maxsize=8)
+def _context(entries: str, _file_versions: tuple[tuple[str, int], ...]) -> ssl.SSLContext:
+    """A TLS context for a kubeconfig's cluster and user entries (JSON, so that they can key the cache)."""
+    import base64
+    import ssl
+    import tempfile
+
+    cluster, user = json.loads(entries)
+    # Not ssl.create_default_context(): it loads the system's CA bundle (some 50 ms), which a cluster with its
+    # own CA never needs.
+    sslctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if cluster.get("insecure-skip-tls-verify"):
         sslctx.check_hostname = False
         sslctx.verify_mode = ssl.CERT_NONE
@@ -37,6 +62,8 @@ def _server_and_context(kubeconfig: Path) -> tuple[str, ssl.SSLContext]:
         sslctx.load_verify_locations(cluster["certificate-authority"])
     elif "certificate-authority-data" in cluster:
         sslctx.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    else:  # a server with a publicly trusted certificate (the `current` backend may point at one)
+        sslctx.load_default_certs()
     if "client-certificate" in user:
         sslctx.load_cert_chain(user["client-certificate"], user["client-key"])
     elif "client-certificate-data" in user:
@@ -46,7 +73,15 @@ def _server_and_context(kubeconfig: Path) -> tuple[str, ssl.SSLContext]:
             cert.flush()
             key.flush()
             sslctx.load_cert_chain(cert.name, key.name)
-    return cluster["server"], sslctx
+    return sslctx
+
+
+# The API server's readiness as the lab needs it. Excluded: RBAC's default roles and bindings, which the API server
+# keeps creating for 1-2 s after it starts serving on a busy machine. Nothing in the lab waits on them: labkit,
+# kwokctl's components and the learner's kubectl all authenticate as system:masters, whom the API server
+# authorizes before RBAC is asked. Without the exclusion a lab just started would look unhealthy to the next
+# `labkit up`, which would then replace it as stale.
+READYZ = "/readyz?exclude=poststarthook/rbac/bootstrap-roles"
 
 
 class ApiError(OSError):
@@ -68,14 +103,22 @@ class ApiConnection:
     One TLS handshake for many requests: applying labkit's objects and polling nodes cost milliseconds each.
     """
 
-    def __init__(self, kubeconfig: Path, *, timeout: float = 5.0):
+    def __init__(self, kubeconfig: Path | None, *, timeout: float = 5.0, _like: ApiConnection | None = None):
         from urllib.parse import urlsplit
 
-        server, self._ssl = _server_and_context(kubeconfig)
-        url = urlsplit(server)
-        self._host, self._port, self._prefix = url.hostname or "127.0.0.1", url.port or 443, url.path.rstrip("/")
+        if _like is not None:  # a sibling connection: same server and credentials, no kubeconfig to read again
+            self._host, self._port, self._prefix, self._ssl = _like._host, _like._port, _like._prefix, _like._ssl
+        else:
+            assert kubeconfig is not None
+            server, self._ssl = _server_and_context(kubeconfig)
+            url = urlsplit(server)
+            self._host, self._port, self._prefix = url.hostname or "127.0.0.1", url.port or 443, url.path.rstrip("/")
         self._timeout = timeout
         self._conn: http.client.HTTPSConnection | None = None
+
+    def sibling(self) -> ApiConnection:
+        """Another connection to the same server with the same credentials (one per thread)."""
+        return ApiConnection(None, timeout=self._timeout, _like=self)
 
     def request(self, method: str, path: str, body: Any = None, *,
                 content_type: str = "application/json") -> tuple[int, bytes]:
@@ -119,10 +162,10 @@ class ApiConnection:
 
 
 def api_healthy(kubeconfig: Path, *, timeout: float = 3.0) -> bool:
-    """True when the kubeconfig's API server answers /readyz with ok."""
+    """True when the kubeconfig's API server answers /readyz with ok (see :data:`READYZ`)."""
     try:
         with ApiConnection(kubeconfig, timeout=timeout) as api:
-            return api.request("GET", "/readyz")[0] == 200
+            return api.request("GET", READYZ)[0] == 200
     except Exception:  # any failure (kubeconfig, YAML, TLS, network) means "not healthy"
         return False
 
@@ -139,23 +182,45 @@ def node_ready(node: dict) -> bool:
                for c in (node.get("status") or {}).get("conditions") or [])
 
 
+def _readyz_failures(api: ApiConnection) -> list[str]:
+    """The API server's failing readiness checks ([] when /readyz answers ok, see :data:`READYZ`)."""
+    try:
+        status, body = api.request("GET", READYZ + "&verbose")
+    except OSError as exc:
+        return [str(exc)]
+    if status == 200:
+        return []
+    return [line[3:].split(" failed")[0] for line in body.decode(errors="replace").splitlines()
+            if line.startswith("[-]")] or [f"/readyz answered HTTP {status}"]
+
+
 def wait_nodes_ready(kubeconfig: Path, *, timeout: float = 60.0) -> int:
-    """Block until every node is Ready; return how many (``kubectl wait nodes --all --for=condition=Ready``)."""
+    """Block until every node is Ready and the API server is ready; return how many nodes.
+
+    ``kubectl wait nodes --all --for=condition=Ready`` plus ``/readyz`` (:data:`READYZ`), polled together.
+    """
     deadline = time.monotonic() + timeout
     not_ready: list[str] = []
+    api_waiting: list[str] = ["not asked yet"]
     with ApiConnection(kubeconfig) as api:
         while True:
+            if api_waiting:
+                api_waiting = _readyz_failures(api)
             try:
                 nodes = api.get("/api/v1/nodes").get("items") or []
             except (OSError, ValueError):
                 nodes = []
             not_ready = [n["metadata"]["name"] for n in nodes if not node_ready(n)]
-            if nodes and not not_ready:
+            if nodes and not not_ready and not api_waiting:
                 return len(nodes)
             if time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"nodes not Ready after {timeout:.0f}s: {', '.join(not_ready) or 'no nodes registered'}",
-                    last_seen=not_ready, fix="kubectl describe nodes; labkit status")
+                waiting = []
+                if not nodes or not_ready:
+                    waiting.append(f"nodes not Ready: {', '.join(not_ready) or 'no nodes registered'}")
+                if api_waiting:
+                    waiting.append(f"API server checks failing: {', '.join(api_waiting)}")
+                raise WaitTimeout(f"lab not ready after {timeout:.0f}s: {'; '.join(waiting)}",
+                                  last_seen=not_ready, fix="kubectl describe nodes; labkit status")
             # KWOK turns a node Ready within a fraction of a second; one kept-alive connection makes a
             # short poll cheap (a watch would need a streaming reader for no gain at six nodes).
             time.sleep(0.05)

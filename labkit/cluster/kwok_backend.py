@@ -22,7 +22,7 @@ from .. import settings, state, versions
 from ..errors import LabkitError, ManifestError, PortInUse
 from ..paths import bin_dir, data_file, kubeconfig_path, state_dir
 from .health import ApiConnection, ApiError, api_healthy
-from .ports import port_free
+from .ports import free_port, port_free
 
 CLUSTER = "labkit"
 # KWOK CRDs the lab uses: simulated kubelet metrics and usage (metrics-server, HPA) and logs.
@@ -31,7 +31,7 @@ KWOK_API = "kwok.x-k8s.io/v1alpha1"
 # REST names of the kinds labkit applies itself (its Stages, KWOK's metric objects, the topology's Nodes).
 PLURALS = {"Stage": "stages", "Metric": "metrics", "ClusterResourceUsage": "clusterresourceusages",
            "ResourceUsage": "resourceusages", "ClusterLogs": "clusterlogs", "Logs": "logs", "Node": "nodes"}
-# How long `labkit up` waits for the API server, first for its CRDs to be served, then for /readyz.
+# How long `labkit up` waits for the API server to serve labkit's CRDs (kwok's gate waits twice as long).
 API_WAIT_S = 60.0
 
 Progress = Callable[[str], None]
@@ -66,10 +66,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _kwokctl(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def _kwokctl(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     cmd = [str(bin_dir() / "kwokctl"), "--name", CLUSTER, *args]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
+    if proc.returncode != 0:
         raise LabkitError(
             f"`kwokctl {' '.join(args)}` failed:\n{(proc.stderr or proc.stdout)[-3000:]}",
             fix=f"look at the component logs in {cluster_dir() / 'logs'}, then `labkit down && labkit up`",
@@ -89,13 +89,36 @@ def link_binaries(paths: dict[str, Path]) -> None:
         link.symlink_to(target)
 
 
-def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = None) -> dict[str, Any]:
+# kwokctl options for the ports of the components (the API server's is LABKIT_API_PORT).
+COMPONENT_PORTS = ("etcdPort", "etcdPeerPort", "kubeControllerManagerPort", "kubeSchedulerPort",
+                   "kwokControllerPort", "metricsServerPort")
+
+
+def component_ports() -> dict[str, int]:
+    """A free loopback port for each of :data:`COMPONENT_PORTS`, as the kernel hands them out.
+
+    kwokctl would pick them itself, counting down from 32765 for every cluster and only checking that nothing
+    listens there yet, and the components bind them up to seconds later (kwok after its gate). Two clusters
+    created at the same time (a second lab, a test, a benchmark) then get the same ports, and one API server ends
+    up with the other cluster's etcd. The kernel's ports are random, and above the ones kwokctl picks.
+    """
+    ports: dict[str, int] = {}
+    while len(ports) < len(COMPONENT_PORTS):
+        port = free_port()
+        if port not in ports.values():
+            ports[COMPONENT_PORTS[len(ports)]] = port
+    return ports
+
+
+def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = None,
+                   ports: dict[str, int] | None = None) -> dict[str, Any]:
     """kwokctl's configuration: local binaries for every component, loopback only.
 
-    ``kwok_controller`` replaces the kwok binary kwokctl starts (``labkit up`` passes its gate, :data:`KWOK_GATE`).
+    ``kwok_controller`` replaces the kwok binary kwokctl starts (``labkit up`` passes its gate, :data:`KWOK_GATE`);
+    ``ports`` (:func:`component_ports`) fixes the components' ports, which kwokctl picks otherwise.
     """
     manifests = data_file("metrics-server")
-    return {
+    config: dict[str, Any] = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
         "options": {
@@ -122,6 +145,8 @@ def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = Non
             "nodeLeaseDurationSeconds": 40,
         },
     }
+    config["options"].update(ports or {})
+    return config
 
 
 # kwok-controller polls the API server at 0, 1, 3, 7 and 15 s after it starts (exponential back-off) and then
@@ -147,12 +172,13 @@ def ready(conn):
 
 if sys.argv[1:2] not in (["--version"], ["version"]):
     start = time.monotonic()
-    conn = None
+    ctx = conn = None
     while time.monotonic() - start < WAIT_S:
         try:
-            if conn is None:
+            if ctx is None:
                 ctx = ssl.create_default_context(cafile=os.path.join(PKI, "ca.crt"))
                 ctx.load_cert_chain(os.path.join(PKI, "admin.crt"), os.path.join(PKI, "admin.key"))
+            if conn is None:
                 conn = http.client.HTTPSConnection("127.0.0.1", PORT, context=ctx, timeout=2)
             if ready(conn):
                 break
@@ -164,6 +190,11 @@ if sys.argv[1:2] not in (["--version"], ["version"]):
 # argv[0] stays the path kwokctl ran (under the cluster's bin/), which `labkit down` looks for.
 os.execv(KWOK, [sys.argv[0], *sys.argv[1:]])
 '''
+
+
+def gate_usable() -> bool:
+    """The gate's ``#!`` line can name this Python: a path without blanks, short enough for every kernel."""
+    return bool(sys.executable) and not any(c.isspace() for c in sys.executable) and len(sys.executable) < 120
 
 
 def write_gate(kwok: Path) -> Path:
@@ -224,24 +255,26 @@ def _started_from(cmdline: bytes, bin_prefix: bytes) -> bool:
 
 
 def lab_processes() -> set[int]:
-    """Live processes of the lab: those in kwokctl's pid files, plus any started from the cluster's bin/ folder.
+    """Live processes of the lab: every process started from the cluster's bin/ folder (read from /proc).
 
-    The second set catches a component whose pid file was lost (a crash in the middle of ``labkit up``), so that
-    ``labkit down`` leaves no process behind; programs that merely read the lab's files (``tail -f`` of a log)
-    are not matched.
+    Not only kwokctl's pid files: a component whose pid file was lost (a crash in the middle of ``labkit up``) is
+    found too, and a pid file left from before a reboot, whose number now belongs to an unrelated program, is not
+    trusted. Programs that merely read the lab's files (``tail -f`` of a log) are not matched. Without /proc
+    (not Linux), the pid files are all there is.
     """
-    pids = set(running_pids())
     proc = Path("/proc")
-    if proc.is_dir():
-        prefix = f"{cluster_dir()}/bin/".encode()
-        for entry in proc.iterdir():
-            if not entry.name.isdigit() or int(entry.name) in pids:
-                continue
-            try:
-                if _started_from((entry / "cmdline").read_bytes(), prefix) and process_alive(int(entry.name)):
-                    pids.add(int(entry.name))
-            except OSError:
-                continue
+    if not proc.is_dir():
+        return set(running_pids())
+    prefix = f"{cluster_dir()}/bin/".encode()
+    pids = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if _started_from((entry / "cmdline").read_bytes(), prefix) and process_alive(int(entry.name)):
+                pids.add(int(entry.name))
+        except OSError:
+            continue
     return pids
 
 
@@ -275,7 +308,7 @@ def _stop_processes(pids: set[int], *, timeout: float = 10.0) -> list[int]:
 def down(*, progress: Progress = print) -> None:
     """Delete the embedded cluster and make sure none of its processes survive.
 
-    What ``kwokctl delete cluster`` does for the binary runtime (kill every component, remove the cluster's
+    What ``kwokctl delete cluster`` does for the binary runtime (SIGKILL every component, remove the cluster's
     folder), without starting kwokctl, and with every component killed at once.
     """
     pids = lab_processes()
@@ -315,18 +348,21 @@ def up(*, progress: Progress = print) -> Path:
     start = time.monotonic()
     state_dir().mkdir(parents=True, exist_ok=True)
     config_file = state_dir() / "kwokctl.yaml"
-    config = kwokctl_config(paths, kwok_controller=write_gate(paths["kwok"]))
+    # Without the gate (an odd Python path) kwok starts as kwokctl starts it, only later.
+    gate = write_gate(paths["kwok"]) if gate_usable() else None
+    config = kwokctl_config(paths, kwok_controller=gate, ports=component_ports())
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     progress(f"starting etcd, kube-apiserver, controller-manager, scheduler, metrics-server, kwok "
              f"(Kubernetes {versions.KUBERNETES}) on 127.0.0.1")
-    # No --wait: kwokctl returns once the API server serves requests and its CRDs are created; labkit then
-    # applies its objects as soon as those CRDs are served and checks /readyz itself, without a kubectl per poll.
+    # No --wait (a kubectl run per second until /healthz): kwokctl returns once the API server serves requests and
+    # its CRDs are created; labkit applies its objects as soon as the CRDs are served, and `labkit up` then waits
+    # for the nodes and /readyz together (health.wait_nodes_ready). Overlapping the two gains nothing: both
+    # keep the starting API server busy, and the machine's cores are what they wait for.
     _kwokctl("create", "cluster", "--config", str(config_file), "--kubeconfig", "", timeout=240)
     shutil.copyfile(cluster_dir() / "kubeconfig.yaml", kubeconfig_path())
     _write_state()
     with ApiConnection(kubeconfig_path(), timeout=10) as api:
         install_lab_objects(api)
-        _wait_readyz(api)
     progress(f"control plane up in {time.monotonic() - start:.1f}s; nodes registering")
     return kubeconfig_path()
 
@@ -367,8 +403,9 @@ def api_path(obj: dict[str, Any]) -> str:
 def apply_object(api: ApiConnection, obj: dict[str, Any], *, deadline: float) -> None:
     """Server-side apply one object (``kubectl apply --server-side --force-conflicts --field-manager=labkit``).
 
-    Right after ``kwokctl create cluster`` a CRD may be created but not served yet (404), and the API server may
-    still be starting (503): both are retried until ``deadline``.
+    Apply, not create: on a new cluster the API server answers the first create of a custom resource after some
+    2 s, an apply at once. While the cluster starts, a CRD may be created but not served yet (404) and the API
+    server may be busy (429, 500, 503): all are retried until ``deadline``.
     """
     path = api_path(obj) + "?fieldManager=labkit&force=true"
     while True:
@@ -376,7 +413,7 @@ def apply_object(api: ApiConnection, obj: dict[str, Any], *, deadline: float) ->
             status, body = api.request("PATCH", path, obj, content_type="application/apply-patch+yaml")
         except OSError as exc:
             status, body = 0, str(exc).encode()
-        if status < 300 and status:
+        if 200 <= status < 300:
             return
         if status not in (0, 404, 429, 500, 503) or time.monotonic() > deadline:
             raise ManifestError(f"applying {obj['kind']} {obj['metadata']['name']} failed: {ApiError(status, body)}",
@@ -385,28 +422,35 @@ def apply_object(api: ApiConnection, obj: dict[str, Any], *, deadline: float) ->
         time.sleep(0.02)
 
 
-def install_lab_objects(api: ApiConnection) -> None:
-    """Apply :func:`lab_objects` through one kept-alive connection (a kubectl run costs more than all of them)."""
-    deadline = time.monotonic() + API_WAIT_S
-    for obj in lab_objects():
-        apply_object(api, obj, deadline=deadline)
+def install_lab_objects(api: ApiConnection, *, workers: int = 4) -> None:
+    """Apply :func:`lab_objects`: the Stages, then the Nodes and KWOK's metric objects, on parallel connections.
 
+    Kept-alive connections instead of a kubectl run (whose start-up and discovery cost more than all the objects);
+    parallel because each write waits for etcd, and concurrent writes share its commits. The first Stage goes
+    alone: it waits until the API server serves the Stage CRD.
+    """
+    from concurrent.futures import ThreadPoolExecutor
 
-def _wait_readyz(api: ApiConnection) -> None:
-    """Wait until the API server reports every readiness check ok (kwokctl's create only waits for /version)."""
+    objs = lab_objects()
+    stages = [o for o in objs if o["kind"] == "Stage"]
+    others = [o for o in objs if o["kind"] != "Stage"]
     deadline = time.monotonic() + API_WAIT_S
-    while True:
-        try:
-            status, body = api.request("GET", "/readyz")
-        except OSError as exc:
-            status, body = 0, str(exc).encode()
-        if status == 200:
-            return
-        if time.monotonic() > deadline:
-            raise LabkitError(f"the API server is not ready after {API_WAIT_S:.0f}s: {body[-500:].decode()}",
-                              fix=f"look at {cluster_dir() / 'logs' / 'kube-apiserver.log'}, then "
-                                  "`labkit down && labkit up`")
-        time.sleep(0.05)
+    if stages:
+        apply_object(api, stages[0], deadline=deadline)
+
+    def apply_all(conn: ApiConnection, chunk: list[dict[str, Any]]) -> None:
+        for obj in chunk:
+            apply_object(conn, obj, deadline=deadline)
+
+    conns = [api, *(api.sibling() for _ in range(workers - 1))]
+    try:
+        with ThreadPoolExecutor(len(conns)) as pool:
+            for group in (stages[1:], others):
+                # Connection i applies objects i, i+n, ...: a connection is never used by two threads at once.
+                list(pool.map(apply_all, conns, [group[i::len(conns)] for i in range(len(conns))]))
+    finally:
+        for conn in conns[1:]:
+            conn.close()
 
 
 def kubectl(args: list[str], *, input_text: str | None = None, timeout: float = 60) -> str:

@@ -59,13 +59,25 @@ def test_api_path_of_namespaced_and_unknown_kinds() -> None:
         kwok_backend.api_path({"apiVersion": "v1", "kind": "Policy", "metadata": {"name": "x"}})
 
 
-def test_kwokctl_config_takes_the_gate_only_when_given(tmp_path: Path) -> None:
+def test_kwokctl_config_takes_the_gate_and_ports_only_when_given(tmp_path: Path) -> None:
     paths = {b: tmp_path / b for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
                                        "etcd", "kwok", "metrics-server")}
-    assert kwok_backend.kwokctl_config(paths)["options"]["kwokControllerBinary"] == str(tmp_path / "kwok")
-    gated = kwok_backend.kwokctl_config(paths, kwok_controller=tmp_path / "gate")["options"]
+    plain = kwok_backend.kwokctl_config(paths)["options"]
+    assert plain["kwokControllerBinary"] == str(tmp_path / "kwok") and "etcdPort" not in plain
+    ports = kwok_backend.component_ports()
+    gated = kwok_backend.kwokctl_config(paths, kwok_controller=tmp_path / "gate", ports=ports)["options"]
     assert gated["kwokControllerBinary"] == str(tmp_path / "gate")
+    assert {k: gated[k] for k in kwok_backend.COMPONENT_PORTS} == ports
     assert "Stage" in gated["enableCRDs"]
+
+
+def test_component_ports_are_distinct_and_from_the_kernels_range() -> None:
+    ports = kwok_backend.component_ports()
+    assert set(ports) == set(kwok_backend.COMPONENT_PORTS)
+    assert len(set(ports.values())) == len(ports)
+    # Not kwokctl's picks (counting down from 32765 for every cluster): two clusters created at once share those.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(p >= low for p in ports.values())
 
 
 def _fake_kwok(tmp_path: Path) -> Path:
@@ -129,6 +141,22 @@ def test_down_kills_a_component_whose_pid_file_is_lost(state: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_down_spares_a_program_that_took_over_a_stale_pid_file(state: Path) -> None:
+    # After a reboot, a pid file of the lab may name a pid that now belongs to something else.
+    pids = kwok_backend.cluster_dir() / "pids"
+    pids.mkdir(parents=True)
+    (kwok_backend.cluster_dir() / "kwok.yaml").write_text("{}")
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        (pids / "etcd.pid").write_text(str(other.pid))
+        assert other.pid not in kwok_backend.lab_processes()
+        kwok_backend.down(progress=lambda _m: None)
+        assert other.poll() is None, "down() killed a process that is not the lab's"
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_down_without_a_cluster_says_so(state: Path) -> None:
