@@ -188,6 +188,10 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
         if _alive(info.get("pid")):
             continue
         addon = REGISTRY[name]
+        if (comp := addon.component()) is not None and not comp.cached():
+            from ..cluster import binaries  # a first start builds or downloads the add-on's binary (minutes)
+
+            binaries.ensure_component(comp, progress=progress)
         port = _pick_port(addon, info.get("port"))
         ports = {n: i["port"] for n, i in record.items() if n != name} | {name: port}
         ctx = Context(kubeconfig=kubeconfig, folder=addons_dir() / name, port=port, ports=ports,
