@@ -91,15 +91,20 @@ class Karpenter(Addon):
                 raise LabkitError(f"installing Karpenter's CRDs failed: {proc.stderr.strip()}",
                                   fix="`labkit status` shows whether the API server is healthy")
 
-    def _metrics_port(self, ctx: Context) -> int:
+    @staticmethod
+    def _metrics_port(ctx: Context) -> int:
         return int((ctx.folder / "metrics-port").read_text())
+
+    @staticmethod
+    def _arguments(ctx: Context) -> list[str]:
+        # The flavors file lies in this add-on's folder, so the command line names the lab (labkit's liveness check).
+        return ["--instance-types-file-path", str(ctx.folder / "instance_types.json"),
+                "--health-probe-port", str(ctx.port), "--metrics-port", str(Karpenter._metrics_port(ctx))]
 
     def command(self, ctx: Context) -> list[str]:
         binary = self.binary()
         assert binary is not None  # built by addons.start before the first spawn
-        # The flavors file lies in this add-on's folder, so the command line names the lab (labkit's liveness check).
-        return [binary, "--instance-types-file-path", str(ctx.folder / "instance_types.json"),
-                "--health-probe-port", str(ctx.port), "--metrics-port", str(self._metrics_port(ctx))]
+        return [binary, *self._arguments(ctx)]
 
     def env(self, ctx: Context) -> dict[str, str]:
         return {

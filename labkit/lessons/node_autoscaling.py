@@ -84,6 +84,30 @@ def scheduling_events(lab: Lab, namespace: str) -> pd.DataFrame:
     return table.sort_values("time", kind="stable").reset_index(drop=True)
 
 
+def unschedulable_pods(lab: Lab, namespace: str, *, app: str) -> pd.DataFrame:
+    """Pods of ``app`` the scheduler marked unschedulable, with its message: what every node autoscaler watches.
+
+    Same as ``kubectl get pods -n NS -l app=APP -o jsonpath='{..conditions[?(@.type=="PodScheduled")]}'``.
+    """
+    rows = []
+    for pod in live_pods(lab, namespace, {"app": app}):
+        for cond in pod.status.conditions or []:
+            if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+                rows.append({"pod": pod.metadata.name, "reason": cond.reason, "message": cond.message})
+    return pd.DataFrame(rows, columns=["pod", "reason", "message"]).sort_values("pod").reset_index(drop=True)
+
+
+def wait_unschedulable(lab: Lab, namespace: str, *, app: str, count: int, timeout: float = 30.0) -> pd.DataFrame:
+    """Block until ``count`` pods of ``app`` are marked Unschedulable; return them (:func:`unschedulable_pods`)."""
+    deadline = time.monotonic() + timeout
+    while len(table := unschedulable_pods(lab, namespace, app=app)) < count:
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"{len(table)} of {count} pods of {app} are Unschedulable after {timeout:.0f}s",
+                              fix=f"kubectl get pods -n {namespace} -l app={app} -o wide")
+        time.sleep(0.25)
+    return table
+
+
 def wait_pool_nodes(lab: Lab, count: int, *, pool: str = POOL, timeout: float = 90.0) -> float:
     """Block until ``pool`` has exactly ``count`` nodes, all Ready; return the seconds it took.
 
@@ -103,7 +127,7 @@ def wait_pool_nodes(lab: Lab, count: int, *, pool: str = POOL, timeout: float = 
         time.sleep(0.5)
 
 
-def remove_node_pools(lab: Lab, *, timeout: float = 90.0) -> int:
+def remove_node_pools(lab: Lab, *, selector: str = f"labkit.io/lesson={LESSON}", timeout: float = 90.0) -> int:
     """Delete lesson 05's NodePools and node classes and wait until their NodeClaims and Nodes are gone.
 
     Same as ``kubectl delete nodepools,kwoknodeclasses -l labkit.io/lesson=lesson-05 --wait`` followed by
@@ -111,7 +135,6 @@ def remove_node_pools(lab: Lab, *, timeout: float = 90.0) -> int:
     Karpenter runs it drains and removes them (its finalizers); when it does not, nobody else would, so the
     finalizers are cleared here and the Nodes deleted directly.
     """
-    selector = f"labkit.io/lesson={LESSON}"
     pools = [p["metadata"]["name"] for p in _list(lab, "NodePool", KARPENTER_API, label_selector=selector)]
     nodes_before = sum(len(pool_nodes(lab, pool=p)) for p in pools)
     running = addons.url(ADDON) is not None
