@@ -95,6 +95,16 @@ def _alive(pid: int | None) -> bool:
     return str(addons_dir()) in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _exited(pid: int) -> bool:
+    """The process we just spawned is gone (or a zombie). Unlike :func:`_alive` this does not read the command line,
+    which is still the parent's (labkit's own) until the child has exec'd: on a busy machine, for a while."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def _ready(addon: Addon, port: int | None, *, timeout: float = 0.5) -> bool:
     if not port:
         return False
@@ -217,7 +227,7 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
     deadline = time.monotonic() + timeout
     pending = set(started)
     while pending and time.monotonic() < deadline:
-        pending = {n for n in pending if not _ready(REGISTRY[n], record[n]["port"]) and _alive(record[n]["pid"])}
+        pending = {n for n in pending if not _ready(REGISTRY[n], record[n]["port"]) and not _exited(record[n]["pid"])}
         if pending:
             time.sleep(0.1)
     result = [s for s in status() if s.name in wanted]
