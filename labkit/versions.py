@@ -11,6 +11,10 @@ KUBERNETES_STAGING = "v0.36.3"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 METRICS_SERVER = "v0.8.0"
+# Add-ons built on first use (not part of `labkit up`): Karpenter with its KWOK provider (lesson 05).
+KARPENTER = "v1.15.0"
+# Karpenter v1.15.0's go.mod asks for go 1.26.9; the Go proxy serves this toolchain for the build.
+KARPENTER_GO_TOOLCHAIN = "go1.27.3"
 
 PINNED: dict[str, str] = {
     "kubernetes": KUBERNETES,

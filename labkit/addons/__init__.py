@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,12 +31,13 @@ from ..errors import ClusterUnreachable, LabkitError, PortInUse
 from ..paths import kubeconfig_path, state_dir
 from .base import Addon, Context
 from .gpu_exporter import GpuExporter
+from .karpenter import Karpenter
 from .local_path import LocalPathProvisioner
 from .prometheus import INSTALL_PROMETHEUS, Prometheus
 
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
-REGISTRY: dict[str, Addon] = {a.name: a for a in (GpuExporter(), Prometheus(), LocalPathProvisioner())}
+REGISTRY: dict[str, Addon] = {a.name: a for a in (GpuExporter(), Karpenter(), LocalPathProvisioner(), Prometheus())}
 START_TIMEOUT_S = 30.0
 Progress = Callable[[str], None]
 
@@ -91,6 +93,16 @@ def _alive(pid: int | None) -> bool:
     except OSError:
         return False
     return str(addons_dir()) in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _exited(pid: int) -> bool:
+    """The process we just spawned is gone (or a zombie). Unlike :func:`_alive` this does not read the command line,
+    which is still the parent's (labkit's own) until the child has exec'd: on a busy machine, for a while."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _ready(addon: Addon, port: int | None, *, timeout: float = 0.5) -> bool:
@@ -168,17 +180,32 @@ def with_cluster(backend: str) -> list[str]:
     return [name for name, addon in REGISTRY.items() if backend in addon.with_cluster_on]
 
 
+def _ensure_binary(addon: Addon, progress: Progress) -> None:
+    """Build (or fetch) the add-on's pinned component on first start; cached afterwards."""
+    comp = addon.component()
+    if comp is not None and addon.binary() is None:
+        from ..cluster.binaries import ensure_component  # imported here: `labkit status` needs none of it
+
+        ensure_component(comp, progress=progress)
+
+
 def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Progress = print,
-          timeout: float = START_TIMEOUT_S, wait: bool = True) -> list[AddonStatus]:
+          timeout: float = START_TIMEOUT_S, wait: bool = True,
+          build_progress: Progress | None = None) -> list[AddonStatus]:
     """Start the named add-ons (and what they need) that are not running; reuse the rest; wait until they answer.
 
     Same as ``labkit up --with NAME,...``. Raises when one is not installed or does not answer within ``timeout``.
     ``wait=False`` returns once the processes are spawned (``labkit up`` does not wait for its own add-ons).
+    An add-on whose binary is a pinned Go component is built first when it is not cached (``build_progress``
+    reports that, default ``progress``).
     """
     wanted = _with_needs(names)
     for name in wanted:
         if why := _addon(name).missing():
             raise LabkitError(f"add-on {name} cannot start: {why}", fix=_addon(name).install_hint or None)
+    for name in wanted:
+        if not _alive(_record().get(name, {}).get("pid")):
+            _ensure_binary(_addon(name), build_progress or progress)
     kubeconfig = kubeconfig or _lab_kubeconfig()
     addons_dir().mkdir(parents=True, exist_ok=True)
     record = _record()
@@ -188,10 +215,6 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
         if _alive(info.get("pid")):
             continue
         addon = REGISTRY[name]
-        if (comp := addon.component()) is not None and not comp.cached():
-            from ..cluster import binaries  # a first start builds or downloads the add-on's binary (minutes)
-
-            binaries.ensure_component(comp, progress=progress)
         port = _pick_port(addon, info.get("port"))
         ports = {n: i["port"] for n, i in record.items() if n != name} | {name: port}
         ctx = Context(kubeconfig=kubeconfig, folder=addons_dir() / name, port=port, ports=ports,
@@ -206,7 +229,7 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
     deadline = time.monotonic() + timeout
     pending = set(started)
     while pending and time.monotonic() < deadline:
-        pending = {n for n in pending if not _ready(REGISTRY[n], record[n]["port"]) and _alive(record[n]["pid"])}
+        pending = {n for n in pending if not _ready(REGISTRY[n], record[n]["port"]) and not _exited(record[n]["pid"])}
         if pending:
             time.sleep(0.1)
     result = [s for s in status() if s.name in wanted]
@@ -224,8 +247,10 @@ def require(*names: str, progress: Progress | None = None) -> dict[str, str]:
     """Make sure the named add-ons run (starting them if needed); return name -> URL. For lessons and tests.
 
     Quiet unless ``progress`` is given: a notebook's output must not depend on whether an add-on was already up.
+    A first-time build of an add-on's binary (minutes) is reported on stderr, so a long wait never looks hung.
     """
-    start(names, progress=progress or (lambda _msg: None))
+    start(names, progress=progress or (lambda _msg: None),
+          build_progress=progress or (lambda msg: print(msg, file=sys.stderr, flush=True)))
     return {s.name: s.url or "" for s in status() if s.name in names}
 
 

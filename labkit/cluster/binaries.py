@@ -74,6 +74,9 @@ class Component:
     downloads: dict[str, str] = field(default_factory=dict)
     # A module whose go.mod asks for a newer Go than the one installed: the toolchain the Go proxy serves for it.
     go_toolchain: str = ""
+    # Exact one-line source edits applied at build time through `go build -overlay` (the module cache is untouched):
+    # (file inside the module, text that must occur exactly once, replacement). Empty for unmodified upstream builds.
+    patches: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def dir(self) -> Path:
@@ -351,13 +354,43 @@ def _build(comp: Component, go: Path, progress: Progress, *, note: str = "") -> 
         target = str(out_dir / comp.binaries[0]) if len(comp.packages) == 1 else str(out_dir) + "/"
         cmd = [str(go), "build", "-trimpath", "-ldflags", comp.ldflags, "-o", target, *comp.packages]
         _run(cmd, cwd=work, env=env, what=f"{comp.name}: compile", progress=progress)
+    elif comp.patches:
+        # Built as the main module from a patched copy: the same go.mod and go.sum as `go install pkg@version`.
+        src = _patched_source(go, comp, env, work)
+        rel = ["./" + p.removeprefix(comp.module).lstrip("/") for p in comp.packages]
+        target = str(out_dir / comp.binaries[0]) if len(comp.packages) == 1 else str(out_dir) + "/"
+        _run([str(go), "build", "-trimpath", "-ldflags", comp.ldflags, "-o", target, *rel], cwd=src, env=env,
+             what=f"{comp.name}: compile (patched)", progress=progress)
     else:
         env["GOBIN"] = str(out_dir)
         for pkg in comp.packages:
             _run([str(go), "install", "-trimpath", "-ldflags", comp.ldflags, f"{pkg}@{comp.version}"],
                  cwd=work, env=env, what=f"{comp.name}: compile {pkg.rsplit('/', 1)[-1]}", progress=progress)
-    _finish(comp, out_dir, how="built with go", seconds=time.monotonic() - start, note=note)
+    how = "built with go" + (f" ({len(comp.patches)} source patches applied)" if comp.patches else "")
+    _finish(comp, out_dir, how=how, seconds=time.monotonic() - start, note=note)
     progress(f"built {comp.name} {comp.version} in {time.monotonic() - start:.0f}s")
+
+
+def apply_patch(text: str, old: str, new: str, *, where: str) -> str:
+    """``text`` with ``old`` (which must occur exactly once) replaced by ``new``; raises when upstream moved."""
+    if text.count(old) != 1:
+        raise BinariesUnavailable(f"cannot patch {where}: expected {old!r} exactly once, found it {text.count(old)} "
+                                  "times (did the pinned version change?)")
+    return text.replace(old, new)
+
+
+def _patched_source(go: Path, comp: Component, env: dict[str, str], work: Path) -> Path:
+    """A writable copy of the module's source with ``comp.patches`` applied (the module cache stays untouched)."""
+    out = _run([str(go), "mod", "download", "-json", f"{comp.module}@{comp.version}"],
+               cwd=work, env=env, what=f"download {comp.module}", progress=lambda _: None)
+    module_dir = Path(json.loads(out[out.index("{"):])["Dir"])
+    src = work / "src"
+    # The module cache is read-only; the copy's files must be writable (and removable on the next build).
+    shutil.copytree(module_dir, src, copy_function=shutil.copyfile)
+    for rel, old, new in comp.patches:
+        path = src / rel
+        path.write_text(apply_patch(path.read_text(), old, new, where=f"{comp.module}@{comp.version}/{rel}"))
+    return src
 
 
 def _finish(comp: Component, out_dir: Path, *, how: str, seconds: float, note: str = "") -> None:

@@ -24,13 +24,19 @@ def get(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
         return None
 
 
+PATCH_TYPES = {"strategic": "application/strategic-merge-patch+json", "merge": "application/merge-patch+json"}
+
+
 def patch(lab: Lab, kind: str, name: str, body: dict[str, Any], *, namespace: str | None = None,
-          api_version: str | None = None) -> None:
-    """A strategic merge patch (``kubectl patch KIND NAME -p '{...}'``)."""
+          api_version: str | None = None, patch_type: str = "strategic") -> None:
+    """Patch one object (``kubectl patch KIND NAME --type=strategic|merge -p '{...}'``).
+
+    Custom resources (a NodePool, say) take only ``merge``: strategic merge needs the built-in types' schemas.
+    """
     res = _resource(lab, kind, api_version)
     with api_errors(f"patching {kind.lower()}/{name}", server=lab.server):
         res.patch(name=name, namespace=namespace if res.namespaced else None, body=body,
-                  content_type="application/strategic-merge-patch+json")
+                  content_type=PATCH_TYPES[patch_type])
 
 
 def live_pods(lab: Lab, namespace: str, selector: dict[str, str]) -> list[Any]:

@@ -21,6 +21,9 @@ from labkit import versions
 from labkit.cluster import binaries
 from labkit.errors import BinariesUnavailable
 
+# The real build step, for the one test that drives it with a fake `go` (the fixture below refuses real builds).
+_BUILD_WITH = binaries._build
+
 
 @pytest.fixture(autouse=True)
 def _no_real_cache_or_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -352,3 +355,37 @@ replace go.etcd.io/etcd => ./FORBIDDEN_DEPENDENCY
     (tmp_path / "k.mod").write_text(gomod)
     comp = _component("kubernetes")
     assert binaries._replaced_siblings(fake_go, comp, {}, tmp_path) == ["k8s.io/api", "k8s.io/client-go"]
+
+
+def test_patched_build_edits_a_copy_and_leaves_the_module_cache_alone(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A component with patches is built as the main module from a patched copy (Karpenter's loopback listeners)."""
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    module = tmp_path / "modcache" / "example.com" / "tool@v1.0.0"
+    (module / "cmd" / "tool").mkdir(parents=True)
+    source = module / "pkg" / "server.go"
+    source.parent.mkdir()
+    source.write_text('addr := fmt.Sprintf(":%d", port)\n')
+    source.chmod(0o444)  # the module cache is read-only, as Go leaves it
+    log = tmp_path / "go.log"
+    fake_go = tmp_path / "go"
+    # `go mod download -json` names the module's folder; `go build ... -o OUT PKG` records its folder and arguments.
+    fake_go.write_text(f"""#!/bin/sh
+if [ "$1" = mod ]; then echo '{{"Dir": "{module}"}}'; exit 0; fi
+echo "$PWD $*" >> {log}
+while [ "$1" != -o ]; do shift; done
+cat "$PWD/pkg/server.go" > "$2"
+""")
+    fake_go.chmod(0o755)
+    comp = binaries.Component("tool", "v1.0.0", "example.com/tool", ("example.com/tool/cmd/tool",), ("tool",),
+                              patches=(("pkg/server.go", 'Sprintf(":%d"', 'Sprintf("127.0.0.1:%d"'),))
+    _BUILD_WITH(comp, fake_go, lambda _msg: None)
+    assert (comp.dir / "tool").read_text() == 'addr := fmt.Sprintf("127.0.0.1:%d", port)\n'
+    assert source.read_text() == 'addr := fmt.Sprintf(":%d", port)\n'  # the module cache is untouched
+    cwd, *args = log.read_text().split()
+    assert cwd.endswith("/src") and args[0] == "build" and args[-1] == "./cmd/tool"
+    assert binaries.build_record(comp)["how"] == "built with go (1 source patches applied)"
+    stale = binaries.Component("tool", "v1.0.1", "example.com/tool", ("example.com/tool/cmd/tool",), ("tool",),
+                               patches=(("pkg/server.go", "BindAddress", "x"),))
+    with pytest.raises(binaries.BinariesUnavailable, match="exactly once"):
+        _BUILD_WITH(stale, fake_go, lambda _msg: None)
