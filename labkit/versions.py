@@ -11,6 +11,9 @@ KUBERNETES_STAGING = "v0.36.3"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 METRICS_SERVER = "v0.8.0"
+# Add-on components, built (or taken from the cache) when the add-on that needs them first starts; not in PINNED,
+# which lists the core cluster.
+PROMETHEUS_ADAPTER = "v0.12.0"
 
 PINNED: dict[str, str] = {
     "kubernetes": KUBERNETES,

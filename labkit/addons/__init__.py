@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -25,16 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import state
+from ..cluster.binaries import ensure_component
 from ..cluster.ports import free_port, port_free
 from ..errors import ClusterUnreachable, LabkitError, PortInUse
 from ..paths import kubeconfig_path, state_dir
 from .base import Addon, Context
 from .gpu_exporter import GpuExporter
 from .prometheus import INSTALL_PROMETHEUS, Prometheus
+from .prometheus_adapter import PrometheusAdapter
+from .workload_model import WorkloadModel
 
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
-REGISTRY: dict[str, Addon] = {a.name: a for a in (GpuExporter(), Prometheus())}
+REGISTRY: dict[str, Addon] = {a.name: a for a in (GpuExporter(), Prometheus(), WorkloadModel(), PrometheusAdapter())}
 START_TIMEOUT_S = 30.0
 Progress = Callable[[str], None]
 
@@ -95,8 +99,11 @@ def _alive(pid: int | None) -> bool:
 def _ready(addon: Addon, port: int | None, *, timeout: float = 0.5) -> bool:
     if not port:
         return False
+    # An https add-on serves its own self-signed certificate on loopback: nothing to verify it against.
+    context = ssl._create_unverified_context() if addon.ready_scheme == "https" else None  # noqa: S323
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{addon.ready_path}", timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{addon.ready_scheme}://127.0.0.1:{port}{addon.ready_path}",  # noqa: S310
+                                    timeout=timeout, context=context) as resp:
             return 200 <= resp.status < 300
     except (OSError, urllib.error.URLError):
         return False
@@ -179,6 +186,10 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
         if why := _addon(name).missing():
             raise LabkitError(f"add-on {name} cannot start: {why}", fix=_addon(name).install_hint or None)
     kubeconfig = kubeconfig or _lab_kubeconfig()
+    for name in wanted:
+        comp = _addon(name).component()
+        if comp is not None and not comp.cached() and not _addon(name).binary():
+            ensure_component(comp, progress=progress)  # cache, download or Go build (minutes, once)
     addons_dir().mkdir(parents=True, exist_ok=True)
     record = _record()
     started = []
