@@ -20,9 +20,11 @@ import plotly.graph_objects as go
 from kubernetes import watch
 
 from ..addons import url as addon_url
+from ..errors import NotFound
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
 from ..kube.objects import get, patch
+from ..kube.rollouts import rollout_state
 
 TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance: no scaling while metric/target is within 10 % of 1
 
@@ -195,13 +197,19 @@ class HpaWatch:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"hpa-watch {namespace}", daemon=True)
 
-    def __enter__(self) -> HpaWatch:
+    def start(self) -> HpaWatch:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def __enter__(self) -> HpaWatch:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def _run(self) -> None:
         api = self.lab.api_client
@@ -299,17 +307,27 @@ def model_state() -> pd.DataFrame:
     return table[["namespace", "pod", "service", "rps", "latency_s", "cpu_m"]].round(3)
 
 
-def pods_cpu(lab: Lab, namespace: str, selector: str) -> pd.DataFrame:
-    """CPU per pod as metrics-server reports it (``kubectl top pods -l SELECTOR``)."""
-    from kubernetes import client as k8s
+def custom_metric(lab: Lab, namespace: str, metric: str) -> pd.DataFrame:
+    """Every pod's value of a custom metric, through the API server and prometheus-adapter.
 
-    with api_errors("reading pod metrics", server=lab.server):
-        items = k8s.CustomObjectsApi(lab.api_client).list_namespaced_custom_object(
-            "metrics.k8s.io", "v1beta1", namespace, "pods", label_selector=selector)["items"]
-    rows = [{"pod": m["metadata"]["name"],
-             "cpu_m": round(1000 * sum(_quantity(c["usage"]["cpu"]) or 0 for c in m["containers"]), 1)}
-            for m in items]
-    return pd.DataFrame(rows, columns=["pod", "cpu_m"]).sort_values("pod").reset_index(drop=True)
+    Same as ``kubectl get --raw /apis/custom.metrics.k8s.io/v1beta1/namespaces/NS/pods/*/METRIC``.
+    """
+    path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/*/{metric}"
+    with api_errors(f"reading {metric} from custom.metrics.k8s.io", server=lab.server):
+        body = lab.api_client.call_api(path, "GET", auth_settings=["BearerToken"], response_type="object",
+                                       _return_http_data_only=True, _preload_content=True)
+    rows = [{"pod": i["describedObject"]["name"], "metric": i["metricName"], "value": _quantity(i["value"])}
+            for i in body.get("items", [])]
+    return pd.DataFrame(rows, columns=["pod", "metric", "value"]).sort_values("pod").reset_index(drop=True)
+
+
+def read_hpa(lab: Lab, namespace: str, name: str) -> dict[str, Any]:
+    """The HPA as the API serves it (``kubectl get hpa NAME -o json``)."""
+    obj = get(lab, "HorizontalPodAutoscaler", name, namespace=namespace, api_version="autoscaling/v2")
+    if obj is None:
+        raise NotFound(f"there is no HorizontalPodAutoscaler {name} in namespace {namespace}",
+                       fix=f"kubectl -n {namespace} get hpa")
+    return obj
 
 
 # --- exercises ---------------------------------------------------------------------------------------------------
@@ -397,10 +415,19 @@ def _check_missing_request(attempt: Attempt) -> list[str]:
         if not ((c.get("resources") or {}).get("requests") or {}).get("cpu"):
             problems.append(f"container `{c['name']}` has no CPU request, so there is nothing to take a "
                             "utilization percentage of")
+    if problems:
+        return problems
+    done, message = rollout_state(dep)
+    if not done:
+        return [f"`billing` is still rolling out: {message}"]
+    # Once the pods have a request, the next sync (every 15 s) no longer says so; new pods may still wait for their
+    # first metrics (then the HPA says "no metrics returned", which is not this problem).
     active = _condition(hpa, "ScalingActive")
-    if not problems and active.get("status") != "True":
-        problems.append(f"the HPA still says {active.get('reason')}: {active.get('message')}")
-    return problems
+    if not active:
+        return ["the HPA has not synced yet (it does every 15 s): `kubectl describe hpa billing` again"]
+    if "missing request" in active.get("message", ""):
+        return [f"the HPA still says: {active['message']} (it syncs every 15 s)"]
+    return []
 
 
 MISSING_REQUEST = Exercise(
