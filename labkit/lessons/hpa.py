@@ -314,8 +314,7 @@ def custom_metric(lab: Lab, namespace: str, metric: str) -> pd.DataFrame:
     """
     path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/*/{metric}"
     with api_errors(f"reading {metric} from custom.metrics.k8s.io", server=lab.server):
-        body = lab.api_client.call_api(path, "GET", auth_settings=["BearerToken"], response_type="object",
-                                       _return_http_data_only=True, _preload_content=True)
+        body = lab.dynamic.request("GET", path).to_dict()
     rows = [{"pod": i["describedObject"]["name"], "metric": i["metricName"], "value": _quantity(i["value"])}
             for i in body.get("items", [])]
     return pd.DataFrame(rows, columns=["pod", "metric", "value"]).sort_values("pod").reset_index(drop=True)
@@ -331,6 +330,75 @@ def read_hpa(lab: Lab, namespace: str, name: str) -> dict[str, Any]:
 
 
 # --- exercises ---------------------------------------------------------------------------------------------------
+
+# The exercises' apps. The notebook applies them at its top, so that by the time a learner reaches the exercises
+# their pods have metrics (metrics-server needs two 15 s scrapes of a new pod) and `billing` shows its problem.
+SHOP_APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop}
+spec:
+  selector:
+    matchLabels: {app: shop}
+  template:
+    metadata:
+      labels: {app: shop}
+    spec:
+      containers:
+      - name: shop
+        image: nginx:1.27
+        resources:
+          requests: {cpu: 100m}
+          limits: {cpu: "1"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop}
+spec:
+  selector: {app: shop}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: shop-client}
+spec:
+  containers:
+  - name: client
+    image: busybox:1.36
+    command: ["/bin/sh", "-c", "while sleep 0.05; do wget -q -O- http://shop; done"]
+"""
+
+BILLING_APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: billing}
+spec:
+  selector:
+    matchLabels: {app: billing}
+  template:
+    metadata:
+      labels: {app: billing}
+    spec:
+      containers:
+      - name: billing
+        image: registry.k8s.io/hpa-example   # no resources: no CPU request
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: billing}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: billing}
+  minReplicas: 1
+  maxReplicas: 5
+  metrics:
+  - type: Resource
+    resource:
+      name: cpu
+      target: {type: Utilization, averageUtilization: 50}
+"""
+
+EXERCISE_APPS = SHOP_APP + "---" + BILLING_APP
+
 
 def _condition(hpa: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in (hpa.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
