@@ -23,7 +23,7 @@ from ..addons import url as addon_url
 from ..errors import NotFound
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
-from ..kube.objects import get, patch
+from ..kube.objects import get, live_pods, patch
 from ..kube.rollouts import rollout_state
 
 TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance: no scaling while metric/target is within 10 % of 1
@@ -426,9 +426,17 @@ def _check_rps_hpa(attempt: Attempt) -> list[str]:
             problems.append(f"the target is {target['averageValue']} requests/s per pod; keep it at 5 or less")
     if spec.get("maxReplicas", 0) < 4:
         problems.append(f"maxReplicas is {spec.get('maxReplicas')}: give it room to grow (at least 4)")
+    if problems:
+        return problems
     active = _condition(hpa, "ScalingActive")
-    if not problems and active.get("status") != "True":
-        problems.append(f"the HPA cannot read its metric yet: {active.get('reason')}: {active.get('message')}")
+    if active.get("status") == "False":
+        return [f"the HPA cannot read its metric: {active.get('reason')}: {active.get('message')}"]
+    if not active:
+        # Not synced yet (a new HPA waits up to 15 s): ask the API the controller will ask.
+        values = custom_metric(lab, namespace, "http_requests_per_second")
+        if not values.pod.str.startswith("shop-").any():
+            return ["custom.metrics.k8s.io has no http_requests_per_second for shop's pods yet: is shop-client "
+                    "running?"]
     return problems
 
 
@@ -488,13 +496,13 @@ def _check_missing_request(attempt: Attempt) -> list[str]:
     done, message = rollout_state(dep)
     if not done:
         return [f"`billing` is still rolling out: {message}"]
-    # Once the pods have a request, the next sync (every 15 s) no longer says so; new pods may still wait for their
-    # first metrics (then the HPA says "no metrics returned", which is not this problem).
-    active = _condition(hpa, "ScalingActive")
-    if not active:
-        return ["the HPA has not synced yet (it does every 15 s): `kubectl describe hpa billing` again"]
-    if "missing request" in active.get("message", ""):
-        return [f"the HPA still says: {active['message']} (it syncs every 15 s)"]
+    # What the HPA divides by: the CPU requests of the pods it selects. Once every pod has one, its next sync (every
+    # 15 s) computes utilization; `kubectl describe hpa billing` then no longer says "missing request".
+    pods = live_pods(lab, namespace, dep["spec"]["selector"].get("matchLabels") or {})
+    without = sorted(p.metadata.name for p in pods if any(
+        not ((c.resources and c.resources.requests) or {}).get("cpu") for c in p.spec.containers))
+    if without:
+        return [f"pods still without a CPU request: {', '.join(without)}"]
     return []
 
 

@@ -181,3 +181,6 @@ def test_missing_request_exercise(lab, namespace):
     assert not wrong.passed and any("no CPU request" in p for p in wrong.problems)
     lessons.catalogue().get("04-missing-request").solve(exercises.Attempt(lab, namespace))
     _check_until_passes(lab, "04-missing-request", namespace)
+    # The check reads the pods; the controller must agree at its next sync.
+    lk.wait_for(lab, "HorizontalPodAutoscaler", "billing", namespace=namespace, api_version="autoscaling/v2",
+                condition=lambda o: "missing request" not in str((o or {}).get("status")), timeout=60)
