@@ -11,7 +11,7 @@ import math
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -523,11 +523,3 @@ kubectl -n lesson-04 describe hpa billing     # ScalingActive True: ValidMetricF
 
 EXERCISES = [RPS_HPA, MISSING_REQUEST]
 
-
-def ready_replicas(lab: Lab, namespace: str, names: Iterable[str]) -> dict[str, int]:
-    """Ready replicas of each Deployment (the READY column of ``kubectl get deploy``)."""
-    out = {}
-    for name in names:
-        dep = get(lab, "Deployment", name, namespace=namespace, api_version="apps/v1") or {}
-        out[name] = (dep.get("status") or {}).get("readyReplicas", 0)
-    return out
