@@ -9,7 +9,9 @@ of the Kubernetes HPA walkthrough does::
 
 The model reads that command (a URL ``http://SERVICE[.NAMESPACE][:PORT]`` and the loop's ``sleep``), finds the
 Service's READY endpoints in its EndpointSlices (as kube-proxy does: a pod that is not Ready gets nothing) and
-shares the load evenly between them. On kind the same manifests produce the same load for real.
+shares the load evenly between them. On kind the same manifests produce the same load for real (the busybox loop
+runs, ``hpa-example`` burns CPU per request, the real kubelet reports it); there the model finds no KWOK
+ResourceUsage API and writes nothing, and its request metrics are the model's estimate, since nginx exports none.
 
 Cost model (documented in the lesson notebook 04_hpa):
 
@@ -343,12 +345,26 @@ class Model:
         self.core = client.CoreV1Api(self.api_client)
         self.discovery = client.DiscoveryV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        # KWOK's ResourceUsage API: absent on kind or a real cluster, where real kubelets report real usage.
+        self.kwok_usage = self._has_resource_usage_api()
         self.counters = Counters()
         self.snapshot = Snapshot()
         self.written: dict[tuple[str, str], dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.httpd = _bind(port, self)
+
+    def _has_resource_usage_api(self) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.list_cluster_custom_object("kwok.x-k8s.io", "v1alpha1", "resourceusages", limit=1)
+        except ApiException as exc:
+            if exc.status == 404:
+                log.info("no KWOK ResourceUsage API here: real kubelets report usage; serving request metrics only")
+                return False
+            raise
+        return True
 
     def tick(self, dt: float) -> None:
         raw = self.api_client.sanitize_for_serialization
@@ -366,7 +382,8 @@ class Model:
         with self.lock:
             self.counters.advance(loads, dt, alive=servers)
             self.snapshot = Snapshot(time.time(), clients, loads)
-        self._reconcile(loads, servers)
+        if self.kwok_usage:
+            self._reconcile(loads, servers)
 
     def _reconcile(self, loads: list[PodLoad], servers: Mapping[tuple[str, str], Server]) -> None:
         from kubernetes.client.exceptions import ApiException
