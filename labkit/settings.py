@@ -14,6 +14,8 @@ SCRAPE_INTERVAL_S = 2
 SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
 # The Prometheus job of the GPU exporter's targets: what dcgm-exporter's ServiceMonitor is called in the GPU Operator.
 DCGM_EXPORTER_JOB = "dcgm-exporter"
+# The Prometheus job of the workload model's per-pod request metrics (what a PodMonitor on the app would be called).
+WORKLOAD_MODEL_JOB = "workload-model"
 
 # --- simulated GPUs
 DEFAULT_GPU_PROFILE = "H100-SXM"

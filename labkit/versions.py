@@ -11,7 +11,9 @@ KUBERNETES_STAGING = "v0.36.3"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 METRICS_SERVER = "v0.8.0"
-# Add-ons built on first use (not part of `labkit up`): Karpenter with its KWOK provider (lesson 05).
+# Add-on components, built (or taken from the cache) when the add-on that needs them first starts; not in PINNED,
+# which lists the core cluster. prometheus-adapter (lesson 04); Karpenter with its KWOK provider (lesson 05).
+PROMETHEUS_ADAPTER = "v0.12.0"
 KARPENTER = "v1.15.0"
 # Karpenter v1.15.0's go.mod asks for go 1.26.9; the Go proxy serves this toolchain for the build.
 KARPENTER_GO_TOOLCHAIN = "go1.27.3"

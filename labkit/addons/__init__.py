@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import state
+from ..cluster.binaries import ensure_component
 from ..cluster.ports import free_port, port_free
 from ..errors import ClusterUnreachable, LabkitError, PortInUse
 from ..paths import kubeconfig_path, state_dir
@@ -34,10 +36,13 @@ from .gpu_exporter import GpuExporter
 from .karpenter import Karpenter
 from .local_path import LocalPathProvisioner
 from .prometheus import INSTALL_PROMETHEUS, Prometheus
+from .prometheus_adapter import PrometheusAdapter
+from .workload_model import WorkloadModel
 
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
-REGISTRY: dict[str, Addon] = {a.name: a for a in (GpuExporter(), Karpenter(), LocalPathProvisioner(), Prometheus())}
+REGISTRY: dict[str, Addon] = {a.name: a for a in (
+    GpuExporter(), Karpenter(), LocalPathProvisioner(), Prometheus(), PrometheusAdapter(), WorkloadModel())}
 START_TIMEOUT_S = 30.0
 Progress = Callable[[str], None]
 
@@ -108,8 +113,14 @@ def _exited(pid: int) -> bool:
 def _ready(addon: Addon, port: int | None, *, timeout: float = 0.5) -> bool:
     if not port:
         return False
+    # An https add-on serves its own self-signed certificate on loopback: nothing to verify it against.
+    context = None
+    if addon.ready_scheme == "https":
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{addon.ready_path}", timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{addon.ready_scheme}://127.0.0.1:{port}{addon.ready_path}",  # noqa: S310
+                                    timeout=timeout, context=context) as resp:
             return 200 <= resp.status < 300
     except (OSError, urllib.error.URLError):
         return False
@@ -207,6 +218,10 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
         if not _alive(_record().get(name, {}).get("pid")):
             _ensure_binary(_addon(name), build_progress or progress)
     kubeconfig = kubeconfig or _lab_kubeconfig()
+    for name in wanted:
+        comp = _addon(name).component()
+        if comp is not None and not comp.cached() and not _addon(name).binary():
+            ensure_component(comp, progress=progress)  # cache, download or Go build (minutes, once)
     addons_dir().mkdir(parents=True, exist_ok=True)
     record = _record()
     started = []

@@ -35,6 +35,8 @@ class Addon:
     # ``LABKIT_<NAME>_PORT`` fixes the port; otherwise one is picked free at start (and reused when still free).
     port_env: ClassVar[str]
     ready_path: ClassVar[str] = "/"
+    # "https" for an add-on that serves only TLS with its own self-signed certificate (an aggregated API server).
+    ready_scheme: ClassVar[str] = "http"
     needs: ClassVar[tuple[str, ...]] = ()
     # A Prometheus job name when the add-on serves /metrics; the Prometheus add-on scrapes it.
     metrics_job: ClassVar[str | None] = None

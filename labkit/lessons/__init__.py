@@ -21,6 +21,7 @@ LESSONS: dict[str, str] = {
     "01": "deployment_rollouts",
     "02": "statefulset_canary",
     "03": "health_probes",
+    "04": "hpa",
     "05": "node_autoscaling",
     "12": "gpu_monitoring",
 }

@@ -1,0 +1,33 @@
+"""The workload model: what simulated pods are doing (load from client pods through Services), as a process.
+
+Runs ``python -m labkit.sim.workload``: writes KWOK ResourceUsages (so metrics-server and the HPA see the CPU) and
+serves the pods' request metrics (``http_requests_total``, ``http_request_duration_seconds``) for Prometheus.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..settings import WORKLOAD_MODEL_JOB
+from .base import Addon, Context
+
+
+class WorkloadModel(Addon):
+    name = "workload-model"
+    summary = "load of simulated pods: client pods -> Services -> ready pods; CPU usage and request metrics"
+    port_env = "LABKIT_WORKLOAD_MODEL_PORT"
+    ready_path = "/healthz"
+    metrics_job = WORKLOAD_MODEL_JOB
+
+    def command(self, ctx: Context) -> list[str]:
+        return [sys.executable, "-m", "labkit.sim.workload", "--kubeconfig", str(ctx.kubeconfig),
+                "--port", str(ctx.port), "--state", str(ctx.folder)]
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        package_root = str(Path(__file__).resolve().parents[2])
+        return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/state"

@@ -1,0 +1,501 @@
+"""The workload model: what the simulated pods are doing, one source of truth for every process that asks.
+
+On the embedded cluster no container runs, so something must decide how busy a pod is. Here traffic is declared
+the way Kubernetes users declare it: a **client pod** loops requests against a **Service**, as the load generator
+of the Kubernetes HPA walkthrough does::
+
+    kubectl run load-generator --image=busybox:1.28 --restart=Never -- \\
+        /bin/sh -c "while sleep 0.01; do wget -q -O- http://php-apache; done"
+
+The model reads that command (a URL ``http://SERVICE[.NAMESPACE][:PORT]`` and the loop's ``sleep``), finds the
+Service's READY endpoints in its EndpointSlices (as kube-proxy does: a pod that is not Ready gets nothing) and
+shares the load evenly between them. On kind the same manifests produce the same load for real (the busybox loop
+runs, ``hpa-example`` burns CPU per request, the real kubelet reports it); there the model finds no KWOK
+ResourceUsage API and writes nothing, and its request metrics are the model's estimate, since nginx exports none.
+
+Cost model (documented in the lesson notebook 04_hpa):
+
+- each request costs the serving container ``cpu-per-request`` millicore-seconds of CPU, taken from the pod
+  annotation ``workload.labkit.io/cpu-per-request`` (default :data:`DEFAULT_CPU_PER_REQUEST_M`; read it as "one
+  request per second costs this many millicores");
+- a container serves at most as fast as its CPU limit allows (no limit: :data:`UNLIMITED_CPU_M`), so one
+  request takes ``service_s = cpu-per-request / limit`` seconds;
+- each ``while sleep T; do wget ...; done`` loop is one closed-loop client: it waits for its answer, then thinks
+  ``T`` seconds. Throughput and response time follow from exact mean-value analysis (MVA) of that closed network
+  (clients -> kube-proxy -> n identical pods), so more replicas mean shorter queues and less CPU per pod, and a
+  saturated pod never uses more than its limit;
+- CPU usage of a pod = idle CPU + its requests per second x cpu-per-request; memory = idle memory + the requests
+  queued in it x :data:`MEMORY_PER_INFLIGHT`. Idle values come from KWOK's own annotations
+  (``kwok.x-k8s.io/usage-cpu``/``-memory``), else 1m and 16Mi as ``labkit/data/kwok-metrics.yaml`` says.
+
+The usage reaches metrics-server through KWOK's own mechanism: one ``ResourceUsage`` object per busy pod (same name
+and namespace as the pod, owned by it so the garbage collector removes it with the pod), written only when the
+value changes, never a patch to the pod (that would wake every pod watcher). The same numbers are exported in
+Prometheus format (``http_requests_total``, ``http_request_duration_seconds``, labels namespace/pod/service).
+
+Run as ``python -m labkit.sim.workload --kubeconfig K --port P --state DIR`` (the ``workload-model`` add-on);
+binds 127.0.0.1.
+Later lessons extend :class:`PodLoad` (what one pod is doing) and :func:`render_metrics`; logs and traces read the
+same :class:`Snapshot`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger("labkit.sim.workload")
+
+COST_ANNOTATION = "workload.labkit.io/cpu-per-request"
+# One request/s costs 45 millicores: one walkthrough load generator then drives php-apache (limit 500m) to
+# ~450m, 225% of its 200m request, and the HPA settles at 5 replicas of ~45% each, as in the docs' walkthrough.
+DEFAULT_CPU_PER_REQUEST_M = 45.0
+# A container without a CPU limit may use up to this much (about one small node).
+UNLIMITED_CPU_M = 2000.0
+IDLE_CPU_M = 1.0
+IDLE_MEMORY = 16 * 2**20
+MEMORY_PER_INFLIGHT = 4 * 2**20
+KWOK_USAGE_CPU = "kwok.x-k8s.io/usage-cpu"
+KWOK_USAGE_MEMORY = "kwok.x-k8s.io/usage-memory"
+MANAGED_BY = "labkit-workload-model"
+# Prometheus' default histogram buckets (client_golang's DefBuckets).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TICK_S = 1.0
+
+_URL = re.compile(r"https?://([a-z0-9]([-a-z0-9.]*[a-z0-9])?)(:\d+)?(/\S*)?", re.IGNORECASE)
+_SLEEP = re.compile(r"\bsleep\s+([0-9]*\.?[0-9]+)")
+
+
+# --- pure logic: parsing, quantities, queueing ------------------------------------------------------------------
+
+def cpu_millicores(quantity: str | int | float | None) -> float | None:
+    """``"200m"`` -> 200.0, ``"1"`` -> 1000.0, ``"0.5"`` -> 500.0; None when absent."""
+    if quantity is None or quantity == "":
+        return None
+    text = str(quantity)
+    if text.endswith("m"):
+        return float(text[:-1])
+    return float(text) * 1000.0
+
+
+_MEM_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def memory_bytes(quantity: str | int | None) -> float | None:
+    """``"64Mi"`` -> 67108864.0; None when absent."""
+    if quantity is None or quantity == "":
+        return None
+    text = str(quantity)
+    for suffix in sorted(_MEM_SUFFIX, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _MEM_SUFFIX[suffix]
+    return float(text)
+
+
+@dataclass(frozen=True)
+class Client:
+    """One client pod's request loop: which Service it calls and how long it sleeps between requests."""
+
+    namespace: str
+    pod: str
+    service_namespace: str
+    service: str
+    think_s: float
+    loops: int = 1
+
+
+def parse_client(pod: Mapping[str, Any]) -> Client | None:
+    """The request loop a pod's command declares (``while sleep T; do wget ... http://svc; done``), else None."""
+    meta, spec = pod.get("metadata", {}), pod.get("spec", {})
+    namespace = meta.get("namespace", "default")
+    for container in spec.get("containers", []):
+        words = [*(container.get("command") or []), *(container.get("args") or [])]
+        text = " ".join(words)
+        if not re.search(r"\b(wget|curl)\b", text) or "while" not in text:
+            continue
+        url = _URL.search(text)
+        if not url:
+            continue
+        host = url.group(1).lower()
+        parts = host.split(".")
+        # http://svc, http://svc.ns, http://svc.ns.svc, http://svc.ns.svc.cluster.local
+        service_ns = parts[1] if len(parts) >= 2 and parts[1] != "svc" else namespace
+        sleep = _SLEEP.search(text)
+        return Client(namespace, meta.get("name", ""), service_ns, parts[0],
+                      think_s=float(sleep.group(1)) if sleep else 0.0)
+    return None
+
+
+def closed_loop(clients: int, think_s: float, service_s: float, servers: int) -> tuple[float, float, float]:
+    """Exact mean-value analysis of ``clients`` closed loops over ``servers`` identical pods (even split).
+
+    Returns (throughput in requests/s for all pods together, response time in s, mean requests queued per pod).
+    """
+    if clients <= 0 or servers <= 0 or service_s <= 0:
+        return 0.0, 0.0, 0.0
+    queue = 0.0
+    throughput = response = 0.0
+    for population in range(1, clients + 1):
+        response = service_s * (1.0 + queue)
+        throughput = population / (think_s + response)
+        queue = throughput / servers * response
+    return throughput, response, queue
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    cpu_request_m: float | None
+    cpu_limit_m: float | None
+
+
+@dataclass(frozen=True)
+class Server:
+    """A pod behind a Service: its containers' resources and what a request costs it."""
+
+    namespace: str
+    pod: str
+    uid: str
+    containers: tuple[Container, ...]
+    cost_m: float = DEFAULT_CPU_PER_REQUEST_M
+    idle_cpu_m: float = IDLE_CPU_M
+    idle_memory: float = IDLE_MEMORY
+
+    @property
+    def capacity_m(self) -> float:
+        """The CPU the pod may use: its containers' limits together (the first container serves)."""
+        first = self.containers[0] if self.containers else None
+        return (first.cpu_limit_m if first and first.cpu_limit_m else UNLIMITED_CPU_M)
+
+    @property
+    def service_s(self) -> float:
+        return self.cost_m / self.capacity_m
+
+
+def server_from_pod(pod: Mapping[str, Any]) -> Server:
+    meta, spec = pod.get("metadata", {}), pod.get("spec", {})
+    annotations = meta.get("annotations") or {}
+    containers = tuple(
+        Container(c.get("name", ""), cpu_millicores((c.get("resources") or {}).get("requests", {}).get("cpu")),
+                  cpu_millicores((c.get("resources") or {}).get("limits", {}).get("cpu")))
+        for c in spec.get("containers", []))
+    return Server(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""), containers,
+                  cost_m=cpu_millicores(annotations.get(COST_ANNOTATION)) or DEFAULT_CPU_PER_REQUEST_M,
+                  idle_cpu_m=cpu_millicores(annotations.get(KWOK_USAGE_CPU)) or IDLE_CPU_M,
+                  idle_memory=memory_bytes(annotations.get(KWOK_USAGE_MEMORY)) or IDLE_MEMORY)
+
+
+def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Pod names of the READY endpoints in a Service's EndpointSlices (what kube-proxy sends traffic to)."""
+    names = []
+    for s in slices:
+        for ep in s.get("endpoints") or []:
+            ref = ep.get("targetRef") or {}
+            if ref.get("kind") == "Pod" and (ep.get("conditions") or {}).get("ready") is True:
+                names.append(ref["name"])
+    return sorted(set(names))
+
+
+@dataclass
+class PodLoad:
+    """What one serving pod is doing now."""
+
+    namespace: str
+    pod: str
+    service: str
+    rps: float
+    latency_s: float
+    inflight: float
+    cpu_m: float
+    memory: float
+
+
+def pod_loads(clients: Iterable[Client], servers: Mapping[tuple[str, str], Server],
+              endpoints: Mapping[tuple[str, str], list[str]]) -> list[PodLoad]:
+    """Each ready endpoint's load, Service by Service: clients share it evenly (kube-proxy's random choice).
+
+    ``servers``: (namespace, pod) -> Server; ``endpoints``: (namespace, service) -> ready pod names.
+    """
+    by_service: dict[tuple[str, str], list[Client]] = {}
+    for c in clients:
+        by_service.setdefault((c.service_namespace, c.service), []).append(c)
+    loads: dict[tuple[str, str], PodLoad] = {}
+    for (ns, svc), callers in sorted(by_service.items()):
+        pods = [servers[(ns, p)] for p in endpoints.get((ns, svc), []) if (ns, p) in servers]
+        if not pods:
+            continue  # no ready endpoint: the client's requests fail at once, no pod works
+        loops = sum(c.loops for c in callers)
+        think = sum(c.think_s * c.loops for c in callers) / loops
+        service_s = sum(p.service_s for p in pods) / len(pods)
+        throughput, response, queue = closed_loop(loops, think, service_s, len(pods))
+        rps = throughput / len(pods)
+        for p in pods:
+            key = (ns, p.pod)
+            prev = loads.get(key)
+            cpu = min(p.capacity_m, rps * p.cost_m)
+            if prev:  # a pod behind two Services: the loads add up, still capped by its limit
+                prev.rps += rps
+                prev.inflight += queue
+                prev.cpu_m = min(p.capacity_m, prev.cpu_m - p.idle_cpu_m + cpu) + p.idle_cpu_m
+                prev.memory += queue * MEMORY_PER_INFLIGHT
+                continue
+            loads[key] = PodLoad(ns, p.pod, svc, rps, response, queue, p.idle_cpu_m + cpu,
+                                 p.idle_memory + queue * MEMORY_PER_INFLIGHT)
+    return [loads[k] for k in sorted(loads)]
+
+
+@dataclass
+class Series:
+    """One pod's request counter and latency histogram (monotonic while the model runs)."""
+
+    service: str
+    requests: float = 0.0
+    duration_sum: float = 0.0
+    buckets: list[float] = field(default_factory=lambda: [0.0] * len(BUCKETS))
+
+
+class Counters:
+    """Per-pod ``http_requests_total`` and ``http_request_duration_seconds``, advanced tick by tick."""
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[str, str], Series] = {}
+
+    def advance(self, loads: Iterable[PodLoad], dt: float, *, alive: Iterable[tuple[str, str]] = ()) -> None:
+        """Add ``dt`` seconds of each load; forget pods not in ``alive`` (their series end, as a pod's would)."""
+        keep = set(alive)
+        for load in loads:
+            key = (load.namespace, load.pod)
+            keep.add(key)
+            s = self.series.setdefault(key, Series(load.service))
+            n = load.rps * dt
+            s.requests += n
+            s.duration_sum += n * load.latency_s
+            # Response times of a queue are about exponential around their mean: spread the requests that way.
+            for i, le in enumerate(BUCKETS):
+                s.buckets[i] += n * (1.0 - math.exp(-le / load.latency_s)) if load.latency_s > 0 else n
+        for key in [k for k in self.series if k not in keep]:
+            del self.series[key]
+
+
+def render_metrics(counters: Counters) -> str:
+    """The Prometheus text format of every pod's counters (what each pod's /metrics would say)."""
+    lines = ["# HELP http_requests_total Requests served by the pod.", "# TYPE http_requests_total counter"]
+    for (ns, pod), s in sorted(counters.series.items()):
+        lines.append(f'http_requests_total{{namespace="{ns}",pod="{pod}",service="{s.service}"}} {s.requests:.3f}')
+    lines += ["# HELP http_request_duration_seconds Time to answer a request.",
+              "# TYPE http_request_duration_seconds histogram"]
+    for (ns, pod), s in sorted(counters.series.items()):
+        labels = f'namespace="{ns}",pod="{pod}",service="{s.service}"'
+        for le, count in zip(BUCKETS, s.buckets, strict=True):
+            lines.append(f'http_request_duration_seconds_bucket{{{labels},le="{le}"}} {count:.3f}')
+        lines.append(f'http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {s.requests:.3f}')
+        lines.append(f"http_request_duration_seconds_sum{{{labels}}} {s.duration_sum:.6f}")
+        lines.append(f"http_request_duration_seconds_count{{{labels}}} {s.requests:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def resource_usage(load: PodLoad, server: Server) -> dict[str, Any]:
+    """KWOK's ResourceUsage for one busy pod (same name as the pod, owned by it)."""
+    usage = {"cpu": {"value": f"{round(load.cpu_m)}m"}, "memory": {"value": f"{round(load.memory / 2**20)}Mi"}}
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ResourceUsage",
+        "metadata": {"name": load.pod, "namespace": load.namespace,
+                     "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": load.pod, "uid": server.uid}]},
+        # The first container does the work; sidecars idle (an entry without containers is KWOK's default).
+        "spec": {"usages": [{"containers": [server.containers[0].name], "usage": usage},
+                            {"usage": {"cpu": {"value": f"{round(server.idle_cpu_m)}m"},
+                                       "memory": {"value": f"{round(server.idle_memory / 2**20)}Mi"}}}]},
+    }
+
+
+@dataclass
+class Snapshot:
+    """The model's state at one tick: every busy pod's load (for /state, the lesson and the tests)."""
+
+    at: float = 0.0
+    clients: list[Client] = field(default_factory=list)
+    loads: list[PodLoad] = field(default_factory=list)
+
+    def as_json(self) -> str:
+        return json.dumps({"at": self.at, "clients": [c.__dict__ for c in self.clients],
+                           "pods": [p.__dict__ for p in self.loads]}, indent=1)
+
+
+# --- the process: read the cluster, write ResourceUsages, serve /metrics -----------------------------------------
+
+class Model:
+    """Every tick: list pods and EndpointSlices, compute loads, reconcile ResourceUsages, advance the counters."""
+
+    def __init__(self, *, kubeconfig: str, port: int) -> None:
+        from kubernetes import client, config
+
+        self.api_client = config.new_client_from_config(config_file=kubeconfig)
+        self.core = client.CoreV1Api(self.api_client)
+        self.discovery = client.DiscoveryV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        # KWOK's ResourceUsage API: absent on kind or a real cluster, where real kubelets report real usage.
+        self.kwok_usage = self._has_resource_usage_api()
+        self.counters = Counters()
+        self.snapshot = Snapshot()
+        self.written: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.httpd = _bind(port, self)
+
+    def _has_resource_usage_api(self) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.list_cluster_custom_object("kwok.x-k8s.io", "v1alpha1", "resourceusages", limit=1)
+        except ApiException as exc:
+            if exc.status == 404:
+                log.info("no KWOK ResourceUsage API here: real kubelets report usage; serving request metrics only")
+                return False
+            raise
+        return True
+
+    def tick(self, dt: float) -> None:
+        raw = self.api_client.sanitize_for_serialization
+        pods = [raw(p) for p in self.core.list_pod_for_all_namespaces().items]
+        running = [p for p in pods if p.get("status", {}).get("phase") == "Running"
+                   and not p["metadata"].get("deletionTimestamp")]
+        clients = [c for c in map(parse_client, running) if c is not None]
+        servers = {(p["metadata"]["namespace"], p["metadata"]["name"]): server_from_pod(p) for p in running}
+        endpoints: dict[tuple[str, str], list[str]] = {}
+        for ns, svc in {(c.service_namespace, c.service) for c in clients}:
+            slices = self.discovery.list_namespaced_endpoint_slice(
+                ns, label_selector=f"kubernetes.io/service-name={svc}").items
+            endpoints[(ns, svc)] = ready_endpoints(raw(s) for s in slices)
+        loads = pod_loads(clients, servers, endpoints)
+        with self.lock:
+            self.counters.advance(loads, dt, alive=servers)
+            self.snapshot = Snapshot(time.time(), clients, loads)
+        if self.kwok_usage:
+            self._reconcile(loads, servers)
+
+    def _reconcile(self, loads: list[PodLoad], servers: Mapping[tuple[str, str], Server]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        wanted = {(ld.namespace, ld.pod): resource_usage(ld, servers[(ld.namespace, ld.pod)]) for ld in loads}
+        for key, body in wanted.items():
+            if self.written.get(key, {}).get("spec") == body["spec"]:
+                continue  # unchanged: no write, no watch event
+            try:
+                if key in self.written:
+                    self.custom.patch_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", key[0], "resourceusages",
+                                                               key[1], {"spec": body["spec"]})
+                else:
+                    self._create(body)
+                self.written[key] = body
+            except ApiException as exc:
+                if exc.status == 404:
+                    self.written.pop(key, None)  # deleted behind our back (the pod went): next tick creates it
+                else:
+                    log.warning("cannot write ResourceUsage %s/%s: %s", *key, exc.reason)
+        for key in [k for k in self.written if k not in wanted]:
+            # Idle again: KWOK falls back to the lab's ClusterResourceUsage (annotations or 1m / 16Mi).
+            try:
+                self.custom.delete_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", key[0], "resourceusages",
+                                                            key[1])
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("cannot delete ResourceUsage %s/%s: %s", *key, exc.reason)
+                    continue
+            del self.written[key]
+
+    def _create(self, body: dict[str, Any]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            self.custom.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", ns, "resourceusages", body)
+        except ApiException as exc:
+            if exc.status != 409:  # left over from an earlier run of the model: take it over
+                raise
+            self.custom.patch_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", ns, "resourceusages", name,
+                                                       {"spec": body["spec"]})
+
+    def run(self) -> None:
+        threading.Thread(target=self.httpd.serve_forever, name="workload-http", daemon=True).start()
+        last = time.monotonic()
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            try:
+                self.tick(now - last)
+            except Exception as exc:  # the API server restarting must not end the model; say so and retry
+                log.warning("tick failed: %s", exc)
+            last = now
+            self.stopping.wait(max(0.0, TICK_S - (time.monotonic() - now)))
+        self.httpd.shutdown()
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Httpd
+
+    def do_GET(self) -> None:  # name fixed by http.server
+        model = self.server.model
+        with model.lock:
+            if self.path == "/metrics":
+                body, kind = render_metrics(model.counters), "text/plain; version=0.0.4"
+            elif self.path == "/state":
+                body, kind = model.snapshot.as_json(), "application/json"
+            elif self.path == "/healthz":
+                body, kind = "ok\n", "text/plain"
+            else:
+                self.send_error(HTTPStatus.NOT_FOUND)
+                return
+        data = body.encode()
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # signature fixed by http.server
+        pass
+
+
+class _Httpd(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, model: Model) -> None:
+        self.model = model
+        super().__init__(("127.0.0.1", port), _Handler)
+
+
+def _bind(port: int, model: Model) -> _Httpd:
+    return _Httpd(port, model)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    # The add-on's folder: unused by the model, but it names the process as this lab's (labkit down finds it).
+    parser.add_argument("--state", default="")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    model = Model(kubeconfig=args.kubeconfig, port=args.port)
+    signal.signal(signal.SIGTERM, model.stop)
+    signal.signal(signal.SIGINT, model.stop)
+    log.info("workload model on http://127.0.0.1:%d (/metrics, /state)", args.port)
+    model.run()
+
+
+if __name__ == "__main__":
+    main()
