@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import yaml
 
@@ -35,7 +36,6 @@ LOOPBACK_PATCHES = (
     (_OPERATOR, 'HealthProbeBindAddress: fmt.Sprintf(":%d", options.FromContext(ctx).HealthProbePort)',
      'HealthProbeBindAddress: fmt.Sprintf("127.0.0.1:%d", options.FromContext(ctx).HealthProbePort)'),
 )
-CRDS = data_file("karpenter") / "crds"
 # Shorter than Karpenter's defaults (10 s / 1 s): how long it gathers pending pods into one batch before it
 # provisions. A real cluster wants bigger batches (fewer, larger nodes); the lab wants a quick answer.
 BATCH_MAX_DURATION = "3s"
@@ -48,7 +48,14 @@ def component() -> Component:
         "karpenter", versions.KARPENTER, "sigs.k8s.io/karpenter", ("sigs.k8s.io/karpenter/kwok",), ("kwok",),
         ldflags=f"-s -w -X sigs.k8s.io/karpenter/pkg/operator.Version={versions.KARPENTER}",
         go_toolchain=versions.KARPENTER_GO_TOOLCHAIN, patches=LOOPBACK_PATCHES,
+        # NodePool, NodeClaim, NodeOverlay, KWOKNodeClass, ...: the CRDs of this very version, from its module.
+        data=(("kwok/charts/crds", "crds"), ("kwok/apis/crds", "crds")),
     )
+
+
+def crds_dir() -> Path:
+    """The CRDs the build copied next to the binary (``<cache>/bin/karpenter-<version>/crds``)."""
+    return component().dir / "crds"
 
 
 def instance_types_json() -> str:
@@ -84,8 +91,9 @@ class Karpenter(Addon):
         (ctx.folder / "instance_types.json").write_text(instance_types_json())
         (ctx.folder / "metrics-port").write_text(f"{free_port()}\n")
         base = [_kubectl(), "--kubeconfig", str(ctx.kubeconfig)]
-        for args in (["apply", "--server-side", "--force-conflicts", "--field-manager=labkit", "-f", str(CRDS)],
-                     ["wait", "--for=condition=Established", "--timeout=30s", "-f", str(CRDS)]):
+        crds = str(crds_dir())
+        for args in (["apply", "--server-side", "--force-conflicts", "--field-manager=labkit", "-f", crds],
+                     ["wait", "--for=condition=Established", "--timeout=30s", "-f", crds]):
             proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
             if proc.returncode != 0:
                 raise LabkitError(f"installing Karpenter's CRDs failed: {proc.stderr.strip()}",

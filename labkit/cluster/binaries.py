@@ -77,13 +77,17 @@ class Component:
     # Exact one-line source edits applied at build time through `go build -overlay` (the module cache is untouched):
     # (file inside the module, text that must occur exactly once, replacement). Empty for unmodified upstream builds.
     patches: tuple[tuple[str, str, str], ...] = ()
+    # Files the add-on needs from the same module (Karpenter's CRDs): (folder inside the module, folder in the cache).
+    # Copied at build time from the downloaded module, so nothing fetched lives in labkit's own tree.
+    data: tuple[tuple[str, str], ...] = ()
 
     @property
     def dir(self) -> Path:
         return cache_dir() / "bin" / f"{self.name}-{self.version}"
 
     def cached(self) -> bool:
-        return all((self.dir / b).is_file() for b in self.binaries) and (self.dir / ".complete").is_file()
+        return (all((self.dir / b).is_file() for b in self.binaries) and (self.dir / ".complete").is_file()
+                and all((self.dir / dest).is_dir() for _, dest in self.data))
 
 
 @dataclass
@@ -366,6 +370,8 @@ def _build(comp: Component, go: Path, progress: Progress, *, note: str = "") -> 
         for pkg in comp.packages:
             _run([str(go), "install", "-trimpath", "-ldflags", comp.ldflags, f"{pkg}@{comp.version}"],
                  cwd=work, env=env, what=f"{comp.name}: compile {pkg.rsplit('/', 1)[-1]}", progress=progress)
+    if comp.data:
+        _copy_module_data(go, comp, env, work, out_dir)
     how = "built with go" + (f" ({len(comp.patches)} source patches applied)" if comp.patches else "")
     _finish(comp, out_dir, how=how, seconds=time.monotonic() - start, note=note)
     progress(f"built {comp.name} {comp.version} in {time.monotonic() - start:.0f}s")
@@ -379,11 +385,28 @@ def apply_patch(text: str, old: str, new: str, *, where: str) -> str:
     return text.replace(old, new)
 
 
-def _patched_source(go: Path, comp: Component, env: dict[str, str], work: Path) -> Path:
-    """A writable copy of the module's source with ``comp.patches`` applied (the module cache stays untouched)."""
+def _module_dir(go: Path, comp: Component, env: dict[str, str], work: Path) -> Path:
+    """The module's folder in Go's module cache (downloaded if needed; read-only)."""
     out = _run([str(go), "mod", "download", "-json", f"{comp.module}@{comp.version}"],
                cwd=work, env=env, what=f"download {comp.module}", progress=lambda _: None)
-    module_dir = Path(json.loads(out[out.index("{"):])["Dir"])
+    return Path(json.loads(out[out.index("{"):])["Dir"])
+
+
+def _copy_module_data(go: Path, comp: Component, env: dict[str, str], work: Path, out_dir: Path) -> None:
+    """Copy ``comp.data``'s folders from the module into the component's cache folder."""
+    module_dir = _module_dir(go, comp, env, work)
+    for inside, dest in comp.data:
+        if not (module_dir / inside).is_dir():
+            raise BinariesUnavailable(f"{comp.module}@{comp.version} has no folder {inside} (did the version change?)")
+        (out_dir / dest).mkdir(parents=True, exist_ok=True)
+        for file in sorted((module_dir / inside).iterdir()):
+            if file.is_file():
+                shutil.copyfile(file, out_dir / dest / file.name)
+
+
+def _patched_source(go: Path, comp: Component, env: dict[str, str], work: Path) -> Path:
+    """A writable copy of the module's source with ``comp.patches`` applied (the module cache stays untouched)."""
+    module_dir = _module_dir(go, comp, env, work)
     src = work / "src"
     # The module cache is read-only; the copy's files must be writable (and removable on the next build).
     shutil.copytree(module_dir, src, copy_function=shutil.copyfile)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import shutil
 import socket
 import tarfile
 import threading
@@ -385,6 +386,14 @@ cat "$PWD/pkg/server.go" > "$2"
     cwd, *args = log.read_text().split()
     assert cwd.endswith("/src") and args[0] == "build" and args[-1] == "./cmd/tool"
     assert binaries.build_record(comp)["how"] == "built with go (1 source patches applied)"
+    withdata = binaries.Component("tool", "v1.0.2", "example.com/tool", ("example.com/tool/cmd/tool",), ("tool",),
+                                  patches=comp.patches, data=(("deploy/crds", "crds"),))
+    (module / "deploy" / "crds").mkdir(parents=True)
+    (module / "deploy" / "crds" / "a.yaml").write_text("kind: CustomResourceDefinition\n")
+    _BUILD_WITH(withdata, fake_go, lambda _msg: None)
+    assert (withdata.dir / "crds" / "a.yaml").read_text() == "kind: CustomResourceDefinition\n" and withdata.cached()
+    shutil.rmtree(withdata.dir / "crds")
+    assert not withdata.cached()  # a cache entry without its data is rebuilt
     stale = binaries.Component("tool", "v1.0.1", "example.com/tool", ("example.com/tool/cmd/tool",), ("tool",),
                                patches=(("pkg/server.go", "BindAddress", "x"),))
     with pytest.raises(binaries.BinariesUnavailable, match="exactly once"):

@@ -8,11 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from labkit import addons, versions
 from labkit.addons.base import Context
-from labkit.addons.karpenter import CRDS, LOOPBACK_PATCHES, Karpenter, component, instance_types_json
+from labkit.addons.karpenter import LOOPBACK_PATCHES, Karpenter, component, crds_dir, instance_types_json
 from labkit.cluster.binaries import apply_patch
 from labkit.errors import BinariesUnavailable
 
@@ -62,9 +61,10 @@ def test_flavors_file_is_what_karpenter_parses() -> None:
     assert prices == sorted(prices)  # bigger flavors cost more, so Karpenter picks the smallest that fits
 
 
-def test_crds_cover_what_the_kwok_provider_watches() -> None:
-    names = {yaml.safe_load(p.read_text())["metadata"]["name"] for p in CRDS.glob("*.yaml")}
-    assert {"nodepools.karpenter.sh", "nodeclaims.karpenter.sh", "kwoknodeclasses.karpenter.kwok.sh"} <= names
+def test_crds_come_from_the_pinned_module_into_the_cache() -> None:
+    # Both CRD folders of the module (core ones and the KWOK provider's node class) land beside the binary.
+    assert component().data == (("kwok/charts/crds", "crds"), ("kwok/apis/crds", "crds"))
+    assert crds_dir() == component().dir / "crds"
 
 
 def test_command_line_names_the_lab_folder_and_only_ports(tmp_path: Path) -> None:
