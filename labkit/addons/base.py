@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -84,3 +85,21 @@ class Addon:
     def scrape_targets(self, ctx: Context) -> list[dict[str, object]]:
         """Prometheus file_sd target groups for this add-on's metrics (default: its port, /metrics)."""
         return [{"targets": [f"127.0.0.1:{ctx.port}"], "labels": {"job": self.metrics_job or self.name}}]
+
+
+class PythonModuleAddon(Addon):
+    """An add-on that is one of labkit's own modules (a simulator), run by this Python: ``python -m MODULE ARGS``."""
+
+    module: ClassVar[str]
+
+    def arguments(self, ctx: Context) -> list[str]:
+        raise NotImplementedError
+
+    def command(self, ctx: Context) -> list[str]:
+        return [sys.executable, "-m", self.module, *self.arguments(ctx)]
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        # The labkit this process imported, whatever the add-on's working directory or how labkit was installed.
+        package_root = str(Path(__file__).resolve().parents[2])
+        return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+

@@ -5,28 +5,25 @@ Runs ``python -m labkit.sim.gpu.daemon``; it writes its own Prometheus targets (
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 from ..settings import DCGM_EXPORTER_JOB
-from .base import Addon, Context
+from .base import Context, PythonModuleAddon
 
 
-class GpuExporter(Addon):
+class GpuExporter(PythonModuleAddon):
     name = "gpu-exporter"
     summary = "dcgm-exporter metrics of the simulated GPUs (one /metrics/<node> per GPU node)"
     port_env = "LABKIT_GPU_EXPORTER_PORT"
     ready_path = "/metrics"
     metrics_job = DCGM_EXPORTER_JOB
 
-    def command(self, ctx: Context) -> list[str]:
-        return [sys.executable, "-m", "labkit.sim.gpu.daemon", "--kubeconfig", str(ctx.kubeconfig),
+    module = "labkit.sim.gpu.daemon"
+
+    def arguments(self, ctx: Context) -> list[str]:
+        return ["--kubeconfig", str(ctx.kubeconfig),
                 "--port", str(ctx.port), "--state", str(ctx.folder), "--targets", str(ctx.targets)]
 
     def env(self, ctx: Context) -> dict[str, str]:
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        env = super().env(ctx)
         env.pop("LABKIT_FAKE_GPU", None)  # the cluster's GPUs are always simulated; no driver probe needed
         return env
 

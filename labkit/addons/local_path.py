@@ -8,14 +8,12 @@ rollbacks and the provisioner's own restarts, and ``labkit down`` removes them w
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-from .base import Addon, Context
+from .base import Context, PythonModuleAddon
 
 
-class LocalPathProvisioner(Addon):
+class LocalPathProvisioner(PythonModuleAddon):
     name = "local-path-provisioner"
     summary = "default StorageClass `standard` (rancher.io/local-path): PVs as directories, one folder per node"
     port_env = "LABKIT_LOCAL_PATH_PROVISIONER_PORT"
@@ -28,14 +26,11 @@ class LocalPathProvisioner(Addon):
         """Where the volumes live: inside the add-on's folder, which ``labkit down`` removes."""
         return ctx.folder / "volumes"
 
-    def command(self, ctx: Context) -> list[str]:
-        return [sys.executable, "-m", "labkit.sim.storage", "--kubeconfig", str(ctx.kubeconfig),
-                "--root", str(self.volumes_root(ctx)), "--port", str(ctx.port)]
+    module = "labkit.sim.storage"
 
-    def env(self, ctx: Context) -> dict[str, str]:
-        # The package this labkit was imported from, whatever the add-on's working directory.
-        package_root = str(Path(__file__).resolve().parents[2])
-        return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    def arguments(self, ctx: Context) -> list[str]:
+        return ["--kubeconfig", str(ctx.kubeconfig),
+                "--root", str(self.volumes_root(ctx)), "--port", str(ctx.port)]
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/metrics"

@@ -6,28 +6,22 @@ serves the pods' request metrics (``http_requests_total``, ``http_request_durati
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 from ..settings import WORKLOAD_MODEL_JOB
-from .base import Addon, Context
+from .base import Context, PythonModuleAddon
 
 
-class WorkloadModel(Addon):
+class WorkloadModel(PythonModuleAddon):
     name = "workload-model"
     summary = "load of simulated pods: client pods -> Services -> ready pods; CPU usage and request metrics"
     port_env = "LABKIT_WORKLOAD_MODEL_PORT"
     ready_path = "/healthz"
     metrics_job = WORKLOAD_MODEL_JOB
 
-    def command(self, ctx: Context) -> list[str]:
-        return [sys.executable, "-m", "labkit.sim.workload", "--kubeconfig", str(ctx.kubeconfig),
-                "--port", str(ctx.port), "--state", str(ctx.folder)]
+    module = "labkit.sim.workload"
 
-    def env(self, ctx: Context) -> dict[str, str]:
-        package_root = str(Path(__file__).resolve().parents[2])
-        return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    def arguments(self, ctx: Context) -> list[str]:
+        return ["--kubeconfig", str(ctx.kubeconfig),
+                "--port", str(ctx.port), "--state", str(ctx.folder)]
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/state"
