@@ -107,3 +107,9 @@ def test_versions_pinned_in_one_place() -> None:
     for path in (ROOT / "labkit").rglob("*.py"):
         if path.name != "versions.py" and "gpu" not in path.parts:
             assert not pinned.search(path.read_text()), f"{path} pins a version; use labkit.versions"
+
+
+def test_test_files_have_unique_basenames() -> None:
+    # pytest imports test modules by basename (no __init__.py in tests/): two with one name stop the whole run.
+    names = [p.name for p in Path(__file__).resolve().parents[1].rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
