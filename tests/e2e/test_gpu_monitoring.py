@@ -82,8 +82,12 @@ def test_addons_start_on_request_and_stop_with_labkit_down(tmp_path: Path) -> No
         up = labkit("up", "--backend", "kwok", "--with", "gpu-exporter,prometheus")
         assert up.returncode == 0, up.stderr
         assert "gpu-exporter: started" in up.stdout and "prometheus: started" in up.stdout, up.stdout
-        pids = [int(p.read_text()) for p in (tmp_path / "state" / "addons").glob("*.pid")]
-        assert len(pids) == 2 and all(Path(f"/proc/{pid}").exists() for pid in pids)
+        folder = tmp_path / "state" / "addons"
+        # The two asked for, plus what `labkit up` starts with the embedded cluster (the storage provisioner).
+        expected = {"gpu-exporter", "prometheus", *addons.with_cluster("kwok")}
+        assert {p.stem for p in folder.glob("*.pid")} == expected
+        pids = [int(p.read_text()) for p in folder.glob("*.pid")]
+        assert all(Path(f"/proc/{pid}").exists() for pid in pids)
         status = labkit("status")
         assert "gpu-exporter" in status.stdout and "prometheus" in status.stdout
     finally:
