@@ -125,9 +125,12 @@ def test_cpu_hpa_scales_up_under_load_and_down_after_it(lab, namespace):
     lk.delete(lab, client("load-generator", "php-apache"), namespace=namespace)
     lk.wait_for(lab, "Deployment", "php-apache", namespace=namespace, timeout=120,
                 condition="jsonpath={.spec.replicas}=1")
-    events = lesson.hpa_events(lab, namespace, "php-apache")
-    rescales = events[events.reason == "SuccessfulRescale"].message
-    assert rescales.str.contains("cpu resource utilization").any() and rescales.str.contains("below target").any()
+    # The controller records its events asynchronously: the scale-down's may land just after the replicas change.
+    rescales = until("both rescale events recorded",
+                     lambda: (lambda e: e[e.reason == "SuccessfulRescale"].message)(
+                         lesson.hpa_events(lab, namespace, "php-apache")),
+                     lambda m: m.str.contains("below target").any(), timeout=30)
+    assert rescales.str.contains("cpu resource utilization").any()
 
 
 def test_custom_metric_hpa_scales_up_under_load_and_down_after_it(lab, namespace):
