@@ -12,9 +12,10 @@ import time
 from typing import Any
 
 import pandas as pd
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from .. import addons
-from ..errors import WaitTimeout
+from ..errors import NotFound, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
 from ..kube.objects import get, live_pods, patch
@@ -135,7 +136,10 @@ def remove_node_pools(lab: Lab, *, selector: str = f"labkit.io/lesson={LESSON}",
     Karpenter runs it drains and removes them (its finalizers); when it does not, nobody else would, so the
     finalizers are cleared here and the Nodes deleted directly.
     """
-    pools = [p["metadata"]["name"] for p in _list(lab, "NodePool", KARPENTER_API, label_selector=selector)]
+    try:
+        pools = [p["metadata"]["name"] for p in _list(lab, "NodePool", KARPENTER_API, label_selector=selector)]
+    except (ResourceNotFoundError, NotFound):
+        return 0  # Karpenter's CRDs are not installed yet (it never ran on this lab): no pool to remove
     nodes_before = sum(len(pool_nodes(lab, pool=p)) for p in pools)
     running = addons.url(ADDON) is not None
     for kind, api_version in (("NodePool", KARPENTER_API), ("KWOKNodeClass", KWOK_CLASS_API)):
