@@ -128,6 +128,28 @@ def wait_pool_nodes(lab: Lab, count: int, *, pool: str = POOL, timeout: float = 
         time.sleep(0.5)
 
 
+def wait_pool_claims(lab: Lab, count: int, *, pool: str = POOL, timeout: float = 60.0) -> pd.DataFrame:
+    """Block until ``pool`` has at least ``count`` Ready NodeClaims and none still launching; return the table.
+
+    Karpenter may open one claim more than the pods need and remove it once empty, and a claim gets its flavor
+    label only when it launches, so a table read at once can show a claim with no flavor or not yet Ready.
+    Same as watching ``kubectl get nodeclaims -l karpenter.sh/nodepool=POOL -w``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        table = nodeclaims_table(lab, pool=pool)
+        live = table[~table.deleting]
+        if (live.ready == "True").sum() >= count and (live.ready == "True").all():
+            return table
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"node pool {pool} has {(live.ready == 'True').sum()} Ready NodeClaims of {len(live)}, "
+                              f"wanted {count} and none launching, after {timeout:.0f}s",
+                              last_seen=table.to_dict("records"),
+                              fix=f"kubectl get nodeclaims -l {NODEPOOL_LABEL}={pool} -o wide; "
+                                  f"kubectl describe nodepool {pool}")
+        time.sleep(0.5)
+
+
 def remove_node_pools(lab: Lab, *, selector: str = f"labkit.io/lesson={LESSON}", timeout: float = 90.0) -> int:
     """Delete lesson 05's NodePools and node classes and wait until their NodeClaims and Nodes are gone.
 
