@@ -146,6 +146,11 @@ def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = Non
         },
     }
     config["options"].update(ports or {})
+    # One scheduler and one controller-manager: leader election has nobody to elect between. On a loaded machine a
+    # lease renewal that misses its 10 s deadline makes either process exit ("leaderelection lost") and nothing
+    # restarts it; that is what `labkit status` once showed as NOT RUNNING right after `labkit up`.
+    config["componentsPatches"] = [{"name": name, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
+                                   for name in ("kube-scheduler", "kube-controller-manager")]
     return config
 
 

@@ -172,3 +172,12 @@ def test_module_imports_stay_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"})
     assert out.stdout.strip() == "[]"
+
+
+def test_single_scheduler_and_controller_manager_run_without_leader_election(tmp_path: Path) -> None:
+    # With leader election on, a lease renewal missed on a loaded machine makes the process exit for good.
+    paths = {b: tmp_path / b for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+                                       "etcd", "kwok", "metrics-server")}
+    patches = {p["name"]: p["extraArgs"] for p in kwok_backend.kwokctl_config(paths)["componentsPatches"]}
+    assert patches == {name: [{"key": "leader-elect", "value": "false"}]
+                       for name in ("kube-scheduler", "kube-controller-manager")}
