@@ -40,6 +40,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     # Add-ons that stand in for part of the cluster (e.g. a storage provisioner): spawned now, not waited for.
     addons.start(addons.with_cluster(state.backend() or ""), kubeconfig=kubeconfig, progress=_say, wait=False)
     ready = health.wait_nodes_ready(kubeconfig, timeout=args.timeout)
+    if state.backend() == "kwok":
+        from .cluster import kwok_backend
+
+        kwok_backend.check_components()  # nodes Ready needs only kwok: a dead controller-manager would go unseen
     _say(f"lab ready in {time.monotonic() - start:.1f}s: {ready} nodes Ready")
     if args.with_addons:
         addons.start(_addon_names(args.with_addons), kubeconfig=kubeconfig, progress=_say)

@@ -54,9 +54,9 @@ def cluster_dir() -> Path:
     return kwok_workdir() / "clusters" / CLUSTER
 
 
-def gate_path() -> Path:
-    """The script kwokctl starts as kwok-controller (see :data:`KWOK_GATE`)."""
-    return state_dir() / "kwok-controller-gate"
+def gate_path(component: str = "kwok-controller") -> Path:
+    """The script kwokctl starts as ``component`` (see :data:`KWOK_GATE`)."""
+    return state_dir() / f"{component}-gate"
 
 
 def _env() -> dict[str, str]:
@@ -111,10 +111,11 @@ def component_ports() -> dict[str, int]:
 
 
 def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = None,
-                   ports: dict[str, int] | None = None) -> dict[str, Any]:
+                   controller_manager: Path | None = None, ports: dict[str, int] | None = None) -> dict[str, Any]:
     """kwokctl's configuration: local binaries for every component, loopback only.
 
-    ``kwok_controller`` replaces the kwok binary kwokctl starts (``labkit up`` passes its gate, :data:`KWOK_GATE`);
+    ``kwok_controller`` and ``controller_manager`` replace the binaries kwokctl starts (``labkit up`` passes their
+    gates, :data:`KWOK_GATE`);
     ``ports`` (:func:`component_ports`) fixes the components' ports, which kwokctl picks otherwise.
     """
     manifests = data_file("metrics-server")
@@ -130,7 +131,7 @@ def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = Non
             "kwokVersion": versions.KWOK,
             "metricsServerVersion": versions.METRICS_SERVER,
             "kubeApiserverBinary": str(paths["kube-apiserver"]),
-            "kubeControllerManagerBinary": str(paths["kube-controller-manager"]),
+            "kubeControllerManagerBinary": str(controller_manager or paths["kube-controller-manager"]),
             "kubeSchedulerBinary": str(paths["kube-scheduler"]),
             "kubectlBinary": str(paths["kubectl"]),
             "etcdBinary": str(paths["etcd"]),
@@ -146,9 +147,8 @@ def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = Non
         },
     }
     config["options"].update(ports or {})
-    # One scheduler and one controller-manager: leader election has nobody to elect between. On a loaded machine a
-    # lease renewal that misses its 10 s deadline makes either process exit ("leaderelection lost") and nothing
-    # restarts it; that is what `labkit status` once showed as NOT RUNNING right after `labkit up`.
+    # One scheduler and one controller-manager: leader election has nobody to elect between, and a lease renewal
+    # that misses its 10 s deadline on a loaded machine makes either process exit ("leaderelection lost").
     config["componentsPatches"] = [{"name": name, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
                                    for name in ("kube-scheduler", "kube-controller-manager")]
     return config
@@ -160,8 +160,11 @@ def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = Non
 # labkit therefore gives kwokctl this gate as the kwok binary: it waits, polling cheaply on one connection, until
 # the API server serves labkit's Stages, then becomes kwok-controller (exec: same pid, same log, same arguments),
 # whose first attempts then all succeed. Standard library only; `--version` (kwokctl asks) passes straight through.
+# kube-controller-manager gets the same gate, waiting for /healthz: it waits only about 10 s for a healthy API
+# server and then exits for good ("failed to wait for apiserver being healthy"), which on a loaded machine, while
+# the API server still runs its post-start hooks, left a lab without controllers (`labkit status`: NOT RUNNING).
 KWOK_GATE = '''#!{python} -ES
-"""labkit's gate in front of kwok-controller (written by labkit/cluster/kwok_backend.py; see KWOK_GATE there)."""
+"""labkit's gate in front of {component} (written by labkit/cluster/kwok_backend.py; see KWOK_GATE there)."""
 import http.client, json, os, ssl, sys, time
 
 KWOK, PORT, PKI, WAIT_S = {kwok!r}, {port!r}, {pki!r}, {wait_s!r}
@@ -190,7 +193,7 @@ if sys.argv[1:2] not in (["--version"], ["version"]):
         except (OSError, ValueError, http.client.HTTPException):
             conn = None
         time.sleep(0.05)
-    print(f"labkit gate: starting kwok-controller after {{time.monotonic() - start:.2f}}s", file=sys.stderr,
+    print(f"labkit gate: starting {component} after {{time.monotonic() - start:.2f}}s", file=sys.stderr,
           flush=True)
 # argv[0] stays the path kwokctl ran (under the cluster's bin/), which `labkit down` looks for.
 os.execv(KWOK, [sys.argv[0], *sys.argv[1:]])
@@ -202,15 +205,18 @@ def gate_usable() -> bool:
     return bool(sys.executable) and not any(c.isspace() for c in sys.executable) and len(sys.executable) < 120
 
 
-def write_gate(kwok: Path) -> Path:
-    """Write :data:`KWOK_GATE` for this lab (port, PKI, ready condition) and return its path."""
-    # With labkit's Stages in the API, kwok can start when the first one is there (the node stage comes first);
-    # without them (an empty stages folder), the API answering is enough.
-    stages = bool(stage_files())
-    text = KWOK_GATE.format(python=sys.executable, kwok=str(kwok), port=api_port(), pki=str(cluster_dir() / "pki"),
-                            ready_path=f"/apis/{KWOK_API}/stages?limit=1" if stages else "/api/v1/nodes?limit=1",
-                            need_items=stages, wait_s=API_WAIT_S * 2)
-    path = gate_path()
+def write_gate(binary: Path, *, component: str = "kwok-controller") -> Path:
+    """Write :data:`KWOK_GATE` in front of ``binary`` for this lab (port, PKI, ready condition); return its path."""
+    if component == "kube-controller-manager":
+        ready_path, need_items = "/healthz", False  # every post-start hook done: what it waits for itself
+    else:
+        # With labkit's Stages in the API, kwok can start when the first one is there (the node stage comes
+        # first); without them (an empty stages folder), the API answering is enough.
+        need_items = bool(stage_files())
+        ready_path = f"/apis/{KWOK_API}/stages?limit=1" if need_items else "/api/v1/nodes?limit=1"
+    text = KWOK_GATE.format(python=sys.executable, kwok=str(binary), port=api_port(), pki=str(cluster_dir() / "pki"),
+                            ready_path=ready_path, need_items=need_items, wait_s=API_WAIT_S * 2, component=component)
+    path = gate_path(component)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
@@ -353,9 +359,12 @@ def up(*, progress: Progress = print) -> Path:
     start = time.monotonic()
     state_dir().mkdir(parents=True, exist_ok=True)
     config_file = state_dir() / "kwokctl.yaml"
-    # Without the gate (an odd Python path) kwok starts as kwokctl starts it, only later.
-    gate = write_gate(paths["kwok"]) if gate_usable() else None
-    config = kwokctl_config(paths, kwok_controller=gate, ports=component_ports())
+    # Without the gates (an odd Python path) kwok and the controller-manager start as kwokctl starts them.
+    gated = gate_usable()
+    config = kwokctl_config(paths, kwok_controller=write_gate(paths["kwok"]) if gated else None,
+                            controller_manager=write_gate(paths["kube-controller-manager"],
+                                                          component="kube-controller-manager") if gated else None,
+                            ports=component_ports())
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     progress(f"starting etcd, kube-apiserver, controller-manager, scheduler, metrics-server, kwok "
              f"(Kubernetes {versions.KUBERNETES}) on 127.0.0.1")
@@ -470,6 +479,18 @@ def kubectl(args: list[str], *, input_text: str | None = None, timeout: float = 
 
 def _write_state() -> None:
     state.record("kwok", api_port=api_port())
+
+
+def check_components() -> None:
+    """Raise, naming it and quoting its log, when a control-plane component has exited (end of ``labkit up``)."""
+    dead = [name for name, pid in component_pids().items() if pid is None]
+    if not dead:
+        return
+    log = cluster_dir() / "logs" / f"{dead[0]}.log"
+    tail = log.read_text(errors="replace").splitlines()[-3:] if log.exists() else []
+    raise LabkitError(f"{', '.join(dead)} exited while the lab started; last lines of its log ({log}):\n"
+                      + "\n".join(line[:300] for line in tail),
+                      fix="labkit down && labkit up   # and `labkit doctor` if it happens again")
 
 
 def component_pids() -> dict[str, int | None]:

@@ -107,7 +107,6 @@ def wait_for(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
         lab.dynamic.resources.get(kind=kind)
     ns = namespace if res.namespaced else None
     deadline = time.monotonic() + timeout
-    last: dict[str, Any] | None = None
     ns_flag = f" -n {namespace}" if ns else ""
     cond_text = condition if isinstance(condition, str) else "the condition"
 
@@ -117,47 +116,28 @@ def wait_for(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
                              fix=f"kubectl describe {kind.lower()}/{name}{ns_flag}")
         return predicate(obj)
 
-    while True:
+    box: dict[str, dict[str, Any] | None] = {"obj": None}
+
+    def relist() -> str | None:
         # NotFound is raised by api_errors as it converts the 404, so it is caught outside the block.
         try:
             with api_errors(f"waiting for {kind}/{name}", server=lab.server):
-                current = res.get(name=name, namespace=ns).to_dict()
+                box["obj"] = res.get(name=name, namespace=ns).to_dict()
         except NotFound:
-            current = None
-        last = current
-        if check(current):
-            return current
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        rv = (current or {}).get("metadata", {}).get("resourceVersion")
-        w = watch.Watch()
-        try:
-            with api_errors(f"waiting for {kind}/{name}", server=lab.server):
-                for event in _events(lab, res, ns, name, rv, remaining, w):
-                    if event["type"] == "ERROR":
-                        break  # e.g. 410 Gone: the resourceVersion is too old; re-list, then watch again
-                    current = None if event["type"] == "DELETED" else event["raw_object"]
-                    last = current
-                    if check(current):
-                        return current
-                    if time.monotonic() >= deadline:
-                        break
-        finally:
-            w.stop()
-        if time.monotonic() >= deadline:
-            break
+            box["obj"] = None
+        return (box["obj"] or {}).get("metadata", {}).get("resourceVersion")
+
+    def on_event(event: dict[str, Any]) -> None:
+        box["obj"] = None if event["type"] == "DELETED" else event["raw_object"]
+
+    if _list_then_watch(lab, res, f"{kind}/{name}", deadline, relist, on_event, lambda: check(box["obj"]),
+                        namespace=ns, name=name):
+        return box["obj"]
     raise WaitTimeout(
-        f"{kind}/{name} did not reach {cond_text} within {timeout:.0f}s; last seen: {_summary(last)}",
-        last_seen=last,
+        f"{kind}/{name} did not reach {cond_text} within {timeout:.0f}s; last seen: {_summary(box['obj'])}",
+        last_seen=box["obj"],
         fix=f"kubectl describe {kind.lower()}/{name}{ns_flag}   # and: kubectl get events{ns_flag}",
     )
-
-
-def _events(lab: Lab, res: Any, ns: str | None, name: str, rv: str | None, remaining: float,
-            w: watch.Watch) -> Any:
-    """Watch events for one object; a 410 Gone ends the stream quietly so the caller re-lists."""
-    yield from _watch(lab, res, w, remaining, namespace=ns, name=name, resource_version=rv)
 
 
 def wait_for_set(lab: Lab, kind: str, *, namespace: str, label_selector: str,
@@ -173,44 +153,57 @@ def wait_for_set(lab: Lab, kind: str, *, namespace: str, label_selector: str,
         lab.dynamic.resources.get(kind=kind)
     deadline = time.monotonic() + timeout
     objects: dict[str, dict[str, Any]] = {}
-    while True:
+
+    def relist() -> str | None:
         with api_errors(f"listing {kind} -l {label_selector}", server=lab.server):
             listing = res.get(namespace=namespace, label_selector=label_selector).to_dict()
-        objects = {o["metadata"]["name"]: o for o in listing.get("items") or []}
-        if condition(list(objects.values())):
-            return list(objects.values())
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        w = watch.Watch()
-        try:
-            with api_errors(f"watching {kind} -l {label_selector}", server=lab.server):
-                for event in _set_events(lab, res, namespace, label_selector,
-                                         listing["metadata"].get("resourceVersion"), remaining, w):
-                    if event["type"] == "ERROR":
-                        break  # 410 Gone: re-list
-                    obj = event["raw_object"]
-                    if event["type"] == "DELETED":
-                        objects.pop(obj["metadata"]["name"], None)
-                    else:
-                        objects[obj["metadata"]["name"]] = obj
-                    if condition(list(objects.values())):
-                        return list(objects.values())
-                    if time.monotonic() >= deadline:
-                        break
-        finally:
-            w.stop()
-        if time.monotonic() >= deadline:
-            break
+        objects.clear()
+        objects.update({o["metadata"]["name"]: o for o in listing.get("items") or []})
+        return listing["metadata"].get("resourceVersion")
+
+    def on_event(event: dict[str, Any]) -> None:
+        obj = event["raw_object"]
+        if event["type"] == "DELETED":
+            objects.pop(obj["metadata"]["name"], None)
+        else:
+            objects[obj["metadata"]["name"]] = obj
+
+    if _list_then_watch(lab, res, f"{kind} -l {label_selector}", deadline, relist, on_event,
+                        lambda: condition(list(objects.values())), namespace=namespace, label_selector=label_selector):
+        return list(objects.values())
     names = ", ".join(sorted(objects)) or "none"
     raise WaitTimeout(f"{kind} objects -l {label_selector} did not reach the condition within {timeout:.0f}s; "
                       f"last seen: {names}", last_seen=list(objects.values()),
                       fix=f"kubectl -n {namespace} get {kind.lower()} -l {label_selector} -o yaml")
 
 
-def _set_events(lab: Lab, res: Any, ns: str, label_selector: str, rv: str | None, remaining: float,
-                w: watch.Watch) -> Any:
-    yield from _watch(lab, res, w, remaining, namespace=ns, label_selector=label_selector, resource_version=rv)
+def _list_then_watch(lab: Lab, res: Any, what: str, deadline: float, relist: Callable[[], str | None],
+                     on_event: Callable[[dict[str, Any]], None], done: Callable[[], bool], **selectors: Any) -> bool:
+    """The one wait loop: ``relist`` (returns the resourceVersion), judge, watch from there feeding ``on_event``
+    and judging after each event; a 410 Gone or a watch that ends re-lists. True when ``done``, False at deadline.
+    """
+    while True:
+        rv = relist()
+        if done():
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        w = watch.Watch()
+        try:
+            with api_errors(f"watching {what}", server=lab.server):
+                for event in _watch(lab, res, w, remaining, resource_version=rv, **selectors):
+                    if event["type"] == "ERROR":
+                        break  # e.g. 410 Gone: the resourceVersion is too old; re-list, then watch again
+                    on_event(event)
+                    if done():
+                        return True
+                    if time.monotonic() >= deadline:
+                        break
+        finally:
+            w.stop()
+        if time.monotonic() >= deadline:
+            return False
 
 
 def _watch(lab: Lab, res: Any, w: watch.Watch, remaining: float, **selectors: Any) -> Any:

@@ -13,7 +13,7 @@ import pytest
 
 from labkit.cluster import kwok_backend
 from labkit.cluster.topology import load_topology
-from labkit.errors import ManifestError
+from labkit.errors import LabkitError, ManifestError
 
 
 @pytest.fixture
@@ -99,7 +99,8 @@ def test_gate_becomes_kwok_with_its_arguments_when_the_api_never_answers(tmp_pat
     # and a short wait: the gate gives up waiting and still starts kwok.
     shell = subprocess.run(["which", "sh"], capture_output=True, text=True, check=True).stdout.strip()
     text = kwok_backend.KWOK_GATE.format(python=sys.executable, kwok=shell, port=1, pki=str(tmp_path / "no-pki"),
-                                         ready_path="/readyz", need_items=False, wait_s=0.2)
+                                         ready_path="/readyz", need_items=False, wait_s=0.2,
+                                         component="kwok-controller")
     gate = tmp_path / "bin" / "kwok-controller"
     gate.parent.mkdir()
     gate.write_text(text)
@@ -181,3 +182,25 @@ def test_single_scheduler_and_controller_manager_run_without_leader_election(tmp
     patches = {p["name"]: p["extraArgs"] for p in kwok_backend.kwokctl_config(paths)["componentsPatches"]}
     assert patches == {name: [{"key": "leader-elect", "value": "false"}]
                        for name in ("kube-scheduler", "kube-controller-manager")}
+
+
+def test_controller_manager_gate_waits_for_healthz_then_becomes_it(state: Path, tmp_path: Path) -> None:
+    # kube-controller-manager gives up on an API server that is not healthy within ~10 s and exits for good.
+    gate = kwok_backend.write_gate(_fake_kwok(tmp_path), component="kube-controller-manager")
+    assert gate == kwok_backend.gate_path("kube-controller-manager") != kwok_backend.gate_path()
+    text = gate.read_text()
+    assert "READY_PATH, NEED_ITEMS = '/healthz', False" in text and "in front of kube-controller-manager" in text
+
+
+def test_check_components_names_the_one_that_exited_and_quotes_its_log(state: Path) -> None:
+    pids, logs = kwok_backend.cluster_dir() / "pids", kwok_backend.cluster_dir() / "logs"
+    pids.mkdir(parents=True)
+    logs.mkdir()
+    (pids / "kube-scheduler.pid").write_text(str(os.getpid()))
+    (pids / "kube-controller-manager.pid").write_text("999999999")  # no such process
+    (logs / "kube-controller-manager.log").write_text("starting\nfailed to wait for apiserver being healthy\n")
+    with pytest.raises(LabkitError, match="kube-controller-manager exited") as err:
+        kwok_backend.check_components()
+    assert "failed to wait for apiserver being healthy" in str(err.value)
+    (pids / "kube-controller-manager.pid").write_text(str(os.getpid()))
+    kwok_backend.check_components()  # every component alive: nothing to say
