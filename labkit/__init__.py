@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "apply": "labkit.kube.apply:apply", "delete": "labkit.kube.apply:delete",
     "load_manifests": "labkit.kube.apply:load_manifests",
     "lesson_namespace": "labkit.kube.namespaces:lesson_namespace", "wait_for": "labkit.kube.wait:wait_for",
+    "wait_default_service_account": "labkit.kube.namespaces:wait_default_service_account",
     "wait_for_set": "labkit.kube.wait:wait_for_set",
     "wait_nodes_ready": "labkit.kube.nodes:wait_nodes_ready", "use_lab_kubectl": "labkit.kube.shell:use_lab_kubectl",
     "nodes_table": "labkit.kube.tables:nodes_table", "pods_table": "labkit.kube.tables:pods_table",
@@ -85,7 +86,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
     from .kube.apply import apply, delete, load_manifests
     from .kube.client import Lab, connect
     from .kube.events import Recorder, min_ready_during, record_until
-    from .kube.namespaces import lesson_namespace
+    from .kube.namespaces import lesson_namespace, wait_default_service_account
     from .kube.nodes import wait_nodes_ready
     from .kube.rollouts import (
         pods_by_revision,

@@ -5,12 +5,11 @@ Introduced in notebook 00_lab_tour: ``ns = lk.lesson_namespace(lab, "lesson-00")
 
 from __future__ import annotations
 
-import time
-
 from kubernetes import client as k8s
 
 from ..errors import NotFound, WaitTimeout
 from .client import Lab, api_errors
+from .wait import wait_for
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "labkit"}
 
@@ -25,25 +24,24 @@ def lesson_namespace(lab: Lab, name: str, *, timeout: float = 90.0) -> str:
             lab.core.delete_namespace(name, propagation_policy="Background")
     except NotFound:
         pass
-    _wait_gone(lab, name, timeout=timeout)
+    try:
+        wait_for(lab, "Namespace", name, condition="delete", timeout=timeout)
+    except WaitTimeout as exc:
+        raise WaitTimeout(f"namespace {name} is still there after {timeout:.0f}s", last_seen=exc.last_seen,
+                          fix=f"kubectl get all -n {name}   # what is left; "
+                              f"kubectl get namespace {name} -o yaml   # its finalizers") from None
     body = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={**MANAGED_BY, "labkit.io/lesson": name}))
     with api_errors(f"creating namespace {name}", server=lab.server):
         lab.core.create_namespace(body)
+    wait_default_service_account(lab, name)
     return name
 
 
-def _wait_gone(lab: Lab, name: str, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    phase = None
-    while time.monotonic() < deadline:
-        try:
-            with api_errors(f"waiting for namespace {name} to go", server=lab.server):
-                ns = lab.core.read_namespace(name)
-            phase = ns.status.phase if ns.status else None
-        except NotFound:
-            return
-        # Namespace deletion has no watchable end state short of 404; poll briefly.
-        time.sleep(0.5)
-    raise WaitTimeout(f"namespace {name} is still {phase} after {timeout:.0f}s",
-                      fix=f"kubectl get all -n {name}   # what is left; "
-                      f"kubectl get namespace {name} -o yaml   # its finalizers")
+def wait_default_service_account(lab: Lab, namespace: str, *, timeout: float = 30.0) -> None:
+    """Block until the namespace's ``default`` ServiceAccount exists: until then the API server rejects every pod
+    (``serviceaccount "default" not found``), and on a busy machine the controller that makes it can lag seconds.
+
+    Same as ``kubectl wait -n NS serviceaccount/default --for=create``.
+    """
+    wait_for(lab, "ServiceAccount", "default", namespace=namespace, condition=lambda obj: obj is not None,
+             timeout=timeout)

@@ -29,5 +29,6 @@ def namespace(lab: lk.Lab) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     lab.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(
         name=name, labels={"app.kubernetes.io/managed-by": "labkit", "labkit.io/test": "e2e"})))
+    lk.wait_default_service_account(lab, name)  # pods are refused until the controller has made it
     yield name
     lab.core.delete_namespace(name, propagation_policy="Background")
