@@ -109,7 +109,7 @@ def test_unsupported_features_raise_pynvml_not_supported():
 
 def test_functions_the_fake_lacks_raise_function_not_found(api):
     with pytest.raises(pynvml.NVMLError_FunctionNotFound):
-        api.nvmlDeviceGetBAR1MemoryInfo(api.nvmlDeviceGetHandleByIndex(0))
+        api.nvmlDeviceGetVgpuMetadata(api.nvmlDeviceGetHandleByIndex(0))
 
 
 def test_clock_controls_validate_like_nvml(api):

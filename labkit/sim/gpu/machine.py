@@ -31,6 +31,16 @@ ClockMode = Literal["manual", "wall"]
 _MAX_CATCHUP_STEPS = 600
 
 
+@dataclass(frozen=True)
+class FakeProcess:
+    """A process holding GPU memory, as NVML lists it; ``gi_id`` names its MIG GPU instance (None: whole GPU)."""
+
+    pid: int
+    memory_mib: int
+    gi_id: int | None = None
+    name: str = ""
+
+
 @dataclass
 class FakeDevice:
     """One simulated GPU: identity, physical state, faults and MIG layout."""
@@ -44,6 +54,8 @@ class FakeDevice:
     faults: FaultState = field(default_factory=FaultState)
     mig_instances: list[MigProfile] = field(default_factory=list)
     mig_enabled: bool = False
+    # Set by whoever owns the processes (the lab's exporter: one per pod); None: one process per loaded GPU.
+    processes: list[FakeProcess] | None = None
 
     @property
     def pci_bus_id(self) -> str:
@@ -99,6 +111,9 @@ class FakeMachine:
 
     Time only moves when :meth:`step` or :meth:`run` is called (``clock="manual"``), or, with
     ``clock="wall"``, on every read by following the wall clock (for live dashboards)."""
+
+    # True for a copy of another process's machine: NVML's set calls are refused.
+    read_only = False
 
     def __init__(
         self,
@@ -159,6 +174,12 @@ class FakeMachine:
         with self.lock:
             for gpu in range(len(self.devices)):
                 self.set_workload(gpu, workloads.get(gpu))
+
+    def set_processes(self, processes: Mapping[int, Iterable[FakeProcess]]) -> None:
+        """Declare the processes NVML lists on each GPU (the lab's exporter: one per pod); missing GPUs have none."""
+        with self.lock:
+            for device in self.devices:
+                device.processes = sorted(processes.get(device.index, ()), key=lambda p: p.pid)
 
     def step(self, seconds: float = 1.0, *, dt_s: float = 1.0) -> None:
         """Advance simulated time by ``seconds`` in increments of at most ``dt_s``."""
