@@ -49,9 +49,25 @@ def pynvml_shim_dir() -> Path:
     # mkdtemp is private to this user, so nobody else can plant a pynvml.py in it.
     directory = Path(tempfile.mkdtemp(prefix="labkit-pynvml-shim-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return write_shim(directory)
+
+
+def write_shim(directory: Path) -> Path:
+    """Put the stand-in ``pynvml.py`` (and the marker that tells labkit it is not NVIDIA's) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / "pynvml.py").write_text(_SHIM_SOURCE)
     (directory / SHIM_MARKER_FILE).write_text("pynvml.py here is labkit's simulated NVML\n")
     return directory
+
+
+def terminal_env_lines(directory: Path) -> list[str]:
+    """Shell lines after which ``nvitop``, ``gpustat`` or a pynvml script in that shell see the lab's GPUs."""
+    package_root = Path(__file__).resolve().parents[3]
+    write_shim(directory)
+    path = os.pathsep.join([str(directory), str(package_root)])
+    return [f"export PYTHONPATH='{path}'${{PYTHONPATH:+:$PYTHONPATH}}", f"export {ENV_FAKE}=1",
+            f"export {ENV_SOURCE}=${{{ENV_SOURCE}:-auto}}",
+            f"# then: nvitop --once ; gpustat ; {ENV_NODE}=gpu-node-3 nvitop --once (the MIG node)"]
 
 
 def fake_pynvml_env(
@@ -69,7 +85,7 @@ def fake_pynvml_env(
     ``source`` is ``LABKIT_FAKE_GPU_SOURCE`` (``auto``, ``lab``, ``local`` or an exporter's URL); it defaults
     to ``local`` when a profile, count or seed describes a private node, else to the environment's."""
     env = dict(os.environ if base_env is None else base_env)
-    package_root = Path(__file__).resolve().parents[2]  # the directory that contains labkit/
+    package_root = Path(__file__).resolve().parents[3]  # the directory that contains labkit/
     path = [str(pynvml_shim_dir()), str(package_root), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     env[ENV_FAKE] = "1"
