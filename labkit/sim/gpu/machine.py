@@ -8,7 +8,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from labkit.settings import DEFAULT_GPU_PROFILE
@@ -176,10 +176,24 @@ class FakeMachine:
                 self.set_workload(gpu, workloads.get(gpu))
 
     def set_processes(self, processes: Mapping[int, Iterable[FakeProcess]]) -> None:
-        """Declare the processes NVML lists on each GPU (the lab's exporter: one per pod); missing GPUs have none."""
+        """Declare the processes NVML lists on each GPU (the lab's exporter: one per pod); missing GPUs have none.
+
+        Listed in arrival order: a GPU's memory is one pool, first come first served, so a process that asks for
+        more than is still free holds only what was left (its next cudaMalloc fails with out-of-memory).
+        Processes on a MIG instance draw on that instance's memory only."""
         with self.lock:
             for device in self.devices:
-                device.processes = sorted(processes.get(device.index, ()), key=lambda p: p.pid)
+                pools: dict[int | None, int] = {None: device.profile.memory_total_mib
+                                                - device.profile.memory_reserved_mib}
+                for i, inst in enumerate(device.mig_instances if device.mig_enabled else []):
+                    pools[i + 1] = inst.memory_mib
+                granted = []
+                for proc in processes.get(device.index, ()):
+                    free = pools.get(proc.gi_id, 0)
+                    got = min(proc.memory_mib, free)
+                    pools[proc.gi_id] = free - got
+                    granted.append(replace(proc, memory_mib=got))
+                device.processes = sorted(granted, key=lambda p: p.pid)
 
     def step(self, seconds: float = 1.0, *, dt_s: float = 1.0) -> None:
         """Advance simulated time by ``seconds`` in increments of at most ``dt_s``."""
