@@ -64,8 +64,12 @@ def cmd_env(args: argparse.Namespace) -> int:
 def cmd_gpu_env(args: argparse.Namespace) -> int:
     """Shell lines that make nvitop/gpustat/pynvml in this shell read the lab's simulated GPUs."""
     from .paths import state_dir
+    from .sim.gpu import nvml_mode
     from .sim.gpu.shim import terminal_env_lines
 
+    if os.environ.get("LABKIT_FAKE_GPU", "auto") == "auto" and nvml_mode().mode == "real":
+        print("# this host has NVIDIA GPUs and a driver: nvitop and gpustat read them as they are")
+        return 0
     print(f"export LABKIT_STATE_DIR='{state_dir()}'")
     for line in terminal_env_lines(state_dir() / "fake-pynvml"):
         print(line)

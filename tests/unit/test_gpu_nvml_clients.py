@@ -34,7 +34,8 @@ def test_every_profile_is_covered():
 
 def _node(profile: str) -> FakeMachine:
     """GPU 0 runs a trainer; GPU 1 is MIG-partitioned with one pod on its first instance (where MIG exists)."""
-    machine = FakeMachine(profile=profile, count=2, node="gpu-node-9", clock="wall")
+    # A manual clock: the model stands still between readings, so every reader must agree exactly.
+    machine = FakeMachine(profile=profile, count=2, node="gpu-node-9", clock="manual")
     mig = PROFILES[profile][1]
     memory = 12_000 if profile == "T4" else 30_000
     machine.set_workload(0, Workload(90, memory, 0.2))
@@ -44,6 +45,7 @@ def _node(profile: str) -> FakeMachine:
         machine.set_workload(1, Workload(10, 5_000, 0.3))
         processes[1] = [FakeProcess(SLICE_PID, 5_000, 1, "lesson/inference")]
     machine.set_processes(processes)
+    machine.step(30)  # warm: temperature and power away from their idle values
     return machine
 
 
@@ -213,7 +215,7 @@ def test_nvitop_python_api_reads_the_served_node(served, tmp_path):
     assert first["memory_used"] == machine.devices[0].memory_used_mib * MIB
     assert first["memory_total"] == machine.profile.memory_total_mib * MIB
     assert first["utilization"] == 90
-    assert abs(first["temperature"] - machine.devices[0].state.temperature_c) <= 3
+    assert first["temperature"] == round(machine.devices[0].state.temperature_c)
     assert first["processes"] == {str(TRAINER_PID): [machine.devices[0].memory_used_mib * MIB, "N/A"]}
     assert first["cc"] == list(machine.profile.cuda_compute_capability)
     assert first["bar1_total"] == machine.profile.bar1_total_mib * MIB
@@ -262,11 +264,13 @@ def test_a_separate_process_and_the_exporter_agree(served, tmp_path):
     fb_used = _exporter_values(server, "DCGM_FI_DEV_FB_USED")
     util = _exporter_values(server, "DCGM_FI_DEV_GPU_UTIL")
     temperature = _exporter_values(server, "DCGM_FI_DEV_GPU_TEMP")
+    power = _exporter_values(server, "DCGM_FI_DEV_POWER_USAGE")
     for gpu in (0, 1):
         assert nvitop_rows[gpu]["memory_used"] // MIB == gpustat_rows[gpu]["memory.used"] == fb_used[str(gpu)]
         assert nvitop_rows[gpu]["utilization"] == gpustat_rows[gpu]["utilization.gpu"] == util[str(gpu)]
-        # The model follows the wall clock; three readings a second or so apart differ by a degree at most.
-        assert abs(nvitop_rows[gpu]["temperature"] - temperature[str(gpu)]) <= 2
+        assert nvitop_rows[gpu]["temperature"] == gpustat_rows[gpu]["temperature.gpu"] == temperature[str(gpu)]
+        assert abs(nvitop_rows[gpu]["power_mw"] / 1000 - power[str(gpu)]) < 0.001
+    assert temperature["0"] > temperature["1"]  # the loaded GPU runs warmer: live values, not idle defaults
     assert [r["uuid"] for r in gpustat_rows] == [d.uuid for d in machine.devices]
 
 
@@ -282,3 +286,24 @@ def test_a_mirror_is_read_only_and_follows_the_owner(served):
     mirror.machine._fetched = 0.0  # as if MAX_AGE_S had passed
     assert mirror.nvmlDeviceGetUtilizationRates(handle).gpu == 40
     assert mirror.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2).used == 1_000 * MIB
+
+
+def test_a_shell_after_labkit_gpu_env_sees_the_running_labs_gpus(tmp_path):
+    """`eval "$(labkit gpu-env)"; LABKIT_FAKE_GPU_NODE=... nvitop --once` finds the lab's exporter by itself."""
+    import os
+
+    machine = _node("A100-SXM-80GB")
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_FAKE_GPU")}
+    env.update(LABKIT_STATE_DIR=str(state), LABKIT_FAKE_GPU="1")
+    with start_exporter(machine) as server:
+        (state / "gpu-nvml.url").write_text(server.base_url + "\n")  # what the lab's exporter writes at start
+        script = (f'eval "$({sys.executable} -m labkit gpu-env)" && '
+                  f"LABKIT_FAKE_GPU_NODE={machine.node} {sys.executable} -m nvitop --once --ascii")
+        result = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"1:0 {SLICE_PID}" in re.sub(r" +", " ", result.stdout), result.stdout
+    assert len(re.findall(r"GI/CI: +\d+/0", result.stdout)) == 7
+    assert (state / "fake-pynvml" / "pynvml.py").exists()
