@@ -307,3 +307,30 @@ def test_a_shell_after_labkit_gpu_env_sees_the_running_labs_gpus(tmp_path):
     assert f"1:0 {SLICE_PID}" in re.sub(r" +", " ", result.stdout), result.stdout
     assert len(re.findall(r"GI/CI: +\d+/0", result.stdout)) == 7
     assert (state / "fake-pynvml" / "pynvml.py").exists()
+
+
+def test_nvitop_tui_under_tmux_draws_the_served_mig_node(tmp_path):
+    """nvitop's interactive screen (curses) in a detached tmux session shows the MIG instances and the pod."""
+    import shutil
+    import time
+
+    tmux = shutil.which("tmux")
+    assert tmux, "this test needs tmux (apt-get install tmux)"
+    machine = _node("A100-SXM-80GB")
+    socket = f"labkit-test-{tmp_path.name}"
+    with start_exporter(machine) as server:
+        env = fake_pynvml_env(source=server.base_url)
+        env.update(LABKIT_FAKE_GPU_NODE=machine.node, TERM="xterm-256color")
+        command = f"{sys.executable} -m nvitop"
+        subprocess.run([tmux, "-L", socket, "new-session", "-d", "-s", "nvitop", "-x", "140", "-y", "45", command],
+                       env=env, cwd=tmp_path, check=True, timeout=30)
+        try:
+            deadline, screen = time.monotonic() + 60, ""
+            while f"{SLICE_PID}" not in screen or len(re.findall(r"GI/CI: +\d+/0", screen)) < 7:
+                assert time.monotonic() < deadline, f"nvitop's screen after 60 s:\n{screen}"
+                time.sleep(0.5)  # polling a screen: there is no event to wait on
+                screen = subprocess.run([tmux, "-L", socket, "capture-pane", "-p", "-t", "nvitop"], env=env,
+                                        capture_output=True, text=True, timeout=30).stdout
+        finally:
+            subprocess.run([tmux, "-L", socket, "kill-server"], env=env, timeout=30, check=False)
+    assert "A100-SXM4-80GB" in screen and "Enabled" in screen and "Traceback" not in screen
