@@ -195,6 +195,7 @@ def _driver_present():
 
 def test_entry_point_env_switch(monkeypatch):
     monkeypatch.setenv("LABKIT_FAKE_GPU", "1")
+    monkeypatch.setenv("LABKIT_FAKE_GPU_SOURCE", "local")  # a private node, whatever lab runs beside the tests
     monkeypatch.setenv("LABKIT_FAKE_GPU_PROFILE", "T4")
     monkeypatch.setenv("LABKIT_FAKE_GPU_COUNT", "3")
     assert nvml_mode(refresh=True).mode == "fake"

@@ -334,3 +334,25 @@ def test_nvitop_tui_under_tmux_draws_the_served_mig_node(tmp_path):
         finally:
             subprocess.run([tmux, "-L", socket, "kill-server"], env=env, timeout=30, check=False)
     assert "A100-SXM4-80GB" in screen and "Enabled" in screen and "Traceback" not in screen
+
+
+def test_source_selection(tmp_path, monkeypatch):
+    """auto: the lab's exporter when its address file answers, else a private node; lab: an error without one."""
+    from labkit.sim.gpu.shared import GpuStateUnavailable, NoSuchGpuNode, machine_from_source
+
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path))
+    env = {"LABKIT_FAKE_GPU_NODE": "gpu-node-9", "LABKIT_FAKE_GPU_PROFILE": "T4"}
+    machine, why = machine_from_source(env)
+    assert not isinstance(machine, MirrorMachine) and machine.profile.key == "T4" and "not running" in why
+    with pytest.raises(GpuStateUnavailable, match="labkit up --with gpu-exporter"):
+        machine_from_source({**env, "LABKIT_FAKE_GPU_SOURCE": "lab"})
+    with start_exporter(_node("H200")) as server:
+        (tmp_path / "gpu-nvml.url").write_text(server.base_url + "\n")
+        machine, why = machine_from_source(env)
+        assert isinstance(machine, MirrorMachine) and machine.profile.key == "H200" and server.base_url in why
+        assert not isinstance(machine_from_source({**env, "LABKIT_FAKE_GPU_SOURCE": "local"})[0], MirrorMachine)
+        with pytest.raises(NoSuchGpuNode, match="gpu-node-9"):
+            machine_from_source({**env, "LABKIT_FAKE_GPU_NODE": "gpu-node-7"})
+    # The exporter is gone but its address file stayed (a lab killed hard): auto falls back to a private node.
+    machine, why = machine_from_source(env)
+    assert not isinstance(machine, MirrorMachine) and "not running" in why

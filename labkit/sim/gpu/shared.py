@@ -95,9 +95,13 @@ def fetch_state(base_url: str, node: str) -> dict[str, Any]:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            raise NoSuchGpuNode(f"the lab's GPU exporter has no GPU node {node!r}",
-                                      fix=f"list them: curl {base_url.rstrip('/')}/nvml ; "
-                                          "then set LABKIT_FAKE_GPU_NODE to one") from exc
+            try:
+                with urllib.request.urlopen(f"{base_url.rstrip('/')}/nvml", timeout=_TIMEOUT_S) as resp:  # noqa: S310
+                    known = ", ".join(json.loads(resp.read()))
+            except (OSError, ValueError):
+                known = f"see curl {base_url.rstrip('/')}/nvml"
+            raise NoSuchGpuNode(f"the lab's GPU exporter has no GPU node {node!r} (it has: {known})",
+                                fix="set LABKIT_FAKE_GPU_NODE to one of them") from exc
         raise
     except OSError as exc:
         raise GpuStateUnavailable(f"the lab's GPU exporter at {base_url} does not answer ({exc})",
