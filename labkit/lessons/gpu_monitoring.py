@@ -249,6 +249,32 @@ def clock_sweep(*, profile: str = DEFAULT_GPU_PROFILE, clocks_mhz: Sequence[int]
     return pd.DataFrame(rows)
 
 
+def power_limit_sweep(*, profile: str = DEFAULT_GPU_PROFILE, limits_w: Sequence[int] = (700, 600, 500, 400, 300, 200),
+                      memory_bound: float = 0.3, host_w_per_gpu: float = 150.0, seconds: float = 300,
+                      seed: int = 0) -> pd.DataFrame:
+    """Cap the board's power (``nvidia-smi -pl W``, NVML ``nvmlDeviceSetPowerManagementLimit``) and run one job.
+
+    The job is one hour of work at full speed. ``host_w_per_gpu`` is the rest of the server (CPUs, memory, fans,
+    NICs) per GPU, an assumption: it keeps drawing while a slower job runs longer."""
+    rows = []
+    for limit in limits_w:
+        machine = FakeMachine(profile=profile, count=1, node="bench", seed=seed)
+        api = FakeNvml(machine)
+        api.nvmlInit()
+        api.nvmlDeviceSetPowerManagementLimit(api.nvmlDeviceGetHandleByIndex(0), limit * 1000)
+        machine.set_workload(0, Workload(100, 40_000, memory_bound))
+        machine.step(seconds)
+        s = machine.sample(0)
+        job_s = 3600 / s.throughput
+        rows.append({"power_limit_w": limit, "sm_clock_mhz": s.sm_clock_mhz, "gpu_power_w": round(s.power_w),
+                     "throughput": round(s.throughput, 3), "job_minutes": round(job_s / 60, 1),
+                     "gpu_kj_per_job": round(s.power_w * job_s / 1000),
+                     "server_kj_per_job": round((s.power_w + host_w_per_gpu) * job_s / 1000),
+                     "reasons": ",".join(s.reasons) or "none"})
+        api.nvmlShutdown()
+    return pd.DataFrame(rows)
+
+
 def throttle_run(*, profile: str = DEFAULT_GPU_PROFILE, cooling_factor: float = 1.8, seconds: int = 240,
                  seed: int = 0) -> pd.DataFrame:
     """A full compute-bound load on a GPU whose cooling got worse (a failed fan, a blocked air inlet).

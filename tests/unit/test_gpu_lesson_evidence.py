@@ -20,3 +20,11 @@ def test_time_sliced_pods_share_one_memory_pool_mig_pods_do_not():
     assert table.loc[("MIG 3g.40gb", "a/first"), "holds_mib"] == 40_192  # its own instance's ceiling
     assert table.loc[("MIG 3g.40gb", "b/second"), "holds_mib"] == 30_000
     assert list(table["cudaMalloc"]) == ["ok", "out of memory", "out of memory", "ok"]
+
+
+def test_power_limit_trades_speed_for_energy_with_a_sweet_spot():
+    table = g12.power_limit_sweep(profile="H100-SXM", limits_w=(700, 500, 300, 200)).set_index("power_limit_w")
+    assert list(table["gpu_power_w"]) == sorted(table["gpu_power_w"], reverse=True)
+    assert table.loc[700, "reasons"] == "none" and (table.loc[[500, 300, 200], "reasons"] == "SwPowerCap").all()
+    assert table.loc[500, "throughput"] > table.loc[500, "gpu_power_w"] / table.loc[700, "gpu_power_w"]
+    assert table["server_kj_per_job"].idxmin() == 300  # the rest of the server makes very slow jobs cost again
