@@ -356,3 +356,15 @@ def test_source_selection(tmp_path, monkeypatch):
     # The exporter is gone but its address file stayed (a lab killed hard): auto falls back to a private node.
     machine, why = machine_from_source(env)
     assert not isinstance(machine, MirrorMachine) and "not running" in why
+
+
+def test_when_the_labs_exporter_stops_a_c_caller_sees_the_driver_gone():
+    machine = _node("T4")
+    with start_exporter(machine) as server:
+        module = FakeNvml(MirrorMachine(server.base_url, machine.node)).as_module("labkit_test_mirror")
+        module.nvmlInit()
+        handle = module.nvmlDeviceGetHandleByIndex(0)
+        assert module.nvmlDeviceGetUtilizationRates(handle).gpu == 90
+    module.fake.machine._fetched = 0.0  # stale: the next call re-reads, and nobody answers
+    with pytest.raises(module.NVMLError_DriverNotLoaded):
+        module.nvmlDeviceGetUtilizationRates(handle)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from labkit.errors import LabkitError
 from labkit.sim.gpu.fake_nvml import FakeHandle, FakeNvml
 from labkit.sim.gpu.real_pynvml import SHIM_MARKER, genuine_pynvml_path, pynvml
 
@@ -142,6 +143,9 @@ class FakeNvmlLibrary:
                 return status.code
             except N.NVMLError as exc:
                 return int(exc.value)
+            except LabkitError as exc:  # the lab's exporter went away: to a C caller, the driver is gone
+                log.warning("simulated %s: %s", name, exc)
+                return N.NVML_ERROR_DRIVER_NOT_LOADED
             except Exception:  # a C caller cannot receive a Python exception
                 log.exception("simulated %s failed", name)
                 return N.NVML_ERROR_UNKNOWN
