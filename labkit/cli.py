@@ -65,6 +65,21 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gpu_env(args: argparse.Namespace) -> int:
+    """Shell lines that make nvitop/gpustat/pynvml in this shell read the lab's simulated GPUs."""
+    from .paths import state_dir
+    from .sim.gpu import nvml_mode
+    from .sim.gpu.shim import terminal_env_lines
+
+    if os.environ.get("LABKIT_FAKE_GPU", "auto") == "auto" and nvml_mode().mode == "real":
+        print("# this host has NVIDIA GPUs and a driver: nvitop and gpustat read them as they are")
+        return 0
+    print(f"export LABKIT_STATE_DIR='{state_dir()}'")
+    for line in terminal_env_lines(state_dir() / "fake-pynvml"):
+        print(line)
+    return 0
+
+
 def _nodes_lines(kubeconfig: object) -> list[str]:
     """`kubectl get nodes`-style lines, from one raw API call."""
     nodes = health.api_get(kubeconfig, "/api/v1/nodes").get("items") or []  # type: ignore[arg-type]
@@ -157,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="backend, versions, components, nodes").set_defaults(func=cmd_status)
     sub.add_parser("doctor", help="check prerequisites and say how to fix each").set_defaults(func=cmd_doctor)
     sub.add_parser("env", help='shell lines: eval "$(labkit env)"').set_defaults(func=cmd_env)
+    sub.add_parser("gpu-env", help='shell lines for nvitop/gpustat on the lab\'s simulated GPUs: '
+                   'eval "$(labkit gpu-env)"').set_defaults(func=cmd_gpu_env)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -31,6 +31,11 @@ def kubeconfig_path() -> Path:
     return state_dir() / "kubeconfig"
 
 
+def gpu_nvml_endpoint() -> Path:
+    """Where the lab's GPU exporter writes the URL that serves its simulated GPUs' state to other processes."""
+    return state_dir() / "gpu-nvml.url"
+
+
 def progress_file() -> Path:
     """Exercise progress a learner has made, across notebooks."""
     return state_dir() / "progress.json"

@@ -5,6 +5,7 @@ Runs ``python -m labkit.sim.gpu.daemon``; it writes its own Prometheus targets (
 
 from __future__ import annotations
 
+from ..paths import gpu_nvml_endpoint
 from ..settings import DCGM_EXPORTER_JOB
 from .base import Context, PythonModuleAddon
 
@@ -20,7 +21,8 @@ class GpuExporter(PythonModuleAddon):
 
     def arguments(self, ctx: Context) -> list[str]:
         return ["--kubeconfig", str(ctx.kubeconfig),
-                "--port", str(ctx.port), "--state", str(ctx.folder), "--targets", str(ctx.targets)]
+                "--port", str(ctx.port), "--state", str(ctx.folder), "--targets", str(ctx.targets),
+                "--endpoint-file", str(gpu_nvml_endpoint())]
 
     def env(self, ctx: Context) -> dict[str, str]:
         env = super().env(ctx)

@@ -7,6 +7,10 @@ Data functions return pandas tables; ``*_figure`` functions turn them into plotl
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import urllib.request
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,7 +25,9 @@ from ..exercises import Attempt, Exercise
 from ..kube.apply import apply
 from ..kube.objects import get
 from ..settings import DEFAULT_GPU_PROFILE, SCRAPE_INTERVAL_S
-from ..sim.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, reason_names
+from ..sim.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, fake_pynvml_env, nvml_mode, reason_names
+from ..sim.gpu.attribution import pod_pid
+from ..sim.gpu.machine import FakeProcess
 from ..sim.gpu.real_pynvml import pynvml as N
 from ..widgets import Dashboard
 
@@ -97,6 +103,128 @@ def driver_and_firmware(api: Any) -> pd.DataFrame:
         api.nvmlShutdown()
 
 
+# --- the same GPUs from a terminal: nvitop and gpustat, unmodified -----------------------------------------------
+
+_NVITOP_PROBE = textwrap.dedent("""
+    import json
+    from nvitop import Device
+    rows = []
+    for device in Device.all():
+        for d in [device, *device.mig_devices()]:
+            mig = d is not device
+            rows.append({"device": f"{device.index}:{d.index[1]}" if mig else str(d.index), "name": d.name(),
+                         "memory_used_mib": d.memory_used() // 2**20, "memory_total_mib": d.memory_total() // 2**20,
+                         "utilization_pct": "-" if mig else d.gpu_utilization(),
+                         "gpu_instance": d.gpu_instance_id() if mig else "-", "pids": sorted(d.processes())})
+    print(json.dumps(rows))
+""")
+
+
+def terminal_env(node: str) -> dict[str, str]:
+    """The environment of a shell after ``eval "$(labkit gpu-env)"``, looking at one GPU node of the lab.
+
+    ``import pynvml`` in it is NVIDIA's pynvml over the simulated C library, mirroring the lab's GPU exporter
+    (``LABKIT_FAKE_GPU_NODE=NODE``). On a host with real GPUs, this shell's own environment."""
+    if nvml_mode().mode == "real":
+        return dict(os.environ)
+    env = fake_pynvml_env(source="lab")
+    env["LABKIT_FAKE_GPU_NODE"] = node
+    return env
+
+
+def run_tool(*args: str, node: str = "gpu-node-1", timeout: float = 120) -> str:
+    """Run an NVML client in its own process, as in a terminal beside the lab; returns what it prints.
+
+    ``run_tool("nvitop", "--once", node="gpu-node-3")`` is ``LABKIT_FAKE_GPU_NODE=gpu-node-3 nvitop --once``."""
+    result = subprocess.run([sys.executable, "-m", *args], env=terminal_env(node), capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise LabkitError(f"`{' '.join(args)}` failed (exit {result.returncode}): {result.stderr.strip()[-800:]}",
+                          fix="run it yourself: eval \"$(labkit gpu-env)\"; " + " ".join(args))
+    return result.stdout
+
+
+def pod_process_id(lab: Any, name: str, namespace: str) -> int:
+    """The process id NVML lists for a GPU pod of the lab (``kubectl get pod NAME -o jsonpath='{.metadata.uid}'``,
+    then a stable number above Linux's largest pid: the pod's container is simulated)."""
+    pod = get(lab, "Pod", name, namespace=namespace)
+    if pod is None:
+        raise LabkitError(f"no pod {namespace}/{name}", fix=f"kubectl get pods -n {namespace}")
+    return pod_pid(pod["metadata"]["uid"])
+
+
+def nvitop_devices(node: str = "gpu-node-1") -> pd.DataFrame:
+    """Every GPU and MIG device of a node as nvitop's Python API sees it, from a separate process."""
+    probe = subprocess.run([sys.executable, "-c", _NVITOP_PROBE], env=terminal_env(node), capture_output=True,
+                           text=True, timeout=120, check=False)
+    if probe.returncode != 0:
+        raise LabkitError(f"nvitop's API failed: {probe.stderr.strip()[-800:]}", fix="pip install nvitop")
+    return pd.DataFrame(json.loads(probe.stdout))
+
+
+# --- what the container runtime does with CUDA ----------------------------------------------------------------------
+
+# Images and the CUDA they were built with (their NVIDIA_REQUIRE_CUDA says cuda>=MAJOR.MINOR).
+CUDA_IMAGES = (("nvidia/cuda:11.8.0-base-ubuntu22.04", 11080), ("nvidia/cuda:12.4.1-base-ubuntu22.04", 12040),
+               ("nvidia/cuda:12.6.3-base-ubuntu22.04", 12060))
+
+
+def _cuda_text(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def cuda_compatibility(api: Any) -> pd.DataFrame:
+    """Which CUDA images the NVIDIA container runtime would start on this node's driver, and why.
+
+    The runtime mounts the driver's libraries and checks the image's ``NVIDIA_REQUIRE_CUDA`` against the CUDA
+    version the driver supports (``nvmlSystemGetCudaDriverVersion``); the CUDA toolkit is the image's own."""
+    api.nvmlInit()
+    try:
+        driver, supported = api.nvmlSystemGetDriverVersion(), api.nvmlSystemGetCudaDriverVersion()
+    finally:
+        api.nvmlShutdown()
+    rows = []
+    for image, built in CUDA_IMAGES:
+        need = f"cuda>={_cuda_text(built)}"
+        ok = supported >= built
+        rows.append({"image": image, "CUDA toolkit (in the image)": _cuda_text(built), "NVIDIA_REQUIRE_CUDA": need,
+                     "driver": driver, "driver supports CUDA": _cuda_text(supported),
+                     "container": "starts" if ok else f"refused: unsatisfied condition: {need}"})
+    return pd.DataFrame(rows)
+
+
+# --- memory under sharing: one pool (time-slicing) vs hardware partitions (MIG) -----------------------------------
+
+
+def sharing_memory(asks_mib: Sequence[tuple[str, int]] = (("team-a/trainer", 60_000), ("team-b/notebook", 30_000))
+                   ) -> pd.DataFrame:
+    """Two pods' memory on one GPU, read back through NVML: time-sliced on a whole H100, then each on its own MIG
+    instance (``3g.40gb``). A simulated node with the lab's model; pods start in the order given."""
+    rows = []
+    for sharing in ("time-slicing", "MIG 3g.40gb"):
+        machine = FakeMachine(profile="H100-SXM", count=1, node="sharing-demo")
+        mig = sharing.startswith("MIG")
+        if mig:
+            machine.configure_mig(0, ["3g.40gb"] * len(asks_mib))
+        pids = {4_194_400 + i: (pod, ask) for i, (pod, ask) in enumerate(asks_mib)}
+        machine.set_workload(0, Workload(80, sum(a for _, a in asks_mib), 0.3))
+        machine.set_processes({0: [FakeProcess(pid, ask, i + 1 if mig else None, pod)
+                                   for i, (pid, (pod, ask)) in enumerate(pids.items())]})
+        api = FakeNvml(machine)
+        api.nvmlInit()
+        gpu = api.nvmlDeviceGetHandleByIndex(0)
+        handles = ([api.nvmlDeviceGetMigDeviceHandleByIndex(gpu, i) for i in range(len(asks_mib))] if mig
+                   else [gpu] * len(asks_mib))
+        for handle, (pid, (pod, ask)) in zip(handles, pids.items(), strict=True):
+            held = next(p.usedGpuMemory for p in api.nvmlDeviceGetComputeRunningProcesses(handle) if p.pid == pid)
+            total = api.nvmlDeviceGetMemoryInfo(handle).total
+            rows.append({"sharing": sharing, "pod": pod, "asks_mib": ask,
+                         "device_memory_mib": total // 2**20, "holds_mib": held // 2**20,
+                         "cudaMalloc": "ok" if held // 2**20 == ask else "out of memory"})
+        api.nvmlShutdown()
+    return pd.DataFrame(rows)
+
+
 def clock_sweep(*, profile: str = DEFAULT_GPU_PROFILE, clocks_mhz: Sequence[int] = (900, 1200, 1500, 1755, 1980),
                 memory_bound: Iterable[float] = (0.1, 0.7), seconds: float = 300, seed: int = 0) -> pd.DataFrame:
     """Lock the SM clock at each value (``nvidia-smi -lgc X,X``), run a full load, read the steady state.
@@ -118,6 +246,32 @@ def clock_sweep(*, profile: str = DEFAULT_GPU_PROFILE, clocks_mhz: Sequence[int]
                          "throughput": round(s.throughput, 3), "work_per_kj": round(s.throughput / s.power_w * 1000, 2),
                          "reasons": ",".join(s.reasons) or "none"})
             api.nvmlShutdown()
+    return pd.DataFrame(rows)
+
+
+def power_limit_sweep(*, profile: str = DEFAULT_GPU_PROFILE, limits_w: Sequence[int] = (700, 600, 500, 400, 300, 200),
+                      memory_bound: float = 0.3, host_w_per_gpu: float = 150.0, seconds: float = 300,
+                      seed: int = 0) -> pd.DataFrame:
+    """Cap the board's power (``nvidia-smi -pl W``, NVML ``nvmlDeviceSetPowerManagementLimit``) and run one job.
+
+    The job is one hour of work at full speed. ``host_w_per_gpu`` is the rest of the server (CPUs, memory, fans,
+    NICs) per GPU, an assumption: it keeps drawing while a slower job runs longer."""
+    rows = []
+    for limit in limits_w:
+        machine = FakeMachine(profile=profile, count=1, node="bench", seed=seed)
+        api = FakeNvml(machine)
+        api.nvmlInit()
+        api.nvmlDeviceSetPowerManagementLimit(api.nvmlDeviceGetHandleByIndex(0), limit * 1000)
+        machine.set_workload(0, Workload(100, 40_000, memory_bound))
+        machine.step(seconds)
+        s = machine.sample(0)
+        job_s = 3600 / s.throughput
+        rows.append({"power_limit_w": limit, "sm_clock_mhz": s.sm_clock_mhz, "gpu_power_w": round(s.power_w),
+                     "throughput": round(s.throughput, 3), "job_minutes": round(job_s / 60, 1),
+                     "gpu_kj_per_job": round(s.power_w * job_s / 1000),
+                     "server_kj_per_job": round((s.power_w + host_w_per_gpu) * job_s / 1000),
+                     "reasons": ",".join(s.reasons) or "none"})
+        api.nvmlShutdown()
     return pd.DataFrame(rows)
 
 

@@ -96,3 +96,69 @@ def test_addons_start_on_request_and_stop_with_labkit_down(tmp_path: Path) -> No
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()
                 and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
     assert not (tmp_path / "state" / "addons").exists()
+
+
+NVITOP_PROBE = """
+import json
+from nvitop import Device
+rows = []
+for device in Device.all():
+    rows.append({"uuid": device.uuid(), "memory_used_mib": device.memory_used() // 2**20,
+                 "utilization": device.gpu_utilization(), "pids": sorted(device.processes()),
+                 "mig": [{"gi": m.gpu_instance_id(), "memory_used_mib": m.memory_used() // 2**20,
+                          "pids": sorted(m.processes())} for m in device.mig_devices()]})
+print(json.dumps(rows))
+"""
+
+
+def _tool(env: dict[str, str], cwd: Path, *args: str) -> str:
+    result = subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_terminal_tools_see_the_gpus_prometheus_shows(lab, namespace, running_addons, tmp_path) -> None:
+    """nvitop and gpustat in their own processes beside the lab read the exporter's one GPU state: the pods'
+    processes (MIG ones on their instance) and the same memory and utilization Prometheus scraped."""
+    import json
+
+    from labkit.sim.gpu import fake_pynvml_env
+    from labkit.sim.gpu.attribution import pod_pid
+
+    lk.apply(lab, _gpu_pod("trainer", memory_mib=23456), namespace=namespace)
+    lk.apply(lab, _gpu_pod("infer", "nvidia.com/mig-1g.10gb", memory_mib=4096), namespace=namespace)
+    trainer = lk.wait_for(lab, "Pod", "trainer", namespace=namespace, condition="condition=Ready", timeout=60)
+    infer = lk.wait_for(lab, "Pod", "infer", namespace=namespace, condition="condition=Ready", timeout=60)
+    fb = promql.wait_for_series(f'DCGM_FI_DEV_FB_USED{{namespace="{namespace}"}}', min_rows=2, timeout=60)
+    prom = {row["pod"]: row for _, row in fb.iterrows()}
+    util = promql.wait_for_series(f'DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}",pod="trainer"}}', timeout=60)
+
+    def env_for(node: str) -> dict[str, str]:
+        env = fake_pynvml_env(source="lab")
+        env["LABKIT_FAKE_GPU_NODE"] = node
+        return env
+
+    (tmp_path / "probe.py").write_text(NVITOP_PROBE)
+    node = trainer["spec"]["nodeName"]
+    rows = json.loads(_tool(env_for(node), tmp_path, "probe.py"))
+    gpu = rows[int(prom["trainer"]["gpu"])]
+    assert pod_pid(trainer["metadata"]["uid"]) in gpu["pids"]
+    assert gpu["uuid"] == prom["trainer"]["UUID"]
+    assert gpu["memory_used_mib"] >= 23456 and float(gpu["memory_used_mib"]) == _node_fb(node, prom["trainer"]["gpu"])
+    assert gpu["utilization"] == float(util.iloc[0]["value"]) == 80
+    gpustat = json.loads(_tool(env_for(node), tmp_path, "-m", "gpustat", "--json"))["gpus"]
+    assert gpustat[int(prom["trainer"]["gpu"])]["memory.used"] == gpu["memory_used_mib"]
+
+    assert infer["spec"]["nodeName"] == "gpu-node-3"
+    rows = json.loads(_tool(env_for("gpu-node-3"), tmp_path, "probe.py"))
+    slices = [m for r in rows for m in r["mig"] if pod_pid(infer["metadata"]["uid"]) in m["pids"]]
+    assert len(slices) == 1 and slices[0]["gi"] == int(prom["infer"]["GPU_I_ID"])
+    assert slices[0]["memory_used_mib"] == float(prom["infer"]["value"]) == 4096
+    screen = _tool(env_for("gpu-node-3"), tmp_path, "-m", "nvitop", "--once", "--ascii")
+    assert f"GI/CI: {slices[0]['gi']}/0" in screen and str(pod_pid(infer["metadata"]["uid"])) in screen, screen
+
+
+def _node_fb(node: str, gpu: str) -> float:
+    """The whole GPU's framebuffer in Prometheus (every pod on it shares one value), for one node's GPU."""
+    frame = promql.query(f'max(DCGM_FI_DEV_FB_USED{{Hostname="{node}",gpu="{gpu}",GPU_I_ID=""}})')
+    return float(frame.iloc[0]["value"])

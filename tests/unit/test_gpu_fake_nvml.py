@@ -109,7 +109,7 @@ def test_unsupported_features_raise_pynvml_not_supported():
 
 def test_functions_the_fake_lacks_raise_function_not_found(api):
     with pytest.raises(pynvml.NVMLError_FunctionNotFound):
-        api.nvmlDeviceGetBAR1MemoryInfo(api.nvmlDeviceGetHandleByIndex(0))
+        api.nvmlDeviceGetVgpuMetadata(api.nvmlDeviceGetHandleByIndex(0))
 
 
 def test_clock_controls_validate_like_nvml(api):
@@ -195,6 +195,7 @@ def _driver_present():
 
 def test_entry_point_env_switch(monkeypatch):
     monkeypatch.setenv("LABKIT_FAKE_GPU", "1")
+    monkeypatch.setenv("LABKIT_FAKE_GPU_SOURCE", "local")  # a private node, whatever lab runs beside the tests
     monkeypatch.setenv("LABKIT_FAKE_GPU_PROFILE", "T4")
     monkeypatch.setenv("LABKIT_FAKE_GPU_COUNT", "3")
     assert nvml_mode(refresh=True).mode == "fake"

@@ -9,8 +9,6 @@ import pytest
 
 from labkit.sim.gpu import FakeMachine, FakeNvml, Workload, fake_pynvml_env, install_fake_pynvml
 
-gpustat = pytest.importorskip("gpustat", reason="gpustat is not installed; install it with: pip install gpustat")
-
 
 def _gpustat(env, cwd, *args):
     """Run the real gpustat CLI in a subprocess whose `pynvml` is the stand-in."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 from labkit.settings import GPU_RESOURCE, MIG_RESOURCE_PREFIX, SHARED_GPU_RESOURCE
 from labkit.sim.gpu import FakeMachine, FakeNvml, PodRef, Workload, collect_samples, render_samples
 from labkit.sim.gpu.dcgm_exporter import MetricSample
+from labkit.sim.gpu.machine import FakeProcess
+from labkit.sim.gpu.profiles import GpuProfile
 
 ANNOTATION_UTILIZATION = "gpu.labkit.io/utilization"
 ANNOTATION_MEMORY_MIB = "gpu.labkit.io/memory-mib"
@@ -237,6 +240,31 @@ class Allocator:
                 weight = mig_slices(inst.profile) / 7  # a 1g slice keeps 1/7 of the SMs busy at most
             per_gpu.setdefault(int(gpu), []).extend((p.workload, weight) for p in pods)
         return {gpu: combine(loads) for gpu, loads in per_gpu.items()}
+
+    def gpu_processes(self, node: str, profile: GpuProfile | None = None) -> dict[int, list[FakeProcess]]:
+        """The processes NVML lists per physical GPU of a node: one per pod, with its memory and MIG instance.
+
+        With the node's ``profile``, a pod on a MIG instance holds at most the instance's memory."""
+        node_info = self.nodes.get(node)
+        out: dict[int, list[FakeProcess]] = {}
+        for dev, pods in self.holders(node).items():
+            kind, gpu, *rest = dev.split(":")
+            gi_id = int(rest[0]) if kind == "mig" else None
+            cap = None
+            if gi_id is not None and node_info and profile is not None and profile.supports_mig:
+                inst = next(m for m in node_info.mig if m.gpu == int(gpu) and m.gi_id == gi_id)
+                cap = profile.mig_profile(inst.profile).memory_mib
+            for pod in pods:
+                memory = pod.workload.memory_mib if cap is None else min(cap, pod.workload.memory_mib)
+                out.setdefault(int(gpu), []).append(
+                    FakeProcess(pod_pid(pod.uid), memory, gi_id, f"{pod.namespace}/{pod.name}"))
+        return out
+
+
+def pod_pid(uid: str) -> int:
+    """The process id NVML lists for a pod's simulated CUDA process: stable per pod, and above Linux's
+    largest ``pid_max`` (2**22), so it never names a real process on this machine."""
+    return 2**22 + 1 + zlib.crc32(uid.encode()) % 1_000_000
 
 
 def combine(loads: list[tuple[Workload, float]]) -> Workload:

@@ -49,7 +49,9 @@ class ClusterExporter(ExporterServer):
 
     def serve_extra(self, path: str) -> str | None:
         """``/pod-resources``: the allocation as JSON, what the kubelet's pod-resources API would list."""
-        return json.dumps(self.allocator.rows(), indent=1) + "\n" if path == "/pod-resources" else None
+        if path == "/pod-resources":
+            return json.dumps(self.allocator.rows(), indent=1) + "\n"
+        return super().serve_extra(path)
 
     def add_node(self, node: GpuNode, *, seed: int) -> None:
         machine = FakeMachine(profile=profile_for(node.product), count=min(node.count, 8), node=node.name,
@@ -109,6 +111,7 @@ class Daemon:
         self.allocator.reconcile(gpu_pods, nodes)
         for name, machine in self.exporter.fleet.items():
             machine.set_workloads(self.allocator.gpu_workloads(name))
+            machine.set_processes(self.allocator.gpu_processes(name, machine.profile))
 
     def run(self) -> None:
         from kubernetes import watch
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, required=True, help="folder for the device checkpoint")
     parser.add_argument("--targets", type=Path, required=True, help="Prometheus file_sd file to keep current")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--endpoint-file", type=Path, default=None,
+                        help="write the URL other processes read the GPUs' state from (LABKIT_STATE_DIR/gpu-nvml.url)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args.state.mkdir(parents=True, exist_ok=True)
@@ -158,8 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     log.info("serving dcgm-exporter metrics on %s", daemon.exporter.url)
     worker = threading.Thread(target=daemon.run, daemon=True)
     worker.start()
-    while not daemon.stopping.is_set():
-        time.sleep(0.2)
+    if args.endpoint_file:
+        # Written once the port is bound; nvitop or gpustat beside the lab read the same GPUs through it.
+        args.endpoint_file.write_text(daemon.exporter.base_url + "\n")
+    try:
+        while not daemon.stopping.is_set():
+            time.sleep(0.2)
+    finally:
+        if args.endpoint_file and args.endpoint_file.exists():
+            args.endpoint_file.unlink()
     return 0
 
 

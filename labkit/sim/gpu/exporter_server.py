@@ -8,6 +8,7 @@ It binds 127.0.0.1 only, never all interfaces."""
 from __future__ import annotations
 
 import errno
+import json
 import threading
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -18,6 +19,7 @@ from labkit.errors import PortInUse
 from labkit.sim.gpu.dcgm_exporter import HOSTNAME_LABEL, PodRef, fleet_metrics
 from labkit.sim.gpu.machine import FakeMachine
 from labkit.sim.gpu.physics import Workload
+from labkit.sim.gpu.shared import machine_state
 
 LOOPBACK = "127.0.0.1"
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -85,8 +87,21 @@ class ExporterServer:
             self.fleet[node].set_workloads(loads)
 
     def serve_extra(self, path: str) -> str | None:
-        """The body for a path beyond ``/metrics`` (subclasses add endpoints), or None for 404."""
+        """The body for a path beyond ``/metrics`` (subclasses add endpoints), or None for 404.
+
+        ``/nvml`` lists the nodes; ``/nvml/<node>`` is that node's full simulated state, which other
+        processes' NVML mirrors read (:mod:`labkit.sim.gpu.shared`)."""
+        if path == "/nvml":
+            return json.dumps(sorted(self.fleet)) + "\n"
+        node = path.removeprefix("/nvml/")
+        if path.startswith("/nvml/") and node in self.fleet:
+            return json.dumps(machine_state(self.fleet[node])) + "\n"
         return None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``: what a :class:`~labkit.sim.gpu.shared.MirrorMachine` is given."""
+        return f"http://{self.host}:{self.port}"
 
     def render(self, node: str | None = None) -> str:
         """The text a scrape of ``/metrics`` (or ``/metrics/<node>``) returns now."""

@@ -9,14 +9,13 @@ driver would."""
 from __future__ import annotations
 
 import inspect
-import re
+import time
 import types
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from labkit.sim.gpu.machine import FakeDevice, FakeMachine
+from labkit.sim.gpu.machine import FakeDevice, FakeMachine, FakeProcess
 from labkit.sim.gpu.physics import (
     REASON_APP_CLOCKS,
     REASON_HW_SLOWDOWN,
@@ -25,7 +24,7 @@ from labkit.sim.gpu.physics import (
     REASON_SW_POWER_CAP,
     REASON_SW_THERMAL,
 )
-from labkit.sim.gpu.real_pynvml import SHIM_MARKER, pynvml
+from labkit.sim.gpu.real_pynvml import pynvml
 
 N = pynvml
 _MIB = 1024 * 1024
@@ -155,6 +154,12 @@ class FakeNvml:
 
     nvmlDeviceGetHandleByPciBusId_v2 = nvmlDeviceGetHandleByPciBusId
 
+    def _writable(self, handle: object) -> FakeDevice:
+        device = self._device(handle)
+        if self.machine.read_only:
+            _raise(N.NVML_ERROR_NO_PERMISSION)  # a mirror of the lab's GPUs: the exporter owns them
+        return device
+
     def _device(self, handle: object, *, mig_ok: bool = False) -> FakeDevice:
         self._require_init()
         if not isinstance(handle, FakeHandle) or handle.owner != id(self.machine):
@@ -238,6 +243,16 @@ class FakeNvml:
 
     nvmlDeviceGetDisplayActive = nvmlDeviceGetDisplayMode
 
+    def nvmlDeviceGetDriverModel(self, handle: FakeHandle) -> list[int]:
+        self._device(handle)
+        _raise(N.NVML_ERROR_NOT_SUPPORTED)  # WDDM/TCC driver models exist on Windows only
+
+    nvmlDeviceGetDriverModel_v2 = nvmlDeviceGetDriverModel
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: FakeHandle) -> tuple[int, int]:
+        major, minor = self._device(handle, mig_ok=True).profile.cuda_compute_capability
+        return major, minor
+
     def nvmlDeviceGetEccMode(self, handle: FakeHandle) -> list[int]:
         device = self._device(handle)
         if not device.profile.has_ecc:
@@ -250,7 +265,8 @@ class FakeNvml:
         device = self._device(handle, mig_ok=True)
         if handle.mig is not None:
             total = device.mig_instances[handle.mig].memory_mib * _MIB
-            reserved, used = 0, 0
+            reserved = 0
+            used = min(total, sum(p.memory_mib for p in self._processes(device, handle.mig)) * _MIB)
         else:
             total = device.profile.memory_total_mib * _MIB
             reserved = device.profile.memory_reserved_mib * _MIB
@@ -262,6 +278,15 @@ class FakeNvml:
             version=version, total=total, reserved=reserved, free=total - reserved - used, used=used
         )
 
+    def nvmlDeviceGetBAR1MemoryInfo(self, handle: FakeHandle) -> Any:
+        device = self._device(handle, mig_ok=True)
+        total = device.profile.bar1_total_mib * _MIB
+        if handle.mig is not None:  # a MIG device maps its share of the aperture
+            total = total * device.mig_instances[handle.mig].slices // 8
+        # The driver maps a few MiB for itself; each process maps a little more for its pinned buffers.
+        used = min(total, (2 + 2 * len(self._processes(device, handle.mig))) * _MIB)
+        return N.c_nvmlBAR1Memory_t(bar1Total=total, bar1Free=total - used, bar1Used=used)
+
     def nvmlDeviceGetUtilizationRates(self, handle: FakeHandle) -> Any:
         device = self._device(handle)
         return N.c_nvmlUtilization_t(gpu=round(device.state.workload.utilization_pct), memory=device.memory_util_pct)
@@ -272,29 +297,63 @@ class FakeNvml:
 
     nvmlDeviceGetDecoderUtilization = nvmlDeviceGetEncoderUtilization
 
+    def _processes(self, device: FakeDevice, mig: int | None = None) -> list[FakeProcess]:
+        """Processes on a GPU (all of them on a MIG-enabled parent) or on one of its MIG instances."""
+        if device.processes is not None:
+            procs = list(device.processes)
+        else:
+            workload = device.state.workload
+            if workload.utilization_pct <= 0 and workload.memory_mib <= 0:
+                return []
+            pid = workload.pid if workload.pid is not None else 40000 + device.index
+            procs = [FakeProcess(pid, device.memory_used_mib)]
+        return [p for p in procs if mig is None or p.gi_id == mig + 1]
+
     def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeHandle) -> list[Any]:
-        device = self._device(handle)
-        workload = device.state.workload
-        if workload.utilization_pct <= 0 and workload.memory_mib <= 0:
-            return []
-        pid = workload.pid if workload.pid is not None else 40000 + device.index
+        device = self._device(handle, mig_ok=True)
         not_mig = N.NVML_VALUE_NOT_AVAILABLE_uint.value
         return [
             N.nvmlFriendlyObject(
                 {
-                    "pid": pid,
-                    "usedGpuMemory": device.memory_used_mib * _MIB,
-                    "gpuInstanceId": not_mig,
-                    "computeInstanceId": not_mig,
+                    "pid": p.pid,
+                    "usedGpuMemory": p.memory_mib * _MIB,
+                    "gpuInstanceId": not_mig if p.gi_id is None else p.gi_id,
+                    "computeInstanceId": not_mig if p.gi_id is None else 0,
                 }
             )
+            for p in self._processes(device, handle.mig)
         ]
 
     nvmlDeviceGetComputeRunningProcesses_v2 = nvmlDeviceGetComputeRunningProcesses
     nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses
 
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, handle: FakeHandle) -> list[Any]:
+        self._device(handle, mig_ok=True)
+        return []  # no MPS control daemon runs on the simulated nodes
+
+    nvmlDeviceGetMPSComputeRunningProcesses_v2 = nvmlDeviceGetMPSComputeRunningProcesses
+    nvmlDeviceGetMPSComputeRunningProcesses_v3 = nvmlDeviceGetMPSComputeRunningProcesses
+
+    def nvmlDeviceGetProcessUtilization(self, handle: FakeHandle, timeStamp: int) -> list[Any]:
+        device = self._device(handle, mig_ok=True)
+        if handle.mig is not None:
+            _raise(N.NVML_ERROR_NOT_SUPPORTED)  # per-process utilization is not sampled on MIG devices
+        procs = self._processes(device)
+        if not procs:
+            _raise(N.NVML_ERROR_NOT_FOUND)
+        workload = device.state.workload
+        total = sum(p.memory_mib for p in procs) or 1
+        now_us = int(time.time() * 1e6)
+        samples = []
+        for p in procs:
+            share = p.memory_mib / total if len(procs) > 1 else 1.0
+            samples.append(N.c_nvmlProcessUtilizationSample_t(
+                pid=p.pid, timeStamp=now_us, smUtil=round(workload.utilization_pct * share),
+                memUtil=round(device.memory_util_pct * share), encUtil=0, decUtil=0))
+        return samples
+
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: FakeHandle) -> list[Any]:
-        self._device(handle)
+        self._device(handle, mig_ok=True)
         return []
 
     nvmlDeviceGetGraphicsRunningProcesses_v2 = nvmlDeviceGetGraphicsRunningProcesses
@@ -307,6 +366,23 @@ class FakeNvml:
         if sensor != N.NVML_TEMPERATURE_GPU:
             _raise(N.NVML_ERROR_INVALID_ARGUMENT)
         return round(device.state.temperature_c)
+
+    def nvmlDeviceGetTemperatureV(self, handle: FakeHandle, sensor: int, version: int = N.nvmlTemperature_v1) -> int:
+        if version != N.nvmlTemperature_v1:
+            _raise(N.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        return self.nvmlDeviceGetTemperature(handle, sensor)
+
+    def nvmlDeviceGetNumFans(self, device: FakeHandle) -> int:
+        gpu = self._device(device)
+        if not gpu.profile.has_fan:
+            _raise(N.NVML_ERROR_NOT_SUPPORTED)
+        return 1
+
+    def nvmlDeviceGetFanSpeed_v2(self, handle: FakeHandle, fan: int) -> int:
+        if fan != 0:
+            self._device(handle)
+            _raise(N.NVML_ERROR_INVALID_ARGUMENT)
+        return self.nvmlDeviceGetFanSpeed(handle)
 
     def nvmlDeviceGetTemperatureThreshold(self, handle: FakeHandle, threshold: int) -> int:
         profile = self._device(handle).profile
@@ -346,7 +422,7 @@ class FakeNvml:
         return [round(profile.power_min_limit_w * 1000), round(profile.power_max_limit_w * 1000)]
 
     def nvmlDeviceSetPowerManagementLimit(self, handle: FakeHandle, limit: int) -> None:
-        device = self._device(handle)
+        device = self._writable(handle)
         low, high = self.nvmlDeviceGetPowerManagementLimitConstraints(handle)
         if not low <= limit <= high:
             _raise(N.NVML_ERROR_INVALID_ARGUMENT)
@@ -401,7 +477,7 @@ class FakeNvml:
     def nvmlDeviceSetApplicationsClocks(
         self, handle: FakeHandle, maxMemClockMHz: int, maxGraphicsClockMHz: int
     ) -> None:
-        device = self._device(handle)
+        device = self._writable(handle)
         profile = device.profile
         if (
             maxMemClockMHz not in profile.memory_clocks_mhz
@@ -412,12 +488,12 @@ class FakeNvml:
             device.state.app_clock_mhz, device.state.app_mem_clock_mhz = maxGraphicsClockMHz, maxMemClockMHz
 
     def nvmlDeviceResetApplicationsClocks(self, handle: FakeHandle) -> None:
-        device = self._device(handle)
+        device = self._writable(handle)
         with self.machine.lock:
             device.state.app_clock_mhz = device.state.app_mem_clock_mhz = None
 
     def nvmlDeviceSetGpuLockedClocks(self, handle: FakeHandle, minGpuClockMHz: int, maxGpuClockMHz: int) -> None:
-        device = self._device(handle)
+        device = self._writable(handle)
         if minGpuClockMHz > maxGpuClockMHz:
             _raise(N.NVML_ERROR_INVALID_ARGUMENT)
         profile = device.profile
@@ -429,7 +505,7 @@ class FakeNvml:
             device.state.locked_clocks_mhz = (clamp(minGpuClockMHz), clamp(maxGpuClockMHz))
 
     def nvmlDeviceResetGpuLockedClocks(self, handle: FakeHandle) -> None:
-        device = self._device(handle)
+        device = self._writable(handle)
         with self.machine.lock:
             device.state.locked_clocks_mhz = None
 
@@ -535,6 +611,50 @@ class FakeNvml:
         self._device(device, mig_ok=True)
         return device.mig is not None
 
+    def nvmlDeviceGetGpuInstanceId(self, device: FakeHandle) -> int:
+        self._device(device, mig_ok=True)
+        if device.mig is None:
+            _raise(N.NVML_ERROR_INVALID_ARGUMENT)  # only MIG device handles have one
+        return device.mig + 1  # GPU instance ids as the device plugin's allocation numbers them
+
+    def nvmlDeviceGetComputeInstanceId(self, device: FakeHandle) -> int:
+        self._device(device, mig_ok=True)
+        if device.mig is None:
+            _raise(N.NVML_ERROR_INVALID_ARGUMENT)
+        return 0  # one compute instance spanning each GPU instance, as the device plugin creates them
+
+    # -- field values (NVLink) ---------------------------------------------------------------------
+
+    def nvmlDeviceGetFieldValues(self, handle: FakeHandle, fieldIds: list[int | tuple[int, int]]) -> Any:
+        device = self._device(handle, mig_ok=True)
+        values = (N.c_nvmlFieldValue_t * len(fieldIds))()
+        now_us = int(time.time() * 1e6)
+        for slot, wanted in zip(values, fieldIds, strict=True):
+            field_id, scope = wanted if isinstance(wanted, tuple) else (wanted, 0)
+            slot.fieldId, slot.scopeId, slot.timestamp, slot.latencyUsec = field_id, scope, now_us, 0
+            value = self._field_value(device, handle, field_id, scope)
+            if value is None:
+                slot.nvmlReturn = N.NVML_ERROR_NOT_SUPPORTED
+                continue
+            slot.nvmlReturn = N.NVML_SUCCESS
+            if field_id == N.NVML_FI_DEV_NVLINK_LINK_COUNT:
+                slot.valueType, slot.value.uiVal = N.NVML_VALUE_TYPE_UNSIGNED_INT, value
+            else:
+                slot.valueType, slot.value.ullVal = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, value
+        return values
+
+    def _field_value(self, device: FakeDevice, handle: FakeHandle, field_id: int, scope: int) -> int | None:
+        links = device.profile.nvlink_links
+        if not links or handle.mig is not None:
+            return None  # no NVLink on this board (or per MIG device)
+        if field_id == N.NVML_FI_DEV_NVLINK_LINK_COUNT:
+            return links
+        if field_id in (N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX):
+            if not 0 <= scope < links:
+                return None
+            return round(device.state.nvlink_kib / links)  # KiB since boot, spread evenly over the links
+        return None
+
     # -- what DCGM adds on top of NVML -------------------------------------------------------------
 
     def labkit_profiling(self, handle: FakeHandle) -> ProfilingReading:
@@ -562,26 +682,20 @@ class FakeNvml:
 
     # -- becoming the pynvml module ----------------------------------------------------------------
 
-    def _nvmlGetFunctionPointer(self, name: str) -> Callable[..., Any]:
-        # gpustat probes C symbols (e.g. nvmlDeviceGetMemoryInfo_v2) to choose an API version.
-        base = re.sub(r"_v\d+$", "", name)
-        implemented = getattr(type(self), name, None) or getattr(type(self), base, None)
-        if implemented is None:
+    def _nvmlGetFunctionPointer(self, name: str) -> Any:
+        """NVML's C function pointer for ``name``, served by this fake (see :mod:`labkit.sim.gpu.clib`)."""
+        try:
+            return getattr(self.as_module().nvmlLib, name)
+        except AttributeError:
             _raise(N.NVML_ERROR_FUNCTION_NOT_FOUND)
-        return getattr(self, implemented.__name__)
 
     def as_module(self, name: str = "pynvml") -> types.ModuleType:
-        """A real module object carrying pynvml's names, with the functions answered by this fake."""
-        module = types.ModuleType(name, __doc__)
-        for attr in dir(N):
-            if not attr.startswith("__"):
-                setattr(module, attr, _stub_or_genuine(attr))
-        for attr in dir(type(self)):
-            if attr.startswith("nvml") or attr in ("_nvmlGetFunctionPointer", "labkit_profiling"):
-                setattr(module, attr, getattr(self, attr))
-        module._nvmlGetFunctionPointer_cache = {}
-        module.fake = self
-        setattr(module, SHIM_MARKER, True)
+        """NVIDIA's own pynvml module (a private copy) whose C library is this fake: what tools import."""
+        from labkit.sim.gpu.clib import pynvml_over  # clib builds on this module
+
+        module = self.__dict__.get("_module")
+        if module is None or module.__name__ != name:
+            module = self.__dict__["_module"] = pynvml_over(self, name)
         return module
 
 

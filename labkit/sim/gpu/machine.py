@@ -8,7 +8,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from labkit.settings import DEFAULT_GPU_PROFILE
@@ -31,6 +31,16 @@ ClockMode = Literal["manual", "wall"]
 _MAX_CATCHUP_STEPS = 600
 
 
+@dataclass(frozen=True)
+class FakeProcess:
+    """A process holding GPU memory, as NVML lists it; ``gi_id`` names its MIG GPU instance (None: whole GPU)."""
+
+    pid: int
+    memory_mib: int
+    gi_id: int | None = None
+    name: str = ""
+
+
 @dataclass
 class FakeDevice:
     """One simulated GPU: identity, physical state, faults and MIG layout."""
@@ -44,6 +54,8 @@ class FakeDevice:
     faults: FaultState = field(default_factory=FaultState)
     mig_instances: list[MigProfile] = field(default_factory=list)
     mig_enabled: bool = False
+    # Set by whoever owns the processes (the lab's exporter: one per pod); None: one process per loaded GPU.
+    processes: list[FakeProcess] | None = None
 
     @property
     def pci_bus_id(self) -> str:
@@ -99,6 +111,9 @@ class FakeMachine:
 
     Time only moves when :meth:`step` or :meth:`run` is called (``clock="manual"``), or, with
     ``clock="wall"``, on every read by following the wall clock (for live dashboards)."""
+
+    # True for a copy of another process's machine: NVML's set calls are refused.
+    read_only = False
 
     def __init__(
         self,
@@ -159,6 +174,26 @@ class FakeMachine:
         with self.lock:
             for gpu in range(len(self.devices)):
                 self.set_workload(gpu, workloads.get(gpu))
+
+    def set_processes(self, processes: Mapping[int, Iterable[FakeProcess]]) -> None:
+        """Declare the processes NVML lists on each GPU (the lab's exporter: one per pod); missing GPUs have none.
+
+        Listed in arrival order: a GPU's memory is one pool, first come first served, so a process that asks for
+        more than is still free holds only what was left (its next cudaMalloc fails with out-of-memory).
+        Processes on a MIG instance draw on that instance's memory only."""
+        with self.lock:
+            for device in self.devices:
+                pools: dict[int | None, int] = {None: device.profile.memory_total_mib
+                                                - device.profile.memory_reserved_mib}
+                for i, inst in enumerate(device.mig_instances if device.mig_enabled else []):
+                    pools[i + 1] = inst.memory_mib
+                granted = []
+                for proc in processes.get(device.index, ()):
+                    free = pools.get(proc.gi_id, 0)
+                    got = min(proc.memory_mib, free)
+                    pools[proc.gi_id] = free - got
+                    granted.append(replace(proc, memory_mib=got))
+                device.processes = sorted(granted, key=lambda p: p.pid)
 
     def step(self, seconds: float = 1.0, *, dt_s: float = 1.0) -> None:
         """Advance simulated time by ``seconds`` in increments of at most ``dt_s``."""

@@ -7,7 +7,10 @@ Environment (read when the mode is first decided; pass ``refresh=True`` to re-re
 ``LABKIT_FAKE_GPU_COUNT``    GPUs on the simulated node (default 2)
 ``LABKIT_FAKE_GPU_NODE``     node name of the simulated node (default ``gpu-node-1``)
 ``LABKIT_FAKE_GPU_SEED``     seed of the simulation noise (default 0)
-``LABKIT_FAKE_GPU_CLOCK``    ``manual`` (time moves only when stepped, default) or ``wall`` (follows real time)"""
+``LABKIT_FAKE_GPU_CLOCK``    ``manual`` (time moves only when stepped, default) or ``wall`` (follows real time)
+``LABKIT_FAKE_GPU_SOURCE``   ``auto`` (default): the lab's GPUs when its GPU exporter runs (``LABKIT_FAKE_GPU_NODE``,
+                             read-only, the same state Prometheus scrapes), else the private node above;
+                             ``lab``, ``local``, or an exporter's URL (see :mod:`labkit.sim.gpu.shared`)"""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from labkit.sim.gpu.fake_nvml import FakeNvml
 from labkit.sim.gpu.machine import DEFAULT_NODES, FakeMachine
 from labkit.sim.gpu.profiles import DEFAULT_PROFILE
 from labkit.sim.gpu.real_pynvml import pynvml
+from labkit.sim.gpu.shared import machine_from_source
 
 ENV_FAKE = "LABKIT_FAKE_GPU"
 ENV_PROFILE = "LABKIT_FAKE_GPU_PROFILE"
@@ -80,7 +84,8 @@ def _probe_driver() -> str | None:
 def _decide() -> tuple[NvmlMode, ModuleType | FakeNvml]:
     wanted = os.environ.get(ENV_FAKE, "auto").strip().lower()
     if wanted in _TRUE:
-        return NvmlMode("fake", f"{ENV_FAKE}={wanted} asks for simulated GPUs"), FakeNvml(fake_machine_from_env())
+        machine, source = machine_from_source()
+        return NvmlMode("fake", f"{ENV_FAKE}={wanted} asks for simulated GPUs: {source}"), FakeNvml(machine)
     problem = _probe_driver()
     if wanted in _FALSE:
         if problem:
@@ -91,9 +96,8 @@ def _decide() -> tuple[NvmlMode, ModuleType | FakeNvml]:
         return NvmlMode("real", f"{ENV_FAKE}={wanted} asks for real GPUs and the driver answers"), pynvml
     if problem is None:
         return NvmlMode("real", "the NVIDIA driver answers nvmlInit"), pynvml
-    return NvmlMode("fake", f"no usable NVIDIA driver ({problem}); using simulated GPUs"), FakeNvml(
-        fake_machine_from_env()
-    )
+    machine, source = machine_from_source()
+    return NvmlMode("fake", f"no usable NVIDIA driver ({problem}); simulated GPUs: {source}"), FakeNvml(machine)
 
 
 def _chosen_pair(refresh: bool) -> tuple[NvmlMode, ModuleType | FakeNvml]:
@@ -108,7 +112,7 @@ def nvml(*, refresh: bool = False) -> ModuleType | FakeNvml:
     """pynvml itself on a GPU host, else a :class:`FakeNvml` with the same functions and constants.
 
     Call ``nvmlInit()`` on the result as with pynvml. With simulated GPUs, ``nvml().machine``
-    is the :class:`FakeMachine` to step, load and break."""
+    is the :class:`FakeMachine` to step, load and break (a read-only mirror when it is the lab's)."""
     return _chosen_pair(refresh)[1]
 
 

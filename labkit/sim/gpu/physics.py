@@ -22,6 +22,7 @@ _SW_THERMAL_SHED_PER_C = 0.12
 _HW_SLOWDOWN_FACTOR = 0.5
 _POWER_NOISE_FRACTION = 0.004
 _MAX_SUBSTEP_S = 0.5
+_NVLINK_SHARE = 0.1
 
 REASON_IDLE = pynvml.nvmlClocksThrottleReasonGpuIdle
 REASON_APP_CLOCKS = pynvml.nvmlClocksThrottleReasonApplicationsClocksSetting
@@ -83,6 +84,7 @@ class GpuState:
     sm_clock_mhz: int
     mem_clock_mhz: int
     energy_mj: float = 0.0
+    nvlink_kib: float = 0.0  # NVLink data moved since boot (TX and RX each), KiB
     reasons: int = REASON_IDLE
     power_limit_w: float = 0.0
     locked_clocks_mhz: tuple[int, int] | None = None
@@ -99,7 +101,8 @@ def initial_state(profile: GpuProfile) -> GpuState:
         temperature_c=idle_temp,
         power_w=profile.power_idle_w,
         sm_clock_mhz=profile.sm_clock_min_mhz,
-        mem_clock_mhz=profile.memory_clocks_mhz[0],
+        # The idle memory clock: the lowest entry (GDDR boards drop to it in P8; HBM parts have one clock).
+        mem_clock_mhz=profile.memory_clocks_mhz[-1],
         power_limit_w=profile.power_default_limit_w,
     )
 
@@ -199,8 +202,14 @@ def _substep(profile: GpuProfile, state: GpuState, dt_s: float, noise: float) ->
         sm_clock_mhz=clock,
         mem_clock_mhz=mem_clock,
         energy_mj=state.energy_mj + power * dt_s * 1000.0,
+        nvlink_kib=state.nvlink_kib + _nvlink_kib_per_s(profile, state.workload) * dt_s,
         reasons=reasons,
     )
+
+
+def _nvlink_kib_per_s(profile: GpuProfile, workload: Workload) -> float:
+    """Gradient all-reduce traffic: a busy data-parallel job keeps about a tenth of NVLink's bandwidth in use."""
+    return profile.nvlink_bandwidth_gbps * 1e9 / 1024 * _NVLINK_SHARE * workload.utilization_pct / 100.0
 
 
 def relative_throughput(profile: GpuProfile, *, sm_clock_mhz: float, memory_bound: float) -> float:

@@ -35,6 +35,8 @@ class GpuProfile:
     memory_reserved_mib: int
     memory_type: str
     memory_bandwidth_gbps: int
+    bar1_total_mib: int
+    cuda_compute_capability: tuple[int, int]
     memory_clocks_mhz: tuple[int, ...]
     power_default_limit_w: float
     power_min_limit_w: float
@@ -98,6 +100,7 @@ def _from_json(data: dict) -> GpuProfile:
     values["pci_subsystem_id"] = int(str(values["pci_subsystem_id"]), 0)
     values["memory_clocks_mhz"] = tuple(values["memory_clocks_mhz"])
     values["pci_bus_numbers"] = tuple(values["pci_bus_numbers"])
+    values["cuda_compute_capability"] = tuple(values["cuda_compute_capability"])
     values["mig_profiles"] = tuple(MigProfile(**p) for p in values["mig_profiles"])
     return GpuProfile(**values)
 

@@ -22,6 +22,15 @@ def _is_shim_dir(entry: str) -> bool:
     return bool(entry) and Path(entry, SHIM_MARKER_FILE).exists()
 
 
+def genuine_pynvml_path() -> str:
+    """The file of the ``nvidia-ml-py`` package's ``pynvml.py``, skipping labkit's stand-in."""
+    search_path = [entry for entry in sys.path if not _is_shim_dir(entry)]
+    spec = importlib.machinery.PathFinder.find_spec("pynvml", search_path)
+    if spec is None or spec.origin is None:
+        raise ImportError("pynvml is not installed; run: pip install nvidia-ml-py")
+    return spec.origin
+
+
 def genuine_pynvml() -> ModuleType:
     """The module installed by the ``nvidia-ml-py`` package, never labkit's stand-in."""
     loaded = sys.modules.get("pynvml")
@@ -34,11 +43,8 @@ def genuine_pynvml() -> ModuleType:
         import pynvml  # nothing shadows it: a normal import shares the module with user code
 
         return pynvml
-    spec = importlib.machinery.PathFinder.find_spec("pynvml", search_path)
-    if spec is None or spec.origin is None:
-        raise ImportError("pynvml is not installed; run: pip install nvidia-ml-py")
     # pynvml builds its exception classes from sys.modules[__name__], so register before exec.
-    spec = importlib.util.spec_from_file_location(_PRIVATE_NAME, spec.origin)
+    spec = importlib.util.spec_from_file_location(_PRIVATE_NAME, genuine_pynvml_path())
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[_PRIVATE_NAME] = module

@@ -21,6 +21,7 @@ from types import ModuleType
 from labkit.sim.gpu.fake_nvml import FakeNvml
 from labkit.sim.gpu.nvml import ENV_CLOCK, ENV_COUNT, ENV_FAKE, ENV_NODE, ENV_PROFILE, ENV_SEED, fake_machine_from_env
 from labkit.sim.gpu.real_pynvml import SHIM_MARKER, SHIM_MARKER_FILE
+from labkit.sim.gpu.shared import ENV_SOURCE, machine_from_source
 
 _SHIM_SOURCE = f'''"""Stand-in for pynvml answering from labkit's simulated GPUs (written by labkit.sim.gpu.shim)."""
 
@@ -35,8 +36,11 @@ sys.modules[__name__] = facade_from_env()
 
 
 def facade_from_env() -> ModuleType:
-    """The module the stand-in ``pynvml.py`` becomes: a fake node configured by ``LABKIT_FAKE_GPU_*``."""
-    return FakeNvml(fake_machine_from_env()).as_module()
+    """The module the stand-in ``pynvml.py`` becomes: NVIDIA's pynvml over the simulated C library.
+
+    Its GPUs are the lab's (mirrored from the GPU exporter) or a private node; see :mod:`labkit.sim.gpu.shared`."""
+    machine, _why = machine_from_source()
+    return FakeNvml(machine).as_module()
 
 
 @cache
@@ -45,9 +49,25 @@ def pynvml_shim_dir() -> Path:
     # mkdtemp is private to this user, so nobody else can plant a pynvml.py in it.
     directory = Path(tempfile.mkdtemp(prefix="labkit-pynvml-shim-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return write_shim(directory)
+
+
+def write_shim(directory: Path) -> Path:
+    """Put the stand-in ``pynvml.py`` (and the marker that tells labkit it is not NVIDIA's) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / "pynvml.py").write_text(_SHIM_SOURCE)
     (directory / SHIM_MARKER_FILE).write_text("pynvml.py here is labkit's simulated NVML\n")
     return directory
+
+
+def terminal_env_lines(directory: Path) -> list[str]:
+    """Shell lines after which ``nvitop``, ``gpustat`` or a pynvml script in that shell see the lab's GPUs."""
+    package_root = Path(__file__).resolve().parents[3]
+    write_shim(directory)
+    path = os.pathsep.join([str(directory), str(package_root)])
+    return [f"export PYTHONPATH='{path}'${{PYTHONPATH:+:$PYTHONPATH}}", f"export {ENV_FAKE}=1",
+            f"export {ENV_SOURCE}=${{{ENV_SOURCE}:-auto}}",
+            f"# then: nvitop --once ; gpustat ; {ENV_NODE}=gpu-node-3 nvitop --once (the MIG node)"]
 
 
 def fake_pynvml_env(
@@ -57,11 +77,15 @@ def fake_pynvml_env(
     node: str | None = None,
     seed: int | None = None,
     clock: str | None = None,
+    source: str | None = None,
     base_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Environment for a subprocess (``python -m gpustat``) in which ``import pynvml`` gets simulated GPUs."""
+    """Environment for a subprocess (``python -m gpustat``) in which ``import pynvml`` gets simulated GPUs.
+
+    ``source`` is ``LABKIT_FAKE_GPU_SOURCE`` (``auto``, ``lab``, ``local`` or an exporter's URL); it defaults
+    to ``local`` when a profile, count or seed describes a private node, else to the environment's."""
     env = dict(os.environ if base_env is None else base_env)
-    package_root = Path(__file__).resolve().parents[2]  # the directory that contains labkit/
+    package_root = Path(__file__).resolve().parents[3]  # the directory that contains labkit/
     path = [str(pynvml_shim_dir()), str(package_root), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     env[ENV_FAKE] = "1"
@@ -71,6 +95,7 @@ def fake_pynvml_env(
         (ENV_NODE, node),
         (ENV_SEED, seed),
         (ENV_CLOCK, clock),
+        (ENV_SOURCE, source or ("local" if (profile, count, seed) != (None, None, None) else None)),
     ):
         if value is not None:
             env[name] = str(value)
