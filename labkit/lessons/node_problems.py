@@ -27,6 +27,7 @@ from ..sim import node_logs
 
 ADDON = "node-problem-detector"
 MONITORS = ("kernel-monitor-filelog.json", "readonly-monitor.json")
+MONITOR_SOURCES = ("kernel-monitor", "readonly-monitor", "clock-monitor")  # the `source` of each monitor's events
 # NPD's default conditions, set False when it starts (from upstream's kernel- and readonly-monitor configs).
 NPD_CONDITIONS = ("KernelDeadlock", "ReadonlyFilesystem")
 EVENT_NAMESPACE = "default"  # NPD records events about a Node (a cluster-scoped object) in "default"
@@ -117,7 +118,7 @@ def wait_event(lab: Lab, node: str, reason: str, *, timeout: float = 30.0) -> di
     """
     found = wait_for_set(lab, "Event", namespace=EVENT_NAMESPACE, timeout=timeout, condition=bool, api_version="v1",
                          field_selector=f"involvedObject.kind=Node,involvedObject.name={node},reason={reason}")
-    return found[0]
+    return max(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")  # the latest, if several
 
 
 def cordon(lab: Lab, node: str, *, unschedulable: bool = True) -> None:
@@ -187,8 +188,14 @@ def set_clock_offset(node: str, seconds: float) -> None:
 
 
 def clear_nodes(lab: Lab, nodes: list[str]) -> None:
-    """Undo what an earlier run of the notebook left: clocks in sync, nodes schedulable, permanent problems gone."""
+    """Undo what an earlier run of the notebook left: clocks in sync, nodes schedulable, permanent problems gone,
+    and the NPD events about nodes deleted (``kubectl delete events -n default --field-selector
+    involvedObject.kind=Node,source=kernel-monitor``, and so on for each monitor)."""
     remove_custom_monitors()
+    for monitor in MONITOR_SOURCES:
+        with api_errors("deleting old node-problem events", server=lab.server):
+            lab.core.delete_collection_namespaced_event(
+                EVENT_NAMESPACE, field_selector=f"involvedObject.kind=Node,source={monitor}")
     for node in nodes:
         node_logs.set_clock_offset(node, 0.001)
         try:
