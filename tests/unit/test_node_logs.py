@@ -1,4 +1,4 @@
-"""The simulated nodes' kernel logs (labkit/sim/node_logs.py) read as a real kern.log, and match upstream NPD's rules."""
+"""The simulated nodes' kernel logs (labkit/sim/node_logs.py) read as a real kern.log and match upstream NPD's rules."""
 
 from __future__ import annotations
 
