@@ -35,6 +35,7 @@ from .base import Addon, Context
 from .gpu_exporter import GpuExporter
 from .karpenter import Karpenter
 from .local_path import LocalPathProvisioner
+from .node_problem_detector import NodeProblemDetector
 from .prometheus import INSTALL_PROMETHEUS, Prometheus
 from .prometheus_adapter import PrometheusAdapter
 from .workload_model import WorkloadModel
@@ -42,7 +43,8 @@ from .workload_model import WorkloadModel
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
-    GpuExporter(), Karpenter(), LocalPathProvisioner(), Prometheus(), PrometheusAdapter(), WorkloadModel())}
+    GpuExporter(), Karpenter(), LocalPathProvisioner(), NodeProblemDetector(), Prometheus(), PrometheusAdapter(),
+    WorkloadModel())}
 START_TIMEOUT_S = 30.0
 Progress = Callable[[str], None]
 

@@ -170,6 +170,11 @@ def api_healthy(kubeconfig: Path, *, timeout: float = 3.0) -> bool:
         return False
 
 
+def api_server(kubeconfig: Path) -> str:
+    """The API server URL of the kubeconfig's current context (``kubectl config view --minify``'s server)."""
+    return _server_and_context(kubeconfig)[0]
+
+
 def api_get(kubeconfig: Path, path: str, *, timeout: float = 5.0) -> dict:
     """GET one API path as JSON with the kubeconfig's credentials."""
     with ApiConnection(kubeconfig, timeout=timeout) as api:

@@ -140,23 +140,26 @@ def wait_for(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
     )
 
 
-def wait_for_set(lab: Lab, kind: str, *, namespace: str, label_selector: str,
+def wait_for_set(lab: Lab, kind: str, *, namespace: str, label_selector: str = "",
                  condition: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0,
-                 api_version: str | None = None) -> list[dict[str, Any]]:
-    """Block until the objects matching ``label_selector`` together satisfy ``condition``; return them.
+                 api_version: str | None = None, field_selector: str = "") -> list[dict[str, Any]]:
+    """Block until the objects matching the selectors together satisfy ``condition``; return them.
 
     For what no single object says (the ready endpoints of a Service across its EndpointSlices, the pods left after
-    a scale-down): list, then watch from the list's resourceVersion, re-judging the whole set on every change.
-    Same as watching ``kubectl get KIND -l SELECTOR -w`` until it looks right.
+    a scale-down, the events about a node): list, then watch from the list's resourceVersion, re-judging the whole
+    set on every change. Same as watching ``kubectl get KIND -l SELECTOR --field-selector F -w`` until it looks right.
     """
+    selectors = {k: v for k, v in (("label_selector", label_selector), ("field_selector", field_selector)) if v}
+    shown = " ".join(filter(None, [f"-l {label_selector}" if label_selector else "",
+                                   f"--field-selector {field_selector}" if field_selector else ""]))
     res = lab.dynamic.resources.get(api_version=api_version, kind=kind) if api_version else \
         lab.dynamic.resources.get(kind=kind)
     deadline = time.monotonic() + timeout
     objects: dict[str, dict[str, Any]] = {}
 
     def relist() -> str | None:
-        with api_errors(f"listing {kind} -l {label_selector}", server=lab.server):
-            listing = res.get(namespace=namespace, label_selector=label_selector).to_dict()
+        with api_errors(f"listing {kind} {shown}", server=lab.server):
+            listing = res.get(namespace=namespace, **selectors).to_dict()
         objects.clear()
         objects.update({o["metadata"]["name"]: o for o in listing.get("items") or []})
         return listing["metadata"].get("resourceVersion")
@@ -168,13 +171,13 @@ def wait_for_set(lab: Lab, kind: str, *, namespace: str, label_selector: str,
         else:
             objects[obj["metadata"]["name"]] = obj
 
-    if _list_then_watch(lab, res, f"{kind} -l {label_selector}", deadline, relist, on_event,
-                        lambda: condition(list(objects.values())), namespace=namespace, label_selector=label_selector):
+    if _list_then_watch(lab, res, f"{kind} {shown}", deadline, relist, on_event,
+                        lambda: condition(list(objects.values())), namespace=namespace, **selectors):
         return list(objects.values())
     names = ", ".join(sorted(objects)) or "none"
-    raise WaitTimeout(f"{kind} objects -l {label_selector} did not reach the condition within {timeout:.0f}s; "
+    raise WaitTimeout(f"{kind} objects {shown} did not reach the condition within {timeout:.0f}s; "
                       f"last seen: {names}", last_seen=list(objects.values()),
-                      fix=f"kubectl -n {namespace} get {kind.lower()} -l {label_selector} -o yaml")
+                      fix=f"kubectl -n {namespace} get {kind.lower()} {shown} -o yaml")
 
 
 def _list_then_watch(lab: Lab, res: Any, what: str, deadline: float, relist: Callable[[], str | None],

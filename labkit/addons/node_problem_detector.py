@@ -1,0 +1,280 @@
+"""node-problem-detector: one real NPD per simulated node, reporting node problems as Events and NodeConditions.
+
+In a real cluster NPD is a DaemonSet: one pod per node reads that node's kernel log and runs its check scripts.
+Here the add-on's process plays the DaemonSet controller: for every node of the lab it runs the upstream binary
+(``k8s.io/node-problem-detector``, pinned in :mod:`labkit.versions`, built with Go on first start) out of cluster,
+as that node (``--hostname-override``), talking to the lab's API server with the lab's kubeconfig, reading the
+node's ``/var/log/kern.log`` that :mod:`labkit.sim.node_logs` writes. The monitor rules are upstream's own files
+from the same module (``config/kernel-monitor-filelog.json``, ``config/readonly-monitor.json``); only their log
+path changes, and readonly-monitor reads that file instead of ``/dev/kmsg`` (no kernel ring buffer per simulated
+node). Custom plugin monitors a learner writes go in ``<state>/addons/node-problem-detector/custom/``; every NPD
+restarts with them when that folder changes. Nodes that join later (Karpenter) get their NPD within seconds.
+
+Run as ``python -m labkit.addons.node_problem_detector ...`` (the add-on's command); everything on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import http.server
+import json
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .. import versions
+from ..cluster.binaries import Component
+from ..cluster.health import ApiConnection, api_server
+from ..cluster.ports import free_port
+from ..sim.node_logs import kernel_log, node_root
+from .base import Context, PythonModuleAddon
+
+JOB = "node-problem-detector"
+# Upstream monitor configs (folder `config/` of the module, copied beside the binary) that labkit runs per node.
+SYSTEM_LOG_MONITORS = ("kernel-monitor-filelog.json", "readonly-monitor.json")
+CUSTOM_DIR = "custom"
+NODE_POLL_S = 2.0
+_PR_SET_PDEATHSIG = 1
+
+
+def component() -> Component:
+    """The pinned NPD, with its upstream monitor configs copied beside it at build time.
+
+    The Go proxy refuses this module's version list (which ``go install module@version`` asks for); a wrapper module
+    that requires the exact version does not need it.
+    """
+    return Component("node-problem-detector", versions.NODE_PROBLEM_DETECTOR, "k8s.io/node-problem-detector",
+                     ("k8s.io/node-problem-detector/cmd/nodeproblemdetector",), ("node-problem-detector",),
+                     ldflags=f"-s -w -X k8s.io/node-problem-detector/pkg/version.version="
+                             f"{versions.NODE_PROBLEM_DETECTOR}",
+                     wrapper=True, data=(("config", "config"),))
+
+
+class NodeProblemDetector(PythonModuleAddon):
+    name = "node-problem-detector"
+    summary = "node-problem-detector, one per simulated node: kernel log -> Events and NodeConditions"
+    port_env = "LABKIT_NODE_PROBLEM_DETECTOR_PORT"
+    ready_path = "/healthz"
+    metrics_job = JOB
+    module = "labkit.addons.node_problem_detector"
+
+    def component(self) -> Component:
+        return component()
+
+    def arguments(self, ctx: Context) -> list[str]:
+        return ["--kubeconfig", str(ctx.kubeconfig), "--folder", str(ctx.folder), "--port", str(ctx.port),
+                "--targets", str(ctx.targets), "--binary", str(component().dir / "node-problem-detector"),
+                "--upstream-config", str(component().dir / "config")]
+
+    def scrape_targets(self, ctx: Context) -> list[dict[str, object]]:
+        return []  # one target per node's NPD, written by the process as nodes come and go
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/nodes"
+
+
+def custom_dir(folder: Path) -> Path:
+    """Where custom plugin monitor configs go (``--config.custom-plugin-monitor`` of every node's NPD)."""
+    return folder / CUSTOM_DIR
+
+
+def node_monitor_configs(upstream: Path, node: str) -> list[dict[str, Any]]:
+    """Upstream's system log monitors for ``node``: same rules, the node's kern.log as their log."""
+    kernel = json.loads((upstream / "kernel-monitor-filelog.json").read_text())
+    configs = []
+    for name in SYSTEM_LOG_MONITORS:
+        config = json.loads((upstream / name).read_text())
+        if config.get("plugin") == "kmsg":  # no /dev/kmsg per simulated node: the same lines, from kern.log
+            config["plugin"], config["pluginConfig"] = "filelog", kernel["pluginConfig"]
+        config["logPath"] = str(kernel_log(node))
+        configs.append(config)
+    return configs
+
+
+def render_custom(config: dict[str, Any], node: str) -> dict[str, Any]:
+    """A custom plugin monitor for ``node``: ``{node}`` and ``{node_root}`` in a rule's args name that node."""
+    text = json.dumps(config).replace("{node_root}", str(node_root(node))).replace("{node}", node)
+    return json.loads(text)
+
+
+class _Npd:
+    """One node's NPD process and its ports."""
+
+    def __init__(self, node: str, proc: subprocess.Popen[bytes], port: int, metrics_port: int) -> None:
+        self.node, self.proc, self.port, self.metrics_port = node, proc, port, metrics_port
+        self.log_inode = _inode(kernel_log(node))
+
+    def healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as resp:  # noqa: S310
+                return resp.status == 200
+        except OSError:
+            return False
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _die_with_parent() -> None:
+    """Children get SIGKILL when this process dies, even by SIGKILL: no NPD outlives its DaemonSet."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class DaemonSet:
+    """labkit in the role of NPD's DaemonSet controller: one NPD per node, restarted when its config changes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.folder = Path(args.folder)
+        self.npds: dict[str, _Npd] = {}
+        self.lock = threading.Lock()
+        self.custom_stamp = self._custom_stamp()
+        self.server = api_server(Path(args.kubeconfig))
+
+    def _custom_stamp(self) -> tuple[tuple[str, int], ...]:
+        folder = custom_dir(self.folder)
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.glob("*"))) if folder.is_dir() else ()
+
+    def _nodes(self) -> list[str]:
+        with ApiConnection(Path(self.args.kubeconfig)) as api:
+            return sorted(n["metadata"]["name"] for n in api.get("/api/v1/nodes").get("items") or [])
+
+    def _start(self, node: str) -> _Npd:
+        upstream = Path(self.args.upstream_config)
+        home = self.folder / node
+        home.mkdir(parents=True, exist_ok=True)
+        kernel_log(node).parent.mkdir(parents=True, exist_ok=True)
+        kernel_log(node).touch()
+        system = []
+        for config in node_monitor_configs(upstream, node):
+            path = home / f"{config['source']}.json"
+            path.write_text(json.dumps(config, indent=1))
+            system.append(str(path))
+        custom = []
+        for i, src in enumerate(sorted(custom_dir(self.folder).glob("*.json")) if custom_dir(self.folder).is_dir()
+                                else []):
+            path = home / f"custom-{i}-{src.name}"
+            path.write_text(json.dumps(render_custom(json.loads(src.read_text()), node), indent=1))
+            custom.append(str(path))
+        port, metrics_port = free_port(), free_port()
+        cmd = [self.args.binary, f"--hostname-override={node}",
+               f"--apiserver-override={self.server}?inClusterConfig=false&auth={self.args.kubeconfig}",
+               f"--config.system-log-monitor={','.join(system)}",
+               "--address=127.0.0.1", f"--port={port}",
+               "--prometheus-address=127.0.0.1", f"--prometheus-port={metrics_port}"]
+        if custom:
+            cmd.append(f"--config.custom-plugin-monitor={','.join(custom)}")
+        log = (home / "node-problem-detector.log").open("ab")
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=home,
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509 (no threads touch the fork)
+        log.close()
+        return _Npd(node, proc, port, metrics_port)
+
+    def _stop(self, npd: _Npd) -> None:
+        npd.proc.terminate()
+        try:
+            npd.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            npd.proc.kill()
+            npd.proc.wait()
+
+    def _write_targets(self) -> None:
+        groups = [{"targets": [f"127.0.0.1:{n.metrics_port}"], "labels": {"job": JOB, "node": n.node}}
+                  for n in self.npds.values()]
+        target = Path(self.args.targets)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(groups, indent=1))
+        tmp.replace(target)
+
+    def reconcile(self) -> None:
+        """Nodes without an NPD get one; NPDs of deleted nodes stop; all restart when the custom monitors change,
+        one when its node's kernel log was replaced (the node rebooted)."""
+        nodes = set(self._nodes())
+        stamp = self._custom_stamp()
+        with self.lock:
+            restart = stamp != self.custom_stamp
+            self.custom_stamp = stamp
+            for node, npd in list(self.npds.items()):
+                rebooted = _inode(kernel_log(node)) != npd.log_inode
+                if node not in nodes or restart or rebooted or npd.proc.poll() is not None:
+                    self._stop(npd)
+                    del self.npds[node]
+            for node in sorted(nodes - set(self.npds)):
+                self.npds[node] = self._start(node)
+            self._write_targets()
+
+    def stop_all(self) -> None:
+        with self.lock:
+            for npd in self.npds.values():
+                self._stop(npd)
+            self.npds.clear()
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {n.node: {"pid": n.proc.pid, "port": n.port, "metrics_port": n.metrics_port,
+                             "healthy": n.healthy(), "log": str(self.folder / n.node / "node-problem-detector.log")}
+                    for n in self.npds.values()}
+
+
+def _serve(port: int, daemonset: DaemonSet) -> http.server.ThreadingHTTPServer:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # name fixed by http.server
+            state = daemonset.state()
+            if self.path == "/healthz":
+                ok = bool(state) and all(s["healthy"] for s in state.values())
+                body, code = (b"ok" if ok else b"node-problem-detectors not all healthy"), 200 if ok else 503
+            elif self.path == "/nodes":
+                body, code = json.dumps(state, indent=1).encode(), 200
+            else:
+                body, code = b"not found", 404
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # signature fixed by http.server
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for flag in ("--kubeconfig", "--folder", "--targets", "--binary", "--upstream-config"):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    daemonset = DaemonSet(args)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    daemonset.reconcile()
+    server = _serve(args.port, daemonset)
+    while not stopping.wait(NODE_POLL_S):
+        try:
+            daemonset.reconcile()
+        except OSError as exc:  # the API server restarting: try again at the next poll
+            print(f"node-problem-detector daemonset: {exc}", file=sys.stderr, flush=True)
+    server.shutdown()
+    daemonset.stop_all()
+
+
+if __name__ == "__main__":
+    main()

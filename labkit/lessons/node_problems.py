@@ -1,0 +1,293 @@
+"""Lesson 08, node-problem-detector (节点问题检测): notebook 08_node_problem_detector's helpers and exercise.
+
+Every simulated node has a real node-problem-detector (the ``node-problem-detector`` add-on) reading that node's
+kernel log; :func:`inject` makes the node's kernel report a problem (:mod:`labkit.sim.node_logs`). NPD reports a
+temporary problem as an Event and a permanent one as a NodeCondition; nothing in NPD acts on them:
+:func:`cordon`, :func:`drain` and :func:`reboot` are what a remediation controller (or the operator) would do.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import addons
+from ..addons.node_problem_detector import CUSTOM_DIR, component
+from ..errors import NotFound, WaitTimeout
+from ..exercises import Attempt, Exercise
+from ..kube.client import Lab, api_errors
+from ..kube.objects import get, patch
+from ..kube.wait import wait_for, wait_for_set
+from ..paths import data_file
+from ..sim import node_logs
+
+ADDON = "node-problem-detector"
+MONITORS = ("kernel-monitor-filelog.json", "readonly-monitor.json")
+MONITOR_SOURCES = ("kernel-monitor", "readonly-monitor", "clock-monitor")  # the `source` of each monitor's events
+# NPD's default conditions, set False when it starts (from upstream's kernel- and readonly-monitor configs).
+NPD_CONDITIONS = ("KernelDeadlock", "ReadonlyFilesystem")
+EVENT_NAMESPACE = "default"  # NPD records events about a Node (a cluster-scoped object) in "default"
+CLOCK_CHECK = str(data_file("npd-plugins") / "check_clock.sh")
+CLOCK_CONDITION = "ClockSkew"
+
+
+def inject(node: str, problem: str, **values: Any) -> list[str]:
+    """Make ``node``'s kernel report ``problem`` (see :func:`problems`); return the kern.log lines written.
+
+    On a real node: the kernel writes them; ``echo '<msg>' > /dev/kmsg`` as root fakes one for a drill.
+    """
+    return node_logs.inject(node, problem, **values)
+
+
+def problems() -> pd.DataFrame:
+    """The problems :func:`inject` knows (``labkit/data/node-problems.yaml``) and what NPD makes of each."""
+    rows = [{"problem": name, "summary": p["summary"], "monitor": p["monitor"], "npd reports": p["effect"]}
+            for name, p in node_logs.problems().items()]
+    return pd.DataFrame(rows)
+
+
+def rules() -> pd.DataFrame:
+    """Upstream's rules the lab's NPDs run: monitor, type, condition, reason, pattern (the config files' ``rules``)."""
+    rows = []
+    for name in MONITORS:
+        config = json.loads((component().dir / "config" / name).read_text())
+        for rule in config["rules"]:
+            rows.append({"monitor": config["source"], "type": rule["type"], "condition": rule.get("condition", ""),
+                         "reason": rule["reason"], "pattern": rule["pattern"]})
+    return pd.DataFrame(rows)
+
+
+def node_conditions(lab: Lab, *, types: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """One row per node and condition type (``kubectl describe nodes``' Conditions, all nodes at once)."""
+    with api_errors("listing nodes", server=lab.server):
+        nodes = lab.core.list_node().items
+    rows = [{"node": n.metadata.name, "type": c.type, "status": c.status, "reason": c.reason,
+             "message": (c.message or "")[:90]}
+            for n in nodes for c in n.status.conditions or [] if types is None or c.type in types]
+    return pd.DataFrame(rows, columns=["node", "type", "status", "reason", "message"]).sort_values(
+        ["node", "type"]).reset_index(drop=True)
+
+
+def node_events(lab: Lab, *, node: str | None = None, source: str | None = None) -> pd.DataFrame:
+    """Events about nodes, oldest first (``kubectl get events --field-selector involvedObject.kind=Node``)."""
+    selector = "involvedObject.kind=Node" + (f",involvedObject.name={node}" if node else "")
+    with api_errors("listing node events", server=lab.server):
+        events = lab.core.list_event_for_all_namespaces(field_selector=selector).items
+    rows = [{"node": e.involved_object.name, "type": e.type, "reason": e.reason,
+             "source": e.source.component if e.source else "", "message": (e.message or "")[:100],
+             "count": e.count or 1, "time": e.last_timestamp or e.event_time or e.metadata.creation_timestamp}
+            for e in events if source is None or (e.source and e.source.component == source)]
+    table = pd.DataFrame(rows, columns=["node", "type", "reason", "source", "message", "count", "time"])
+    return table.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def _condition(node: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    return next((c for c in ((node or {}).get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
+
+
+def wait_condition(lab: Lab, node: str, kind: str, status: str = "True", *, reason: str | None = None,
+                   timeout: float = 30.0) -> dict[str, Any]:
+    """Block until ``node`` has condition ``kind`` with ``status`` (and ``reason``); return that condition.
+
+    Same as ``kubectl wait node/NODE --for=condition=KIND=STATUS``.
+    """
+    def done(obj: dict[str, Any] | None) -> bool:
+        cond = _condition(obj, kind)
+        return cond.get("status") == status and (reason is None or cond.get("reason") == reason)
+
+    return _condition(wait_for(lab, "Node", node, condition=done, timeout=timeout), kind)
+
+
+def wait_npd_ready(lab: Lab, *, timeout: float = 60.0) -> pd.DataFrame:
+    """Block until every node carries NPD's default conditions (its NPD has started and reported); return them."""
+    def done(nodes: list[dict[str, Any]]) -> bool:
+        return bool(nodes) and all(_condition(n, c) for n in nodes for c in NPD_CONDITIONS)
+
+    wait_for_set(lab, "Node", namespace="", condition=done, timeout=timeout)
+    return node_conditions(lab, types=NPD_CONDITIONS)
+
+
+def wait_event(lab: Lab, node: str, reason: str, *, timeout: float = 30.0) -> dict[str, Any]:
+    """Block until an Event ``reason`` about ``node`` exists; return it.
+
+    Same as ``kubectl get events -n default --field-selector involvedObject.name=NODE,reason=REASON -w``.
+    """
+    found = wait_for_set(lab, "Event", namespace=EVENT_NAMESPACE, timeout=timeout, condition=bool, api_version="v1",
+                         field_selector=f"involvedObject.kind=Node,involvedObject.name={node},reason={reason}")
+    return max(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")  # the latest, if several
+
+
+def cordon(lab: Lab, node: str, *, unschedulable: bool = True) -> None:
+    """``kubectl cordon NODE`` (``unschedulable=False``: ``kubectl uncordon NODE``)."""
+    patch(lab, "Node", node, {"spec": {"unschedulable": unschedulable or None}})
+
+
+def drain(lab: Lab, node: str) -> list[str]:
+    """Evict every pod on ``node`` that a controller recreates elsewhere; return their names.
+
+    Same as ``kubectl drain NODE --ignore-daemonsets --delete-emptydir-data`` (after :func:`cordon`): an Eviction
+    per pod, so PodDisruptionBudgets are honoured; DaemonSet pods stay, as with ``--ignore-daemonsets``.
+    """
+    with api_errors(f"listing pods on {node}", server=lab.server):
+        pods = lab.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    evicted = []
+    for pod in pods:
+        if any(o.kind == "DaemonSet" for o in pod.metadata.owner_references or []):
+            continue
+        body = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace}}
+        with api_errors(f"evicting {pod.metadata.namespace}/{pod.metadata.name}", server=lab.server):
+            lab.core.create_namespaced_pod_eviction(pod.metadata.name, pod.metadata.namespace, body)
+        evicted.append(pod.metadata.name)
+    return evicted
+
+
+def reboot(lab: Lab, node: str, *, timeout: float = 60.0) -> dict[str, Any]:
+    """Reboot ``node`` as far as NPD can tell: a fresh kernel log, and its NPD starts again (as its pod would
+    after a reboot), resetting the permanent conditions to their defaults. Returns the KernelDeadlock condition.
+    """
+    node_logs.rotate_kernel_log(node)
+    return wait_condition(lab, node, "KernelDeadlock", "False", timeout=timeout)
+
+
+def custom_monitors_dir() -> Path:
+    """Where custom plugin monitor configs go; every node's NPD runs each ``*.json`` there."""
+    return addons.addons_dir() / ADDON / CUSTOM_DIR
+
+
+def install_custom_monitor(name: str, config: dict[str, Any] | str) -> Path:
+    """Install a custom plugin monitor for every node's NPD (restarted with it within seconds); return its file.
+
+    ``{node}`` and ``{node_root}`` in a rule's ``args`` become each node's name and filesystem root. On a real
+    cluster: add the file to NPD's ConfigMap and ``--config.custom-plugin-monitor`` in its DaemonSet.
+    """
+    text = config if isinstance(config, str) else json.dumps(config, indent=1)
+    json.loads(text)  # a typo fails here, with the line and column, not inside eight NPDs
+    folder = custom_monitors_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def remove_custom_monitors() -> None:
+    """Remove every custom plugin monitor (the NPDs restart without them)."""
+    for path in custom_monitors_dir().glob("*.json"):
+        path.unlink()
+
+
+def set_clock_offset(node: str, seconds: float) -> None:
+    """Make ``node``'s clock drift ``seconds`` from NTP time (``chronyc tracking`` on it would say so)."""
+    node_logs.set_clock_offset(node, seconds)
+
+
+def clear_nodes(lab: Lab, nodes: list[str]) -> None:
+    """Undo what an earlier run of the notebook left: clocks in sync, nodes schedulable, permanent problems gone,
+    and the NPD events about nodes deleted (``kubectl delete events -n default --field-selector
+    involvedObject.kind=Node,source=kernel-monitor``, and so on for each monitor)."""
+    remove_custom_monitors()
+    for monitor in MONITOR_SOURCES:
+        with api_errors("deleting old node-problem events", server=lab.server):
+            lab.core.delete_collection_namespaced_event(
+                EVENT_NAMESPACE, field_selector=f"involvedObject.kind=Node,source={monitor}")
+    for node in nodes:
+        node_logs.set_clock_offset(node, 0.001)
+        try:
+            node_obj = get(lab, "Node", node)
+        except NotFound:
+            continue
+        if (node_obj.get("spec") or {}).get("unschedulable"):
+            cordon(lab, node, unschedulable=False)
+        if any(_condition(node_obj, c).get("status") == "True" for c in NPD_CONDITIONS):
+            reboot(lab, node)
+
+
+CLOCK_MONITOR = {
+    "plugin": "custom",
+    "pluginConfig": {"invoke_interval": "5s", "timeout": "5s", "max_output_length": 80, "concurrency": 1},
+    "source": "clock-monitor",
+    "metricsReporting": True,
+    "conditions": [{"type": CLOCK_CONDITION, "reason": "ClockInSync", "message": "clock is within 0.5s of NTP"}],
+    "rules": [{"type": "permanent", "condition": CLOCK_CONDITION, "reason": "ClockOutOfSync",
+               "path": "/bin/sh", "args": [CLOCK_CHECK, "{node_root}", "0.5"], "timeout": "3s"}],
+}
+
+
+def _check_clock_monitor(attempt: Attempt) -> list[str]:
+    installed = [json.loads(p.read_text()) for p in custom_monitors_dir().glob("*.json")]
+    mine = [c for c in installed if any(r.get("condition") == CLOCK_CONDITION and r.get("type") == "permanent"
+                                        for r in c.get("rules") or [])]
+    if not mine:
+        return [f"no custom plugin monitor in {custom_monitors_dir()} has a permanent rule for condition "
+                f"{CLOCK_CONDITION}"]
+    # Checked live: one node's clock drifts on purpose; its NPD must say so, a node in sync must not.
+    lab = attempt.lab
+    with api_errors("listing nodes", server=lab.server):
+        names = sorted(n.metadata.name for n in lab.core.list_node().items)
+    drifting, in_sync = names[0], names[1]
+    node_logs.set_clock_offset(drifting, 0.9)
+    node_logs.set_clock_offset(in_sync, 0.01)
+    try:
+        try:
+            wait_condition(lab, drifting, CLOCK_CONDITION, "True", timeout=25)
+        except WaitTimeout:
+            return [f"{drifting}'s clock is 0.9 s off, but its condition {CLOCK_CONDITION} did not turn True within "
+                    f"25 s (invoke_interval short enough? the script's exit status 1 for 'problem'?)"]
+        other = _condition(get(lab, "Node", in_sync), CLOCK_CONDITION)
+        if other.get("status") == "True":
+            return [f"{in_sync}'s clock is in sync, yet its {CLOCK_CONDITION} is True: the rule fires for every node"]
+    finally:
+        node_logs.set_clock_offset(drifting, 0.001)
+    return []
+
+
+CLOCK_EXERCISE = Exercise(
+    id="08-clock-monitor",
+    task=f"Write a custom plugin monitor that sets the node condition `{CLOCK_CONDITION}` (permanent) when a node's "
+         f"clock is more than 0.5 s off NTP time, using the lab's check script (l08.CLOCK_CHECK, run with "
+         f"/bin/sh; its args: the node's root and the limit), invoked every 5 s; install it with "
+         f"l08.install_custom_monitor('clock', config).",
+    hint="Start from upstream's config/custom-plugin-monitor.json: plugin custom, pluginConfig.invoke_interval, "
+         "conditions (the default, False), rules: [{type: permanent, condition: ClockSkew, reason: ..., path: "
+         "/bin/sh, args: [CLOCK_CHECK, '{node_root}', '0.5']}]. Exit 0 = OK, 1 = problem, 2 = unknown.",
+    solution=json.dumps(CLOCK_MONITOR, indent=1),
+    check=_check_clock_monitor,
+    solve=lambda a: install_custom_monitor("clock", CLOCK_MONITOR),
+)
+
+EXERCISES = [CLOCK_EXERCISE]
+
+
+
+def detectors() -> pd.DataFrame:
+    """The lab's NPDs, one per node: pid, ports, health (the add-on's ``/nodes``; ``kubectl get pods -n
+    kube-system -l app=node-problem-detector -o wide`` on a real cluster)."""
+    url = addons.url(ADDON)
+    if url is None:
+        return pd.DataFrame(columns=["node", "pid", "port", "metrics_port", "healthy"])
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback)
+        state = json.loads(resp.read())
+    return pd.DataFrame([{"node": node, **{k: v for k, v in s.items() if k != "log"}}
+                         for node, s in sorted(state.items())])
+
+
+def problem_metrics(node: str) -> pd.DataFrame:
+    """NPD's own Prometheus metrics for ``node``: ``problem_counter`` (per reason) and ``problem_gauge`` (per
+    condition). Same as ``curl http://127.0.0.1:PORT/metrics | grep ^problem_`` against that node's NPD."""
+    row = detectors().set_index("node").loc[node]
+    with urllib.request.urlopen(f"http://127.0.0.1:{row.metrics_port}/metrics", timeout=5) as resp:  # noqa: S310
+        text = resp.read().decode()
+    rows = []
+    for line in text.splitlines():
+        if line.startswith(("problem_counter{", "problem_gauge{")):
+            name, _, rest = line.partition("{")
+            labels, _, value = rest.rpartition("} ")
+            parsed = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
+            rows.append({"metric": name, **{k: v.strip('"') for k, v in parsed.items()}, "value": float(value)})
+    return pd.DataFrame(rows)

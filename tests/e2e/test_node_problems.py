@@ -1,0 +1,118 @@
+"""e2e: a real node-problem-detector per simulated node turns kernel log lines into Events (temporary problems) and
+NodeConditions (permanent ones) with upstream's rules; a reboot resets them; a custom plugin monitor's exit status
+sets a condition on the node whose check fails and no other; lesson 08's exercise fails unsolved and passes solved.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+import labkit as lk
+from labkit import addons, exercises
+from labkit.kube.objects import get
+from labkit.lessons import node_problems as l08
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def npd(lab: lk.Lab) -> Iterator[list[str]]:
+    lk.addons.require(l08.ADDON)
+    nodes = sorted(n.metadata.name for n in lab.core.list_node().items)
+    l08.clear_nodes(lab, nodes)
+    l08.wait_npd_ready(lab)
+    yield nodes
+    l08.clear_nodes(lab, nodes)
+
+
+def test_every_node_gets_its_own_detector_with_upstreams_default_conditions(lab: lk.Lab, npd: list[str]) -> None:
+    running = json.loads(_get(addons.url(l08.ADDON)))
+    assert sorted(running) == npd and all(r["healthy"] for r in running.values())
+    table = l08.wait_npd_ready(lab)
+    assert set(table.node) == set(npd)
+    defaults = table.groupby("type").reason.agg(set).to_dict()
+    assert defaults == {"KernelDeadlock": {"KernelHasNoDeadlock"}, "ReadonlyFilesystem": {"FilesystemIsNotReadOnly"}}
+
+
+def test_a_temporary_problem_is_an_event_about_the_node(lab: lk.Lab, npd: list[str]) -> None:
+    node = npd[0]
+    l08.inject(node, "oom-kill", comm="e2e-oom")
+    event = l08.wait_event(lab, node, "OOMKilling", timeout=30)
+    assert event["source"]["component"] == "kernel-monitor" and event["type"] == "Warning"
+    assert "Killed process 4242 (e2e-oom)" in event["message"]
+    # Temporary: the node's conditions do not change.
+    assert l08.node_conditions(lab, types=("KernelDeadlock",)).set_index("node").status[node] == "False"
+
+
+def test_a_permanent_problem_sets_a_condition_until_the_node_reboots(lab: lk.Lab, npd: list[str]) -> None:
+    node, other = npd[1], npd[2]
+    l08.inject(node, "kernel-deadlock")
+    cond = l08.wait_condition(lab, node, "KernelDeadlock", "True", reason="DockerHung", timeout=30)
+    assert "task docker:1234 blocked for more than 120 seconds" in cond["message"]
+    assert l08.node_conditions(lab, types=("KernelDeadlock",)).set_index("node").status[other] == "False"
+    l08.inject(node, "readonly-filesystem")
+    l08.wait_condition(lab, node, "ReadonlyFilesystem", "True", reason="FilesystemIsReadOnly", timeout=30)
+    after = l08.reboot(lab, node)
+    assert after["reason"] == "KernelHasNoDeadlock"
+    l08.wait_condition(lab, node, "ReadonlyFilesystem", "False", timeout=30)
+
+
+def test_cordon_and_drain_move_pods_off_a_sick_node(lab: lk.Lab, npd: list[str], namespace: str) -> None:
+    node = "cpu-node-1"
+    lk.apply(lab, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
+        "replicas": 6, "selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}, namespace=namespace)
+    lk.wait_for(lab, "Deployment", "web", namespace=namespace, condition="condition=Available", timeout=60)
+    try:
+        l08.cordon(lab, node)
+        l08.drain(lab, node)
+        pods = lk.wait_for_set(lab, "Pod", namespace=namespace, label_selector="app=web", timeout=60,
+                               condition=lambda ps: len(ps) == 6 and all(
+                                   p["spec"].get("nodeName") not in (None, node)
+                                   and p["status"].get("phase") == "Running" for p in ps))
+        assert node not in {p["spec"]["nodeName"] for p in pods}
+    finally:
+        l08.cordon(lab, node, unschedulable=False)
+    assert not get(lab, "Node", node)["spec"].get("unschedulable")
+
+
+def test_custom_plugin_monitor_sets_a_condition_only_where_its_check_fails(lab: lk.Lab, npd: list[str]) -> None:
+    l08.install_custom_monitor("clock", l08.CLOCK_MONITOR)
+    try:
+        for node in npd:
+            l08.set_clock_offset(node, 0.01)
+        l08.set_clock_offset(npd[3], 2.5)
+        cond = l08.wait_condition(lab, npd[3], l08.CLOCK_CONDITION, "True", timeout=40)
+        assert cond["reason"] == "ClockOutOfSync" and "2.500000000s off NTP time" in cond["message"]
+        l08.wait_condition(lab, npd[4], l08.CLOCK_CONDITION, "False", timeout=20)
+    finally:
+        l08.remove_custom_monitors()
+
+
+def test_clock_exercise_fails_unsolved_and_passes_solved(lab: lk.Lab, npd: list[str], namespace: str) -> None:
+    l08.remove_custom_monitors()
+    attempt = exercises.Attempt(lab, namespace)
+    unsolved = l08.CLOCK_EXERCISE.check(attempt)
+    assert unsolved and "no custom plugin monitor" in unsolved[0]
+    broken = dict(l08.CLOCK_MONITOR, rules=[dict(l08.CLOCK_MONITOR["rules"][0], args=[l08.CLOCK_CHECK, "{node_root}",
+                                                                                      "5"])])
+    l08.install_custom_monitor("clock", broken)  # a limit of 5 s never fires for a 0.9 s drift
+    try:
+        wrong = l08.CLOCK_EXERCISE.check(attempt)
+        assert wrong and "did not turn True" in wrong[0]
+        l08.install_custom_monitor("clock", l08.CLOCK_MONITOR)
+        assert l08.CLOCK_EXERCISE.check(attempt) == []
+    finally:
+        l08.remove_custom_monitors()
+
+
+def _get(url: str | None) -> str:
+    import urllib.request
+
+    assert url, "the node-problem-detector add-on is not running"
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback)
+        return resp.read().decode()
