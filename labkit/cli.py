@@ -43,7 +43,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if state.backend() == "kwok":
         from .cluster import kwok_backend
 
-        kwok_backend.check_components()  # nodes Ready needs only kwok: a dead controller-manager would go unseen
+        kwok_backend.check_components(progress=_say)  # Ready nodes need only kwok: a dead component hides
     _say(f"lab ready in {time.monotonic() - start:.1f}s: {ready} nodes Ready")
     if args.with_addons:
         addons.start(_addon_names(args.with_addons), kubeconfig=kubeconfig, progress=_say)

@@ -481,16 +481,29 @@ def _write_state() -> None:
     state.record("kwok", api_port=api_port())
 
 
-def check_components() -> None:
-    """Raise, naming it and quoting its log, when a control-plane component has exited (end of ``labkit up``)."""
+def check_components(*, progress: Progress = print) -> None:
+    """After ``labkit up``: a control-plane component that exited while the cluster started is started once more
+    (``kwokctl start cluster`` starts only the components that are not running); one that exits again is an error
+    that names it and quotes its log. On a loaded machine a component can give up on a busy API server at start
+    (metrics-server on a TLS handshake timeout) when a second start, against a settled API server, works.
+    """
     dead = [name for name, pid in component_pids().items() if pid is None]
     if not dead:
         return
-    log = cluster_dir() / "logs" / f"{dead[0]}.log"
-    tail = log.read_text(errors="replace").splitlines()[-3:] if log.exists() else []
-    raise LabkitError(f"{', '.join(dead)} exited while the lab started; last lines of its log ({log}):\n"
-                      + "\n".join(line[:300] for line in tail),
-                      fix="labkit down && labkit up   # and `labkit doctor` if it happens again")
+    progress(f"{', '.join(dead)} not running (its log ends: {(_log_tail(dead[0], 1) or ['-'])[0][:160]}); "
+             f"starting {'it' if len(dead) == 1 else 'them'} again")
+    _kwokctl("start", "cluster", timeout=120)
+    dead = [name for name, pid in component_pids().items() if pid is None]
+    if dead:
+        log = cluster_dir() / "logs" / f"{dead[0]}.log"
+        raise LabkitError(f"{', '.join(dead)} exited while the lab started, twice; last lines of its log ({log}):\n"
+                          + "\n".join(_log_tail(dead[0])),
+                          fix="labkit down && labkit up   # and `labkit doctor` if it happens again")
+
+
+def _log_tail(component: str, lines: int = 3) -> list[str]:
+    log = cluster_dir() / "logs" / f"{component}.log"
+    return [line[:300] for line in log.read_text(errors="replace").splitlines()[-lines:]] if log.exists() else []
 
 
 def component_pids() -> dict[str, int | None]:

@@ -59,6 +59,16 @@ def test_up_twice_reuses_and_down_leaves_no_process(private_lab: dict[str, str])
     assert "reusing the running embedded lab cluster" in second.stdout
     assert _pids(state) == pids
 
+    # A component that died (here metrics-server) is started again by the next `labkit up`, which reuses the rest.
+    metrics_server = int((state / "kwok/clusters/labkit/pids/metrics-server.pid").read_text())
+    os.kill(metrics_server, signal.SIGKILL)
+    third = _labkit(private_lab, "up", "--backend", "kwok")
+    assert third.returncode == 0, third.stderr
+    assert "metrics-server not running" in third.stdout and "starting it again" in third.stdout
+    status = _labkit(private_lab, "status")
+    assert status.returncode == 0 and "NOT RUNNING" not in status.stdout, status.stdout
+    pids = _pids(state)
+
     down = _labkit(private_lab, "down")
     assert down.returncode == 0 and "no process left" in down.stdout
     assert [p for p in pids if kwok_backend.process_alive(p)] == []

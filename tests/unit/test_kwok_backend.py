@@ -192,15 +192,29 @@ def test_controller_manager_gate_waits_for_healthz_then_becomes_it(state: Path, 
     assert "READY_PATH, NEED_ITEMS = '/healthz', False" in text and "in front of kube-controller-manager" in text
 
 
-def test_check_components_names_the_one_that_exited_and_quotes_its_log(state: Path) -> None:
+def test_check_components_starts_an_exited_one_again_once_then_names_it(state: Path, monkeypatch) -> None:
     pids, logs = kwok_backend.cluster_dir() / "pids", kwok_backend.cluster_dir() / "logs"
     pids.mkdir(parents=True)
     logs.mkdir()
     (pids / "kube-scheduler.pid").write_text(str(os.getpid()))
     (pids / "kube-controller-manager.pid").write_text("999999999")  # no such process
     (logs / "kube-controller-manager.log").write_text("starting\nfailed to wait for apiserver being healthy\n")
-    with pytest.raises(LabkitError, match="kube-controller-manager exited") as err:
-        kwok_backend.check_components()
+    calls: list[tuple[str, ...]] = []
+
+    def kwokctl_that_cannot_help(*args: str, timeout: float = 0) -> None:
+        calls.append(args)
+
+    monkeypatch.setattr(kwok_backend, "_kwokctl", kwokctl_that_cannot_help)
+    said: list[str] = []
+    with pytest.raises(LabkitError, match="kube-controller-manager exited while the lab started, twice") as err:
+        kwok_backend.check_components(progress=said.append)
+    assert calls == [("start", "cluster")] and "starting it again" in said[0]
     assert "failed to wait for apiserver being healthy" in str(err.value)
-    (pids / "kube-controller-manager.pid").write_text(str(os.getpid()))
-    kwok_backend.check_components()  # every component alive: nothing to say
+
+    def kwokctl_that_restarts(*args: str, timeout: float = 0) -> None:
+        (pids / "kube-controller-manager.pid").write_text(str(os.getpid()))  # what `kwokctl start cluster` does
+
+    monkeypatch.setattr(kwok_backend, "_kwokctl", kwokctl_that_restarts)
+    (pids / "kube-controller-manager.pid").write_text("999999999")
+    kwok_backend.check_components(progress=said.append)  # started again and alive: no error
+    kwok_backend.check_components(progress=said.append)  # every component alive: nothing to do
