@@ -412,23 +412,33 @@ def _loaded_rule(record: str) -> dict[str, Any] | None:
     return next((r for g in groups for r in g["rules"] if r.get("name") == record), None)
 
 
+def _evaluated_since(record: str, since: pd.Timestamp) -> dict[str, Any] | None:
+    """The loaded rule recording ``record`` once Prometheus has evaluated it after ``since`` (a few seconds at most)."""
+    deadline = time.monotonic() + 5 * SCRAPE_INTERVAL_S
+    rule = _loaded_rule(record)
+    while rule is not None and time.monotonic() < deadline:
+        last = rule.get("lastEvaluation") or ""
+        if last and not last.startswith("0001") and pd.Timestamp(last) > since:
+            return rule
+        time.sleep(SCRAPE_INTERVAL_S / 4)
+        rule = _loaded_rule(record)
+    return rule
+
+
 def _check_p99_rule(attempt: Attempt) -> list[str]:
     if not attempt.answer or not str(attempt.answer).strip():
         return ["no rule file yet: set `my_rules` to your rule file (YAML) and run the check again"]
+    loaded_at = pd.Timestamp.now(tz=UTC)
     problems = load_rules(str(attempt.answer))
     if problems:
         return problems
-    rule = _loaded_rule(P99_RECORD)
+    # What it records from its first evaluation after the reload on (older samples may come from an earlier version).
+    rule = _evaluated_since(P99_RECORD, loaded_at)
     if rule is None:
         return [f"Prometheus loaded your file, but no rule records `{P99_RECORD}`"]
     if rule.get("health") == "err":
         return [f"the rule fails when Prometheus evaluates it: {rule.get('lastError')}"]
-    # The recorded series appear at the next evaluation (every 2 s); a learner's check waits a few seconds at most.
-    deadline = time.monotonic() + 4 * SCRAPE_INTERVAL_S
-    recorded = promql.query(f'{P99_RECORD}{{service!=""}}')
-    while recorded.empty and time.monotonic() < deadline:
-        time.sleep(SCRAPE_INTERVAL_S / 2)
-        recorded = promql.query(f'{P99_RECORD}{{service!=""}}')
+    recorded = promql.query(P99_RECORD)
     reference = promql.query(P99_REFERENCE.format(ns=attempt.namespace))
     return _compare(recorded.drop(columns=["__name__"], errors="ignore"), reference, "service", tolerance=0.25)
 
