@@ -439,8 +439,11 @@ def _check_p99_rule(attempt: Attempt) -> list[str]:
         return [f"Prometheus loaded your file, but no rule records `{P99_RECORD}`"]
     if rule.get("health") == "err":
         return [f"the rule fails when Prometheus evaluates it: {rule.get('lastError')}"]
-    recorded = promql.query(P99_RECORD)
-    reference = promql.query(P99_REFERENCE.format(ns=attempt.namespace))
+    # Only samples written since the reload (an earlier version's series stay visible until marked stale), compared
+    # with the answer at the moment the rule evaluated.
+    recorded = promql.query(f"{P99_RECORD} and timestamp({P99_RECORD}) > {loaded_at.timestamp():.3f}")
+    at = recorded["time"].max() if not recorded.empty else None
+    reference = promql.query(P99_REFERENCE.format(ns=attempt.namespace), at=at)
     return _compare(recorded.drop(columns=["__name__"], errors="ignore"), reference, "service", tolerance=0.25)
 
 
