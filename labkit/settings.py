@@ -12,10 +12,17 @@ DEFAULT_API_PORT = 16443
 # How often the lab's Prometheus scrapes and evaluates rules; PromQL windows and GPU-time sums depend on it.
 SCRAPE_INTERVAL_S = 2
 SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
+# The control plane's own /metrics (apiserver, etcd, scheduler, controller-manager): tens of thousands of series that
+# change slowly; rendering the API server's alone costs it a good part of a core every 2 s on a 2-core machine.
+CONTROL_PLANE_SCRAPE_INTERVAL_S = 10
 # The Prometheus job of the GPU exporter's targets: what dcgm-exporter's ServiceMonitor is called in the GPU Operator.
 DCGM_EXPORTER_JOB = "dcgm-exporter"
 # The Prometheus job of the workload model's per-pod request metrics (what a PodMonitor on the app would be called).
 WORKLOAD_MODEL_JOB = "workload-model"
+# The Prometheus job of kube-state-metrics (what its Service is called in kube-prometheus).
+KSM_JOB = "kube-state-metrics"
+# The Prometheus job of the host's node exporter (kube-prometheus' name for it).
+NODE_EXPORTER_JOB = "node-exporter"
 
 # --- simulated GPUs
 DEFAULT_GPU_PROFILE = "H100-SXM"
