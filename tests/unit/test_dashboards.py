@@ -42,6 +42,8 @@ def test_each_shipped_dashboard_would_import_into_grafana_unchanged(name: str) -
     assert {"type": "datasource", "query": "prometheus", "name": "datasource"}.items() <= first.items()
     board = dash.load(name)
     assert board.unsupported == []
+    titles = [p.title for p in board.panels]
+    assert len(titles) == len(set(titles)), "panel_figure and check_panel find panels by title"
     for panel in board.panels:
         assert panel.raw["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel.title
         assert all(t.expr for t in panel.targets) and panel.targets, panel.title
@@ -377,7 +379,7 @@ def test_the_rendered_widget_lists_unsupported_panels_and_opens_collapsed_rows_o
     assert set(view.figures) == {"Shop requests"}  # the collapsed row is not queried until opened
     view.expand_all()
     assert set(view.figures) == {"Shop requests", "Latency"} and not view.errors
-    bundle = view._outputs["Latency"].outputs[0]["data"]
+    bundle = view._outputs[4].outputs[0]["data"]
     assert "application/vnd.plotly.v1+json" in bundle and not any("html" in k for k in bundle)
     sent = [e for _, e in prometheus["__sent__"]]
     assert any('namespace="shop"' in e and "[5m]" in e for e in sent)  # $interval's saved value
