@@ -18,7 +18,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -572,10 +572,10 @@ def _variable_options(variable: Variable, choices: Mapping[str, Choice], window:
 
 
 def resolve(dashboard: Dashboard, selected: Mapping[str, str | Sequence[str]] | None = None, *,
-            window: TimeRange | None = None) -> dict[str, Choice]:
+            window: TimeRange | None = None, offered_only: Collection[str] = ()) -> dict[str, Choice]:
     """Each variable's options on the live lab, in order (later variables may use earlier ones), and the selection:
-    ``selected[name]`` when given (a value, a list, or ``"$__all"``), else the JSON's saved one if still offered, else
-    All when the variable has it, else the first option."""
+    ``selected[name]`` when given (a value, a list, or ``"$__all"``; for names in ``offered_only`` only while still
+    offered), else the JSON's saved one if still offered, else All when the variable has it, else the first option."""
     window = window or TimeRange.parse("15m")
     selected = selected or {}
     choices: dict[str, Choice] = {}
@@ -585,7 +585,11 @@ def resolve(dashboard: Dashboard, selected: Mapping[str, str | Sequence[str]] | 
         options = tuple(_variable_options(variable, choices, window))
         wanted = selected.get(variable.name)
         if wanted is not None:
-            picked = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+            wanted = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+            if variable.name in offered_only and not set(wanted) <= {*options, ALL}:
+                wanted = None  # e.g. a pod of the namespace chosen before: fall back, as Grafana does
+        if wanted is not None:
+            picked = wanted
         elif variable.current and (set(variable.current) <= set(options) or ALL in variable.current):
             picked = variable.current
         elif variable.include_all:
@@ -1123,30 +1127,35 @@ class DashboardView(w.VBox):
         self.draw()
 
     # variables
-    def _pick(self, selected: Mapping[str, str | Sequence[str]]) -> None:
-        self.choices = resolve(self.dashboard, selected, window=self.window)
+    def _pick(self, selected: Mapping[str, str | Sequence[str]], *, offered_only: Collection[str] = ()) -> None:
+        self.choices = resolve(self.dashboard, selected, window=self.window, offered_only=offered_only)
         self._busy = True
         try:
             for name, choice in self.choices.items():
                 if choice.variable.hide == 2 or choice.variable.type == "datasource":
                     continue
-                options = ([("All", ALL)] if choice.variable.include_all else []) + [(o, o) for o in choice.options]
-                value = choice.selected[0] if choice.selected else None
+                options: list[tuple[str, str | tuple[str, ...]]] = (
+                    [("All", ALL)] if choice.variable.include_all else []) + [(o, o) for o in choice.options]
+                value = choice.selected[0] if len(choice.selected) == 1 else choice.selected
+                if value and value not in [v for _, v in options]:  # chosen in code: several, or not offered
+                    options.insert(0, (" + ".join(choice.selected), value))
                 if name not in self._dropdowns:
                     dropdown = w.Dropdown(description=choice.variable.label, layout=w.Layout(width="260px"))
                     dropdown.observe(self._changed, names="value")
                     self._dropdowns[name] = dropdown
                 dropdown = self._dropdowns[name]
                 dropdown.options = options
-                if value in [v for _, v in options]:
+                if value:
                     dropdown.value = value
         finally:
             self._busy = False
 
-    def _changed(self, _change: object) -> None:
+    def _changed(self, change: dict[str, Any]) -> None:
         if self._busy:
             return
-        self._pick({n: d.value for n, d in self._dropdowns.items() if d.value is not None})
+        changed = next(n for n, d in self._dropdowns.items() if d is change["owner"])
+        self._pick({n: d.value for n, d in self._dropdowns.items() if d.value is not None},
+                   offered_only=set(self._dropdowns) - {changed})
         self.draw()
 
     @property

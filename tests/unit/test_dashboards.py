@@ -394,3 +394,24 @@ def test_changing_a_dropdown_redraws_with_the_new_value(prometheus) -> None:
     after = [e for _, e in prometheus["__sent__"][before:]]
     assert after and all('gpu=~"1"' in e for e in after if "DCGM_FI_DEV_GPU_UTIL{" in e)
     assert view.choices["gpu"].selected == ("1",)
+
+
+def test_a_dependent_variable_falls_back_when_its_choice_is_no_longer_offered(prometheus, monkeypatch) -> None:
+    pods = {"shop": ["web-1", "web-2"], "billing": ["pay-1"]}
+
+    def label_values(label: str, *, match: str | None = None, timeout: float = 10.0) -> list[str]:
+        if label == "namespace":
+            return sorted(pods)
+        return pods[re.search(r'namespace="([^"]*)"', match or "").group(1)]
+
+    monkeypatch.setattr(promql, "label_values", label_values)
+    view = dash.render("workloads", variables={"namespace": "shop", "pod": ["web-1", "web-2"]})
+    assert view._dropdowns["pod"].value == ("web-1", "web-2")  # several chosen in code: offered as one option
+    assert view._dropdowns["pod"].options[0] == ("web-1 + web-2", ("web-1", "web-2"))
+    view._dropdowns["pod"].value = "web-2"
+    assert view.choices["pod"].selected == ("web-2",)
+    view._dropdowns["namespace"].value = "billing"
+    assert view.choices["pod"].options == ("pay-1",) and view.choices["pod"].is_all  # web-2 is not in billing
+    assert view._dropdowns["pod"].value == dash.ALL
+    sent = [e for _, e in prometheus["__sent__"][-3:]]
+    assert all('namespace="billing"' in e for e in sent)
