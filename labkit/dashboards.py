@@ -1083,7 +1083,8 @@ def _key(panel: Panel) -> int | str:
 def _figure_bundle(fig: go.Figure) -> dict[str, Any]:
     # The plotly mimetype (JupyterLab draws it offline); never plotly.js embedded in the notebook.
     return {"output_type": "display_data", "metadata": {},
-            "data": {"application/vnd.plotly.v1+json": fig.to_plotly_json(),
+            # plotly's own encoder: arrays, NaN and timestamps become the JSON a kernel message may carry
+            "data": {"application/vnd.plotly.v1+json": json.loads(fig.to_json()),
                      "text/plain": f"<{fig.layout.meta['type'] if fig.layout.meta else 'panel'} panel "
                                    f"{fig.layout.title.text!r}>"}}
 
@@ -1242,6 +1243,15 @@ class DashboardView(w.VBox):
                               f"in {time.monotonic() - started:.1f}s, last {self._time.value}"
                               f"{'; ' + html.escape(picked) if picked else ''}"
                               f"{'; errors in ' + str(len(self.errors)) if self.errors else ''}</small>")
+
+    def __repr__(self) -> str:  # the text/plain beside the widget: stable, readable where widgets do not run
+        picked = ", ".join(f"${n}={'All' if c.is_all else '+'.join(c.selected)}" for n, c in self.choices.items()
+                           if c.variable.type != "datasource")
+        rows = "; ".join(f"{r.title or '(top)'}{' (collapsed)' if r.collapsed else ''}: "
+                         + ", ".join(p.title for p in r.panels) for r in self.dashboard.rows)
+        missing = f"; not drawn: {', '.join(f'{t} ({k})' for t, k in self.unsupported)}" if self.unsupported else ""
+        return (f"<dashboard {self.dashboard.title!r}{' ' + picked if picked else ''}: "
+                f"{len(self.dashboard.panels)} panels; {rows}{missing}>")
 
     def expand_all(self) -> DashboardView:
         """Open every collapsed row (which queries its panels), as clicking each row title does."""

@@ -376,11 +376,16 @@ def test_the_rendered_widget_lists_unsupported_panels_and_opens_collapsed_rows_o
     assert all(f"<b>{t}</b> ({k})" in header for t, k in view.unsupported)
     assert view.unsupported == [("About", "text"), ("Responses by code", "piechart"),
                                 ("CPU (old graph panel)", "graph")]
+    assert repr(view) == (
+        "<dashboard 'Shop (exported from Grafana)' $namespace=shop, $service=All, $interval=5m, $env=prod: 5 panels; "
+        "(top): About, Shop requests, Responses by code; Details (collapsed): Latency, CPU (old graph panel); "
+        "not drawn: About (text), Responses by code (piechart), CPU (old graph panel) (graph)>")
     assert set(view.figures) == {"Shop requests"}  # the collapsed row is not queried until opened
     view.expand_all()
     assert set(view.figures) == {"Shop requests", "Latency"} and not view.errors
     bundle = view._outputs[4].outputs[0]["data"]
     assert "application/vnd.plotly.v1+json" in bundle and not any("html" in k for k in bundle)
+    json.dumps(bundle, allow_nan=False)  # what the kernel's message packer demands
     sent = [e for _, e in prometheus["__sent__"]]
     assert any('namespace="shop"' in e and "[5m]" in e for e in sent)  # $interval's saved value
 
