@@ -518,10 +518,8 @@ def interpolate(text: str, choices: Mapping[str, Choice], window: TimeRange) -> 
         if choice.is_all and choice.variable.all_value:
             return choice.variable.all_value
         values = choice.values()
-        if fmt == "raw":
-            return ",".join(values)
-        if fmt == "csv":
-            return ",".join(values)
+        if fmt in ("raw", "csv", "pipe"):
+            return ("|" if fmt == "pipe" else ",").join(values)
         if choice.variable.multi or choice.variable.include_all or fmt == "regex":
             escaped = [_regex_escape(v) for v in values]
             return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
@@ -556,7 +554,8 @@ def _variable_options(variable: Variable, choices: Mapping[str, Choice], window:
                              f"label_values(...) or query_result(...), not {variable.query!r}",
                              fix="write it as label_values(metric{selector}, label)")
     if variable.regex:
-        pattern = re.compile(variable.regex.strip("/"))
+        body, _, flags = variable.regex.strip().removeprefix("/").rpartition("/")  # Grafana writes /re/flags
+        pattern = re.compile(body or flags, re.I if "i" in flags and body else 0)
         kept = []
         for value in found:
             hit = pattern.search(value)

@@ -420,3 +420,14 @@ def test_a_dependent_variable_falls_back_when_its_choice_is_no_longer_offered(pr
     assert view._dropdowns["pod"].value == dash.ALL
     sent = [e for _, e in prometheus["__sent__"][-3:]]
     assert all('namespace="billing"' in e for e in sent)
+
+
+def test_durations_and_time_ranges() -> None:
+    assert dash.duration_seconds("1m30s") == 90 and dash.duration_seconds("500ms") == 0.5
+    with pytest.raises(dash.DashboardError, match="not a duration"):
+        dash.duration_seconds("5 minutes")
+    hour = dash.TimeRange.parse("now-1h", end=0)
+    assert (hour.seconds, hour.step_s, hour.rate_interval_s) == (3600, 18, 20)
+    assert dash.TimeRange.parse(2, end=0).seconds == 120  # minutes, as lk.promql.query_range takes them
+    gpu = _choice("gpu", ("0", "1"), ("0", "1"), multi=True)
+    assert dash.interpolate("${gpu:pipe} ${gpu:csv} ${gpu:regex}", {"gpu": gpu}, hour) == "0|1 0,1 (0|1)"
