@@ -793,8 +793,27 @@ def _indicators(panel: Panel, frame: pd.DataFrame, *, gauge: bool) -> go.Figure:
                     "showThresholdMarkers", True) else []})
         else:
             indicator.update(mode="number")
+            if panel.options.get("graphMode", "area") == "area":
+                _sparkline(fig, frame[frame["series"] == name], domain, shade, divisor)
         fig.add_trace(go.Indicator(**indicator))
     return _layout(fig, panel)
+
+
+def _sparkline(fig: go.Figure, part: pd.DataFrame, domain: dict[str, list[float]], shade: str,
+               divisor: float) -> None:
+    """The faint area behind a stat's number (graphMode "area"), on hidden axes of its own."""
+    if len(part) < 2:
+        return
+    n = sum(1 for t in fig.data if isinstance(t, go.Scatter)) + 1
+    part = part.sort_values("time")
+    fig.add_trace(go.Scatter(x=part["time"], y=pd.to_numeric(part["value"], errors="coerce") / divisor,
+                             mode="lines", fill="tozeroy", line={"color": shade, "width": 1}, opacity=0.35,
+                             hoverinfo="skip", showlegend=False, xaxis=f"x{n}", yaxis=f"y{n}"))
+    low, high = domain["y"]
+    hidden = {"visible": False, "fixedrange": True}
+    fig.layout[f"xaxis{n}"] = {**hidden, "domain": domain["x"], "anchor": f"y{n}"}
+    fig.layout[f"yaxis{n}"] = {**hidden, "domain": [low, low + (high - low) * 0.45], "anchor": f"x{n}",
+                               "rangemode": "tozero"}
 
 
 def _bargauge(panel: Panel, frame: pd.DataFrame) -> go.Figure:

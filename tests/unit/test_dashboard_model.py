@@ -294,7 +294,10 @@ def test_stat_and_gauge_reduce_and_colour_by_threshold(prometheus) -> None:
     assert [tuple(s.range) for s in indicator.gauge.steps] == [(0, 75), (75, 85), (85, 100)]
     prometheus["DCGM_FI_DEV_POWER_USAGE"] = series({}, [1200, 1450.0])
     stat = dash.figure(board.panel("Power draw"), dash.panel_data(board, "Power draw"))
-    assert stat.data[0].value == pytest.approx(1.45) and stat.data[0].number.suffix == " kW"
+    spark, number = stat.data  # graphMode "area": the series as a faint area behind the number
+    assert number.value == pytest.approx(1.45) and number.number.suffix == " kW"
+    assert list(spark.y) == [pytest.approx(1.2), pytest.approx(1.45)] and spark.xaxis == "x"
+    assert list(stat.layout.xaxis.domain) == list(number.domain.x) and not stat.layout.yaxis.visible
 
 
 def test_bar_gauge_one_bar_per_series_coloured_and_labelled(prometheus) -> None:
