@@ -687,8 +687,9 @@ def _layout(fig: go.Figure, panel: Panel, **extra: Any) -> go.Figure:
     fig.update_layout(title={"text": panel.title, "x": 0.01, "font": {"size": 14}}, plot_bgcolor="white",
                       paper_bgcolor="white", height=max(2, panel.grid.h) * GRID_UNIT_PX,
                       margin={"t": 36, "b": 24, "l": 48, "r": 12}, **extra)
-    fig.update_xaxes(gridcolor="#ebebeb", zerolinecolor="#ebebeb")
-    fig.update_yaxes(gridcolor="#ebebeb", zerolinecolor="#ebebeb")
+    if any(isinstance(t, go.Scatter | go.Bar | go.Heatmap) for t in fig.data):  # axes only where something uses them
+        fig.update_xaxes(gridcolor="#ebebeb", zerolinecolor="#ebebeb")
+        fig.update_yaxes(gridcolor="#ebebeb", zerolinecolor="#ebebeb")
     fig.layout.meta = {"panel": panel.title, "type": panel.type}
     return fig
 
