@@ -16,6 +16,10 @@ SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
 DCGM_EXPORTER_JOB = "dcgm-exporter"
 # The Prometheus job of the workload model's per-pod request metrics (what a PodMonitor on the app would be called).
 WORKLOAD_MODEL_JOB = "workload-model"
+# The Prometheus job of kube-state-metrics (what its Service is called in kube-prometheus).
+KSM_JOB = "kube-state-metrics"
+# The Prometheus job of the host's node exporter (kube-prometheus' name for it).
+NODE_EXPORTER_JOB = "node-exporter"
 
 # --- simulated GPUs
 DEFAULT_GPU_PROFILE = "H100-SXM"

@@ -34,7 +34,10 @@ from ..paths import kubeconfig_path, state_dir
 from .base import Addon, Context
 from .gpu_exporter import GpuExporter
 from .karpenter import Karpenter
+from .kube_state_metrics import KubeStateMetrics
+from .kubernetes_sd import KubernetesSD
 from .local_path import LocalPathProvisioner
+from .node_exporter import NodeExporter
 from .prometheus import INSTALL_PROMETHEUS, Prometheus
 from .prometheus_adapter import PrometheusAdapter
 from .workload_model import WorkloadModel
@@ -42,7 +45,8 @@ from .workload_model import WorkloadModel
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
-    GpuExporter(), Karpenter(), LocalPathProvisioner(), Prometheus(), PrometheusAdapter(), WorkloadModel())}
+    GpuExporter(), Karpenter(), LocalPathProvisioner(), Prometheus(), PrometheusAdapter(), WorkloadModel(),
+    KubeStateMetrics(), KubernetesSD(), NodeExporter())}
 START_TIMEOUT_S = 30.0
 Progress = Callable[[str], None]
 
