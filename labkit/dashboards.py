@@ -1057,6 +1057,30 @@ def _overlaps(panels: list[dict[str, Any]]) -> list[str]:
 
 # --- the exercise check --------------------------------------------------------------------------------------------
 
+def add_panel(dashboard: str | Path | Mapping[str, Any], panel: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the dashboard's JSON model with ``panel`` added: the next free id, the ``$datasource`` variable as
+    its datasource and, without a gridPos, half the width below the open part of the dashboard (above any collapsed
+    rows at the end, which move down), where it shows without opening a row."""
+    model = json.loads(json.dumps(_read(dashboard)[0]))  # a deep copy that is plain JSON
+    panels: list[dict[str, Any]] = model.setdefault("panels", [])
+    flat = [p for top in panels for p in [top, *(top.get("panels") or [])]]
+    new = {"datasource": {"type": "prometheus", "uid": "${datasource}"}, **json.loads(json.dumps(panel))}
+    new["id"] = max([p.get("id") or 0 for p in flat], default=0) + 1
+    for t in new.get("targets") or []:
+        t.setdefault("datasource", new["datasource"])
+    at = len(panels)
+    while at > 0 and panels[at - 1].get("type") == "row" and panels[at - 1].get("collapsed"):
+        at -= 1
+    open_part = [p for p in panels[:at] for p in [p, *(p.get("panels") or [])]]
+    y = max([p["gridPos"]["y"] + p["gridPos"]["h"] for p in open_part if "gridPos" in p], default=0)
+    new.setdefault("gridPos", {"x": 0, "y": y, "w": GRID_COLUMNS // 2, "h": 8})
+    for row in panels[at:]:  # the collapsed rows at the end move below the new panel
+        for p in [row, *(row.get("panels") or [])]:
+            p["gridPos"]["y"] += new["gridPos"]["h"]
+    panels.insert(at, new)
+    return model
+
+
 def check_panel(dashboard: str | Path | Mapping[str, Any], title: str, *,
                 variables: Mapping[str, str | Sequence[str]] | None = None,
                 time_range: str | float = "15m") -> str | None:
@@ -1073,6 +1097,8 @@ def check_panel(dashboard: str | Path | Mapping[str, Any], title: str, *,
         panel = board.panel(title)
     except DashboardError as exc:
         return str(exc)
+    if (count := [p.title for p in board.panels].count(title)) > 1:
+        return f"{count} panels are titled {title!r}: give the new one a title of its own"
     if not panel.supported:
         return f"panel {title!r} has type {panel.type!r}; labkit draws " + ", ".join(SUPPORTED)
     if not any(t.expr.strip() for t in panel.targets):
@@ -1297,5 +1323,5 @@ def _since(board: Dashboard) -> str:
     return span
 
 
-__all__ = ["SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Panel", "Variable", "check_panel",
+__all__ = ["SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Panel", "Variable", "add_panel", "check_panel",
            "figure", "format_value", "load", "panel_data", "panel_figure", "parse", "render", "shipped", "validate"]
