@@ -39,6 +39,9 @@ GRID_UNIT_PX = 30  # one gridPos.h unit, as Grafana draws it
 ALL = "$__all"  # Grafana's value for a variable's "All" option
 # The oldest schemaVersion the shipped dashboards may carry: Grafana 10.4 writes 39 and later ones migrate it.
 MIN_SCHEMA_VERSION = 36
+# Points per range query. Grafana asks for about one per pixel of panel width; the lab's Prometheus shares two cores,
+# and the control plane's latency histograms cost it seconds per query at 200 points.
+POINTS = 120
 
 
 class DashboardError(LabkitError):
@@ -463,7 +466,7 @@ class TimeRange:
     end: float
 
     @classmethod
-    def parse(cls, spec: str | float, *, points: int = 200, end: float | None = None) -> TimeRange:
+    def parse(cls, spec: str | float, *, points: int = POINTS, end: float | None = None) -> TimeRange:
         """``"15m"``, ``"now-1h"``, ``"90s"`` or minutes as a number; about ``points`` steps over the range."""
         seconds = float(spec) * 60 if isinstance(spec, int | float) else duration_seconds(spec.removeprefix("now-"))
         step = max(float(SCRAPE_INTERVAL_S), math.ceil(seconds / points))
