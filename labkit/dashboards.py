@@ -623,7 +623,8 @@ def panel_data(dashboard: Dashboard, panel: Panel | str, *, choices: Mapping[str
                time_range: str | float | TimeRange = "15m") -> pd.DataFrame:
     """Every target of the panel against the lab's Prometheus: one row per series and point, with the labels, the
     ``series`` name (from legendFormat), ``refId``, ``time`` and ``value``; ``attrs["queries"]`` has the PromQL
-    actually sent (variables replaced)."""
+    actually sent (variables replaced). Each is ``curl 'http://127.0.0.1:PORT/api/v1/query_range?query=EXPR&start=
+    ...&end=...&step=...'`` (``/api/v1/query`` for instant queries and tables), as Grafana's query inspector shows."""
     panel = dashboard.panel(panel) if isinstance(panel, str) else panel
     window = time_range if isinstance(time_range, TimeRange) else TimeRange.parse(time_range)
     choices = choices if choices is not None else resolve(dashboard, variables, window=window)
@@ -1312,7 +1313,9 @@ def render(dashboard: Dashboard | str | Path | Mapping[str, Any], *,
            variables: Mapping[str, str | Sequence[str]] | None = None, time_range: str | None = None) -> DashboardView:
     """The dashboard as a live widget: ``lk.dashboards.render("workloads", variables={"namespace": ns})``.
 
-    ``time_range`` ("15m", "1h") defaults to the dashboard's own (its ``time.from``)."""
+    ``time_range`` ("15m", "1h") defaults to the dashboard's own (its ``time.from``). Variables resolve as Grafana
+    resolves them (``label_values(...)`` is ``curl 'http://127.0.0.1:PORT/api/v1/label/NAME/values?match[]=...'``),
+    then each open row's panels are queried (see :func:`panel_data`); collapsed rows are queried when opened."""
     board = dashboard if isinstance(dashboard, Dashboard) else load(dashboard)
     return DashboardView(board, variables=variables, time_range=time_range or _since(board))
 
