@@ -282,6 +282,8 @@ def test_a_timeseries_panel_names_series_by_legend_format_and_scales_its_unit(pr
     assert [t.name for t in fig.data] == ["gpu-node-1 GPU 0", "gpu-node-1 GPU 1"]
     assert fig.layout.yaxis.ticksuffix == " GiB" and max(fig.data[1].y) == pytest.approx(81000 / 1024)
     assert fig.layout.height == 8 * dash.GRID_UNIT_PX and fig.layout.title.text == "Framebuffer memory used"
+    start = T0.timestamp() * 1000  # a date axis of epoch milliseconds
+    assert fig.layout.xaxis.type == "date" and list(fig.data[0].x) == [start, start + 5000]
 
 
 def test_stat_and_gauge_reduce_and_colour_by_threshold(prometheus) -> None:
