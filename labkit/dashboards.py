@@ -448,6 +448,7 @@ class Choice:
     variable: Variable
     options: tuple[str, ...]
     selected: tuple[str, ...]
+    error: str = ""  # why the options could not be read (the rendered dashboard shows it)
 
     @property
     def is_all(self) -> bool:
@@ -533,6 +534,7 @@ def interpolate(text: str, choices: Mapping[str, Choice], window: TimeRange) -> 
 
 _LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(?P<match>.+?)\s*,\s*)?(?P<label>\w+)\s*\)\s*$", re.S)
 _QUERY_RESULT = re.compile(r"^\s*query_result\((?P<expr>.+)\)\s*$", re.S)
+_METRICS = re.compile(r"^\s*metrics\((?P<regex>.*)\)\s*$", re.S)
 
 
 def _variable_options(variable: Variable, choices: Mapping[str, Choice], window: TimeRange) -> list[str]:
@@ -547,6 +549,8 @@ def _variable_options(variable: Variable, choices: Mapping[str, Choice], window:
     query = interpolate(variable.query, choices, window)
     if m := _LABEL_VALUES.match(query):
         found = promql.label_values(m.group("label"), match=m.group("match"))
+    elif m := _METRICS.match(query):
+        found = [n for n in promql.label_values("__name__") if re.search(m.group("regex").strip() or ".", n)]
     elif m := _QUERY_RESULT.match(query):
         frame = promql.query(m.group("expr"))
         found = [("{" + ", ".join(f'{k}="{v}"' for k, v in row.items() if k not in ("time", "value") and
@@ -554,7 +558,7 @@ def _variable_options(variable: Variable, choices: Mapping[str, Choice], window:
                  frame.to_dict("records")]
     else:
         raise DashboardError(f"variable ${variable.name}: labkit reads query variables written as "
-                             f"label_values(...) or query_result(...), not {variable.query!r}",
+                             f"label_values(...), metrics(...) or query_result(...), not {variable.query!r}",
                              fix="write it as label_values(metric{selector}, label)")
     if variable.regex:
         body, _, flags = variable.regex.strip().removeprefix("/").rpartition("/")  # Grafana writes /re/flags
@@ -574,17 +578,25 @@ def _variable_options(variable: Variable, choices: Mapping[str, Choice], window:
 
 
 def resolve(dashboard: Dashboard, selected: Mapping[str, str | Sequence[str]] | None = None, *,
-            window: TimeRange | None = None, offered_only: Collection[str] = ()) -> dict[str, Choice]:
+            window: TimeRange | None = None, offered_only: Collection[str] = (),
+            strict: bool = True) -> dict[str, Choice]:
     """Each variable's options on the live lab, in order (later variables may use earlier ones), and the selection:
     ``selected[name]`` when given (a value, a list, or ``"$__all"``; for names in ``offered_only`` only while still
-    offered), else the JSON's saved one if still offered, else All when the variable has it, else the first option."""
+    offered), else the JSON's saved one if still offered, else All when the variable has it, else the first option.
+    A variable whose options cannot be read raises, or with ``strict=False`` gets none and says why (``error``)."""
     window = window or TimeRange.parse("15m")
     selected = selected or {}
     choices: dict[str, Choice] = {}
     for variable in dashboard.variables:
         if variable.type == "adhoc":
             continue
-        options = tuple(_variable_options(variable, choices, window))
+        error = ""
+        try:
+            options = tuple(_variable_options(variable, choices, window))
+        except LabkitError as exc:
+            if strict:
+                raise
+            options, error = (), str(exc)
         wanted = selected.get(variable.name)
         if wanted is not None:
             wanted = (wanted,) if isinstance(wanted, str) else tuple(wanted)
@@ -600,7 +612,7 @@ def resolve(dashboard: Dashboard, selected: Mapping[str, str | Sequence[str]] | 
             picked = options[:1]
         if ALL in picked:
             picked = (ALL,)
-        choices[variable.name] = Choice(variable, options, picked)
+        choices[variable.name] = Choice(variable, options, picked, error)
     return choices
 
 
@@ -1186,7 +1198,7 @@ class DashboardView(w.VBox):
 
     # variables
     def _pick(self, selected: Mapping[str, str | Sequence[str]], *, offered_only: Collection[str] = ()) -> None:
-        self.choices = resolve(self.dashboard, selected, window=self.window, offered_only=offered_only)
+        self.choices = resolve(self.dashboard, selected, window=self.window, offered_only=offered_only, strict=False)
         self._busy = True
         try:
             for name, choice in self.choices.items():
@@ -1299,7 +1311,9 @@ class DashboardView(w.VBox):
         self._status.value = (f"<small>{len(self.figures)} panels drawn from {html.escape(promql.prometheus_url())} "
                               f"in {time.monotonic() - started:.1f}s, last {self._time.value}"
                               f"{'; ' + html.escape(picked) if picked else ''}"
-                              f"{'; errors in ' + str(len(self.errors)) if self.errors else ''}</small>")
+                              f"{'; errors in ' + str(len(self.errors)) if self.errors else ''}</small>"
+                              + "".join(f"<div style='color:#b00'>${html.escape(n)}: {html.escape(c.error)}</div>"
+                                        for n, c in self.choices.items() if c.error))
 
     def __repr__(self) -> str:  # the text/plain beside the widget: stable, readable where widgets do not run
         picked = ", ".join(f"${n}={'All' if c.is_all else '+'.join(c.selected)}" for n, c in self.choices.items()

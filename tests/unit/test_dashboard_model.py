@@ -230,11 +230,22 @@ def test_variables_resolve_in_order_keep_saved_choices_and_take_explicit_ones(mo
         ("web",), False, ("1m",))
 
 
-def test_query_variables_other_than_label_values_are_refused_with_the_form_to_use(monkeypatch) -> None:
+def test_query_variables_other_than_label_values_are_refused_with_the_form_to_use(prometheus) -> None:
     raw = model("workloads")
-    raw["templating"]["list"][1]["query"] = {"query": "metrics(kube_.*)", "refId": "X"}
+    raw["templating"]["list"][1]["query"] = {"query": "label_names()", "refId": "X"}
     with pytest.raises(dash.DashboardError, match="label_values"):
         dash.resolve(dash.parse(raw))
+    choices = dash.resolve(dash.parse(raw), strict=False)  # what the rendered dashboard does: say so, go on
+    assert choices["namespace"].options == () and "label_names()" in choices["namespace"].error
+    view = dash.render(raw)
+    assert "$namespace: variable $namespace: labkit reads" in view._status.value and not view.errors
+
+
+def test_a_metrics_variable_lists_metric_names(monkeypatch) -> None:
+    monkeypatch.setattr(promql, "label_values", lambda label, **kw: ["kube_pod_info", "up", "kube_node_info"])
+    raw = model("workloads")
+    raw["templating"]["list"][1]["query"] = {"query": "metrics(^kube_)", "refId": "X"}
+    assert dash.resolve(dash.parse(raw), {"pod": "x"})["namespace"].options == ("kube_node_info", "kube_pod_info")
 
 
 # --- panels drawn from (stubbed) Prometheus answers ------------------------------------------------------------------
