@@ -42,6 +42,7 @@ MIN_SCHEMA_VERSION = 36
 # Points per range query. Grafana asks for about one per pixel of panel width; the lab's Prometheus shares two cores,
 # and the control plane's latency histograms cost it seconds per query at 200 points.
 POINTS = 120
+MAX_INDICATORS = 12  # stat and gauge panels draw this many series; a note says how many more there are
 
 
 class DashboardError(LabkitError):
@@ -791,7 +792,8 @@ def _indicators(panel: Panel, frame: pd.DataFrame, *, gauge: bool) -> go.Figure:
     reduced = reduce(panel, frame)
     if reduced.empty:
         return _no_data(fig, panel)
-    reduced = reduced.head(12)
+    hidden = len(reduced) - MAX_INDICATORS
+    reduced = reduced.head(MAX_INDICATORS)
     low, high = _range(panel, reduced["value"])
     finite = reduced["value"][reduced["value"].map(math.isfinite)]
     divisor, suffix = unit_scale(panel.unit, float(finite.abs().max()) if len(finite) else 0.0)
@@ -821,6 +823,9 @@ def _indicators(panel: Panel, frame: pd.DataFrame, *, gauge: bool) -> go.Figure:
             if panel.options.get("graphMode", "area") == "area":
                 _sparkline(fig, frame[frame["series"] == name], domain, shade, divisor)
         fig.add_trace(go.Indicator(**indicator))
+    if hidden > 0:
+        fig.add_annotation(text=f"+{hidden} more series (narrow the query)", x=1, y=0, xref="paper", yref="paper",
+                           xanchor="right", yanchor="bottom", showarrow=False, font={"size": 10})
     return _layout(fig, panel)
 
 

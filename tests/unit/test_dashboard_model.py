@@ -466,3 +466,11 @@ def test_add_panel_gives_the_next_id_the_datasource_and_a_free_place_above_colla
     assert objects["gridPos"]["y"] == 34 + 8 and objects["panels"][0]["gridPos"]["y"] == 35 + 8
     assert added.raw["datasource"] == added.raw["targets"][0]["datasource"] == {"type": "prometheus",
                                                                                  "uid": "${datasource}"}
+
+
+def test_a_stat_with_more_series_than_it_draws_says_how_many_it_left_out() -> None:
+    panel = dash.load("gpu").panel("GPUs")
+    frame = pd.concat([series({"gpu": str(i)}, [i]) for i in range(15)]).assign(
+        series=lambda f: f["gpu"], refId="A")
+    fig = dash.figure(panel, frame)
+    assert len(fig.data) == dash.MAX_INDICATORS and fig.layout.annotations[0].text.startswith("+3 more series")
