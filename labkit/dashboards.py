@@ -440,6 +440,26 @@ def threshold_color(panel: Panel, value: float | None, *, low: float = 0.0, high
     return color(chosen)
 
 
+def mapped(panel: Panel, value: float | None) -> tuple[str, str | None] | None:
+    """(text, colour or None) of the value mapping that matches ``value`` (``fieldConfig.defaults.mappings``: value,
+    range and special null/NaN mappings, as Grafana applies them), or None when none does."""
+    for mapping in ((panel.raw.get("fieldConfig") or {}).get("defaults") or {}).get("mappings") or []:
+        kind, options = mapping.get("type"), mapping.get("options") or {}
+        result: Mapping[str, Any] | None = None
+        if kind == "value" and value is not None and math.isfinite(value):
+            result = next((r for k, r in options.items() if _number(k) == value), None)
+        elif kind == "range" and value is not None and math.isfinite(value):
+            low, high = _number(options.get("from")), _number(options.get("to"))
+            if (low is None or value >= low) and (high is None or value <= high):
+                result = options.get("result")
+        elif kind == "special" and (value is None or math.isnan(value)) and options.get("match") in ("null", "nan",
+                                                                                                    "null+nan"):
+            result = options.get("result")
+        if result and result.get("text") is not None:
+            return str(result["text"]), color(result["color"]) if result.get("color") else None
+    return None
+
+
 # --- variables and the time range ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -802,6 +822,12 @@ def _indicators(panel: Panel, frame: pd.DataFrame, *, gauge: bool) -> go.Figure:
     domains = _grid_domains(len(reduced), wide=panel.grid.w >= 2 * panel.grid.h)
     for (name, value), domain in zip(reduced.itertuples(index=False), domains, strict=True):
         shade = threshold_color(panel, value, low=low, high=high)
+        text = mapped(panel, value)
+        if text and not gauge:  # a value mapping shows its text in place of the number
+            shade = text[1] or shade
+            fig.add_annotation(text=f"<b>{html.escape(text[0])}</b>", x=sum(domain["x"]) / 2,
+                               y=sum(domain["y"]) / 2, xref="paper", yref="paper", showarrow=False,
+                               font={"size": 28, "color": shade})
         indicator: dict[str, Any] = {
             "value": value / divisor if math.isfinite(value) else None, "domain": domain,
             "title": {"text": name if len(reduced) > 1 else "", "font": {"size": 11}},
@@ -820,6 +846,8 @@ def _indicators(panel: Panel, frame: pd.DataFrame, *, gauge: bool) -> go.Figure:
                     "showThresholdMarkers", True) else []})
         else:
             indicator.update(mode="number")
+            if text:
+                indicator["number"]["font"]["color"] = "rgba(0,0,0,0)"  # the annotation stands in its place
             if panel.options.get("graphMode", "area") == "area":
                 _sparkline(fig, frame[frame["series"] == name], domain, shade, divisor)
         fig.add_trace(go.Indicator(**indicator))
@@ -856,7 +884,7 @@ def _bargauge(panel: Panel, frame: pd.DataFrame) -> go.Figure:
     divisor, suffix = unit_scale(panel.unit, float(finite.abs().max()) if len(finite) else 0.0)
     vertical = panel.options.get("orientation") == "vertical"
     values = reduced["value"] / divisor
-    texts = [format_value(v, panel.unit, panel.decimals) for v in reduced["value"]]
+    texts = [(mapped(panel, v) or (format_value(v, panel.unit, panel.decimals),))[0] for v in reduced["value"]]
     colors = [threshold_color(panel, v, low=low, high=high) for v in reduced["value"]]
     bar = go.Bar(x=reduced["series"] if vertical else values, y=values if vertical else reduced["series"],
                  orientation="v" if vertical else "h", marker={"color": colors}, text=texts,
@@ -908,7 +936,8 @@ def _table(panel: Panel, frame: pd.DataFrame) -> go.Figure:
     cells, fills = [], []
     for col in table.columns:
         if pd.api.types.is_numeric_dtype(table[col]):
-            cells.append([format_value(v, panel.unit, panel.decimals) for v in table[col]])
+            cells.append([(mapped(panel, v) or (format_value(v, panel.unit, panel.decimals),))[0]
+                          for v in table[col]])
             cell_type = ((panel.custom.get("cellOptions") or {}).get("type") or panel.custom.get("displayMode", ""))
             fills.append([threshold_color(panel, v) if "color" in cell_type else "white" for v in table[col]])
         else:

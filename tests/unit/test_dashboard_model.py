@@ -474,3 +474,17 @@ def test_a_stat_with_more_series_than_it_draws_says_how_many_it_left_out() -> No
         series=lambda f: f["gpu"], refId="A")
     fig = dash.figure(panel, frame)
     assert len(fig.data) == dash.MAX_INDICATORS and fig.layout.annotations[0].text.startswith("+3 more series")
+
+
+def test_value_mappings_replace_numbers_with_text_as_grafana_does() -> None:
+    leader = dash.load("control-plane").panel("etcd has a leader")
+    assert dash.mapped(leader, 1.0) == ("yes", "#73BF69") and dash.mapped(leader, 0.0) == ("NO", "#F2495C")
+    assert dash.mapped(leader, 2.0) is None
+    raw = {"type": "stat", "title": "t", "fieldConfig": {"defaults": {"mappings": [
+        {"type": "range", "options": {"from": 80, "to": None, "result": {"text": "hot", "color": "dark-red"}}},
+        {"type": "special", "options": {"match": "null+nan", "result": {"text": "idle"}}}]}}}
+    panel = dash.parse({"panels": [raw]}).panel("t")
+    assert dash.mapped(panel, 95) == ("hot", "#C4162A") and dash.mapped(panel, 79) is None
+    assert dash.mapped(panel, float("nan")) == ("idle", None) == dash.mapped(panel, None)
+    fig = dash.figure(leader, series({}, [1.0]).assign(series="x", refId="A"))
+    assert fig.layout.annotations[0].text == "<b>yes</b>"
