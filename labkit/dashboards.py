@@ -4,8 +4,9 @@ and ipywidgets, live against the lab's Prometheus (Grafana itself is AGPL, which
 ``lk.dashboards.shipped()`` names the lab's dashboards (``labkit/data/dashboards/*.json``; each imports unchanged
 into a real Grafana: Dashboards -> New -> Import); ``load(name_or_path)`` reads one, ``render(dashboard)`` draws it
 as a widget whose dropdowns are the dashboard's ``$variables``, ``panel_figure(dashboard, title)`` one panel.
-Supported panel types: timeseries, stat, gauge, bargauge, table, heatmap (and rows, collapsed or not). Any other
-panel is listed by title and type (``Dashboard.unsupported`` and a note above the grid), never dropped silently.
+Supported panel types: timeseries, stat, gauge, bargauge, table, heatmap (and rows, collapsed or not; the old
+``graph`` panel is drawn as the time series Grafana migrates it to). Any other panel is listed by title and type
+(``Dashboard.unsupported`` and a note above the grid), never dropped silently.
 Every panel query is a PromQL range or instant query, the same as
 ``curl 'http://127.0.0.1:PORT/api/v1/query_range?query=EXPR&start=...&end=...&step=...'``.
 Introduced in notebook 07_dashboards.
@@ -33,6 +34,9 @@ from .errors import LabkitError
 from .settings import SCRAPE_INTERVAL_S
 
 SUPPORTED = ("timeseries", "stat", "gauge", "bargauge", "table", "heatmap")
+# Older panel types drawn as the type Grafana itself migrates them to when it loads a dashboard (Grafana 11 turns
+# the Angular "graph" panel into a time series).
+MIGRATED = {"graph": "timeseries"}
 DASHBOARD_DIR = Path(__file__).parent / "data" / "dashboards"
 GRID_COLUMNS = 24  # gridPos.w is in 24ths of the dashboard's width
 GRID_UNIT_PX = 30  # one gridPos.h unit, as Grafana draws it
@@ -100,8 +104,13 @@ class Panel:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def kind(self) -> str:
+        """The type it is drawn as (``graph`` -> ``timeseries``, as Grafana migrates it)."""
+        return MIGRATED.get(self.type, self.type)
+
+    @property
     def supported(self) -> bool:
-        return self.type in SUPPORTED
+        return self.kind in SUPPORTED
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -109,6 +118,10 @@ class Panel:
 
     @property
     def custom(self) -> Mapping[str, Any]:
+        if self.type == "graph":  # the old panel's own fields, in the time series' terms
+            return {"stacking": {"mode": "normal" if self.raw.get("stack") else "none"},
+                    "fillOpacity": 10 * float(self.raw.get("fill") or 0),
+                    "drawStyle": "bars" if self.raw.get("bars") else "line"}
         return ((self.raw.get("fieldConfig") or {}).get("defaults") or {}).get("custom") or {}
 
 
@@ -216,6 +229,10 @@ def _panel(raw: Mapping[str, Any], row: str | None) -> Panel:
                format=str(t.get("format") or "time_series"), interval=str(t.get("interval") or ""))
         for i, t in enumerate(raw.get("targets") or []) if not t.get("hide"))
     grid = raw.get("gridPos") or {}
+    if raw.get("type") == "graph":  # the old graph panel keeps unit and range on its left y axis
+        axis = (raw.get("yaxes") or [{}])[0] or {}
+        defaults = {**defaults, "unit": axis.get("format"), "min": axis.get("min"), "max": axis.get("max"),
+                    "decimals": axis.get("decimals", raw.get("decimals"))}
     decimals = defaults.get("decimals")
     return Panel(
         id=raw.get("id"), title=str(raw.get("title") or f"(untitled {raw.get('type')} panel {raw.get('id')})"),
@@ -667,7 +684,7 @@ def panel_data(dashboard: Dashboard, panel: Panel | str, *, choices: Mapping[str
             continue
         expr = interpolate(target.expr, choices, window)
         sent.append(expr)
-        if target.instant or target.format == "table" or panel.type == "table":  # a table shows now
+        if target.instant or target.format == "table" or panel.kind == "table":  # a table shows now
             frame = promql.query(expr, at=window.end)
         else:
             step = max(window.step_s, duration_seconds(interpolate(target.interval, choices, window))
@@ -986,13 +1003,13 @@ def figure(panel: Panel, frame: pd.DataFrame) -> go.Figure:
     """The plotly figure of one panel from its data (:func:`panel_data`): drawn, never shown."""
     if not panel.supported:
         return _no_data(go.Figure(), panel, f"panel type {panel.type!r} is not supported by labkit's renderer")
-    if panel.type == "timeseries":
+    if panel.kind == "timeseries":
         return _timeseries(panel, frame) if has_data(frame) else _no_data(go.Figure(), panel)
-    if panel.type in ("stat", "gauge"):
-        return _indicators(panel, frame, gauge=panel.type == "gauge")
-    if panel.type == "bargauge":
+    if panel.kind in ("stat", "gauge"):
+        return _indicators(panel, frame, gauge=panel.kind == "gauge")
+    if panel.kind == "bargauge":
         return _bargauge(panel, frame)
-    if panel.type == "table":
+    if panel.kind == "table":
         return _table(panel, frame)
     return _heatmap(panel, frame)
 
@@ -1020,11 +1037,12 @@ _UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
 
 def validate(dashboard: Dashboard | str | Path | Mapping[str, Any]) -> list[str]:
-    """What would stop Grafana from importing the dashboard as it is, one line each (empty: it imports).
+    """What would keep Grafana from importing the dashboard unchanged, one line each (empty: it imports as it is).
 
-    Checks the model's required fields, schemaVersion, uid, unique panel ids, gridPos inside the 24 columns and
-    not overlapping, one refId per query, datasources that point at the ``$datasource`` variable, and variables
-    that queries use but the dashboard does not define."""
+    What Grafana rejects (no title, a bad uid, an id set), what it rewrites on import (an older schemaVersion it
+    migrates, panels outside the 24 columns or overlapping, which it moves), and what breaks once imported (panel
+    ids used twice, a refId shared by two queries, a datasource that is not the ``$datasource`` variable or an
+    ``__inputs`` entry, a ``$variable`` no variable defines)."""
     model = dict(dashboard.raw) if isinstance(dashboard, Dashboard) else _read(dashboard)[0]
     problems = []
     for key, kind in (("title", str), ("panels", list), ("schemaVersion", int), ("templating", dict),
@@ -1385,5 +1403,6 @@ def _since(board: Dashboard) -> str:
     return span
 
 
-__all__ = ["SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Panel", "Variable", "add_panel", "check_panel",
-           "figure", "format_value", "load", "panel_data", "panel_figure", "parse", "render", "shipped", "validate"]
+__all__ = ["MIGRATED", "SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Panel", "Variable", "add_panel",
+           "check_panel", "figure", "format_value", "load", "panel_data", "panel_figure", "parse", "render", "shipped",
+           "validate"]
