@@ -52,7 +52,7 @@ def component() -> Component:
                      ("k8s.io/node-problem-detector/cmd/nodeproblemdetector",), ("node-problem-detector",),
                      ldflags=f"-s -w -X k8s.io/node-problem-detector/pkg/version.version="
                              f"{versions.NODE_PROBLEM_DETECTOR}",
-                     wrapper=True, data=(("config", "config"),))
+                     wrapper=True, data=(("config", "config"),), tags=("disable_stackdriver_exporter",))
 
 
 class NodeProblemDetector(PythonModuleAddon):

@@ -83,6 +83,13 @@ class Component:
     # labkit's own small Go program (a file under labkit/data) built as the wrapper module's main package, against
     # ``module`` at ``version`` (the Kubernetes SD for Debian's Prometheus). Needs ``wrapper=True``.
     main_go: str = ""
+    # Go build tags that leave out parts the lab never uses (node-problem-detector's Stackdriver exporter and its cloud
+    # SDKs): a shorter cold build, the same behaviour for what runs.
+    tags: tuple[str, ...] = ()
+
+    def go_flags(self) -> list[str]:
+        """``go build``/``go install`` flags shared by every way of building the component."""
+        return ["-trimpath", *(["-tags", ",".join(self.tags)] if self.tags else []), "-ldflags", self.ldflags]
 
     @property
     def dir(self) -> Path:
@@ -365,19 +372,19 @@ def _build(comp: Component, go: Path, progress: Progress, *, note: str = "") -> 
         # One package: name its output (etcd's main package would otherwise come out as `server`).
         target = str(out_dir / comp.binaries[0]) if len(comp.packages) == 1 or comp.main_go else str(out_dir) + "/"
         packages = ["."] if comp.main_go else list(comp.packages)
-        cmd = [str(go), "build", "-trimpath", "-ldflags", comp.ldflags, "-o", target, *packages]
+        cmd = [str(go), "build", *comp.go_flags(), "-o", target, *packages]
         _run(cmd, cwd=work, env=env, what=f"{comp.name}: compile", progress=progress)
     elif comp.patches:
         # Built as the main module from a patched copy: the same go.mod and go.sum as `go install pkg@version`.
         src = _patched_source(go, comp, env, work)
         rel = ["./" + p.removeprefix(comp.module).lstrip("/") for p in comp.packages]
         target = str(out_dir / comp.binaries[0]) if len(comp.packages) == 1 else str(out_dir) + "/"
-        _run([str(go), "build", "-trimpath", "-ldflags", comp.ldflags, "-o", target, *rel], cwd=src, env=env,
+        _run([str(go), "build", *comp.go_flags(), "-o", target, *rel], cwd=src, env=env,
              what=f"{comp.name}: compile (patched)", progress=progress)
     else:
         env["GOBIN"] = str(out_dir)
         for pkg in comp.packages:
-            _run([str(go), "install", "-trimpath", "-ldflags", comp.ldflags, f"{pkg}@{comp.version}"],
+            _run([str(go), "install", *comp.go_flags(), f"{pkg}@{comp.version}"],
                  cwd=work, env=env, what=f"{comp.name}: compile {pkg.rsplit('/', 1)[-1]}", progress=progress)
     if comp.data:
         _copy_module_data(go, comp, env, work, out_dir)

@@ -398,3 +398,12 @@ cat "$PWD/pkg/server.go" > "$2"
                                patches=(("pkg/server.go", "BindAddress", "x"),))
     with pytest.raises(binaries.BinariesUnavailable, match="exactly once"):
         _BUILD_WITH(stale, fake_go, lambda _msg: None)
+
+
+def test_build_tags_reach_go_only_when_a_component_names_some() -> None:
+    from labkit.addons.node_problem_detector import component as npd
+
+    plain = binaries.Component("x", "v1", "example.com/x", ("example.com/x/cmd/x",), ("x",))
+    assert "-tags" not in plain.go_flags() and plain.go_flags()[0] == "-trimpath"
+    flags = npd().go_flags()
+    assert flags[flags.index("-tags") + 1] == "disable_stackdriver_exporter"  # its cloud SDKs stay out of the build
