@@ -31,6 +31,7 @@ from .. import versions
 from ..cluster.binaries import Component
 from ..cluster.health import ApiConnection, api_server
 from ..cluster.ports import free_port
+from ..paths import data_file
 from ..sim.node_logs import kernel_log, node_root
 from .base import Context, PythonModuleAddon
 
@@ -38,6 +39,7 @@ JOB = "node-problem-detector"
 # Upstream monitor configs (folder `config/` of the module, copied beside the binary) that labkit runs per node.
 SYSTEM_LOG_MONITORS = ("kernel-monitor-filelog.json", "readonly-monitor.json")
 CUSTOM_DIR = "custom"
+PLUGINS_DIR = "npd-plugins"  # labkit's custom plugin scripts, under labkit/data
 NODE_POLL_S = 2.0
 _PR_SET_PDEATHSIG = 1
 
@@ -97,8 +99,10 @@ def node_monitor_configs(upstream: Path, node: str) -> list[dict[str, Any]]:
 
 
 def render_custom(config: dict[str, Any], node: str) -> dict[str, Any]:
-    """A custom plugin monitor for ``node``: ``{node}`` and ``{node_root}`` in a rule's args name that node."""
-    text = json.dumps(config).replace("{node_root}", str(node_root(node))).replace("{node}", node)
+    """A custom plugin monitor for ``node``: ``{node}`` and ``{node_root}`` name that node, ``{plugins}`` the folder
+    of labkit's check scripts (``labkit/data/npd-plugins``), wherever labkit is installed."""
+    text = (json.dumps(config).replace("{node_root}", str(node_root(node))).replace("{node}", node)
+            .replace("{plugins}", str(data_file(PLUGINS_DIR))))
     return json.loads(text)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from .. import addons
-from ..addons.node_problem_detector import CUSTOM_DIR, component
+from ..addons.node_problem_detector import CUSTOM_DIR, PLUGINS_DIR, component
 from ..errors import NotFound, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
@@ -31,7 +31,9 @@ MONITOR_SOURCES = ("kernel-monitor", "readonly-monitor", "clock-monitor")  # the
 # NPD's default conditions, set False when it starts (from upstream's kernel- and readonly-monitor configs).
 NPD_CONDITIONS = ("KernelDeadlock", "ReadonlyFilesystem")
 EVENT_NAMESPACE = "default"  # NPD records events about a Node (a cluster-scoped object) in "default"
-CLOCK_CHECK = str(data_file("npd-plugins") / "check_clock.sh")
+# As a monitor config names the lab's clock check: {plugins} becomes labkit's script folder on each node's NPD.
+CLOCK_CHECK = "{plugins}/check_clock.sh"
+CLOCK_CHECK_FILE = data_file(PLUGINS_DIR) / "check_clock.sh"
 CLOCK_CONDITION = "ClockSkew"
 
 
@@ -250,12 +252,12 @@ def _check_clock_monitor(attempt: Attempt) -> list[str]:
 CLOCK_EXERCISE = Exercise(
     id="08-clock-monitor",
     task=f"Write a custom plugin monitor that sets the node condition `{CLOCK_CONDITION}` (permanent) when a node's "
-         f"clock is more than 0.5 s off NTP time, using the lab's check script (l08.CLOCK_CHECK, run with "
-         f"/bin/sh; its args: the node's root and the limit), invoked every 5 s; install it with "
+         f"clock is more than 0.5 s off NTP time, using the lab's check script ({CLOCK_CHECK}, run with "
+         f"/bin/sh; its args: the script, the node's root and the limit), invoked every 5 s; install it with "
          f"l08.install_custom_monitor('clock', config).",
     hint="Start from upstream's config/custom-plugin-monitor.json: plugin custom, pluginConfig.invoke_interval, "
          "conditions (the default, False), rules: [{type: permanent, condition: ClockSkew, reason: ..., path: "
-         "/bin/sh, args: [CLOCK_CHECK, '{node_root}', '0.5']}]. Exit 0 = OK, 1 = problem, 2 = unknown.",
+         "/bin/sh, args: ['{plugins}/check_clock.sh', '{node_root}', '0.5']}]. Exit 0 = OK, 1 = problem, 2 = unknown.",
     solution=json.dumps(CLOCK_MONITOR, indent=1),
     check=_check_clock_monitor,
     solve=lambda a: install_custom_monitor("clock", CLOCK_MONITOR),

@@ -113,3 +113,12 @@ def test_test_files_have_unique_basenames() -> None:
     # pytest imports test modules by basename (no __init__.py in tests/): two with one name stop the whole run.
     names = [p.name for p in Path(__file__).resolve().parents[1].rglob("test_*.py")]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_no_file_in_the_repository_names_this_machines_folders() -> None:
+    # Stored notebook outputs are where they creep in (a path printed by a cell): they would not exist elsewhere.
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    machine = [str(ROOT), str(Path.home()) + "/"]
+    found = [(name, m) for name in tracked if (ROOT / name).is_file()
+             for m in machine if m in (ROOT / name).read_text(errors="ignore")]
+    assert found == []
