@@ -16,6 +16,9 @@ SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
 DCGM_EXPORTER_JOB = "dcgm-exporter"
 # The Prometheus job of the workload model's per-pod request metrics (what a PodMonitor on the app would be called).
 WORKLOAD_MODEL_JOB = "workload-model"
+# The Prometheus object prometheus-operator manages in the lab (lesson 07): its namespace and name.
+OPERATED_NAMESPACE = "monitoring"
+OPERATED_NAME = "lab"
 
 # --- simulated GPUs
 DEFAULT_GPU_PROFILE = "H100-SXM"

@@ -17,6 +17,8 @@ PROMETHEUS_ADAPTER = "v0.12.0"
 KARPENTER = "v1.15.0"
 # Karpenter v1.15.0's go.mod asks for go 1.26.9; the Go proxy serves this toolchain for the build.
 KARPENTER_GO_TOOLCHAIN = "go1.27.3"
+# prometheus-operator (lesson 07): the only version of its module the Go proxy serves here.
+PROMETHEUS_OPERATOR = "v0.85.0"
 
 PINNED: dict[str, str] = {
     "kubernetes": KUBERNETES,

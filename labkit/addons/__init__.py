@@ -31,18 +31,22 @@ from ..cluster.binaries import ensure_component
 from ..cluster.ports import free_port, port_free
 from ..errors import ClusterUnreachable, LabkitError, PortInUse
 from ..paths import kubeconfig_path, state_dir
+from .alertmanager import Alertmanager, AlertWebhook
 from .base import Addon, Context
 from .gpu_exporter import GpuExporter
 from .karpenter import Karpenter
 from .local_path import LocalPathProvisioner
 from .prometheus import INSTALL_PROMETHEUS, Prometheus
 from .prometheus_adapter import PrometheusAdapter
+from .prometheus_operated import ConfigReloader, PrometheusOperated
+from .prometheus_operator import PrometheusOperator
 from .workload_model import WorkloadModel
 
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
-    GpuExporter(), Karpenter(), LocalPathProvisioner(), Prometheus(), PrometheusAdapter(), WorkloadModel())}
+    GpuExporter(), Karpenter(), LocalPathProvisioner(), Prometheus(), PrometheusAdapter(), WorkloadModel(),
+    PrometheusOperator(), PrometheusOperated(), ConfigReloader(), Alertmanager(), AlertWebhook())}
 START_TIMEOUT_S = 30.0
 Progress = Callable[[str], None]
 
