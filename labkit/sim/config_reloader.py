@@ -16,7 +16,8 @@ folder and reloads it. It rewrites only what must differ out of cluster, each ma
 3. the Alertmanagers, which the operator discovers through the Endpoints of the Service the Prometheus object names,
    become ``static_configs`` with the lab's Alertmanager on 127.0.0.1 (it runs out of cluster; Endpoints may not
    point at loopback);
-4. pod networking: nothing answers on a simulated pod's IP. Each scrape job that discovers Kubernetes targets gets
+4. ``$(POD_NAME)`` and ``$(SHARD)`` are expanded as the real sidecar expands them from the pod's environment;
+5. pod networking: nothing answers on a simulated pod's IP. Each scrape job that discovers Kubernetes targets gets
    three relabel steps appended that send a pod target's scrape to the workload model's route for that pod
    (``127.0.0.1:<port>/pods/NAMESPACE/POD/metrics``, :mod:`labkit.sim.workload`); ``instance`` keeps the pod's
    address, so the series look as they would in a cluster. Applied on the embedded backend only.
@@ -33,6 +34,7 @@ import gzip
 import hashlib
 import json
 import logging
+import re
 import signal
 import threading
 import time
@@ -73,14 +75,22 @@ def pod_network_relabels(workload_port: int) -> list[dict[str, Any]]:
     ]
 
 
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """``$(VAR)`` -> its value, as the real config-reloader expands the pod's environment into the config
+    (``$(POD_NAME)`` in the external labels, ``$(SHARD)`` in the sharding relabel step)."""
+    return re.sub(r"\$\(([A-Z_][A-Z0-9_]*)\)", lambda m: env.get(m[1], m[0]), text)
+
+
+def pod_env(name: str) -> dict[str, str]:
+    """The environment of the StatefulSet's one pod: shard 0, ordinal 0."""
+    return {"POD_NAME": f"prometheus-{name}-0", "SHARD": "0"}
+
+
 def rewrite(config: Mapping[str, Any], *, kubeconfig: str, rules_dir: str, alertmanager: str | None,
-            workload_port: int | None, pod_name: str) -> dict[str, Any]:
-    """The operator's generated config, with only what must differ out of cluster changed (see the module doc)."""
+            workload_port: int | None) -> dict[str, Any]:
+    """The operator's generated config (``$(VAR)`` already expanded), with only what must differ out of cluster
+    changed (see the module doc)."""
     out = copy.deepcopy(dict(config))
-    external = (out.get("global") or {}).get("external_labels") or {}
-    for key, value in external.items():  # the real config-reloader expands $(VAR) from the pod's environment
-        if isinstance(value, str):
-            external[key] = value.replace("$(POD_NAME)", pod_name)
     out["rule_files"] = [f.replace(RULES_MOUNT, rules_dir.rstrip("/") + "/") for f in out.get("rule_files") or []]
     for job in out.get("scrape_configs") or []:
         sds = job.get("kubernetes_sd_configs") or []
@@ -140,7 +150,8 @@ class Reloader:
         import base64
 
         data = (secret.data or {}).get(CONFIG_KEY)
-        config = yaml.safe_load(gzip.decompress(base64.b64decode(data))) if data else None
+        text = gzip.decompress(base64.b64decode(data)).decode() if data else None
+        config = yaml.safe_load(expand(text, pod_env(self.name))) if text else None
         cms = self.api.list_namespaced_config_map(
             self.namespace, label_selector=f"managed-by=prometheus-operator,prometheus-name={self.name}").items
         raw = [self.api.api_client.sanitize_for_serialization(cm) for cm in cms]
@@ -153,8 +164,7 @@ class Reloader:
             return False
         rules_dir = self.folder / "rules"
         written = rewrite(config, kubeconfig=self.kubeconfig, rules_dir=str(rules_dir),
-                          alertmanager=self.alertmanager, workload_port=self.workload_port,
-                          pod_name=f"prometheus-{self.name}-0")
+                          alertmanager=self.alertmanager, workload_port=self.workload_port)
         text = ("# written by labkit's config-reloader from Secret "
                 f"{self.namespace}/prometheus-{self.name} ({CONFIG_KEY}), rewritten only where the lab runs out of "
                 "cluster (see labkit/sim/config_reloader.py)\n" + yaml.safe_dump(written, sort_keys=False))
