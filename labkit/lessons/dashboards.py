@@ -41,13 +41,34 @@ SECRET = f"prometheus-{OPERATED_NAME}"
 GROUP, VERSION = "monitoring.coreos.com", "v1"
 
 
-def start(lab: Lab) -> dict[str, str]:
-    """Start what the lesson needs (``labkit up --with config-reloader,kube-state-metrics``) and tell the operated
-    Prometheus to scrape kube-state-metrics (a ScrapeConfig: it runs out of cluster, on 127.0.0.1)."""
+def start(lab: Lab, namespace: str | None = None) -> dict[str, str]:
+    """Start what the lesson needs (``labkit up --with config-reloader,kube-state-metrics``), tell the operated
+    Prometheus to scrape kube-state-metrics (a ScrapeConfig: it runs out of cluster, on 127.0.0.1), and clear what an
+    earlier run left in Alertmanager for ``namespace`` (see :func:`reset_alertmanager`)."""
     urls = addons.require(*[a for a in ADDONS if a in addons.REGISTRY])
     if "kube-state-metrics" in urls:
         apply(lab, scrape_config_for_addons())
+    if namespace:
+        reset_alertmanager(namespace)
     return urls
+
+
+def reset_alertmanager(namespace: str) -> None:
+    """Expire the silences and resolve the alerts of ``namespace`` that an earlier run left in Alertmanager.
+
+    Prometheus stops sending an alert whose rule went with the namespace, but Alertmanager keeps it until its
+    ``endsAt`` (minutes). Same as ``amtool silence expire $(amtool silence query -q namespace=NS)`` and posting the
+    alerts back with ``endsAt`` now (``POST /api/v2/alerts``), which is how a Prometheus resolves an alert.
+    """
+    expire_silences(namespace)
+    now = _iso(time.time())
+    stale = [{"labels": a["labels"], "annotations": a.get("annotations", {}), "startsAt": a["startsAt"],
+              "endsAt": now} for a in _get(alertmanager_url(), "/api/v2/alerts")
+             if a["labels"].get("namespace") == namespace]
+    if stale:
+        request = urllib.request.Request(alertmanager_url() + "/api/v2/alerts", data=json.dumps(stale).encode(),  # noqa: S310
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - the lab's Alertmanager on loopback
 
 
 def scrape_config_for_addons() -> dict[str, Any]:
