@@ -105,3 +105,32 @@ def targets() -> pd.DataFrame:
     rows = [{"job": t["labels"].get("job"), "instance": t["labels"].get("instance"), "url": t["scrapeUrl"],
              "health": t["health"], "last_error": t["lastError"]} for t in data["activeTargets"]]
     return pd.DataFrame(rows, columns=["job", "instance", "url", "health", "last_error"])
+
+
+def api(path: str, params: dict[str, str] | None = None, *, timeout: float = 10.0) -> Any:
+    """Any read-only endpoint of Prometheus' HTTP API, its ``data`` (``curl http://127.0.0.1:PORT/api/v1/...``).
+
+    E.g. ``api("/api/v1/targets")``, ``api("/api/v1/status/tsdb")``, ``api("/api/v1/rules")``.
+    """
+    return _get(path, params or {}, timeout=timeout)
+
+
+def target_details(job: str | None = None) -> list[dict[str, Any]]:
+    """The active targets as the API returns them (discovered labels before relabelling, labels after, last scrape).
+
+    Same as ``curl 'http://127.0.0.1:PORT/api/v1/targets?state=active'``.
+    """
+    found = _get("/api/v1/targets", {"state": "active"}, timeout=10)["activeTargets"]
+    return [t for t in found if job is None or t["labels"].get("job") == job]
+
+
+def reload() -> None:
+    """Make Prometheus read its config and rule files again (``curl -X POST http://127.0.0.1:PORT/-/reload``)."""
+    request = urllib.request.Request(f"{prometheus_url()}/-/reload", method="POST")  # noqa: S310 -- loopback
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 -- loopback URL we built
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        raise PromQLError(f"Prometheus refused to reload: {exc.read().decode(errors='replace').strip()}",
+                          fix="`promtool check config` and `promtool check rules` on the files say what is wrong"
+                          ) from None

@@ -19,6 +19,10 @@ WORKLOAD_MODEL_JOB = "workload-model"
 # The Prometheus object prometheus-operator manages in the lab (lesson 07): its namespace and name.
 OPERATED_NAMESPACE = "monitoring"
 OPERATED_NAME = "lab"
+# The Prometheus job of kube-state-metrics (what its Service is called in kube-prometheus).
+KSM_JOB = "kube-state-metrics"
+# The Prometheus job of the host's node exporter (kube-prometheus' name for it).
+NODE_EXPORTER_JOB = "node-exporter"
 
 # --- simulated GPUs
 DEFAULT_GPU_PROFILE = "H100-SXM"

@@ -15,6 +15,11 @@ METRICS_SERVER = "v0.8.0"
 # which lists the core cluster. prometheus-adapter (lesson 04); Karpenter with its KWOK provider (lesson 05).
 PROMETHEUS_ADAPTER = "v0.12.0"
 KARPENTER = "v1.15.0"
+# kube-state-metrics (lesson 06): object state as metrics, scraped by the lab's Prometheus.
+KUBE_STATE_METRICS = "v2.20.0"
+# Prometheus' module (3.x; tagged v0.<minor>.<patch>): its Kubernetes service discovery, which Debian's Prometheus
+# 2.42 is built without, runs as labkit's kubernetes-sd add-on (lesson 06).
+PROMETHEUS_MODULE = "v0.316.0"
 # Karpenter v1.15.0's go.mod asks for go 1.26.9; the Go proxy serves this toolchain for the build.
 KARPENTER_GO_TOOLCHAIN = "go1.27.3"
 # prometheus-operator (lesson 07): the only version of its module the Go proxy serves here.

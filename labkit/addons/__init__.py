@@ -35,7 +35,10 @@ from .alertmanager import Alertmanager, AlertWebhook
 from .base import Addon, Context
 from .gpu_exporter import GpuExporter
 from .karpenter import Karpenter
+from .kube_state_metrics import KubeStateMetrics
+from .kubernetes_sd import KubernetesSD
 from .local_path import LocalPathProvisioner
+from .node_exporter import NodeExporter
 from .prometheus import INSTALL_PROMETHEUS, Prometheus
 from .prometheus_adapter import PrometheusAdapter
 from .prometheus_operated import ConfigReloader, PrometheusOperated
@@ -46,7 +49,8 @@ __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", 
 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
     GpuExporter(), Karpenter(), LocalPathProvisioner(), Prometheus(), PrometheusAdapter(), WorkloadModel(),
-    PrometheusOperator(), PrometheusOperated(), ConfigReloader(), Alertmanager(), AlertWebhook())}
+    PrometheusOperator(), PrometheusOperated(), ConfigReloader(), Alertmanager(), AlertWebhook(),
+    KubeStateMetrics(), KubernetesSD(), NodeExporter())}
 START_TIMEOUT_S = 30.0
 Progress = Callable[[str], None]
 

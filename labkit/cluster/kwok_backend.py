@@ -110,6 +110,22 @@ def component_ports() -> dict[str, int]:
     return ports
 
 
+def component_metrics() -> dict[str, dict[str, Any]]:
+    """Where each control-plane process serves ``/metrics``, as kwokctl recorded it in its ``kwok.yaml``.
+
+    Component name (``etcd``, ``kube-apiserver``, ``kube-scheduler``, ...) -> kwokctl's ``metric`` block:
+    ``host`` (127.0.0.1:PORT), ``scheme``, ``path``, ``certPath``/``keyPath`` (the client certificate to present) and
+    ``insecureSkipVerify``. Empty when no embedded cluster is there. Equals ``kwokctl get components``.
+    """
+    import yaml
+
+    try:
+        config = yaml.safe_load((cluster_dir() / "kwok.yaml").read_text()) or {}
+    except OSError:
+        return {}
+    return {c["name"]: dict(c["metric"]) for c in config.get("components") or [] if c.get("metric")}
+
+
 def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = None,
                    ports: dict[str, int] | None = None) -> dict[str, Any]:
     """kwokctl's configuration: local binaries for every component, loopback only.
