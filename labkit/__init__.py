@@ -7,7 +7,8 @@ name that needs them is touched.
 Layout, bottom to top (each layer imports only from layers below it; tests/unit/test_layers.py keeps it so):
 ``errors, paths, versions, settings, state`` -> ``cluster`` (provisioning) -> ``sim`` (simulated GPUs) ->
 ``addons`` (Prometheus, exporters) -> ``kube`` (client, apply, waits, tables, rollouts, events) ->
-``promql, cgroups, exercises`` -> ``figures`` -> ``widgets`` -> ``lessons`` (one module per notebook) -> ``cli``.
+``promql, cgroups, exercises`` -> ``figures`` -> ``widgets, dashboards`` -> ``lessons`` (one module per notebook)
+-> ``cli``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 # Public name -> "module:attribute" (or "module" for a submodule).
 _EXPORTS: dict[str, str] = {
     # submodules
-    "addons": "labkit.addons", "cgroups": "labkit.cgroups", "events": "labkit.kube.events",
+    "addons": "labkit.addons", "cgroups": "labkit.cgroups", "dashboards": "labkit.dashboards",
+    "events": "labkit.kube.events",
     "exercises": "labkit.exercises", "figures": "labkit.figures", "gpu": "labkit.sim.gpu", "kube": "labkit.kube",
     "lessons": "labkit.lessons", "paths": "labkit.paths", "promql": "labkit.promql",
     "rollouts": "labkit.kube.rollouts", "settings": "labkit.settings", "versions": "labkit.versions",
@@ -70,7 +72,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what editors and type checkers see
-    from . import addons, cgroups, exercises, figures, kube, lessons, paths, promql, settings, versions, widgets
+    from . import (
+        addons,
+        cgroups,
+        dashboards,
+        exercises,
+        figures,
+        kube,
+        lessons,
+        paths,
+        promql,
+        settings,
+        versions,
+        widgets,
+    )
     from .errors import (
         ClusterUnreachable,
         LabkitError,

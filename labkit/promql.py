@@ -46,7 +46,8 @@ def _get(path: str, params: dict[str, str], *, timeout: float) -> Any:
             body = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         body = json.loads(exc.read() or b"{}")
-        raise PromQLError(f"Prometheus rejected {params.get('query')!r}: {body.get('error', exc.reason)}",
+        asked = params.get("query") or params.get("match[]") or path
+        raise PromQLError(f"Prometheus rejected {asked!r}: {body.get('error', exc.reason)}",
                           fix="check the expression in the Prometheus UI (Graph tab) at " + prometheus_url()) from None
     except (urllib.error.URLError, OSError) as exc:
         raise PrometheusUnavailable(f"the lab's Prometheus at {prometheus_url()} does not answer ({exc})",
@@ -82,6 +83,14 @@ def query_range(expr: str, *, minutes: float = 5.0, step: str = SCRAPE_INTERVAL,
     end = time.time()
     params = {"query": expr, "start": str(end - minutes * 60), "end": str(end), "step": step}
     return _frame(_get("/api/v1/query_range", params, timeout=timeout)["result"], matrix=True)
+
+
+def label_values(label: str, *, match: str | None = None, timeout: float = 10.0) -> list[str]:
+    """Values a label takes, optionally only on series matching ``match`` (a Grafana ``label_values(...)`` variable).
+
+    Same as ``curl 'http://127.0.0.1:PORT/api/v1/label/LABEL/values?match[]=SELECTOR'``."""
+    params = {"match[]": match} if match else {}
+    return sorted(_get(f"/api/v1/label/{urllib.parse.quote(label)}/values", params, timeout=timeout))
 
 
 def wait_for_series(expr: str, *, min_rows: int = 1, timeout: float = 60.0) -> pd.DataFrame:

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("kube",),
     ("promql", "cgroups", "exercises"),
     ("figures",),
-    ("widgets",),
+    ("widgets", "dashboards"),
     ("lessons",),
     ("cli", "__init__"),
     ("__main__",),

@@ -1,0 +1,113 @@
+"""e2e for the dashboards (07_dashboards): every shipped Grafana-model dashboard renders on the live lab and each of
+its panels shows data; check_panel passes a panel that works and names what is wrong with one that does not.
+
+Load comes from a Deployment + Service + a client pod looping requests, as lesson 04 makes it (the workload model
+turns it into CPU use and request metrics). Waits poll Prometheus under a deadline and say what they last saw.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import labkit as lk
+from labkit import addons, promql
+from labkit import dashboards as dash
+
+pytestmark = pytest.mark.e2e
+
+# Everything the shipped dashboards read: Prometheus and the exporters it scrapes.
+ADDONS = ("prometheus", "gpu-exporter", "workload-model")
+APP = "web"
+
+
+def load_objects(name: str) -> list[dict]:
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                  "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
+                      {"name": name, "image": "nginx:1.27",
+                       "resources": {"requests": {"cpu": "200m", "memory": "64Mi"},
+                                     "limits": {"cpu": "500m", "memory": "128Mi"}}}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+         "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-client"}, "spec": {"containers": [
+            {"name": "client", "image": "busybox:1.36",
+             "command": ["/bin/sh", "-c", f"while sleep 0.02; do wget -q -O- http://{name}; done"]}]}},
+    ]
+
+
+@pytest.fixture(scope="module")
+def loaded(lab: lk.Lab) -> Iterator[str]:
+    """A namespace with a loaded app, once Prometheus has its request metrics."""
+    from kubernetes import client as k8s
+
+    addons.require(*ADDONS)
+    namespace = f"t-dash-{uuid.uuid4().hex[:6]}"
+    lab.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(
+        name=namespace, labels={"app.kubernetes.io/managed-by": "labkit", "labkit.io/test": "e2e"})))
+    try:
+        lk.apply(lab, load_objects(APP), namespace=namespace)
+        promql.wait_for_series(f'sum(rate(http_requests_total{{namespace="{namespace}"}}[1m])) > 0', timeout=120)
+        yield namespace
+    finally:
+        lab.core.delete_namespace(namespace, propagation_policy="Background")
+
+
+def empty_panels(view: dash.DashboardView) -> dict[str, list[str]]:
+    drawn = {p.title for p in view.dashboard.panels if p.supported}
+    return {title: view.data[title].attrs.get("queries", []) if title in view.data else ["(not drawn)"]
+            for title in sorted(drawn) if title not in view.data or not dash.has_data(view.data[title])}
+
+
+@pytest.mark.parametrize("name", dash.shipped())
+def test_every_panel_of_each_shipped_dashboard_shows_data_on_the_lab(loaded: str, name: str) -> None:
+    board = dash.load(name)
+    assert dash.validate(board) == [] and board.unsupported == []
+    view = dash.render(board, variables={"namespace": loaded} if name == "workloads" else None, time_range="5m")
+    view.expand_all()
+    # Rates need two scrapes of a new series: redraw until every panel has data, under a deadline.
+    deadline = time.monotonic() + 60
+    while (empty := empty_panels(view)) or view.errors:
+        if time.monotonic() > deadline:
+            pytest.fail(f"dashboard {name!r}: panels without data after 60s: {json.dumps(empty, indent=1)}; "
+                        f"errors: {view.errors}; try the queries at {promql.prometheus_url()}/graph")
+        time.sleep(1)
+        view.draw()
+    assert set(view.figures) == {p.title for p in board.panels}
+    for title, fig in view.figures.items():
+        assert fig.layout.title.text == title and (fig.data or fig.layout.annotations), title
+
+
+def test_panel_figure_draws_one_panel_live(loaded: str) -> None:
+    fig = dash.panel_figure("workloads", "Request rate", variables={"namespace": loaded}, time_range="5m")
+    pods = {t.name for t in fig.data}
+    assert pods and all(p.startswith(f"{APP}-") for p in pods)
+    assert fig.layout.yaxis.ticksuffix.endswith("req/s")
+
+
+def test_check_panel_passes_a_working_panel_and_names_the_problem_of_a_broken_one(loaded: str, tmp_path) -> None:
+    raw = json.loads(dash.shipped_path("workloads").read_text())
+    panel = {"datasource": {"type": "prometheus", "uid": "${datasource}"}, "id": 100, "type": "timeseries",
+             "title": "Requests per Service", "gridPos": {"x": 0, "y": 60, "w": 12, "h": 8},
+             "fieldConfig": {"defaults": {"unit": "reqps"}, "overrides": []},
+             "targets": [{"datasource": {"type": "prometheus", "uid": "${datasource}"}, "refId": "A",
+                          "expr": 'sum by (service) (rate(http_requests_total{namespace="$namespace"}[1m]))',
+                          "legendFormat": "{{service}}"}]}
+    raw["panels"].append(panel)
+    path = tmp_path / "workloads-plus.json"
+    path.write_text(json.dumps(raw))
+    assert dash.check_panel(path, "Requests per Service", variables={"namespace": loaded}) is None
+    typo = copy.deepcopy(raw)
+    typo["panels"][-1]["targets"][0]["expr"] = 'sum(rate(http_request_total{namespace="$namespace"}[1m]))'
+    problem = dash.check_panel(typo, "Requests per Service", variables={"namespace": loaded})
+    assert problem and "return no data" in problem and f'namespace="{loaded}"' in problem
+    bad = copy.deepcopy(raw)
+    bad["panels"][-1]["targets"][0]["expr"] = "sum(rate(http_requests_total[1m]"
+    problem = dash.check_panel(bad, "Requests per Service", variables={"namespace": loaded})
+    assert problem and "Prometheus rejected" in problem
