@@ -109,11 +109,9 @@ def statefulset_story(lab: Lab) -> pd.DataFrame:
         for c in pod.spec.containers:
             rows.append({"pod": pod.metadata.name, "node": pod.spec.node_name, "phase": pod.status.phase,
                          "container": c.name, "image": c.image.rsplit("/", 1)[-1],
-                         "what runs it here": (("labkit's prometheus-operated add-on (a real Prometheus)"
-                                                if c.name == "prometheus" else
-                                                "labkit's config-reloader add-on" if c.name == "config-reloader"
-                                                else "nothing: its work needs no stand-in here")
-                                               if simulated else "the node's container runtime")})
+                         "what runs it here": (("add-on prometheus-operated" if c.name == "prometheus" else
+                                                "add-on config-reloader" if c.name == "config-reloader"
+                                                else "nothing") if simulated else "the node's container runtime")})
     return pd.DataFrame(rows, columns=["pod", "node", "phase", "container", "image", "what runs it here"])
 
 
@@ -161,22 +159,29 @@ def loaded_config() -> str:
     return _get(operated_url(), "/api/v1/status/config")["data"]["yaml"]
 
 
-def reloader_changes(generated: str, loaded: str, job: str) -> pd.DataFrame:
-    """What labkit's config-reloader changed in one job, key by key: the operator's value beside the loaded one."""
-    before, after = job_of(generated, job), job_of(loaded, job)
+def written_config() -> str:
+    """The config labkit's config-reloader wrote for the operated Prometheus (``<addons>/prometheus-operated/
+    prometheus.yaml``; ``cat`` it): the operator's, rewritten only where out of cluster differs."""
+    return (addons.addons_dir() / "prometheus-operated" / "prometheus.yaml").read_text()
+
+
+def reloader_changes(generated: str, written: str, job: str) -> pd.DataFrame:
+    """What labkit's config-reloader changed in one job: what it added to the operator's job."""
+    before, after = job_of(generated, job), job_of(written, job)
     rows = []
     for key in ("kubernetes_sd_configs", "relabel_configs"):
         b, a = before.get(key) or [], after.get(key) or []
         if key == "kubernetes_sd_configs":
             for x, y in zip(b, a, strict=False):
                 for k in sorted(set(y) - set(x)):
-                    rows.append({"where": f"{key}[].{k}", "operator wrote": None, "Prometheus runs": y[k]})
+                    value = "the lab's kubeconfig ($KUBECONFIG)" if k == "kubeconfig_file" else y[k]
+                    rows.append({"where": f"{key}[].{k}", "operator wrote": None, "reloader wrote": value})
         else:
             for step in a[len(b):]:
                 rows.append({"where": f"{key}[+]", "operator wrote": None,
-                             "Prometheus runs": f"{step.get('source_labels')} -> {step.get('target_label')} = "
-                                                f"{step.get('replacement')}"})
-    return pd.DataFrame(rows, columns=["where", "operator wrote", "Prometheus runs"])
+                             "reloader wrote": f"{','.join(step.get('source_labels', []))} -> "
+                                               f"{step.get('target_label')} = {step.get('replacement')}"})
+    return pd.DataFrame(rows, columns=["where", "operator wrote", "reloader wrote"])
 
 
 def wait_for_job(job: str, *, timeout: float = 60.0) -> None:
@@ -331,10 +336,11 @@ def notifications(namespace: str | None = None, *, after: int = 0) -> pd.DataFra
         if record["seq"] <= after or (namespace and n.get("groupLabels", {}).get("namespace") != namespace):
             continue
         rows.append({"seq": record["seq"], "status": n.get("status"), "receiver": n.get("receiver"),
+                     "alertname": (n.get("groupLabels") or {}).get("alertname"),
                      "group": ",".join(f"{k}={v}" for k, v in sorted((n.get("groupLabels") or {}).items())),
                      "alerts": len(n.get("alerts") or []),
                      "pods": ",".join(sorted(a["labels"].get("pod", "") for a in n.get("alerts") or []))})
-    return pd.DataFrame(rows, columns=["seq", "status", "receiver", "group", "alerts", "pods"])
+    return pd.DataFrame(rows, columns=["seq", "status", "receiver", "alertname", "group", "alerts", "pods"])
 
 
 def last_seq() -> int:
