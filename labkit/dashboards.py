@@ -39,6 +39,9 @@ GRID_UNIT_PX = 30  # one gridPos.h unit, as Grafana draws it
 ALL = "$__all"  # Grafana's value for a variable's "All" option
 # The oldest schemaVersion the shipped dashboards may carry: Grafana 10.4 writes 39 and later ones migrate it.
 MIN_SCHEMA_VERSION = 36
+# Points per range query. Grafana asks for about one per pixel of panel width; the lab's Prometheus shares two cores,
+# and the control plane's latency histograms cost it seconds per query at 200 points.
+POINTS = 120
 
 
 class DashboardError(LabkitError):
@@ -463,7 +466,7 @@ class TimeRange:
     end: float
 
     @classmethod
-    def parse(cls, spec: str | float, *, points: int = 200, end: float | None = None) -> TimeRange:
+    def parse(cls, spec: str | float, *, points: int = POINTS, end: float | None = None) -> TimeRange:
         """``"15m"``, ``"now-1h"``, ``"90s"`` or minutes as a number; about ``points`` steps over the range."""
         seconds = float(spec) * 60 if isinstance(spec, int | float) else duration_seconds(spec.removeprefix("now-"))
         step = max(float(SCRAPE_INTERVAL_S), math.ceil(seconds / points))
@@ -620,7 +623,8 @@ def panel_data(dashboard: Dashboard, panel: Panel | str, *, choices: Mapping[str
                time_range: str | float | TimeRange = "15m") -> pd.DataFrame:
     """Every target of the panel against the lab's Prometheus: one row per series and point, with the labels, the
     ``series`` name (from legendFormat), ``refId``, ``time`` and ``value``; ``attrs["queries"]`` has the PromQL
-    actually sent (variables replaced)."""
+    actually sent (variables replaced). Each is ``curl 'http://127.0.0.1:PORT/api/v1/query_range?query=EXPR&start=
+    ...&end=...&step=...'`` (``/api/v1/query`` for instant queries and tables), as Grafana's query inspector shows."""
     panel = dashboard.panel(panel) if isinstance(panel, str) else panel
     window = time_range if isinstance(time_range, TimeRange) else TimeRange.parse(time_range)
     choices = choices if choices is not None else resolve(dashboard, variables, window=window)
@@ -1057,6 +1061,30 @@ def _overlaps(panels: list[dict[str, Any]]) -> list[str]:
 
 # --- the exercise check --------------------------------------------------------------------------------------------
 
+def add_panel(dashboard: str | Path | Mapping[str, Any], panel: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the dashboard's JSON model with ``panel`` added: the next free id, the ``$datasource`` variable as
+    its datasource and, without a gridPos, half the width below the open part of the dashboard (above any collapsed
+    rows at the end, which move down), where it shows without opening a row."""
+    model = json.loads(json.dumps(_read(dashboard)[0]))  # a deep copy that is plain JSON
+    panels: list[dict[str, Any]] = model.setdefault("panels", [])
+    flat = [p for top in panels for p in [top, *(top.get("panels") or [])]]
+    new = {"datasource": {"type": "prometheus", "uid": "${datasource}"}, **json.loads(json.dumps(panel))}
+    new["id"] = max([p.get("id") or 0 for p in flat], default=0) + 1
+    for t in new.get("targets") or []:
+        t.setdefault("datasource", new["datasource"])
+    at = len(panels)
+    while at > 0 and panels[at - 1].get("type") == "row" and panels[at - 1].get("collapsed"):
+        at -= 1
+    open_part = [p for p in panels[:at] for p in [p, *(p.get("panels") or [])]]
+    y = max([p["gridPos"]["y"] + p["gridPos"]["h"] for p in open_part if "gridPos" in p], default=0)
+    new.setdefault("gridPos", {"x": 0, "y": y, "w": GRID_COLUMNS // 2, "h": 8})
+    for row in panels[at:]:  # the collapsed rows at the end move below the new panel
+        for p in [row, *(row.get("panels") or [])]:
+            p["gridPos"]["y"] += new["gridPos"]["h"]
+    panels.insert(at, new)
+    return model
+
+
 def check_panel(dashboard: str | Path | Mapping[str, Any], title: str, *,
                 variables: Mapping[str, str | Sequence[str]] | None = None,
                 time_range: str | float = "15m") -> str | None:
@@ -1073,6 +1101,8 @@ def check_panel(dashboard: str | Path | Mapping[str, Any], title: str, *,
         panel = board.panel(title)
     except DashboardError as exc:
         return str(exc)
+    if (count := [p.title for p in board.panels].count(title)) > 1:
+        return f"{count} panels are titled {title!r}: give the new one a title of its own"
     if not panel.supported:
         return f"panel {title!r} has type {panel.type!r}; labkit draws " + ", ".join(SUPPORTED)
     if not any(t.expr.strip() for t in panel.targets):
@@ -1283,7 +1313,9 @@ def render(dashboard: Dashboard | str | Path | Mapping[str, Any], *,
            variables: Mapping[str, str | Sequence[str]] | None = None, time_range: str | None = None) -> DashboardView:
     """The dashboard as a live widget: ``lk.dashboards.render("workloads", variables={"namespace": ns})``.
 
-    ``time_range`` ("15m", "1h") defaults to the dashboard's own (its ``time.from``)."""
+    ``time_range`` ("15m", "1h") defaults to the dashboard's own (its ``time.from``). Variables resolve as Grafana
+    resolves them (``label_values(...)`` is ``curl 'http://127.0.0.1:PORT/api/v1/label/NAME/values?match[]=...'``),
+    then each open row's panels are queried (see :func:`panel_data`); collapsed rows are queried when opened."""
     board = dashboard if isinstance(dashboard, Dashboard) else load(dashboard)
     return DashboardView(board, variables=variables, time_range=time_range or _since(board))
 
@@ -1297,5 +1329,5 @@ def _since(board: Dashboard) -> str:
     return span
 
 
-__all__ = ["SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Panel", "Variable", "check_panel",
+__all__ = ["SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Panel", "Variable", "add_panel", "check_panel",
            "figure", "format_value", "load", "panel_data", "panel_figure", "parse", "render", "shipped", "validate"]

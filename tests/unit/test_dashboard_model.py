@@ -187,7 +187,7 @@ def _choice(name: str, options: tuple[str, ...], selected: tuple[str, ...], **kw
 
 def test_interpolation_of_variables_formats_and_builtins() -> None:
     window = dash.TimeRange.parse("15m", end=0)
-    assert (window.seconds, window.step_s, window.rate_interval_s) == (900, 5, 8)
+    assert (window.seconds, window.step_s, window.rate_interval_s) == (900, 8, 10)  # 120 points
     choices = {
         "namespace": _choice("namespace", ("a", "b"), ("a",)),
         "pod": _choice("pod", ("web-1", "web.2"), (dash.ALL,), multi=True, include_all=True),
@@ -198,7 +198,7 @@ def test_interpolation_of_variables_formats_and_builtins() -> None:
     expr = ('x{namespace="$namespace", pod=~"${pod}", node=~"[[node]]", gpu=~"$gpu"}[$__rate_interval] '
             "$__interval $__range ${gpu:csv} $unknown")
     assert dash.interpolate(expr, choices, window) == (
-        'x{namespace="a", pod=~"(web-1|web\\\\.2)", node=~".*", gpu=~"(0|2)"}[8s] 5s 900s 0,2 $unknown')
+        'x{namespace="a", pod=~"(web-1|web\\\\.2)", node=~".*", gpu=~"(0|2)"}[10s] 8s 900s 0,2 $unknown')
 
 
 def test_legend_format_and_grafanas_default_names() -> None:
@@ -361,6 +361,8 @@ def test_check_panel_reports_what_is_wrong(prometheus, tmp_path: Path) -> None:
     assert "return no data" in dash.check_panel(raw, "Tensor cores")
     prometheus["DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"] = series({"gpu": "0"}, [0.5])
     assert dash.check_panel(raw, "Tensor cores") is None
+    twice = dash.add_panel(raw, {**raw["panels"][-1], "gridPos": {"x": 12, "y": 60, "w": 12, "h": 8}})
+    assert "2 panels are titled 'Tensor cores'" in dash.check_panel(twice, "Tensor cores")
     raw["panels"][-1]["gridPos"]["w"] = 30
     assert "outside the 24-column grid" in dash.check_panel(raw, "Tensor cores")
     raw["panels"][-1].update(type="piechart", gridPos={"x": 0, "y": 60, "w": 12, "h": 8})
@@ -430,7 +432,24 @@ def test_durations_and_time_ranges() -> None:
     with pytest.raises(dash.DashboardError, match="not a duration"):
         dash.duration_seconds("5 minutes")
     hour = dash.TimeRange.parse("now-1h", end=0)
-    assert (hour.seconds, hour.step_s, hour.rate_interval_s) == (3600, 18, 20)
+    assert (hour.seconds, hour.step_s, hour.rate_interval_s) == (3600, 30, 32)
     assert dash.TimeRange.parse(2, end=0).seconds == 120  # minutes, as lk.promql.query_range takes them
     gpu = _choice("gpu", ("0", "1"), ("0", "1"), multi=True)
     assert dash.interpolate("${gpu:pipe} ${gpu:csv} ${gpu:regex}", {"gpu": gpu}, hour) == "0|1 0,1 (0|1)"
+
+
+def test_add_panel_gives_the_next_id_the_datasource_and_a_free_place_above_collapsed_rows() -> None:
+    before = model("workloads")
+    after = dash.add_panel("workloads", {"type": "stat", "title": "Requests per Service", "targets": [
+        {"refId": "A", "expr": 'sum(rate(http_requests_total{namespace="$namespace"}[1m]))'}]})
+    assert dash.validate(after) == [] and before == model("workloads")  # a copy; the shipped file is untouched
+    board = dash.parse(after)
+    added = board.panel("Requests per Service")
+    ids = [p["id"] for top in after["panels"] for p in [top, *(top.get("panels") or [])]]
+    assert len(ids) == len(set(ids)) and added.id == max(ids)
+    assert added.row == "Requests (RED)" and not [r for r in board.rows if r.title == "Requests (RED)"][0].collapsed
+    assert added.grid == dash.GridPos(0, 34, 12, 8)  # under the last open row, whose panels end at y=34
+    objects = next(p for p in after["panels"] if p.get("title") == "Objects")
+    assert objects["gridPos"]["y"] == 34 + 8 and objects["panels"][0]["gridPos"]["y"] == 35 + 8
+    assert added.raw["datasource"] == added.raw["targets"][0]["datasource"] == {"type": "prometheus",
+                                                                                 "uid": "${datasource}"}
