@@ -33,8 +33,9 @@ from ..kube.apply import apply
 from ..kube.client import Lab, api_errors
 from ..settings import OPERATED_NAME, OPERATED_NAMESPACE
 
-# What lesson 07 runs: the operator, its Prometheus with the reloader stand-in, Alertmanager and the receiver.
-ADDONS = ("config-reloader", "kube-state-metrics")
+# What lesson 07 runs: the operator, its Prometheus with the reloader stand-in, Alertmanager and the receiver;
+# kube-state-metrics; the lab's own Prometheus, which the dashboards (section 6) read.
+ADDONS = ("config-reloader", "kube-state-metrics", "prometheus")
 MONITORING = OPERATED_NAMESPACE
 PROMETHEUS = OPERATED_NAME
 SECRET = f"prometheus-{OPERATED_NAME}"
@@ -42,9 +43,9 @@ GROUP, VERSION = "monitoring.coreos.com", "v1"
 
 
 def start(lab: Lab, namespace: str | None = None) -> dict[str, str]:
-    """Start what the lesson needs (``labkit up --with config-reloader,kube-state-metrics``), tell the operated
-    Prometheus to scrape kube-state-metrics (a ScrapeConfig: it runs out of cluster, on 127.0.0.1), and clear what an
-    earlier run left in Alertmanager for ``namespace`` (see :func:`reset_alertmanager`)."""
+    """Start what the lesson needs (``labkit up --with config-reloader,kube-state-metrics,prometheus``), tell the
+    operated Prometheus to scrape kube-state-metrics (a ScrapeConfig: it runs out of cluster, on 127.0.0.1), and clear
+    what an earlier run left in Alertmanager for ``namespace`` (see :func:`reset_alertmanager`)."""
     urls = addons.require(*[a for a in ADDONS if a in addons.REGISTRY])
     if "kube-state-metrics" in urls:
         apply(lab, scrape_config_for_addons())
@@ -94,6 +95,16 @@ def generated_config(lab: Lab) -> str:
     with api_errors(f"reading Secret {MONITORING}/{SECRET}", server=lab.server):
         secret = lab.core.read_namespaced_secret(SECRET, MONITORING)
     return gzip.decompress(base64.b64decode((secret.data or {})["prometheus.yaml.gz"])).decode()
+
+
+def crds(lab: Lab) -> pd.DataFrame:
+    """The operator's CustomResourceDefinitions, name and kind (``kubectl get crd | grep monitoring.coreos.com``)."""
+    with api_errors("listing CRDs", server=lab.server):
+        res = lab.dynamic.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+        items = res.get().items
+    rows = [{"name": c.metadata.name, "kind": c.spec.names.kind, "version": c.spec.versions[0].name}
+            for c in items if c.spec.group == GROUP]
+    return pd.DataFrame(rows, columns=["name", "kind", "version"]).sort_values("name").reset_index(drop=True)
 
 
 def statefulset_story(lab: Lab) -> pd.DataFrame:
@@ -570,6 +581,53 @@ def solve_unavailable_alert(attempt: Attempt) -> None:
     apply(attempt.lab, SOLUTION_RULE, namespace=attempt.namespace)
 
 
+# --- exercise: a panel of your own, in Grafana's dashboard JSON model ---------------------------------------------
+
+PANEL_TITLE = "Unavailable replicas"
+PANEL = {
+    "type": "timeseries",
+    "title": PANEL_TITLE,
+    "targets": [{"refId": "A", "expr": 'kube_deployment_status_replicas_unavailable{namespace="$namespace"}',
+                 "legendFormat": "{{deployment}}"}],
+}
+PANEL_SOLUTION = """panel = {
+    "type": "timeseries",
+    "title": "Unavailable replicas",
+    "targets": [{"refId": "A", "expr": 'kube_deployment_status_replicas_unavailable{namespace="$namespace"}',
+                 "legendFormat": "{{deployment}}"}],
+}
+my_dashboard = lk.dashboards.add_panel("workloads", panel)   # a copy of the shipped JSON with the panel added
+# Path("my-workloads.json").write_text(json.dumps(my_dashboard, indent=2)) saves it for Grafana's Import.
+lk.check(lab, "07-dashboard-panel", namespace=ns, answer=my_dashboard)
+"""
+
+
+def check_dashboard_panel(attempt: Attempt) -> list[str]:
+    """The learner's dashboard (a JSON model as a dict, or a file's path) has a panel titled
+    :data:`PANEL_TITLE` on ``kube_deployment_status_replicas_unavailable`` that Grafana would import and labkit renders
+    with data for the lesson's namespace."""
+    from .. import dashboards
+
+    if attempt.answer is None:
+        return ["pass your dashboard as answer=: its JSON model (a dict) or the path of your .json file"]
+    try:
+        board = dashboards.load(attempt.answer)
+        panel = board.panel(PANEL_TITLE)
+    except LabkitError as exc:
+        return [str(exc)]
+    if not any(METRIC in t.expr for t in panel.targets):
+        return [f"panel {PANEL_TITLE!r} does not query {METRIC}"]
+    problem = dashboards.check_panel(attempt.answer, PANEL_TITLE, variables={"namespace": attempt.namespace},
+                                     time_range="5m")
+    return [problem] if problem else []
+
+
+def solve_dashboard_panel(attempt: Attempt) -> dict[str, Any]:
+    from .. import dashboards
+
+    return dashboards.add_panel("workloads", PANEL)
+
+
 EXERCISES = [
     Exercise(
         id="07-unavailable-alert",
@@ -580,5 +638,15 @@ EXERCISES = [
         solution=SOLUTION_RULE,
         check=check_unavailable_alert,
         solve=solve_unavailable_alert,
+    ),
+    Exercise(
+        id="07-dashboard-panel",
+        task=f"Add a panel titled {PANEL_TITLE!r} to the shipped workloads dashboard's JSON that shows "
+             f"{METRIC} for $namespace, and check it with answer=your dashboard.",
+        hint="a panel is a dict: type (timeseries, stat, ...), title, and targets with refId and expr (PromQL, "
+             "$namespace allowed); lk.dashboards.add_panel(\"workloads\", panel) returns the dashboard with it added",
+        solution=PANEL_SOLUTION,
+        check=check_dashboard_panel,
+        solve=solve_dashboard_panel,
     ),
 ]
