@@ -8,6 +8,7 @@ Every wait has a deadline and says what it last saw; nothing sleeps a fixed time
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,36 @@ def test_unavailable_alert_exercise_both_ways(lab: lk.Lab, namespace: str) -> No
     states = lesson.alerts("DeploymentReplicasUnavailable")
     mine = [s for labels, s in zip(states.labels, states.state, strict=True) if labels.get("namespace") == namespace]
     assert set(mine) <= {"pending", "firing"} and mine
+
+
+def test_unavailable_alert_exercise_names_what_is_wrong(lab: lk.Lab, namespace: str) -> None:
+    lk.apply(lab, lesson.SHOP_APP + "---" + lesson.PAYMENTS_APP, namespace=namespace)
+    attempt = Attempt(lab, namespace)
+    slow = yaml.safe_load(lesson.SOLUTION_RULE)
+    slow["spec"]["groups"][0]["rules"][0]["for"] = "5m"
+    lk.apply(lab, slow, namespace=namespace)
+    assert any("for: 5m" in p for p in lesson.check_unavailable_alert(attempt))
+    loose = yaml.safe_load(lesson.SOLUTION_RULE)
+    loose["spec"]["groups"][0]["rules"][0]["expr"] = "kube_deployment_status_replicas_unavailable >= 0"
+    lk.apply(lab, loose, namespace=namespace)  # fires for every Deployment, healthy ones too
+    deadline = time.monotonic() + 90
+    problems = lesson.check_unavailable_alert(attempt)
+    while not any("also active" in p for p in problems) and time.monotonic() < deadline:
+        time.sleep(1)  # the loose rule needs an evaluation (every 2 s) after the reload
+        problems = lesson.check_unavailable_alert(attempt)
+    assert any(f"{namespace}/shop" in p for p in problems), problems
+
+
+def test_dashboard_panel_exercise_both_ways(lab: lk.Lab, namespace: str) -> None:
+    lk.apply(lab, lesson.SHOP_APP + "---" + lesson.PAYMENTS_APP, namespace=namespace)
+    attempt = Attempt(lab, namespace)
+    assert lesson.check_dashboard_panel(attempt)  # no answer given
+    wrong = lk.dashboards.add_panel("workloads", {**lesson.PANEL, "title": "Something else"})
+    assert any("no panel titled" in p for p in lesson.check_dashboard_panel(Attempt(lab, namespace, wrong)))
+    right = lesson.solve_dashboard_panel(attempt)
+    deadline = time.monotonic() + 90  # kube-state-metrics -> the lab's Prometheus: a few scrapes
+    problems = lesson.check_dashboard_panel(Attempt(lab, namespace, right))
+    while problems and time.monotonic() < deadline:
+        time.sleep(1)  # the next scrape of kube-state-metrics
+        problems = lesson.check_dashboard_panel(Attempt(lab, namespace, right))
+    assert problems == [], problems
