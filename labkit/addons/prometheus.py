@@ -27,7 +27,9 @@ Recording rules ship in ``labkit/data/prometheus/rules/``; ``promtool check conf
 from __future__ import annotations
 
 import base64
+import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ import yaml
 
 from .. import state
 from ..cluster.health import ApiConnection, ApiError
+from ..errors import WaitTimeout
 from ..paths import data_file
 from ..settings import SCRAPE_INTERVAL
 from .base import Addon, Context
@@ -129,6 +132,23 @@ def _discovery_objects(name: str, address: str, port: int, scheme: str) -> list[
     ]
 
 
+def _advertised_address(api: ApiConnection, *, timeout: float = 60.0) -> str:
+    """The API server's own address in its ``kubernetes`` EndpointSlice, which it writes a moment after it starts."""
+    path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes"
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = api.request("GET", path)
+        if status == 200:
+            endpoints = json.loads(body).get("endpoints") or []
+            if endpoints and endpoints[0].get("addresses"):
+                return str(endpoints[0]["addresses"][0])
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"the API server has not published its own address after {timeout:.0f}s "
+                              f"(HTTP {status}: {body[:200]!r})", last_seen=body,
+                              fix="kubectl get endpointslice kubernetes -o yaml; `labkit status` shows the API server")
+        time.sleep(0.2)
+
+
 def register_control_plane(kubeconfig: Path) -> dict[str, dict[str, Any]]:
     """Make etcd, kube-scheduler and kube-controller-manager discoverable; return job -> kwokctl's metric block.
 
@@ -142,8 +162,7 @@ def register_control_plane(kubeconfig: Path) -> dict[str, dict[str, Any]]:
     metrics = component_metrics()
     found: dict[str, dict[str, Any]] = {}
     with ApiConnection(kubeconfig) as api:
-        own = api.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes")
-        address = own["endpoints"][0]["addresses"][0]
+        address = _advertised_address(api)
         for job, component in CONTROL_PLANE_JOBS.items():
             if component not in metrics:
                 continue

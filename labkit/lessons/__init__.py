@@ -23,6 +23,7 @@ LESSONS: dict[str, str] = {
     "03": "health_probes",
     "04": "hpa",
     "05": "node_autoscaling",
+    "06": "prometheus",
     "07": "dashboards",
     "12": "gpu_monitoring",
 }

@@ -83,8 +83,9 @@ def test_addons_start_on_request_and_stop_with_labkit_down(tmp_path: Path) -> No
         assert up.returncode == 0, up.stderr
         assert "gpu-exporter: started" in up.stdout and "prometheus: started" in up.stdout, up.stdout
         folder = tmp_path / "state" / "addons"
-        # The two asked for, plus what `labkit up` starts with the embedded cluster (the storage provisioner).
-        expected = {"gpu-exporter", "prometheus", *addons.with_cluster("kwok")}
+        # The two asked for, what Prometheus needs (its Kubernetes SD), and what `labkit up` starts with the embedded
+        # cluster (the storage provisioner).
+        expected = {"gpu-exporter", "prometheus", *addons.REGISTRY["prometheus"].needs, *addons.with_cluster("kwok")}
         assert {p.stem for p in folder.glob("*.pid")} == expected
         pids = [int(p.read_text()) for p in folder.glob("*.pid")]
         assert all(Path(f"/proc/{pid}").exists() for pid in pids)

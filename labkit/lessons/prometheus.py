@@ -1,0 +1,465 @@
+"""Lesson 06, cloud-native observability (可观测性) with Prometheus: notebook 06_prometheus's helpers and exercises.
+
+Everything is real except what the pods do: Prometheus (Debian's), its Kubernetes service discovery (Prometheus' own
+code, :mod:`labkit.addons.kubernetes_sd`), the control plane it scrapes, kube-state-metrics, the node exporter.
+The pods' CPU, memory and request metrics come from KWOK and the workload model (:mod:`labkit.sim.workload`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import yaml
+
+from .. import addons, promql
+from ..addons.kubernetes_sd import output_dir
+from ..errors import LabkitError, WaitTimeout
+from ..exercises import Attempt, Exercise
+from ..settings import SCRAPE_INTERVAL_S
+
+NAMESPACE = "lesson-06"
+
+
+class PromtoolMissing(LabkitError):
+    """promtool (Debian's prometheus package) is not on PATH."""
+
+# What a full lab's Prometheus scrapes in this lesson, and how each job's targets are found.
+JOBS: dict[str, str] = {
+    "apiserver": "Kubernetes SD, role endpointslice (Service default/kubernetes)",
+    "etcd": "Kubernetes SD, role endpointslice (Service kube-system/etcd)",
+    "kube-scheduler": "Kubernetes SD, role endpointslice (Service kube-system/kube-scheduler)",
+    "kube-controller-manager": "Kubernetes SD, role endpointslice (Service kube-system/kube-controller-manager)",
+    "kubelet": "Kubernetes SD, role node (one target per node)",
+    "kube-state-metrics": "file_sd (add-on)",
+    "kube-state-metrics-telemetry": "file_sd (add-on)",
+    "node-exporter": "file_sd (add-on)",
+    "workload-model": "file_sd (add-on)",
+    "kubernetes-sd": "file_sd (add-on)",
+    "local-path-provisioner": "file_sd (add-on)",
+    "prometheus": "file_sd (add-on)",
+}
+ADDONS = ("prometheus", "kube-state-metrics", "node-exporter", "workload-model")
+
+# Two services with load from client pods: a quick one and a slow one (a small CPU limit: each request waits longer).
+APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: frontend}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: frontend}
+  template:
+    metadata:
+      labels: {app: frontend}
+    spec:
+      containers:
+      - name: frontend
+        image: nginx:1.27
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+          limits: {cpu: "1"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: frontend}
+spec:
+  selector: {app: frontend}
+  ports: [{port: 80}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: checkout}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: checkout}
+  template:
+    metadata:
+      labels: {app: checkout}
+    spec:
+      containers:
+      - name: checkout
+        image: nginx:1.27
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+          limits: {cpu: 150m}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: checkout}
+spec:
+  selector: {app: checkout}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: frontend-client}
+spec:
+  containers:
+  - name: client
+    image: busybox:1.36
+    command: ["/bin/sh", "-c", "while sleep 0.01; do wget -q -O- http://frontend; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: checkout-client}
+spec:
+  containers:
+  - name: client
+    image: busybox:1.36
+    command: ["/bin/sh", "-c", "while sleep 0.01; do wget -q -O- http://checkout; done"]
+"""
+
+# A Deployment that cannot become available: no node has 64 CPUs, so its pods stay Pending.
+TOO_BIG = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: too-big}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: too-big}
+  template:
+    metadata:
+      labels: {app: too-big}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.27
+        resources:
+          requests: {cpu: "64"}
+"""
+
+
+# --- the architecture, from the live lab ---------------------------------------------------------------------------
+
+def architecture() -> pd.DataFrame:
+    """Each part of the Prometheus architecture as it runs in this lab: what it is, where, real or simulated."""
+    running = {s.name: s for s in addons.status()}
+
+    def where(name: str) -> str:
+        s = running.get(name)
+        return s.url if s and s.url else (s.state if s else "")
+
+    rows = [
+        ("Prometheus server: retrieval (pull), TSDB, PromQL, rule evaluation", "prometheus", "real (Debian 2.42)"),
+        ("service discovery: Kubernetes (Prometheus' own SD code) -> file_sd", "kubernetes-sd", "real (upstream code)"),
+        ("exporter: kube-state-metrics (objects -> metrics)", "kube-state-metrics", "real (upstream)"),
+        ("exporter: node exporter (the host machine)", "node-exporter", "real (Debian)"),
+        ("instrumented app: the pods' requests", "workload-model", "simulated (workload model)"),
+    ]
+    table = pd.DataFrame([{"part": part, "add-on": name, "where": where(name), "real?": real}
+                          for part, name, real in rows])
+    extra = pd.DataFrame([
+        {"part": "control plane /metrics: apiserver, etcd, scheduler, controller-manager", "add-on": "(cluster)",
+         "where": "127.0.0.1, ports from kwokctl", "real?": "real (upstream)"},
+        {"part": "kubelet resource metrics (cAdvisor's names) for every node", "add-on": "(cluster)",
+         "where": "the KWOK controller", "real?": "simulated pods, real endpoint"},
+        {"part": "Alertmanager, Pushgateway, Grafana", "add-on": "-", "where": "not in this lesson",
+         "real?": "alerts: lesson 07"},
+    ])
+    return pd.concat([table, extra], ignore_index=True)
+
+
+def _ago(iso: str) -> float:
+    """Seconds since an API timestamp (RFC 3339 with nanoseconds)."""
+    return max(0.0, (pd.Timestamp.now(tz=UTC) - pd.Timestamp(iso)).total_seconds())
+
+
+def targets_table() -> pd.DataFrame:
+    """Status -> Targets: job, instance, health, seconds since the last scrape, scrape duration, how it was found.
+
+    Same as ``curl http://127.0.0.1:PORT/api/v1/targets | jq '.data.activeTargets[]'``.
+    """
+    rows = [{"job": t["labels"].get("job"), "instance": t["labels"].get("instance"),
+             "health": t["health"], "last_scrape_s_ago": round(_ago(t["lastScrape"]), 1),
+             "scrape_ms": round(1000 * t["lastScrapeDuration"], 1), "found_by": JOBS.get(t["labels"].get("job"), ""),
+             "last_error": t["lastError"]} for t in promql.target_details()]
+    frame = pd.DataFrame(rows, columns=["job", "instance", "health", "last_scrape_s_ago", "scrape_ms", "found_by",
+                                        "last_error"])
+    return frame.sort_values(["job", "instance"]).reset_index(drop=True)
+
+
+def wait_for_targets(jobs: tuple[str, ...] = tuple(JOBS), *, timeout: float = 60.0) -> pd.DataFrame:
+    """Wait until every named job has at least one target and all of its targets are up; return the targets."""
+    deadline = time.monotonic() + timeout
+    while True:
+        table = targets_table()
+        missing = [j for j in jobs if not (table.job == j).any()]
+        down = table[table.job.isin(jobs) & (table.health != "up")]
+        if not missing and down.empty:
+            return table
+        if time.monotonic() > deadline:
+            seen = down[["job", "instance", "last_error"]].to_dict("records")
+            raise WaitTimeout(f"Prometheus targets not all up after {timeout:.0f}s: no target yet for "
+                              f"{missing or 'none'}; down: {seen}",
+                              last_seen=table, fix=f"open {promql.prometheus_url()}/targets, or `curl "
+                              f"{promql.prometheus_url()}/api/v1/targets`; `labkit status` shows the add-ons")
+        time.sleep(1.0)
+
+
+def discovered(after: dict[str, str]) -> dict[str, str] | None:
+    """What Kubernetes SD handed over for the target that relabelling turned into ``after`` (its file_sd entry).
+
+    Read from the kubernetes-sd add-on's files (``<addons>/kubernetes-sd/discovered/*.json``): Prometheus 2.42's
+    targets API reports some rewritten labels (``__address__``, ``instance``) among the discovered ones.
+    """
+    for path in sorted(output_dir(addons.addons_dir()).glob("*.json")):
+        for group in json.loads(path.read_text()):
+            meta = group["labels"]
+            same_service = (meta.get("__meta_kubernetes_service_name") == after.get("service")
+                            and meta.get("__meta_kubernetes_namespace") == after.get("namespace"))
+            same_node = "node" in after and meta.get("__meta_kubernetes_node_name") == after["node"]
+            if same_service or same_node:
+                return {"__address__": group["targets"][0], **meta}
+    return None
+
+
+def relabelling(job: str) -> pd.DataFrame:
+    """One target of ``job``: the labels service discovery found (before) and what relabelling made of them (after).
+
+    After: ``curl .../api/v1/targets`` (``labels``); before: the SD's own output (see :func:`discovered`).
+    """
+    targets = promql.target_details(job)
+    if not targets:
+        raise WaitTimeout(f"Prometheus has no target for job {job!r}", last_seen=None,
+                          fix=f"curl {promql.prometheus_url()}/api/v1/targets")
+    target = targets[0]
+    after = target["labels"]
+    before = discovered(after) or target["discoveredLabels"]
+    rows = [{"label": k, "discovered (before relabelling)": before.get(k, ""), "after relabelling": after.get(k, "")}
+            for k in sorted(set(before) | set(after))]
+    return pd.DataFrame(rows)
+
+
+def relabel_rules(job: str) -> list[dict[str, Any]]:
+    """The ``relabel_configs`` of ``job`` in the config Prometheus runs (``/api/v1/status/config``)."""
+    config = yaml.safe_load(promql.api("/api/v1/status/config")["yaml"])
+    return next(j.get("relabel_configs", []) for j in config["scrape_configs"] if j["job_name"] == job)
+
+
+def scrape(url: str, *, lines: int = 12, match: str = "") -> str:
+    """What Prometheus gets when it pulls a target: the exposition text (``curl URL``), a few lines of it."""
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 -- a loopback target of the lab
+        text = resp.read().decode()
+    kept = [line for line in text.splitlines() if match in line]
+    return "\n".join(kept[:lines])
+
+
+# --- the TSDB --------------------------------------------------------------------------------------------------------
+
+def tsdb() -> pd.DataFrame:
+    """The head block and retention, from the status API (``/api/v1/status/tsdb``, ``/flags``, ``/runtimeinfo``)."""
+    head = promql.api("/api/v1/status/tsdb")["headStats"]
+    flags = promql.api("/api/v1/status/flags")
+    runtime = promql.api("/api/v1/status/runtimeinfo")
+    ms = 1000.0
+    rows = [
+        ("head: series in memory", head["numSeries"]),
+        ("head: chunks", head["chunkCount"]),
+        ("head: covers (s)", round((head["maxTime"] - head["minTime"]) / ms)),
+        ("retention (--storage.tsdb.retention.time)", flags.get("storage.tsdb.retention.time")),
+        ("block length (--storage.tsdb.min-block-duration)", flags.get("storage.tsdb.min-block-duration")),
+        ("runtime: storage retention", runtime.get("storageRetention")),
+        ("WAL / blocks folder", Path(flags.get("storage.tsdb.path", "")).name),
+    ]
+    return pd.DataFrame(rows, columns=["what", "value"])
+
+
+def top_series(n: int = 8) -> pd.DataFrame:
+    """Which metric names hold the most series (the TSDB status page's first table)."""
+    stats = promql.api("/api/v1/status/tsdb")["seriesCountByMetricName"][:n]
+    return pd.DataFrame(stats).rename(columns={"name": "metric", "value": "series"})
+
+
+def blocks() -> pd.DataFrame:
+    """Persisted blocks on disk (``ls data/``; each ULID folder has a meta.json): none until the head is cut (2 h)."""
+    flags = promql.api("/api/v1/status/flags")
+    data = Path(flags["storage.tsdb.path"])
+    rows = []
+    for meta in sorted(data.glob("*/meta.json")):
+        info = json.loads(meta.read_text())
+        rows.append({"block": meta.parent.name, "from": pd.to_datetime(info["minTime"], unit="ms", utc=True),
+                     "to": pd.to_datetime(info["maxTime"], unit="ms", utc=True),
+                     "series": info["stats"]["numSeries"], "level": info["compaction"]["level"]})
+    return pd.DataFrame(rows, columns=["block", "from", "to", "series", "level"])
+
+
+def on_disk() -> list[str]:
+    """What the TSDB folder holds now (``ls data/``)."""
+    flags = promql.api("/api/v1/status/flags")
+    return sorted(p.name for p in Path(flags["storage.tsdb.path"]).iterdir())
+
+
+# --- figures -------------------------------------------------------------------------------------------------------
+
+def line(frame: pd.DataFrame, *, color: str, title: str, y: str) -> go.Figure:
+    """A range query's frame as lines, one per ``color`` label."""
+    fig = px.line(frame, x="time", y="value", color=color, title=title, labels={"value": y})
+    fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 40, "b": 30})
+    return fig
+
+
+def wait_for_value(expr: str, ok: Any, *, timeout: float = 60.0, what: str = "") -> pd.DataFrame:
+    """Repeat an instant query until ``ok(frame)`` holds (a scrape or an evaluation away); the last frame."""
+    deadline = time.monotonic() + timeout
+    frame = promql.query(expr)
+    while not ok(frame):
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"{what or expr!r}: not there after {timeout:.0f}s", last_seen=frame,
+                              fix=f"run the query in the Prometheus UI: {promql.prometheus_url()}/graph")
+        time.sleep(SCRAPE_INTERVAL_S / 2)
+        frame = promql.query(expr)
+    return frame
+
+
+# --- the exercises -------------------------------------------------------------------------------------------------
+
+CPU_REFERENCE = 'sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace="{ns}"}}[1m]))'
+P99_RECORD = "service:http_request_duration_seconds:p99_1m"
+P99_REFERENCE = ('histogram_quantile(0.99, sum by (service, le) '
+                 '(rate(http_request_duration_seconds_bucket{{namespace="{ns}"}}[1m])))')
+
+
+def _compare(answer: pd.DataFrame, reference: pd.DataFrame, key: str, *, tolerance: float) -> list[str]:
+    if answer.empty:
+        return ["the query returns no series"]
+    if key not in answer.columns:
+        return [f"the series have no `{key}` label (keep it with `by ({key})`): labels are "
+                f"{sorted(c for c in answer.columns if c not in ('time', 'value'))}"]
+    extra = sorted(set(answer.columns) - {key, "time", "value"})
+    if extra:
+        return [f"one series per {key}, nothing else: aggregate the other labels away ({', '.join(extra)})"]
+    want, got = reference.set_index(key)["value"], answer.groupby(key)["value"].sum()
+    problems = []
+    if set(want.index) != set(got.index):
+        problems.append(f"{key}s differ: expected {sorted(want.index)}, got {sorted(got.index)}")
+    for k in sorted(set(want.index) & set(got.index)):
+        if abs(got[k] - want[k]) > tolerance * max(abs(want[k]), 1e-9):
+            problems.append(f"{key} {k}: {got[k]:.4g}, expected about {want[k]:.4g}")
+    return problems
+
+
+def _check_cpu_query(attempt: Attempt) -> list[str]:
+    if not attempt.answer or not str(attempt.answer).strip():
+        return ["no query yet: set `my_query` to your PromQL expression and run the check again"]
+    try:
+        answer = promql.query(str(attempt.answer))
+    except promql.PromQLError as exc:
+        return [str(exc).splitlines()[0]]
+    reference = promql.query(CPU_REFERENCE.format(ns=attempt.namespace))
+    return _compare(answer, reference, "pod", tolerance=0.1)
+
+
+CPU_QUERY = Exercise(
+    id="06-cpu-by-pod",
+    task="Write a PromQL expression for the CPU (in cores, averaged over the last minute) that each pod in namespace "
+         "lesson-06 uses: one series per pod, labelled `pod`.",
+    hint="container_cpu_usage_seconds_total is a counter of CPU-seconds: rate() over [1m] turns it into cores; "
+         "select the namespace with {namespace=\"lesson-06\"} and keep only the pod label with sum by (pod) (...)",
+    solution='sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="lesson-06"}[1m]))',
+    check=_check_cpu_query,
+    solve=lambda a: CPU_REFERENCE.format(ns=a.namespace),
+)
+
+
+def learner_rules_file() -> Path:
+    """Where the learner's rule file goes: beside the lab's own rules, so Prometheus' ``rule_files`` glob finds it."""
+    flags = promql.api("/api/v1/status/flags")
+    return Path(flags["config.file"]).parent / "rules" / "lesson-06-learner.yaml"
+
+
+def load_rules(text: str) -> list[str]:
+    """Check a rule file with ``promtool check rules``, then load it into the lab's Prometheus and reload it.
+
+    Same as copying the file next to the lab's rules and ``curl -X POST http://127.0.0.1:PORT/-/reload``.
+    Returns promtool's complaints (nothing loaded then), or [] once Prometheus runs the rules.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
+        tmp.write(text)
+    try:
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            raise PromtoolMissing("promtool is not installed, so labkit cannot check a rule file",
+                                  fix=addons.INSTALL_PROMETHEUS)
+        result = subprocess.run([promtool, "check", "rules", tmp.name], capture_output=True, text=True, timeout=30)
+    finally:
+        Path(tmp.name).unlink(missing_ok=True)
+    if result.returncode != 0:
+        lines = [ln.strip() for ln in (result.stdout + result.stderr).splitlines()
+                 if ln.strip() and not ln.startswith("Checking")]
+        return [f"promtool check rules: {' '.join(lines)[:400]}"]
+    target = learner_rules_file()
+    target.write_text(text)
+    promql.reload()
+    return []
+
+
+def _loaded_rule(record: str) -> dict[str, Any] | None:
+    groups = promql.api("/api/v1/rules", {"type": "record"})["groups"]
+    return next((r for g in groups for r in g["rules"] if r.get("name") == record), None)
+
+
+def _evaluated_since(record: str, since: pd.Timestamp) -> dict[str, Any] | None:
+    """The loaded rule recording ``record`` once Prometheus has evaluated it after ``since`` (a few seconds at most)."""
+    deadline = time.monotonic() + 5 * SCRAPE_INTERVAL_S
+    rule = _loaded_rule(record)
+    while rule is not None and time.monotonic() < deadline:
+        last = rule.get("lastEvaluation") or ""
+        if last and not last.startswith("0001") and pd.Timestamp(last) > since:
+            return rule
+        time.sleep(SCRAPE_INTERVAL_S / 4)
+        rule = _loaded_rule(record)
+    return rule
+
+
+def _check_p99_rule(attempt: Attempt) -> list[str]:
+    if not attempt.answer or not str(attempt.answer).strip():
+        return ["no rule file yet: set `my_rules` to your rule file (YAML) and run the check again"]
+    loaded_at = pd.Timestamp.now(tz=UTC)
+    problems = load_rules(str(attempt.answer))
+    if problems:
+        return problems
+    # What it records from its first evaluation after the reload on (older samples may come from an earlier version).
+    rule = _evaluated_since(P99_RECORD, loaded_at)
+    if rule is None:
+        return [f"Prometheus loaded your file, but no rule records `{P99_RECORD}`"]
+    if rule.get("health") == "err":
+        return [f"the rule fails when Prometheus evaluates it: {rule.get('lastError')}"]
+    recorded = promql.query(P99_RECORD)
+    reference = promql.query(P99_REFERENCE.format(ns=attempt.namespace))
+    return _compare(recorded.drop(columns=["__name__"], errors="ignore"), reference, "service", tolerance=0.25)
+
+
+P99_SOLUTION = f"""groups:
+- name: lesson-06
+  rules:
+  - record: {P99_RECORD}
+    expr: {P99_REFERENCE.format(ns=NAMESPACE)}
+"""
+
+P99_RULE = Exercise(
+    id="06-p99-recording-rule",
+    task=f"Write a rule file with a recording rule `{P99_RECORD}`: the 99th percentile request duration of each "
+         "Service in namespace lesson-06 over the last minute, one series per `service`. labkit checks it with "
+         "promtool, loads it into the lab's Prometheus, and compares what it records.",
+    hint="histogram_quantile(0.99, ...) over rate(http_request_duration_seconds_bucket{namespace=\"lesson-06\"}[1m]) "
+         "summed by (service, le): the `le` label must survive the sum, histogram_quantile needs it",
+    solution=P99_SOLUTION,
+    check=_check_p99_rule,
+    solve=lambda a: P99_SOLUTION,
+)
+
+EXERCISES = [CPU_QUERY, P99_RULE]
