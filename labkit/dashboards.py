@@ -4,8 +4,9 @@ and ipywidgets, live against the lab's Prometheus (Grafana itself is AGPL, which
 ``lk.dashboards.shipped()`` names the lab's dashboards (``labkit/data/dashboards/*.json``; each imports unchanged
 into a real Grafana: Dashboards -> New -> Import); ``load(name_or_path)`` reads one, ``render(dashboard)`` draws it
 as a widget whose dropdowns are the dashboard's ``$variables``, ``panel_figure(dashboard, title)`` one panel.
-Supported panel types: timeseries, stat, gauge, bargauge, table, heatmap (and rows, collapsed or not). Any other
-panel is listed by title and type (``Dashboard.unsupported`` and a note above the grid), never dropped silently.
+Supported panel types: timeseries, stat, gauge, bargauge, table, heatmap (and rows, collapsed or not; the old
+``graph`` panel is drawn as the time series Grafana migrates it to). Any other panel is listed by title and type
+(``Dashboard.unsupported`` and a note above the grid), never dropped silently.
 Every panel query is a PromQL range or instant query, the same as
 ``curl 'http://127.0.0.1:PORT/api/v1/query_range?query=EXPR&start=...&end=...&step=...'``.
 Introduced in notebook 07_dashboards.
@@ -33,6 +34,9 @@ from .errors import LabkitError
 from .settings import SCRAPE_INTERVAL_S
 
 SUPPORTED = ("timeseries", "stat", "gauge", "bargauge", "table", "heatmap")
+# Older panel types drawn as the type Grafana itself migrates them to when it loads a dashboard (Grafana 11 turns
+# the Angular "graph" panel into a time series).
+MIGRATED = {"graph": "timeseries"}
 DASHBOARD_DIR = Path(__file__).parent / "data" / "dashboards"
 GRID_COLUMNS = 24  # gridPos.w is in 24ths of the dashboard's width
 GRID_UNIT_PX = 30  # one gridPos.h unit, as Grafana draws it
@@ -42,6 +46,7 @@ MIN_SCHEMA_VERSION = 36
 # Points per range query. Grafana asks for about one per pixel of panel width; the lab's Prometheus shares two cores,
 # and the control plane's latency histograms cost it seconds per query at 200 points.
 POINTS = 120
+MAX_INDICATORS = 12  # stat and gauge panels draw this many series; a note says how many more there are
 
 
 class DashboardError(LabkitError):
@@ -99,8 +104,13 @@ class Panel:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def kind(self) -> str:
+        """The type it is drawn as (``graph`` -> ``timeseries``, as Grafana migrates it)."""
+        return MIGRATED.get(self.type, self.type)
+
+    @property
     def supported(self) -> bool:
-        return self.type in SUPPORTED
+        return self.kind in SUPPORTED
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -108,6 +118,10 @@ class Panel:
 
     @property
     def custom(self) -> Mapping[str, Any]:
+        if self.type == "graph":  # the old panel's own fields, in the time series' terms
+            return {"stacking": {"mode": "normal" if self.raw.get("stack") else "none"},
+                    "fillOpacity": 10 * float(self.raw.get("fill") or 0),
+                    "drawStyle": "bars" if self.raw.get("bars") else "line"}
         return ((self.raw.get("fieldConfig") or {}).get("defaults") or {}).get("custom") or {}
 
 
@@ -215,6 +229,10 @@ def _panel(raw: Mapping[str, Any], row: str | None) -> Panel:
                format=str(t.get("format") or "time_series"), interval=str(t.get("interval") or ""))
         for i, t in enumerate(raw.get("targets") or []) if not t.get("hide"))
     grid = raw.get("gridPos") or {}
+    if raw.get("type") == "graph":  # the old graph panel keeps unit and range on its left y axis
+        axis = (raw.get("yaxes") or [{}])[0] or {}
+        defaults = {**defaults, "unit": axis.get("format"), "min": axis.get("min"), "max": axis.get("max"),
+                    "decimals": axis.get("decimals", raw.get("decimals"))}
     decimals = defaults.get("decimals")
     return Panel(
         id=raw.get("id"), title=str(raw.get("title") or f"(untitled {raw.get('type')} panel {raw.get('id')})"),
@@ -439,6 +457,26 @@ def threshold_color(panel: Panel, value: float | None, *, low: float = 0.0, high
     return color(chosen)
 
 
+def mapped(panel: Panel, value: float | None) -> tuple[str, str | None] | None:
+    """(text, colour or None) of the value mapping that matches ``value`` (``fieldConfig.defaults.mappings``: value,
+    range and special null/NaN mappings, as Grafana applies them), or None when none does."""
+    for mapping in ((panel.raw.get("fieldConfig") or {}).get("defaults") or {}).get("mappings") or []:
+        kind, options = mapping.get("type"), mapping.get("options") or {}
+        result: Mapping[str, Any] | None = None
+        if kind == "value" and value is not None and math.isfinite(value):
+            result = next((r for k, r in options.items() if _number(k) == value), None)
+        elif kind == "range" and value is not None and math.isfinite(value):
+            low, high = _number(options.get("from")), _number(options.get("to"))
+            if (low is None or value >= low) and (high is None or value <= high):
+                result = options.get("result")
+        elif kind == "special" and (value is None or math.isnan(value)) and options.get("match") in ("null", "nan",
+                                                                                                    "null+nan"):
+            result = options.get("result")
+        if result and result.get("text") is not None:
+            return str(result["text"]), color(result["color"]) if result.get("color") else None
+    return None
+
+
 # --- variables and the time range ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -448,6 +486,7 @@ class Choice:
     variable: Variable
     options: tuple[str, ...]
     selected: tuple[str, ...]
+    error: str = ""  # why the options could not be read (the rendered dashboard shows it)
 
     @property
     def is_all(self) -> bool:
@@ -533,6 +572,7 @@ def interpolate(text: str, choices: Mapping[str, Choice], window: TimeRange) -> 
 
 _LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(?P<match>.+?)\s*,\s*)?(?P<label>\w+)\s*\)\s*$", re.S)
 _QUERY_RESULT = re.compile(r"^\s*query_result\((?P<expr>.+)\)\s*$", re.S)
+_METRICS = re.compile(r"^\s*metrics\((?P<regex>.*)\)\s*$", re.S)
 
 
 def _variable_options(variable: Variable, choices: Mapping[str, Choice], window: TimeRange) -> list[str]:
@@ -547,6 +587,8 @@ def _variable_options(variable: Variable, choices: Mapping[str, Choice], window:
     query = interpolate(variable.query, choices, window)
     if m := _LABEL_VALUES.match(query):
         found = promql.label_values(m.group("label"), match=m.group("match"))
+    elif m := _METRICS.match(query):
+        found = [n for n in promql.label_values("__name__") if re.search(m.group("regex").strip() or ".", n)]
     elif m := _QUERY_RESULT.match(query):
         frame = promql.query(m.group("expr"))
         found = [("{" + ", ".join(f'{k}="{v}"' for k, v in row.items() if k not in ("time", "value") and
@@ -554,7 +596,7 @@ def _variable_options(variable: Variable, choices: Mapping[str, Choice], window:
                  frame.to_dict("records")]
     else:
         raise DashboardError(f"variable ${variable.name}: labkit reads query variables written as "
-                             f"label_values(...) or query_result(...), not {variable.query!r}",
+                             f"label_values(...), metrics(...) or query_result(...), not {variable.query!r}",
                              fix="write it as label_values(metric{selector}, label)")
     if variable.regex:
         body, _, flags = variable.regex.strip().removeprefix("/").rpartition("/")  # Grafana writes /re/flags
@@ -574,17 +616,25 @@ def _variable_options(variable: Variable, choices: Mapping[str, Choice], window:
 
 
 def resolve(dashboard: Dashboard, selected: Mapping[str, str | Sequence[str]] | None = None, *,
-            window: TimeRange | None = None, offered_only: Collection[str] = ()) -> dict[str, Choice]:
+            window: TimeRange | None = None, offered_only: Collection[str] = (),
+            strict: bool = True) -> dict[str, Choice]:
     """Each variable's options on the live lab, in order (later variables may use earlier ones), and the selection:
     ``selected[name]`` when given (a value, a list, or ``"$__all"``; for names in ``offered_only`` only while still
-    offered), else the JSON's saved one if still offered, else All when the variable has it, else the first option."""
+    offered), else the JSON's saved one if still offered, else All when the variable has it, else the first option.
+    A variable whose options cannot be read raises, or with ``strict=False`` gets none and says why (``error``)."""
     window = window or TimeRange.parse("15m")
     selected = selected or {}
     choices: dict[str, Choice] = {}
     for variable in dashboard.variables:
         if variable.type == "adhoc":
             continue
-        options = tuple(_variable_options(variable, choices, window))
+        error = ""
+        try:
+            options = tuple(_variable_options(variable, choices, window))
+        except LabkitError as exc:
+            if strict:
+                raise
+            options, error = (), str(exc)
         wanted = selected.get(variable.name)
         if wanted is not None:
             wanted = (wanted,) if isinstance(wanted, str) else tuple(wanted)
@@ -600,7 +650,7 @@ def resolve(dashboard: Dashboard, selected: Mapping[str, str | Sequence[str]] | 
             picked = options[:1]
         if ALL in picked:
             picked = (ALL,)
-        choices[variable.name] = Choice(variable, options, picked)
+        choices[variable.name] = Choice(variable, options, picked, error)
     return choices
 
 
@@ -634,7 +684,7 @@ def panel_data(dashboard: Dashboard, panel: Panel | str, *, choices: Mapping[str
             continue
         expr = interpolate(target.expr, choices, window)
         sent.append(expr)
-        if target.instant or target.format == "table" or panel.type == "table":  # a table shows now
+        if target.instant or target.format == "table" or panel.kind == "table":  # a table shows now
             frame = promql.query(expr, at=window.end)
         else:
             step = max(window.step_s, duration_seconds(interpolate(target.interval, choices, window))
@@ -719,6 +769,12 @@ def _range(panel: Panel, values: pd.Series) -> tuple[float, float]:
     return low, high
 
 
+def _epoch_ms(times: pd.Series) -> pd.Series:
+    """Timestamps as milliseconds since the epoch: a date axis reads them, and they travel as a compact typed array
+    (ISO strings were three quarters of a busy panel's JSON)."""
+    return pd.to_datetime(times, utc=True).dt.as_unit("ms").astype("int64")  # whatever unit pandas inferred
+
+
 def _timeseries(panel: Panel, frame: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     values = pd.to_numeric(frame["value"], errors="coerce")
@@ -731,11 +787,13 @@ def _timeseries(panel: Panel, frame: pd.DataFrame) -> go.Figure:
     for name, part in frame.groupby("series", sort=True):
         part = part.sort_values("time")
         y = pd.to_numeric(part["value"], errors="coerce") / divisor
+        if not y.map(math.isfinite).any():
+            continue  # e.g. a latency quantile of an idle queue: nothing to draw, and it would only crowd the legend
         if bars:
-            fig.add_trace(go.Bar(x=part["time"], y=y, name=str(name)))
+            fig.add_trace(go.Bar(x=_epoch_ms(part["time"]), y=y, name=str(name)))
             continue
         fig.add_trace(go.Scatter(
-            x=part["time"], y=y, mode="lines", name=str(name), line={"width": custom.get("lineWidth", 1)},
+            x=_epoch_ms(part["time"]), y=y, mode="lines", name=str(name), line={"width": custom.get("lineWidth", 1)},
             stackgroup="stack" if stacked else None, fill=None if stacked or not fill else "tozeroy",
             opacity=1.0, hovertemplate=f"%{{y:.3~f}}{suffix}<extra>%{{fullData.name}}</extra>"))
     mode = (custom.get("thresholdsStyle") or {}).get("mode", "off")
@@ -750,7 +808,7 @@ def _timeseries(panel: Panel, frame: pd.DataFrame) -> go.Figure:
         if low is not None and high is not None:
             yaxis["range"] = [low, high]
     legend_opts = panel.options.get("legend") or {}
-    return _layout(fig, panel, yaxis=yaxis, barmode="stack" if bars and stacked else None,
+    return _layout(fig, panel, xaxis={"type": "date"}, yaxis=yaxis, barmode="stack" if bars and stacked else None,
                    showlegend=legend_opts.get("showLegend", True) is not False,
                    legend={"orientation": "h", "y": -0.15} if legend_opts.get("placement") != "right" else {})
 
@@ -771,7 +829,8 @@ def _indicators(panel: Panel, frame: pd.DataFrame, *, gauge: bool) -> go.Figure:
     reduced = reduce(panel, frame)
     if reduced.empty:
         return _no_data(fig, panel)
-    reduced = reduced.head(12)
+    hidden = len(reduced) - MAX_INDICATORS
+    reduced = reduced.head(MAX_INDICATORS)
     low, high = _range(panel, reduced["value"])
     finite = reduced["value"][reduced["value"].map(math.isfinite)]
     divisor, suffix = unit_scale(panel.unit, float(finite.abs().max()) if len(finite) else 0.0)
@@ -780,6 +839,12 @@ def _indicators(panel: Panel, frame: pd.DataFrame, *, gauge: bool) -> go.Figure:
     domains = _grid_domains(len(reduced), wide=panel.grid.w >= 2 * panel.grid.h)
     for (name, value), domain in zip(reduced.itertuples(index=False), domains, strict=True):
         shade = threshold_color(panel, value, low=low, high=high)
+        text = mapped(panel, value)
+        if text and not gauge:  # a value mapping shows its text in place of the number
+            shade = text[1] or shade
+            fig.add_annotation(text=f"<b>{html.escape(text[0])}</b>", x=sum(domain["x"]) / 2,
+                               y=sum(domain["y"]) / 2, xref="paper", yref="paper", showarrow=False,
+                               font={"size": 28, "color": shade})
         indicator: dict[str, Any] = {
             "value": value / divisor if math.isfinite(value) else None, "domain": domain,
             "title": {"text": name if len(reduced) > 1 else "", "font": {"size": 11}},
@@ -798,9 +863,14 @@ def _indicators(panel: Panel, frame: pd.DataFrame, *, gauge: bool) -> go.Figure:
                     "showThresholdMarkers", True) else []})
         else:
             indicator.update(mode="number")
+            if text:
+                indicator["number"]["font"]["color"] = "rgba(0,0,0,0)"  # the annotation stands in its place
             if panel.options.get("graphMode", "area") == "area":
                 _sparkline(fig, frame[frame["series"] == name], domain, shade, divisor)
         fig.add_trace(go.Indicator(**indicator))
+    if hidden > 0:
+        fig.add_annotation(text=f"+{hidden} more series (narrow the query)", x=1, y=0, xref="paper", yref="paper",
+                           xanchor="right", yanchor="bottom", showarrow=False, font={"size": 10})
     return _layout(fig, panel)
 
 
@@ -811,12 +881,12 @@ def _sparkline(fig: go.Figure, part: pd.DataFrame, domain: dict[str, list[float]
         return
     n = sum(1 for t in fig.data if isinstance(t, go.Scatter)) + 1
     part = part.sort_values("time")
-    fig.add_trace(go.Scatter(x=part["time"], y=pd.to_numeric(part["value"], errors="coerce") / divisor,
+    fig.add_trace(go.Scatter(x=_epoch_ms(part["time"]), y=pd.to_numeric(part["value"], errors="coerce") / divisor,
                              mode="lines", fill="tozeroy", line={"color": shade, "width": 1}, opacity=0.35,
                              hoverinfo="skip", showlegend=False, xaxis=f"x{n}", yaxis=f"y{n}"))
     low, high = domain["y"]
     hidden = {"visible": False, "fixedrange": True}
-    fig.layout[f"xaxis{n}"] = {**hidden, "domain": domain["x"], "anchor": f"y{n}"}
+    fig.layout[f"xaxis{n}"] = {**hidden, "domain": domain["x"], "anchor": f"y{n}", "type": "date"}
     fig.layout[f"yaxis{n}"] = {**hidden, "domain": [low, low + (high - low) * 0.45], "anchor": f"x{n}",
                                "rangemode": "tozero"}
 
@@ -831,7 +901,7 @@ def _bargauge(panel: Panel, frame: pd.DataFrame) -> go.Figure:
     divisor, suffix = unit_scale(panel.unit, float(finite.abs().max()) if len(finite) else 0.0)
     vertical = panel.options.get("orientation") == "vertical"
     values = reduced["value"] / divisor
-    texts = [format_value(v, panel.unit, panel.decimals) for v in reduced["value"]]
+    texts = [(mapped(panel, v) or (format_value(v, panel.unit, panel.decimals),))[0] for v in reduced["value"]]
     colors = [threshold_color(panel, v, low=low, high=high) for v in reduced["value"]]
     bar = go.Bar(x=reduced["series"] if vertical else values, y=values if vertical else reduced["series"],
                  orientation="v" if vertical else "h", marker={"color": colors}, text=texts,
@@ -883,7 +953,8 @@ def _table(panel: Panel, frame: pd.DataFrame) -> go.Figure:
     cells, fills = [], []
     for col in table.columns:
         if pd.api.types.is_numeric_dtype(table[col]):
-            cells.append([format_value(v, panel.unit, panel.decimals) for v in table[col]])
+            cells.append([(mapped(panel, v) or (format_value(v, panel.unit, panel.decimals),))[0]
+                          for v in table[col]])
             cell_type = ((panel.custom.get("cellOptions") or {}).get("type") or panel.custom.get("displayMode", ""))
             fills.append([threshold_color(panel, v) if "color" in cell_type else "white" for v in table[col]])
         else:
@@ -914,14 +985,14 @@ def _heatmap(panel: Panel, frame: pd.DataFrame) -> go.Figure:
                                                                 default=1.0))
         labels = [f"{format_value(b, panel.unit) if math.isfinite(b) else '+Inf'}" for b in wide.columns]
         z, y = per_bucket.T.values, labels
-        x = list(per_bucket.index)
+        x = _epoch_ms(pd.Series(per_bucket.index))
     else:
         wide = data.pivot_table(index="time", columns="series", values="value", aggfunc="sum")
-        z, y, x = wide.T.values, [str(c) for c in wide.columns], list(wide.index)
+        z, y, x = wide.T.values, [str(c) for c in wide.columns], _epoch_ms(pd.Series(wide.index))
     scheme = ((panel.options.get("color") or {}).get("scheme")) or "Oranges"
     fig.add_trace(go.Heatmap(x=x, y=y, z=z, colorscale=scheme if scheme in _PLOTLY_SCALES else "Oranges",
                              colorbar={"thickness": 10}))
-    return _layout(fig, panel, yaxis={"type": "category"})
+    return _layout(fig, panel, xaxis={"type": "date"}, yaxis={"type": "category"})
 
 
 _PLOTLY_SCALES = {"Oranges", "Reds", "Greens", "Blues", "Purples", "Greys", "Viridis", "Plasma", "Inferno",
@@ -932,13 +1003,13 @@ def figure(panel: Panel, frame: pd.DataFrame) -> go.Figure:
     """The plotly figure of one panel from its data (:func:`panel_data`): drawn, never shown."""
     if not panel.supported:
         return _no_data(go.Figure(), panel, f"panel type {panel.type!r} is not supported by labkit's renderer")
-    if panel.type == "timeseries":
+    if panel.kind == "timeseries":
         return _timeseries(panel, frame) if has_data(frame) else _no_data(go.Figure(), panel)
-    if panel.type in ("stat", "gauge"):
-        return _indicators(panel, frame, gauge=panel.type == "gauge")
-    if panel.type == "bargauge":
+    if panel.kind in ("stat", "gauge"):
+        return _indicators(panel, frame, gauge=panel.kind == "gauge")
+    if panel.kind == "bargauge":
         return _bargauge(panel, frame)
-    if panel.type == "table":
+    if panel.kind == "table":
         return _table(panel, frame)
     return _heatmap(panel, frame)
 
@@ -966,11 +1037,12 @@ _UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
 
 def validate(dashboard: Dashboard | str | Path | Mapping[str, Any]) -> list[str]:
-    """What would stop Grafana from importing the dashboard as it is, one line each (empty: it imports).
+    """What would keep Grafana from importing the dashboard unchanged, one line each (empty: it imports as it is).
 
-    Checks the model's required fields, schemaVersion, uid, unique panel ids, gridPos inside the 24 columns and
-    not overlapping, one refId per query, datasources that point at the ``$datasource`` variable, and variables
-    that queries use but the dashboard does not define."""
+    What Grafana rejects (no title, a bad uid, an id set), what it rewrites on import (an older schemaVersion it
+    migrates, panels outside the 24 columns or overlapping, which it moves), and what breaks once imported (panel
+    ids used twice, a refId shared by two queries, a datasource that is not the ``$datasource`` variable or an
+    ``__inputs`` entry, a ``$variable`` no variable defines)."""
     model = dict(dashboard.raw) if isinstance(dashboard, Dashboard) else _read(dashboard)[0]
     problems = []
     for key, kind in (("title", str), ("panels", list), ("schemaVersion", int), ("templating", dict),
@@ -1178,7 +1250,7 @@ class DashboardView(w.VBox):
 
     # variables
     def _pick(self, selected: Mapping[str, str | Sequence[str]], *, offered_only: Collection[str] = ()) -> None:
-        self.choices = resolve(self.dashboard, selected, window=self.window, offered_only=offered_only)
+        self.choices = resolve(self.dashboard, selected, window=self.window, offered_only=offered_only, strict=False)
         self._busy = True
         try:
             for name, choice in self.choices.items():
@@ -1291,7 +1363,9 @@ class DashboardView(w.VBox):
         self._status.value = (f"<small>{len(self.figures)} panels drawn from {html.escape(promql.prometheus_url())} "
                               f"in {time.monotonic() - started:.1f}s, last {self._time.value}"
                               f"{'; ' + html.escape(picked) if picked else ''}"
-                              f"{'; errors in ' + str(len(self.errors)) if self.errors else ''}</small>")
+                              f"{'; errors in ' + str(len(self.errors)) if self.errors else ''}</small>"
+                              + "".join(f"<div style='color:#b00'>${html.escape(n)}: {html.escape(c.error)}</div>"
+                                        for n, c in self.choices.items() if c.error))
 
     def __repr__(self) -> str:  # the text/plain beside the widget: stable, readable where widgets do not run
         picked = ", ".join(f"${n}={'All' if c.is_all else '+'.join(c.selected)}" for n, c in self.choices.items()
@@ -1329,5 +1403,6 @@ def _since(board: Dashboard) -> str:
     return span
 
 
-__all__ = ["SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Panel", "Variable", "add_panel", "check_panel",
-           "figure", "format_value", "load", "panel_data", "panel_figure", "parse", "render", "shipped", "validate"]
+__all__ = ["MIGRATED", "SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Panel", "Variable", "add_panel",
+           "check_panel", "figure", "format_value", "load", "panel_data", "panel_figure", "parse", "render", "shipped",
+           "validate"]

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 # Everything the shipped dashboards read: Prometheus and the exporters it scrapes.
 ADDONS = ("prometheus", "gpu-exporter", "workload-model", "kube-state-metrics", "node-exporter")
 APP = "web"
+GPU_POD = "trainer"
 
 
 def load_objects(name: str) -> list[dict]:
@@ -39,6 +40,10 @@ def load_objects(name: str) -> list[dict]:
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-client"}, "spec": {"containers": [
             {"name": "client", "image": "busybox:1.36",
              "command": ["/bin/sh", "-c", f"while sleep 0.02; do wget -q -O- http://{name}; done"]}]}},
+        {"apiVersion": "v1", "kind": "Pod",
+         "metadata": {"name": GPU_POD, "annotations": {"gpu.labkit.io/utilization": "80"}},
+         "spec": {"containers": [{"name": "cuda", "image": "nvidia/cuda:12.4.1-base-ubuntu22.04",
+                                  "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}},
     ]
 
 
@@ -87,6 +92,20 @@ def test_every_panel_of_each_shipped_dashboard_shows_data_on_the_lab(lab: lk.Lab
     assert set(view.figures) == {p.title for p in board.panels}
     for title, fig in view.figures.items():
         assert fig.layout.title.text == title and (fig.data or fig.layout.annotations), title
+
+
+def test_the_gpu_dashboard_names_the_pod_on_each_busy_gpu(loaded: str) -> None:
+    board = dash.load("gpu")
+    panel = board.panel("GPU -> pod")
+    deadline = time.monotonic() + 60
+    while (table := dash.table_frame(panel, dash.panel_data(board, panel))).empty or GPU_POD not in set(
+            table.get("pod", [])):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no row for pod {GPU_POD} in the GPU -> pod table after 60s; last: {table.to_dict('records')}")
+        time.sleep(1)
+    row = table[table["pod"] == GPU_POD].iloc[0]
+    assert row["namespace"] == loaded and row["container"] == "cuda" and list(table.columns[:6]) == [
+        "Hostname", "gpu", "modelName", "namespace", "pod", "container"]
 
 
 def test_panel_figure_draws_one_panel_live(loaded: str) -> None:

@@ -93,8 +93,10 @@ def test_an_exported_dashboard_reads_with_rows_grid_and_unsupported_panels_liste
     assert [(r.title, r.collapsed, [p.title for p in r.panels]) for r in board.rows] == [
         (None, False, ["About", "Shop requests", "Responses by code"]),
         ("Details", True, ["Latency", "CPU (old graph panel)"])]
-    assert board.unsupported == [("About", "text"), ("Responses by code", "piechart"),
-                                 ("CPU (old graph panel)", "graph")]
+    assert board.unsupported == [("About", "text"), ("Responses by code", "piechart")]
+    graph = board.panel("CPU (old graph panel)")  # drawn as the time series Grafana migrates it to
+    assert (graph.kind, graph.supported, graph.unit, graph.min, graph.max) == ("timeseries", True, "percentunit", 0, 1)
+    assert graph.custom["stacking"] == {"mode": "normal"} and graph.custom["fillOpacity"] == 10
     latency = board.panel("Latency")
     assert latency.grid == dash.GridPos(0, 4, 12, 8) and latency.row == "Details" and latency.unit == "s"
     assert [t.ref_id for t in latency.targets] == ["A"]  # the hidden query B is not run, as in Grafana
@@ -230,11 +232,22 @@ def test_variables_resolve_in_order_keep_saved_choices_and_take_explicit_ones(mo
         ("web",), False, ("1m",))
 
 
-def test_query_variables_other_than_label_values_are_refused_with_the_form_to_use(monkeypatch) -> None:
+def test_query_variables_other_than_label_values_are_refused_with_the_form_to_use(prometheus) -> None:
     raw = model("workloads")
-    raw["templating"]["list"][1]["query"] = {"query": "metrics(kube_.*)", "refId": "X"}
+    raw["templating"]["list"][1]["query"] = {"query": "label_names()", "refId": "X"}
     with pytest.raises(dash.DashboardError, match="label_values"):
         dash.resolve(dash.parse(raw))
+    choices = dash.resolve(dash.parse(raw), strict=False)  # what the rendered dashboard does: say so, go on
+    assert choices["namespace"].options == () and "label_names()" in choices["namespace"].error
+    view = dash.render(raw)
+    assert "$namespace: variable $namespace: labkit reads" in view._status.value and not view.errors
+
+
+def test_a_metrics_variable_lists_metric_names(monkeypatch) -> None:
+    monkeypatch.setattr(promql, "label_values", lambda label, **kw: ["kube_pod_info", "up", "kube_node_info"])
+    raw = model("workloads")
+    raw["templating"]["list"][1]["query"] = {"query": "metrics(^kube_)", "refId": "X"}
+    assert dash.resolve(dash.parse(raw), {"pod": "x"})["namespace"].options == ("kube_node_info", "kube_pod_info")
 
 
 # --- panels drawn from (stubbed) Prometheus answers ------------------------------------------------------------------
@@ -282,6 +295,8 @@ def test_a_timeseries_panel_names_series_by_legend_format_and_scales_its_unit(pr
     assert [t.name for t in fig.data] == ["gpu-node-1 GPU 0", "gpu-node-1 GPU 1"]
     assert fig.layout.yaxis.ticksuffix == " GiB" and max(fig.data[1].y) == pytest.approx(81000 / 1024)
     assert fig.layout.height == 8 * dash.GRID_UNIT_PX and fig.layout.title.text == "Framebuffer memory used"
+    start = T0.timestamp() * 1000  # a date axis of epoch milliseconds
+    assert fig.layout.xaxis.type == "date" and list(fig.data[0].x) == [start, start + 5000]
 
 
 def test_stat_and_gauge_reduce_and_colour_by_threshold(prometheus) -> None:
@@ -345,8 +360,8 @@ def test_panels_without_data_say_so_and_unsupported_ones_are_refused_by_name(pro
     fig = dash.figure(board.panel("Temperature"), dash.panel_data(board, "Temperature"))
     assert fig.layout.annotations[0].text == "No data" and not fig.data
     exported = dash.load(FIXTURE)
-    with pytest.raises(dash.DashboardError, match="(?s)'graph'.*supported types: timeseries"):
-        dash.panel_figure(exported, "CPU (old graph panel)")
+    with pytest.raises(dash.DashboardError, match="(?s)'piechart'.*supported types: timeseries"):
+        dash.panel_figure(exported, "Responses by code")
 
 
 def test_check_panel_reports_what_is_wrong(prometheus, tmp_path: Path) -> None:
@@ -379,15 +394,14 @@ def test_the_rendered_widget_lists_unsupported_panels_and_opens_collapsed_rows_o
     view = dash.render(FIXTURE, variables={"namespace": "shop"})
     header = view.children[0].value
     assert all(f"<b>{t}</b> ({k})" in header for t, k in view.unsupported)
-    assert view.unsupported == [("About", "text"), ("Responses by code", "piechart"),
-                                ("CPU (old graph panel)", "graph")]
+    assert view.unsupported == [("About", "text"), ("Responses by code", "piechart")]
     assert repr(view) == (
         "<dashboard 'Shop (exported from Grafana)' $namespace=shop, $service=All, $interval=5m, $env=prod: 5 panels; "
         "(top): About, Shop requests, Responses by code; Details (collapsed): Latency, CPU (old graph panel); "
-        "not drawn: About (text), Responses by code (piechart), CPU (old graph panel) (graph)>")
+        "not drawn: About (text), Responses by code (piechart)>")
     assert set(view.figures) == {"Shop requests"}  # the collapsed row is not queried until opened
     view.expand_all()
-    assert set(view.figures) == {"Shop requests", "Latency"} and not view.errors
+    assert set(view.figures) == {"Shop requests", "Latency", "CPU (old graph panel)"} and not view.errors
     bundle = view._outputs[4].outputs[0]["data"]
     assert "application/vnd.plotly.v1+json" in bundle and not any("html" in k for k in bundle)
     json.dumps(bundle, allow_nan=False)  # what the kernel's message packer demands
@@ -453,3 +467,25 @@ def test_add_panel_gives_the_next_id_the_datasource_and_a_free_place_above_colla
     assert objects["gridPos"]["y"] == 34 + 8 and objects["panels"][0]["gridPos"]["y"] == 35 + 8
     assert added.raw["datasource"] == added.raw["targets"][0]["datasource"] == {"type": "prometheus",
                                                                                  "uid": "${datasource}"}
+
+
+def test_a_stat_with_more_series_than_it_draws_says_how_many_it_left_out() -> None:
+    panel = dash.load("gpu").panel("GPUs")
+    frame = pd.concat([series({"gpu": str(i)}, [i]) for i in range(15)]).assign(
+        series=lambda f: f["gpu"], refId="A")
+    fig = dash.figure(panel, frame)
+    assert len(fig.data) == dash.MAX_INDICATORS and fig.layout.annotations[0].text.startswith("+3 more series")
+
+
+def test_value_mappings_replace_numbers_with_text_as_grafana_does() -> None:
+    leader = dash.load("control-plane").panel("etcd has a leader")
+    assert dash.mapped(leader, 1.0) == ("yes", "#73BF69") and dash.mapped(leader, 0.0) == ("NO", "#F2495C")
+    assert dash.mapped(leader, 2.0) is None
+    raw = {"type": "stat", "title": "t", "fieldConfig": {"defaults": {"mappings": [
+        {"type": "range", "options": {"from": 80, "to": None, "result": {"text": "hot", "color": "dark-red"}}},
+        {"type": "special", "options": {"match": "null+nan", "result": {"text": "idle"}}}]}}}
+    panel = dash.parse({"panels": [raw]}).panel("t")
+    assert dash.mapped(panel, 95) == ("hot", "#C4162A") and dash.mapped(panel, 79) is None
+    assert dash.mapped(panel, float("nan")) == ("idle", None) == dash.mapped(panel, None)
+    fig = dash.figure(leader, series({}, [1.0]).assign(series="x", refId="A"))
+    assert fig.layout.annotations[0].text == "<b>yes</b>"
