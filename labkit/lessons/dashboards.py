@@ -1,7 +1,7 @@
 """Lesson 07, Grafana 可视化 and alerting: notebook 07_dashboards' operator, alerting and exercise helpers.
 
-Real: prometheus-operator (its CRDs, its generated config), the operated Prometheus (Debian's 2.42, the
-``prometheus-operated`` add-on), Alertmanager 0.25, kube-state-metrics. Stand-ins, each said where it acts: the
+Real: prometheus-operator (its CRDs, its generated config), the operated Prometheus (3.5.0 built from its module,
+the ``prometheus-operated`` add-on), Alertmanager 0.25, kube-state-metrics. Stand-ins, each said where it acts: the
 config-reloader sidecar and pod networking (:mod:`labkit.sim.config_reloader`), the apps' ``/metrics``
 (:mod:`labkit.sim.workload`), the alert receiver (:mod:`labkit.sim.alert_webhook`).
 """
