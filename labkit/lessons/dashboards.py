@@ -74,7 +74,7 @@ def reset_alertmanager(namespace: str) -> None:
 
 def scrape_config_for_addons() -> dict[str, Any]:
     """A ScrapeConfig (``monitoring.coreos.com/v1alpha1``) for kube-state-metrics on 127.0.0.1: the operator's way to
-    scrape a target outside the cluster, where no Service or pod IP leads."""
+    scrape a target outside the cluster, where no Service or pod IP leads (``kubectl apply -f`` it)."""
     port = urllib.parse.urlsplit(addons.url("kube-state-metrics") or "").port
     return {"apiVersion": "monitoring.coreos.com/v1alpha1", "kind": "ScrapeConfig",
             "metadata": {"name": "kube-state-metrics", "namespace": MONITORING,
@@ -144,7 +144,8 @@ def job_of(config: str | dict[str, Any], name: str) -> dict[str, Any]:
         if job["job_name"] == name:
             return job
     raise NotFound(f"no scrape job {name!r}; jobs: {[j['job_name'] for j in doc.get('scrape_configs') or []]}",
-                   fix="kubectl -n monitoring logs ... # the operator's log: labkit status names it")
+                   fix="kubectl get servicemonitors,podmonitors -A; the operator says why it skipped one in its "
+                   f"log, {addons.addons_dir() / 'prometheus-operator.log'}")
 
 
 def jobs(config: str) -> list[str]:
@@ -205,8 +206,8 @@ def wait_for_job(job: str, *, timeout: float = 60.0) -> None:
             return
         time.sleep(0.5)
     raise WaitTimeout(f"the operated Prometheus has not loaded job {job!r} within {timeout:.0f}s; it runs {seen}",
-                      last_seen=seen, fix="curl $(labkit status | grep config-reloader)  # the reloader's last error; "
-                      "kubectl -n monitoring get secret prometheus-lab")
+                      last_seen=seen, fix=f"curl {addons.url('config-reloader')}  # the reloader's last error; "
+                      "kubectl -n monitoring get secret prometheus-lab; kubectl get servicemonitors -A")
 
 
 # --- targets, queries, rules, alerts of the operated Prometheus ----------------------------------------------------
@@ -236,7 +237,9 @@ def wait_targets_up(job_prefix: str, count: int, *, timeout: float = 60.0) -> pd
 
 
 def query(expr: str) -> pd.DataFrame:
-    """An instant PromQL query on the operated Prometheus, one row per series (labels and value)."""
+    """An instant PromQL query on the operated Prometheus, one row per series (labels and value).
+
+    Same as ``curl 'http://127.0.0.1:PORT/api/v1/query?query=EXPR'``."""
     body = _get(operated_url(), "/api/v1/query", {"query": expr})
     rows = [{**s["metric"], "value": float(s["value"][1])} for s in body["data"]["result"]]
     return pd.DataFrame(rows)
