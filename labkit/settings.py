@@ -12,6 +12,9 @@ DEFAULT_API_PORT = 16443
 # How often the lab's Prometheus scrapes and evaluates rules; PromQL windows and GPU-time sums depend on it.
 SCRAPE_INTERVAL_S = 2
 SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
+# The control plane's own /metrics (apiserver, etcd, scheduler, controller-manager): tens of thousands of series that
+# change slowly; rendering the API server's alone costs it a good part of a core every 2 s on a 2-core machine.
+CONTROL_PLANE_SCRAPE_INTERVAL_S = 10
 # The Prometheus job of the GPU exporter's targets: what dcgm-exporter's ServiceMonitor is called in the GPU Operator.
 DCGM_EXPORTER_JOB = "dcgm-exporter"
 # The Prometheus job of the workload model's per-pod request metrics (what a PodMonitor on the app would be called).

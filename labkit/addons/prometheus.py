@@ -39,7 +39,7 @@ from .. import state
 from ..cluster.health import ApiConnection, ApiError
 from ..errors import WaitTimeout
 from ..paths import data_file
-from ..settings import SCRAPE_INTERVAL
+from ..settings import CONTROL_PLANE_SCRAPE_INTERVAL_S, SCRAPE_INTERVAL
 from .base import Addon, Context
 from .kubernetes_sd import output_dir
 
@@ -207,6 +207,7 @@ def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, A
     """The scrape jobs found through Kubernetes SD: API server, control plane, kubelet (resource metrics)."""
     jobs: list[dict[str, Any]] = [{
         "job_name": "apiserver",
+        "scrape_interval": f"{CONTROL_PLANE_SCRAPE_INTERVAL_S}s",
         "file_sd_configs": _sd(sd_dir, "endpointslice"),
         "scheme": "https",
         "tls_config": _tls(cluster, verify=True),
@@ -224,6 +225,7 @@ def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, A
         https = metric.get("scheme") == "https"
         entry: dict[str, Any] = {
             "job_name": job,
+            "scrape_interval": f"{CONTROL_PLANE_SCRAPE_INTERVAL_S}s",
             "file_sd_configs": _sd(sd_dir, "endpointslice"),
             "scheme": "https" if https else "http",
             "metrics_path": str(metric.get("path", "/metrics")),

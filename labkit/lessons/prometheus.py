@@ -184,11 +184,12 @@ def targets_table() -> pd.DataFrame:
     Same as ``curl http://127.0.0.1:PORT/api/v1/targets | jq '.data.activeTargets[]'``.
     """
     rows = [{"job": t["labels"].get("job"), "instance": t["labels"].get("instance"),
-             "health": t["health"], "last_scrape_s_ago": round(_ago(t["lastScrape"]), 1),
+             "health": t["health"], "interval": t.get("scrapeInterval", ""),
+             "last_scrape_s_ago": round(_ago(t["lastScrape"]), 1),
              "scrape_ms": round(1000 * t["lastScrapeDuration"], 1), "found_by": JOBS.get(t["labels"].get("job"), ""),
              "last_error": t["lastError"]} for t in promql.target_details()]
-    frame = pd.DataFrame(rows, columns=["job", "instance", "health", "last_scrape_s_ago", "scrape_ms", "found_by",
-                                        "last_error"])
+    frame = pd.DataFrame(rows, columns=["job", "instance", "health", "interval", "last_scrape_s_ago", "scrape_ms",
+                                        "found_by", "last_error"])
     return frame.sort_values(["job", "instance"]).reset_index(drop=True)
 
 
@@ -254,7 +255,7 @@ def scrape(url: str, *, lines: int = 12, match: str = "") -> str:
     """What Prometheus gets when it pulls a target: the exposition text (``curl URL``), a few lines of it."""
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 -- a loopback target of the lab
         text = resp.read().decode()
-    kept = [line for line in text.splitlines() if match in line]
+    kept = sorted(line for line in text.splitlines() if match in line)  # exporters need not keep an order
     return "\n".join(kept[:lines])
 
 
@@ -438,8 +439,11 @@ def _check_p99_rule(attempt: Attempt) -> list[str]:
         return [f"Prometheus loaded your file, but no rule records `{P99_RECORD}`"]
     if rule.get("health") == "err":
         return [f"the rule fails when Prometheus evaluates it: {rule.get('lastError')}"]
-    recorded = promql.query(P99_RECORD)
-    reference = promql.query(P99_REFERENCE.format(ns=attempt.namespace))
+    # Only samples written since the reload (an earlier version's series stay visible until marked stale), compared
+    # with the answer at the moment the rule evaluated.
+    recorded = promql.query(f"{P99_RECORD} and timestamp({P99_RECORD}) > {loaded_at.timestamp():.3f}")
+    at = recorded["time"].max() if not recorded.empty else None
+    reference = promql.query(P99_REFERENCE.format(ns=attempt.namespace), at=at)
     return _compare(recorded.drop(columns=["__name__"], errors="ignore"), reference, "service", tolerance=0.25)
 
 
