@@ -154,3 +154,27 @@ def test_pod_route_parses_namespace_and_pod() -> None:
 def test_prometheus_durations() -> None:
     assert _duration_s("1m") == 60 and _duration_s("60s") == 60 and _duration_s("1m30s") == 90
     assert _duration_s(None) == 0
+
+
+def test_webhook_receiver_records_what_alertmanager_posts() -> None:
+    import json
+    import threading
+    import urllib.request
+
+    from labkit.sim.alert_webhook import Receiver
+
+    receiver = Receiver(0)  # any free port on 127.0.0.1
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        host, port = receiver.server_address[:2]
+        assert host == "127.0.0.1"
+        body = {"version": "4", "status": "firing", "groupLabels": {"alertname": "X"}, "alerts": [{"labels": {}}]}
+        post = urllib.request.Request(f"http://127.0.0.1:{port}/alerts", data=json.dumps(body).encode(),
+                                      headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(post, timeout=5).close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/notifications", timeout=5) as resp:
+            got = json.loads(resp.read())
+        assert [(r["seq"], r["notification"]["status"]) for r in got] == [(1, "firing")]
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
