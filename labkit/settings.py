@@ -19,6 +19,9 @@ CONTROL_PLANE_SCRAPE_INTERVAL_S = 10
 DCGM_EXPORTER_JOB = "dcgm-exporter"
 # The Prometheus job of the workload model's per-pod request metrics (what a PodMonitor on the app would be called).
 WORKLOAD_MODEL_JOB = "workload-model"
+# The Prometheus object prometheus-operator manages in the lab (lesson 07): its namespace and name.
+OPERATED_NAMESPACE = "monitoring"
+OPERATED_NAME = "lab"
 # The Prometheus job of kube-state-metrics (what its Service is called in kube-prometheus).
 KSM_JOB = "kube-state-metrics"
 # The Prometheus job of the host's node exporter (kube-prometheus' name for it).

@@ -22,6 +22,13 @@ KUBE_STATE_METRICS = "v2.20.0"
 PROMETHEUS_MODULE = "v0.316.0"
 # Karpenter v1.15.0's go.mod asks for go 1.26.9; the Go proxy serves this toolchain for the build.
 KARPENTER_GO_TOOLCHAIN = "go1.27.3"
+# prometheus-operator (lesson 07): the only version of its module the Go proxy serves here.
+PROMETHEUS_OPERATOR = "v0.85.0"
+# The Prometheus that operator runs (lesson 07): Prometheus 3.5.0, the operator's default version, whose module is
+# tagged v0.305.0 (the version the operator's own go.mod requires). Debian's 2.42 cannot be used there: it is built
+# without kubernetes_sd_configs, which every generated ServiceMonitor/PodMonitor job uses.
+OPERATED_PROMETHEUS = "v3.5.0"
+OPERATED_PROMETHEUS_MODULE = "v0.305.0"
 # node-problem-detector (lesson 08): one per simulated node.
 NODE_PROBLEM_DETECTOR = "v1.36.0"
 

@@ -31,6 +31,7 @@ from ..cluster.binaries import ensure_component
 from ..cluster.ports import free_port, port_free
 from ..errors import ClusterUnreachable, LabkitError, PortInUse
 from ..paths import kubeconfig_path, state_dir
+from .alertmanager import Alertmanager, AlertWebhook
 from .base import Addon, Context
 from .gpu_exporter import GpuExporter
 from .karpenter import Karpenter
@@ -41,13 +42,16 @@ from .node_exporter import NodeExporter
 from .node_problem_detector import NodeProblemDetector
 from .prometheus import INSTALL_PROMETHEUS, Prometheus
 from .prometheus_adapter import PrometheusAdapter
+from .prometheus_operated import ConfigReloader, PrometheusOperated
+from .prometheus_operator import PrometheusOperator
 from .workload_model import WorkloadModel
 
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
-    GpuExporter(), Karpenter(), KubeStateMetrics(), KubernetesSD(), LocalPathProvisioner(), NodeExporter(),
-    NodeProblemDetector(), Prometheus(), PrometheusAdapter(), WorkloadModel())}
+    AlertWebhook(), Alertmanager(), ConfigReloader(), GpuExporter(), Karpenter(), KubeStateMetrics(), KubernetesSD(),
+    LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(), PrometheusAdapter(),
+    PrometheusOperated(), PrometheusOperator(), WorkloadModel())}
 # A deadline, not a wait: on a loaded 2-core machine Karpenter's informers alone took over 30 s to report healthy.
 START_TIMEOUT_S = 90.0
 Progress = Callable[[str], None]

@@ -24,6 +24,7 @@ LESSONS: dict[str, str] = {
     "04": "hpa",
     "05": "node_autoscaling",
     "06": "prometheus",
+    "07": "dashboards",
     "08": "node_problems",
     "12": "gpu_monitoring",
 }

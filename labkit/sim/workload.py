@@ -31,7 +31,12 @@ Cost model (documented in the lesson notebook 04_hpa):
 The usage reaches metrics-server through KWOK's own mechanism: one ``ResourceUsage`` object per busy pod (same name
 and namespace as the pod, owned by it so the garbage collector removes it with the pod), written only when the
 value changes, never a patch to the pod (that would wake every pod watcher). The same numbers are exported in
-Prometheus format (``http_requests_total``, ``http_request_duration_seconds``, labels namespace/pod/service).
+Prometheus format (``http_requests_total``, ``http_request_duration_seconds``, labels namespace/pod/service), all
+pods on one page (``/metrics``, the ``workload-model`` job of the lab's Prometheus), and pod by pod as each pod's own
+``/metrics`` would say them (``/pods/NAMESPACE/POD/metrics``: no namespace/pod/service labels, which Prometheus adds
+from service discovery). Nothing answers on a simulated pod's IP, so that per-pod route is the lab's stand-in for pod
+networking: the operated Prometheus (lesson 07, :mod:`labkit.sim.config_reloader`) relabels each pod target's
+address to it. Every Running pod answers there (zero requests while idle), as an instrumented app would.
 
 Run as ``python -m labkit.sim.workload --kubeconfig K --port P --state DIR`` (the ``workload-model`` add-on);
 binds 127.0.0.1.
@@ -305,6 +310,25 @@ def render_metrics(counters: Counters) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_pod_metrics(counters: Counters, namespace: str, pod: str) -> str:
+    """What the pod's own ``/metrics`` would say: its counter and histogram, without namespace/pod/service labels
+    (a process does not know them; Prometheus attaches them from the target's discovery labels)."""
+    s = counters.series.get((namespace, pod), Series(""))
+    lines = ["# HELP http_requests_total Requests served by the pod.", "# TYPE http_requests_total counter",
+             f"http_requests_total {s.requests:.3f}",
+             "# HELP http_request_duration_seconds Time to answer a request.",
+             "# TYPE http_request_duration_seconds histogram"]
+    for le, count in zip(BUCKETS, s.buckets, strict=True):
+        lines.append(f'http_request_duration_seconds_bucket{{le="{le}"}} {count:.3f}')
+    lines += [f'http_request_duration_seconds_bucket{{le="+Inf"}} {s.requests:.3f}',
+              f"http_request_duration_seconds_sum {s.duration_sum:.6f}",
+              f"http_request_duration_seconds_count {s.requests:.3f}"]
+    return "\n".join(lines) + "\n"
+
+
+POD_ROUTE = re.compile(r"^/pods/([a-z0-9][-a-z0-9]*)/([a-z0-9][-a-z0-9.]*)/metrics$")
+
+
 def resource_usage(load: PodLoad, server: Server) -> dict[str, Any]:
     """KWOK's ResourceUsage for one busy pod (same name as the pod, owned by it)."""
     usage = {"cpu": {"value": f"{round(load.cpu_m)}m"}, "memory": {"value": f"{round(load.memory / 2**20)}Mi"}}
@@ -349,6 +373,7 @@ class Model:
         self.kwok_usage = self._has_resource_usage_api()
         self.counters = Counters()
         self.snapshot = Snapshot()
+        self.running: set[tuple[str, str]] = set()  # (namespace, pod) of every Running pod: each answers its route
         self.written: dict[tuple[str, str], dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -382,6 +407,7 @@ class Model:
         with self.lock:
             self.counters.advance(loads, dt, alive=servers)
             self.snapshot = Snapshot(time.time(), clients, loads)
+            self.running = set(servers)
         if self.kwok_usage:
             self._reconcile(loads, servers)
 
@@ -456,6 +482,8 @@ class _Handler(BaseHTTPRequestHandler):
                 body, kind = model.snapshot.as_json(), "application/json"
             elif self.path == "/healthz":
                 body, kind = "ok\n", "text/plain"
+            elif (route := POD_ROUTE.match(self.path)) and (route[1], route[2]) in model.running:
+                body, kind = render_pod_metrics(model.counters, route[1], route[2]), "text/plain; version=0.0.4"
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
