@@ -31,7 +31,7 @@ import plotly.graph_objects as go
 
 from . import promql
 from .errors import LabkitError
-from .settings import SCRAPE_INTERVAL_S
+from .settings import DATASOURCE_SCRAPE_INTERVAL_S, SCRAPE_INTERVAL_S
 
 SUPPORTED = ("timeseries", "stat", "gauge", "bargauge", "table", "heatmap")
 # Older panel types drawn as the type Grafana itself migrates them to when it loads a dashboard (Grafana 11 turns
@@ -513,8 +513,9 @@ class TimeRange:
 
     @property
     def rate_interval_s(self) -> float:
-        """Grafana's ``$__rate_interval``: max($__interval + scrape interval, 4 x scrape interval)."""
-        return max(self.step_s + SCRAPE_INTERVAL_S, 4 * SCRAPE_INTERVAL_S)
+        """Grafana's ``$__rate_interval``: max($__interval + scrape interval, 4 x scrape interval), with the
+        datasource's scrape interval (:data:`~labkit.settings.DATASOURCE_SCRAPE_INTERVAL_S`)."""
+        return max(self.step_s + DATASOURCE_SCRAPE_INTERVAL_S, 4 * DATASOURCE_SCRAPE_INTERVAL_S)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")

@@ -15,6 +15,9 @@ SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
 # The control plane's own /metrics (apiserver, etcd, scheduler, controller-manager): tens of thousands of series that
 # change slowly; rendering the API server's alone costs it a good part of a core every 2 s on a 2-core machine.
 CONTROL_PLANE_SCRAPE_INTERVAL_S = 10
+# The "scrape interval" a Grafana datasource for the lab's Prometheus is set to: the slowest job's, so that
+# $__rate_interval (4 x this) always spans enough samples of every job for rate() (the control plane's too).
+DATASOURCE_SCRAPE_INTERVAL_S = max(SCRAPE_INTERVAL_S, CONTROL_PLANE_SCRAPE_INTERVAL_S)
 # The Prometheus job of the GPU exporter's targets: what dcgm-exporter's ServiceMonitor is called in the GPU Operator.
 DCGM_EXPORTER_JOB = "dcgm-exporter"
 # The Prometheus job of the workload model's per-pod request metrics (what a PodMonitor on the app would be called).

@@ -98,6 +98,12 @@ def node_monitor_configs(upstream: Path, node: str) -> list[dict[str, Any]]:
     return configs
 
 
+def custom_stamp(folder: Path) -> list[str]:
+    """What the custom plugin monitors folder holds now (``name@mtime``): each NPD reports the one it started with."""
+    custom = custom_dir(folder)
+    return sorted(f"{p.name}@{p.stat().st_mtime_ns}" for p in custom.glob("*.json")) if custom.is_dir() else []
+
+
 def render_custom(config: dict[str, Any], node: str) -> dict[str, Any]:
     """A custom plugin monitor for ``node``: ``{node}`` and ``{node_root}`` name that node, ``{plugins}`` the folder
     of labkit's check scripts (``labkit/data/npd-plugins``), wherever labkit is installed."""
@@ -109,8 +115,10 @@ def render_custom(config: dict[str, Any], node: str) -> dict[str, Any]:
 class _Npd:
     """One node's NPD process and its ports."""
 
-    def __init__(self, node: str, proc: subprocess.Popen[bytes], port: int, metrics_port: int) -> None:
+    def __init__(self, node: str, proc: subprocess.Popen[bytes], port: int, metrics_port: int,
+                 custom: list[str]) -> None:
         self.node, self.proc, self.port, self.metrics_port = node, proc, port, metrics_port
+        self.custom = custom  # the custom monitors it runs (custom_stamp when it started)
         self.log_inode = _inode(kernel_log(node))
 
     def healthy(self) -> bool:
@@ -149,9 +157,8 @@ class DaemonSet:
         self.custom_stamp = self._custom_stamp()
         self.server = api_server(Path(args.kubeconfig))
 
-    def _custom_stamp(self) -> tuple[tuple[str, int], ...]:
-        folder = custom_dir(self.folder)
-        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.glob("*"))) if folder.is_dir() else ()
+    def _custom_stamp(self) -> list[str]:
+        return custom_stamp(self.folder)
 
     def _nodes(self) -> list[str]:
         with ApiConnection(Path(self.args.kubeconfig)) as api:
@@ -186,7 +193,7 @@ class DaemonSet:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=home,
                                 preexec_fn=_die_with_parent)  # noqa: PLW1509 (no threads touch the fork)
         log.close()
-        return _Npd(node, proc, port, metrics_port)
+        return _Npd(node, proc, port, metrics_port, self.custom_stamp)
 
     def _stop(self, npd: _Npd) -> None:
         npd.proc.terminate()
@@ -231,7 +238,8 @@ class DaemonSet:
     def state(self) -> dict[str, Any]:
         with self.lock:
             return {n.node: {"pid": n.proc.pid, "port": n.port, "metrics_port": n.metrics_port,
-                             "healthy": n.healthy(), "log": str(self.folder / n.node / "node-problem-detector.log")}
+                             "healthy": n.healthy(), "custom": n.custom,
+                             "log": str(self.folder / n.node / "node-problem-detector.log")}
                     for n in self.npds.values()}
 
 

@@ -9,6 +9,7 @@ temporary problem as an Event and a permanent one as a NodeCondition; nothing in
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .. import addons
-from ..addons.node_problem_detector import CUSTOM_DIR, PLUGINS_DIR, component
+from ..addons.node_problem_detector import CUSTOM_DIR, PLUGINS_DIR, component, custom_stamp
 from ..errors import NotFound, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
@@ -175,13 +176,36 @@ def install_custom_monitor(name: str, config: dict[str, Any] | str) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+    wait_detectors_reloaded()
     return path
 
 
 def remove_custom_monitors() -> None:
-    """Remove every custom plugin monitor (the NPDs restart without them)."""
+    """Remove every custom plugin monitor; return once every NPD runs without them."""
     for path in custom_monitors_dir().glob("*.json"):
         path.unlink()
+    if addons.url(ADDON):
+        wait_detectors_reloaded()
+
+
+def wait_detectors_reloaded(*, timeout: float = 30.0) -> None:
+    """Block until every node's NPD runs the custom monitors now in :func:`custom_monitors_dir` and is healthy.
+
+    On a real cluster: ``kubectl rollout status daemonset/node-problem-detector -n kube-system`` after the ConfigMap
+    changed and the DaemonSet was restarted.
+    """
+    want = custom_stamp(custom_monitors_dir().parent)
+    deadline = time.monotonic() + timeout
+    while True:
+        table = detectors()
+        stale = [] if table.empty else [r.node for r in table.itertuples() if r.custom != want or not r.healthy]
+        if not table.empty and not stale:
+            return
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"node-problem-detectors not restarted with the custom monitors within {timeout:.0f}s: "
+                              f"{', '.join(stale) or 'none running'}", last_seen=stale,
+                              fix="labkit status   # and the add-on's log named there")
+        time.sleep(0.2)  # the add-on's state is a plain HTTP page: nothing to watch
 
 
 def set_clock_offset(node: str, seconds: float) -> None:
@@ -272,7 +296,7 @@ def detectors() -> pd.DataFrame:
     kube-system -l app=node-problem-detector -o wide`` on a real cluster)."""
     url = addons.url(ADDON)
     if url is None:
-        return pd.DataFrame(columns=["node", "pid", "port", "metrics_port", "healthy"])
+        return pd.DataFrame(columns=["node", "pid", "port", "metrics_port", "healthy", "custom"])
     with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback)
         state = json.loads(resp.read())
     return pd.DataFrame([{"node": node, **{k: v for k, v in s.items() if k != "log"}}

@@ -189,7 +189,7 @@ def _choice(name: str, options: tuple[str, ...], selected: tuple[str, ...], **kw
 
 def test_interpolation_of_variables_formats_and_builtins() -> None:
     window = dash.TimeRange.parse("15m", end=0)
-    assert (window.seconds, window.step_s, window.rate_interval_s) == (900, 8, 10)  # 120 points
+    assert (window.seconds, window.step_s, window.rate_interval_s) == (900, 8, 40)  # 120 points; 4 x 10 s
     choices = {
         "namespace": _choice("namespace", ("a", "b"), ("a",)),
         "pod": _choice("pod", ("web-1", "web.2"), (dash.ALL,), multi=True, include_all=True),
@@ -200,7 +200,7 @@ def test_interpolation_of_variables_formats_and_builtins() -> None:
     expr = ('x{namespace="$namespace", pod=~"${pod}", node=~"[[node]]", gpu=~"$gpu"}[$__rate_interval] '
             "$__interval $__range ${gpu:csv} $unknown")
     assert dash.interpolate(expr, choices, window) == (
-        'x{namespace="a", pod=~"(web-1|web\\\\.2)", node=~".*", gpu=~"(0|2)"}[10s] 8s 900s 0,2 $unknown')
+        'x{namespace="a", pod=~"(web-1|web\\\\.2)", node=~".*", gpu=~"(0|2)"}[40s] 8s 900s 0,2 $unknown')
 
 
 def test_legend_format_and_grafanas_default_names() -> None:
@@ -446,7 +446,7 @@ def test_durations_and_time_ranges() -> None:
     with pytest.raises(dash.DashboardError, match="not a duration"):
         dash.duration_seconds("5 minutes")
     hour = dash.TimeRange.parse("now-1h", end=0)
-    assert (hour.seconds, hour.step_s, hour.rate_interval_s) == (3600, 30, 32)
+    assert (hour.seconds, hour.step_s, hour.rate_interval_s) == (3600, 30, 40)
     assert dash.TimeRange.parse(2, end=0).seconds == 120  # minutes, as lk.promql.query_range takes them
     gpu = _choice("gpu", ("0", "1"), ("0", "1"), multi=True)
     assert dash.interpolate("${gpu:pipe} ${gpu:csv} ${gpu:regex}", {"gpu": gpu}, hour) == "0|1 0,1 (0|1)"
