@@ -424,17 +424,20 @@ def inject_fault(node: str, gpu: int, *, xid: int | None = None, ecc_uncorrected
     return _gpu_post(node, body)
 
 
-def reset_gpu(node: str, gpu: int) -> dict[str, Any]:
-    """``nvidia-smi -r -i GPU`` on ``node``: refused while a process uses the GPU (drain first), as the real one is.
+def reset_gpu(node: str, gpu: int, *, wait_s: float = 0.0) -> dict[str, Any]:
+    """``nvidia-smi -r -i GPU`` on ``node``: refused while a process uses the GPU (drain first), as the real one is;
+    ``wait_s`` waits that long for the drained pod's process to leave first.
 
     A reset re-initialises the GPU: a lost GPU comes back, volatile ECC counters clear, a pending row remap takes
     effect. It does NOT clear aggregate ECC counts, remapped rows, or a row-remap failure (that board needs RMA)."""
     from ..sim.gpu.shared import fetch_state
 
-    procs = fetch_state(_exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["processes"] or []
-    if procs:
-        raise LabkitError(f"GPU {gpu} of {node} is in use by {[p['name'] for p in procs]}; nvidia-smi -r refuses",
-                          fix=f"kubectl cordon {node}; kubectl drain {node} --ignore-daemonsets")
+    deadline = time.monotonic() + wait_s
+    while procs := fetch_state(_exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["processes"] or []:
+        if time.monotonic() >= deadline:
+            raise LabkitError(f"GPU {gpu} of {node} is in use by {[p['name'] for p in procs]}; nvidia-smi -r refuses",
+                              fix=f"kubectl cordon {node}; kubectl drain {node} --ignore-daemonsets")
+        time.sleep(0.5)
     return _gpu_post(node, {"gpu": gpu, "reset": True})
 
 
