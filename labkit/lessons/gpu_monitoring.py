@@ -526,12 +526,15 @@ def job_stats(namespace: str, pods: Sequence[str], *, minutes: float = 2.0) -> p
     DCGM_FI_DEV_FB_USED, DCGM_FI_DEV_GPU_UTIL with the pod's labels): what ``dcgmi stats`` reports per process."""
     rows = []
     for pod in pods:
-        series = {}
-        for column, metric in (("power_w", "DCGM_FI_DEV_POWER_USAGE"), ("fb_used_mib", "DCGM_FI_DEV_FB_USED"),
-                               ("gpu_util", "DCGM_FI_DEV_GPU_UTIL")):
-            frame = promql.query_range(f'max({metric}{{namespace="{namespace}",pod="{pod}"}})', minutes=minutes)
-            series[column] = frame.set_index("time")["value"]
-        samples = pd.DataFrame(series).dropna().reset_index()
+        sel = f'{{namespace="{namespace}",pod="{pod}"}}'
+        # One range query (one grid of timestamps) for the three metrics, told apart by a "field" label.
+        expr = " or ".join(f'label_replace(max({metric}{sel}), "field", "{column}", "", "")'
+                           for column, metric in (("power_w", "DCGM_FI_DEV_POWER_USAGE"),
+                                                  ("fb_used_mib", "DCGM_FI_DEV_FB_USED"),
+                                                  ("gpu_util", "DCGM_FI_DEV_GPU_UTIL")))
+        frame = promql.query_range(expr, minutes=minutes)
+        samples = (frame.pivot(index="time", columns="field", values="value").dropna().reset_index()
+                   if not frame.empty else pd.DataFrame(columns=["time", "power_w", "fb_used_mib", "gpu_util"]))
         rows.append({"pod": pod, "samples": len(samples), **process_stats(samples)})
     return pd.DataFrame(rows)
 
