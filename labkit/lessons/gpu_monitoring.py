@@ -348,6 +348,17 @@ def gpu_time_by_pod(*, window: str = "10m", namespace: str | None = None) -> pd.
     return table.sort_values(["namespace", "pod"]).reset_index(drop=True)
 
 
+def since_started(lab: Any, namespace: str, pod: str, *, cap: str = "5m") -> str:
+    """A PromQL range (``"42s"``) covering the pod's life so far (``kubectl get pod POD -o
+    jsonpath='{.status.startTime}'``), at most ``cap``: series of an earlier pod of the same name stay out."""
+    obj = get(lab, "Pod", pod, namespace=namespace, api_version="v1")
+    started = (obj or {}).get("status", {}).get("startTime")
+    if not started:
+        raise LabkitError(f"pod {namespace}/{pod} has not started", fix=f"kubectl get pod -n {namespace} {pod}")
+    cap_s = int(cap[:-1]) * {"s": 1, "m": 60, "h": 3600}[cap[-1]]
+    return f"{min(int(time.time() - pd.Timestamp(started).timestamp()) + 1, cap_s)}s"
+
+
 def gpu_time_by_namespace(table: pd.DataFrame) -> pd.DataFrame:
     """Roll the per-pod table up per namespace (a team's GPU bill)."""
     out = table.groupby("namespace")[["allocated_gpu_s", "busy_gpu_s"]].sum().reset_index()
@@ -516,14 +527,17 @@ def process_stats(samples: pd.DataFrame) -> dict[str, float]:
     seconds = frame["time"].map(lambda t: t.timestamp()).to_numpy(dtype=float)
     power = frame["power_w"].to_numpy(dtype=float)
     energy = float(((power[1:] + power[:-1]) / 2 * (seconds[1:] - seconds[:-1])).sum()) if len(frame) > 1 else 0.0
-    return {"duration_s": float(seconds[-1] - seconds[0]) if len(frame) else 0.0, "energy_j": round(energy),
+    duration = float(seconds[-1] - seconds[0]) if len(frame) else 0.0
+    return {"duration_s": duration, "energy_j": round(energy),
+            "avg_power_w": round(energy / duration, 1) if duration else 0.0,
             "max_memory_mib": float(frame["fb_used_mib"].max()), "sm_util_avg_pct": round(frame["gpu_util"].mean(), 1),
             "sm_util_max_pct": float(frame["gpu_util"].max()), "sm_util_min_pct": float(frame["gpu_util"].min())}
 
 
-def job_stats(namespace: str, pods: Sequence[str], *, minutes: float = 2.0) -> pd.DataFrame:
-    """:func:`process_stats` per pod, from the lab's Prometheus (``query_range`` of DCGM_FI_DEV_POWER_USAGE,
-    DCGM_FI_DEV_FB_USED, DCGM_FI_DEV_GPU_UTIL with the pod's labels): what ``dcgmi stats`` reports per process."""
+def job_stats(lab: Any, namespace: str, pods: Sequence[str]) -> pd.DataFrame:
+    """:func:`process_stats` per pod since it started (its ``status.startTime``), from the lab's Prometheus
+    (``query_range`` of DCGM_FI_DEV_POWER_USAGE, DCGM_FI_DEV_FB_USED, DCGM_FI_DEV_GPU_UTIL with the pod's labels):
+    what ``dcgmi stats -j JOB -v`` reports per process."""
     rows = []
     for pod in pods:
         sel = f'{{namespace="{namespace}",pod="{pod}"}}'
@@ -532,7 +546,11 @@ def job_stats(namespace: str, pods: Sequence[str], *, minutes: float = 2.0) -> p
                            for column, metric in (("power_w", "DCGM_FI_DEV_POWER_USAGE"),
                                                   ("fb_used_mib", "DCGM_FI_DEV_FB_USED"),
                                                   ("gpu_util", "DCGM_FI_DEV_GPU_UTIL")))
-        frame = promql.query_range(expr, minutes=minutes)
+        pod_obj = get(lab, "Pod", pod, namespace=namespace, api_version="v1")
+        if pod_obj is None or not (pod_obj.get("status") or {}).get("startTime"):
+            raise LabkitError(f"pod {namespace}/{pod} has not started", fix=f"kubectl get pod -n {namespace} {pod}")
+        started = pd.Timestamp(pod_obj["status"]["startTime"]).timestamp()
+        frame = promql.query_range(expr, minutes=max(time.time() - started, 1.0) / 60)
         samples = (frame.pivot(index="time", columns="field", values="value").dropna().reset_index()
                    if not frame.empty else pd.DataFrame(columns=["time", "power_w", "fb_used_mib", "gpu_util"]))
         rows.append({"pod": pod, "samples": len(samples), **process_stats(samples)})

@@ -92,7 +92,7 @@ def test_process_stats_integrates_power_over_the_job() -> None:
                             "power_w": [100.0, 300.0, 300.0], "fb_used_mib": [1000, 5000, 3000],
                             "gpu_util": [50, 100, 90]})
     stats = process_stats(samples.sample(frac=1, random_state=0))  # order does not matter
-    assert stats["energy_j"] == (100 + 300) / 2 * 10 + 300 * 10 == 5000
+    assert stats["energy_j"] == (100 + 300) / 2 * 10 + 300 * 10 == 5000 and stats["avg_power_w"] == 250
     assert (stats["duration_s"], stats["max_memory_mib"], stats["sm_util_max_pct"]) == (20, 5000, 100)
     assert stats["sm_util_avg_pct"] == 80.0 and stats["sm_util_min_pct"] == 50
 
