@@ -106,6 +106,33 @@ def driver_and_firmware(api: Any) -> pd.DataFrame:
         api.nvmlShutdown()
 
 
+NEWER_NVML_FUNCTIONS = ("nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetRemappedRows",
+                        "nvmlDeviceGetPlatformInfo", "nvmlDeviceGetPowerMizerMode_v1")
+
+
+def nvml_versions(api: Any, functions: Sequence[str] = NEWER_NVML_FUNCTIONS) -> pd.DataFrame:
+    """Version queries (``nvidia-smi`` prints the first three in its header) and which C functions the loaded
+    driver library exports: NVML is backward compatible, so an old call works on a new driver, while a call newer
+    than the driver answers ``NVML_ERROR_FUNCTION_NOT_FOUND`` (pynvml: ``NVMLError_FunctionNotFound``)."""
+    api.nvmlInit()
+    try:
+        cuda = api.nvmlSystemGetCudaDriverVersion()
+        rows = [("nvmlSystemGetDriverVersion", _read(api.nvmlSystemGetDriverVersion)),
+                ("nvmlSystemGetCudaDriverVersion", f"{cuda} (CUDA {_cuda_text(cuda)})"),
+                ("nvmlSystemGetNVMLVersion", _read(api.nvmlSystemGetNVMLVersion))]
+        lookup = getattr(api, "_nvmlGetFunctionPointer", None) or N._nvmlGetFunctionPointer
+        for name in functions:
+            try:
+                lookup(name)
+                rows.append((name, "exported"))
+            except N.NVMLError as exc:
+                code = "NVML_ERROR_FUNCTION_NOT_FOUND" if exc.value == N.NVML_ERROR_FUNCTION_NOT_FOUND else exc.value
+                rows.append((name, f"{exc} ({code})"))
+        return pd.DataFrame(rows, columns=["query", "answer"])
+    finally:
+        api.nvmlShutdown()
+
+
 # --- the same GPUs from a terminal: nvitop and gpustat, unmodified -----------------------------------------------
 
 _NVITOP_PROBE = textwrap.dedent("""
@@ -403,7 +430,7 @@ def firing_alerts(*, node: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["alert", "node", "gpu", "value"])
 
 
-def wait_for_alerts(alerts: set[str], *, node: str, timeout: float = 30.0) -> pd.DataFrame:
+def wait_for_alerts(alerts: set[str], *, node: str, timeout: float = 60.0) -> pd.DataFrame:
     """Block until every alert in ``alerts`` fires for ``node`` (one scrape, then the rule expression)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -113,3 +113,14 @@ def test_promtool_accepts_the_rule_file(tmp_path) -> None:
     result = subprocess.run([promtool, "check", "rules", str(tmp_path / "gpu-faults.yml")], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0 and "SUCCESS: 3 rules found" in result.stdout, result.stdout + result.stderr
+
+
+def test_nvml_versions_and_a_function_the_driver_lacks() -> None:
+    from labkit.lessons.gpu_monitoring import nvml_versions
+
+    table = nvml_versions(FakeNvml(FakeMachine(profile="H100-SXM", count=1, node="n", clock="manual")),
+                          ["nvmlDeviceGetRemappedRows", "nvmlDeviceGetSomethingFromTheFuture"])
+    answers = table.set_index("query")["answer"]
+    assert answers["nvmlSystemGetNVMLVersion"].endswith(answers["nvmlSystemGetDriverVersion"])
+    assert answers["nvmlDeviceGetRemappedRows"] == "exported"
+    assert answers["nvmlDeviceGetSomethingFromTheFuture"].endswith("(NVML_ERROR_FUNCTION_NOT_FOUND)")
