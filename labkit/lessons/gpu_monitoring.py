@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -20,16 +21,18 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .. import addons, promql
-from ..errors import LabkitError
+from ..errors import LabkitError, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.apply import apply
 from ..kube.objects import get
 from ..settings import DEFAULT_GPU_PROFILE, SCRAPE_INTERVAL_S
 from ..sim.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, fake_pynvml_env, nvml_mode, reason_names
 from ..sim.gpu.attribution import pod_pid
+from ..sim.gpu.faults import FaultState
 from ..sim.gpu.machine import FakeProcess
 from ..sim.gpu.real_pynvml import pynvml as N
 from ..widgets import Dashboard
+from .node_problems import cordon, drain
 
 NA = "n/a"
 
@@ -99,6 +102,33 @@ def driver_and_firmware(api: Any) -> pd.DataFrame:
                          "VBIOS (board firmware)": _read(api.nvmlDeviceGetVbiosVersion, h),
                          "InfoROM image (board firmware)": _read(api.nvmlDeviceGetInforomImageVersion, h)})
         return pd.DataFrame(rows)
+    finally:
+        api.nvmlShutdown()
+
+
+NEWER_NVML_FUNCTIONS = ("nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetRemappedRows",
+                        "nvmlDeviceGetPlatformInfo", "nvmlDeviceGetPowerMizerMode_v1")
+
+
+def nvml_versions(api: Any, functions: Sequence[str] = NEWER_NVML_FUNCTIONS) -> pd.DataFrame:
+    """Version queries (``nvidia-smi`` prints the first three in its header) and which C functions the loaded
+    driver library exports: NVML is backward compatible, so an old call works on a new driver, while a call newer
+    than the driver answers ``NVML_ERROR_FUNCTION_NOT_FOUND`` (pynvml: ``NVMLError_FunctionNotFound``)."""
+    api.nvmlInit()
+    try:
+        cuda = api.nvmlSystemGetCudaDriverVersion()
+        rows = [("nvmlSystemGetDriverVersion", _read(api.nvmlSystemGetDriverVersion)),
+                ("nvmlSystemGetCudaDriverVersion", f"{cuda} (CUDA {_cuda_text(cuda)})"),
+                ("nvmlSystemGetNVMLVersion", _read(api.nvmlSystemGetNVMLVersion))]
+        lookup = getattr(api, "_nvmlGetFunctionPointer", None) or N._nvmlGetFunctionPointer
+        for name in functions:
+            try:
+                lookup(name)
+                rows.append((name, "exported"))
+            except N.NVMLError as exc:
+                code = "NVML_ERROR_FUNCTION_NOT_FOUND" if exc.value == N.NVML_ERROR_FUNCTION_NOT_FOUND else exc.value
+                rows.append((name, f"{exc} ({code})"))
+        return pd.DataFrame(rows, columns=["query", "answer"])
     finally:
         api.nvmlShutdown()
 
@@ -345,11 +375,278 @@ def gpu_time_by_pod(*, window: str = "10m", namespace: str | None = None) -> pd.
     return table.sort_values(["namespace", "pod"]).reset_index(drop=True)
 
 
+def since_started(lab: Any, namespace: str, pod: str, *, cap: str = "5m") -> str:
+    """A PromQL range (``"42s"``) covering the pod's life so far (``kubectl get pod POD -o
+    jsonpath='{.status.startTime}'``), at most ``cap``: series of an earlier pod of the same name stay out."""
+    obj = get(lab, "Pod", pod, namespace=namespace, api_version="v1")
+    started = (obj or {}).get("status", {}).get("startTime")
+    if not started:
+        raise LabkitError(f"pod {namespace}/{pod} has not started", fix=f"kubectl get pod -n {namespace} {pod}")
+    cap_s = int(cap[:-1]) * {"s": 1, "m": 60, "h": 3600}[cap[-1]]
+    return f"{min(int(time.time() - pd.Timestamp(started).timestamp()) + 1, cap_s)}s"
+
+
 def gpu_time_by_namespace(table: pd.DataFrame) -> pd.DataFrame:
     """Roll the per-pod table up per namespace (a team's GPU bill)."""
     out = table.groupby("namespace")[["allocated_gpu_s", "busy_gpu_s"]].sum().reset_index()
     out["efficiency"] = (out["busy_gpu_s"] / out["allocated_gpu_s"]).round(2)
     return out
+
+
+# --- faults: XID, ECC, row remapping; health, per-job statistics, and what an operator does ------------------
+
+# The alerting rules, written as dcgm-exporter users write them (the same groups go in a kube-prometheus
+# PrometheusRule's spec). The lab's Prometheus loads no rule files: the lesson evaluates each expression with
+# PromQL; lesson 07 wires rules to Alertmanager.
+FAULT_RULES = {
+    "GpuXidError": ("DCGM_FI_DEV_XID_ERRORS > 0", "critical",
+                    "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} reported XID {{ $value }}"),
+    "GpuEccDoubleBitError": ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL > 0", "critical",
+                             "uncorrectable ECC error on GPU {{ $labels.gpu }} of {{ $labels.Hostname }}"),
+    "GpuRowRemapFailure": ("DCGM_FI_DEV_ROW_REMAP_FAILURE > 0", "critical",
+                           "row remapping failed on GPU {{ $labels.gpu }} of {{ $labels.Hostname }}: RMA the board"),
+}
+
+
+def fault_rules_yaml() -> str:
+    """The rules as a Prometheus rule file (``promtool check rules FILE`` accepts it)."""
+    lines = ["groups:", "- name: gpu-faults", "  rules:"]
+    for name, (expr, severity, summary) in FAULT_RULES.items():
+        lines += [f"  - alert: {name}", f"    expr: {expr}", "    for: 0m", f"    labels: {{severity: {severity}}}",
+                  f"    annotations: {{summary: '{summary}'}}"]
+    return "\n".join(lines) + "\n"
+
+
+def firing_alerts(*, node: str | None = None) -> pd.DataFrame:
+    """Each rule's expression evaluated now by the lab's Prometheus: one row per (alert, GPU) that would fire.
+
+    Same as ``curl 'http://127.0.0.1:PORT/api/v1/query?query=DCGM_FI_DEV_XID_ERRORS > 0'`` per rule."""
+    rows = []
+    for name, (expr, _, _) in FAULT_RULES.items():
+        frame = promql.query(f"max by (Hostname, gpu) ({expr})")
+        for row in frame.itertuples():
+            if node is None or row.Hostname == node:
+                rows.append({"alert": name, "node": row.Hostname, "gpu": int(row.gpu), "value": row.value})
+    return pd.DataFrame(rows, columns=["alert", "node", "gpu", "value"])
+
+
+def wait_for_alerts(alerts: set[str], *, node: str, timeout: float = 60.0) -> pd.DataFrame:
+    """Block until every alert in ``alerts`` fires for ``node`` (one scrape, then the rule expression)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = firing_alerts(node=node)
+        if alerts <= set(frame["alert"]):
+            return frame
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"alerts {sorted(alerts)} not all firing for {node} after {timeout:.0f}s; "
+                              f"firing: {frame.to_dict('records')}",
+                              fix=f"check the exporter: curl {_exporter_url()}/{node} | grep -e XID -e ECC -e REMAP")
+        time.sleep(0.5)
+
+
+def _gpu_post(node: str, body: dict[str, Any]) -> dict[str, Any]:
+    base = _exporter_url().removesuffix("/metrics")
+    request = urllib.request.Request(f"{base}/faults/{node}", data=json.dumps(body).encode(), method="POST",  # noqa: S310
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 -- loopback
+        return json.loads(resp.read())
+
+
+def inject_fault(node: str, gpu: int, *, xid: int | None = None, ecc_uncorrected: int = 0) -> dict[str, Any]:
+    """Make a GPU of the lab fail as firmware/driver would report it, in the ONE state the exporter owns.
+
+    ``curl -d '{"gpu": 0, "xid": 79}' http://127.0.0.1:PORT/faults/NODE``. XID 48 is a double-bit ECC error (and
+    a row remap pending), 64 a failed row remap, 79 the GPU fallen off the bus. Simulated: no board broke."""
+    body: dict[str, Any] = {"gpu": gpu, "xid": xid} if xid is not None else {"gpu": gpu,
+                                                                           "ecc_uncorrected": ecc_uncorrected}
+    return _gpu_post(node, body)
+
+
+def reset_gpu(node: str, gpu: int, *, wait_s: float = 0.0) -> dict[str, Any]:
+    """``nvidia-smi -r -i GPU`` on ``node``: refused while a process uses the GPU (drain first), as the real one is;
+    ``wait_s`` waits that long for the drained pod's process to leave first.
+
+    A reset re-initialises the GPU: a lost GPU comes back, volatile ECC counters clear, a pending row remap takes
+    effect. It does NOT clear aggregate ECC counts, remapped rows, or a row-remap failure (that board needs RMA)."""
+    from ..sim.gpu.shared import fetch_state
+
+    deadline = time.monotonic() + wait_s
+    while procs := fetch_state(_exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["processes"] or []:
+        if time.monotonic() >= deadline:
+            raise LabkitError(f"GPU {gpu} of {node} is in use by {[p['name'] for p in procs]}; nvidia-smi -r refuses",
+                              fix=f"kubectl cordon {node}; kubectl drain {node} --ignore-daemonsets")
+        time.sleep(0.5)
+    return _gpu_post(node, {"gpu": gpu, "reset": True})
+
+
+def replace_board(node: str, gpu: int) -> dict[str, Any]:
+    """The simulated end of an RMA: a new board in the slot (``{"gpu": G, "replace": true}``), all counters zero."""
+    return _gpu_post(node, {"gpu": gpu, "replace": True})
+
+
+def nvml_errors(node: str, gpu: int) -> dict[str, Any]:
+    """What NVML reports about one GPU's errors, read from a terminal's view of the lab (a mirror of the one state).
+
+    nvmlDeviceGetHandleByIndex (``NVML_ERROR_GPU_IS_LOST`` after XID 79), nvmlDeviceGetTotalEccErrors,
+    nvmlDeviceGetRemappedRows; the XID itself reaches NVML clients as an event (nvmlEventSetWait,
+    ``nvmlEventTypeXidCriticalError``) and the kernel log (``NVRM: Xid``): shown here as the last one."""
+    from ..sim.gpu.shared import MirrorMachine
+
+    machine = MirrorMachine(_exporter_url().removesuffix("/metrics"), node)
+    api = FakeNvml(machine)
+    api.nvmlInit()
+    try:
+        row: dict[str, Any] = {"node": node, "gpu": gpu,
+                               "last_xid (event)": machine.devices[gpu].faults.last_xid}
+        try:
+            h = api.nvmlDeviceGetHandleByIndex(gpu)
+        except N.NVMLError as exc:
+            return {**row, "handle": str(exc)}
+        row["handle"] = "ok"
+        for kind, err in (("sbe", N.NVML_MEMORY_ERROR_TYPE_CORRECTED), ("dbe", N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED)):
+            for scope, counter in (("volatile", N.NVML_VOLATILE_ECC), ("aggregate", N.NVML_AGGREGATE_ECC)):
+                row[f"ecc_{kind}_{scope}"] = _read(api.nvmlDeviceGetTotalEccErrors, h, err, counter)
+        rows = _read(api.nvmlDeviceGetRemappedRows, h)
+        keys = ("remapped_correctable", "remapped_uncorrectable", "remap_pending", "remap_failure")
+        row.update(dict(zip(keys, rows, strict=True)) if rows != NA else dict.fromkeys(keys, NA))
+        return row
+    finally:
+        api.nvmlShutdown()
+
+
+HEALTH_SYSTEMS = ("PCIe", "Memory", "SM")
+PCIE_REPLAY_WARN = 100
+
+
+def health_checks(faults: dict[str, Any]) -> pd.DataFrame:
+    """``dcgmi health -c`` for one GPU from its fault record (``/nvml/<node>`` devices[i].faults): per system
+    PASS, WARN or FAIL with what to do. A model of DCGM's background health watches, not DCGM."""
+    def one(system: str) -> tuple[str, str]:
+        if system == "PCIe":
+            if faults["lost"]:
+                return "FAIL", "GPU has fallen off the bus (XID 79): drain, then reset the GPU or power-cycle the node"
+            if faults["pcie_replays"] > PCIE_REPLAY_WARN:
+                return "WARN", f"{faults['pcie_replays']} PCIe replays: reseat the board or check the riser"
+        if system == "Memory":
+            if faults["remap_failure"]:
+                return "FAIL", "row remapping failed (no spare rows): the board needs RMA; a reset does not fix it"
+            if faults["volatile_uncorrected"]:
+                return "FAIL", f"{faults['volatile_uncorrected']} uncorrectable (double-bit) ECC errors: drain, reset"
+            if faults["remap_pending"]:
+                return "WARN", "a row remap is pending: it takes effect at the next GPU reset"
+        if system == "SM" and faults["last_xid"] in (13, 43) and not faults["lost"]:
+            return "WARN", f"XID {faults['last_xid']}: an application fault; look at the job before the GPU"
+        return "PASS", ""
+    return pd.DataFrame([{"system": s, "result": r, "detail": d} for s in HEALTH_SYSTEMS for r, d in [one(s)]])
+
+
+def gpu_health(node: str, gpu: int) -> pd.DataFrame:
+    """:func:`health_checks` on the lab's live GPU (``curl http://127.0.0.1:PORT/nvml/NODE``)."""
+    from ..sim.gpu.shared import fetch_state
+
+    return health_checks(fetch_state(_exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["faults"])
+
+
+def process_stats(samples: pd.DataFrame) -> dict[str, float]:
+    """``dcgmi stats -j JOB -v`` from samples of one process's GPU (columns ``time`` (datetime), ``power_w``,
+    ``fb_used_mib``, ``gpu_util``): energy (trapezoid of power over time), max memory, SM utilization."""
+    frame = samples.sort_values("time")
+    seconds = frame["time"].map(lambda t: t.timestamp()).to_numpy(dtype=float)
+    power = frame["power_w"].to_numpy(dtype=float)
+    energy = float(((power[1:] + power[:-1]) / 2 * (seconds[1:] - seconds[:-1])).sum()) if len(frame) > 1 else 0.0
+    duration = float(seconds[-1] - seconds[0]) if len(frame) else 0.0
+    return {"duration_s": duration, "energy_j": round(energy),
+            "avg_power_w": round(energy / duration, 1) if duration else 0.0,
+            "max_memory_mib": float(frame["fb_used_mib"].max()), "sm_util_avg_pct": round(frame["gpu_util"].mean(), 1),
+            "sm_util_max_pct": float(frame["gpu_util"].max()), "sm_util_min_pct": float(frame["gpu_util"].min())}
+
+
+def job_stats(lab: Any, namespace: str, pods: Sequence[str]) -> pd.DataFrame:
+    """:func:`process_stats` per pod since it started (its ``status.startTime``), from the lab's Prometheus
+    (``query_range`` of DCGM_FI_DEV_POWER_USAGE, DCGM_FI_DEV_FB_USED, DCGM_FI_DEV_GPU_UTIL with the pod's labels):
+    what ``dcgmi stats -j JOB -v`` reports per process."""
+    rows = []
+    for pod in pods:
+        sel = f'{{namespace="{namespace}",pod="{pod}"}}'
+        # One range query (one grid of timestamps) for the three metrics, told apart by a "field" label.
+        expr = " or ".join(f'label_replace(max({metric}{sel}), "field", "{column}", "", "")'
+                           for column, metric in (("power_w", "DCGM_FI_DEV_POWER_USAGE"),
+                                                  ("fb_used_mib", "DCGM_FI_DEV_FB_USED"),
+                                                  ("gpu_util", "DCGM_FI_DEV_GPU_UTIL")))
+        pod_obj = get(lab, "Pod", pod, namespace=namespace, api_version="v1")
+        if pod_obj is None or not (pod_obj.get("status") or {}).get("startTime"):
+            raise LabkitError(f"pod {namespace}/{pod} has not started", fix=f"kubectl get pod -n {namespace} {pod}")
+        started = pd.Timestamp(pod_obj["status"]["startTime"]).timestamp()
+        frame = promql.query_range(expr, minutes=max(time.time() - started, 1.0) / 60)
+        samples = (frame.pivot(index="time", columns="field", values="value").dropna().reset_index()
+                   if not frame.empty else pd.DataFrame(columns=["time", "power_w", "fb_used_mib", "gpu_util"]))
+        rows.append({"pod": pod, "samples": len(samples), **process_stats(samples)})
+    return pd.DataFrame(rows)
+
+
+def restore_gpu_nodes(lab: Any) -> list[str]:
+    """Start of the lesson: every simulated GPU gets a fresh board and GPU nodes are uncordoned (``kubectl
+    uncordon``), undoing the fault section and exercise of an earlier run. Returns the nodes uncordoned."""
+    from ..sim.gpu.shared import fetch_state
+
+    base = _exporter_url().removesuffix("/metrics")
+    uncordoned = []
+    for node in json.loads(urllib.request.urlopen(f"{base}/nvml", timeout=10).read()):  # noqa: S310 -- loopback
+        for gpu, device in enumerate(fetch_state(base, node)["devices"]):
+            if device["faults"] != FaultState().__dict__:
+                replace_board(node, gpu)
+        obj = get(lab, "Node", node, api_version="v1")
+        if obj and obj["spec"].get("unschedulable"):
+            cordon(lab, node, unschedulable=False)
+            uncordoned.append(node)
+    return uncordoned
+
+
+def lost_gpu_nodes() -> list[str]:
+    """GPU nodes with a GPU that fell off the bus, from the exporter's state (``curl .../nvml/NODE``)."""
+    from ..sim.gpu.shared import fetch_state
+
+    base = _exporter_url().removesuffix("/metrics")
+    nodes = json.loads(urllib.request.urlopen(f"{base}/nvml", timeout=10).read())  # noqa: S310 -- loopback
+    return [n for n in nodes if any(d["faults"]["lost"] for d in fetch_state(base, n)["devices"])]
+
+
+def _check_xid_node(attempt: Attempt) -> list[str]:
+    nodes = lost_gpu_nodes()
+    if not nodes:
+        return ["no GPU reports XID 79 right now: run the cell that injects it"]
+    problems = []
+    for node in nodes:
+        obj = get(attempt.lab, "Node", node, api_version="v1") or {}
+        if not obj.get("spec", {}).get("unschedulable"):
+            problems.append(f"{node} (its GPU fell off the bus) is still schedulable: kubectl cordon {node}")
+        pods = attempt.lab.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+        left = [f"{p.metadata.namespace}/{p.metadata.name}" for p in pods
+                if not any(o.kind == "DaemonSet" for o in p.metadata.owner_references or [])]
+        if left:
+            problems.append(f"pods still on {node}: {left}; kubectl drain {node} --ignore-daemonsets")
+    return problems
+
+
+def _solve_xid_node(attempt: Attempt) -> list[str]:
+    evicted = []
+    for node in lost_gpu_nodes():
+        cordon(attempt.lab, node)
+        evicted += drain(attempt.lab, node)
+    return evicted
+
+
+XID_NODE = Exercise(
+    id="12-xid-node",
+    task="A GPU reports XID 79 (fallen off the bus). Find its node and take it out of service: cordon it and "
+         "drain its pods.",
+    hint="firing_alerts() or DCGM_FI_DEV_XID_ERRORS == 79 names the Hostname; then kubectl cordon and kubectl drain",
+    solution="""node = lk.promql.query('DCGM_FI_DEV_XID_ERRORS == 79')["Hostname"].iloc[0]
+!kubectl cordon {node}
+!kubectl drain {node} --ignore-daemonsets --delete-emptydir-data""",
+    check=_check_xid_node,
+    solve=_solve_xid_node,
+)
 
 
 # --- exercises and the driver-vs-firmware quiz --------------------------------------------------------
@@ -467,7 +764,7 @@ QUIZ_DRIVER_FIRMWARE = Exercise(
     solve=lambda a: {k: right for k, (_, _, right) in QUIZ.items()},
 )
 
-EXERCISES = [TOP_MEMORY_POD, MIG_POD, QUIZ_DRIVER_FIRMWARE]
+EXERCISES = [TOP_MEMORY_POD, MIG_POD, QUIZ_DRIVER_FIRMWARE, XID_NODE]
 
 
 def _exporter_url() -> str:

@@ -141,6 +141,8 @@ def drain(lab: Lab, node: str) -> list[str]:
     for pod in pods:
         if any(o.kind == "DaemonSet" for o in pod.metadata.owner_references or []):
             continue
+        if pod.metadata.deletion_timestamp:  # already going (kubectl drain waits for it rather than evicting again)
+            continue
         body = {"apiVersion": "policy/v1", "kind": "Eviction",
                 "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace}}
         with api_errors(f"evicting {pod.metadata.namespace}/{pod.metadata.name}", server=lab.server):

@@ -163,3 +163,48 @@ def _node_fb(node: str, gpu: str) -> float:
     """The whole GPU's framebuffer in Prometheus (every pod on it shares one value), for one node's GPU."""
     frame = promql.query(f'max(DCGM_FI_DEV_FB_USED{{Hostname="{node}",gpu="{gpu}",GPU_I_ID=""}})')
     return float(frame.iloc[0]["value"])
+
+
+def test_fault_path_from_injection_to_nvml_exporter_prometheus_and_rules(lab, namespace, running_addons) -> None:
+    """XID 48 (double-bit ECC), 64 (row-remap failure) and 79 (off the bus) on the GPU a pod runs on: NVML, the
+    exporter's metrics, Prometheus and the alert expressions all see them; drain, reset and a new board undo them."""
+    from labkit.lessons import gpu_monitoring as g12
+
+    g12.restore_gpu_nodes(lab)
+    lk.apply(lab, _gpu_pod("trainer", memory_mib=20000), namespace=namespace)
+    pod = lk.wait_for(lab, "Pod", "trainer", namespace=namespace, condition="condition=Ready", timeout=60)
+    node = pod["spec"]["nodeName"]
+    held = g12.pod_resources(namespace=namespace)
+    gpu = int(held[held["pod"] == "trainer"]["gpu"].iloc[0])
+    try:
+        g12.inject_fault(node, gpu, xid=48)
+        g12.inject_fault(node, gpu, xid=64)
+        seen = g12.nvml_errors(node, gpu)
+        assert (seen["ecc_dbe_volatile"], seen["remap_pending"], seen["remap_failure"]) == (1, 1, 1), seen
+        assert set(g12.gpu_health(node, gpu).query("result == 'FAIL'")["system"]) == {"Memory"}
+        text = _scrape_until(running_addons["gpu-exporter"] + f"/{node}", "DCGM_FI_DEV_ROW_REMAP_FAILURE")
+        line = next(line for line in text.splitlines()
+                    if line.startswith("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{") and f'gpu="{gpu}"' in line)
+        assert 'pod="trainer"' in line and line.endswith(" 1"), line
+        alerts = g12.wait_for_alerts({"GpuEccDoubleBitError", "GpuRowRemapFailure", "GpuXidError"}, node=node)
+        assert set(alerts["gpu"]) == {gpu}, alerts
+
+        g12.inject_fault(node, gpu, xid=79)
+        assert "GPU is lost" in g12.nvml_errors(node, gpu)["handle"]
+        frame = promql.wait_for_series(f'DCGM_FI_DEV_XID_ERRORS{{Hostname="{node}",gpu="{gpu}"}} == 79', timeout=30)
+        assert frame.iloc[0]["err_msg"] == "GPU has fallen off the bus", frame
+        assert "12-xid-node" in {e.id for e in g12.EXERCISES}
+        with pytest.raises(lk.LabkitError, match="in use"):
+            g12.reset_gpu(node, gpu)  # nvidia-smi -r refuses while the pod's process holds the GPU
+        g12.cordon(lab, node)
+        assert "trainer" in g12.drain(lab, node)
+        lk.wait_for(lab, "Pod", "trainer", namespace=namespace, condition="delete", timeout=60)
+        faults = g12.reset_gpu(node, gpu, wait_s=30)
+        assert not faults["lost"] and faults["volatile_uncorrected"] == 0 and not faults["remap_pending"]
+        assert faults["remap_failure"]  # a reset does not fix it: RMA
+        assert g12.gpu_health(node, gpu).set_index("system").loc["Memory", "result"] == "FAIL"
+        g12.replace_board(node, gpu)
+        assert set(g12.gpu_health(node, gpu)["result"]) == {"PASS"}
+    finally:
+        g12.restore_gpu_nodes(lab)
+

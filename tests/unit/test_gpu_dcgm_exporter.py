@@ -12,6 +12,7 @@ from labkit.sim.gpu import (
     default_counters,
     fleet_metrics,
     inject_xid,
+    lab_counters,
     make_fleet,
     node_metrics,
 )
@@ -50,8 +51,8 @@ def loaded_fleet():
 
 def test_names_and_types_match_the_vendored_default_counters(loaded_fleet):
     helps, types, samples = _parse(fleet_metrics(loaded_fleet))
-    expected = {c.name: c for c in default_counters() if c.prom_type != "label"}
-    assert set(types) == set(expected)  # every default counter an H100 supports, nothing else
+    expected = {c.name: c for c in lab_counters() if c.prom_type != "label"}
+    assert set(types) == set(expected)  # every default counter an H100 supports, the lab's ECC extras, nothing else
     for name, kind in types.items():
         assert kind == expected[name].prom_type
         assert helps[name] == expected[name].help

@@ -10,6 +10,7 @@ from labkit.sim.gpu.dcgm_exporter import (
     collect_samples,
     default_counters,
     fleet_metrics,
+    lab_counters,
     node_metrics,
     render_samples,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "inject_pcie_replays",
     "inject_xid",
     "install_fake_pynvml",
+    "lab_counters",
     "load_profile",
     "make_fleet",
     "node_metrics",

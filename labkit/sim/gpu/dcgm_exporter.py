@@ -63,6 +63,19 @@ def default_counters() -> tuple[Counter, ...]:
     return tuple(rows)
 
 
+# Rows upstream's default file ships commented out; the lab enables them, as a cluster does with its own counters
+# file (``dcgm-exporter -f custom.csv``), so ECC alerts have their metrics. Help texts are upstream's.
+LAB_EXTRA_COUNTERS = (
+    Counter("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "counter", "Total number of single-bit volatile ECC errors."),
+    Counter("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "counter", "Total number of double-bit volatile ECC errors."),
+)
+
+
+def lab_counters() -> tuple[Counter, ...]:
+    """The counters the lab's exporter serves: upstream's default set plus :data:`LAB_EXTRA_COUNTERS`."""
+    return default_counters() + LAB_EXTRA_COUNTERS
+
+
 def _int(value: float) -> str:
     return str(int(value))
 
@@ -104,6 +117,10 @@ def _gpu_values(api: Any, handle: Any) -> dict[str, str]:
         "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": rows[0] if rows else None,
         "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": rows[1] if rows else None,
         "DCGM_FI_DEV_ROW_REMAP_FAILURE": rows[3] if rows else None,
+        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL": _call(api.nvmlDeviceGetTotalEccErrors, handle,
+                                               N.NVML_MEMORY_ERROR_TYPE_CORRECTED, N.NVML_VOLATILE_ECC),
+        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": _call(api.nvmlDeviceGetTotalEccErrors, handle,
+                                               N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, N.NVML_VOLATILE_ECC),
     }
     for counter, kind in (
         ("DCGM_FI_PROF_PCIE_TX_BYTES", N.NVML_PCIE_UTIL_TX_BYTES),
@@ -146,7 +163,7 @@ def collect_samples(
     finally:
         api.nvmlShutdown()
     samples = []
-    for counter in default_counters():
+    for counter in lab_counters():
         for gpu in gpus:
             if gpu is None or counter.name not in gpu.values:
                 continue
@@ -210,7 +227,7 @@ def render_samples(samples: Iterable[MetricSample]) -> str:
     for sample in samples:
         by_name.setdefault(sample.name, []).append(sample)
     blocks = []
-    for counter in default_counters():
+    for counter in lab_counters():
         family = by_name.get(counter.name)
         if not family:
             continue

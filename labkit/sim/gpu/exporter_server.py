@@ -17,6 +17,7 @@ from typing import Any
 
 from labkit.errors import PortInUse
 from labkit.sim.gpu.dcgm_exporter import HOSTNAME_LABEL, PodRef, fleet_metrics
+from labkit.sim.gpu.faults import inject_ecc_errors, inject_xid, replace_board, reset_gpu
 from labkit.sim.gpu.machine import FakeMachine
 from labkit.sim.gpu.physics import Workload
 from labkit.sim.gpu.shared import machine_state
@@ -98,6 +99,26 @@ class ExporterServer:
             return json.dumps(machine_state(self.fleet[node])) + "\n"
         return None
 
+    def fault(self, node: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Act on one GPU of the ONE simulated state: ``{"gpu": 0, "xid": 79}``, ``{"gpu": 0, "ecc_uncorrected": 1,
+        "ecc_corrected": 0}``, ``{"gpu": 0, "reset": true}`` or ``{"gpu": 0, "replace": true}`` (a new board after
+        an RMA); returns that GPU's fault record.
+
+        Served as ``POST /faults/<node>`` (``curl -d '{"gpu": 0, "xid": 79}' http://127.0.0.1:PORT/faults/NODE``):
+        what firmware and driver would raise on a real board, done by hand because these GPUs are simulated."""
+        machine = self.fleet[node]
+        gpu = int(request["gpu"])
+        if request.get("replace"):
+            replace_board(machine, gpu)
+        elif request.get("reset"):
+            reset_gpu(machine, gpu)
+        elif "xid" in request:
+            inject_xid(machine, gpu, int(request["xid"]))
+        else:
+            inject_ecc_errors(machine, gpu, corrected=int(request.get("ecc_corrected", 0)),
+                              uncorrected=int(request.get("ecc_uncorrected", 0)))
+        return machine_state(machine)["devices"][gpu]["faults"]
+
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``: what a :class:`~labkit.sim.gpu.shared.MirrorMachine` is given."""
@@ -138,6 +159,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.OK, extra)
         else:
             self._reply(HTTPStatus.NOT_FOUND, f"not found: {self.path}; try /metrics\n")
+
+    def do_POST(self) -> None:  # name fixed by http.server
+        exporter = self.server.exporter
+        node = self.path.split("?", 1)[0].rstrip("/").removeprefix("/faults/")
+        if not self.path.startswith("/faults/") or node not in exporter.fleet:
+            self._reply(HTTPStatus.NOT_FOUND, f"not found: {self.path}; POST /faults/<node> (nodes: "
+                                              f"{', '.join(exporter.fleet)})\n")
+            return
+        try:
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            self._reply(HTTPStatus.OK, json.dumps(exporter.fault(node, request)) + "\n")
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            self._reply(HTTPStatus.BAD_REQUEST, f"bad fault request ({type(exc).__name__}: {exc}); send JSON such as "
+                                                '{"gpu": 0, "xid": 79}\n')
 
     def _reply(self, status: HTTPStatus, body: str) -> None:
         data = body.encode()

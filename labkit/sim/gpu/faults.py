@@ -146,3 +146,11 @@ def reset_gpu(machine: FakeMachine, gpu: int) -> None:
         device.state.workload = IDLE
         device.state.locked_clocks_mhz = None
         device.state.app_clock_mhz = device.state.app_mem_clock_mhz = None
+
+
+def replace_board(machine: FakeMachine, gpu: int) -> None:
+    """The end of an RMA: a new board in the slot, so every counter (aggregate ECC, remapped rows, XID history)
+    starts from zero. A reset cannot do this: a row-remap failure stays until the board is replaced."""
+    reset_gpu(machine, gpu)
+    with machine.lock:
+        machine.device(gpu).faults = FaultState()
