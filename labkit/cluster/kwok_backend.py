@@ -127,11 +127,12 @@ def component_metrics() -> dict[str, dict[str, Any]]:
 
 
 def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = None,
-                   controller_manager: Path | None = None, ports: dict[str, int] | None = None) -> dict[str, Any]:
+                   controller_manager: Path | None = None, metrics_server: Path | None = None,
+                   ports: dict[str, int] | None = None) -> dict[str, Any]:
     """kwokctl's configuration: local binaries for every component, loopback only.
 
-    ``kwok_controller`` and ``controller_manager`` replace the binaries kwokctl starts (``labkit up`` passes their
-    gates, :data:`KWOK_GATE`);
+    ``kwok_controller``, ``controller_manager`` and ``metrics_server`` replace the binaries kwokctl starts
+    (``labkit up`` passes their gates, :data:`KWOK_GATE`);
     ``ports`` (:func:`component_ports`) fixes the components' ports, which kwokctl picks otherwise.
     """
     manifests = data_file("metrics-server")
@@ -152,7 +153,7 @@ def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = Non
             "kubectlBinary": str(paths["kubectl"]),
             "etcdBinary": str(paths["etcd"]),
             "kwokControllerBinary": str(kwok_controller or paths["kwok"]),
-            "metricsServerBinary": str(paths["metrics-server"]),
+            "metricsServerBinary": str(metrics_server or paths["metrics-server"]),
             # kwokctl would otherwise fetch metrics-server's manifest from the internet.
             "metricsServerManifests": [str(manifests)],
             "enableMetricsServer": True,
@@ -179,6 +180,7 @@ def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = Non
 # kube-controller-manager gets the same gate, waiting for /healthz: it waits only about 10 s for a healthy API
 # server and then exits for good ("failed to wait for apiserver being healthy"), which on a loaded machine, while
 # the API server still runs its post-start hooks, left a lab without controllers (`labkit status`: NOT RUNNING).
+# metrics-server too: on a loaded machine it panicked at start on a TLS handshake timeout to the busy API server.
 KWOK_GATE = '''#!{python} -ES
 """labkit's gate in front of {component} (written by labkit/cluster/kwok_backend.py; see KWOK_GATE there)."""
 import http.client, json, os, ssl, sys, time
@@ -223,7 +225,7 @@ def gate_usable() -> bool:
 
 def write_gate(binary: Path, *, component: str = "kwok-controller") -> Path:
     """Write :data:`KWOK_GATE` in front of ``binary`` for this lab (port, PKI, ready condition); return its path."""
-    if component == "kube-controller-manager":
+    if component in ("kube-controller-manager", "metrics-server"):
         ready_path, need_items = "/healthz", False  # every post-start hook done: what it waits for itself
     else:
         # With labkit's Stages in the API, kwok can start when the first one is there (the node stage comes
@@ -380,6 +382,8 @@ def up(*, progress: Progress = print) -> Path:
     config = kwokctl_config(paths, kwok_controller=write_gate(paths["kwok"]) if gated else None,
                             controller_manager=write_gate(paths["kube-controller-manager"],
                                                           component="kube-controller-manager") if gated else None,
+                            metrics_server=write_gate(paths["metrics-server"], component="metrics-server")
+                            if gated else None,
                             ports=component_ports())
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     progress(f"starting etcd, kube-apiserver, controller-manager, scheduler, metrics-server, kwok "

@@ -184,12 +184,18 @@ def test_single_scheduler_and_controller_manager_run_without_leader_election(tmp
                        for name in ("kube-scheduler", "kube-controller-manager")}
 
 
-def test_controller_manager_gate_waits_for_healthz_then_becomes_it(state: Path, tmp_path: Path) -> None:
-    # kube-controller-manager gives up on an API server that is not healthy within ~10 s and exits for good.
-    gate = kwok_backend.write_gate(_fake_kwok(tmp_path), component="kube-controller-manager")
-    assert gate == kwok_backend.gate_path("kube-controller-manager") != kwok_backend.gate_path()
+@pytest.mark.parametrize("component", ["kube-controller-manager", "metrics-server"])
+def test_gates_wait_for_healthz_then_become_the_component(state: Path, tmp_path: Path, component: str) -> None:
+    # Both give up on an API server that is not healthy soon enough at start, and exit for good.
+    gate = kwok_backend.write_gate(_fake_kwok(tmp_path), component=component)
+    assert gate == kwok_backend.gate_path(component) != kwok_backend.gate_path()
     text = gate.read_text()
-    assert "READY_PATH, NEED_ITEMS = '/healthz', False" in text and "in front of kube-controller-manager" in text
+    assert "READY_PATH, NEED_ITEMS = '/healthz', False" in text and f"in front of {component}" in text
+    paths = {b: tmp_path / b for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+                                       "etcd", "kwok", "metrics-server")}
+    config = kwok_backend.kwokctl_config(paths, controller_manager=tmp_path / "g1", metrics_server=tmp_path / "g2")
+    assert config["options"]["kubeControllerManagerBinary"] == str(tmp_path / "g1")
+    assert config["options"]["metricsServerBinary"] == str(tmp_path / "g2")
 
 
 def test_check_components_starts_an_exited_one_again_once_then_names_it(state: Path, monkeypatch) -> None:
