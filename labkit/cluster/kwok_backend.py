@@ -512,8 +512,13 @@ def check_components(*, progress: Progress = print) -> None:
         return
     progress(f"{', '.join(dead)} not running (its log ends: {(_log_tail(dead[0], 1) or ['-'])[0][:160]}); "
              f"starting {'it' if len(dead) == 1 else 'them'} again")
+    # kwokctl skips a component whose pid file names a live process, and a killed one that nobody has reaped yet
+    # (a zombie) still counts as live to it: the pid files of the dead go first.
+    for name in dead:
+        (cluster_dir() / "pids" / f"{name}.pid").unlink(missing_ok=True)
     _kwokctl("start", "cluster", timeout=120)
-    dead = [name for name, pid in component_pids().items() if pid is None]
+    alive = component_pids()
+    dead = [name for name in dead if alive.get(name) is None]
     if dead:
         log = cluster_dir() / "logs" / f"{dead[0]}.log"
         raise LabkitError(f"{', '.join(dead)} exited while the lab started, twice; last lines of its log ({log}):\n"
