@@ -137,11 +137,14 @@ def drain(lab: Lab, node: str) -> list[str]:
     """
     with api_errors(f"listing pods on {node}", server=lab.server):
         pods = lab.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+        # A namespace being deleted refuses Evictions (no new content) and takes its pods away by itself.
+        going = {ns.metadata.name for ns in lab.core.list_namespace().items
+                 if ns.status and ns.status.phase == "Terminating"}
     evicted = []
     for pod in pods:
         if any(o.kind == "DaemonSet" for o in pod.metadata.owner_references or []):
             continue
-        if pod.metadata.deletion_timestamp:  # already going (kubectl drain waits for it rather than evicting again)
+        if pod.metadata.deletion_timestamp or pod.metadata.namespace in going:  # already going
             continue
         body = {"apiVersion": "policy/v1", "kind": "Eviction",
                 "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace}}

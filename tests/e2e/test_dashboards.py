@@ -24,6 +24,8 @@ pytestmark = pytest.mark.e2e
 # Everything the shipped dashboards read: Prometheus and the exporters it scrapes.
 ADDONS = ("prometheus", "gpu-exporter", "workload-model", "kube-state-metrics", "node-exporter")
 APP = "web"
+# The control plane is scraped every 10 s and a latency quantile needs a scheduling attempt between two scrapes.
+PANEL_DATA_S = 120
 GPU_POD = "trainer"
 
 

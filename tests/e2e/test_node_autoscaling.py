@@ -79,6 +79,9 @@ def test_pending_pods_get_nodes_from_the_pool_and_empty_nodes_go(lab: lk.Lab, na
 
     lk.scale(lab, "batch", namespace=namespace, replicas=0)
     l05.wait_pool_nodes(lab, 0, pool=name, timeout=90)
+    # The node goes first; its NodeClaim follows once Karpenter's finalizer has seen the node gone.
+    lk.wait_for_set(lab, "NodeClaim", namespace="", label_selector=f"{l05.NODEPOOL_LABEL}={name}",
+                    api_version=l05.KARPENTER_API, condition=lambda claims: not claims, timeout=60)
     assert l05.nodeclaims_table(lab, pool=name).empty
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import labkit as lk
 from labkit import addons, exercises
+from labkit.cluster.topology import load_topology
 from labkit.kube.objects import get
 from labkit.lessons import node_problems as l08
 
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def npd(lab: lk.Lab) -> Iterator[list[str]]:
     lk.addons.require(l08.ADDON)
-    nodes = sorted(n.metadata.name for n in lab.core.list_node().items)
+    # The topology's nodes: a node pool of another test (Karpenter's) may come and go meanwhile, NPD and all.
+    nodes = sorted(n["name"] for n in load_topology())
     l08.clear_nodes(lab, nodes)
     l08.wait_npd_ready(lab)
     yield nodes
@@ -30,9 +32,9 @@ def npd(lab: lk.Lab) -> Iterator[list[str]]:
 
 def test_every_node_gets_its_own_detector_with_upstreams_default_conditions(lab: lk.Lab, npd: list[str]) -> None:
     running = json.loads(_get(addons.url(l08.ADDON)))
-    assert sorted(running) == npd and all(r["healthy"] for r in running.values())
+    assert set(npd) <= set(running) and all(running[n]["healthy"] for n in npd)
     table = l08.wait_npd_ready(lab)
-    assert set(table.node) == set(npd)
+    assert set(npd) <= set(table.node)
     defaults = table.groupby("type").reason.agg(set).to_dict()
     assert defaults == {"KernelDeadlock": {"KernelHasNoDeadlock"}, "ReadonlyFilesystem": {"FilesystemIsNotReadOnly"}}
 
