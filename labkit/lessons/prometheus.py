@@ -327,6 +327,36 @@ def wait_for_value(expr: str, ok: Any, *, timeout: float = 60.0, what: str = "")
     return frame
 
 
+def recorded_vs_query(record: str, expr: str, *, key: str, expect: set[str], tolerance: float = 0.1,
+                      timeout: float = 60.0) -> pd.DataFrame:
+    """A recording rule's series beside its expression evaluated at the same instant, once both agree.
+
+    A rule stores ``expr``'s value at its evaluation time, so the honest comparison evaluates ``expr`` at that
+    timestamp (``curl '.../api/v1/query?query=timestamp(RECORD)'``, then ``.../api/v1/query?query=EXPR&time=T``).
+    Right after the lab starts the 1m window holds few samples and a late scrape can still move it, hence the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recorded = promql.query(record)
+        stamps = promql.query(f"timestamp({record})")
+        table = pd.DataFrame()
+        if not recorded.empty and key in recorded.columns and set(recorded[key]) == expect:
+            at = float(stamps.value.max())
+            direct = promql.query(expr, at=at)
+            if not direct.empty and key in direct.columns:
+                table = pd.DataFrame({"recorded": recorded.set_index(key).value,
+                                      "query at the same instant": direct.set_index(key).value})
+                table["agree"] = ((table.recorded - table["query at the same instant"]).abs()
+                                  <= tolerance * table["query at the same instant"].abs())
+                if len(table) == len(expect) and table.agree.all():
+                    return table
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"{record!r} and {expr!r} did not agree within {tolerance:.0%} for {expect} "
+                              f"after {timeout:.0f}s", last_seen=table if not table.empty else recorded,
+                              fix=f"compare both in the Prometheus UI: {promql.prometheus_url()}/graph; "
+                              "`curl .../api/v1/rules` shows the rule's last evaluation and error")
+        time.sleep(SCRAPE_INTERVAL_S / 2)
+
+
 # --- the exercises -------------------------------------------------------------------------------------------------
 
 CPU_REFERENCE = 'sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace="{ns}"}}[1m]))'

@@ -32,11 +32,17 @@ def test_every_lab_process_listens_on_loopback_only(lab: lk.Lab) -> None:
     listening = _listening_addresses()
     seen = 0
     for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            target = os.readlink(fd)
+        proc = Path(f"/proc/{pid}")
+        assert proc.exists(), f"lab process {pid} exited during the test (`labkit status` names the component)"
+        name = (proc / "comm").read_text().strip()
+        for fd in (proc / "fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except FileNotFoundError:  # a file the process closed between listing and reading; not a listener
+                continue
             if target.startswith("socket:["):
                 inode = target[len("socket:["):-1]
                 if inode in listening:
                     seen += 1
-                    assert listening[inode] in LOOPBACK, f"pid {pid} listens on {listening[inode]}"
+                    assert listening[inode] in LOOPBACK, f"{name} (pid {pid}) listens on {listening[inode]}"
     assert seen >= 6 + len(addons.REGISTRY), f"found only {seen} listening sockets among the lab's processes"
