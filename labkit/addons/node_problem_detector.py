@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import http.server
+import functools
 import json
 import signal
 import subprocess
 import sys
 import threading
 import urllib.request
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..cluster.binaries import Component
 from ..cluster.health import ApiConnection, api_server
 from ..cluster.ports import free_port
 from ..paths import data_file
+from ..sim.loopback_http import JSON, OK, Answer, LoopbackServer
 from ..sim.node_logs import kernel_log, node_root
 from .base import Context, PythonModuleAddon
 
@@ -243,28 +245,16 @@ class DaemonSet:
                     for n in self.npds.values()}
 
 
-def _serve(port: int, daemonset: DaemonSet) -> http.server.ThreadingHTTPServer:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # name fixed by http.server
-            state = daemonset.state()
-            if self.path == "/healthz":
-                ok = bool(state) and all(s["healthy"] for s in state.values())
-                body, code = (b"ok" if ok else b"node-problem-detectors not all healthy"), 200 if ok else 503
-            elif self.path == "/nodes":
-                body, code = json.dumps(state, indent=1).encode(), 200
-            else:
-                body, code = b"not found", 404
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # signature fixed by http.server
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+def _answer(daemonset: DaemonSet, path: str) -> Answer | None:
+    """``/healthz`` (every node's detector healthy) and ``/nodes`` (one entry per node)."""
+    state = daemonset.state()
+    if path == "/healthz":
+        if state and all(s["healthy"] for s in state.values()):
+            return OK
+        return Answer("node-problem-detectors not all healthy\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
+    if path == "/nodes":
+        return Answer(json.dumps(state, indent=1), JSON)
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     daemonset.reconcile()
-    server = _serve(args.port, daemonset)
+    server = LoopbackServer(args.port, functools.partial(_answer, daemonset)).start()
     while not stopping.wait(NODE_POLL_S):
         try:
             daemonset.reconcile()

@@ -17,60 +17,43 @@ import threading
 import time
 from collections import deque
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .loopback_http import JSON, OK, Answer, LoopbackServer
 
 log = logging.getLogger("labkit.sim.alert_webhook")
 KEEP = 500
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:  # name fixed by http.server
-        length = int(self.headers.get("Content-Length") or 0)
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            self.send_error(HTTPStatus.BAD_REQUEST, "not JSON")
-            return
-        with self.server.lock:
-            self.server.seq += 1
-            self.server.received.append({"seq": self.server.seq, "received_at": time.time(), "path": self.path,
-                                         "notification": body})
-        log.info("notification %s %s: %d alert(s)", body.get("status"), body.get("groupLabels"),
-                 len(body.get("alerts") or []))
-        self._answer("ok\n", "text/plain")
-
-    def do_GET(self) -> None:  # name fixed by http.server
-        if self.path == "/healthz":
-            self._answer("ok\n", "text/plain")
-        elif self.path == "/notifications":
-            with self.server.lock:
-                self._answer(json.dumps(list(self.server.received), indent=1), "application/json")
-        else:
-            self.send_error(HTTPStatus.NOT_FOUND)
-
-    def _answer(self, body: str, kind: str) -> None:
-        data = body.encode()
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # signature fixed by http.server
-        pass
-
-
-class Receiver(ThreadingHTTPServer):
-    daemon_threads = True
+class Receiver(LoopbackServer):
+    """Keeps the last ``KEEP`` notifications; ``GET /notifications`` lists them, ``GET /healthz`` answers ok."""
 
     def __init__(self, port: int) -> None:
         self.lock = threading.Lock()
         self.seq = 0
         self.received: deque[dict[str, Any]] = deque(maxlen=KEEP)
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__(port, self.answer, self.receive)
+
+    def receive(self, path: str, body: bytes) -> Answer:
+        try:
+            notification = json.loads(body or b"{}")
+        except ValueError:
+            return Answer("not JSON\n", status=HTTPStatus.BAD_REQUEST)
+        with self.lock:
+            self.seq += 1
+            self.received.append({"seq": self.seq, "received_at": time.time(), "path": path,
+                                  "notification": notification})
+        log.info("notification %s %s: %d alert(s)", notification.get("status"), notification.get("groupLabels"),
+                 len(notification.get("alerts") or []))
+        return OK
+
+    def answer(self, path: str) -> Answer | None:
+        if path == "/healthz":
+            return OK
+        if path == "/notifications":
+            with self.lock:
+                return Answer(json.dumps(list(self.received), indent=1), JSON)
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:

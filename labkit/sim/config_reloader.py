@@ -41,12 +41,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .loopback_http import JSON, OK, Answer, LoopbackServer
 
 log = logging.getLogger("labkit.sim.config_reloader")
 
@@ -131,7 +131,7 @@ class Reloader:
                                       "rule_files": [], "written_at": None}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.httpd = _Httpd(port, self)
+        self.httpd = LoopbackServer(port, self.answer)
 
     @property
     def config_file(self) -> Path:
@@ -197,7 +197,7 @@ class Reloader:
             return f"Prometheus did not answer: {exc}"
 
     def run(self) -> None:
-        threading.Thread(target=self.httpd.serve_forever, name="reloader-http", daemon=True).start()
+        self.httpd.start()
         while not self.stopping.is_set():
             try:
                 if self.sync():
@@ -212,42 +212,20 @@ class Reloader:
     def stop(self, *_: object) -> None:
         self.stopping.set()
 
+    def answer(self, path: str) -> Answer | None:
+        """``/healthz`` and ``/state`` (what was last synced and reloaded)."""
+        if path == "/healthz":
+            return OK
+        if path == "/state":
+            with self.lock:
+                return Answer(json.dumps(self.state, indent=1), JSON)
+        return None
+
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Httpd
-
-    def do_GET(self) -> None:  # name fixed by http.server
-        if self.path == "/healthz":
-            body, kind = "ok\n", "text/plain"
-        elif self.path == "/state":
-            with self.server.reloader.lock:
-                body, kind = json.dumps(self.server.reloader.state, indent=1), "application/json"
-        else:
-            self.send_error(HTTPStatus.NOT_FOUND)
-            return
-        data = body.encode()
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # signature fixed by http.server
-        pass
-
-
-class _Httpd(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, port: int, reloader: Reloader) -> None:
-        self.reloader = reloader
-        super().__init__(("127.0.0.1", port), _Handler)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,9 +39,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+
+from .loopback_http import OK, PROMETHEUS_TEXT, Answer, LoopbackServer
 
 log = logging.getLogger("labkit.sim.storage")
 
@@ -327,36 +329,6 @@ class Metrics:
 
 
 # --- the daemon ---------------------------------------------------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
-        path = self.path.split("?", 1)[0].rstrip("/")
-        if path == "/healthz":
-            ok = self.server.provisioner.synced.is_set()
-            self._reply(200 if ok else 503, "ok\n" if ok else "not synced with the API server yet\n")
-        elif path == "/metrics":
-            self._reply(200, self.server.provisioner.metrics.render(), "text/plain; version=0.0.4")
-        else:
-            self._reply(404, "try /healthz or /metrics\n")
-
-    def _reply(self, status: int, body: str, content_type: str = "text/plain; charset=utf-8") -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *_args: object) -> None:  # readiness probes every 100 ms would flood the log
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    provisioner: Provisioner
 
 
 class Provisioner:
@@ -660,12 +632,20 @@ class Provisioner:
         self.stopping.set()
 
 
-def serve(provisioner: Provisioner, port: int) -> _Server:
+def serve(provisioner: Provisioner, port: int) -> LoopbackServer:
     """``/healthz`` and ``/metrics`` on 127.0.0.1:``port``, in a daemon thread."""
-    server = _Server(("127.0.0.1", port), _Handler)
-    server.provisioner = provisioner
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    return server
+
+    def answer(path: str) -> Answer | None:
+        path = path.split("?", 1)[0].rstrip("/")
+        if path == "/healthz":
+            if provisioner.synced.is_set():
+                return OK
+            return Answer("not synced with the API server yet\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
+        if path == "/metrics":
+            return Answer(provisioner.metrics.render(), PROMETHEUS_TEXT)
+        return None
+
+    return LoopbackServer(port, answer).start()
 
 
 def main(argv: list[str] | None = None) -> int:

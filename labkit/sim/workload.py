@@ -56,9 +56,9 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .loopback_http import JSON, OK, PROMETHEUS_TEXT, Answer, LoopbackServer
 
 log = logging.getLogger("labkit.sim.workload")
 
@@ -377,7 +377,7 @@ class Model:
         self.written: dict[tuple[str, str], dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.httpd = _bind(port, self)
+        self.httpd = LoopbackServer(port, self.answer)
 
     def _has_resource_usage_api(self) -> bool:
         from kubernetes.client.exceptions import ApiException
@@ -454,7 +454,7 @@ class Model:
                                                        {"spec": body["spec"]})
 
     def run(self) -> None:
-        threading.Thread(target=self.httpd.serve_forever, name="workload-http", daemon=True).start()
+        self.httpd.start()
         last = time.monotonic()
         while not self.stopping.is_set():
             now = time.monotonic()
@@ -469,45 +469,18 @@ class Model:
     def stop(self, *_: object) -> None:
         self.stopping.set()
 
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Httpd
-
-    def do_GET(self) -> None:  # name fixed by http.server
-        model = self.server.model
-        with model.lock:
-            if self.path == "/metrics":
-                body, kind = render_metrics(model.counters), "text/plain; version=0.0.4"
-            elif self.path == "/state":
-                body, kind = model.snapshot.as_json(), "application/json"
-            elif self.path == "/healthz":
-                body, kind = "ok\n", "text/plain"
-            elif (route := POD_ROUTE.match(self.path)) and (route[1], route[2]) in model.running:
-                body, kind = render_pod_metrics(model.counters, route[1], route[2]), "text/plain; version=0.0.4"
-            else:
-                self.send_error(HTTPStatus.NOT_FOUND)
-                return
-        data = body.encode()
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # signature fixed by http.server
-        pass
-
-
-class _Httpd(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, port: int, model: Model) -> None:
-        self.model = model
-        super().__init__(("127.0.0.1", port), _Handler)
-
-
-def _bind(port: int, model: Model) -> _Httpd:
-    return _Httpd(port, model)
+    def answer(self, path: str) -> Answer | None:
+        """``/metrics`` (all pods), ``/metrics/pods/NS/POD`` routes, ``/state`` and ``/healthz``."""
+        with self.lock:
+            if path == "/metrics":
+                return Answer(render_metrics(self.counters), PROMETHEUS_TEXT)
+            if path == "/state":
+                return Answer(self.snapshot.as_json(), JSON)
+            if path == "/healthz":
+                return OK
+            if (route := POD_ROUTE.match(path)) and (route[1], route[2]) in self.running:
+                return Answer(render_pod_metrics(self.counters, route[1], route[2]), PROMETHEUS_TEXT)
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:

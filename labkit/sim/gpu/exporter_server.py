@@ -8,11 +8,11 @@ It binds 127.0.0.1 only, never all interfaces."""
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import threading
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from labkit.errors import PortInUse
@@ -21,6 +21,7 @@ from labkit.sim.gpu.faults import inject_ecc_errors, inject_xid, replace_board, 
 from labkit.sim.gpu.machine import FakeMachine
 from labkit.sim.gpu.physics import Workload
 from labkit.sim.gpu.shared import machine_state
+from labkit.sim.loopback_http import Answer, LoopbackServer
 
 LOOPBACK = "127.0.0.1"
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -142,61 +143,34 @@ class ExporterServer:
                 _running.remove(self)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Httpd
-
-    def do_GET(self) -> None:  # name fixed by http.server
-        exporter = self.server.exporter
-        path = self.path.split("?", 1)[0].rstrip("/")
-        if path == "/metrics":
-            self._reply(HTTPStatus.OK, exporter.render())
-        elif path.startswith("/metrics/") and path.removeprefix("/metrics/") in exporter.fleet:
-            self._reply(HTTPStatus.OK, exporter.render(path.removeprefix("/metrics/")))
-        elif path == "":
-            listing = "\n".join(["/metrics"] + [f"/metrics/{node}" for node in exporter.fleet])
-            self._reply(HTTPStatus.OK, listing + "\n")
-        elif (extra := exporter.serve_extra(path)) is not None:
-            self._reply(HTTPStatus.OK, extra)
-        else:
-            self._reply(HTTPStatus.NOT_FOUND, f"not found: {self.path}; try /metrics\n")
-
-    def do_POST(self) -> None:  # name fixed by http.server
-        exporter = self.server.exporter
-        node = self.path.split("?", 1)[0].rstrip("/").removeprefix("/faults/")
-        if not self.path.startswith("/faults/") or node not in exporter.fleet:
-            self._reply(HTTPStatus.NOT_FOUND, f"not found: {self.path}; POST /faults/<node> (nodes: "
-                                              f"{', '.join(exporter.fleet)})\n")
-            return
-        try:
-            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            self._reply(HTTPStatus.OK, json.dumps(exporter.fault(node, request)) + "\n")
-        except (KeyError, ValueError, TypeError, IndexError) as exc:
-            self._reply(HTTPStatus.BAD_REQUEST, f"bad fault request ({type(exc).__name__}: {exc}); send JSON such as "
-                                                '{"gpu": 0, "xid": 79}\n')
-
-    def _reply(self, status: HTTPStatus, body: str) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", _CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # signature fixed by http.server
-        """Keep scrapes out of the notebook's output."""
+def _answer(exporter: ExporterServer, path: str) -> Answer:
+    path = path.split("?", 1)[0].rstrip("/")
+    if path == "/metrics":
+        return Answer(exporter.render(), _CONTENT_TYPE)
+    if path.startswith("/metrics/") and path.removeprefix("/metrics/") in exporter.fleet:
+        return Answer(exporter.render(path.removeprefix("/metrics/")), _CONTENT_TYPE)
+    if path == "":
+        return Answer("\n".join(["/metrics"] + [f"/metrics/{node}" for node in exporter.fleet]) + "\n", _CONTENT_TYPE)
+    if (extra := exporter.serve_extra(path)) is not None:
+        return Answer(extra, _CONTENT_TYPE)
+    return Answer(f"not found: {path}; try /metrics\n", _CONTENT_TYPE, HTTPStatus.NOT_FOUND)
 
 
-class _Httpd(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, port: int, exporter: ExporterServer) -> None:
-        self.exporter = exporter
-        super().__init__((LOOPBACK, port), _Handler)
-
-
-def _bind(port: int, exporter: ExporterServer) -> _Httpd:
+def _fault(exporter: ExporterServer, path: str, body: bytes) -> Answer:
+    node = path.split("?", 1)[0].rstrip("/").removeprefix("/faults/")
+    if not path.startswith("/faults/") or node not in exporter.fleet:
+        return Answer(f"not found: {path}; POST /faults/<node> (nodes: {', '.join(exporter.fleet)})\n",
+                      _CONTENT_TYPE, HTTPStatus.NOT_FOUND)
     try:
-        return _Httpd(port, exporter)
+        return Answer(json.dumps(exporter.fault(node, json.loads(body or b"{}"))) + "\n", _CONTENT_TYPE)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        return Answer(f"bad fault request ({type(exc).__name__}: {exc}); send JSON such as "
+                      '{"gpu": 0, "xid": 79}\n', _CONTENT_TYPE, HTTPStatus.BAD_REQUEST)
+
+
+def _bind(port: int, exporter: ExporterServer) -> LoopbackServer:
+    try:
+        return LoopbackServer(port, functools.partial(_answer, exporter), functools.partial(_fault, exporter))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(
