@@ -32,7 +32,8 @@ _EXPORTS: dict[str, str] = {
     "lesson_namespace": "labkit.kube.namespaces:lesson_namespace", "wait_for": "labkit.kube.wait:wait_for",
     "wait_default_service_account": "labkit.kube.namespaces:wait_default_service_account",
     "wait_for_set": "labkit.kube.wait:wait_for_set",
-    "wait_nodes_ready": "labkit.kube.nodes:wait_nodes_ready", "use_lab_kubectl": "labkit.kube.shell:use_lab_kubectl",
+    "wait_nodes_ready": "labkit.kube.nodes:wait_nodes_ready", "cordon": "labkit.kube.nodes:cordon",
+    "drain": "labkit.kube.nodes:drain", "use_lab_kubectl": "labkit.kube.shell:use_lab_kubectl",
     "nodes_table": "labkit.kube.tables:nodes_table", "pods_table": "labkit.kube.tables:pods_table",
     "pod_usage_table": "labkit.kube.tables:pod_usage_table", "lab_parts": "labkit.lessons.lab_tour:lab_parts",
     # errors

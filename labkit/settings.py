@@ -37,6 +37,10 @@ GPU_RESOURCE = "nvidia.com/gpu"
 SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 
+# How long a read from one of the lab's own loopback servers may take: generous, because a 2-core machine running
+# the whole lab and a test suite can stall a process for seconds; still a deadline, never a hang.
+LOCAL_HTTP_TIMEOUT_S = 30.0
+
 # --- notebooks under test
 IN_TEST_ENV = "LABKIT_IN_TEST"
 

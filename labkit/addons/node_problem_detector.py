@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -239,10 +240,14 @@ class DaemonSet:
 
     def state(self) -> dict[str, Any]:
         with self.lock:
-            return {n.node: {"pid": n.proc.pid, "port": n.port, "metrics_port": n.metrics_port,
-                             "healthy": n.healthy(), "custom": n.custom,
-                             "log": str(self.folder / n.node / "node-problem-detector.log")}
-                    for n in self.npds.values()}
+            npds = list(self.npds.values())
+        # Probed side by side: one at a time, six slow answers on a busy machine add up past a client's timeout.
+        with ThreadPoolExecutor(max_workers=max(1, len(npds))) as pool:
+            healthy = list(pool.map(_Npd.healthy, npds))
+        return {n.node: {"pid": n.proc.pid, "port": n.port, "metrics_port": n.metrics_port,
+                         "healthy": ok, "custom": n.custom,
+                         "log": str(self.folder / n.node / "node-problem-detector.log")}
+                for n, ok in zip(npds, healthy, strict=True)}
 
 
 def _answer(daemonset: DaemonSet, path: str) -> Answer | None:

@@ -1,4 +1,5 @@
-"""Node readiness for notebooks, through the lab's client (``labkit up`` uses the lighter ``cluster.health``)."""
+"""Nodes for notebooks, through the lab's client: readiness, cordon, drain (``labkit up`` uses the lighter
+``cluster.health``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 
 from ..errors import WaitTimeout
 from .client import Lab, api_errors
+from .objects import patch
 
 
 def _is_ready(node: object) -> bool:
@@ -30,3 +32,33 @@ def wait_nodes_ready(lab: Lab, *, timeout: float = 60.0) -> int:
                               last_seen=not_ready, fix="kubectl describe nodes; labkit status")
         # Node status flips within a second on KWOK; polling keeps this simple and bounded.
         time.sleep(0.25)
+
+
+def cordon(lab: Lab, node: str, *, unschedulable: bool = True) -> None:
+    """``kubectl cordon NODE`` (``unschedulable=False``: ``kubectl uncordon NODE``)."""
+    patch(lab, "Node", node, {"spec": {"unschedulable": unschedulable or None}})
+
+
+def drain(lab: Lab, node: str) -> list[str]:
+    """Evict every pod on ``node`` that a controller recreates elsewhere; return their names.
+
+    Same as ``kubectl drain NODE --ignore-daemonsets --delete-emptydir-data`` (after :func:`cordon`): an Eviction
+    per pod, so PodDisruptionBudgets are honoured; DaemonSet pods stay, as with ``--ignore-daemonsets``.
+    """
+    with api_errors(f"listing pods on {node}", server=lab.server):
+        pods = lab.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+        # A namespace being deleted refuses Evictions (no new content) and takes its pods away by itself.
+        going = {ns.metadata.name for ns in lab.core.list_namespace().items
+                 if ns.status and ns.status.phase == "Terminating"}
+    evicted = []
+    for pod in pods:
+        if any(o.kind == "DaemonSet" for o in pod.metadata.owner_references or []):
+            continue
+        if pod.metadata.deletion_timestamp or pod.metadata.namespace in going:  # already going
+            continue
+        body = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace}}
+        with api_errors(f"evicting {pod.metadata.namespace}/{pod.metadata.name}", server=lab.server):
+            lab.core.create_namespaced_pod_eviction(pod.metadata.name, pod.metadata.namespace, body)
+        evicted.append(pod.metadata.name)
+    return evicted

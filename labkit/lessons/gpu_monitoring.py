@@ -24,6 +24,7 @@ from .. import addons, promql
 from ..errors import LabkitError, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.apply import apply
+from ..kube.nodes import cordon, drain
 from ..kube.objects import get
 from ..settings import DEFAULT_GPU_PROFILE, SCRAPE_INTERVAL_S
 from ..sim.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, fake_pynvml_env, nvml_mode, reason_names
@@ -32,7 +33,6 @@ from ..sim.gpu.faults import FaultState
 from ..sim.gpu.machine import FakeProcess
 from ..sim.gpu.real_pynvml import pynvml as N
 from ..widgets import Dashboard
-from .node_problems import cordon, drain
 
 NA = "n/a"
 

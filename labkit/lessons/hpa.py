@@ -25,6 +25,7 @@ from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
 from ..kube.objects import get, live_pods, patch
 from ..kube.rollouts import rollout_state
+from ..settings import LOCAL_HTTP_TIMEOUT_S
 
 TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance: no scaling while metric/target is within 10 % of 1
 
@@ -300,7 +301,7 @@ def model_state() -> pd.DataFrame:
     address = addon_url("workload-model")
     if address is None:
         return pd.DataFrame(columns=["namespace", "pod", "service", "rps", "latency_s", "cpu_m"])
-    with urllib.request.urlopen(address, timeout=5) as resp:  # noqa: S310 - the lab's own add-on on 127.0.0.1
+    with urllib.request.urlopen(address, timeout=LOCAL_HTTP_TIMEOUT_S) as resp:  # noqa: S310 - the lab's own add-on on 127.0.0.1
         pods = json.loads(resp.read())["pods"]
     table = pd.DataFrame(pods, columns=["namespace", "pod", "service", "rps", "latency_s", "inflight", "cpu_m",
                                         "memory"])

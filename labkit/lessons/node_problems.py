@@ -3,7 +3,7 @@
 Every simulated node has a real node-problem-detector (the ``node-problem-detector`` add-on) reading that node's
 kernel log; :func:`inject` makes the node's kernel report a problem (:mod:`labkit.sim.node_logs`). NPD reports a
 temporary problem as an Event and a permanent one as a NodeCondition; nothing in NPD acts on them:
-:func:`cordon`, :func:`drain` and :func:`reboot` are what a remediation controller (or the operator) would do.
+``lk.cordon``, ``lk.drain`` and :func:`reboot` are what a remediation controller (or the operator) would do.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from ..addons.node_problem_detector import CUSTOM_DIR, PLUGINS_DIR, component, c
 from ..errors import NotFound, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
-from ..kube.objects import get, patch
+from ..kube.nodes import cordon
+from ..kube.objects import get
 from ..kube.wait import wait_for, wait_for_set
 from ..paths import data_file
+from ..settings import LOCAL_HTTP_TIMEOUT_S
 from ..sim import node_logs
 
 ADDON = "node-problem-detector"
@@ -122,36 +124,6 @@ def wait_event(lab: Lab, node: str, reason: str, *, timeout: float = 30.0) -> di
     found = wait_for_set(lab, "Event", namespace=EVENT_NAMESPACE, timeout=timeout, condition=bool, api_version="v1",
                          field_selector=f"involvedObject.kind=Node,involvedObject.name={node},reason={reason}")
     return max(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")  # the latest, if several
-
-
-def cordon(lab: Lab, node: str, *, unschedulable: bool = True) -> None:
-    """``kubectl cordon NODE`` (``unschedulable=False``: ``kubectl uncordon NODE``)."""
-    patch(lab, "Node", node, {"spec": {"unschedulable": unschedulable or None}})
-
-
-def drain(lab: Lab, node: str) -> list[str]:
-    """Evict every pod on ``node`` that a controller recreates elsewhere; return their names.
-
-    Same as ``kubectl drain NODE --ignore-daemonsets --delete-emptydir-data`` (after :func:`cordon`): an Eviction
-    per pod, so PodDisruptionBudgets are honoured; DaemonSet pods stay, as with ``--ignore-daemonsets``.
-    """
-    with api_errors(f"listing pods on {node}", server=lab.server):
-        pods = lab.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
-        # A namespace being deleted refuses Evictions (no new content) and takes its pods away by itself.
-        going = {ns.metadata.name for ns in lab.core.list_namespace().items
-                 if ns.status and ns.status.phase == "Terminating"}
-    evicted = []
-    for pod in pods:
-        if any(o.kind == "DaemonSet" for o in pod.metadata.owner_references or []):
-            continue
-        if pod.metadata.deletion_timestamp or pod.metadata.namespace in going:  # already going
-            continue
-        body = {"apiVersion": "policy/v1", "kind": "Eviction",
-                "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace}}
-        with api_errors(f"evicting {pod.metadata.namespace}/{pod.metadata.name}", server=lab.server):
-            lab.core.create_namespaced_pod_eviction(pod.metadata.name, pod.metadata.namespace, body)
-        evicted.append(pod.metadata.name)
-    return evicted
 
 
 def reboot(lab: Lab, node: str, *, timeout: float = 60.0) -> dict[str, Any]:
@@ -302,7 +274,7 @@ def detectors() -> pd.DataFrame:
     url = addons.url(ADDON)
     if url is None:
         return pd.DataFrame(columns=["node", "pid", "port", "metrics_port", "healthy", "custom"])
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(url, timeout=LOCAL_HTTP_TIMEOUT_S) as resp:  # noqa: S310 (loopback)
         state = json.loads(resp.read())
     return pd.DataFrame([{"node": node, **{k: v for k, v in s.items() if k != "log"}}
                          for node, s in sorted(state.items())])
@@ -312,7 +284,7 @@ def problem_metrics(node: str) -> pd.DataFrame:
     """NPD's own Prometheus metrics for ``node``: ``problem_counter`` (per reason) and ``problem_gauge`` (per
     condition). Same as ``curl http://127.0.0.1:PORT/metrics | grep ^problem_`` against that node's NPD."""
     row = detectors().set_index("node").loc[node]
-    with urllib.request.urlopen(f"http://127.0.0.1:{row.metrics_port}/metrics", timeout=5) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{row.metrics_port}/metrics", timeout=LOCAL_HTTP_TIMEOUT_S) as resp:  # noqa: S310
         text = resp.read().decode()
     rows = []
     for line in text.splitlines():

@@ -196,8 +196,8 @@ def test_fault_path_from_injection_to_nvml_exporter_prometheus_and_rules(lab, na
         assert "12-xid-node" in {e.id for e in g12.EXERCISES}
         with pytest.raises(lk.LabkitError, match="in use"):
             g12.reset_gpu(node, gpu)  # nvidia-smi -r refuses while the pod's process holds the GPU
-        g12.cordon(lab, node)
-        assert "trainer" in g12.drain(lab, node)
+        lk.cordon(lab, node)
+        assert "trainer" in lk.drain(lab, node)
         lk.wait_for(lab, "Pod", "trainer", namespace=namespace, condition="delete", timeout=60)
         faults = g12.reset_gpu(node, gpu, wait_s=30)
         assert not faults["lost"] and faults["volatile_uncorrected"] == 0 and not faults["remap_pending"]

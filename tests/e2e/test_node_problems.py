@@ -70,15 +70,15 @@ def test_cordon_and_drain_move_pods_off_a_sick_node(lab: lk.Lab, npd: list[str],
             "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}, namespace=namespace)
     lk.wait_for(lab, "Deployment", "web", namespace=namespace, condition="condition=Available", timeout=60)
     try:
-        l08.cordon(lab, node)
-        l08.drain(lab, node)
+        lk.cordon(lab, node)
+        lk.drain(lab, node)
         pods = lk.wait_for_set(lab, "Pod", namespace=namespace, label_selector="app=web", timeout=60,
                                condition=lambda ps: len(ps) == 6 and all(
                                    p["spec"].get("nodeName") not in (None, node)
                                    and p["status"].get("phase") == "Running" for p in ps))
         assert node not in {p["spec"]["nodeName"] for p in pods}
     finally:
-        l08.cordon(lab, node, unschedulable=False)
+        lk.cordon(lab, node, unschedulable=False)
     assert not get(lab, "Node", node)["spec"].get("unschedulable")
 
 
