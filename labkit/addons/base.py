@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
+
+from ..errors import LabkitError
 
 if TYPE_CHECKING:
     from ..cluster.binaries import Component
@@ -26,6 +29,27 @@ class Context:
     targets: Path  # its Prometheus file_sd file, when it serves metrics
     port: int
     ports: dict[str, int]  # every add-on that runs or is starting now -> its port
+
+
+def kubectl_apply(ctx: Context, target: Path | str, *, what: str, established: bool = False) -> None:
+    """``kubectl apply --server-side --force-conflicts --field-manager=labkit -f TARGET`` against the lab (CRDs are
+    too big for client-side apply's annotation); with ``established``, then ``kubectl wait
+    --for=condition=Established -f TARGET``, so the CRDs are served before the add-on's controller starts."""
+    from ..cluster.binaries import binary_paths
+
+    path = binary_paths()["kubectl"]
+    base = [str(path) if path.exists() else (shutil.which("kubectl") or "kubectl"), "--kubeconfig", str(ctx.kubeconfig)]
+    steps = [(["apply", "--server-side", "--force-conflicts", "--field-manager=labkit", "-f", str(target)],
+              f"installing {what} failed")]
+    if established:
+        steps.append((["wait", "--for=condition=Established", "--timeout=30s", "-f", str(target)],
+                      f"{what} were not established"))
+    for args, failed in steps:
+        proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise LabkitError(f"{failed}: {proc.stderr.strip()}",
+                              fix=f"`labkit status` shows whether the API server is healthy; retry with "
+                              f"kubectl {' '.join(args)}")
 
 
 class Addon:

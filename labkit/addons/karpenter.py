@@ -13,18 +13,15 @@ Go proxy), so the lab runs Karpenter; lesson 05 compares the two models.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from .. import state, versions
-from ..cluster.binaries import Component, binary_paths
+from ..cluster.binaries import Component
 from ..cluster.ports import free_port
-from ..errors import LabkitError
 from ..paths import data_file
-from .base import Addon, Context
+from .base import Addon, Context, kubectl_apply
 
 # Karpenter's operator binds its metrics and health servers to ":<port>" (every interface) and offers no flag or
 # environment variable for the address, only the ports. The lab listens on 127.0.0.1 only, so the build swaps those
@@ -63,11 +60,6 @@ def instance_types_json() -> str:
     return json.dumps(yaml.safe_load((data_file("karpenter") / "instance_types.yaml").read_text()), indent=1)
 
 
-def _kubectl() -> str:
-    path = binary_paths()["kubectl"]
-    return str(path) if path.exists() else (shutil.which("kubectl") or "kubectl")
-
-
 class Karpenter(Addon):
     name = "karpenter"
     summary = "node autoscaler: Karpenter's KWOK provider adds and removes simulated nodes (NodePool, NodeClaim)"
@@ -90,14 +82,7 @@ class Karpenter(Addon):
         """Install the CRDs (NodePool, NodeClaim, KWOKNodeClass, ...), the flavors file and a metrics port."""
         (ctx.folder / "instance_types.json").write_text(instance_types_json())
         (ctx.folder / "metrics-port").write_text(f"{free_port()}\n")
-        base = [_kubectl(), "--kubeconfig", str(ctx.kubeconfig)]
-        crds = str(crds_dir())
-        for args in (["apply", "--server-side", "--force-conflicts", "--field-manager=labkit", "-f", crds],
-                     ["wait", "--for=condition=Established", "--timeout=30s", "-f", crds]):
-            proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
-            if proc.returncode != 0:
-                raise LabkitError(f"installing Karpenter's CRDs failed: {proc.stderr.strip()}",
-                                  fix="`labkit status` shows whether the API server is healthy")
+        kubectl_apply(ctx, crds_dir(), what="Karpenter's CRDs", established=True)
 
     @staticmethod
     def _metrics_port(ctx: Context) -> int:

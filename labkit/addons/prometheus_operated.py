@@ -20,8 +20,7 @@ from .. import state, versions
 from ..cluster.binaries import Component
 from ..paths import data_file
 from ..settings import OPERATED_NAME, OPERATED_NAMESPACE
-from .base import Addon, Context, PythonModuleAddon
-from .prometheus_operator import kubectl_apply
+from .base import Addon, Context, PythonModuleAddon, kubectl_apply
 
 # Service discovery mechanisms left out of the build: the lab needs kubernetes_sd (every ServiceMonitor/PodMonitor job)
 # and file/http (always built in); the cloud SDKs behind the others would double the build time on two cores.

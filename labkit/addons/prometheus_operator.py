@@ -8,14 +8,11 @@ come from the same module (``example/prometheus-operator-crd``), copied beside t
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 from .. import versions
-from ..cluster.binaries import Component, binary_paths
-from ..errors import LabkitError
-from .base import Addon, Context
+from ..cluster.binaries import Component
+from .base import Addon, Context, kubectl_apply
 
 
 def component() -> Component:
@@ -34,22 +31,6 @@ def crds_dir() -> Path:
     return component().dir / "crds"
 
 
-def _kubectl() -> str:
-    path = binary_paths()["kubectl"]
-    return str(path) if path.exists() else (shutil.which("kubectl") or "kubectl")
-
-
-def kubectl_apply(ctx: Context, target: Path | str, *, what: str) -> None:
-    """``kubectl apply --server-side --field-manager=labkit -f TARGET`` against the lab (CRDs are too big for
-    client-side apply's annotation)."""
-    proc = subprocess.run([_kubectl(), "--kubeconfig", str(ctx.kubeconfig), "apply", "--server-side",
-                           "--force-conflicts", "--field-manager=labkit", "-f", str(target)],
-                          capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise LabkitError(f"installing {what} failed: {proc.stderr.strip()}",
-                          fix="`labkit status` shows whether the API server is healthy")
-
-
 class PrometheusOperator(Addon):
     name = "prometheus-operator"
     summary = "prometheus-operator: Prometheus, ServiceMonitor, PodMonitor, PrometheusRule -> Prometheus config"
@@ -64,13 +45,7 @@ class PrometheusOperator(Addon):
 
     def prepare(self, ctx: Context) -> None:
         """Install the operator's CRDs (``kubectl apply --server-side -f crds/``) and wait until they are served."""
-        kubectl_apply(ctx, crds_dir(), what="prometheus-operator's CRDs")
-        proc = subprocess.run([_kubectl(), "--kubeconfig", str(ctx.kubeconfig), "wait",
-                               "--for=condition=Established", "--timeout=30s", "-f", str(crds_dir())],
-                              capture_output=True, text=True, timeout=60)
-        if proc.returncode != 0:
-            raise LabkitError(f"prometheus-operator's CRDs were not established: {proc.stderr.strip()}",
-                              fix=f"kubectl get crd -l app.kubernetes.io/name=prometheus-operator  # in {ctx.folder}")
+        kubectl_apply(ctx, crds_dir(), what="prometheus-operator's CRDs", established=True)
 
     def command(self, ctx: Context) -> list[str]:
         binary = self.binary()
