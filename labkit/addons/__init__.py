@@ -52,8 +52,9 @@ REGISTRY: dict[str, Addon] = {a.name: a for a in (
     AlertWebhook(), Alertmanager(), ConfigReloader(), GpuExporter(), Karpenter(), KubeStateMetrics(), KubernetesSD(),
     LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(), PrometheusAdapter(),
     PrometheusOperated(), PrometheusOperator(), WorkloadModel())}
-# A deadline, not a wait: on a loaded 2-core machine Karpenter's informers alone took over 30 s to report healthy.
-START_TIMEOUT_S = 90.0
+# A deadline, not a wait: on a loaded 2-core machine Karpenter's informers alone took over 90 s to report healthy
+# (the loopback test starts every add-on at once).
+START_TIMEOUT_S = 180.0
 Progress = Callable[[str], None]
 
 

@@ -31,6 +31,13 @@ class Context:
     ports: dict[str, int]  # every add-on that runs or is starting now -> its port
 
 
+# Deadlines for kubectl against the lab: prometheus-operator's CRDs are megabytes, and on a 2-core machine running a
+# test suite the API server took over a minute to apply them. A kubectl killed half-way leaves CRDs that were sent
+# but not yet established, so the deadline is long rather than tight.
+KUBECTL_APPLY_TIMEOUT_S = 300
+CRD_ESTABLISHED_TIMEOUT_S = 180
+
+
 def kubectl_apply(ctx: Context, target: Path | str, *, what: str, established: bool = False) -> None:
     """``kubectl apply --server-side --force-conflicts --field-manager=labkit -f TARGET`` against the lab (CRDs are
     too big for client-side apply's annotation); with ``established``, then ``kubectl wait
@@ -42,13 +49,25 @@ def kubectl_apply(ctx: Context, target: Path | str, *, what: str, established: b
     steps = [(["apply", "--server-side", "--force-conflicts", "--field-manager=labkit", "-f", str(target)],
               f"installing {what} failed")]
     if established:
-        steps.append((["wait", "--for=condition=Established", "--timeout=30s", "-f", str(target)],
-                      f"{what} were not established"))
+        steps.append((["wait", "--for=condition=Established", f"--timeout={CRD_ESTABLISHED_TIMEOUT_S}s",
+                       "-f", str(target)], f"{what} were not established"))
     for args, failed in steps:
-        proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+        try:
+            proc = subprocess.run([*base, *args], capture_output=True, text=True,
+                                  timeout=KUBECTL_APPLY_TIMEOUT_S + CRD_ESTABLISHED_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise LabkitError(f"{failed}: kubectl {args[0]} did not finish in {exc.timeout:.0f}s",
+                              fix="`labkit status` shows whether the API server is healthy; retry with "
+                              f"kubectl {' '.join(args)}") from None
         if proc.returncode != 0:
-            raise LabkitError(f"{failed}: {proc.stderr.strip()}",
-                              fix=f"`labkit status` shows whether the API server is healthy; retry with "
+            conditions = ""
+            if args[0] == "wait":  # say what the API server reports, so a stuck CRD can be told from a slow one
+                shown = subprocess.run([*base, "get", "-f", str(target), "-o", "custom-columns=NAME:.metadata.name,"
+                                        "CONDITIONS:.status.conditions[*].type,STATUS:.status.conditions[*].status"],
+                                       capture_output=True, text=True, timeout=60)
+                conditions = "\n" + shown.stdout.strip()
+            raise LabkitError(f"{failed}: {proc.stderr.strip()}{conditions}",
+                              fix="`labkit status` shows whether the API server is healthy; retry with "
                               f"kubectl {' '.join(args)}")
 
 
