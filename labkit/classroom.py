@@ -53,6 +53,8 @@ STUDENT_RULES: list[dict[str, Any]] = [
                                       "endpoints"], "verbs": ALL},
     {"apiGroups": [""], "resources": ["pods/log", "pods/status", "resourcequotas", "limitranges",
                                       "serviceaccounts"], "verbs": READ},
+    # A Role can grant `get` on its own Namespace object (`kubectl get namespace STUDENT`), nothing more.
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
     {"apiGroups": ["apps"], "resources": ["deployments", "replicasets", "statefulsets", "daemonsets",
                                           "deployments/scale", "statefulsets/scale", "replicasets/scale",
                                           "controllerrevisions"], "verbs": ALL},

@@ -62,14 +62,16 @@ def test_a_students_role_stays_in_their_namespace_and_cannot_escalate() -> None:
     resources = {r for rule in objs["Role"]["rules"] for r in rule["resources"]}
     verbs = {v for rule in objs["Role"]["rules"] for v in rule["verbs"]}
     groups = {g for rule in objs["Role"]["rules"] for g in rule["apiGroups"]}
-    assert not resources & {"secrets", "roles", "rolebindings", "namespaces", "nodes", "pods/exec",
+    assert not resources & {"secrets", "roles", "rolebindings", "nodes", "pods/exec",
                             "serviceaccounts/token", "resourcequotas/status"}
     assert "*" not in resources | verbs | groups
     assert not verbs & {"escalate", "bind", "impersonate"}
     assert "rbac.authorization.k8s.io" not in groups
-    for rule in objs["Role"]["rules"]:  # quota and limits: read only
+    for rule in objs["Role"]["rules"]:  # quota and limits: read only; their own Namespace object: get
         if {"resourcequotas", "limitranges"} & set(rule["resources"]):
             assert rule["verbs"] == classroom.READ
+        if "namespaces" in rule["resources"]:
+            assert rule["resources"] == ["namespaces"] and rule["verbs"] == ["get"]
     assert objs["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "student", "namespace": "student-02"}]
     assert objs["ResourceQuota"]["spec"]["hard"]["pods"] == classroom.DEFAULT_QUOTA["pods"]
     assert classroom.student_objects("s-01", quota={"pods": "3"})[1]["spec"]["hard"] == {"pods": "3"}
