@@ -385,16 +385,14 @@ def delete(lab: Lab, *, prefix: str = "student", out: Path | None = None, timeou
 
 
 def read_reports(lab: Lab, prefix: str | None = None) -> dict[str, dict[str, Any] | None]:
-    """Each student's progress ConfigMap as a dict (None when they have checked nothing yet)."""
-    reports: dict[str, dict[str, Any] | None] = {}
-    for student in class_namespaces(lab, prefix):
-        try:
-            with api_errors(f"reading {student}'s progress", server=lab.server):
-                cm = lab.core.read_namespaced_config_map(PROGRESS_CONFIGMAP, student)
-            reports[student] = {k: json.loads(v) for k, v in (cm.data or {}).items()}
-        except NotFound:
-            reports[student] = None
-    return reports
+    """Each student's progress ConfigMap as a dict (None when they have checked nothing yet), in one list call
+    (``kubectl get configmaps -A --field-selector metadata.name=labkit-progress``)."""
+    students = class_namespaces(lab, prefix)
+    with api_errors("reading the students' progress", server=lab.server):
+        found = lab.core.list_config_map_for_all_namespaces(
+            field_selector=f"metadata.name={PROGRESS_CONFIGMAP}").items
+    data = {cm.metadata.namespace: cm.data or {} for cm in found if cm.metadata.namespace in students}
+    return {s: ({k: json.loads(v) for k, v in data[s].items()} if s in data else None) for s in students}
 
 
 def status(lab: Lab, exercises: Iterable[Exercise], *, prefix: str | None = None) -> list[dict[str, Any]]:
