@@ -94,7 +94,7 @@ class LessonRights:
 
 
 _ASK = "ask your instructor to show it on the projector, or run it on your own lab (`labkit up`)"
-# Every lesson namespace (lk.lesson_namespace's name) -> what it needs; tests/unit/test_classroom.py keeps this
+# Every lesson namespace (lk.lesson_namespace's name) -> what it needs; tests/unit/test_classroom_logic.py keeps this
 # complete: a new lesson must say here whether a student can run it.
 LESSONS: dict[str, LessonRights] = {
     "lesson-00": LessonRights("reads nodes (get/list/watch nodes: granted to students, read-only)"),

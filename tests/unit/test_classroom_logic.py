@@ -162,3 +162,53 @@ def test_the_classroom_verbs_parse_and_create_needs_a_class_size(capsys: pytest.
         cli.main(["classroom", "--help"])
     out = capsys.readouterr().out
     assert all(verb in out for verb in ("create", "delete", "status"))
+
+
+class _FakeCore:
+    """The two ConfigMap calls report() makes, with one conflicting writer in between."""
+
+    def __init__(self) -> None:
+        self.stored: Any = None
+        self.conflicts = 1
+
+    def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        if self.stored is None:
+            raise ApiException(status=404, reason="Not Found")
+        return self.stored
+
+    def create_namespaced_config_map(self, namespace: str, body: Any) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        if self.conflicts:  # another notebook of the same student created it first
+            self.conflicts -= 1
+            body.data = {"01-recover": '{"attempts": 1, "passed": false}'}
+            body.metadata.resource_version = "1"
+            self.stored = body
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.stored = body
+
+    def replace_namespaced_config_map(self, name: str, namespace: str, body: Any) -> None:
+        assert body.metadata.resource_version == self.stored.metadata.resource_version
+        self.stored = body
+
+
+def test_report_retries_a_conflict_and_keeps_the_other_writers_attempt(tmp_path: Path) -> None:
+    path = tmp_path / "student-05.kubeconfig"
+    path.write_text(yaml.safe_dump(classroom.student_kubeconfig({"server": "https://x"}, student="student-05",
+                                                                token="T", expires="?")))
+    core = _FakeCore()
+
+    class FakeLab(Lab):
+        @property
+        def core(self) -> Any:  # type: ignore[override]
+            return core
+
+    lab = FakeLab(api_client=None, kubeconfig=path, backend="current", server="https://x")  # type: ignore[arg-type]
+    assert classroom.report(lab, Result("01-recover", passed=True)) is True
+    import json
+
+    entry = json.loads(core.stored.data["01-recover"])
+    assert entry["attempts"] == 2 and entry["passed"] is True
+    assert core.stored.metadata.labels[classroom.EXTENSION] == "student-05"
