@@ -7,8 +7,8 @@ name that needs them is touched.
 Layout, bottom to top (each layer imports only from layers below it; tests/unit/test_layers.py keeps it so):
 ``errors, paths, versions, settings, state`` -> ``cluster`` (provisioning) -> ``sim`` (simulated GPUs) ->
 ``addons`` (Prometheus, exporters) -> ``kube`` (client, apply, waits, tables, rollouts, events) ->
-``promql, cgroups, exercises`` -> ``figures`` -> ``widgets, dashboards`` -> ``lessons`` (one module per notebook)
--> ``cli``.
+``promql, cgroups, exercises`` -> ``classroom`` (students' namespaces) -> ``figures`` -> ``widgets, dashboards`` ->
+``lessons`` (one module per notebook) -> ``cli``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "Lab": "labkit.kube.client:Lab", "connect": "labkit.kube.client:connect",
     "apply": "labkit.kube.apply:apply", "delete": "labkit.kube.apply:delete",
     "load_manifests": "labkit.kube.apply:load_manifests",
-    "lesson_namespace": "labkit.kube.namespaces:lesson_namespace", "wait_for": "labkit.kube.wait:wait_for",
+    "lesson_namespace": "labkit.classroom:lesson_namespace", "wait_for": "labkit.kube.wait:wait_for",
     "wait_default_service_account": "labkit.kube.namespaces:wait_default_service_account",
     "wait_for_set": "labkit.kube.wait:wait_for_set",
     "wait_nodes_ready": "labkit.kube.nodes:wait_nodes_ready", "cordon": "labkit.kube.nodes:cordon",
@@ -88,6 +88,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
         versions,
         widgets,
     )
+    from .classroom import lesson_namespace
     from .errors import (
         ClusterUnreachable,
         LabkitError,
@@ -102,7 +103,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
     from .kube.apply import apply, delete, load_manifests
     from .kube.client import Lab, connect
     from .kube.events import Recorder, min_ready_during, record_until
-    from .kube.namespaces import lesson_namespace, wait_default_service_account
+    from .kube.namespaces import wait_default_service_account
     from .kube.nodes import wait_nodes_ready
     from .kube.rollouts import (
         pods_by_revision,

@@ -1,4 +1,4 @@
-"""The ``labkit`` command: up, down, status, doctor, env.
+"""The ``labkit`` command: up, down, status, doctor, env, classroom.
 
 Imports stay light (no Kubernetes client, pandas or plotly): ``labkit env`` and ``labkit status`` answer at once.
 """
@@ -159,6 +159,69 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if good else 1
 
 
+def _admin_lab(args: argparse.Namespace) -> object:
+    from .kube.client import connect
+
+    return connect(args.kubeconfig)
+
+
+def cmd_classroom_create(args: argparse.Namespace) -> int:
+    """kubectl create namespace / apply quota, limits, RBAC / create token, per student (labkit.classroom.create)."""
+    from pathlib import Path
+
+    from . import classroom
+
+    lab = _admin_lab(args)
+    quota = dict(classroom.DEFAULT_QUOTA)
+    for item in args.quota or []:
+        key, _, value = item.partition("=")
+        quota[key] = value
+    paths = classroom.create(lab, students=args.students, prefix=args.prefix,  # type: ignore[arg-type]
+                             out=Path(args.out) if args.out else None, token_hours=args.token_hours,
+                             server=args.server, quota=quota)
+    _say(f"{len(paths)} students on {lab.server}: a namespace, quota, limits, Role and ServiceAccount each "  # type: ignore[attr-defined]
+         f"(tokens valid {args.token_hours:g} h; run this again to renew them)")
+    for path in paths:
+        _say(f"  {path}")
+    _say("give each student their file: export LABKIT_KUBECONFIG=FILE (or KUBECONFIG) before starting Jupyter; "
+         "see docs/classroom.md")
+    return 0
+
+
+def cmd_classroom_delete(args: argparse.Namespace) -> int:
+    """kubectl delete namespace -l labkit.io/classroom; kubectl delete clusterrolebinding (labkit.classroom.delete)."""
+    from pathlib import Path
+
+    from . import classroom
+
+    gone = classroom.delete(_admin_lab(args), prefix=args.prefix,  # type: ignore[arg-type]
+                            out=Path(args.out) if args.out else None)
+    _say(f"deleted {len(gone)} student namespaces" + (f": {', '.join(gone)}" if gone else ""))
+    return 0
+
+
+def cmd_classroom_status(args: argparse.Namespace) -> int:
+    """kubectl get configmap labkit-progress -n STUDENT -o yaml, for each student (labkit.classroom.status)."""
+    from . import classroom
+    from .lessons import catalogue
+
+    rows = classroom.status(_admin_lab(args), catalogue().exercises.values(),  # type: ignore[arg-type]
+                            prefix=args.prefix)
+    if not rows:
+        _say("no student namespaces (labkit classroom create --students N makes them)")
+        return 0
+    cols = ["student", "passed", "of", "attempts", "last_check", "exercises_passed"]
+    table = [cols] + [[str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
+    for line in table:
+        _say("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    runs = [r["student"] for r in rows if r["test_runs"]]
+    if runs:
+        _say(f"not counted: exercises solved by a test run (LABKIT_IN_TEST=1) for {', '.join(runs)}")
+    _say("results are reported by each student's notebook (lk.check); see docs/classroom.md for what that proves")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description="Kubernetes operations lab")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +237,24 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help='shell lines: eval "$(labkit env)"').set_defaults(func=cmd_env)
     sub.add_parser("gpu-env", help='shell lines for nvitop/gpustat on the lab\'s simulated GPUs: '
                    'eval "$(labkit gpu-env)"').set_defaults(func=cmd_gpu_env)
+    room = sub.add_parser("classroom", help="one namespace, quota, RBAC and kubeconfig per student on this cluster")
+    room_sub = room.add_subparsers(dest="classroom_command", required=True)
+    for verb, func, text in (("create", cmd_classroom_create, "make (or renew) the students' namespaces, kubeconfigs"),
+                             ("delete", cmd_classroom_delete, "delete every student's namespace and kubeconfig"),
+                             ("status", cmd_classroom_status, "each student's exercise progress")):
+        p = room_sub.add_parser(verb, help=text)
+        p.add_argument("--prefix", default="student", help="namespace prefix: PREFIX-01, PREFIX-02, ...")
+        p.add_argument("--kubeconfig", help="the cluster admin's kubeconfig (default: the lab's, or $KUBECONFIG)")
+        p.set_defaults(func=func)
+        if verb != "status":
+            p.add_argument("--out", help="folder of the students' kubeconfig files (default: <state dir>/classroom)")
+        if verb == "create":
+            p.add_argument("--students", type=int, required=True, help="how many students")
+            p.add_argument("--token-hours", type=float, default=8.0, help="how long each student's token is valid")
+            p.add_argument("--server", help="the API server's address as the students reach it "
+                                            "(default: the admin kubeconfig's)")
+            p.add_argument("--quota", action="append", metavar="RESOURCE=AMOUNT",
+                           help="override one ResourceQuota entry, e.g. --quota pods=50 (repeatable)")
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

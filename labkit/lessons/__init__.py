@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import classroom
 from ..exercises import Attempt, Catalogue, Result
 
 # Notebook number -> lesson module (under labkit.lessons), in course order.
@@ -45,8 +46,11 @@ def check(lab: Any, exercise_id: str, *, namespace: str, answer: Any = None) -> 
     """Check an exercise against the live lab: PASS, or what is still wrong and a hint (within seconds).
 
     Under ``LABKIT_IN_TEST=1`` the exercise's solution is applied first, so stored notebooks show it solved.
+    In classroom mode the result also goes to the student's ``labkit-progress`` ConfigMap, for the instructor.
     """
-    return catalogue().check(exercise_id, Attempt(lab, namespace, answer))
+    result = catalogue().check(exercise_id, Attempt(lab, namespace, answer))
+    classroom.report(lab, result)
+    return result
 
 
 def solution(exercise_id: str) -> Any:
