@@ -279,6 +279,30 @@ def clock_sweep(*, profile: str = DEFAULT_GPU_PROFILE, clocks_mhz: Sequence[int]
     return pd.DataFrame(rows)
 
 
+def overclock_model(*, profile: str = DEFAULT_GPU_PROFILE, offsets_mhz: Sequence[int] = (0, 50, 100, 150, 200),
+                    utilization_pct: Iterable[int] = (100, 60), memory_bound: float = 0.1,
+                    run_hours: float = 24.0) -> pd.DataFrame:
+    """What a clock offset (overclocking, 超频) would buy and break, by the model in ``labkit.sim.gpu.physics``.
+
+    One row per load and offset: the clock reached under the default power limit, throughput, watts, and the
+    expected timing errors (wrong results or XID 13/31 crashes) in a ``run_hours`` training run. A model, not a
+    measurement: datacenter boards refuse offsets (``nvidia-smi -lgc`` only picks a point of the validated table)."""
+    from ..sim.gpu.physics import overclocked, relative_throughput
+    from ..sim.gpu.profiles import load_profile
+
+    board = load_profile(profile)
+    rows = []
+    for util in utilization_pct:
+        for offset in offsets_mhz:
+            clock, watts, errors = overclocked(board, Workload(util, 40_000, memory_bound), offset)
+            rows.append({"load_pct": util, "offset_mhz": offset, "asked_mhz": board.sm_clock_max_mhz + offset,
+                         "sm_clock_mhz": round(clock), "power_w": round(watts),
+                         "throughput": round(relative_throughput(board, sm_clock_mhz=clock, memory_bound=memory_bound)
+                                             * util / 100, 3),
+                         "errors_per_run": round(errors * run_hours, 3)})
+    return pd.DataFrame(rows)
+
+
 def power_limit_sweep(*, profile: str = DEFAULT_GPU_PROFILE, limits_w: Sequence[int] = (700, 600, 500, 400, 300, 200),
                       memory_bound: float = 0.3, host_w_per_gpu: float = 150.0, seconds: float = 300,
                       seed: int = 0) -> pd.DataFrame:

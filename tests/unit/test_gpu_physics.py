@@ -134,3 +134,30 @@ def test_wall_clock_mode_follows_real_time():
     time.sleep(0.3)
     api.nvmlDeviceGetPowerUsage(handle)  # every read catches the simulation up
     assert 0.25 <= machine.sim_time_s < 5
+
+
+@pytest.mark.parametrize("profile", ["H100-SXM", "H200", "A100-SXM-80GB", "T4"])
+def test_overclocking_a_power_bound_board_buys_nothing(profile):
+    from labkit.sim.gpu.physics import overclocked
+
+    board = load_profile(profile)
+    full = Workload(utilization_pct=100, memory_mib=40_000, memory_bound=0.1)
+    clocks = [overclocked(board, full, offset)[0] for offset in (0, 100, 200)]
+    assert clocks[0] == clocks[1] == clocks[2] <= board.sm_clock_max_mhz  # the power limit binds, not the table
+    assert all(overclocked(board, full, offset)[1] <= board.power_default_limit_w + 1e-6 for offset in (0, 200))
+
+
+@pytest.mark.parametrize("profile", ["H100-SXM", "T4"])
+def test_overclocking_past_the_table_trades_a_little_speed_for_many_errors(profile):
+    from labkit.sim.gpu.physics import overclocked
+
+    board = load_profile(profile)
+    partial = Workload(utilization_pct=60, memory_mib=40_000, memory_bound=0.1)
+    runs = [overclocked(board, partial, offset) for offset in (0, 50, 100, 150)]
+    assert runs[0][2] == 0.0  # within the validated table: no timing errors
+    errors = [r[2] for r in runs[1:]]
+    assert errors == sorted(errors) and errors[-1] > 100 * errors[0] > 0
+    gain = relative_throughput(board, sm_clock_mhz=runs[-1][0], memory_bound=0.1) / relative_throughput(
+        board, sm_clock_mhz=runs[0][0], memory_bound=0.1)
+    assert gain < (board.sm_clock_max_mhz + 150) / board.sm_clock_max_mhz  # less than the clock ratio
+    assert runs[-1][1] > runs[0][1]  # and it costs power

@@ -23,6 +23,12 @@ _HW_SLOWDOWN_FACTOR = 0.5
 _POWER_NOISE_FRACTION = 0.004
 _MAX_SUBSTEP_S = 0.5
 _NVLINK_SHARE = 0.1
+# Overclocking (a teaching model, not measured): a board is binned to meet timing up to its table's top clock plus a
+# guard band; past it, setup-time violations become likely and grow about exponentially with the clock. They show
+# up as wrong results (silent data corruption) or as XID 13/31 faults that kill the job.
+_TIMING_GUARD_BAND = 0.04
+_TIMING_ERRORS_PER_HOUR_AT_EDGE = 0.01
+_TIMING_ERROR_GROWTH = 120.0  # errors/hour grow e-fold per 1/120 of the clock past the guard band
 
 REASON_IDLE = pynvml.nvmlClocksThrottleReasonGpuIdle
 REASON_APP_CLOCKS = pynvml.nvmlClocksThrottleReasonApplicationsClocksSetting
@@ -221,6 +227,30 @@ def relative_throughput(profile: GpuProfile, *, sm_clock_mhz: float, memory_boun
         return 0.0
     compute_time = (1.0 - memory_bound) * profile.sm_clock_max_mhz / sm_clock_mhz
     return 1.0 / (compute_time + memory_bound)
+
+
+def overclocked(profile: GpuProfile, workload: Workload, offset_mhz: float,
+                power_limit_w: float | None = None) -> tuple[float, float, float]:
+    """(SM clock, watts, timing errors per hour) with the V/F curve shifted up by ``offset_mhz`` (what
+    ``nvmlDeviceSetGpcClkVfOffset`` does on boards that allow it; datacenter boards refuse it).
+
+    The clock asked for is the table's top plus the offset; the power limit still caps it, so where the board is
+    power-bound an offset buys nothing. Power grows with clock as below the top (voltage rises with frequency)."""
+    limit = power_limit_w if power_limit_w is not None else profile.power_default_limit_w
+    wanted = profile.sm_clock_max_mhz + offset_mhz
+    at_zero = power_demand_w(profile, workload, 0.0)
+    at_max = power_demand_w(profile, workload, profile.sm_clock_max_mhz)
+    fits = profile.sm_clock_max_mhz * max(0.0, (limit - at_zero) / (at_max - at_zero)) ** (1.0 / _CLOCK_POWER_EXPONENT)
+    clock = min(wanted, fits)
+    return clock, power_demand_w(profile, workload, clock), timing_errors_per_hour(profile, clock)
+
+
+def timing_errors_per_hour(profile: GpuProfile, sm_clock_mhz: float) -> float:
+    """Expected timing errors per hour at this clock (0 within the validated table; see ``_TIMING_*``)."""
+    if sm_clock_mhz <= profile.sm_clock_max_mhz:
+        return 0.0
+    edge = profile.sm_clock_max_mhz * (1.0 + _TIMING_GUARD_BAND)
+    return _TIMING_ERRORS_PER_HOUR_AT_EDGE * math.exp(_TIMING_ERROR_GROWTH * (sm_clock_mhz / edge - 1.0))
 
 
 def reason_names(bitmask: int) -> list[str]:
