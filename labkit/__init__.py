@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "Recorder": "labkit.kube.events:Recorder", "min_ready_during": "labkit.kube.events:min_ready_during",
     "record_until": "labkit.kube.events:record_until",
     "probe_timeline": "labkit.figures:probe_timeline", "rollout_timeline": "labkit.figures:rollout_timeline",
+    # troubleshooting (11)
+    "diagnose": "labkit.insight:diagnose", "insight": "labkit.insight",
     # exercises, every lesson
     "check": "labkit.lessons:check", "progress": "labkit.lessons:progress", "solution": "labkit.lessons:solution",
 }
@@ -87,6 +89,8 @@ if TYPE_CHECKING:  # what editors and type checkers see
         versions,
         widgets,
     )
+    from . import insight
+    from .insight import diagnose
     from .errors import (
         ClusterUnreachable,
         LabkitError,

@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("addons",),
     ("kube",),
     ("promql", "cgroups", "exercises"),
+    ("insight",),
     ("figures",),
     ("widgets", "dashboards"),
     ("lessons",),
