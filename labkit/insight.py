@@ -390,7 +390,7 @@ def _unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) ->
                                  f"free is {best:g} ({', '.join(f'{n}: {v:g}' for n, v in sorted(free.items()) if v)})",
                                  "kubectl describe nodes | grep -A8 'Allocated resources'"))
         fix = (f"kubectl -n {ns} set resources {target} -c {cname} --limits={resource}={int(best)}" if best >= 1 else
-               f"kubectl get pods -A -o wide --field-selector spec.nodeName=NODE   # free GPUs first, or add a node")
+               "kubectl get pods -A -o wide --field-selector spec.nodeName=NODE   # free GPUs first, or add a node")
         return Finding("InsufficientGPU", subject, ns, f"{want:g} {resource} requested; no node has that many free "
                        f"(at most {best:g}): ask for what a node has, or add GPU nodes", evidence, fix)
     for resource, code in (("cpu", "InsufficientCPU"), ("memory", "InsufficientMemory")):
@@ -410,21 +410,25 @@ def _unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) ->
                            f"kubectl -n {ns} set resources {target} -c {cname} "
                            f"--requests={resource}={format_quantity(resource, fits)}")
     if has("untolerated taint"):
-        taint_text = re.search(r"untolerated taint \{([^}]*)\}", message)
-        key = taint_text.group(1).split(":")[0].strip() if taint_text else ""
-        tainted = [n for n in snap.nodes if any(t.get("key") == key for t in (n.get("spec") or {}).get("taints") or [])]
+        # The scheduler counts a node under its first failing filter (taints before affinity), and 1.36 does not
+        # name the taint: the taint is the cause only on nodes the pod's selector/affinity would otherwise accept.
+        pod_spec = pod.get("spec") or {}
         fixes = []
-        for node in tainted:
-            for t in node["spec"]["taints"]:
-                if t.get("key") == key:
+        for node in snap.nodes:
+            if not _node_matches(pod_spec, node):
+                continue
+            for t in (node.get("spec") or {}).get("taints") or []:
+                if t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(pod_spec, t):
                     value = f"={t['value']}" if t.get("value") else ""
-                    evidence.append(Evidence("node taint", f"{_meta(node)['name']} has taint {key}{value}:{t['effect']}"
-                                             f"; the pod tolerates no such taint",
-                                             f"kubectl get node {_meta(node)['name']} -o jsonpath='{{.spec.taints}}'"))
-                    fixes.append(f"kubectl taint nodes {_meta(node)['name']} {key}{value}:{t['effect']}-")
-        return Finding("UntoleratedTaint", subject, ns, f"the nodes the pod may run on carry the taint {key!r} and the "
-                       f"pod has no toleration: remove the taint if its reason is over (or add a toleration)",
-                       evidence, "\n".join(fixes) or f"kubectl get nodes -o custom-columns=N:.metadata.name,T:.spec.taints")
+                    nname = _meta(node)["name"]
+                    evidence.append(Evidence("node taint", f"{nname} matches the pod's node selector/affinity and has "
+                                             f"taint {t['key']}{value}:{t['effect']}, which the pod does not tolerate",
+                                             f"kubectl get node {nname} -o jsonpath='{{.spec.taints}}'"))
+                    fixes.append(f"kubectl taint nodes {nname} {t['key']}{value}:{t['effect']}-")
+        if fixes:
+            return Finding("UntoleratedTaint", subject, ns, "the nodes the pod may run on carry a taint it does not "
+                           "tolerate: remove the taint if its reason is over (or give the pod a toleration)",
+                           evidence, "\n".join(fixes))
     if has("didn't match Pod's node affinity/selector"):
         ops, shown = [], []
         if spec.get("nodeSelector"):
@@ -447,6 +451,45 @@ def _unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) ->
                        f"no node: drop or correct the rule, or label the nodes meant for it", evidence, fix)
     return Finding("Unschedulable", subject, ns, f"the scheduler says: {head.strip()[:160]}", evidence,
                    f"kubectl -n {ns} describe pod {pname}")
+
+
+def _expression_matches(labels: dict[str, str], expr: dict[str, Any]) -> bool:
+    key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    if op == "In":
+        return labels.get(key) in values
+    if op == "NotIn":
+        return labels.get(key) not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    if op in ("Gt", "Lt") and key in labels and values:
+        with contextlib.suppress(ValueError):
+            return int(labels[key]) > int(values[0]) if op == "Gt" else int(labels[key]) < int(values[0])
+    return False
+
+
+def _node_matches(pod_spec: dict[str, Any], node: dict[str, Any]) -> bool:
+    """Whether the pod's nodeSelector and required node affinity accept ``node`` (as the NodeAffinity filter)."""
+    labels = _meta(node).get("labels") or {}
+    if any(labels.get(k) != v for k, v in (pod_spec.get("nodeSelector") or {}).items()):
+        return False
+    required = (((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution")) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    return not terms or any(all(_expression_matches(labels, e) for e in t.get("matchExpressions") or [])
+                            for t in terms)
+
+
+def _tolerates(pod_spec: dict[str, Any], taint: dict[str, Any]) -> bool:
+    for tol in pod_spec.get("tolerations") or []:
+        if tol.get("effect") and tol["effect"] != taint.get("effect"):
+            continue
+        if tol.get("operator") == "Exists" and (not tol.get("key") or tol["key"] == taint.get("key")):
+            return True
+        if tol.get("key") == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
 
 
 def _unbound_pvc(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, evidence: list[Evidence]) -> Finding:
@@ -693,8 +736,12 @@ def _replicasets(snap: Snapshot) -> list[Finding]:
             hard = {r: format_quantity(r, v) for r, v in need.items()}
             ev.append(Evidence("resourcequota", f"quota {m['q']}: used {m['used']} of {m['lim']}; each pod asks "
                                f"{m['req']}; {missing} pod(s) missing", f"kubectl -n {ns} describe resourcequota {m['q']}"))
+            # The ReplicaSet controller retries refused creates with exponential back-off (minutes, after a burst of
+            # refusals); any change to the ReplicaSet makes it sync at once, so the fix touches it after the quota.
             fix = (f"kubectl -n {ns} patch resourcequota {m['q']} --type=merge -p "
-                   f"{shlex.quote(json.dumps({'spec': {'hard': hard}}))}")
+                   f"{shlex.quote(json.dumps({'spec': {'hard': hard}}))}\n"
+                   f"kubectl -n {ns} annotate replicaset {rname} --overwrite troubleshooting.labkit.io/retry=\"$(date +%s)\""
+                   "   # retry now, not after the controller's back-off")
             found.append(Finding("QuotaExceeded", _subject(kind, name), ns, f"ResourceQuota {m['q']} is full: "
                                  f"{missing} pod(s) cannot be created; raise the quota (or ask less per pod, or run "
                                  f"fewer)", ev, fix))
@@ -841,18 +888,21 @@ def _nodes(snap: Snapshot) -> list[Finding]:
                                  queries=[("NPD's gauge", f'problem_gauge{{type="{ctype}"}} > 0')]
                                  if code == "NodeProblem" else []))
     nodes = {_meta(n)["name"]: n for n in snap.nodes}
+    by_node: dict[str, list[dict[str, Any]]] = {}
     for row in snap.gpu_metrics:
-        node = nodes.get(row["node"])
+        by_node.setdefault(row["node"], []).append(row)
+    for node_name, rows in sorted(by_node.items()):
+        node = nodes.get(node_name)
         if node is None or not _node_in_scope(snap, node):
             continue
-        ev = [Evidence("dcgm-exporter", row["line"], f"curl -s {snap.gpu_source} | grep {XID_METRIC}"),
-              _pods_line(snap, row["node"])]
-        found.append(Finding("GPUXidError", f"node/{row['node']}", snap.namespace or "",
-                             f"GPU {row['gpu']} of {row['node']} reported XID {row['xid']}"
-                             + (" (fallen off the bus: its jobs are lost)" if row["xid"] == 79 else "")
-                             + f"; drain the node, reset the GPU (nvidia-smi -r) or replace it, then "
-                               f"`kubectl uncordon {row['node']}`", ev, _drain(row["node"]),
-                             queries=[("XID per GPU", f'{XID_METRIC}{{Hostname="{row["node"]}"}} > 0')]))
+        ev = [Evidence("dcgm-exporter", row["line"], f"curl -s {snap.gpu_source} | grep {XID_METRIC}") for row in rows]
+        ev.append(_pods_line(snap, node_name))
+        what = ", ".join(f"GPU {r['gpu']} XID {r['xid']}" for r in rows)
+        lost = " (79: fallen off the bus, its jobs are lost)" if any(r["xid"] == 79 for r in rows) else ""
+        found.append(Finding("GPUXidError", f"node/{node_name}", snap.namespace or "",
+                             f"{node_name} reports {what}{lost}; drain the node, reset the GPU (nvidia-smi -r) or "
+                             f"replace it, then `kubectl uncordon {node_name}`", ev, _drain(node_name),
+                             queries=[("XID per GPU", f'{XID_METRIC}{{Hostname="{node_name}"}} > 0')]))
     return found
 
 
