@@ -977,6 +977,19 @@ def _prometheus_evidence(snap: Snapshot, finding: Finding) -> Iterable[Evidence]
 register_evidence_source("prometheus", _prometheus_evidence)
 
 
+def collect_evidence(snap: Snapshot, findings: list[Finding]) -> list[str]:
+    """Ask every registered evidence source about every finding; return notes naming the sources that failed."""
+    notes = []
+    for name, source in _EVIDENCE_SOURCES.items():
+        for finding in findings:
+            try:
+                finding.evidence += list(source(snap, finding))
+            except (LabkitError, OSError, ValueError, KeyError) as exc:
+                notes.append(f"evidence source {name!r} failed: {exc}")
+                break
+    return notes
+
+
 def diagnose(lab: Lab | None = None, namespace: str | None = None) -> Diagnosis:
     """Ranked findings for ``namespace`` (``None``: the whole cluster), each with evidence and a fix command.
 
@@ -990,14 +1003,7 @@ def diagnose(lab: Lab | None = None, namespace: str | None = None) -> Diagnosis:
         lab = connect()
     snap = snapshot(lab, namespace)
     findings = analyze(snap)
-    notes = []
-    for name, source in _EVIDENCE_SOURCES.items():
-        for finding in findings:
-            try:
-                finding.evidence += list(source(snap, finding))
-            except (LabkitError, OSError, ValueError, KeyError) as exc:
-                notes.append(f"evidence source {name!r} failed: {exc}")
-                break
+    notes = collect_evidence(snap, findings)
     if not snap.gpu_source:
         notes.append("GPU exporter not running: XID errors not checked (labkit up --with gpu-exporter)")
     return Diagnosis(namespace, findings, notes)
