@@ -276,6 +276,14 @@ def inject(lab: Lab, name: str, *, namespace: str | None = None, timeout: float 
     return ns
 
 
+def inject_many(lab: Lab, names: list[str], *, timeout: float = 90.0) -> dict[str, str]:
+    """:func:`inject` several namespaced scenarios at once (each in its own namespace); return name -> namespace."""
+    if any(scenario(n).node_level for n in names):
+        raise LabkitError("node-level scenarios drain nodes: inject them one at a time with inject()")
+    with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
+        return dict(zip(names, pool.map(lambda n: inject(lab, n, timeout=timeout), names), strict=True))
+
+
 def lab_env() -> dict[str, str]:
     """The environment a shell needs for the lab's kubectl (what ``eval "$(labkit env)"`` sets)."""
     from ..cluster import backends

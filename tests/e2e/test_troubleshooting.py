@@ -26,7 +26,7 @@ SCENARIOS = list(l11.all_scenarios())
 @pytest.fixture(scope="module")
 def drilled(lab: lk.Lab) -> Iterator[dict[str, l11.DrillResult]]:
     l11.clean_up(lab)
-    results = l11.drill(lab, SCENARIOS, timeout=120)
+    results = l11.drill(lab, SCENARIOS, timeout=120, workers=len(SCENARIOS))  # the waits overlap
     yield {r.scenario: r for r in results}
     l11.clean_up(lab)
 
