@@ -81,6 +81,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
         dashboards,
         exercises,
         figures,
+        insight,
         kube,
         lessons,
         paths,
@@ -89,8 +90,6 @@ if TYPE_CHECKING:  # what editors and type checkers see
         versions,
         widgets,
     )
-    from . import insight
-    from .insight import diagnose
     from .errors import (
         ClusterUnreachable,
         LabkitError,
@@ -101,6 +100,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
         WaitTimeout,
     )
     from .figures import probe_timeline, rollout_timeline
+    from .insight import diagnose
     from .kube import events, rollouts, wait
     from .kube.apply import apply, delete, load_manifests
     from .kube.client import Lab, connect

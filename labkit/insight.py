@@ -2,9 +2,10 @@
 what it says, and return ranked findings: the root cause, the evidence (each line naming its source and the
 kubectl/PromQL command that shows it), and the command that fixes it. Introduced in notebook 11_troubleshooting.
 
-``lk.diagnose(lab, namespace=ns)`` (this module is ``lk.insight``); in a shell ``labkit diagnose -n NS``. It reads pods, events, Deployments and
-ReplicaSets, Services and EndpointSlices, HPAs, PVCs and StorageClasses, quotas, nodes and their conditions through
-the Kubernetes API, the GPU exporter's XID counters where that add-on runs, and Prometheus where it runs.
+``lk.diagnose(lab, namespace=ns)`` (this module is ``lk.insight``); in a shell ``labkit diagnose -n NS``. It
+reads pods, events, Deployments and ReplicaSets, Services and EndpointSlices, HPAs, PVCs and StorageClasses,
+quotas, nodes and their conditions through the Kubernetes API, the GPU exporter's XID counters where that add-on
+runs, and Prometheus where it runs.
 
 Split in two so the ranking can be tested on recorded objects: :func:`snapshot` reads the cluster into plain dicts,
 :func:`analyze` turns a :class:`Snapshot` into findings without touching the network. Log and trace evidence
@@ -367,7 +368,8 @@ def _unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) ->
     head = message.split("preemption:")[0]
     reasons = [r.strip().rstrip(".") for r in re.split(r", |\. ", head.split("available:", 1)[-1]) if r.strip()]
     evidence = [Evidence("pod condition", f"PodScheduled=False Unschedulable: {message[:240]}",
-                         f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.conditions[?(@.type==\"PodScheduled\")].message}}'")]
+                         f"kubectl -n {ns} get pod {pname} -o "
+                         f"jsonpath='{{.status.conditions[?(@.type==\"PodScheduled\")].message}}'")]
     evidence += [_event_evidence(e, ns) for e in _events_for(snap, "Pod", pname, ns)[-1:]
                  if e.get("reason") == "FailedScheduling"]
     spec = _template_spec(snap, kind, ns, name, pod)
@@ -403,10 +405,10 @@ def _unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) ->
             evidence.append(Evidence("node allocatable", f"the pod requests {format_quantity(resource, want)} "
                                      f"{resource}; the most any node has unrequested is "
                                      f"{format_quantity(resource, best)}",
-                                     "kubectl describe nodes | grep -A8 'Allocated resources'   # or: kubectl top nodes"))
-            return Finding(code, subject, ns, f"requests {format_quantity(resource, want)} {resource}, more than any "
-                           f"node has free ({format_quantity(resource, best)}): request less (kubectl top shows what it "
-                           f"uses) or add nodes", evidence,
+                                     "kubectl describe nodes | grep -A8 'Allocated resources'"))
+            return Finding(code, subject, ns, f"requests {format_quantity(resource, want)} {resource}, more than "
+                           f"any node has free ({format_quantity(resource, best)}): request less (kubectl top shows "
+                           f"what it uses) or add nodes", evidence,
                            f"kubectl -n {ns} set resources {target} -c {cname} "
                            f"--requests={resource}={format_quantity(resource, fits)}")
     if has("untolerated taint"):
@@ -596,7 +598,8 @@ def _container_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: st
             ev = [_event_evidence(e, ns) for e in unhealthy[-1:] + killed_by_probe[-1:]]
             ev.append(Evidence("pod status", f"container {cname}: restartCount {cs.get('restartCount', 0)}, last exit "
                                f"code {last.get('exitCode', '?')} ({last.get('reason', '')})",
-                               f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.containerStatuses[*].lastState}}'"))
+                               f"kubectl -n {ns} get pod {pname} -o "
+                               f"jsonpath='{{.status.containerStatuses[*].lastState}}'"))
             output = " ".join(e.get("message") or "" for e in unhealthy)
             why, fix = _probe_fix(snap, kind, ns, name, spec, "livenessProbe", output)
             return Finding("LivenessProbeFailing", subject, ns, f"the liveness probe fails and the kubelet kills the "
@@ -732,15 +735,18 @@ def _replicasets(snap: Snapshot) -> list[Finding]:
                if e.get("reason") == "FailedCreate"][-1:]
         if (m := _QUOTA.search(message)):
             req, used, lim = _pairs(m["req"]), _pairs(m["used"]), _pairs(m["lim"])
-            need = {r: used.get(r, 0) + req[r] * max(missing, 1) for r in req if used.get(r, 0) + req[r] > lim.get(r, 0)}
+            need = {r: used.get(r, 0) + req[r] * max(missing, 1) for r in req
+                    if used.get(r, 0) + req[r] > lim.get(r, 0)}
             hard = {r: format_quantity(r, v) for r, v in need.items()}
             ev.append(Evidence("resourcequota", f"quota {m['q']}: used {m['used']} of {m['lim']}; each pod asks "
-                               f"{m['req']}; {missing} pod(s) missing", f"kubectl -n {ns} describe resourcequota {m['q']}"))
+                               f"{m['req']}; {missing} pod(s) missing",
+                               f"kubectl -n {ns} describe resourcequota {m['q']}"))
             # The ReplicaSet controller retries refused creates with exponential back-off (minutes, after a burst of
             # refusals); any change to the ReplicaSet makes it sync at once, so the fix touches it after the quota.
             fix = (f"kubectl -n {ns} patch resourcequota {m['q']} --type=merge -p "
                    f"{shlex.quote(json.dumps({'spec': {'hard': hard}}))}\n"
-                   f"kubectl -n {ns} annotate replicaset {rname} --overwrite troubleshooting.labkit.io/retry=\"$(date +%s)\""
+                   f"kubectl -n {ns} annotate replicaset {rname} --overwrite "
+                   f"troubleshooting.labkit.io/retry=\"$(date +%s)\""
                    "   # retry now, not after the controller's back-off")
             found.append(Finding("QuotaExceeded", _subject(kind, name), ns, f"ResourceQuota {m['q']} is full: "
                                  f"{missing} pod(s) cannot be created; raise the quota (or ask less per pod, or run "
@@ -757,8 +763,8 @@ def _replicasets(snap: Snapshot) -> list[Finding]:
                     args.append(f"--requests={h['res']}={h['edge']}")
             ev.append(Evidence("limitrange", "; ".join(h.group(0) for h in hits),
                                f"kubectl -n {ns} describe limitrange"))
-            found.append(Finding("LimitRangeViolation", _subject(kind, name), ns, "a LimitRange in the namespace refuses "
-                                 "the pods: " + "; ".join(f"{h['res']} {h['what']} {h['value']} is above the "
+            found.append(Finding("LimitRangeViolation", _subject(kind, name), ns, "a LimitRange in the namespace "
+                                 "refuses the pods: " + "; ".join(f"{h['res']} {h['what']} {h['value']} is above the "
                                                           f"{h['bound']} {h['edge']}" if h["bound"] == "maximum" else
                                                           f"{h['res']} {h['what']} {h['value']} is below the minimum "
                                                           f"{h['edge']}" for h in hits), ev,
@@ -877,7 +883,8 @@ def _nodes(snap: Snapshot) -> list[Finding]:
                 code = "NodeProblem"
             else:
                 continue
-            ev = [Evidence("node condition", f"{name}: {ctype}={status} {c.get('reason')}: {c.get('message', '')[:200]}",
+            ev = [Evidence("node condition",
+                           f"{name}: {ctype}={status} {c.get('reason')}: {c.get('message', '')[:200]}",
                            f"kubectl describe node {name}   # Conditions")]
             ev += [_event_evidence(e, None) for e in snap.node_events
                    if (e.get("involvedObject") or {}).get("name") == name and e.get("reason") == c.get("reason")][-1:]

@@ -89,7 +89,7 @@ def symptoms() -> pd.DataFrame:
 
 def not_shown() -> pd.DataFrame:
     """Failures of the course's list that the embedded backend cannot show honestly, and why."""
-    return pd.DataFrame([{"failure": k, "why not here": v} for k, v in _data()["not_shown"].items()])
+    return pd.DataFrame([{"failure": k, "why": v} for k, v in _data()["not_shown"].items()])
 
 
 def namespace_of(name: str) -> str:
@@ -140,7 +140,8 @@ def _inject_fault(lab: Lab, sc: Scenario, namespace: str) -> None:
 
 def clean_up(lab: Lab, names: list[str] | None = None) -> None:
     """Undo every fault the scenarios put outside their namespaces: taints removed, sick nodes rebooted, GPU boards
-    replaced, nodes uncordoned, StorageClasses they led to deleted. The namespaces go with :func:`reset`."""
+    replaced, nodes uncordoned, StorageClasses they led to deleted. The namespaces go with :func:`remove_namespaces`."""
+    gpu_nodes: set[str] = set()
     for sc in (scenario(n) for n in (names or list(all_scenarios()))):
         if taint := sc.fault.get("taint"):
             _taint(lab, taint, add=False)
@@ -154,15 +155,7 @@ def clean_up(lab: Lab, names: list[str] | None = None) -> None:
         if problem:
             _uncordon(lab, problem["node"])
         if xid := sc.fault.get("gpu_xid"):
-            if addons.url("gpu-exporter"):
-                from . import gpu_monitoring
-
-                for gpu in range(4):
-                    try:
-                        gpu_monitoring.replace_board(xid["node"], gpu)
-                    except OSError:
-                        break  # no such GPU on this node
-            _uncordon(lab, xid["node"])
+            gpu_nodes.add(xid["node"])
         for sc_name in (sc.cleanup or {}).get("storageclass", "").split():
             try:
                 with api_errors(f"deleting storageclass {sc_name}", server=lab.server):
@@ -170,6 +163,24 @@ def clean_up(lab: Lab, names: list[str] | None = None) -> None:
                         name=sc_name)
             except NotFound:
                 pass
+    if gpu_nodes and addons.url("gpu-exporter"):
+        from . import gpu_monitoring
+
+        gpu_monitoring.restore_gpu_nodes(lab)  # lesson 12's own undo: faulty boards replaced, GPU nodes uncordoned
+    for node in gpu_nodes:
+        _uncordon(lab, node)
+
+
+def remove_namespaces(lab: Lab) -> list[str]:
+    """Delete every scenario namespace (``kubectl delete namespace -l labkit.io/lesson`` for lesson-11-*), without
+    waiting: what the fixed scenarios still hold (CPU, GPUs) goes back to the lab."""
+    with api_errors("listing namespaces", server=lab.server):
+        names = [n.metadata.name for n in lab.core.list_namespace().items if n.metadata.name.startswith(LESSON + "-")]
+    for name in names:
+        with contextlib.suppress(NotFound), api_errors(f"deleting namespace {name}", server=lab.server):
+            lab.core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+            lab.core.delete_namespace(name, propagation_policy="Background")
+    return names
 
 
 # --- waiting for a symptom, or for its fix ------------------------------------------------------------------
@@ -187,7 +198,8 @@ def _state(lab: Lab, namespace: str, spec: dict[str, Any]) -> tuple[bool, str]:
     selector = spec.get("selector", "")
     if cond == "unschedulable":
         pods = _pods(lab, namespace, selector)
-        stuck = [p for p in pods if any(c.get("reason") == "Unschedulable" for c in p["status"].get("conditions") or [])]
+        stuck = [p for p in pods
+                 if any(c.get("reason") == "Unschedulable" for c in p["status"].get("conditions") or [])]
         return bool(stuck), f"{len(stuck)} of {len(pods)} pods Unschedulable"
     if cond.startswith("waiting="):
         want = cond.split("=", 1)[1]
@@ -250,6 +262,17 @@ def wait_state(lab: Lab, namespace: str, spec: dict[str, Any], *, timeout: float
 
 # --- the drill: inject, diagnose, fix, check ------------------------------------------------------------------
 
+def reset_namespace(lab: Lab, namespace: str) -> str:
+    """:func:`labkit.lesson_namespace`, faster: the old pods go first with no grace period (``kubectl delete pods
+    --all --grace-period=0 --force``), so the namespace controller does not wait out their 30 s grace periods."""
+    try:
+        with api_errors(f"deleting the pods of {namespace}", server=lab.server):
+            lab.core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+    except NotFound:
+        pass
+    return lesson_namespace(lab, namespace)
+
+
 def inject(lab: Lab, name: str, *, namespace: str | None = None, timeout: float = 90.0) -> str:
     """Set scenario ``name`` up in its own namespace (reset first) and wait until its symptom shows; return the
     namespace. What it applies is ``scenario(name).manifests`` (``kubectl apply -n NS -f -``), then ``.then``."""
@@ -258,7 +281,7 @@ def inject(lab: Lab, name: str, *, namespace: str | None = None, timeout: float 
     if sc.addons:
         addons.require(*sc.addons)
     clean_up(lab, [name])
-    lesson_namespace(lab, ns)
+    reset_namespace(lab, ns)
     if sc.fault.get("taint"):
         _inject_fault(lab, sc, ns)
     apply(lab, sc.manifests, namespace=ns)
@@ -326,7 +349,8 @@ class DrillResult:
 def drill(lab: Lab, names: list[str] | None = None, *, fix: bool = True, workers: int = 6,
           timeout: float = 90.0, keep: bool = False) -> list[DrillResult]:
     """Inject each scenario, diagnose its namespace, run the top finding's fix, wait for the lab to call it fixed,
-    diagnose again, delete its namespace (``keep=True`` keeps them). Namespaced scenarios run concurrently; node-level ones (their fix drains a node) one at a time
+    diagnose again, delete its namespace (``keep=True`` keeps them). Namespaced scenarios run concurrently;
+    node-level ones (their fix drains a node) one at a time
     after them. For the e2e test and ``benchmarks/diagnose_confusion.py``."""
     chosen = [scenario(n) for n in (names or list(all_scenarios()))]
 
@@ -422,7 +446,8 @@ EXERCISES = [
         hint="kubectl get endpointslices -l kubernetes.io/service-name=api shows none; compare kubectl get svc api "
              "-o jsonpath='{.spec.selector}' with kubectl get pods --show-labels",
         solution="kubectl -n lesson-11-service-selector patch service api --type=json \\\n"
-                 "  -p '[{\"op\":\"replace\",\"path\":\"/spec/selector\",\"value\":{\"app\":\"api\",\"tier\":\"backend\"}}]'",
+                 "  -p '[{\"op\":\"replace\",\"path\":\"/spec/selector\","
+                 "\"value\":{\"app\":\"api\",\"tier\":\"backend\"}}]'",
         check=_exercise_check("service-selector"),
         solve=_solve("service-selector"),
     ),
@@ -436,7 +461,8 @@ EXERCISES = [
                  "  -p '{\"spec\":{\"hard\":{\"requests.cpu\":\"1500m\",\"limits.cpu\":\"3\"}}}'\n"
                  "# the ReplicaSet controller retries refused creates with back-off (minutes); touching the ReplicaSet "
                  "retries now:\n"
-                 "kubectl -n lesson-11-quota annotate rs -l app=checkout --overwrite troubleshooting.labkit.io/retry=now",
+                 "kubectl -n lesson-11-quota annotate rs -l app=checkout --overwrite "
+                 "troubleshooting.labkit.io/retry=now",
         check=_exercise_check("quota"),
         solve=_solve("quota"),
     ),

