@@ -2,7 +2,8 @@
 namespaced ones concurrently, the node-level ones after them, one at a time, since their fix drains a node); the
 engine must rank the injected cause first, give evidence for every finding, and the top finding's fix command, run
 in bash with the lab's kubectl, must fix it (the lab's own check says so, and the engine no longer names the cause).
-The CLI prints the same diagnosis; lesson 11's exercises fail unsolved and pass once fixed with kubectl.
+The CLI prints the same diagnosis; where Prometheus runs it adds its evidence; lesson 11's exercises fail unsolved and
+pass once fixed with kubectl.
 """
 
 from __future__ import annotations
@@ -81,4 +82,16 @@ def test_each_exercise_fails_unsolved_and_passes_fixed(lab: lk.Lab, exercise: st
         l11.wait_state(lab, ns, l11.scenario(name).fixed, timeout=90)
         assert ex.check(attempt) == []
     finally:
+        lab.core.delete_namespace(ns, propagation_policy="Background")
+
+
+def test_prometheus_adds_its_evidence_where_it_runs(lab: lk.Lab) -> None:
+    lk.addons.require("prometheus", "gpu-exporter")
+    ns = l11.inject(lab, "gpu-xid")
+    try:
+        lk.promql.wait_for_series('DCGM_FI_DEV_XID_ERRORS{Hostname="gpu-node-2"} > 0', timeout=60)  # scraped
+        lines = [e.line for f in lk.diagnose(lab, ns).findings for e in f.evidence if e.source == "prometheus"]
+        assert any('DCGM_FI_DEV_XID_ERRORS{Hostname="gpu-node-2"} > 0 = 79' in line for line in lines), lines
+    finally:
+        l11.clean_up(lab, ["gpu-xid"])
         lab.core.delete_namespace(ns, propagation_policy="Background")
