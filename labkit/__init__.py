@@ -50,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "Recorder": "labkit.kube.events:Recorder", "min_ready_during": "labkit.kube.events:min_ready_during",
     "record_until": "labkit.kube.events:record_until",
     "probe_timeline": "labkit.figures:probe_timeline", "rollout_timeline": "labkit.figures:rollout_timeline",
+    # troubleshooting (11)
+    "diagnose": "labkit.insight:diagnose", "insight": "labkit.insight",
     # exercises, every lesson
     "check": "labkit.lessons:check", "progress": "labkit.lessons:progress", "solution": "labkit.lessons:solution",
 }
@@ -80,6 +82,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
         dashboards,
         exercises,
         figures,
+        insight,
         kube,
         lessons,
         paths,
@@ -99,6 +102,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
         WaitTimeout,
     )
     from .figures import probe_timeline, rollout_timeline
+    from .insight import diagnose
     from .kube import events, rollouts, wait
     from .kube.apply import apply, delete, load_manifests
     from .kube.client import Lab, connect

@@ -123,6 +123,10 @@ LESSONS: dict[str, LessonRights] = {
     "lesson-08": LessonRights(
         "nodes/status (node conditions); node-problem-detector add-on; the nodes' kernel logs",
         refused="it makes nodes report problems (node conditions, cluster-scoped) that every student's pods see"),
+    "lesson-11": LessonRights(
+        "lists nodes, StorageClasses and pods in every namespace (lk.diagnose); taints nodes in its scenarios",
+        refused="its insight engine reads every namespace and the nodes, and its scenarios taint and break shared "
+                "nodes"),
     "lesson-12": LessonRights(
         "cordon/drain nodes (patch nodes, evict pods of every namespace); GPU add-ons",
         refused="it cordons and drains GPU nodes (patch nodes, evictions in every namespace)"),

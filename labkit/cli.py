@@ -1,4 +1,4 @@
-"""The ``labkit`` command: up, down, status, doctor, env, classroom.
+"""The ``labkit`` command: up, down, status, doctor, env, diagnose, classroom.
 
 Imports stay light (no Kubernetes client, pandas or plotly): ``labkit env`` and ``labkit status`` answer at once.
 """
@@ -120,6 +120,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """Ranked findings with evidence and fix commands (``lk.diagnose``); exit 1 when something is wrong.
+
+    What it reads: ``kubectl get pods,events,deploy,rs,svc,endpointslices,hpa,pvc [-n NS] -o yaml`` and
+    ``kubectl get nodes,storageclasses -o yaml``, plus the GPU exporter's and Prometheus' metrics where they run.
+    """
+    from .insight import diagnose
+    from .kube.client import connect
+
+    result = diagnose(connect(), args.namespace)
+    _say(str(result))
+    return 1 if result.findings else 0
+
+
 def _check(ok: bool, what: str, fix: str) -> bool:
     _say(f"  [{'ok' if ok else 'MISSING'}] {what}" + ("" if ok else f"\n        fix: {fix}"))
     return ok
@@ -235,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="backend, versions, components, nodes").set_defaults(func=cmd_status)
     sub.add_parser("doctor", help="check prerequisites and say how to fix each").set_defaults(func=cmd_doctor)
     sub.add_parser("env", help='shell lines: eval "$(labkit env)"').set_defaults(func=cmd_env)
+    diag = sub.add_parser("diagnose", help="find what is wrong: ranked root causes, evidence, fix commands")
+    diag.add_argument("-n", "--namespace", help="one namespace (default: the whole cluster)")
+    diag.set_defaults(func=cmd_diagnose)
     sub.add_parser("gpu-env", help='shell lines for nvitop/gpustat on the lab\'s simulated GPUs: '
                    'eval "$(labkit gpu-env)"').set_defaults(func=cmd_gpu_env)
     room = sub.add_parser("classroom", help="one namespace, quota, RBAC and kubeconfig per student on this cluster")

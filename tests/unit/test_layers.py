@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("kube",),
     ("promql", "cgroups", "exercises"),
     ("classroom",),
+    ("insight",),
     ("figures",),
     ("widgets", "dashboards"),
     ("lessons",),

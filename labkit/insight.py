@@ -1,0 +1,1016 @@
+"""An insight engine for the lab, in the spirit of Huawei Cloud's CIE (容器洞察引擎): read the live cluster, correlate
+what it says, and return ranked findings: the root cause, the evidence (each line naming its source and the
+kubectl/PromQL command that shows it), and the command that fixes it. Introduced in notebook 11_troubleshooting.
+
+``lk.diagnose(lab, namespace=ns)`` (this module is ``lk.insight``); in a shell ``labkit diagnose -n NS``. It
+reads pods, events, Deployments and ReplicaSets, Services and EndpointSlices, HPAs, PVCs and StorageClasses,
+quotas, nodes and their conditions through the Kubernetes API, the GPU exporter's XID counters where that add-on
+runs, and Prometheus where it runs.
+
+Split in two so the ranking can be tested on recorded objects: :func:`snapshot` reads the cluster into plain dicts,
+:func:`analyze` turns a :class:`Snapshot` into findings without touching the network. Log and trace evidence
+(lessons 09 and 10) plug in through :func:`register_evidence_source`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import re
+import shlex
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from . import addons, promql
+from .errors import LabkitError
+from .kube.client import Lab, api_errors
+
+# Every cause the engine can name, with the kubectl-level symptom that goes with it.
+CAUSES: dict[str, str] = {
+    "ProgressDeadlineExceeded": "a rollout that stopped making progress (its new revision's pods never became ready)",
+    "GPUXidError": "a GPU reported an XID error (79: fallen off the bus) on the node the pods run on",
+    "NodeProblem": "node-problem-detector reports a permanent problem (a NodeCondition) on the pods' node",
+    "NodeNotReady": "the pods' node is NotReady",
+    "NodePressure": "the pods' node is under memory, disk or PID pressure",
+    "QuotaExceeded": "a ResourceQuota refuses the pods (the ReplicaSet cannot create them)",
+    "LimitRangeViolation": "a LimitRange refuses the pods (a request or limit outside its min/max)",
+    "UnboundPVC": "the pod waits for a PersistentVolumeClaim that does not bind",
+    "UntoleratedTaint": "the only nodes the pod may use carry a taint it does not tolerate",
+    "InsufficientGPU": "no node has enough free GPUs for the pod's request",
+    "InsufficientCPU": "no node has enough unrequested CPU for the pod's request",
+    "InsufficientMemory": "no node has enough unrequested memory for the pod's request",
+    "NodeAffinityMismatch": "the pod's node selector or affinity matches no node",
+    "Unschedulable": "the scheduler cannot place the pod",
+    "ImagePullBackOff": "the container's image cannot be pulled (the name or tag does not exist, or access is denied)",
+    "OOMKilled": "the container used more memory than its limit and the kernel killed it",
+    "LivenessProbeFailing": "the liveness probe fails, so the kubelet keeps killing the container",
+    "CrashLoopBackOff": "the container's process exits with an error and the kubelet restarts it with back-off",
+    "ServiceSelectorMismatch": "the Service's selector matches no pod, so it has no endpoints",
+    "ReadinessProbeFailing": "the readiness probe fails, so the pods stay out of their Services' endpoints",
+    "HPAWithoutMetrics": "the HorizontalPodAutoscaler cannot read its metric, so it does not scale",
+}
+# Rank: a cause that explains others comes first (a stuck rollout explains its pods; a sick node its pods).
+SCORES: dict[str, int] = {code: 100 - i for i, code in enumerate(CAUSES)}
+
+NPD_STANDARD = {"Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"}
+EXIT_CODES = {1: "a general application error", 2: "misuse of a shell builtin", 126: "the command is not executable",
+              127: "the command was not found", 137: "killed by SIGKILL (the OOM killer, or the kubelet)",
+              139: "a segmentation fault (SIGSEGV)", 143: "terminated by SIGTERM"}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One fact behind a finding: where it comes from, what it says, and the command that shows it."""
+
+    source: str
+    line: str
+    command: str
+
+    def __str__(self) -> str:
+        return f"[{self.source}] {self.line}\n      $ {self.command}"
+
+
+@dataclass
+class Finding:
+    """A root cause the engine found: what, where, why (evidence), and the command that fixes it."""
+
+    cause: str
+    subject: str
+    namespace: str
+    summary: str
+    evidence: list[Evidence]
+    fix: str
+    score: int = 0
+    # PromQL whose answer supports the finding: (what it shows, expression); added as evidence where Prometheus runs.
+    queries: list[tuple[str, str]] = field(default_factory=list)
+    # Lower-ranked findings this one explains (folded in as evidence).
+    explains: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.score:
+            self.score = SCORES.get(self.cause, 10)
+
+    def __str__(self) -> str:
+        lines = [f"{self.cause} ({self.subject}, namespace {self.namespace or '-'}): {self.summary}"]
+        lines += [f"  evidence {e}" for e in self.evidence]
+        lines.append("  fix: " + self.fix.replace("\n", "\n       "))
+        return "\n".join(lines)
+
+
+@dataclass
+class Diagnosis:
+    """Ranked findings, most likely root cause first."""
+
+    namespace: str | None
+    findings: list[Finding]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def top(self) -> Finding | None:
+        return self.findings[0] if self.findings else None
+
+    def causes(self) -> list[str]:
+        return [f.cause for f in self.findings]
+
+    def table(self) -> pd.DataFrame:
+        """One row per finding: rank, cause, subject, summary, evidence count, fix."""
+        rows = [{"rank": i + 1, "cause": f.cause, "subject": f.subject, "namespace": f.namespace,
+                 "summary": f.summary, "evidence": len(f.evidence), "fix": f.fix.splitlines()[0]}
+                for i, f in enumerate(self.findings)]
+        return pd.DataFrame(rows, columns=["rank", "cause", "subject", "namespace", "summary", "evidence", "fix"])
+
+    def __str__(self) -> str:
+        where = f"namespace {self.namespace}" if self.namespace else "the whole cluster"
+        if not self.findings:
+            return f"diagnose {where}: no problem found" + "".join(f"\n  note: {n}" for n in self.notes)
+        parts = [f"diagnose {where}: {len(self.findings)} finding(s), most likely root cause first"]
+        parts += [f"{i + 1}. {f}" for i, f in enumerate(self.findings)]
+        parts += [f"note: {n}" for n in self.notes]
+        return "\n".join(parts)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
+# --- reading the cluster ----------------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """What the engine reads, as plain dicts (``kubectl get ... -o json``), so it can be recorded and replayed."""
+
+    namespace: str | None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    replicasets: list[dict[str, Any]] = field(default_factory=list)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    endpointslices: list[dict[str, Any]] = field(default_factory=list)
+    hpas: list[dict[str, Any]] = field(default_factory=list)
+    pvcs: list[dict[str, Any]] = field(default_factory=list)
+    storageclasses: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    all_pods: list[dict[str, Any]] = field(default_factory=list)  # every namespace: what occupies the nodes
+    node_events: list[dict[str, Any]] = field(default_factory=list)
+    gpu_metrics: list[dict[str, Any]] = field(default_factory=list)  # {node, gpu, xid, line}
+    gpu_source: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        return cls(**json.loads(text))
+
+
+def _items(lab: Lab, api_version: str, kind: str, namespace: str | None, **kw: Any) -> list[dict[str, Any]]:
+    res = lab.dynamic.resources.get(api_version=api_version, kind=kind)
+    with api_errors(f"listing {kind}", server=lab.server):
+        listing = res.get(namespace=namespace if res.namespaced else None, **kw)
+    return lab.api_client.sanitize_for_serialization(listing.to_dict()).get("items") or []
+
+
+XID_METRIC = "DCGM_FI_DEV_XID_ERRORS"
+
+
+def _gpu_metrics() -> tuple[list[dict[str, Any]], str]:
+    """XID counters from the GPU exporter's /metrics where that add-on runs (dcgm-exporter's own names)."""
+    url = addons.url("gpu-exporter")
+    if not url:
+        return [], ""
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 -- loopback
+        text = resp.read().decode()
+    rows, seen = [], set()
+    for line in text.splitlines():
+        if not line.startswith(XID_METRIC + "{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        value = float(line.rsplit(" ", 1)[1])
+        key = (labels.get("Hostname"), labels.get("gpu"))
+        if value > 0 and key not in seen:
+            seen.add(key)
+            rows.append({"node": labels.get("Hostname"), "gpu": labels.get("gpu"), "xid": int(value), "line": line})
+    return rows, url
+
+
+def snapshot(lab: Lab, namespace: str | None = None) -> Snapshot:
+    """Read what :func:`analyze` needs from the live lab (``namespace=None``: every namespace)."""
+    snap = Snapshot(namespace=namespace)
+    snap.pods = _items(lab, "v1", "Pod", namespace)
+    snap.events = _items(lab, "v1", "Event", namespace)
+    snap.deployments = _items(lab, "apps/v1", "Deployment", namespace)
+    snap.replicasets = _items(lab, "apps/v1", "ReplicaSet", namespace)
+    snap.services = _items(lab, "v1", "Service", namespace)
+    snap.endpointslices = _items(lab, "discovery.k8s.io/v1", "EndpointSlice", namespace)
+    snap.hpas = _items(lab, "autoscaling/v2", "HorizontalPodAutoscaler", namespace)
+    snap.pvcs = _items(lab, "v1", "PersistentVolumeClaim", namespace)
+    snap.storageclasses = _items(lab, "storage.k8s.io/v1", "StorageClass", None)
+    snap.nodes = _items(lab, "v1", "Node", None)
+    snap.all_pods = snap.pods if namespace is None else _items(lab, "v1", "Pod", None)
+    snap.node_events = _items(lab, "v1", "Event", None, field_selector="involvedObject.kind=Node")
+    with contextlib.suppress(OSError, ValueError):
+        snap.gpu_metrics, snap.gpu_source = _gpu_metrics()
+    return snap
+
+
+# --- small helpers over dicts --------------------------------------------------------------------------------
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _cond(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
+
+
+def _ns_flag(ns: str | None) -> str:
+    return f"-n {ns} " if ns else ""
+
+
+def _events_for(snap: Snapshot, kind: str, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    found = [e for e in snap.events if (e.get("involvedObject") or {}).get("kind") == kind
+             and (e.get("involvedObject") or {}).get("name") == name
+             and (namespace is None or _meta(e).get("namespace") == namespace)]
+    return sorted(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+def _event_evidence(event: dict[str, Any], ns: str | None) -> Evidence:
+    inv = event.get("involvedObject") or {}
+    count = event.get("count") or 1
+    times = f" (x{count})" if count > 1 else ""
+    return Evidence("event", f"{event.get('type')} {event.get('reason')}{times} {inv.get('kind')}/{inv.get('name')}: "
+                             f"{(event.get('message') or '').strip()[:240]}",
+                    f"kubectl {_ns_flag(ns)}events --for {inv.get('kind', '').lower()}/{inv.get('name')}")
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return _cond(pod, "Ready").get("status") == "True"
+
+
+def _live(pod: dict[str, Any]) -> bool:
+    return not _meta(pod).get("deletionTimestamp") and (pod.get("status") or {}).get("phase") not in (
+        "Succeeded", "Failed")
+
+
+def _owner(snap: Snapshot, obj: dict[str, Any]) -> tuple[str, str]:
+    """(kind, name) of the workload a pod belongs to: its Deployment through the ReplicaSet, or itself."""
+    refs = _meta(obj).get("ownerReferences") or []
+    ctrl = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+    if ctrl is None:
+        return ("Pod", _meta(obj).get("name", ""))
+    if ctrl.get("kind") == "ReplicaSet":
+        rs = next((r for r in snap.replicasets if _meta(r).get("name") == ctrl.get("name")
+                   and _meta(r).get("namespace") == _meta(obj).get("namespace")), None)
+        if rs is not None:
+            up = _owner(snap, rs)
+            if up[0] == "Deployment":
+                return up
+        return ("ReplicaSet", ctrl.get("name", ""))
+    return (ctrl.get("kind", "Pod"), ctrl.get("name", ""))
+
+
+def _subject(kind: str, name: str) -> str:
+    return f"{kind.lower()}/{name}"
+
+
+def _deployment(snap: Snapshot, ns: str, name: str) -> dict[str, Any] | None:
+    return next((d for d in snap.deployments if _meta(d).get("name") == name and _meta(d).get("namespace") == ns),
+                None)
+
+
+def _revisions(snap: Snapshot, dep: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Deployment's ReplicaSets, oldest revision first."""
+    uid = _meta(dep).get("uid")
+    owned = [rs for rs in snap.replicasets if any(r.get("uid") == uid for r in _meta(rs).get("ownerReferences") or [])]
+    return sorted(owned, key=lambda rs: int((_meta(rs).get("annotations") or {}).get(
+        "deployment.kubernetes.io/revision", 0)))
+
+
+def _can_undo(snap: Snapshot, kind: str, ns: str, name: str) -> bool:
+    dep = _deployment(snap, ns, name) if kind == "Deployment" else None
+    return dep is not None and len(_revisions(snap, dep)) >= 2
+
+
+def _undo(ns: str, name: str) -> str:
+    return f"kubectl -n {ns} rollout undo deployment/{name}"
+
+
+def _template_spec(snap: Snapshot, kind: str, ns: str, name: str, pod: dict[str, Any]) -> dict[str, Any]:
+    dep = _deployment(snap, ns, name) if kind == "Deployment" else None
+    return ((dep or {}).get("spec") or {}).get("template", {}).get("spec") or pod.get("spec") or {}
+
+
+_UNITS = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
+          "Ti": 2**40}
+
+
+def quantity(text: str | int | float | None) -> float:
+    """A Kubernetes quantity as a number: ``500m`` -> 0.5, ``1Gi`` -> 1073741824."""
+    if text is None:
+        return 0.0
+    m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(text).strip())
+    if not m or m.group(2) not in _UNITS:
+        raise ValueError(f"not a quantity: {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def format_quantity(resource: str, value: float) -> str:
+    """A number back as a quantity the way kubectl writes it for ``resource`` (cpu in millicores, memory in Mi)."""
+    if resource.endswith("cpu"):
+        milli = round(value * 1000)
+        return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+    if resource.endswith(("memory", "storage")):
+        return f"{int(-(-value // 2**20))}Mi"
+    return str(int(value))
+
+
+def _requests(pod: dict[str, Any], resource: str) -> float:
+    total = 0.0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        total += quantity((res.get("requests") or {}).get(resource, (res.get("limits") or {}).get(resource)))
+    return total
+
+
+def _free(snap: Snapshot, resource: str) -> dict[str, float]:
+    """Per schedulable node, how much of ``resource`` no running pod has requested (what the scheduler counts)."""
+    free = {}
+    for node in snap.nodes:
+        if (node.get("spec") or {}).get("unschedulable"):
+            continue
+        name = _meta(node)["name"]
+        alloc = quantity(((node.get("status") or {}).get("allocatable") or {}).get(resource, 0))
+        used = sum(_requests(p, resource) for p in snap.all_pods
+                   if (p.get("spec") or {}).get("nodeName") == name and _live(p))
+        free[name] = alloc - used
+    return free
+
+
+def _jsonpatch(ns: str, kind: str, name: str, ops: list[dict[str, Any]]) -> str:
+    return f"kubectl -n {ns} patch {kind.lower()}/{name} --type=json -p {shlex.quote(json.dumps(ops))}"
+
+
+# --- the rules ---------------------------------------------------------------------------------------------
+
+def _unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> Finding | None:
+    cond = _cond(pod, "PodScheduled")
+    if cond.get("status") != "False" or cond.get("reason") != "Unschedulable":
+        return None
+    ns, pname = _meta(pod)["namespace"], _meta(pod)["name"]
+    message = cond.get("message") or ""
+    head = message.split("preemption:")[0]
+    reasons = [r.strip().rstrip(".") for r in re.split(r", |\. ", head.split("available:", 1)[-1]) if r.strip()]
+    evidence = [Evidence("pod condition", f"PodScheduled=False Unschedulable: {message[:240]}",
+                         f"kubectl -n {ns} get pod {pname} -o "
+                         f"jsonpath='{{.status.conditions[?(@.type==\"PodScheduled\")].message}}'")]
+    evidence += [_event_evidence(e, ns) for e in _events_for(snap, "Pod", pname, ns)[-1:]
+                 if e.get("reason") == "FailedScheduling"]
+    spec = _template_spec(snap, kind, ns, name, pod)
+    cname = ((spec.get("containers") or [{}])[0]).get("name", "")
+    subject = _subject(kind, name)
+    target = f"{kind.lower()}/{name}"
+
+    def has(word: str) -> list[str]:
+        return [r for r in reasons if word in r]
+
+    if has("PersistentVolumeClaim") or has("persistentvolumeclaim"):
+        return _unbound_pvc(snap, pod, kind, name, evidence)
+    gpu = [r for r in has("Insufficient") if "nvidia.com/" in r]
+    if gpu:
+        resource = re.search(r"Insufficient (\S+)", gpu[0]).group(1)  # type: ignore[union-attr]
+        free = _free(snap, resource)
+        best = max(free.values(), default=0)
+        want = _requests(pod, resource)
+        evidence.append(Evidence("node allocatable", f"the pod asks for {want:g} {resource}; the most any node has "
+                                 f"free is {best:g} ({', '.join(f'{n}: {v:g}' for n, v in sorted(free.items()) if v)})",
+                                 "kubectl describe nodes | grep -A8 'Allocated resources'"))
+        fix = (f"kubectl -n {ns} set resources {target} -c {cname} --limits={resource}={int(best)}" if best >= 1 else
+               "kubectl get pods -A -o wide --field-selector spec.nodeName=NODE   # free GPUs first, or add a node")
+        return Finding("InsufficientGPU", subject, ns, f"{want:g} {resource} requested; no node has that many free "
+                       f"(at most {best:g}): ask for what a node has, or add GPU nodes", evidence, fix)
+    for resource, code in (("cpu", "InsufficientCPU"), ("memory", "InsufficientMemory")):
+        if has(f"Insufficient {resource}"):
+            free = _free(snap, resource)
+            best = max(free.values(), default=0)
+            want = _requests(pod, resource)
+            step = 0.1 if resource == "cpu" else 2**26
+            fits = max(int(best / 2 / step) * step, step)  # half what the roomiest node has free: room to spare
+            evidence.append(Evidence("node allocatable", f"the pod requests {format_quantity(resource, want)} "
+                                     f"{resource}; the most any node has unrequested is "
+                                     f"{format_quantity(resource, best)}",
+                                     "kubectl describe nodes | grep -A8 'Allocated resources'"))
+            return Finding(code, subject, ns, f"requests {format_quantity(resource, want)} {resource}, more than "
+                           f"any node has free ({format_quantity(resource, best)}): request less (kubectl top shows "
+                           f"what it uses) or add nodes", evidence,
+                           f"kubectl -n {ns} set resources {target} -c {cname} "
+                           f"--requests={resource}={format_quantity(resource, fits)}")
+    if has("untolerated taint"):
+        # The scheduler counts a node under its first failing filter (taints before affinity), and 1.36 does not
+        # name the taint: the taint is the cause only on nodes the pod's selector/affinity would otherwise accept.
+        pod_spec = pod.get("spec") or {}
+        fixes = []
+        for node in snap.nodes:
+            if not _node_matches(pod_spec, node):
+                continue
+            for t in (node.get("spec") or {}).get("taints") or []:
+                if t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(pod_spec, t):
+                    value = f"={t['value']}" if t.get("value") else ""
+                    nname = _meta(node)["name"]
+                    evidence.append(Evidence("node taint", f"{nname} matches the pod's node selector/affinity and has "
+                                             f"taint {t['key']}{value}:{t['effect']}, which the pod does not tolerate",
+                                             f"kubectl get node {nname} -o jsonpath='{{.spec.taints}}'"))
+                    fixes.append(f"kubectl taint nodes {nname} {t['key']}{value}:{t['effect']}-")
+        if fixes:
+            return Finding("UntoleratedTaint", subject, ns, "the nodes the pod may run on carry a taint it does not "
+                           "tolerate: remove the taint if its reason is over (or give the pod a toleration)",
+                           evidence, "\n".join(fixes))
+    if has("didn't match Pod's node affinity/selector"):
+        ops, shown = [], []
+        if spec.get("nodeSelector"):
+            ops.append({"op": "remove", "path": "/spec/template/spec/nodeSelector"})
+            shown.append(",".join(f"{k}={v}" for k, v in spec["nodeSelector"].items()))
+        required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                    .get("requiredDuringSchedulingIgnoredDuringExecution"))
+        if required:
+            ops.append({"op": "remove", "path": "/spec/template/spec/affinity/nodeAffinity"})
+            for term in required.get("nodeSelectorTerms") or []:
+                for expr in term.get("matchExpressions") or []:
+                    if expr.get("operator") == "In":
+                        shown.append(f"{expr['key']} in ({','.join(expr.get('values') or [])})")
+        for sel in shown:
+            evidence.append(Evidence("nodes", f"no node has labels matching {sel}",
+                                     f"kubectl get nodes -l '{sel}' --show-labels"))
+        fix = _jsonpatch(ns, kind, name, ops) if kind == "Deployment" and ops else \
+            "kubectl get nodes --show-labels   # then fix the pod's nodeSelector/affinity, or label a node"
+        return Finding("NodeAffinityMismatch", subject, ns, f"its node selector/affinity ({'; '.join(shown)}) matches "
+                       f"no node: drop or correct the rule, or label the nodes meant for it", evidence, fix)
+    return Finding("Unschedulable", subject, ns, f"the scheduler says: {head.strip()[:160]}", evidence,
+                   f"kubectl -n {ns} describe pod {pname}")
+
+
+def _expression_matches(labels: dict[str, str], expr: dict[str, Any]) -> bool:
+    key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    if op == "In":
+        return labels.get(key) in values
+    if op == "NotIn":
+        return labels.get(key) not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    if op in ("Gt", "Lt") and key in labels and values:
+        with contextlib.suppress(ValueError):
+            return int(labels[key]) > int(values[0]) if op == "Gt" else int(labels[key]) < int(values[0])
+    return False
+
+
+def _node_matches(pod_spec: dict[str, Any], node: dict[str, Any]) -> bool:
+    """Whether the pod's nodeSelector and required node affinity accept ``node`` (as the NodeAffinity filter)."""
+    labels = _meta(node).get("labels") or {}
+    if any(labels.get(k) != v for k, v in (pod_spec.get("nodeSelector") or {}).items()):
+        return False
+    required = (((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution")) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    return not terms or any(all(_expression_matches(labels, e) for e in t.get("matchExpressions") or [])
+                            for t in terms)
+
+
+def _tolerates(pod_spec: dict[str, Any], taint: dict[str, Any]) -> bool:
+    for tol in pod_spec.get("tolerations") or []:
+        if tol.get("effect") and tol["effect"] != taint.get("effect"):
+            continue
+        if tol.get("operator") == "Exists" and (not tol.get("key") or tol["key"] == taint.get("key")):
+            return True
+        if tol.get("key") == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def _unbound_pvc(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, evidence: list[Evidence]) -> Finding:
+    ns = _meta(pod)["namespace"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
+              if v.get("persistentVolumeClaim")]
+    fix = f"kubectl -n {ns} describe pvc"
+    summary = "a PersistentVolumeClaim of the pod is not bound"
+    for claim in claims:
+        pvc = next((p for p in snap.pvcs if _meta(p).get("name") == claim and _meta(p).get("namespace") == ns), None)
+        if pvc is None:
+            evidence.append(Evidence("pvc", f"persistentvolumeclaim {claim} does not exist",
+                                     f"kubectl -n {ns} get pvc {claim}"))
+            summary = f"the pod mounts claim {claim}, which does not exist"
+            continue
+        phase = (pvc.get("status") or {}).get("phase")
+        if phase == "Bound":
+            continue
+        sc = (pvc.get("spec") or {}).get("storageClassName")
+        evidence.append(Evidence("pvc", f"persistentvolumeclaim {claim} is {phase}, storageClassName {sc}",
+                                 f"kubectl -n {ns} get pvc {claim}"))
+        evidence += [_event_evidence(e, ns) for e in _events_for(snap, "PersistentVolumeClaim", claim, ns)[-1:]]
+        classes = {_meta(s)["name"]: s for s in snap.storageclasses}
+        if sc and sc not in classes:
+            default = next((s for s in snap.storageclasses if (_meta(s).get("annotations") or {}).get(
+                "storageclass.kubernetes.io/is-default-class") == "true"), None)
+            evidence.append(Evidence("storageclass", f"no StorageClass {sc}; the cluster has: "
+                                     f"{', '.join(sorted(classes)) or 'none'}", "kubectl get storageclass"))
+            summary = (f"claim {claim} asks for StorageClass {sc!r}, which does not exist: create that class (below), "
+                       f"or recreate the claim with an existing one"
+                       + (f" ({_meta(default)['name']})" if default else ""))
+            if default:
+                fix = (f"kubectl apply -f - <<'EOF'\napiVersion: storage.k8s.io/v1\nkind: StorageClass\n"
+                       f"metadata: {{name: {sc}}}\nprovisioner: {default['provisioner']}\n"
+                       f"volumeBindingMode: {default.get('volumeBindingMode', 'Immediate')}\n"
+                       f"reclaimPolicy: {default.get('reclaimPolicy', 'Delete')}\nEOF")
+        else:
+            summary = f"claim {claim} is {phase}: no PersistentVolume matches it and its class provisions none"
+            fix = f"kubectl -n {ns} describe pvc {claim}   # then provide a matching PV or a provisioning class"
+    return Finding("UnboundPVC", _subject(kind, name), ns, summary, evidence, fix)
+
+
+def _image_fix(snap: Snapshot, kind: str, ns: str, name: str, cname: str, image: str) -> str:
+    if _can_undo(snap, kind, ns, name):
+        return _undo(ns, name)
+    running = {c.get("image") for p in snap.all_pods for c in (p.get("spec") or {}).get("containers") or []
+               if (p.get("status") or {}).get("phase") == "Running"} - {image}
+    close = difflib.get_close_matches(image, sorted(r for r in running if r), n=1, cutoff=0.6)
+    new = close[0] if close else "IMAGE:TAG-THAT-EXISTS"
+    return f"kubectl -n {ns} set image {kind.lower()}/{name} {cname}={new}"
+
+
+def _probe_fix(snap: Snapshot, kind: str, ns: str, name: str, spec: dict[str, Any], probe_kind: str,
+               output: str) -> tuple[str, str]:
+    """(why, fix) for a failing probe: a port nothing listens on, a path that answers 404, or else undo."""
+    for i, c in enumerate(spec.get("containers") or []):
+        probe = c.get(probe_kind) or {}
+        handler = next((k for k in ("httpGet", "tcpSocket", "grpc") if k in probe), None)
+        if handler is None:
+            continue
+        port = probe[handler].get("port")
+        declared = [p.get("containerPort") for p in c.get("ports") or []]
+        names = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+        number = names.get(port, port)
+        base = f"/spec/template/spec/containers/{i}/{probe_kind}/{handler}"
+        if declared and number not in declared and ("refused" in output or "dial tcp" in output):
+            return (f"it checks port {port}, but the container listens on {declared[0]} (connection refused)",
+                    _jsonpatch(ns, kind, name, [{"op": "replace", "path": f"{base}/port", "value": declared[0]}]))
+        if handler == "httpGet" and "statuscode: 404" in output:
+            return (f"it asks for {probe[handler].get('path', '/')}, which the app answers with 404",
+                    _jsonpatch(ns, kind, name, [{"op": "replace", "path": f"{base}/path", "value": "/"}]))
+    if _can_undo(snap, kind, ns, name):
+        return "the probe started failing with the latest revision", _undo(ns, name)
+    return ("the app does not answer the probe", f"kubectl -n {ns} edit {kind.lower()}/{name}   # fix the {probe_kind}"
+            " (what it checks, or initialDelaySeconds/failureThreshold)")
+
+
+def _container_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> Finding | None:
+    ns, pname = _meta(pod)["namespace"], _meta(pod)["name"]
+    status = pod.get("status") or {}
+    spec = _template_spec(snap, kind, ns, name, pod)
+    events = _events_for(snap, "Pod", pname, ns)
+    subject = _subject(kind, name)
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        reason = waiting.get("reason", "")
+        cname = cs.get("name")
+        state_ev = Evidence("pod status", f"container {cname}: waiting {reason}: {(waiting.get('message') or '')[:200]}"
+                            .rstrip(": "),
+                            f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.containerStatuses[*].state}}'")
+        if reason in ("ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName"):
+            ev = [state_ev] + [_event_evidence(e, ns) for e in events if e.get("reason") == "Failed"
+                               and "Failed to pull" in (e.get("message") or "")][-1:]
+            image = next((c.get("image") for c in spec.get("containers") or [] if c.get("name") == cname), "")
+            return Finding("ImagePullBackOff", subject, ns, f"image {cs.get('image') or image!r} cannot be pulled: "
+                           f"the name or tag does not exist in the registry (or needs credentials)", ev,
+                           _image_fix(snap, kind, ns, name, cname, image))
+        killed_by_probe = [e for e in events if e.get("reason") == "Killing"
+                           and "failed liveness probe" in (e.get("message") or "")]
+        if killed_by_probe or (reason == "CrashLoopBackOff" and any(
+                e.get("reason") == "Unhealthy" and "Liveness" in (e.get("message") or "") for e in events)):
+            unhealthy = [e for e in events if e.get("reason") == "Unhealthy" and "Liveness" in (e.get("message") or "")]
+            ev = [_event_evidence(e, ns) for e in unhealthy[-1:] + killed_by_probe[-1:]]
+            ev.append(Evidence("pod status", f"container {cname}: restartCount {cs.get('restartCount', 0)}, last exit "
+                               f"code {last.get('exitCode', '?')} ({last.get('reason', '')})",
+                               f"kubectl -n {ns} get pod {pname} -o "
+                               f"jsonpath='{{.status.containerStatuses[*].lastState}}'"))
+            output = " ".join(e.get("message") or "" for e in unhealthy)
+            why, fix = _probe_fix(snap, kind, ns, name, spec, "livenessProbe", output)
+            return Finding("LivenessProbeFailing", subject, ns, f"the liveness probe fails and the kubelet kills the "
+                           f"container: {why}", ev, fix,
+                           queries=[("restarts", f'kube_pod_container_status_restarts_total{{namespace="{ns}",'
+                                                 f'pod="{pname}"}}')])
+        if last.get("reason") == "OOMKilled":
+            limit = next(((c.get("resources") or {}).get("limits") or {}).get("memory") for c in
+                         spec.get("containers") or [] if c.get("name") == cname)
+            ev = [Evidence("pod status", f"container {cname}: last terminated OOMKilled, exit code "
+                           f"{last.get('exitCode')}, restartCount {cs.get('restartCount', 0)}, memory limit {limit}",
+                           f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.containerStatuses[*].lastState}}'")]
+            doubled = format_quantity("memory", 2 * quantity(limit)) if limit else "512Mi"
+            return Finding("OOMKilled", subject, ns, f"the container outgrew its memory limit ({limit}) and was killed "
+                           f"by the kernel: raise the limit (or fix the leak)", ev,
+                           f"kubectl -n {ns} set resources {kind.lower()}/{name} -c {cname} --limits=memory={doubled}",
+                           queries=[("memory working set", f'container_memory_working_set_bytes{{namespace="{ns}",'
+                                                           f'pod="{pname}"}}')])
+        if reason == "CrashLoopBackOff" or (last.get("exitCode") and cs.get("restartCount")):
+            code = last.get("exitCode")
+            ev = [Evidence("pod status", f"container {cname}: {reason or 'restarted'}, restartCount "
+                           f"{cs.get('restartCount', 0)}, last exit code {code} ({last.get('reason', '')}: "
+                           f"{EXIT_CODES.get(code, 'the process chose it')})",
+                           f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.containerStatuses[*].lastState}}'"),
+                  Evidence("logs", "what the process printed before it exited",
+                           f"kubectl -n {ns} logs {pname} -c {cname} --previous")]
+            ev += [_event_evidence(e, ns) for e in events if e.get("reason") == "BackOff"][-1:]
+            undo = _can_undo(snap, kind, ns, name)
+            fix = _undo(ns, name) if undo else (f"kubectl -n {ns} logs {pname} -c {cname} --previous   # read why, "
+                                                f"then fix the command or the config it needs")
+            return Finding("CrashLoopBackOff", subject, ns, f"the process exits with code {code} "
+                           f"({EXIT_CODES.get(code, 'its own choice')})" + (
+                               "; it started with the latest revision: roll back, then fix it" if undo else ""),
+                           ev, fix, queries=[("restarts", f'kube_pod_container_status_restarts_total{{namespace="{ns}",'
+                                                          f'pod="{pname}"}}')])
+    if status.get("phase") == "Running" and not _ready(pod):
+        unhealthy = [e for e in events if e.get("reason") == "Unhealthy" and "Readiness" in (e.get("message") or "")]
+        if unhealthy:
+            ev = [Evidence("pod condition", f"Ready=False: {_cond(pod, 'Ready').get('message', '')}",
+                           f"kubectl -n {ns} get pod {pname}")]
+            ev += [_event_evidence(e, ns) for e in unhealthy[-1:]]
+            ev += _service_endpoints_evidence(snap, pod)
+            output = " ".join(e.get("message") or "" for e in unhealthy)
+            why, fix = _probe_fix(snap, kind, ns, name, spec, "readinessProbe", output)
+            return Finding("ReadinessProbeFailing", subject, ns, f"the pods run but never turn Ready, so no Service "
+                           f"sends them traffic: {why}", ev, fix)
+    return None
+
+
+def _selected(labels: dict[str, str], selector: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _service_endpoints_evidence(snap: Snapshot, pod: dict[str, Any]) -> list[Evidence]:
+    out = []
+    labels = _meta(pod).get("labels") or {}
+    for svc in snap.services:
+        if _meta(svc).get("namespace") != _meta(pod).get("namespace"):
+            continue
+        if _selected(labels, (svc.get("spec") or {}).get("selector") or {}):
+            name, ns = _meta(svc)["name"], _meta(svc)["namespace"]
+            ready = _ready_endpoints(snap, ns, name)
+            out.append(Evidence("endpoints", f"service {name} has {ready} ready endpoint(s)",
+                                f"kubectl -n {ns} get endpointslices -l kubernetes.io/service-name={name}"))
+    return out
+
+
+def _ready_endpoints(snap: Snapshot, ns: str, service: str) -> int:
+    return sum(1 for s in snap.endpointslices if _meta(s).get("namespace") == ns
+               and (_meta(s).get("labels") or {}).get("kubernetes.io/service-name") == service
+               for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready"))
+
+
+def _services(snap: Snapshot) -> list[Finding]:
+    found = []
+    for svc in snap.services:
+        selector = (svc.get("spec") or {}).get("selector") or {}
+        ns, name = _meta(svc)["namespace"], _meta(svc)["name"]
+        pods = [p for p in snap.pods if _meta(p).get("namespace") == ns and _live(p)]
+        if not selector or any(_selected(_meta(p).get("labels") or {}, selector) for p in pods):
+            continue
+        # Which workload did it mean? The one whose pod labels are closest to the selector (or named like it).
+        best, best_score = None, 0.0
+        for p in pods:
+            labels = {k: v for k, v in (_meta(p).get("labels") or {}).items() if k != "pod-template-hash"}
+            score = sum(difflib.SequenceMatcher(None, str(selector.get(k, "")), str(v)).ratio()
+                        for k, v in labels.items() if k in selector) + (1 if name in labels.values() else 0)
+            if score > best_score:
+                best, best_score = labels, score
+        sel_text = ",".join(f"{k}={v}" for k, v in selector.items())
+        ev = [Evidence("service", f"service {name} selects {sel_text}",
+                      f"kubectl -n {ns} get service {name} -o jsonpath='{{.spec.selector}}'"),
+              Evidence("pods", f"no pod in {ns} has labels {sel_text}", f"kubectl -n {ns} get pods -l {sel_text}"),
+              Evidence("endpoints", f"service {name} has {_ready_endpoints(snap, ns, name)} ready endpoint(s)",
+                       f"kubectl -n {ns} get endpointslices -l kubernetes.io/service-name={name}")]
+        if best:
+            ev.append(Evidence("pods", "the pods it most likely means carry "
+                               + ",".join(f"{k}={v}" for k, v in best.items()),
+                               f"kubectl -n {ns} get pods --show-labels"))
+            fix = _jsonpatch(ns, "Service", name, [{"op": "replace", "path": "/spec/selector", "value": best}])
+        else:
+            fix = f"kubectl -n {ns} get pods --show-labels   # then set the Service's selector to their labels"
+        found.append(Finding("ServiceSelectorMismatch", f"service/{name}", ns, f"its selector {sel_text} matches no "
+                             f"pod, so it has no endpoints and every request to it fails", ev, fix))
+    return found
+
+
+_QUOTA = re.compile(r"exceeded quota: (?P<q>[^,]+), requested: (?P<req>\S+), used: (?P<used>\S+), "
+                    r"limited: (?P<lim>\S+)")
+_LIMIT = re.compile(r"(?P<bound>maximum|minimum) (?P<res>\w+) usage per (?P<scope>Container|Pod) is (?P<edge>\S+?),? "
+                    r"(?:but|No) (?P<what>limit|request) is (?P<value>[^,\s]+)")
+
+
+def _pairs(text: str) -> dict[str, float]:
+    return {k: quantity(v) for k, v in (p.split("=", 1) for p in text.rstrip(".").split(","))}
+
+
+def _replicasets(snap: Snapshot) -> list[Finding]:
+    found = []
+    for rs in snap.replicasets:
+        cond = _cond(rs, "ReplicaFailure")
+        if cond.get("status") != "True":
+            continue
+        ns, rname = _meta(rs)["namespace"], _meta(rs)["name"]
+        kind, name = _owner(snap, rs)
+        if kind == "Pod":
+            kind, name = "ReplicaSet", rname
+        message = cond.get("message") or ""
+        missing = int((rs.get("spec") or {}).get("replicas") or 0) - int((rs.get("status") or {}).get("replicas") or 0)
+        ev = [Evidence("replicaset condition", f"ReplicaFailure=True {cond.get('reason')}: {message[:240]}",
+                       f"kubectl -n {ns} describe replicaset {rname}")]
+        ev += [_event_evidence(e, ns) for e in _events_for(snap, "ReplicaSet", rname, ns)
+               if e.get("reason") == "FailedCreate"][-1:]
+        if (m := _QUOTA.search(message)):
+            req, used, lim = _pairs(m["req"]), _pairs(m["used"]), _pairs(m["lim"])
+            need = {r: used.get(r, 0) + req[r] * max(missing, 1) for r in req
+                    if used.get(r, 0) + req[r] > lim.get(r, 0)}
+            hard = {r: format_quantity(r, v) for r, v in need.items()}
+            ev.append(Evidence("resourcequota", f"quota {m['q']}: used {m['used']} of {m['lim']}; each pod asks "
+                               f"{m['req']}; {missing} pod(s) missing",
+                               f"kubectl -n {ns} describe resourcequota {m['q']}"))
+            # The ReplicaSet controller retries refused creates with exponential back-off (minutes, after a burst of
+            # refusals); any change to the ReplicaSet makes it sync at once, so the fix touches it after the quota.
+            fix = (f"kubectl -n {ns} patch resourcequota {m['q']} --type=merge -p "
+                   f"{shlex.quote(json.dumps({'spec': {'hard': hard}}))}\n"
+                   f"kubectl -n {ns} annotate replicaset {rname} --overwrite "
+                   f"troubleshooting.labkit.io/retry=\"$(date +%s)\""
+                   "   # retry now, not after the controller's back-off")
+            found.append(Finding("QuotaExceeded", _subject(kind, name), ns, f"ResourceQuota {m['q']} is full: "
+                                 f"{missing} pod(s) cannot be created; raise the quota (or ask less per pod, or run "
+                                 f"fewer)", ev, fix))
+        elif (hits := list(_LIMIT.finditer(message))):
+            dep = _deployment(snap, ns, name) if kind == "Deployment" else None
+            spec = ((dep or rs).get("spec") or {}).get("template", {}).get("spec") or {}
+            cname = ((spec.get("containers") or [{}])[0]).get("name", "")
+            args = []
+            for h in hits:
+                flag = "limits" if h["bound"] == "maximum" else "requests"
+                args.append(f"--{flag}={h['res']}={h['edge']}")
+                if h["bound"] == "maximum":  # a request above the new limit would be refused too
+                    args.append(f"--requests={h['res']}={h['edge']}")
+            ev.append(Evidence("limitrange", "; ".join(h.group(0) for h in hits),
+                               f"kubectl -n {ns} describe limitrange"))
+            found.append(Finding("LimitRangeViolation", _subject(kind, name), ns, "a LimitRange in the namespace "
+                                 "refuses the pods: " + "; ".join(f"{h['res']} {h['what']} {h['value']} is above the "
+                                                          f"{h['bound']} {h['edge']}" if h["bound"] == "maximum" else
+                                                          f"{h['res']} {h['what']} {h['value']} is below the minimum "
+                                                          f"{h['edge']}" for h in hits), ev,
+                                 f"kubectl -n {ns} set resources {kind.lower()}/{name} -c {cname} "
+                                 + " ".join(dict.fromkeys(args))))
+    return found
+
+
+def _hpas(snap: Snapshot) -> list[Finding]:
+    found = []
+    for hpa in snap.hpas:
+        cond = _cond(hpa, "ScalingActive")
+        if cond.get("status") != "False" or cond.get("reason") == "ScalingDisabled":
+            continue
+        ns, name = _meta(hpa)["namespace"], _meta(hpa)["name"]
+        target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        message = cond.get("message") or ""
+        ev = [Evidence("hpa condition", f"ScalingActive=False {cond.get('reason')}: {message[:240]}",
+                       f"kubectl -n {ns} describe hpa {name}")]
+        ev += [_event_evidence(e, ns) for e in _events_for(snap, "HorizontalPodAutoscaler", name, ns)][-1:]
+        dep = _deployment(snap, ns, target.get("name", "")) if target.get("kind") == "Deployment" else None
+        containers = ((dep or {}).get("spec") or {}).get("template", {}).get("spec", {}).get("containers") or []
+        resources = {m.get("resource", {}).get("name") for m in (hpa.get("spec") or {}).get("metrics") or []
+                     if m.get("type") == "Resource"} - {None}
+        lacking = [(c["name"], r) for c in containers for r in resources
+                   if r not in ((c.get("resources") or {}).get("requests") or {})]
+        if lacking:
+            ev.append(Evidence("deployment", f"container(s) {', '.join(sorted({c for c, _ in lacking}))} of "
+                               f"{target.get('kind', '').lower()}/{target.get('name')} request no "
+                               f"{', '.join(sorted({r for _, r in lacking}))}: utilization is usage / request",
+                               f"kubectl -n {ns} get deployment {target.get('name')} -o "
+                               f"jsonpath='{{.spec.template.spec.containers[*].resources}}'"))
+            defaults = {"cpu": "100m", "memory": "128Mi"}
+            flags = ",".join(f"{r}={defaults.get(r, '100m')}" for r in sorted({r for _, r in lacking}))
+            fix = f"kubectl -n {ns} set resources deployment/{target.get('name')} --requests={flags}"
+            why = "its target's containers have no resource request, so there is no utilization to compute"
+        else:
+            ev.append(Evidence("metrics api", "whether the metrics pipeline answers for these pods",
+                               f"kubectl -n {ns} top pods   # and: kubectl get apiservice v1beta1.metrics.k8s.io"))
+            fix = "kubectl get apiservice v1beta1.metrics.k8s.io   # metrics-server (or the adapter) must be Available"
+            why = "the metrics API returns nothing for its pods"
+        found.append(Finding("HPAWithoutMetrics", f"horizontalpodautoscaler/{name}", ns,
+                             f"the autoscaler cannot compute a replica count: {why}", ev, fix))
+    return found
+
+
+def _deployments(snap: Snapshot) -> list[Finding]:
+    found = []
+    for dep in snap.deployments:
+        cond = _cond(dep, "Progressing")
+        if cond.get("reason") != "ProgressDeadlineExceeded":
+            continue
+        if (dep.get("status") or {}).get("observedGeneration", 0) < _meta(dep).get("generation", 0):
+            continue
+        ns, name = _meta(dep)["namespace"], _meta(dep)["name"]
+        revs = _revisions(snap, dep)
+        ev = [Evidence("deployment condition", f"Progressing=False ProgressDeadlineExceeded: {cond.get('message')}",
+                       f"kubectl -n {ns} rollout status deployment/{name}")]
+        if revs:
+            new = revs[-1]
+            images = ",".join(c.get("image", "") for c in new["spec"]["template"]["spec"].get("containers") or [])
+            rev = (_meta(new).get("annotations") or {}).get("deployment.kubernetes.io/revision")
+            ev.append(Evidence("rollout history", f"revision {rev} ({_meta(new)['name']}, image {images}): "
+                               f"{(new.get('status') or {}).get('readyReplicas', 0) or 0} of "
+                               f"{new['spec'].get('replicas', 0)} ready", f"kubectl -n {ns} rollout history "
+                               f"deployment/{name}"))
+        undo = len(revs) >= 2
+        found.append(Finding("ProgressDeadlineExceeded", f"deployment/{name}", ns, "the rollout has stopped: its new "
+                             "pods did not become available within progressDeadlineSeconds" + (
+                                 "; the previous revision worked: roll back, then fix the new one" if undo else ""),
+                             ev, _undo(ns, name) if undo else f"kubectl -n {ns} describe deployment {name}"))
+    return found
+
+
+def _scope_pods_on(snap: Snapshot, node: str) -> list[dict[str, Any]]:
+    return [p for p in snap.pods if (p.get("spec") or {}).get("nodeName") == node and _live(p)]
+
+
+def _workload_pods_on(snap: Snapshot, node: str) -> list[dict[str, Any]]:
+    return [p for p in snap.all_pods if (p.get("spec") or {}).get("nodeName") == node and _live(p)
+            and not any(r.get("kind") == "DaemonSet" for r in _meta(p).get("ownerReferences") or [])]
+
+
+def _node_in_scope(snap: Snapshot, node: dict[str, Any]) -> bool:
+    """A sick node matters while it runs the scope's pods (or, for the whole cluster, while it takes or holds work)."""
+    name = _meta(node)["name"]
+    if snap.namespace:
+        return bool(_scope_pods_on(snap, name))
+    return not (node.get("spec") or {}).get("unschedulable") or bool(_workload_pods_on(snap, name))
+
+
+def _drain(node: str) -> str:
+    return f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data"
+
+
+def _pods_line(snap: Snapshot, node: str) -> Evidence:
+    pods = _scope_pods_on(snap, node) if snap.namespace else _workload_pods_on(snap, node)
+    names = ", ".join(f"{_meta(p)['namespace']}/{_meta(p)['name']}" for p in pods[:6]) or "none"
+    return Evidence("pods", f"pods on {node}: {names}", f"kubectl get pods -A -o wide --field-selector "
+                                                          f"spec.nodeName={node}")
+
+
+def _nodes(snap: Snapshot) -> list[Finding]:
+    found = []
+    for node in snap.nodes:
+        if not _node_in_scope(snap, node):
+            continue
+        name = _meta(node)["name"]
+        for c in (node.get("status") or {}).get("conditions") or []:
+            ctype, status = c.get("type"), c.get("status")
+            if ctype == "Ready" and status != "True":
+                code = "NodeNotReady"
+            elif ctype in NPD_STANDARD - {"Ready"} and status == "True":
+                code = "NodePressure"
+            elif ctype not in NPD_STANDARD and status == "True":
+                code = "NodeProblem"
+            else:
+                continue
+            ev = [Evidence("node condition",
+                           f"{name}: {ctype}={status} {c.get('reason')}: {c.get('message', '')[:200]}",
+                           f"kubectl describe node {name}   # Conditions")]
+            ev += [_event_evidence(e, None) for e in snap.node_events
+                   if (e.get("involvedObject") or {}).get("name") == name and e.get("reason") == c.get("reason")][-1:]
+            ev.append(_pods_line(snap, name))
+            found.append(Finding(code, f"node/{name}", snap.namespace or "", f"node {name} reports {ctype} "
+                                 f"({c.get('reason')}); its pods are at risk: drain it (it is cordoned first), "
+                                 f"repair or reboot it, then `kubectl uncordon {name}`", ev, _drain(name),
+                                 queries=[("NPD's gauge", f'problem_gauge{{type="{ctype}"}} > 0')]
+                                 if code == "NodeProblem" else []))
+    nodes = {_meta(n)["name"]: n for n in snap.nodes}
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for row in snap.gpu_metrics:
+        by_node.setdefault(row["node"], []).append(row)
+    for node_name, rows in sorted(by_node.items()):
+        node = nodes.get(node_name)
+        if node is None or not _node_in_scope(snap, node):
+            continue
+        ev = [Evidence("dcgm-exporter", row["line"], f"curl -s {snap.gpu_source} | grep {XID_METRIC}") for row in rows]
+        ev.append(_pods_line(snap, node_name))
+        what = ", ".join(f"GPU {r['gpu']} XID {r['xid']}" for r in rows)
+        lost = " (79: fallen off the bus, its jobs are lost)" if any(r["xid"] == 79 for r in rows) else ""
+        found.append(Finding("GPUXidError", f"node/{node_name}", snap.namespace or "",
+                             f"{node_name} reports {what}{lost}; drain the node, reset the GPU (nvidia-smi -r) or "
+                             f"replace it, then `kubectl uncordon {node_name}`", ev, _drain(node_name),
+                             queries=[("XID per GPU", f'{XID_METRIC}{{Hostname="{node_name}"}} > 0')]))
+    return found
+
+
+def analyze(snap: Snapshot) -> list[Finding]:
+    """Every finding in ``snap``, ranked (most likely root cause first); pure: reads no cluster."""
+    findings: list[Finding] = []
+    per_workload: dict[tuple[str, str, str], Finding] = {}
+    for pod in snap.pods:
+        if not _live(pod):
+            continue
+        kind, name = _owner(snap, pod)
+        finding = _unschedulable(snap, pod, kind, name) or _container_findings(snap, pod, kind, name)
+        if finding is None:
+            continue
+        key = (finding.namespace, finding.subject, finding.cause)
+        if key in per_workload:  # one finding per workload and cause; count the pods
+            per_workload[key].explains.append(f"pod/{_meta(pod)['name']}")
+            continue
+        per_workload[key] = finding
+        findings.append(finding)
+    findings += _services(snap) + _replicasets(snap) + _hpas(snap) + _deployments(snap) + _nodes(snap)
+    return rank(findings)
+
+
+def rank(findings: list[Finding]) -> list[Finding]:
+    """Order by how much a cause explains; a stuck rollout absorbs the findings about its own pods."""
+    by_subject: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        by_subject.setdefault((f.namespace, f.subject), []).append(f)
+    kept = []
+    for f in findings:
+        if f.cause != "ProgressDeadlineExceeded":
+            continue
+        for other in by_subject.get((f.namespace, f.subject), []):
+            if other is not f:
+                f.explains.append(other.cause)
+                f.evidence += other.evidence[:2]
+                f.summary += f" (the new pods: {other.cause})"
+    for f in findings:
+        absorbed = any(g.cause == "ProgressDeadlineExceeded" and f is not g and f.cause in g.explains
+                       and (g.namespace, g.subject) == (f.namespace, f.subject) for g in findings)
+        if not absorbed:
+            kept.append(f)
+    return sorted(kept, key=lambda f: (-f.score, f.namespace, f.subject))
+
+
+# --- evidence from elsewhere: Prometheus here; logs (lesson 09) and traces (lesson 10) plug in ----------------
+
+EvidenceSource = Callable[[Snapshot, Finding], Iterable[Evidence]]
+_EVIDENCE_SOURCES: dict[str, EvidenceSource] = {}
+
+
+def register_evidence_source(name: str, source: EvidenceSource) -> None:
+    """Add evidence to every finding from another signal (logs, traces): ``source(snapshot, finding)`` returns
+    Evidence lines, each naming its query (a LogsQL query, a Jaeger search). Registering a name again replaces it.
+    A source that fails is named in the diagnosis' notes; the diagnosis still stands."""
+    _EVIDENCE_SOURCES[name] = source
+
+
+def _prometheus_evidence(snap: Snapshot, finding: Finding) -> Iterable[Evidence]:
+    if not finding.queries or not addons.url("prometheus"):
+        return []
+    out = []
+    for what, expr in finding.queries:
+        frame = promql.query(expr)
+        if not frame.empty:
+            out.append(Evidence("prometheus", f"{what}: {expr} = {frame['value'].max():g}",
+                                f"curl -s '{promql.prometheus_url()}/api/v1/query' --data-urlencode 'query={expr}'"))
+    return out
+
+
+register_evidence_source("prometheus", _prometheus_evidence)
+
+
+def collect_evidence(snap: Snapshot, findings: list[Finding]) -> list[str]:
+    """Ask every registered evidence source about every finding; return notes naming the sources that failed."""
+    notes = []
+    for name, source in _EVIDENCE_SOURCES.items():
+        for finding in findings:
+            try:
+                finding.evidence += list(source(snap, finding))
+            except (LabkitError, OSError, ValueError, KeyError) as exc:
+                notes.append(f"evidence source {name!r} failed: {exc}")
+                break
+    return notes
+
+
+def diagnose(lab: Lab | None = None, namespace: str | None = None) -> Diagnosis:
+    """Ranked findings for ``namespace`` (``None``: the whole cluster), each with evidence and a fix command.
+
+    Introduced in notebook 11_troubleshooting. What it reads is what ``kubectl get pods,events,deploy,rs,svc,
+    endpointslices,hpa,pvc -n NS -o yaml``, ``kubectl get nodes,storageclasses -o yaml`` and the add-ons' metrics
+    show; ``labkit diagnose -n NS`` prints the same.
+    """
+    if lab is None:
+        from .kube.client import connect
+
+        lab = connect()
+    snap = snapshot(lab, namespace)
+    findings = analyze(snap)
+    notes = collect_evidence(snap, findings)
+    if not snap.gpu_source:
+        notes.append("GPU exporter not running: XID errors not checked (labkit up --with gpu-exporter)")
+    return Diagnosis(namespace, findings, notes)
