@@ -856,8 +856,12 @@ def _node_in_scope(snap: Snapshot, node: dict[str, Any]) -> bool:
     return not (node.get("spec") or {}).get("unschedulable") or bool(_workload_pods_on(snap, name))
 
 
-def _drain(node: str) -> str:
-    return f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data"
+def _drain(snap: Snapshot, node: str) -> str:
+    """``kubectl drain``; with ``--force`` only when pods without a controller run there: drain refuses them
+    otherwise, and on a node that has to go they are lost either way (nothing recreates them)."""
+    bare = [p for p in _workload_pods_on(snap, node)
+            if not any(r.get("controller") for r in _meta(p).get("ownerReferences") or [])]
+    return f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data" + (" --force" if bare else "")
 
 
 def _pods_line(snap: Snapshot, node: str) -> Evidence:
@@ -891,7 +895,7 @@ def _nodes(snap: Snapshot) -> list[Finding]:
             ev.append(_pods_line(snap, name))
             found.append(Finding(code, f"node/{name}", snap.namespace or "", f"node {name} reports {ctype} "
                                  f"({c.get('reason')}); its pods are at risk: drain it (it is cordoned first), "
-                                 f"repair or reboot it, then `kubectl uncordon {name}`", ev, _drain(name),
+                                 f"repair or reboot it, then `kubectl uncordon {name}`", ev, _drain(snap, name),
                                  queries=[("NPD's gauge", f'problem_gauge{{type="{ctype}"}} > 0')]
                                  if code == "NodeProblem" else []))
     nodes = {_meta(n)["name"]: n for n in snap.nodes}
@@ -908,7 +912,7 @@ def _nodes(snap: Snapshot) -> list[Finding]:
         lost = " (79: fallen off the bus, its jobs are lost)" if any(r["xid"] == 79 for r in rows) else ""
         found.append(Finding("GPUXidError", f"node/{node_name}", snap.namespace or "",
                              f"{node_name} reports {what}{lost}; drain the node, reset the GPU (nvidia-smi -r) or "
-                             f"replace it, then `kubectl uncordon {node_name}`", ev, _drain(node_name),
+                             f"replace it, then `kubectl uncordon {node_name}`", ev, _drain(snap, node_name),
                              queries=[("XID per GPU", f'{XID_METRIC}{{Hostname="{node_name}"}} > 0')]))
     return found
 

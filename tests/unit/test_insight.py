@@ -165,7 +165,11 @@ def test_a_sick_node_outranks_its_pods_and_stops_mattering_once_drained() -> Non
                    last={"exitCode": 1, "reason": "Error"})
     findings = analyze(snap(pods=[crashing], nodes=[node("cpu-node-1"), sick]))
     assert [f.cause for f in findings] == ["NodeProblem", "CrashLoopBackOff"]
-    assert findings[0].fix == "kubectl drain cpu-node-2 --ignore-daemonsets --delete-emptydir-data"
+    # web-a has no controller: kubectl drain refuses such a pod unless forced (nothing would recreate it anyway)
+    assert findings[0].fix == "kubectl drain cpu-node-2 --ignore-daemonsets --delete-emptydir-data --force"
+    managed = pod("web-a", "web-rs", node_name="cpu-node-2")
+    assert analyze(snap(pods=[managed], nodes=[node("cpu-node-1"), sick]))[0].fix == (
+        "kubectl drain cpu-node-2 --ignore-daemonsets --delete-emptydir-data")
     drained = copy.deepcopy(sick)
     drained["spec"]["unschedulable"] = True
     moved = pod("web-b", None, node_name="cpu-node-1")
