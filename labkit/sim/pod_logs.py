@@ -74,6 +74,22 @@ def container_log(namespace: str, pod: str, uid: str, container: str, restart: i
     return log_root() / "pods" / f"{namespace}_{pod}_{uid}" / container / f"{restart}.log"
 
 
+def current_log(namespace: str, pod: str, uid: str, container: str, *, previous: bool = False) -> Path:
+    """``current.log`` (or ``previous.log``): a symlink to the running (or the last ended) container start's file;
+    KWOK's Logs object names these, so it never changes while the files behind them do."""
+    return container_log(namespace, pod, uid, container, 0).with_name("previous.log" if previous else "current.log")
+
+
+def _point(link: Path, target: Path) -> None:
+    """Make ``link`` a symlink to ``target`` in one step (readers never see it missing)."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
 def predicted_container_id(uid: str, container: str, restart: int) -> str:
     """The ID KWOK will give a container start (labkit's Stages: sha256 of ``UID/NAME/RESTARTCOUNT``)."""
     return hashlib.sha256(f"{uid}/{container}/{restart}".encode()).hexdigest()
@@ -175,10 +191,9 @@ def logs_object(pod: Mapping[str, Any], runs: Mapping[str, Run]) -> dict[str, An
     meta = pod["metadata"]
     logs = []
     for name, run in sorted(runs.items()):
-        entry: dict[str, Any] = {"containers": [name], "logsFile": str(run.path), "follow": True}
-        if run.restart > 0:
-            entry["previousLogsFile"] = str(container_log(run.namespace, run.pod, run.uid, name, run.restart - 1))
-        logs.append(entry)
+        logs.append({"containers": [name], "logsFile": str(current_log(run.namespace, run.pod, run.uid, name)),
+                     "previousLogsFile": str(current_log(run.namespace, run.pod, run.uid, name, previous=True)),
+                     "follow": True})
     return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
             "metadata": {"name": meta["name"], "namespace": meta["namespace"],
                          "labels": {"app.kubernetes.io/managed-by": LOGS_MANAGED_BY},
@@ -228,6 +243,16 @@ class PodLogs:
                                                          and cs.get("containerID") else 0)
             self._link(meta["namespace"], meta["name"], meta["uid"], c["name"], restart,
                        predicted_container_id(meta["uid"], c["name"], restart))
+            if (cs.get("state") or {}).get("running") and cs.get("containerID"):
+                self._point_current(meta["namespace"], meta["name"], meta["uid"], c["name"],
+                                    int(cs.get("restartCount") or 0))
+
+    def _point_current(self, namespace: str, pod: str, uid: str, container: str, restart: int) -> None:
+        """``current.log`` -> this start's file, ``previous.log`` -> the one before (as soon as it runs)."""
+        _point(current_log(namespace, pod, uid, container), container_log(namespace, pod, uid, container, restart))
+        if restart > 0:
+            _point(current_log(namespace, pod, uid, container, previous=True),
+                   container_log(namespace, pod, uid, container, restart - 1))
 
     def watch(self, core: Any) -> threading.Thread:
         """Call :meth:`prepare` on every pod event, as they come (the model's tick is a second apart)."""
@@ -271,6 +296,7 @@ class PodLogs:
                           cid, started, script_output(commands.get(cs["name"], [])))
                 fresh = not run.path.exists() or run.path.stat().st_size == 0
                 self._link(run.namespace, run.pod, run.uid, run.container, run.restart, cid)
+                self._point_current(run.namespace, run.pod, run.uid, run.container, run.restart)
                 if not fresh:  # the model restarted: this container's lines are there already
                     run.written = len(run.script)
                 elif not run.script:
