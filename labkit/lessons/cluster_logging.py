@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable

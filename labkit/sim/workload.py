@@ -42,6 +42,9 @@ Run as ``python -m labkit.sim.workload --kubeconfig K --port P --state DIR`` (th
 binds 127.0.0.1.
 Later lessons extend :class:`PodLoad` (what one pod is doing) and :func:`render_metrics`; logs and traces read the
 same :class:`Snapshot`.
+Logs (lesson 09): each tick, :mod:`labkit.sim.pod_logs` writes one line per request these counters count, into the
+files KWOK serves to ``kubectl logs``; a serving pod whose env names ``http://SERVICE`` passes each request on to
+that Service (:func:`downstream_loads`), which counts and logs it too, with the same request id.
 """
 
 from __future__ import annotations
