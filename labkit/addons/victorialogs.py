@@ -17,7 +17,7 @@ Run as ``python -m labkit.addons.victorialogs ...`` (the log-agent add-on's comm
 from __future__ import annotations
 
 import argparse
-import http.server
+import functools
 import json
 import os
 import signal
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from .. import versions
 from ..cluster.binaries import Component
 from ..cluster.health import ApiConnection
 from ..cluster.ports import free_port
+from ..sim.loopback_http import JSON, OK, Answer, LoopbackServer
 from ..sim.pod_logs import containers_dir
 from .base import Addon, Context, PythonModuleAddon
 from .node_problem_detector import _die_with_parent
@@ -180,28 +182,16 @@ class DaemonSet:
                              "log": str(self.folder / a.node / "vlagent.log")} for a in self.agents.values()}
 
 
-def _serve(port: int, daemonset: DaemonSet) -> http.server.ThreadingHTTPServer:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # name fixed by http.server
-            state = daemonset.state()
-            if self.path == "/healthz":
-                ok = bool(state) and all(s["healthy"] for s in state.values())
-                body, code = (b"ok" if ok else b"vlagents not all healthy"), 200 if ok else 503
-            elif self.path == "/nodes":
-                body, code = json.dumps(state, indent=1).encode(), 200
-            else:
-                body, code = b"not found", 404
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # signature fixed by http.server
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+def _answer(daemonset: DaemonSet, path: str) -> Answer | None:
+    """``/healthz`` (every node's vlagent healthy) and ``/nodes`` (one entry per node)."""
+    state = daemonset.state()
+    if path == "/healthz":
+        if state and all(s["healthy"] for s in state.values()):
+            return OK
+        return Answer("vlagents not all healthy\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
+    if path == "/nodes":
+        return Answer(json.dumps(state, indent=1), JSON)
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -215,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     daemonset.reconcile()
-    server = _serve(args.port, daemonset)
+    server = LoopbackServer(args.port, functools.partial(_answer, daemonset)).start()
     while not stopping.wait(NODE_POLL_S):
         try:
             daemonset.reconcile()

@@ -27,6 +27,7 @@ from ..kube.apply import apply
 from ..kube.client import Lab, api_errors
 from ..kube.objects import patch
 from ..kube.wait import wait_for_set
+from ..settings import LOCAL_HTTP_TIMEOUT_S
 from ..sim.pod_logs import ERROR_MESSAGE_ANNOTATION, ERROR_RATE_ANNOTATION
 
 STORE, AGENT = "victoria-logs", "log-agent"
@@ -112,7 +113,7 @@ def agents() -> pd.DataFrame:
     url = addons.url(AGENT)
     if url is None:
         raise LabkitError("the log agents are not running", fix="l09.start_logging()  # labkit up --with log-agent")
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=LOCAL_HTTP_TIMEOUT_S) as resp:  # noqa: S310 - loopback
         state = json.loads(resp.read())
     return pd.DataFrame([{"node": node, "healthy": s["healthy"], "pid": s["pid"], "port": s["port"]}
                          for node, s in sorted(state.items())])
@@ -186,7 +187,7 @@ def query(logsql: str, *, limit: int | None = None) -> pd.DataFrame:
     request = urllib.request.Request(f"{_store()}/select/logsql/query",  # noqa: S310 - loopback
                                      data=urllib.parse.urlencode(data).encode())
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=LOCAL_HTTP_TIMEOUT_S) as resp:  # noqa: S310 - loopback
             text = resp.read().decode()
     except urllib.error.HTTPError as exc:
         raise LabkitError(f"VictoriaLogs refused the query {logsql!r}: {exc.read().decode()[:300]}",
@@ -259,7 +260,7 @@ def forwarded_request(where: str) -> str:
 
 def _model_metrics() -> dict[tuple[str, str], float]:
     url = (addons.url("workload-model") or "").removesuffix("/state")
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(f"{url}/metrics", timeout=LOCAL_HTTP_TIMEOUT_S) as resp:  # noqa: S310 - loopback
         text = resp.read().decode()
     out = {}
     for line in text.splitlines():
