@@ -35,6 +35,7 @@ STORE, AGENT = "victoria-logs", "log-agent"
 NS, POD, CONTAINER = "kubernetes.pod_namespace", "kubernetes.pod_name", "kubernetes.container_name"
 INJECTED_ERROR = "payment gateway timeout after 3000ms"
 EXERCISE_ID = "09-find-error-pod"
+SHOP_PODS = 7  # frontend x2, orders x3, load-generator, worker
 
 SHOP = """\
 # frontend -> orders: the frontend calls http://orders for every request it serves (its ORDERS_URL)
@@ -134,7 +135,7 @@ def wait_running(lab: Lab, namespace: str, *, timeout: float = 60.0) -> pd.DataF
         worker = next((p for p in pods if p["metadata"]["name"] == "worker"), {})
         restarts = sum(int(cs.get("restartCount") or 0)
                        for cs in (worker.get("status") or {}).get("containerStatuses") or [])
-        return len(running) >= 6 and restarts >= 1
+        return len(running) == len(pods) == SHOP_PODS and restarts >= 1
 
     pods = wait_for_set(lab, "Pod", namespace=namespace, condition=done, timeout=timeout)
     return pd.DataFrame([{"pod": p["metadata"]["name"], "phase": p["status"].get("phase"),
