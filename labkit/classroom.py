@@ -123,6 +123,14 @@ LESSONS: dict[str, LessonRights] = {
     "lesson-08": LessonRights(
         "nodes/status (node conditions); node-problem-detector add-on; the nodes' kernel logs",
         refused="it makes nodes report problems (node conditions, cluster-scoped) that every student's pods see"),
+    "lesson-09": LessonRights(
+        "add-ons victoria-logs, log-agent (read every namespace's pods and their log files)",
+        refused="its log agents ship every namespace's logs into one store with the admin kubeconfig, so its queries "
+                "would show other students' logs"),
+    "lesson-10": LessonRights(
+        "add-ons jaeger, workload-model (traces of every namespace's simulated requests)",
+        refused="its Jaeger holds the traces of every namespace's simulated requests, so its queries would show "
+                "other students' services"),
     "lesson-11": LessonRights(
         "lists nodes, StorageClasses and pods in every namespace (lk.diagnose); taints nodes in its scenarios",
         refused="its insight engine reads every namespace and the nodes, and its scenarios taint and break shared "

@@ -31,6 +31,8 @@ OPERATED_PROMETHEUS = "v3.5.0"
 OPERATED_PROMETHEUS_MODULE = "v0.305.0"
 # node-problem-detector (lesson 08): one per simulated node.
 NODE_PROBLEM_DETECTOR = "v1.36.0"
+# VictoriaLogs (lesson 09): the log store (UI embedded) and its agent vlagent, from one module (Apache-2.0).
+VICTORIALOGS = "v1.52.1"
 
 PINNED: dict[str, str] = {
     "kubernetes": KUBERNETES,

@@ -44,6 +44,7 @@ from .prometheus import INSTALL_PROMETHEUS, Prometheus
 from .prometheus_adapter import PrometheusAdapter
 from .prometheus_operated import ConfigReloader, PrometheusOperated
 from .prometheus_operator import PrometheusOperator
+from .victorialogs import LogAgent, VictoriaLogs
 from .workload_model import WorkloadModel
 
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
@@ -51,7 +52,7 @@ __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
     AlertWebhook(), Alertmanager(), ConfigReloader(), GpuExporter(), Karpenter(), KubeStateMetrics(), KubernetesSD(),
     LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(), PrometheusAdapter(),
-    PrometheusOperated(), PrometheusOperator(), WorkloadModel())}
+    PrometheusOperated(), PrometheusOperator(), WorkloadModel(), VictoriaLogs(), LogAgent())}
 # A deadline, not a wait: on a loaded 2-core machine Karpenter's informers alone took over 90 s to report healthy
 # (the loopback test starts every add-on at once).
 START_TIMEOUT_S = 180.0

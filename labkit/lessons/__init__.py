@@ -27,6 +27,7 @@ LESSONS: dict[str, str] = {
     "06": "prometheus",
     "07": "dashboards",
     "08": "node_problems",
+    "09": "cluster_logging",
     "11": "troubleshooting",
     "12": "gpu_monitoring",
 }

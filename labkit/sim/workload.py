@@ -42,6 +42,9 @@ Run as ``python -m labkit.sim.workload --kubeconfig K --port P --state DIR`` (th
 binds 127.0.0.1.
 Later lessons extend :class:`PodLoad` (what one pod is doing) and :func:`render_metrics`; logs and traces read the
 same :class:`Snapshot`.
+Logs (lesson 09): each tick, :mod:`labkit.sim.pod_logs` writes one line per request these counters count, into the
+files KWOK serves to ``kubectl logs``; a serving pod whose env names ``http://SERVICE`` passes each request on to
+that Service (:func:`downstream_loads`), which counts and logs it too, with the same request id.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .loopback_http import JSON, OK, PROMETHEUS_TEXT, Answer, LoopbackServer
+from .pod_logs import PodLogs, downstream_services
 
 log = logging.getLogger("labkit.sim.workload")
 
@@ -260,6 +264,32 @@ def pod_loads(clients: Iterable[Client], servers: Mapping[tuple[str, str], Serve
     return [loads[k] for k in sorted(loads)]
 
 
+def downstream_loads(loads: Iterable[PodLoad], callers: Mapping[tuple[str, str], list[tuple[str, str]]],
+                     servers: Mapping[tuple[str, str], Server],
+                     endpoints: Mapping[tuple[str, str], list[str]]) -> list[PodLoad]:
+    """The load a serving pod passes on: each request it serves calls every Service in ``callers[pod]`` once
+    (:func:`labkit.sim.pod_logs.downstream_services`), shared evenly by that Service's ready pods (no queueing).
+    Returns the called pods' loads (one level deep: a called pod's own calls are not followed)."""
+    out: dict[tuple[str, str], PodLoad] = {}
+    rates: dict[tuple[str, str], float] = {}
+    for load in loads:
+        for svc in callers.get((load.namespace, load.pod), []):
+            rates[svc] = rates.get(svc, 0.0) + load.rps
+    for (ns, svc), rate in sorted(rates.items()):
+        pods = [servers[(ns, p)] for p in endpoints.get((ns, svc), []) if (ns, p) in servers]
+        for p in pods:
+            rps, latency = rate / len(pods), p.service_s
+            cpu = min(p.capacity_m, rps * p.cost_m)
+            prev = out.get((ns, p.pod))
+            if prev:
+                prev.rps += rps
+                prev.cpu_m = min(p.capacity_m, prev.cpu_m - p.idle_cpu_m + cpu) + p.idle_cpu_m
+                continue
+            out[(ns, p.pod)] = PodLoad(ns, p.pod, svc, rps, latency, rps * latency, p.idle_cpu_m + cpu,
+                                       p.idle_memory + rps * latency * MEMORY_PER_INFLIGHT)
+    return [out[k] for k in sorted(out)]
+
+
 @dataclass
 class Series:
     """One pod's request counter and latency histogram (monotonic while the model runs)."""
@@ -371,6 +401,10 @@ class Model:
         self.custom = client.CustomObjectsApi(self.api_client)
         # KWOK's ResourceUsage API: absent on kind or a real cluster, where real kubelets report real usage.
         self.kwok_usage = self._has_resource_usage_api()
+        # Container logs (lesson 09): written where KWOK serves them to `kubectl logs`; real kubelets do it elsewhere.
+        self.pod_logs = PodLogs() if self.kwok_usage else None
+        if self.pod_logs is not None:
+            self.pod_logs.watch(self.core)
         self.counters = Counters()
         self.snapshot = Snapshot()
         self.running: set[tuple[str, str]] = set()  # (namespace, pod) of every Running pod: each answers its route
@@ -404,12 +438,49 @@ class Model:
                 ns, label_selector=f"kubernetes.io/service-name={svc}").items
             endpoints[(ns, svc)] = ready_endpoints(raw(s) for s in slices)
         loads = pod_loads(clients, servers, endpoints)
+        loads = self._with_downstream(loads, running, servers, raw)
         with self.lock:
             self.counters.advance(loads, dt, alive=servers)
             self.snapshot = Snapshot(time.time(), clients, loads)
             self.running = set(servers)
         if self.kwok_usage:
             self._reconcile(loads, servers)
+        if self.pod_logs is not None:
+            self._write_logs(pods, loads, dt)
+
+    def _with_downstream(self, loads: list[PodLoad], running: list[dict[str, Any]],
+                         servers: Mapping[tuple[str, str], Server], raw: Any) -> list[PodLoad]:
+        """``loads`` plus what serving pods pass on to the Services their env names (lesson 09)."""
+        callers = {(p["metadata"]["namespace"], p["metadata"]["name"]): downstream_services(p) for p in running}
+        called = {svc for load in loads for svc in callers.get((load.namespace, load.pod), [])}
+        if not called:
+            return loads
+        endpoints = {(ns, svc): ready_endpoints(raw(s) for s in self.discovery.list_namespaced_endpoint_slice(
+            ns, label_selector=f"kubernetes.io/service-name={svc}").items) for ns, svc in called}
+        extra = downstream_loads(loads, callers, servers, endpoints)
+        merged = {(ld.namespace, ld.pod): ld for ld in loads}
+        for ld in extra:
+            if (key := (ld.namespace, ld.pod)) in merged:
+                merged[key].rps += ld.rps
+                merged[key].cpu_m += ld.cpu_m - servers[key].idle_cpu_m
+            else:
+                merged[key] = ld
+        return [merged[k] for k in sorted(merged)]
+
+    def _write_logs(self, pods: list[dict[str, Any]], loads: list[PodLoad], dt: float) -> None:
+        """Each container's log as KWOK serves it to `kubectl logs` (:mod:`labkit.sim.pod_logs`)."""
+        assert self.pod_logs is not None
+        now = time.time()
+        for (ns, name), body in self.pod_logs.observe(pods, now).items():
+            try:
+                self._create(body, plural="logs")
+            except Exception as exc:  # the pod went meanwhile, or the API server is busy: next change retries
+                log.warning("cannot write Logs %s/%s: %s", ns, name, exc)
+        latency = {(ld.namespace, ld.pod): ld.latency_s for ld in loads}
+        by_key = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
+        with self.lock:  # /metrics reads the error counts
+            served = {key: (s.service, s.requests, latency.get(key, 0.0)) for key, s in self.counters.series.items()}
+            self.pod_logs.requests(served, by_key, now, dt)
 
     def _reconcile(self, loads: list[PodLoad], servers: Mapping[tuple[str, str], Server]) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -441,16 +512,16 @@ class Model:
                     continue
             del self.written[key]
 
-    def _create(self, body: dict[str, Any]) -> None:
+    def _create(self, body: dict[str, Any], plural: str = "resourceusages") -> None:
         from kubernetes.client.exceptions import ApiException
 
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
-            self.custom.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", ns, "resourceusages", body)
+            self.custom.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", ns, plural, body)
         except ApiException as exc:
             if exc.status != 409:  # left over from an earlier run of the model: take it over
                 raise
-            self.custom.patch_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", ns, "resourceusages", name,
+            self.custom.patch_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", ns, plural, name,
                                                        {"spec": body["spec"]})
 
     def run(self) -> None:
@@ -473,7 +544,8 @@ class Model:
         """``/metrics`` (all pods), ``/metrics/pods/NS/POD`` routes, ``/state`` and ``/healthz``."""
         with self.lock:
             if path == "/metrics":
-                return Answer(render_metrics(self.counters), PROMETHEUS_TEXT)
+                errors = self.pod_logs.render_error_metrics() if self.pod_logs is not None else ""
+                return Answer(render_metrics(self.counters) + errors, PROMETHEUS_TEXT)
             if path == "/state":
                 return Answer(self.snapshot.as_json(), JSON)
             if path == "/healthz":

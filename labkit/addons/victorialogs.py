@@ -1,0 +1,219 @@
+"""VictoriaLogs: the lab's log store (日志存储), and vlagent, its node-level log agent, one per simulated node.
+
+Both come from one module, ``github.com/VictoriaMetrics/VictoriaLogs`` (Apache-2.0; pinned in :mod:`labkit.versions`,
+built with Go on first start, UI embedded):
+
+- ``victoria-logs``: the store, on 127.0.0.1; LogsQL at ``/select/logsql/query``
+  (``curl http://127.0.0.1:PORT/select/logsql/query -d 'query=error'``), its web UI at ``/select/vmui``;
+- ``log-agent``: in a real cluster vlagent runs as a DaemonSet, one pod per node, reading that node's
+  ``/var/log/containers`` and asking the API server which pods run there (namespace, pod, container become the
+  log stream's fields). Here this add-on's process plays the DaemonSet controller, as the node-problem-detector
+  add-on does: one upstream vlagent per simulated node, out of cluster with the lab's kubeconfig, reading the
+  files :mod:`labkit.sim.pod_logs` writes, shipping to the store (``-remoteWrite.url .../insert/native``).
+
+Run as ``python -m labkit.addons.victorialogs ...`` (the log-agent add-on's command); everything on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from .. import versions
+from ..cluster.binaries import Component
+from ..cluster.health import ApiConnection
+from ..cluster.ports import free_port
+from ..sim.loopback_http import JSON, OK, Answer, LoopbackServer
+from ..sim.pod_logs import containers_dir
+from .base import Addon, Context, PythonModuleAddon
+from .node_problem_detector import _die_with_parent
+
+STORE = "victoria-logs"
+AGENT = "log-agent"
+NODE_POLL_S = 2.0
+# Stream fields: what identifies one container's log (vlagent's default, stated so the lesson can rely on it).
+STREAM_FIELDS = ("kubernetes.pod_namespace", "kubernetes.pod_name", "kubernetes.container_name")
+
+MODULE = "github.com/VictoriaMetrics/VictoriaLogs"
+# vlagent run outside the cluster (kubeconfig, not a service account) collects the logs of the FIRST node the API
+# lists; a DaemonSet pod would use its own node. This one edit lets each vlagent be told its node, as the DaemonSet's
+# pod would know it: VLAGENT_NODE_NAME, when set, names the node (unset: upstream behaviour).
+NODE_NAME_ENV = "VLAGENT_NODE_NAME"
+_NODE_PATCH = ("app/vlagent/kubernetescollector/kubernetes.go", "\tfirstNode := nodes[0]\n",
+               f'\tfirstNode := nodes[0]\n\tif n := os.Getenv("{NODE_NAME_ENV}"); n != "" {{\n'
+               "\t\tfirstNode = n\n\t}\n")
+
+
+def component() -> Component:
+    """victoria-logs and vlagent at the pinned version, vlagent with the one-line node-name edit above."""
+    return Component("victorialogs", versions.VICTORIALOGS, MODULE,
+                     (f"{MODULE}/app/victoria-logs", f"{MODULE}/app/vlagent"), ("victoria-logs", "vlagent"),
+                     ldflags=f"-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version="
+                             f"victoria-logs-{versions.VICTORIALOGS}",
+                     patches=(_NODE_PATCH,))
+
+
+class VictoriaLogs(Addon):
+    name = STORE
+    summary = "VictoriaLogs, the log store: LogsQL over every pod's logs (UI at /select/vmui)"
+    port_env = "LABKIT_VICTORIA_LOGS_PORT"
+    ready_path = "/health"
+    binary_env = "LABKIT_VICTORIA_LOGS_BINARY"
+    binary_name = "victoria-logs"
+    metrics_job = STORE
+
+    def component(self) -> Component:
+        return component()
+
+    def command(self, ctx: Context) -> list[str]:
+        binary = self.binary()
+        assert binary is not None  # the component is built before the add-on starts
+        return [binary, f"-httpListenAddr=127.0.0.1:{ctx.port}", f"-storageDataPath={ctx.folder / 'data'}",
+                "-retentionPeriod=1d", "-loggerLevel=WARN"]
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}"
+
+
+class LogAgent(PythonModuleAddon):
+    name = AGENT
+    summary = "vlagent, one per simulated node: /var/log/containers -> VictoriaLogs, with pod metadata"
+    port_env = "LABKIT_LOG_AGENT_PORT"
+    ready_path = "/healthz"
+    needs = (STORE,)
+    module = "labkit.addons.victorialogs"
+
+    def component(self) -> Component:
+        return component()
+
+    def arguments(self, ctx: Context) -> list[str]:
+        return ["--kubeconfig", str(ctx.kubeconfig), "--folder", str(ctx.folder), "--port", str(ctx.port),
+                "--binary", str(component().dir / "vlagent"), "--logs", str(containers_dir()),
+                "--store", f"http://127.0.0.1:{ctx.ports[STORE]}"]
+
+    def scrape_targets(self, ctx: Context) -> list[dict[str, object]]:
+        return []
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/nodes"
+
+
+class _Agent:
+    def __init__(self, node: str, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.node, self.proc, self.port = node, proc, port
+
+    def healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as resp:  # noqa: S310
+                return resp.status == 200
+        except OSError:
+            return False
+
+
+class DaemonSet:
+    """labkit in the role of vlagent's DaemonSet controller: one vlagent per node, restarted when it exits."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.folder = Path(args.folder)
+        self.agents: dict[str, _Agent] = {}
+        self.lock = threading.Lock()
+
+    def _nodes(self) -> list[str]:
+        with ApiConnection(Path(self.args.kubeconfig)) as api:
+            return sorted(n["metadata"]["name"] for n in api.get("/api/v1/nodes").get("items") or [])
+
+    def _start(self, node: str) -> _Agent:
+        home = self.folder / node
+        home.mkdir(parents=True, exist_ok=True)
+        Path(self.args.logs).mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        cmd = [self.args.binary, f"-httpListenAddr=127.0.0.1:{port}", f"-tmpDataPath={home / 'tmp'}",
+               f"-remoteWrite.url={self.args.store}/insert/native", "-remoteWrite.flushInterval=1s",
+               "-kubernetesCollector", f"-kubernetesCollector.logsPath={self.args.logs}",
+               f"-kubernetesCollector.streamFields={','.join(STREAM_FIELDS)}", "-loggerLevel=WARN"]
+        env = dict(os.environ, KUBECONFIG=self.args.kubeconfig, VLAGENT_NODE_NAME=node)
+        log = (home / "vlagent.log").open("ab")
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=home,
+                                env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509 (no threads touch the fork)
+        log.close()
+        return _Agent(node, proc, port)
+
+    def _stop(self, agent: _Agent) -> None:
+        agent.proc.terminate()
+        try:
+            agent.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            agent.proc.kill()
+            agent.proc.wait()
+
+    def reconcile(self) -> None:
+        """Nodes without a vlagent get one; those of deleted nodes stop; one that exited starts again."""
+        nodes = set(self._nodes())
+        with self.lock:
+            for node, agent in list(self.agents.items()):
+                if node not in nodes or agent.proc.poll() is not None:
+                    self._stop(agent)
+                    del self.agents[node]
+            for node in sorted(nodes - set(self.agents)):
+                self.agents[node] = self._start(node)
+
+    def stop_all(self) -> None:
+        with self.lock:
+            for agent in self.agents.values():
+                self._stop(agent)
+            self.agents.clear()
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {a.node: {"pid": a.proc.pid, "port": a.port, "healthy": a.healthy(),
+                             "log": str(self.folder / a.node / "vlagent.log")} for a in self.agents.values()}
+
+
+def _answer(daemonset: DaemonSet, path: str) -> Answer | None:
+    """``/healthz`` (every node's vlagent healthy) and ``/nodes`` (one entry per node)."""
+    state = daemonset.state()
+    if path == "/healthz":
+        if state and all(s["healthy"] for s in state.values()):
+            return OK
+        return Answer("vlagents not all healthy\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
+    if path == "/nodes":
+        return Answer(json.dumps(state, indent=1), JSON)
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for flag in ("--kubeconfig", "--folder", "--binary", "--logs", "--store"):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    daemonset = DaemonSet(args)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    daemonset.reconcile()
+    server = LoopbackServer(args.port, functools.partial(_answer, daemonset)).start()
+    while not stopping.wait(NODE_POLL_S):
+        try:
+            daemonset.reconcile()
+        except OSError as exc:  # the API server restarting: try again at the next poll
+            print(f"log-agent daemonset: {exc}", file=sys.stderr, flush=True)
+    server.shutdown()
+    daemonset.stop_all()
+
+
+if __name__ == "__main__":
+    main()

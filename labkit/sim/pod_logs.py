@@ -1,0 +1,368 @@
+"""Container logs of the simulated pods, written by the workload model: the same requests its metrics count.
+
+No container runs on the embedded cluster, so nothing would write a log. The workload model
+(:mod:`labkit.sim.workload`) calls :class:`PodLogs` every tick, and it writes what each container would have
+written, where a kubelet keeps it (under ``<state>/pod-logs``, standing for a node's ``/var/log``):
+
+- ``pods/<namespace>_<pod>_<uid>/<container>/<restartCount>.log``: one file per container start, in the CRI log
+  format (``2026-11-29T10:00:00.123456789Z stdout F <line>``), as containerd writes it;
+- ``containers/<pod>_<namespace>_<container>-<id>.log``: a symlink to it, named as the kubelet names them (where
+  node-level agents such as vlagent look).
+
+What a container writes:
+
+- a serving container (the first one of a pod the model sends requests to) writes one JSON line per request it
+  served (``level``, ``msg``, ``request_id``, ``method``, ``path``, ``status``, ``duration_ms``, ``service``):
+  as many lines as ``http_requests_total`` counts (its integer part), so logs and metrics agree. The pod
+  annotation ``workload.labkit.io/error-rate`` (a fraction, e.g. ``"0.2"``) makes that share of its requests
+  fail: ``level: error``, ``status: 500`` and the message of ``workload.labkit.io/error-message``; they are
+  counted in ``http_request_errors_total``. A request the container forwards to another Service (a container
+  env value ``http://SERVICE``, as an app is told where its backend is) carries the same ``request_id`` there;
+- a container whose command is a shell script writes what its ``echo`` commands print (``>&2``: stderr) at the
+  time its ``sleep``s say; a container that exits with an error (the Stages' crash rule) writes those lines
+  before the restart, so ``kubectl logs --previous`` shows them;
+- every other container writes one start line.
+
+KWOK serves the files to ``kubectl logs`` (and ``-f``, ``--since``, ``--tail``, ``-c``, ``-l``, ``--previous``)
+through one ``Logs`` object per pod (``kwok.x-k8s.io/v1alpha1``, same name as the pod, owned by it):
+``logsFile`` is the current container's file, ``previousLogsFile`` the one before the last restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..paths import state_dir
+
+log = logging.getLogger("labkit.sim.pod_logs")
+
+ERROR_RATE_ANNOTATION = "workload.labkit.io/error-rate"
+ERROR_MESSAGE_ANNOTATION = "workload.labkit.io/error-message"
+DEFAULT_ERROR_MESSAGE = "upstream request failed"
+LOGS_MANAGED_BY = "labkit-workload-model"
+_STATEMENT = re.compile(r"\s*(?:;|&&|\|\||\n)\s*")
+_ECHO = re.compile(r"^echo\s+(?P<text>.*?)(?P<stderr>\s*(?:>&2|1>&2))?\s*$")
+_SLEEP_STMT = re.compile(r"^sleep\s+([0-9]*\.?[0-9]+)\s*$")
+_ENV_URL = re.compile(r"^https?://([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.([a-z0-9-]+))?(\.svc[.a-z]*)?(:\d+)?(/\S*)?$")
+
+
+def log_root() -> Path:
+    """Where the simulated pods' logs live (``<state>/pod-logs``, a node's ``/var/log`` for every node)."""
+    return state_dir() / "pod-logs"
+
+
+def containers_dir() -> Path:
+    """The kubelet's ``/var/log/containers``: one symlink per container, named for the agents that read them."""
+    return log_root() / "containers"
+
+
+def container_log(namespace: str, pod: str, uid: str, container: str, restart: int) -> Path:
+    """``/var/log/pods/<namespace>_<pod>_<uid>/<container>/<restartCount>.log``."""
+    return log_root() / "pods" / f"{namespace}_{pod}_{uid}" / container / f"{restart}.log"
+
+
+def current_log(namespace: str, pod: str, uid: str, container: str, *, previous: bool = False) -> Path:
+    """``current.log`` (or ``previous.log``): a symlink to the running (or the last ended) container start's file;
+    KWOK's Logs object names these, so it never changes while the files behind them do."""
+    return container_log(namespace, pod, uid, container, 0).with_name("previous.log" if previous else "current.log")
+
+
+def _point(link: Path, target: Path) -> None:
+    """Make ``link`` a symlink to ``target`` in one step (readers never see it missing)."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def predicted_container_id(uid: str, container: str, restart: int) -> str:
+    """The ID KWOK will give a container start (labkit's Stages: sha256 of ``UID/NAME/RESTARTCOUNT``)."""
+    return hashlib.sha256(f"{uid}/{container}/{restart}".encode()).hexdigest()
+
+
+def cri_line(at: float, stream: str, message: str) -> str:
+    """One line in the CRI log format: RFC 3339 time with nanoseconds, stream, ``F`` (a full line), the message."""
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+    return f"{stamp} {stream} F {message}\n"
+
+
+def parse_cri(line: str) -> tuple[str, str, str]:
+    """``(time, stream, message)`` of one CRI log line."""
+    stamp, stream, _tag, message = line.rstrip("\n").split(" ", 3)
+    return stamp, stream, message
+
+
+def script_output(command: Iterable[str]) -> list[tuple[float, str, str]]:
+    """What a shell script's ``echo``s print: ``(seconds after start, stream, text)``, in order.
+
+    ``sh -c "echo connecting; sleep 3; echo fatal: db refused >&2; exit 1"`` ->
+    ``[(0, "stdout", "connecting"), (3, "stderr", "fatal: db refused")]``.
+    """
+    words = list(command)
+    if "-c" not in words[:3]:
+        return []
+    script = " ".join(words[words.index("-c") + 1:])
+    out, at = [], 0.0
+    for statement in _STATEMENT.split(script):
+        if m := _SLEEP_STMT.match(statement):
+            at += float(m.group(1))
+        elif m := _ECHO.match(statement):
+            text = m.group("text").strip()
+            if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+                text = text[1:-1]
+            out.append((at, "stderr" if m.group("stderr") else "stdout", text))
+    return out
+
+
+def is_error(k: int, rate: float) -> bool:
+    """Whether the ``k``-th request (1-based) of a pod failing at ``rate`` fails: spread evenly, exactly
+    ``floor(n x rate)`` of the first ``n``."""
+    return rate > 0 and math.floor(k * rate) > math.floor((k - 1) * rate)
+
+
+def downstream_services(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The Services a pod's first container calls: env values ``http://SERVICE[.NAMESPACE]`` -> (namespace, name)."""
+    namespace = pod.get("metadata", {}).get("namespace", "default")
+    containers = pod.get("spec", {}).get("containers") or []
+    found = []
+    for env in (containers[0].get("env") or []) if containers else []:
+        if m := _ENV_URL.match(str(env.get("value") or "")):
+            found.append((m.group(4) or namespace, m.group(1)))
+    return found
+
+
+@dataclass
+class Run:
+    """One start of one container: its file, its script's lines still to write, how many requests it logged."""
+
+    namespace: str
+    pod: str
+    uid: str
+    container: str
+    restart: int
+    container_id: str
+    started: float
+    script: list[tuple[float, str, str]] = field(default_factory=list)
+    written: int = 0  # script lines written
+
+    @property
+    def path(self) -> Path:
+        return container_log(self.namespace, self.pod, self.uid, self.container, self.restart)
+
+    def write(self, lines: Iterable[tuple[float, str, str]]) -> None:
+        text = "".join(cri_line(at, stream, msg) for at, stream, msg in lines)
+        if text:
+            with self.path.open("a") as f:
+                f.write(text)
+
+    def flush_script(self, until: float) -> None:
+        due = [(self.started + off, s, t) for off, s, t in self.script[self.written:] if self.started + off <= until]
+        self.write(due)
+        self.written += len(due)
+
+
+def _timestamp(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _container_id(cs: Mapping[str, Any]) -> str:
+    return str(cs.get("containerID") or "").split("://", 1)[-1]
+
+
+def logs_object(pod: Mapping[str, Any], runs: Mapping[str, Run]) -> dict[str, Any]:
+    """KWOK's ``Logs`` for one pod: each container's current file and, after a restart, the previous one."""
+    meta = pod["metadata"]
+    logs = []
+    for name, run in sorted(runs.items()):
+        logs.append({"containers": [name], "logsFile": str(current_log(run.namespace, run.pod, run.uid, name)),
+                     "previousLogsFile": str(current_log(run.namespace, run.pod, run.uid, name, previous=True)),
+                     "follow": True})
+    return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                         "labels": {"app.kubernetes.io/managed-by": LOGS_MANAGED_BY},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
+                                              "uid": meta["uid"]}]},
+            "spec": {"logs": logs}}
+
+
+class PodLogs:
+    """Writes every simulated container's log, tick by tick, from what the workload model decided."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or log_root()
+        self.runs: dict[tuple[str, str, str], Run] = {}
+        self.logged: dict[tuple[str, str], int] = {}  # (namespace, pod) -> requests logged (this model run)
+        self.errors: dict[tuple[str, str], int] = {}  # (namespace, pod) -> failed requests logged
+        self.service: dict[tuple[str, str], str] = {}
+        # request ids a caller passed on, waiting for the Service that answers them: (namespace, service) -> ids
+        self.forwarded: dict[tuple[str, str], deque[str]] = {}
+
+    # --- containers: starts, script output, crashes ---------------------------------------------------------
+
+    def _link(self, namespace: str, pod: str, uid: str, container: str, restart: int, cid: str) -> Path:
+        """The container's file and its ``/var/log/containers`` symlink (idempotent)."""
+        path = container_log(namespace, pod, uid, container, restart)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        link = self.root / "containers" / f"{pod}_{namespace}_{container}-{cid}.log"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.symlink(path, link)
+        except FileExistsError:
+            pass
+        return path
+
+    def prepare(self, pod: Mapping[str, Any]) -> None:
+        """Create the files of the container starts KWOK is about to report, before it reports them: a runtime
+        creates a container's log file before the kubelet says it runs, and node agents (vlagent) that look for the
+        file when the pod's status names the container skip one that is not there yet."""
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp") or not meta.get("uid"):
+            return
+        statuses = {cs["name"]: cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            cs = statuses.get(c["name"]) or {}
+            restart = int(cs.get("restartCount") or 0) + (1 if cs and not (cs.get("state") or {}).get("running")
+                                                         and cs.get("containerID") else 0)
+            self._link(meta["namespace"], meta["name"], meta["uid"], c["name"], restart,
+                       predicted_container_id(meta["uid"], c["name"], restart))
+            if (cs.get("state") or {}).get("running") and cs.get("containerID"):
+                self._point_current(meta["namespace"], meta["name"], meta["uid"], c["name"],
+                                    int(cs.get("restartCount") or 0))
+
+    def _point_current(self, namespace: str, pod: str, uid: str, container: str, restart: int) -> None:
+        """``current.log`` -> this start's file, ``previous.log`` -> the one before (as soon as it runs)."""
+        _point(current_log(namespace, pod, uid, container), container_log(namespace, pod, uid, container, restart))
+        if restart > 0:
+            _point(current_log(namespace, pod, uid, container, previous=True),
+                   container_log(namespace, pod, uid, container, restart - 1))
+
+    def watch(self, core: Any) -> threading.Thread:
+        """Call :meth:`prepare` on every pod event, as they come (the model's tick is a second apart)."""
+        def loop() -> None:
+            from kubernetes import watch
+
+            while True:
+                try:
+                    for event in watch.Watch().stream(core.list_pod_for_all_namespaces, timeout_seconds=300):
+                        self.prepare(core.api_client.sanitize_for_serialization(event["object"]))
+                except Exception as exc:  # the API server restarting, a 410: list and watch again
+                    log.warning("pod watch for container logs: %s", exc)
+                    threading.Event().wait(1.0)
+
+        thread = threading.Thread(target=loop, name="pod-logs-watch", daemon=True)
+        thread.start()
+        return thread
+
+    def observe(self, pods: Iterable[Mapping[str, Any]], now: float) -> dict[tuple[str, str], dict[str, Any]]:
+        """Follow container starts and restarts; return the ``Logs`` object of every pod whose files changed."""
+        changed: dict[tuple[str, str], dict[str, Any]] = {}
+        seen = set()
+        for pod in pods:
+            meta, spec = pod["metadata"], pod.get("spec", {})
+            if meta.get("deletionTimestamp"):
+                continue
+            commands = {c["name"]: [*(c.get("command") or []), *(c.get("args") or [])]
+                        for c in spec.get("containers", [])}
+            pod_changed = False
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                key = (meta["namespace"], meta["name"], cs["name"])
+                seen.add(key)
+                run = self.runs.get(key)
+                cid, running = _container_id(cs), (cs.get("state") or {}).get("running")
+                if run is not None and (not running or run.container_id != cid):
+                    run.flush_script(math.inf)  # the container ended: everything it printed is in its file
+                if not cid or not running or (run is not None and run.container_id == cid):
+                    continue
+                started = _timestamp(running.get("startedAt")) or now
+                run = Run(meta["namespace"], meta["name"], meta["uid"], cs["name"], int(cs.get("restartCount") or 0),
+                          cid, started, script_output(commands.get(cs["name"], [])))
+                fresh = not run.path.exists() or run.path.stat().st_size == 0
+                self._link(run.namespace, run.pod, run.uid, run.container, run.restart, cid)
+                self._point_current(run.namespace, run.pod, run.uid, run.container, run.restart)
+                if not fresh:  # the model restarted: this container's lines are there already
+                    run.written = len(run.script)
+                elif not run.script:
+                    run.write([(started, "stdout", json.dumps(
+                        {"level": "info", "msg": "container started", "container": run.container,
+                         "restart": run.restart}))])
+                self.runs[key] = run
+                pod_changed = True
+            for run in [r for k, r in self.runs.items() if k[:2] == (meta["namespace"], meta["name"])]:
+                run.flush_script(now)
+            if pod_changed:
+                runs = {k[2]: r for k, r in self.runs.items() if k[:2] == (meta["namespace"], meta["name"])}
+                changed[(meta["namespace"], meta["name"])] = logs_object(pod, runs)
+        for key in [k for k in self.runs if k not in seen]:
+            del self.runs[key]
+        return changed
+
+    # --- requests: one line per request the metrics count -----------------------------------------------------
+
+    def requests(self, served: Mapping[tuple[str, str], tuple[str, float, float]],
+                 pods: Mapping[tuple[str, str], Mapping[str, Any]], now: float, dt: float) -> None:
+        """Write the access lines of every request served since the last tick.
+
+        ``served``: (namespace, pod) -> (service, requests so far as ``http_requests_total`` says, mean latency s).
+        """
+        calls: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for key, (service, total, latency) in sorted(served.items()):
+            pod = pods.get(key)
+            first = ((pod or {}).get("spec", {}).get("containers") or [{}])[0].get("name")
+            run = self.runs.get((*key, first)) if first else None
+            if pod is None or run is None:
+                continue  # not started yet as far as its log goes: its lines come next tick
+            annotations = pod["metadata"].get("annotations") or {}
+            rate = min(1.0, max(0.0, float(annotations.get(ERROR_RATE_ANNOTATION) or 0)))
+            message = annotations.get(ERROR_MESSAGE_ANNOTATION) or DEFAULT_ERROR_MESSAGE
+            calls[key] = downstream_services(pod)
+            self.service[key] = service
+            done = self.logged.get(key, 0)
+            target = math.floor(total + 1e-9)
+            queue = self.forwarded.get((key[0], service))
+            lines = []
+            for i, k in enumerate(range(done + 1, target + 1)):
+                at = now - dt + dt * (i + 1) / max(1, target - done)
+                rid = queue.popleft() if queue else secrets.token_hex(8)
+                failed = is_error(k, rate)
+                record = {"level": "error" if failed else "info",
+                          "msg": message if failed else "request served",
+                          "request_id": rid, "method": "GET", "path": "/", "status": 500 if failed else 200,
+                          "duration_ms": round(latency * 1000, 1), "service": service}
+                for target_svc in calls[key]:
+                    self.forwarded.setdefault(target_svc, deque(maxlen=10_000)).append(rid)
+                    record.setdefault("upstream", f"http://{target_svc[1]}.{target_svc[0]}")
+                lines.append((at, "stderr" if failed else "stdout", json.dumps(record)))
+                self.errors[key] = self.errors.get(key, 0) + int(failed)
+            run.write(lines)
+            self.logged[key] = max(done, target)
+        for key in [k for k in self.logged if k not in served]:
+            self.logged.pop(key, None)
+            self.errors.pop(key, None)
+            self.service.pop(key, None)
+
+    def render_error_metrics(self) -> str:
+        """``http_request_errors_total``: the failed requests the logs record, per pod (Prometheus text format)."""
+        lines = ["# HELP http_request_errors_total Requests the pod answered with an error (logged at level error).",
+                 "# TYPE http_request_errors_total counter"]
+        for (ns, pod), n in sorted(self.errors.items()):
+            lines.append(f'http_request_errors_total{{namespace="{ns}",pod="{pod}",'
+                         f'service="{self.service.get((ns, pod), "")}"}} {n}')
+        return "\n".join(lines) + "\n"

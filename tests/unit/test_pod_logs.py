@@ -1,0 +1,89 @@
+"""The simulated containers' logs (labkit.sim.pod_logs): CRI lines, a shell's echo output, errors spread exactly,
+downstream calls, KWOK's Logs object, and one request line per counted request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from labkit.sim import pod_logs
+from labkit.sim.pod_logs import PodLogs, cri_line, is_error, parse_cri, script_output
+from labkit.sim.workload import PodLoad, Server, downstream_loads
+
+
+def test_cri_line_is_what_containerd_writes() -> None:
+    line = cri_line(1_700_000_000.25, "stderr", "boom")
+    assert line == "2023-11-14T22:13:20.250000000Z stderr F boom\n"
+    assert parse_cri(line) == ("2023-11-14T22:13:20.250000000Z", "stderr", "boom")
+
+
+def test_script_output_follows_echos_and_sleeps() -> None:
+    cmd = ["sh", "-c", "echo connecting; sleep 2; echo 'FATAL: refused' >&2; sleep 1.5; echo \"bye\"; exit 1"]
+    assert script_output(cmd) == [(0.0, "stdout", "connecting"), (2.0, "stderr", "FATAL: refused"),
+                                  (3.5, "stdout", "bye")]
+    assert script_output(["nginx", "-g", "daemon off;"]) == []
+
+
+def test_errors_are_spread_exactly() -> None:
+    for rate in (0.0, 0.1, 0.3, 0.5, 1.0):
+        for n in (1, 7, 10, 99):
+            assert sum(is_error(k, rate) for k in range(1, n + 1)) == int(n * rate + 1e-9)
+
+
+def test_downstream_services_come_from_env_urls() -> None:
+    pod = {"metadata": {"namespace": "shop"},
+           "spec": {"containers": [{"env": [{"name": "ORDERS_URL", "value": "http://orders"},
+                                            {"name": "PAY", "value": "http://pay.billing.svc.cluster.local:8080/x"},
+                                            {"name": "MODE", "value": "fast"}]}]}}
+    assert pod_logs.downstream_services(pod) == [("shop", "orders"), ("billing", "pay")]
+
+
+def test_downstream_load_is_shared_by_the_called_services_ready_pods() -> None:
+    loads = [PodLoad("shop", "fe-1", "frontend", 4.0, 0.1, 0.4, 50, 0), PodLoad("shop", "fe-2", "frontend", 2.0,
+                                                                                   0.1, 0.2, 50, 0)]
+    servers = {("shop", n): Server("shop", n, n, ()) for n in ("o-1", "o-2", "o-3")}
+    out = downstream_loads(loads, {("shop", "fe-1"): [("shop", "orders")], ("shop", "fe-2"): [("shop", "orders")]},
+                           servers, {("shop", "orders"): ["o-1", "o-2"]})
+    assert [(ld.pod, ld.rps) for ld in out] == [("o-1", 3.0), ("o-2", 3.0)]
+
+
+def _pod(name: str, *, restart: int = 0, running: bool = True, command: list[str] | None = None) -> dict:
+    cid = pod_logs.predicted_container_id(f"uid-{name}", "app", restart)
+    state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}} if running else {"waiting": {"reason": "X"}}
+    return {"metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}", "annotations": {}},
+            "spec": {"containers": [{"name": "app", **({"command": command} if command else {})}]},
+            "status": {"containerStatuses": [{"name": "app", "restartCount": restart, "containerID": f"kwok://{cid}",
+                                              "state": state}]}}
+
+
+def test_one_line_per_counted_request_and_a_logs_object(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(pod_logs, "log_root", lambda: tmp_path)
+    logs = PodLogs(tmp_path)
+    pod = _pod("web")
+    pod["metadata"]["annotations"] = {pod_logs.ERROR_RATE_ANNOTATION: "0.25"}
+    changed = logs.observe([pod], now=1_767_225_601.0)
+    body = changed[("ns", "web")]
+    assert body["kind"] == "Logs" and body["spec"]["logs"][0]["containers"] == ["app"]
+    current = Path(body["spec"]["logs"][0]["logsFile"])
+    logs.requests({("ns", "web"): ("web", 3.7, 0.05)}, {("ns", "web"): pod}, now=1_767_225_602.0, dt=1.0)
+    logs.requests({("ns", "web"): ("web", 8.2, 0.05)}, {("ns", "web"): pod}, now=1_767_225_603.0, dt=1.0)
+    records = [json.loads(parse_cri(line)[2]) for line in current.read_text().splitlines()]
+    served = [r for r in records if "request_id" in r]
+    assert len(served) == 8 and sum(r["level"] == "error" for r in served) == 2
+    assert 'http_request_errors_total{namespace="ns",pod="web",service="web"} 2' in logs.render_error_metrics()
+    link = next((tmp_path / "containers").iterdir())
+    assert link.name == f"web_ns_app-{pod_logs.predicted_container_id('uid-web', 'app', 0)}.log"
+
+
+def test_a_crash_is_in_the_previous_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(pod_logs, "log_root", lambda: tmp_path)
+    logs = PodLogs(tmp_path)
+    cmd = ["sh", "-c", "echo hello; sleep 2; echo dying >&2; exit 1"]
+    logs.observe([_pod("w", command=cmd)], now=1_767_225_600.5)
+    logs.observe([_pod("w", command=cmd, running=False)], now=1_767_225_603.0)
+    body = logs.observe([_pod("w", restart=1, command=cmd)], now=1_767_225_613.0)[("ns", "w")]
+    previous = Path(body["spec"]["logs"][0]["previousLogsFile"])
+    assert [parse_cri(x)[1:] for x in previous.read_text().splitlines()] == [("stdout", "hello"),
+                                                                             ("stderr", "dying")]
+    assert previous.resolve().name == "0.log"
+    assert Path(body["spec"]["logs"][0]["logsFile"]).resolve().name == "1.log"
