@@ -41,7 +41,7 @@ address to it. Every Running pod answers there (zero requests while idle), as an
 Run as ``python -m labkit.sim.workload --kubeconfig K --port P --state DIR`` (the ``workload-model`` add-on);
 binds 127.0.0.1.
 Later lessons extend :class:`PodLoad` (what one pod is doing) and :func:`render_metrics`; logs and traces read the
-same :class:`Snapshot`.
+same :class:`Snapshot`. Traces: :mod:`labkit.sim.traces` samples each tick's requests and sends their spans to Jaeger.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .traces import Tracer
 
 log = logging.getLogger("labkit.sim.workload")
 
@@ -362,7 +364,7 @@ class Snapshot:
 class Model:
     """Every tick: list pods and EndpointSlices, compute loads, reconcile ResourceUsages, advance the counters."""
 
-    def __init__(self, *, kubeconfig: str, port: int) -> None:
+    def __init__(self, *, kubeconfig: str, port: int, traces_endpoint_file: str = "") -> None:
         from kubernetes import client, config
 
         self.api_client = config.new_client_from_config(config_file=kubeconfig)
@@ -378,6 +380,8 @@ class Model:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.httpd = _bind(port, self)
+        # Spans of a sample of the requests routed here, once Jaeger runs (lesson 10, labkit.sim.traces).
+        self.tracer = Tracer(traces_endpoint_file, list_services=self._services, list_endpoints=self._ready)
 
     def _has_resource_usage_api(self) -> bool:
         from kubernetes.client.exceptions import ApiException
@@ -410,6 +414,16 @@ class Model:
             self.running = set(servers)
         if self.kwok_usage:
             self._reconcile(loads, servers)
+        self.tracer.tick(dt, clients=clients, running=running, servers=servers, loads=loads, endpoints=endpoints)
+
+    def _services(self) -> list[dict[str, Any]]:
+        raw = self.api_client.sanitize_for_serialization
+        return [raw(s) for s in self.core.list_service_for_all_namespaces().items]
+
+    def _ready(self, namespace: str, service: str) -> list[str]:
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}").items
+        return ready_endpoints(self.api_client.sanitize_for_serialization(s) for s in slices)
 
     def _reconcile(self, loads: list[PodLoad], servers: Mapping[tuple[str, str], Server]) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -516,9 +530,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     # The add-on's folder: unused by the model, but it names the process as this lab's (labkit down finds it).
     parser.add_argument("--state", default="")
+    parser.add_argument("--traces-endpoint-file", default="", help="Jaeger's OTLP port file (labkit.sim.traces)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    model = Model(kubeconfig=args.kubeconfig, port=args.port)
+    model = Model(kubeconfig=args.kubeconfig, port=args.port, traces_endpoint_file=args.traces_endpoint_file)
     signal.signal(signal.SIGTERM, model.stop)
     signal.signal(signal.SIGINT, model.stop)
     log.info("workload model on http://127.0.0.1:%d (/metrics, /state)", args.port)
