@@ -26,6 +26,7 @@ LESSONS: dict[str, str] = {
     "06": "prometheus",
     "07": "dashboards",
     "08": "node_problems",
+    "10": "tracing",
     "12": "gpu_monitoring",
 }
 

@@ -113,3 +113,32 @@ def test_jaeger_config_puts_every_listener_on_loopback() -> None:
     assert sorted(endpoints) == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]
     assert config["service"]["telemetry"]["metrics"] == {"level": "none"}  # type: ignore[index]
     assert "grpc" not in config["receivers"]["otlp"]["protocols"]  # type: ignore[index]
+
+
+def _as_jaeger(spans: list[traces.Span]) -> dict:
+    """What Jaeger's /api/traces returns for these spans (its JSON model: processes, references, microseconds)."""
+    services = sorted({s.service for s in spans})
+    kinds = {traces.SPAN_KIND_SERVER: "server", traces.SPAN_KIND_CLIENT: "client"}
+    return {"traceID": spans[0].trace_id, "processes": {
+        f"p{i}": {"serviceName": s, "tags": [{"key": "k8s.namespace.name", "type": "string", "value": NS}]}
+        for i, s in enumerate(services)},
+        "spans": [{"traceID": s.trace_id, "spanID": s.span_id, "operationName": s.name,
+                   "references": [{"refType": "CHILD_OF", "traceID": s.trace_id, "spanID": s.parent_id}]
+                   if s.parent_id else [], "startTime": int(s.start * 1e6), "duration": int((s.end - s.start) * 1e6),
+                   "tags": [{"key": "span.kind", "type": "string", "value": kinds[s.kind]}],
+                   "processID": f"p{services.index(s.service)}"} for s in spans]}
+
+
+def test_lesson_tables_find_the_edges_and_the_slow_service() -> None:
+    from labkit.lessons import tracing as l10
+
+    trace = _as_jaeger(_trace(_topology(added=0.3)))
+    assert l10._namespace(trace) == NS
+    assert l10.call_edges(trace) == {("loadgen", "frontend"), ("frontend", "catalog"), ("frontend", "checkout"),
+                                     ("checkout", "payment")}
+    table = l10.spans(trace)
+    assert table.start_ms.iloc[0] == 0 and (table.depth == 0).sum() == 1
+    assert l10.slowest_service([trace]) == "payment"
+    times = l10.self_times([trace]).set_index("service")
+    assert times.mean_self_ms["payment"] >= 300 > times.mean_self_ms["checkout"]
+    assert len(l10.waterfall_figure(trace).data[0].x) == len(table)
