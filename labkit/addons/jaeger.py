@@ -47,7 +47,8 @@ def config(*, query_port: int, grpc_port: int, otlp_port: int, health_port: int)
             "jaeger_query": {"storage": {"traces": "memstore"},
                              "http": {"endpoint": f"127.0.0.1:{query_port}"},
                              "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}},
-            "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"127.0.0.1:{health_port}"}},
+            # grpc: null turns off its gRPC health service (default localhost:13132, a fixed port every lab shares).
+            "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"127.0.0.1:{health_port}"}, "grpc": None},
         },
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{otlp_port}"}}}},
         # Short batches: a span reaches the query API within a second of being sent.
