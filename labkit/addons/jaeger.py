@@ -32,7 +32,8 @@ def component() -> Component:
                      wrapper=True, staging_version=versions.JAEGER)
 
 
-def config(*, query_port: int, grpc_port: int, otlp_port: int, health_port: int) -> dict[str, object]:
+def config(*, query_port: int, grpc_port: int, otlp_port: int, health_port: int,
+           health_grpc_port: int) -> dict[str, object]:
     """The collector config: OTLP/HTTP in, memory storage, query API out; every endpoint on 127.0.0.1."""
     return {
         "service": {
@@ -47,8 +48,9 @@ def config(*, query_port: int, grpc_port: int, otlp_port: int, health_port: int)
             "jaeger_query": {"storage": {"traces": "memstore"},
                              "http": {"endpoint": f"127.0.0.1:{query_port}"},
                              "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}},
-            # grpc: null turns off its gRPC health service (default localhost:13132, a fixed port every lab shares).
-            "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"127.0.0.1:{health_port}"}, "grpc": None},
+            # Its gRPC health service would otherwise take localhost:13132, a fixed port every lab shares.
+            "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"127.0.0.1:{health_port}"},
+                              "grpc": {"endpoint": f"127.0.0.1:{health_grpc_port}", "transport": "tcp"}},
         },
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{otlp_port}"}}}},
         # Short batches: a span reaches the query API within a second of being sent.
@@ -77,14 +79,15 @@ class Jaeger(Addon):
         return component()
 
     def prepare(self, ctx: Context) -> None:
-        """Pick the other three ports and write ``config.yaml`` (JSON is YAML) and the OTLP port file."""
-        ports = [free_port() for _ in range(3)]
-        while len({ctx.port, *ports}) < 4:
-            ports = [free_port() for _ in range(3)]
-        grpc_port, otlp_port, health_port = ports
+        """Pick the other four ports and write ``config.yaml`` (JSON is YAML) and the OTLP port file."""
+        ports = [free_port() for _ in range(4)]
+        while len({ctx.port, *ports}) < 5:
+            ports = [free_port() for _ in range(4)]
+        grpc_port, otlp_port, health_port, health_grpc_port = ports
         ctx.folder.mkdir(parents=True, exist_ok=True)
         (ctx.folder / "config.yaml").write_text(json.dumps(
-            config(query_port=ctx.port, grpc_port=grpc_port, otlp_port=otlp_port, health_port=health_port),
+            config(query_port=ctx.port, grpc_port=grpc_port, otlp_port=otlp_port, health_port=health_port,
+                   health_grpc_port=health_grpc_port),
             indent=2))
         (ctx.folder / OTLP_PORT_FILE).write_text(str(otlp_port))
 

@@ -197,6 +197,8 @@ def dependencies(*, lookback_s: float = 300) -> pd.DataFrame:
     ``curl '.../api/dependencies?endTs=NOW_MS&lookback=300000'``."""
     data = api("dependencies", endTs=int(time.time() * 1000), lookback=int(lookback_s * 1000)) or []
     table = pd.DataFrame(data, columns=["parent", "child", "callCount"])
+    # A service's SERVER span is the parent of its own CLIENT spans: Jaeger counts those as self-edges; not calls.
+    table = table[table.parent != table.child]
     return table.sort_values(["parent", "child"]).reset_index(drop=True)
 
 

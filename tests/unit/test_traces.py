@@ -107,10 +107,10 @@ def test_tracer_samples_client_requests_and_stays_quiet_without_jaeger(tmp_path)
 
 
 def test_jaeger_config_puts_every_listener_on_loopback() -> None:
-    config = jaeger.config(query_port=1, grpc_port=2, otlp_port=3, health_port=4)
+    config = jaeger.config(query_port=1, grpc_port=2, otlp_port=3, health_port=4, health_grpc_port=5)
     text = str(config)
     endpoints = [part for part in text.split("'") if ":" in part and part[0].isdigit()]
-    assert sorted(endpoints) == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]
+    assert sorted(endpoints) == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", "127.0.0.1:5"]
     assert config["service"]["telemetry"]["metrics"] == {"level": "none"}  # type: ignore[index]
     assert "grpc" not in config["receivers"]["otlp"]["protocols"]  # type: ignore[index]
 
