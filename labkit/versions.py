@@ -40,3 +40,6 @@ PINNED: dict[str, str] = {
     "kwok": KWOK,
     "metrics-server": METRICS_SERVER,
 }
+# Jaeger (lesson 10): the module's v1.76.0 tag carries both the v1 binaries (cmd/all-in-one) and Jaeger v2
+# (cmd/jaeger, an OpenTelemetry Collector distribution), which labkit builds.
+JAEGER = "v1.76.0"

@@ -34,6 +34,7 @@ from ..paths import kubeconfig_path, state_dir
 from .alertmanager import Alertmanager, AlertWebhook
 from .base import Addon, Context
 from .gpu_exporter import GpuExporter
+from .jaeger import Jaeger
 from .karpenter import Karpenter
 from .kube_state_metrics import KubeStateMetrics
 from .kubernetes_sd import KubernetesSD
@@ -51,7 +52,7 @@ __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", 
 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
     AlertWebhook(), Alertmanager(), ConfigReloader(), GpuExporter(), Karpenter(), KubeStateMetrics(), KubernetesSD(),
-    LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(), PrometheusAdapter(),
+    Jaeger(), LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(), PrometheusAdapter(),
     PrometheusOperated(), PrometheusOperator(), WorkloadModel(), VictoriaLogs(), LogAgent())}
 # A deadline, not a wait: on a loaded 2-core machine Karpenter's informers alone took over 90 s to report healthy
 # (the loopback test starts every add-on at once).

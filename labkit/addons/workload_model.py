@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ..settings import WORKLOAD_MODEL_JOB
 from .base import Context, PythonModuleAddon
+from .jaeger import NAME as JAEGER
+from .jaeger import OTLP_PORT_FILE
 
 
 class WorkloadModel(PythonModuleAddon):
@@ -21,7 +23,9 @@ class WorkloadModel(PythonModuleAddon):
 
     def arguments(self, ctx: Context) -> list[str]:
         return ["--kubeconfig", str(ctx.kubeconfig),
-                "--port", str(ctx.port), "--state", str(ctx.folder)]
+                "--port", str(ctx.port), "--state", str(ctx.folder),
+                # Written by the Jaeger add-on when it starts; the model sends spans while it is there.
+                "--traces-endpoint-file", str(ctx.folder.parent / JAEGER / OTLP_PORT_FILE)]
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/state"

@@ -28,6 +28,7 @@ LESSONS: dict[str, str] = {
     "07": "dashboards",
     "08": "node_problems",
     "09": "cluster_logging",
+    "10": "tracing",
     "11": "troubleshooting",
     "12": "gpu_monitoring",
 }

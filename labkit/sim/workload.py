@@ -45,6 +45,7 @@ same :class:`Snapshot`.
 Logs (lesson 09): each tick, :mod:`labkit.sim.pod_logs` writes one line per request these counters count, into the
 files KWOK serves to ``kubectl logs``; a serving pod whose env names ``http://SERVICE`` passes each request on to
 that Service (:func:`downstream_loads`), which counts and logs it too, with the same request id.
+Traces (lesson 10): :mod:`labkit.sim.traces` samples each tick's requests and sends their spans to Jaeger.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from typing import Any
 
 from .loopback_http import JSON, OK, PROMETHEUS_TEXT, Answer, LoopbackServer
 from .pod_logs import PodLogs, downstream_services
+from .traces import Tracer
 
 log = logging.getLogger("labkit.sim.workload")
 
@@ -392,7 +394,7 @@ class Snapshot:
 class Model:
     """Every tick: list pods and EndpointSlices, compute loads, reconcile ResourceUsages, advance the counters."""
 
-    def __init__(self, *, kubeconfig: str, port: int) -> None:
+    def __init__(self, *, kubeconfig: str, port: int, traces_endpoint_file: str = "") -> None:
         from kubernetes import client, config
 
         self.api_client = config.new_client_from_config(config_file=kubeconfig)
@@ -412,6 +414,8 @@ class Model:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.httpd = LoopbackServer(port, self.answer)
+        # Spans of a sample of the requests routed here, once Jaeger runs (lesson 10, labkit.sim.traces).
+        self.tracer = Tracer(traces_endpoint_file, list_services=self._services, list_endpoints=self._ready)
 
     def _has_resource_usage_api(self) -> bool:
         from kubernetes.client.exceptions import ApiException
@@ -447,6 +451,7 @@ class Model:
             self._reconcile(loads, servers)
         if self.pod_logs is not None:
             self._write_logs(pods, loads, dt)
+        self.tracer.tick(dt, clients=clients, running=running, servers=servers, loads=loads, endpoints=endpoints)
 
     def _with_downstream(self, loads: list[PodLoad], running: list[dict[str, Any]],
                          servers: Mapping[tuple[str, str], Server], raw: Any) -> list[PodLoad]:
@@ -481,6 +486,15 @@ class Model:
         with self.lock:  # /metrics reads the error counts
             served = {key: (s.service, s.requests, latency.get(key, 0.0)) for key, s in self.counters.series.items()}
             self.pod_logs.requests(served, by_key, now, dt)
+
+    def _services(self) -> list[dict[str, Any]]:
+        raw = self.api_client.sanitize_for_serialization
+        return [raw(s) for s in self.core.list_service_for_all_namespaces().items]
+
+    def _ready(self, namespace: str, service: str) -> list[str]:
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}").items
+        return ready_endpoints(self.api_client.sanitize_for_serialization(s) for s in slices)
 
     def _reconcile(self, loads: list[PodLoad], servers: Mapping[tuple[str, str], Server]) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -561,9 +575,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     # The add-on's folder: unused by the model, but it names the process as this lab's (labkit down finds it).
     parser.add_argument("--state", default="")
+    parser.add_argument("--traces-endpoint-file", default="", help="Jaeger's OTLP port file (labkit.sim.traces)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    model = Model(kubeconfig=args.kubeconfig, port=args.port)
+    model = Model(kubeconfig=args.kubeconfig, port=args.port, traces_endpoint_file=args.traces_endpoint_file)
     signal.signal(signal.SIGTERM, model.stop)
     signal.signal(signal.SIGINT, model.stop)
     log.info("workload model on http://127.0.0.1:%d (/metrics, /state)", args.port)

@@ -1,0 +1,103 @@
+"""Jaeger: a real trace store and query API (链路追踪) on loopback, for lesson 10.
+
+Runs Jaeger v2 (``github.com/jaegertracing/jaeger`` ``cmd/jaeger``, pinned in :mod:`labkit.versions`, built with Go
+on first start): an OpenTelemetry Collector distribution with an OTLP/HTTP receiver, in-memory storage and Jaeger's
+query service. Its web UI's assets are not in the Go module, so the lab reads traces through the query service's
+HTTP API (``curl 127.0.0.1:PORT/api/services``, ``/api/traces``, ``/api/dependencies``). Every listener (query
+HTTP and gRPC, OTLP/HTTP, the health check) is written into its config on 127.0.0.1; the collector's own
+telemetry has no listener (metrics level ``none``). The OTLP port is kept in ``<folder>/otlp-port`` for the
+workload model, which sends the spans (:mod:`labkit.sim.traces`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import versions
+from ..cluster.binaries import Component
+from ..cluster.ports import free_port
+from .base import Addon, Context
+
+NAME = "jaeger"
+OTLP_PORT_FILE = "otlp-port"
+
+
+def component() -> Component:
+    """Jaeger v2, built through a wrapper module (its go.mod has a ``replace``, which ``go install`` refuses)."""
+    return Component(NAME, versions.JAEGER, "github.com/jaegertracing/jaeger",
+                     ("github.com/jaegertracing/jaeger/cmd/jaeger",), ("jaeger",),
+                     ldflags=f"-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion="
+                             f"{versions.JAEGER}",
+                     wrapper=True, staging_version=versions.JAEGER)
+
+
+def config(*, query_port: int, grpc_port: int, otlp_port: int, health_port: int,
+           health_grpc_port: int) -> dict[str, object]:
+    """The collector config: OTLP/HTTP in, memory storage, query API out; every endpoint on 127.0.0.1."""
+    return {
+        "service": {
+            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"],
+                                     "exporters": ["jaeger_storage_exporter"]}},
+            "telemetry": {"resource": {"service.name": "jaeger"}, "metrics": {"level": "none"},
+                          "logs": {"level": "info"}},
+        },
+        "extensions": {
+            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 20000}}}},
+            "jaeger_query": {"storage": {"traces": "memstore"},
+                             "http": {"endpoint": f"127.0.0.1:{query_port}"},
+                             "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}},
+            # Its gRPC health service would otherwise take localhost:13132, a fixed port every lab shares.
+            "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"127.0.0.1:{health_port}"},
+                              "grpc": {"endpoint": f"127.0.0.1:{health_grpc_port}", "transport": "tcp"}},
+        },
+        "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{otlp_port}"}}}},
+        # Short batches: a span reaches the query API within a second of being sent.
+        "processors": {"batch": {"timeout": "200ms"}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
+    }
+
+
+def otlp_endpoint(folder: Path) -> str | None:
+    """``http://127.0.0.1:PORT`` of the running Jaeger's OTLP/HTTP receiver, or None when it has not started."""
+    try:
+        return f"http://127.0.0.1:{int((folder / OTLP_PORT_FILE).read_text())}"
+    except (OSError, ValueError):
+        return None
+
+
+class Jaeger(Addon):
+    name = NAME
+    summary = "Jaeger v2: OTLP/HTTP in, in-memory trace store, query API (/api/traces, /api/dependencies)"
+    port_env = "LABKIT_JAEGER_PORT"
+    ready_path = "/api/services"
+    binary_name = "jaeger"
+    binary_env = "LABKIT_JAEGER_BINARY"
+
+    def component(self) -> Component:
+        return component()
+
+    def prepare(self, ctx: Context) -> None:
+        """Pick the other four ports and write ``config.yaml`` (JSON is YAML) and the OTLP port file."""
+        ports = [free_port() for _ in range(4)]
+        while len({ctx.port, *ports}) < 5:
+            ports = [free_port() for _ in range(4)]
+        grpc_port, otlp_port, health_port, health_grpc_port = ports
+        ctx.folder.mkdir(parents=True, exist_ok=True)
+        (ctx.folder / "config.yaml").write_text(json.dumps(
+            config(query_port=ctx.port, grpc_port=grpc_port, otlp_port=otlp_port, health_port=health_port,
+                   health_grpc_port=health_grpc_port),
+            indent=2))
+        (ctx.folder / OTLP_PORT_FILE).write_text(str(otlp_port))
+
+    def command(self, ctx: Context) -> list[str]:
+        binary = self.binary()
+        assert binary is not None  # built by addons.start before the first spawn
+        return [binary, "--config", str(ctx.folder / "config.yaml")]
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        return {"PATH": "/usr/bin:/bin", "HOME": str(ctx.folder)}
+
+    def scrape_targets(self, ctx: Context) -> list[dict[str, object]]:
+        return []  # its own metrics are off: nothing listens for them

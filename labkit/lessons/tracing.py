@@ -1,0 +1,350 @@
+"""Lesson 10, tracing (链路追踪) with Jaeger: notebook 10_tracing's shop, Jaeger queries, figures and exercise.
+
+Jaeger (the ``jaeger`` add-on) is real; the spans come from the workload model (:mod:`labkit.sim.traces`), which
+routes the shop's requests: a load generator calls ``frontend``, which calls ``catalog`` and ``checkout``, which
+calls ``payment`` (each pod's ``workload.labkit.io/calls`` annotation). Every query here is one call of Jaeger's
+HTTP API, the same the Jaeger UI makes (``curl 'http://127.0.0.1:PORT/api/traces?service=frontend'``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .. import addons
+from ..errors import LabkitError, WaitTimeout
+from ..exercises import Attempt, Exercise
+from ..kube.client import Lab
+from ..kube.objects import patch
+from ..sim.traces import LATENCY_FAULT_ANNOTATION
+
+ADDON = "jaeger"
+ENTRY = "frontend"
+SERVICES = ("frontend", "catalog", "checkout", "payment")
+# Who calls whom (the calls annotation of each Deployment's pods): the topology Jaeger must find.
+CALLS = {"frontend": "catalog,checkout", "checkout": "payment"}
+CALLER = "loadgen"
+FAULT = "250ms"
+
+
+def _deployment(name: str, *, limit: str, calls: str = "") -> str:
+    annotations = f"\n      annotations: {{workload.labkit.io/calls: \"{calls}\"}}" if calls else ""
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}{annotations}
+    spec:
+      containers:
+      - name: {name}
+        image: nginx:1.27
+        resources: {{requests: {{cpu: 100m}}, limits: {{cpu: {limit}}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: 80}}]
+"""
+
+
+SHOP = "---\n".join([
+    _deployment("frontend", limit="1", calls=CALLS["frontend"]),
+    _deployment("catalog", limit="2"),
+    _deployment("checkout", limit="1", calls=CALLS["checkout"]),
+    _deployment("payment", limit="1"),
+]) + f"""---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {CALLER}}}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {CALLER}}}
+  template:
+    metadata:
+      labels: {{app: {CALLER}}}
+    spec:
+      containers:
+      - name: {CALLER}
+        image: busybox:1.28
+        command: ["/bin/sh", "-c", "while sleep 0.05; do wget -q -O- http://frontend; done"]
+"""
+"""The lesson's shop: four Services (each a Deployment of 2) and a load generator, as ``kubectl apply -f`` reads it."""
+
+
+# --- Jaeger's HTTP API ---------------------------------------------------------------------------------------------
+
+def jaeger_url() -> str:
+    """Where the lab's Jaeger query API answers (``labkit status`` shows it)."""
+    url = addons.url(ADDON)
+    if url is None:
+        raise LabkitError("Jaeger is not running", fix='lk.addons.require("jaeger")   # or: labkit up --with jaeger')
+    return url
+
+
+def api(path: str, **params: Any) -> Any:
+    """``curl 'http://127.0.0.1:PORT/api/PATH?PARAMS'``: the ``data`` of Jaeger's answer."""
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+    url = f"{jaeger_url()}/api/{path}" + (f"?{query}" if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - the lab's loopback Jaeger
+            return json.loads(resp.read())["data"]
+    except urllib.error.HTTPError as exc:
+        raise LabkitError(f"Jaeger answered {exc.code} to {url}: {exc.read()[:300]!r}",
+                          fix=f"curl -s '{url}'   # and: labkit status") from exc
+
+
+def services() -> list[str]:
+    """Every service Jaeger has spans from (``curl .../api/services``)."""
+    return sorted(api("services") or [])
+
+
+def _namespace(trace: dict[str, Any]) -> str:
+    """The Kubernetes namespace of a trace's services (their resource attribute ``k8s.namespace.name``)."""
+    for process in trace.get("processes", {}).values():
+        for tag in process.get("tags") or []:
+            if tag["key"] == "k8s.namespace.name":
+                return str(tag["value"])
+    return ""
+
+
+def find_traces(service: str = ENTRY, *, namespace: str | None = None, since: float | None = None,
+                lookback: str = "2m", limit: int = 20, min_duration: str | None = None) -> list[dict[str, Any]]:
+    """Traces through ``service``, newest first (``curl '.../api/traces?service=S&lookback=2m&minDuration=200ms'``);
+    ``since`` (unix seconds) keeps traces that started after it, ``namespace`` those of one namespace's pods."""
+    start = int(since * 1e6) if since else None
+    found = api("traces", service=service, start=start, end=int(time.time() * 1e6) if start else None,
+                lookback=None if start else lookback, limit=max(limit, 100), minDuration=min_duration) or []
+    found = [t for t in found if namespace is None or _namespace(t) == namespace]
+    return sorted(found, key=lambda t: min(s["startTime"] for s in t["spans"]), reverse=True)[:limit]
+
+
+def wait_traces(service: str = ENTRY, *, namespace: str | None = None, count: int = 1, since: float | None = None,
+                min_duration: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Poll Jaeger until ``count`` traces through ``service`` match; spans arrive within a tick of the model."""
+    deadline = time.monotonic() + timeout
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        found = find_traces(service, namespace=namespace, since=since, min_duration=min_duration,
+                            limit=max(count, 20))
+        if len(found) >= count:
+            return found
+        time.sleep(0.5)  # Jaeger's API has no watch: poll under the deadline
+    raise WaitTimeout(f"Jaeger has {len(found)} traces through {service} (wanted {count}) after {timeout:.0f}s"
+                      + (f" in namespace {namespace}" if namespace else ""),
+                      last_seen=found, fix=f"curl -s '{jaeger_url()}/api/traces?service={service}&lookback=5m' | head"
+                      "   # and: kubectl get pods -n lesson-10; labkit status (workload-model, jaeger)")
+
+
+def spans(trace: dict[str, Any]) -> pd.DataFrame:
+    """One row per span of a trace, in start order: service, operation, kind, start (ms after the trace began),
+    duration and self time (duration minus its children's), depth, span and parent ids, error."""
+    processes = trace.get("processes", {})
+    rows = []
+    for s in trace["spans"]:
+        parent = next((r["spanID"] for r in s.get("references") or [] if r.get("refType") == "CHILD_OF"), "")
+        tags = {t["key"]: t["value"] for t in s.get("tags") or []}
+        rows.append({"service": processes.get(s["processID"], {}).get("serviceName", "?"),
+                     "operation": s["operationName"], "kind": tags.get("span.kind", ""), "span": s["spanID"],
+                     "parent": parent, "start_us": s["startTime"], "duration_ms": s["duration"] / 1000,
+                     "error": bool(tags.get("error")) or tags.get("otel.status_code") == "ERROR"})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    t0 = table.start_us.min()
+    table["start_ms"] = (table.start_us - t0) / 1000
+    children = table.groupby("parent").duration_ms.sum()
+    table["self_ms"] = (table.duration_ms - table.span.map(children).fillna(0)).clip(lower=0)
+    depth = {}
+    by_span = table.set_index("span").parent.to_dict()
+    for span in table.span:
+        d, p = 0, by_span[span]
+        while p in by_span:
+            d, p = d + 1, by_span[p]
+        depth[span] = d
+    table["depth"] = table.span.map(depth)
+    cols = ["service", "operation", "kind", "start_ms", "duration_ms", "self_ms", "depth", "span", "parent", "error"]
+    return table.sort_values(["start_ms", "depth"])[cols].reset_index(drop=True)
+
+
+def call_edges(trace: dict[str, Any]) -> set[tuple[str, str]]:
+    """(caller service, called service) for each SERVER span whose parent is another service's CLIENT span."""
+    table = spans(trace).set_index("span")
+    edges = set()
+    for _, row in table[table.kind == "server"].iterrows():
+        if row.parent in table.index and table.loc[row.parent, "service"] != row.service:
+            edges.add((str(table.loc[row.parent, "service"]), str(row.service)))
+    return edges
+
+
+def dependencies(*, lookback_s: float = 300) -> pd.DataFrame:
+    """The service graph Jaeger derives from parent/child spans (调用拓扑):
+    ``curl '.../api/dependencies?endTs=NOW_MS&lookback=300000'``."""
+    data = api("dependencies", endTs=int(time.time() * 1000), lookback=int(lookback_s * 1000)) or []
+    table = pd.DataFrame(data, columns=["parent", "child", "callCount"])
+    # A service's SERVER span is the parent of its own CLIENT spans: Jaeger counts those as self-edges; not calls.
+    table = table[table.parent != table.child]
+    return table.sort_values(["parent", "child"]).reset_index(drop=True)
+
+
+def self_times(traces: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per service over ``traces``: mean span duration and mean self time (ms), slowest self time first."""
+    rows = [spans(t).assign(trace=i) for i, t in enumerate(traces)]
+    if not rows:
+        return pd.DataFrame(columns=["service", "spans", "mean_duration_ms", "mean_self_ms"])
+    table = pd.concat(rows)
+    table = table[table.kind == "server"]
+    out = table.groupby("service").agg(spans=("span", "count"), mean_duration_ms=("duration_ms", "mean"),
+                                       mean_self_ms=("self_ms", "mean"))
+    return out.sort_values("mean_self_ms", ascending=False).round(2).reset_index()
+
+
+def slowest_service(traces: list[dict[str, Any]]) -> str | None:
+    """The service whose own work (self time) is largest across ``traces``: where the time goes."""
+    table = self_times(traces)
+    return None if table.empty else str(table.service.iloc[0])
+
+
+# --- faults --------------------------------------------------------------------------------------------------------
+
+def inject_latency(lab: Lab, service: str, *, namespace: str, delay: str = FAULT) -> float:
+    """Slow every request a Service's pods serve (``kubectl annotate service S
+    workload.labkit.io/added-latency=250ms``); returns the time it took effect (for ``since=``)."""
+    patch(lab, "Service", service, {"metadata": {"annotations": {LATENCY_FAULT_ANNOTATION: delay}}},
+          namespace=namespace)
+    return time.time()
+
+
+def clear_latency(lab: Lab, *, namespace: str) -> float:
+    """Remove every latency fault in the namespace (``kubectl annotate service --all
+    workload.labkit.io/added-latency-``); returns the time."""
+    for name in SERVICES:
+        patch(lab, "Service", name, {"metadata": {"annotations": {LATENCY_FAULT_ANNOTATION: None}}},
+              namespace=namespace)
+    return time.time()
+
+
+def break_one_service(lab: Lab, *, namespace: str) -> float:
+    """The exercise's fault: one of the shop's services (not named) turns slow; returns when (for ``since=``)."""
+    clear_latency(lab, namespace=namespace)
+    return inject_latency(lab, random.choice(SERVICES[1:]), namespace=namespace, delay="300ms")  # noqa: S311
+
+
+# --- figures ---------------------------------------------------------------------------------------------------------
+
+def topology_figure(deps: pd.DataFrame) -> go.Figure:
+    """The service graph as Jaeger's "System Architecture" view draws it: callers left, called services right,
+    each edge labelled with its call count."""
+    names = sorted(set(deps.parent) | set(deps.child))
+    level = {n: 0 for n in names}
+    for _ in names:  # longest path from a root: a service sits one column right of its deepest caller
+        for p, c in zip(deps.parent, deps.child, strict=True):
+            level[c] = max(level[c], level[p] + 1)
+    columns: dict[int, list[str]] = {}
+    for n in names:
+        columns.setdefault(level[n], []).append(n)
+    pos = {n: (lv, i - (len(col) - 1) / 2) for lv, col in columns.items() for i, n in enumerate(col)}
+    fig = go.Figure()
+    for p, c, count in zip(deps.parent, deps.child, deps.callCount, strict=True):
+        (x0, y0), (x1, y1) = pos[p], pos[c]
+        fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                           arrowhead=3, arrowsize=1.5, standoff=28, startstandoff=28, arrowcolor="#888")
+        fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=f"{count} calls", showarrow=False,
+                           yshift=10, font={"size": 11, "color": "#555"})
+    fig.add_trace(go.Scatter(x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], text=names,
+                             mode="markers+text", textposition="bottom center", hoverinfo="text",
+                             marker={"size": 36, "color": "#60a5fa", "line": {"width": 2, "color": "#1e3a8a"}}))
+    fig.update_layout(title="Service topology (调用拓扑) from Jaeger's /api/dependencies", showlegend=False,
+                      height=360, margin={"l": 20, "r": 20, "t": 50, "b": 20},
+                      xaxis={"visible": False, "range": [-0.5, max(level.values(), default=0) + 0.5]},
+                      yaxis={"visible": False, "range": [-1.6, 1.6]})
+    return fig
+
+
+def waterfall_figure(trace: dict[str, Any], *, title: str = "One request's waterfall (调用链)") -> go.Figure:
+    """A trace as Jaeger's trace view draws it: one bar per span, indented by depth, along the time axis."""
+    table = spans(trace)
+    labels = [f"{'  ' * d}{s}: {op}" for d, s, op in zip(table.depth, table.service, table.operation, strict=True)]
+    colors = {s: c for s, c in zip(sorted(table.service.unique()),
+                                   ["#60a5fa", "#f59e0b", "#34d399", "#f472b6", "#a78bfa", "#94a3b8"] * 3,
+                                   strict=False)}
+    fig = go.Figure(go.Bar(
+        y=labels, x=table.duration_ms, base=table.start_ms, orientation="h",
+        marker={"color": [colors[s] for s in table.service]},
+        text=[f"{d:.1f} ms" for d in table.duration_ms], textposition="outside",
+        hovertext=[f"{s} self {v:.1f} ms" for s, v in zip(table.service, table.self_ms, strict=True)]))
+    fig.update_layout(title=title, height=80 + 32 * len(table), margin={"l": 20, "r": 40, "t": 50, "b": 40},
+                      xaxis_title="ms since the request started", yaxis={"autorange": "reversed"},
+                      showlegend=False)
+    return fig
+
+
+# --- exercise ------------------------------------------------------------------------------------------------------
+
+_exercise_since: dict[str, float] = {}
+
+
+def start_exercise(lab: Lab, *, namespace: str) -> None:
+    """Break one service for exercise 10-slow-service (the check reads traces from this moment on)."""
+    _exercise_since[namespace] = break_one_service(lab, namespace=namespace)
+
+
+def exercise_started(namespace: str) -> float | None:
+    """When :func:`start_exercise` broke a service in ``namespace`` (unix seconds), for ``since=``."""
+    return _exercise_since.get(namespace)
+
+
+def _live_culprit(namespace: str) -> tuple[str | None, int]:
+    since = _exercise_since.get(namespace)
+    if since is None:
+        return None, 0
+    slow = wait_traces(ENTRY, namespace=namespace, since=since, min_duration="200ms", count=3, timeout=20)
+    return slowest_service(slow), len(slow)
+
+
+def check_slow_service(attempt: Attempt) -> list[str]:
+    if attempt.namespace not in _exercise_since:
+        return ["no fault injected yet: run l10.start_exercise(lab, namespace=ns) first"]
+    if not attempt.answer:
+        return ["pass the Service's name as answer=\"...\""]
+    culprit, n = _live_culprit(attempt.namespace)
+    if str(attempt.answer).strip().lower() != culprit:
+        return [f"{attempt.answer!r} is not where the time goes in the {n} slow traces through {ENTRY} since the "
+                "fault: its own spans are not the slowest (a slow parent may only be waiting for a slow child)"]
+    return []
+
+
+SOLUTION = """slow = l10.wait_traces("frontend", namespace=ns, since=l10.exercise_started(ns), min_duration="200ms",
+                       count=3)
+l10.self_times(slow)            # the first row: the service whose own spans take the time
+answer = l10.slowest_service(slow)
+lk.check(lab, "10-slow-service", namespace=ns, answer=answer)
+"""
+
+EXERCISES = [
+    Exercise(
+        id="10-slow-service",
+        task="After l10.start_exercise(...), requests through frontend are slow. Name the Service that causes it, "
+             "from the live traces in Jaeger, and check it with answer=\"<service>\".",
+        hint="find the slow traces (minDuration 200ms), then look at each span's self time (its duration minus its "
+             "children's): frontend is slow too, but only because it waits; l10.self_times(traces) puts it in a table",
+        solution=SOLUTION,
+        check=check_slow_service,
+        solve=lambda attempt: _live_culprit(attempt.namespace)[0],
+    ),
+]
