@@ -57,6 +57,9 @@ REGISTRY: dict[str, Addon] = {a.name: a for a in (
 # A deadline, not a wait: on a loaded 2-core machine Karpenter's informers alone took over 90 s to report healthy
 # (the loopback test starts every add-on at once).
 START_TIMEOUT_S = 180.0
+# One readiness probe while waiting for a start: longer than `labkit status`'s, since a supervisor's /healthz asks its
+# per-node processes in turn.
+READY_PROBE_TIMEOUT_S = 3.0
 Progress = Callable[[str], None]
 
 
@@ -254,17 +257,21 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
     if not wait:
         return [s for s in status() if s.name in wanted]
     # Every process is already starting; wait for them together, so N add-ons cost the slowest one, not the sum.
+    # Reused ones are waited for too: a running supervisor answers 503 for a moment while it starts a detector for a
+    # node Karpenter just added, and that must not fail a lesson that finds it running.
     deadline = time.monotonic() + timeout
-    pending = set(started)
+    pending = set(wanted)
     while pending and time.monotonic() < deadline:
-        pending = {n for n in pending if not _ready(REGISTRY[n], record[n]["port"]) and not _exited(record[n]["pid"])}
+        pending = {n for n in pending if not _ready(REGISTRY[n], record[n]["port"], timeout=READY_PROBE_TIMEOUT_S)
+                   and not _exited(record[n]["pid"])}
         if pending:
             time.sleep(0.1)
     result = [s for s in status() if s.name in wanted]
     for s in result:
         verb = "started" if s.name in started else "reusing"
         progress(f"{s.name}: {verb if s.state == 'running' else s.state} {s.url or ''} {s.note}".rstrip())
-    failed = [s for s in result if s.state != "running"]
+    # Answered during the wait counts: a health page may flip to 503 for a moment afterwards (see above).
+    failed = [s for s in result if s.state in ("stopped", "missing") or s.name in pending]
     if failed:
         raise LabkitError("add-on(s) did not come up: " + "; ".join(f"{s.name} {s.state} {s.note}" for s in failed),
                           fix="read the log named above; `labkit down && labkit up --with NAME` starts afresh")
