@@ -364,16 +364,24 @@ def last_seq() -> int:
 
 
 def wait_notification(namespace: str, alertname: str, *, after: int, status: str = "firing",
-                      timeout: float = 60.0) -> pd.DataFrame:
-    """Until a notification of ``alertname`` in ``namespace`` arrives at the receiver; returns them all."""
+                      pods: set[str] | None = None, timeout: float = 60.0) -> pd.DataFrame:
+    """Until a notification of ``alertname`` in ``namespace`` arrives at the receiver (with ``pods``: one that
+    carries the alerts of exactly those pods); returns them all.
+
+    Alerts that start firing more than ``group_wait`` apart reach the receiver in two notifications of one group:
+    the second, a ``group_interval`` later, carries both."""
     deadline = time.monotonic() + timeout
     table = pd.DataFrame()
     while time.monotonic() < deadline:
         table = notifications(namespace, after=after)
-        if ((table.group.str.contains(f"alertname={alertname}")) & (table.status == status)).any():
+        match = table.group.str.contains(f"alertname={alertname}") & (table.status == status)
+        if pods is not None:
+            match &= table.pods.map(lambda listed: set(listed.split(",")) == pods)
+        if match.any():
             return table
         time.sleep(0.5)
-    raise WaitTimeout(f"no {status} notification of {alertname} in {namespace} within {timeout:.0f}s",
+    raise WaitTimeout(f"no {status} notification of {alertname} in {namespace}"
+                      f"{f' carrying {sorted(pods)}' if pods else ''} within {timeout:.0f}s",
                       last_seen=table.to_dict("records"),
                       fix=f"look at the alert in Prometheus ({operated_url()}/alerts) and Alertmanager "
                       f"({alertmanager_url()}); amtool alert query --alertmanager.url={alertmanager_url()}")
