@@ -207,6 +207,14 @@ def clear_nodes(lab: Lab, nodes: list[str]) -> None:
             continue
         if (node_obj.get("spec") or {}).get("unschedulable"):
             cordon(lab, node, unschedulable=False)
+        # A custom monitor's condition outlives the monitor (NPD does not delete what it no longer watches, on a
+        # real cluster either): remove it, as an operator would with kubectl patch --subresource=status.
+        conditions = (node_obj.get("status") or {}).get("conditions") or []
+        for index in reversed([i for i, c in enumerate(conditions) if c.get("type") == CLOCK_CONDITION]):
+            with api_errors(f"removing {CLOCK_CONDITION} from {node}", server=lab.server):
+                lab.core.patch_node_status(node, [{"op": "test", "path": f"/status/conditions/{index}/type",
+                                                   "value": CLOCK_CONDITION},
+                                                  {"op": "remove", "path": f"/status/conditions/{index}"}])
         if any(_condition(node_obj, c).get("status") == "True" for c in NPD_CONDITIONS):
             reboot(lab, node)
 
