@@ -1,4 +1,4 @@
-"""The ``labkit`` command: up, down, status, doctor, env, diagnose, classroom.
+"""The ``labkit`` command: up, down, status, doctor, env, diagnose, classroom, prefetch.
 
 Imports stay light (no Kubernetes client, pandas or plotly): ``labkit env`` and ``labkit status`` answer at once.
 """
@@ -48,6 +48,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.with_addons:
         addons.start(_addon_names(args.with_addons), kubeconfig=kubeconfig, progress=_say)
     _say(f'use it from any shell:  eval "$(labkit env)"   (KUBECONFIG={kubeconfig})')
+    return 0
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    from . import addons
+
+    lines = addons.prefetch(progress=_say)
+    _say("\n".join(lines))
+    _say(f"every binary the lessons use is in {cache_dir() / 'bin'} ({time.monotonic() - start:.0f} s)")
     return 0
 
 
@@ -252,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     diag = sub.add_parser("diagnose", help="find what is wrong: ranked root causes, evidence, fix commands")
     diag.add_argument("-n", "--namespace", help="one namespace (default: the whole cluster)")
     diag.set_defaults(func=cmd_diagnose)
+    sub.add_parser("prefetch", help="get every binary the lessons use (the add-ons' too) into the cache now, so no "
+                   "lesson waits for a build; safe beside a running lab").set_defaults(func=cmd_prefetch)
     sub.add_parser("gpu-env", help='shell lines for nvitop/gpustat on the lab\'s simulated GPUs: '
                    'eval "$(labkit gpu-env)"').set_defaults(func=cmd_gpu_env)
     room = sub.add_parser("classroom", help="one namespace, quota, RBAC and kubeconfig per student on this cluster")

@@ -17,6 +17,8 @@ Introduced by ``labkit up`` (notebook 00_lab_tour).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
@@ -31,7 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,6 +175,21 @@ def ensure_component(comp: Component, *, progress: Progress = print) -> dict[str
     return {b: comp.dir / b for b in comp.binaries}
 
 
+@contextlib.contextmanager
+def _only_one_getter(comp: Component, progress: Progress) -> Iterator[None]:
+    """Hold ``comp``'s lock file while it is obtained: two labkit processes (``labkit prefetch`` in the background and
+    a lesson that needs the add-on now) share one build instead of wiping each other's work folder."""
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{comp.name}-{comp.version}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"{comp.name} {comp.version}: another labkit process is getting it; waiting for that")
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when that process finishes or dies
+        yield
+
+
 def _obtain(comp: Component, progress: Progress) -> str:
     """Cache, else verified download, else Go build; report and return which path was taken."""
     label = f"{comp.name} {comp.version}"
@@ -180,6 +197,16 @@ def _obtain(comp: Component, progress: Progress) -> str:
         progress(f"{label}: cached")
         _memo.taken[comp.name] = "cached"
         return "cached"
+    with _only_one_getter(comp, progress):
+        if comp.cached():  # the process we waited for got it
+            progress(f"{label}: cached (by another labkit process)")
+            _memo.taken[comp.name] = "cached"
+            return "cached"
+        return _obtain_uncached(comp, progress)
+
+
+def _obtain_uncached(comp: Component, progress: Progress) -> str:
+    label = f"{comp.name} {comp.version}"
     errors: list[str] = []
     note = _try_download(comp, progress)
     if note is None:

@@ -215,8 +215,10 @@ def _state(lab: Lab, namespace: str, spec: dict[str, Any]) -> tuple[bool, str]:
     if cond == "endpoints":
         slices = wait_for_set(lab, "EndpointSlice", namespace=namespace, api_version="discovery.k8s.io/v1",
                               label_selector=f"kubernetes.io/service-name={name}", condition=lambda _: True, timeout=5)
-        ready = sum(1 for s in slices for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready"))
-        return ready > 0, f"service {name}: {ready} ready endpoints"
+        # A slice without ports (a targetPort no pod declares by name) lists its pods, yet no traffic reaches them.
+        ready = sum(1 for s in slices if s.get("ports") for e in s.get("endpoints") or []
+                    if (e.get("conditions") or {}).get("ready"))
+        return ready > 0, f"service {name}: {ready} ready endpoints with a port"
     if cond == "gpu-xid":
         from ..insight import _gpu_metrics
 

@@ -407,3 +407,32 @@ def test_build_tags_reach_go_only_when_a_component_names_some() -> None:
     assert "-tags" not in plain.go_flags() and plain.go_flags()[0] == "-trimpath"
     flags = npd().go_flags()
     assert flags[flags.index("-tags") + 1] == "disable_stackdriver_exporter"  # its cloud SDKs stay out of the build
+
+
+def test_a_second_process_waits_for_the_first_ones_build_instead_of_starting_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    comp = binaries.Component("demo", "v1.0.0", "example.com/demo", ("example.com/demo",), ("demo",))
+    monkeypatch.setattr(binaries, "_obtain_uncached", lambda *_: pytest.fail("built a second time"))
+    said: list[str] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def first_builder() -> None:  # as `labkit prefetch` building in the background
+        with binaries._only_one_getter(comp, lambda _: None):
+            holding.set()
+            release.wait(10)
+            comp.dir.mkdir(parents=True)
+            (comp.dir / "demo").write_text("binary")
+            (comp.dir / ".complete").write_text("{}")
+
+    first = threading.Thread(target=first_builder)
+    first.start()
+    assert holding.wait(10)
+    second = threading.Thread(target=lambda: said.append(binaries._obtain(comp, said.append)))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive(), "the second getter did not wait for the lock"
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert said[0] == "demo v1.0.0: another labkit process is getting it; waiting for that"
+    assert said[-2:] == ["demo v1.0.0: cached (by another labkit process)", "cached"]

@@ -220,6 +220,39 @@ def test_a_service_selector_is_matched_to_the_pods_it_meant() -> None:
     assert '"value": {"app": "api", "tier": "backend"}' in first.fix
 
 
+def _payments(target: int | str) -> tuple[dict[str, Any], dict[str, Any]]:
+    web = pod("payments-a", None, spec={"containers": [{"name": "payments", "image": "nginx:1.27",
+                                                       "ports": [{"name": "web", "containerPort": 80}]}]})
+    svc = {"metadata": {"name": "payments", "namespace": NS},
+           "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": target}]}}
+    return web, svc
+
+
+@pytest.mark.parametrize("target", ["http", 8080])
+def test_a_target_port_no_pod_declares_is_pointed_at_the_one_they_do(target: int | str) -> None:
+    web, svc = _payments(target)
+    # As the EndpointSlice controller writes it for a name no pod declares: the pods, but no port.
+    slices = [{"metadata": {"namespace": NS, "labels": {"kubernetes.io/service-name": "payments"}}, "ports": None,
+               "endpoints": [{"conditions": {"ready": True}}]}]
+    first = analyze(snap(pods=[web], services=[svc], endpointslices=slices))[0]
+    assert first.cause == "ServicePortMismatch" and first.subject == "service/payments"
+    assert first.fix == (f"kubectl -n {NS} patch service/payments --type=json "
+                         """-p '[{"op": "replace", "path": "/spec/ports/0/targetPort", "value": "web"}]'""")
+    assert any(e.source == "endpoints" for e in first.evidence) == isinstance(target, str)
+
+
+@pytest.mark.parametrize("target", ["web", 80])
+def test_a_target_port_the_pods_declare_is_no_finding(target: int | str) -> None:
+    web, svc = _payments(target)
+    assert analyze(snap(pods=[web], services=[svc])) == []
+
+
+def test_pods_that_declare_no_ports_are_not_judged_by_them() -> None:
+    web, svc = _payments(8080)
+    web["spec"]["containers"][0].pop("ports")
+    assert analyze(snap(pods=[web], services=[svc])) == []
+
+
 def test_an_hpa_without_requests_is_told_to_set_them() -> None:
     dep = deployment("frontend")
     hpa = {"metadata": {"name": "frontend", "namespace": NS},
