@@ -6,7 +6,9 @@ query service. Its web UI's assets are not in the Go module, so the lab reads tr
 HTTP API (``curl 127.0.0.1:PORT/api/services``, ``/api/traces``, ``/api/dependencies``). Every listener (query
 HTTP and gRPC, OTLP/HTTP, the health check) is written into its config on 127.0.0.1; the collector's own
 telemetry has no listener (metrics level ``none``). The OTLP port is kept in ``<folder>/otlp-port`` for the
-workload model, which sends the spans (:mod:`labkit.sim.traces`).
+workload model, which sends the spans (:mod:`labkit.sim.traces`). On the embedded cluster it also receives OTLP/gRPC
+on the port ``labkit up`` gave the API server and etcd for their own spans (``control_plane_otlp_port`` in the lab's
+record; :data:`labkit.cluster.kwok_backend.TRACING_SAMPLING_PER_MILLION` says what they send).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import versions
+from .. import state, versions
 from ..cluster.binaries import Component
-from ..cluster.ports import free_port
+from ..cluster.ports import free_port, port_free
+from ..errors import LabkitError
 from .base import Addon, Context
 
 NAME = "jaeger"
@@ -33,8 +36,12 @@ def component() -> Component:
 
 
 def config(*, query_port: int, grpc_port: int, otlp_port: int, health_port: int,
-           health_grpc_port: int) -> dict[str, object]:
-    """The collector config: OTLP/HTTP in, memory storage, query API out; every endpoint on 127.0.0.1."""
+           health_grpc_port: int, control_plane_port: int | None = None) -> dict[str, object]:
+    """The collector config: OTLP/HTTP in (and OTLP/gRPC on ``control_plane_port`` for the API server's and etcd's
+    spans), memory storage, query API out; every endpoint on 127.0.0.1."""
+    protocols: dict[str, object] = {"http": {"endpoint": f"127.0.0.1:{otlp_port}"}}
+    if control_plane_port:
+        protocols["grpc"] = {"endpoint": f"127.0.0.1:{control_plane_port}"}
     return {
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
@@ -52,11 +59,18 @@ def config(*, query_port: int, grpc_port: int, otlp_port: int, health_port: int,
             "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"127.0.0.1:{health_port}"},
                               "grpc": {"endpoint": f"127.0.0.1:{health_grpc_port}", "transport": "tcp"}},
         },
-        "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{otlp_port}"}}}},
+        "receivers": {"otlp": {"protocols": protocols}},
         # Short batches: a span reaches the query API within a second of being sent.
         "processors": {"batch": {"timeout": "200ms"}},
         "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
     }
+
+
+def control_plane_port() -> int | None:
+    """The OTLP/gRPC port the lab's API server and etcd send their spans to, or None (kind, a kubeconfig, or a lab
+    started before labkit traced its control plane: ``labkit down && labkit up`` turns it on)."""
+    port = state.recorded().get("control_plane_otlp_port")
+    return int(port) if port else None
 
 
 def otlp_endpoint(folder: Path) -> str | None:
@@ -80,14 +94,21 @@ class Jaeger(Addon):
 
     def prepare(self, ctx: Context) -> None:
         """Pick the other four ports and write ``config.yaml`` (JSON is YAML) and the OTLP port file."""
+        control_plane = control_plane_port()
+        if control_plane is not None and (control_plane == ctx.port or not port_free(control_plane)):
+            raise LabkitError(f"port {control_plane}, where the lab's API server sends its traces, is taken by "
+                              "another program, so Jaeger cannot receive them",
+                              fix=f"free it (`ss -ltnp 'sport = :{control_plane}'` shows who holds it), or "
+                                  "`labkit down && labkit up` to give the control plane another port")
+        taken = {ctx.port, control_plane} - {None}
         ports = [free_port() for _ in range(4)]
-        while len({ctx.port, *ports}) < 5:
+        while len({*taken, *ports}) < len(taken) + 4:
             ports = [free_port() for _ in range(4)]
         grpc_port, otlp_port, health_port, health_grpc_port = ports
         ctx.folder.mkdir(parents=True, exist_ok=True)
         (ctx.folder / "config.yaml").write_text(json.dumps(
             config(query_port=ctx.port, grpc_port=grpc_port, otlp_port=otlp_port, health_port=health_port,
-                   health_grpc_port=health_grpc_port),
+                   health_grpc_port=health_grpc_port, control_plane_port=control_plane),
             indent=2))
         (ctx.folder / OTLP_PORT_FILE).write_text(str(otlp_port))
 

@@ -111,6 +111,7 @@ class _RunMemo:
     probes: dict[str, str | None] = field(default_factory=dict)  # origin -> None (answers) or why not
     go_install_tried: bool = False
     taken: dict[str, str] = field(default_factory=dict)  # component name -> how this run got it
+    goproxy: str | None = None  # GOPROXY for builds: the module cache first (_module_cache_first)
 
 
 _memo = _RunMemo()
@@ -321,8 +322,27 @@ def _go_toolchain(progress: Progress) -> Path | None:
     return go
 
 
+def _module_cache_first(go: Path) -> str:
+    """GOPROXY with the machine's own module cache (``$GOMODCACHE/cache/download`` is laid out as a Go proxy) in
+    front of the configured proxy: a machine that fetched the modules once builds offline, and online it fetches
+    only what it lacks. Without it ``go install pkg@version`` asks the network proxy even for cached modules
+    (``loading deprecation``) and fails offline with an empty binary cache."""
+    if _memo.goproxy is None:
+        answer = subprocess.run([str(go), "env", "-json", "GOMODCACHE", "GOPROXY"], capture_output=True, text=True,
+                                check=False, env=dict(os.environ))
+        try:
+            found = json.loads(answer.stdout)
+        except ValueError:
+            found = {}
+        configured = found.get("GOPROXY") or "https://proxy.golang.org,direct"
+        cache = Path(found.get("GOMODCACHE") or "") / "cache" / "download"
+        _memo.goproxy = f"{cache.as_uri()},{configured}" if found.get("GOMODCACHE") and cache.is_dir() \
+            else configured
+    return _memo.goproxy
+
+
 def _go_env(go: Path, comp: Component | None = None) -> dict[str, str]:
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod", GOPROXY=_module_cache_first(go))
     if comp is not None and comp.go_toolchain:
         env["GOTOOLCHAIN"] = comp.go_toolchain
     env["PATH"] = f"{go.parent}{os.pathsep}{env.get('PATH', '')}"

@@ -126,14 +126,40 @@ def component_metrics() -> dict[str, dict[str, Any]]:
     return {c["name"]: dict(c["metric"]) for c in config.get("components") or [] if c.get("metric")}
 
 
+# The control plane's own traces (lesson 10): the API server and etcd export spans over OTLP/gRPC to one loopback
+# port, where the Jaeger add-on listens once it runs. At 0 per million both sample only what arrives with a sampled
+# W3C `traceparent` (they sample parent-based), so nothing is exported until a lesson sends one; and the API server
+# continues a caller's trace only for system:masters or system:monitoring (others' become a link, not a parent).
+TRACING_SAMPLING_PER_MILLION = 0
+TRACING_CONFIG_FILE = "apiserver-tracing.yaml"
+
+
+def tracing_configuration(otlp_port: int) -> dict[str, Any]:
+    """The API server's ``--tracing-config-file`` (``apiserver.config.k8s.io/v1`` TracingConfiguration)."""
+    return {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "TracingConfiguration",
+            "endpoint": f"127.0.0.1:{otlp_port}", "samplingRatePerMillion": TRACING_SAMPLING_PER_MILLION}
+
+
+def _tracing_patches(config_file: Path, otlp_port: int) -> list[dict[str, Any]]:
+    def args(**flags: str) -> list[dict[str, str]]:
+        return [{"key": k.replace("_", "-"), "value": v} for k, v in flags.items()]
+
+    return [{"name": "kube-apiserver", "extraArgs": args(tracing_config_file=str(config_file))},
+            {"name": "etcd", "extraArgs": args(enable_distributed_tracing="true",
+                                               distributed_tracing_address=f"127.0.0.1:{otlp_port}",
+                                               distributed_tracing_service_name="etcd",
+                                               distributed_tracing_sampling_rate=str(TRACING_SAMPLING_PER_MILLION))}]
+
+
 def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = None,
                    controller_manager: Path | None = None, metrics_server: Path | None = None,
-                   ports: dict[str, int] | None = None) -> dict[str, Any]:
+                   ports: dict[str, int] | None = None, tracing: tuple[Path, int] | None = None) -> dict[str, Any]:
     """kwokctl's configuration: local binaries for every component, loopback only.
 
     ``kwok_controller``, ``controller_manager`` and ``metrics_server`` replace the binaries kwokctl starts
     (``labkit up`` passes their gates, :data:`KWOK_GATE`);
-    ``ports`` (:func:`component_ports`) fixes the components' ports, which kwokctl picks otherwise.
+    ``ports`` (:func:`component_ports`) fixes the components' ports, which kwokctl picks otherwise;
+    ``tracing`` (the API server's tracing config file, the OTLP/gRPC port) turns on the control plane's traces.
     """
     manifests = data_file("metrics-server")
     config: dict[str, Any] = {
@@ -168,6 +194,8 @@ def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = Non
     # that misses its 10 s deadline on a loaded machine makes either process exit ("leaderelection lost").
     config["componentsPatches"] = [{"name": name, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
                                    for name in ("kube-scheduler", "kube-controller-manager")]
+    if tracing:
+        config["componentsPatches"] += _tracing_patches(*tracing)
     return config
 
 
@@ -377,6 +405,12 @@ def up(*, progress: Progress = print) -> Path:
     start = time.monotonic()
     state_dir().mkdir(parents=True, exist_ok=True)
     config_file = state_dir() / "kwokctl.yaml"
+    ports = component_ports()
+    otlp_port = free_port()
+    while otlp_port in ports.values():
+        otlp_port = free_port()
+    tracing_file = state_dir() / TRACING_CONFIG_FILE
+    tracing_file.write_text(yaml.safe_dump(tracing_configuration(otlp_port), sort_keys=False))
     # Without the gates (an odd Python path) kwok and the controller-manager start as kwokctl starts them.
     gated = gate_usable()
     config = kwokctl_config(paths, kwok_controller=write_gate(paths["kwok"]) if gated else None,
@@ -384,7 +418,7 @@ def up(*, progress: Progress = print) -> Path:
                                                           component="kube-controller-manager") if gated else None,
                             metrics_server=write_gate(paths["metrics-server"], component="metrics-server")
                             if gated else None,
-                            ports=component_ports())
+                            ports=ports, tracing=(tracing_file, otlp_port))
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     progress(f"starting etcd, kube-apiserver, controller-manager, scheduler, metrics-server, kwok "
              f"(Kubernetes {versions.KUBERNETES}) on 127.0.0.1")
@@ -394,7 +428,7 @@ def up(*, progress: Progress = print) -> Path:
     # keep the starting API server busy, and the machine's cores are what they wait for.
     _kwokctl("create", "cluster", "--config", str(config_file), "--kubeconfig", "", timeout=240)
     shutil.copyfile(cluster_dir() / "kubeconfig.yaml", kubeconfig_path())
-    _write_state()
+    _write_state(control_plane_otlp_port=otlp_port)
     with ApiConnection(kubeconfig_path(), timeout=10) as api:
         install_lab_objects(api)
     progress(f"control plane up in {time.monotonic() - start:.1f}s; nodes registering")
@@ -497,8 +531,8 @@ def kubectl(args: list[str], *, input_text: str | None = None, timeout: float = 
     return proc.stdout
 
 
-def _write_state() -> None:
-    state.record("kwok", api_port=api_port())
+def _write_state(**details: Any) -> None:
+    state.record("kwok", api_port=api_port(), **details)
 
 
 def check_components(*, progress: Progress = print) -> None:

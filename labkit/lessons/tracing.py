@@ -220,6 +220,64 @@ def slowest_service(traces: list[dict[str, Any]]) -> str | None:
     return None if table.empty else str(table.service.iloc[0])
 
 
+# --- the control plane's own traces -------------------------------------------------------------------------------
+
+CONTROL_PLANE = ("apiserver", "etcd")
+CLIENT = "labkit-notebook"
+
+
+def control_plane_traced() -> bool:
+    """Whether this lab's API server and etcd send their spans to Jaeger (the embedded cluster, started by a labkit
+    that wires them: :data:`labkit.cluster.kwok_backend.TRACING_SAMPLING_PER_MILLION`)."""
+    from ..addons.jaeger import control_plane_port
+
+    return control_plane_port() is not None
+
+
+def traced_create(lab: Lab, namespace: str, name: str) -> str:
+    """``kubectl create configmap NAME`` with a sampled W3C ``traceparent`` header (kubectl has no flag for one):
+    the API server continues the trace and passes it to etcd. Our own CLIENT span goes to Jaeger too (OTLP/HTTP),
+    so the trace starts where the request did. Returns the trace id (``curl .../api/traces/ID``)."""
+    from ..addons import addons_dir
+    from ..addons.jaeger import otlp_endpoint
+    from ..kube.client import api_errors
+    from ..sim.traces import SPAN_KIND_CLIENT, Span, send
+
+    trace_id, span_id = f"{random.getrandbits(128):032x}", f"{random.getrandbits(64) or 1:016x}"
+    start = time.time()
+    with api_errors(f"creating configmap {name}", server=lab.server):
+        lab.core.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": {"traced": "yes"}},
+                                              _headers={"traceparent": f"00-{trace_id}-{span_id}-01"})
+    span = Span(CLIENT, namespace, "", trace_id, span_id, "", f"POST /api/v1/namespaces/{namespace}/configmaps",
+                SPAN_KIND_CLIENT, start, time.time(), {"http.request.method": "POST", "k8s.configmap.name": name})
+    endpoint = otlp_endpoint(addons_dir() / ADDON)
+    if endpoint is None:
+        raise LabkitError("Jaeger has no OTLP endpoint yet", fix='lk.addons.require("jaeger")')
+    send(endpoint, [span])
+    return trace_id
+
+
+def wait_trace(trace_id: str, *, services: tuple[str, ...] = (CLIENT, *CONTROL_PLANE),
+               timeout: float = 30.0) -> dict[str, Any]:
+    """Poll ``curl .../api/traces/ID`` until the trace has spans from every one of ``services``."""
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while True:
+        try:
+            found = api(f"traces/{trace_id}") or []
+        except LabkitError:  # 404 until its first span is stored
+            found = []
+        if found:
+            seen = {p["serviceName"] for p in found[0]["processes"].values()}
+            if set(services) <= seen:
+                return found[0]
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"trace {trace_id} has spans from {sorted(seen) or 'nobody'}, not yet from "
+                              f"{sorted(set(services) - seen)}, after {timeout:.0f}s", last_seen=sorted(seen),
+                              fix=f"curl -s '{jaeger_url()}/api/traces/{trace_id}' | head -c 600")
+        time.sleep(0.5)  # Jaeger's API has no watch: poll under the deadline
+
+
 # --- faults --------------------------------------------------------------------------------------------------------
 
 def inject_latency(lab: Lab, service: str, *, namespace: str, delay: str = FAULT) -> float:

@@ -186,6 +186,18 @@ def otlp_json(spans: Iterable[Span]) -> dict[str, Any]:
         for (svc, ns, pod), bodies in sorted(groups.items())]}
 
 
+def send(url: str, spans: list[Span]) -> None:
+    """POST ``spans`` to the OTLP/HTTP receiver at ``url`` (``http://127.0.0.1:PORT``) as JSON."""
+    data = json.dumps(otlp_json(spans)).encode()
+    request = urllib.request.Request(f"{url}/v1/traces", data=data, method="POST",  # noqa: S310 - loopback
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_S) as resp:  # noqa: S310 - loopback
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"Jaeger answered {exc.code}: {exc.read()[:200]!r}") from exc
+
+
 class Tracer:
     """The workload model's span writer: each tick, samples client requests and sends their spans to Jaeger."""
 
@@ -271,11 +283,4 @@ class Tracer:
         return spans
 
     def _send(self, url: str, spans: list[Span]) -> None:
-        data = json.dumps(otlp_json(spans)).encode()
-        request = urllib.request.Request(f"{url}/v1/traces", data=data, method="POST",  # noqa: S310 - loopback
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_S) as resp:  # noqa: S310 - loopback
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"Jaeger answered {exc.code}: {exc.read()[:200]!r}") from exc
+        send(url, spans)

@@ -373,6 +373,7 @@ def test_patched_build_edits_a_copy_and_leaves_the_module_cache_alone(tmp_path: 
     # `go mod download -json` names the module's folder; `go build ... -o OUT PKG` records its folder and arguments.
     fake_go.write_text(f"""#!/bin/sh
 if [ "$1" = mod ]; then echo '{{"Dir": "{module}"}}'; exit 0; fi
+if [ "$1" = env ]; then echo '{{}}'; exit 0; fi
 echo "$PWD $*" >> {log}
 while [ "$1" != -o ]; do shift; done
 cat "$PWD/pkg/server.go" > "$2"
@@ -436,3 +437,19 @@ def test_a_second_process_waits_for_the_first_ones_build_instead_of_starting_its
     second.join(10)
     assert said[0] == "demo v1.0.0: another labkit process is getting it; waiting for that"
     assert said[-2:] == ["demo v1.0.0: cached (by another labkit process)", "cached"]
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_builds_take_modules_from_the_machines_module_cache_first(tmp_path: Path, cached: bool) -> None:
+    """Offline, with an empty binary cache, `go install pkg@version` still asks the proxy unless the module cache is
+    itself the first proxy; online, the configured proxy stays behind it for what the cache lacks."""
+    modcache = tmp_path / "mod"
+    if cached:
+        (modcache / "cache" / "download").mkdir(parents=True)
+    fake_go = tmp_path / "go"
+    fake_go.write_text(f"""#!/bin/sh
+[ "$1 $2" = "env -json" ] && echo '{{"GOMODCACHE": "{modcache}", "GOPROXY": "off"}}'
+""")
+    fake_go.chmod(0o755)
+    env = binaries._go_env(fake_go)
+    assert env["GOPROXY"] == (f"file://{modcache}/cache/download,off" if cached else "off")

@@ -224,3 +224,16 @@ def test_check_components_starts_an_exited_one_again_once_then_names_it(state: P
     (pids / "kube-controller-manager.pid").write_text("999999999")
     kwok_backend.check_components(progress=said.append)  # started again and alive: no error
     kwok_backend.check_components(progress=said.append)  # every component alive: nothing to do
+
+
+def test_the_control_plane_traces_only_sampled_requests_to_a_loopback_collector(tmp_path: Path) -> None:
+    paths = {b: tmp_path / b for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+                                       "etcd", "kwok", "metrics-server")}
+    config = kwok_backend.kwokctl_config(paths, tracing=(tmp_path / "tracing.yaml", 4317))
+    patches = {p["name"]: {a["key"]: a["value"] for a in p["extraArgs"]} for p in config["componentsPatches"]}
+    assert patches["kube-apiserver"] == {"tracing-config-file": str(tmp_path / "tracing.yaml")}
+    assert patches["etcd"] == {"enable-distributed-tracing": "true", "distributed-tracing-address": "127.0.0.1:4317",
+                               "distributed-tracing-service-name": "etcd", "distributed-tracing-sampling-rate": "0"}
+    assert kwok_backend.tracing_configuration(4317) == {
+        "apiVersion": "apiserver.config.k8s.io/v1", "kind": "TracingConfiguration", "endpoint": "127.0.0.1:4317",
+        "samplingRatePerMillion": 0}

@@ -113,6 +113,9 @@ def test_jaeger_config_puts_every_listener_on_loopback() -> None:
     assert sorted(endpoints) == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", "127.0.0.1:5"]
     assert config["service"]["telemetry"]["metrics"] == {"level": "none"}  # type: ignore[index]
     assert "grpc" not in config["receivers"]["otlp"]["protocols"]  # type: ignore[index]
+    traced = jaeger.config(query_port=1, grpc_port=2, otlp_port=3, health_port=4, health_grpc_port=5,
+                           control_plane_port=6)
+    assert traced["receivers"]["otlp"]["protocols"]["grpc"] == {"endpoint": "127.0.0.1:6"}  # type: ignore[index]
 
 
 def _as_jaeger(spans: list[traces.Span]) -> dict:
