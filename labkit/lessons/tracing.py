@@ -234,8 +234,17 @@ def control_plane_traced() -> bool:
     return control_plane_port() is not None
 
 
-def traced_create(lab: Lab, namespace: str, name: str) -> str:
-    """``kubectl create configmap NAME`` with a sampled W3C ``traceparent`` header (kubectl has no flag for one):
+def control_plane_config() -> str | None:
+    """The API server's ``--tracing-config-file`` as ``labkit up`` wrote it, or None when this lab has none."""
+    from ..cluster.kwok_backend import TRACING_CONFIG_FILE
+    from ..paths import state_dir
+
+    path = state_dir() / TRACING_CONFIG_FILE
+    return path.read_text() if control_plane_traced() and path.exists() else None
+
+
+def traced_create(lab: Lab, namespace: str) -> str:
+    """``kubectl create configmap traced-XXXXX`` with a sampled W3C ``traceparent`` header (kubectl has no flag):
     the API server continues the trace and passes it to etcd. Our own CLIENT span goes to Jaeger too (OTLP/HTTP),
     so the trace starts where the request did. Returns the trace id (``curl .../api/traces/ID``)."""
     from ..addons import addons_dir
@@ -245,11 +254,13 @@ def traced_create(lab: Lab, namespace: str, name: str) -> str:
 
     trace_id, span_id = f"{random.getrandbits(128):032x}", f"{random.getrandbits(64) or 1:016x}"
     start = time.time()
-    with api_errors(f"creating configmap {name}", server=lab.server):
-        lab.core.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": {"traced": "yes"}},
-                                              _headers={"traceparent": f"00-{trace_id}-{span_id}-01"})
+    with api_errors("creating a configmap", server=lab.server):
+        made = lab.core.create_namespaced_config_map(namespace, {"metadata": {"generateName": "traced-"},
+                                                                 "data": {"traced": "yes"}},
+                                                     _headers={"traceparent": f"00-{trace_id}-{span_id}-01"})
     span = Span(CLIENT, namespace, "", trace_id, span_id, "", f"POST /api/v1/namespaces/{namespace}/configmaps",
-                SPAN_KIND_CLIENT, start, time.time(), {"http.request.method": "POST", "k8s.configmap.name": name})
+                SPAN_KIND_CLIENT, start, time.time(),
+                {"http.request.method": "POST", "k8s.configmap.name": made.metadata.name})
     endpoint = otlp_endpoint(addons_dir() / ADDON)
     if endpoint is None:
         raise LabkitError("Jaeger has no OTLP endpoint yet", fix='lk.addons.require("jaeger")')

@@ -89,3 +89,25 @@ def test_exercise_fails_unsolved_and_passes_with_the_service_the_traces_name(lab
     assert not wrong.passed and wrong.hint
     assert lk.check(lab, "10-slow-service", namespace=shop, answer=culprit).passed
     assert exercises.Catalogue(l10.EXERCISES).get("10-slow-service").solve is not None
+
+
+def test_a_sampled_request_is_traced_through_the_api_server_into_etcd_and_no_other(lab: lk.Lab,
+                                                                                    namespace: str) -> None:
+    lk.addons.require(l10.ADDON)
+    assert l10.control_plane_traced(), "labkit up gave the control plane no trace endpoint (see backend.json)"
+    since = time.time()
+    lab.core.create_namespaced_config_map(namespace, {"metadata": {"name": "not-traced"}})  # no traceparent
+    trace = l10.wait_trace(l10.traced_create(lab, namespace), timeout=60)
+    table = l10.spans(trace)
+    assert l10.call_edges(trace) == {(l10.CLIENT, "apiserver"), ("apiserver", "etcd")}
+    assert list(table[table.depth == 0].service) == [l10.CLIENT]
+    assert {"authorization", "priorityandfairness", "Create", "Create etcd3"} <= set(
+        table[table.service == "apiserver"].operation)
+    etcd = table[table.service == "etcd"].iloc[0]
+    parent = table.set_index("span").loc[etcd.parent]
+    assert (etcd.kind, parent.service, parent.kind, parent.operation) == ("server", "apiserver", "client",
+                                                                        etcd.operation)
+    # Sampling 0 per million, parent-based: the request sent just before, without a traceparent, left no trace (the
+    # API server's exporter sends its batches in order, so it would have arrived with or before the traced one).
+    recent = l10.find_traces("apiserver", since=since, limit=50)
+    assert [t["traceID"] for t in recent] == [trace["traceID"]], [l10.spans(t).operation.tolist() for t in recent]
