@@ -571,6 +571,57 @@ def gpu_health(node: str, gpu: int) -> pd.DataFrame:
     return health_checks(fetch_state(_exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["faults"])
 
 
+# `dcgmi diag -r LEVEL`: the active diagnostic's tests per run level (each level adds to the one before), and about
+# how long the level takes on real hardware (DCGM's documentation: quick, medium, long).
+_DEPLOYMENT = ("Denylist", "NVML Library", "Permissions and OS Blocks", "Persistence Mode", "Environment Variables",
+               "Page Retirement/Row Remap", "Compute Processes", "Inforom")
+DIAG_TESTS = {1: tuple(("Deployment", t) for t in _DEPLOYMENT),
+              2: (("Integration", "PCIe"), ("Hardware", "GPU Memory")),
+              3: (("Stress", "Targeted Stress"), ("Stress", "Targeted Power"), ("Stress", "Memory Bandwidth"),
+                  ("Hardware", "Diagnostic"))}
+DIAG_DURATION = {1: "seconds", 2: "about 2 minutes", 3: "about 30 minutes"}
+
+
+def diagnostics(faults: dict[str, Any], processes: int, *, level: int = 1) -> pd.DataFrame:
+    """``dcgmi diag -r LEVEL`` for one GPU from its fault record and how many processes use it: per test PASS, FAIL
+    or SKIP with the reason. A model of DCGM's active diagnostic (which takes the GPU for itself), not DCGM: a lost
+    GPU fails the deployment checks and skips the rest; a GPU in use fails "Compute Processes" and is not stressed."""
+    if level not in DIAG_TESTS:
+        raise LabkitError(f"dcgmi diag has run levels 1, 2 and 3, not {level!r}",
+                          fix="g12.gpu_diag(node, gpu, level=2)")
+    rows = []
+    blocked = ""
+    for lvl in range(1, level + 1):
+        for category, test in DIAG_TESTS[lvl]:
+            result, why = "PASS", ""
+            if blocked:
+                result, why = "SKIP", blocked
+            elif test == "NVML Library" and faults["lost"]:
+                result, why = "FAIL", "GPU is lost (XID 79: fallen off the bus): reset it or power-cycle the node"
+                blocked = "an earlier test failed"
+            elif test == "Page Retirement/Row Remap" and faults["remap_failure"]:
+                result, why = "FAIL", "row remapping failed: no spare rows left (RMA)"
+            elif test == "Page Retirement/Row Remap" and faults["remap_pending"]:
+                result, why = "FAIL", "a row remap is pending: reset the GPU, then run the diagnostic again"
+            elif test == "Compute Processes" and processes:
+                result, why = "FAIL", f"{processes} process(es) use the GPU: drain the node first"
+                blocked = "the GPU is in use"
+            elif test == "PCIe" and faults["pcie_replays"] > PCIE_REPLAY_WARN:
+                result, why = "FAIL", f"{faults['pcie_replays']} PCIe replays: reseat the board or check the riser"
+            elif test == "GPU Memory" and faults["volatile_uncorrected"]:
+                result, why = "FAIL", f"{faults['volatile_uncorrected']} uncorrectable ECC errors in the memory test"
+            rows.append({"level": lvl, "category": category, "test": test, "result": result, "detail": why})
+    return pd.DataFrame(rows)
+
+
+def gpu_diag(node: str, gpu: int, *, level: int = 1) -> pd.DataFrame:
+    """:func:`diagnostics` on the lab's live GPU (``dcgmi diag -r LEVEL -i GPU`` on that node)."""
+    from ..sim.gpu.shared import fetch_state
+
+    device = fetch_state(_exporter_url().removesuffix("/metrics"), node)["devices"][gpu]
+    return diagnostics(device["faults"], len(device.get("processes") or []), level=level)
+
+
 def process_stats(samples: pd.DataFrame) -> dict[str, float]:
     """``dcgmi stats -j JOB -v`` from samples of one process's GPU (columns ``time`` (datetime), ``power_w``,
     ``fb_used_mib``, ``gpu_util``): energy (trapezoid of power over time), max memory, SM utilization."""

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from labkit.lessons.gpu_monitoring import FAULT_RULES, fault_rules_yaml, health_checks, process_stats
+from labkit.lessons.gpu_monitoring import FAULT_RULES, diagnostics, fault_rules_yaml, health_checks, process_stats
 from labkit.sim.gpu import FakeMachine, FakeNvml, inject_xid, node_metrics, reset_gpu, start_exporter
 from labkit.sim.gpu.faults import replace_board
 from labkit.sim.gpu.real_pynvml import pynvml as N
@@ -42,6 +42,34 @@ def test_health_turns_from_pass_to_fail_and_only_a_new_board_clears_a_remap_fail
     replace_board(machine, 0)
     assert set(_health(machine).values()) == {"PASS"} and machine.devices[0].faults.aggregate_uncorrected == 0
     assert set(_health(machine, 1).values()) == {"PASS"}  # the other GPU never noticed
+
+
+def _diag(machine: FakeMachine, *, processes: int = 0, level: int = 3) -> dict[str, str]:
+    frame = diagnostics(asdict(machine.devices[0].faults), processes, level=level)
+    return {test: f"{result} {detail}".strip() for test, result, detail in zip(frame["test"], frame["result"],
+                                                                            frame["detail"], strict=True)}
+
+
+def test_the_active_diagnostic_needs_an_idle_gpu_and_names_what_a_reset_does_not_fix() -> None:
+    machine = FakeMachine(profile="H100-SXM", count=1, node="n", clock="manual")
+    assert set(_diag(machine).values()) == {"PASS"} and len(_diag(machine, level=1)) == 8
+    busy = _diag(machine, processes=2)
+    assert busy["Compute Processes"].startswith("FAIL 2 process(es)") and busy["PCIe"].startswith("SKIP")
+    inject_xid(machine, 0, 79)
+    lost = _diag(machine)
+    assert lost["Denylist"] == "PASS" and lost["NVML Library"].startswith("FAIL GPU is lost")
+    assert lost["GPU Memory"] == "SKIP an earlier test failed"
+    reset_gpu(machine, 0)
+    inject_xid(machine, 0, 48)  # double-bit ECC: a row remap pending
+    ecc = _diag(machine)
+    assert "pending" in ecc["Page Retirement/Row Remap"] and ecc["GPU Memory"].startswith("FAIL 1 uncorrectable")
+    reset_gpu(machine, 0)
+    assert set(_diag(machine).values()) == {"PASS"}  # the remap took effect at the reset
+    inject_xid(machine, 0, 64)
+    reset_gpu(machine, 0)
+    assert "RMA" in _diag(machine)["Page Retirement/Row Remap"]
+    with pytest.raises(Exception, match="run levels 1, 2 and 3"):
+        diagnostics(asdict(machine.devices[0].faults), 0, level=4)
 
 
 def test_nvml_and_exporter_report_the_injected_faults() -> None:
