@@ -24,7 +24,7 @@ from ..errors import LabkitError, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab
 from ..kube.objects import patch
-from ..sim.traces import LATENCY_FAULT_ANNOTATION
+from ..sim.calls import LATENCY_FAULT_ANNOTATION
 
 ADDON = "jaeger"
 ENTRY = "frontend"

@@ -17,7 +17,8 @@ What a container writes:
   annotation ``workload.labkit.io/error-rate`` (a fraction, e.g. ``"0.2"``) makes that share of its requests
   fail: ``level: error``, ``status: 500`` and the message of ``workload.labkit.io/error-message``; they are
   counted in ``http_request_errors_total``. A request the container forwards to another Service (a container
-  env value ``http://SERVICE``, as an app is told where its backend is) carries the same ``request_id`` there;
+  env value ``http://SERVICE`` as an app is told where its backend is, or its ``workload.labkit.io/calls``
+  annotation: :mod:`labkit.sim.calls`) carries the same ``request_id`` there;
 - a container whose command is a shell script writes what its ``echo`` commands print (``>&2``: stderr) at the
   time its ``sleep``s say; a container that exits with an error (the Stages' crash rule) writes those lines
   before the restart, so ``kubectl logs --previous`` shows them;
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import state_dir
+from .calls import calls_of
 
 log = logging.getLogger("labkit.sim.pod_logs")
 
@@ -56,7 +58,6 @@ LOGS_MANAGED_BY = "labkit-workload-model"
 _STATEMENT = re.compile(r"\s*(?:;|&&|\|\||\n)\s*")
 _ECHO = re.compile(r"^echo\s+(?P<text>.*?)(?P<stderr>\s*(?:>&2|1>&2))?\s*$")
 _SLEEP_STMT = re.compile(r"^sleep\s+([0-9]*\.?[0-9]+)\s*$")
-_ENV_URL = re.compile(r"^https?://([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.([a-z0-9-]+))?(\.svc[.a-z]*)?(:\d+)?(/\S*)?$")
 
 
 def log_root() -> Path:
@@ -133,17 +134,6 @@ def is_error(k: int, rate: float) -> bool:
     """Whether the ``k``-th request (1-based) of a pod failing at ``rate`` fails: spread evenly, exactly
     ``floor(n x rate)`` of the first ``n``."""
     return rate > 0 and math.floor(k * rate) > math.floor((k - 1) * rate)
-
-
-def downstream_services(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The Services a pod's first container calls: env values ``http://SERVICE[.NAMESPACE]`` -> (namespace, name)."""
-    namespace = pod.get("metadata", {}).get("namespace", "default")
-    containers = pod.get("spec", {}).get("containers") or []
-    found = []
-    for env in (containers[0].get("env") or []) if containers else []:
-        if m := _ENV_URL.match(str(env.get("value") or "")):
-            found.append((m.group(4) or namespace, m.group(1)))
-    return found
 
 
 @dataclass
@@ -332,7 +322,7 @@ class PodLogs:
             annotations = pod["metadata"].get("annotations") or {}
             rate = min(1.0, max(0.0, float(annotations.get(ERROR_RATE_ANNOTATION) or 0)))
             message = annotations.get(ERROR_MESSAGE_ANNOTATION) or DEFAULT_ERROR_MESSAGE
-            calls[key] = downstream_services(pod)
+            calls[key] = calls_of(pod)
             self.service[key] = service
             done = self.logged.get(key, 0)
             target = math.floor(total + 1e-9)

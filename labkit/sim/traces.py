@@ -8,20 +8,22 @@ graph and timing:
 - a client pod's request loop (``wget http://frontend``) is a CLIENT span of the client (its ``app`` or ``run``
   label, else the pod name), whose child is a SERVER span of the Service's pod that serves it (a Ready endpoint,
   chosen at random as kube-proxy would);
-- a serving pod that calls other Services says so in its annotation ``workload.labkit.io/calls: "checkout,catalog"``
-  (Service names, ``svc`` or ``svc.namespace``): each of its requests calls them one after the other, each a child
-  SERVER span in that Service's pod (cycles and depth past :data:`MAX_DEPTH` are cut);
+- a serving pod that calls other Services (its annotation ``workload.labkit.io/calls: "checkout,catalog"`` or an
+  env URL ``http://SERVICE``: :mod:`labkit.sim.calls`, the call graph the model's load and logs follow too) calls
+  them one after the other for each request, each a child SERVER span in that Service's pod (cycles and depth past
+  :data:`~labkit.sim.calls.MAX_DEPTH` are cut);
 - a span's own time is drawn from an exponential distribution (the shape the model's latency histogram assumes)
-  whose mean is the model's response time for that pod when it serves clients directly, else its service time
-  (``cpu-per-request`` / CPU limit); a parent's span lasts its own time plus its children's;
+  whose mean is the pod's own time in the model (:attr:`labkit.sim.workload.PodLoad.own_s`: queueing included for
+  pods that serve clients directly); a parent's span lasts its own time plus its children's, as the model's
+  response time does;
 - a latency fault: the Service annotation ``workload.labkit.io/added-latency: "300ms"`` adds that much to every
   request a pod of that Service serves (``kubectl annotate service checkout workload.labkit.io/added-latency=300ms``);
 - a called Service without a Ready endpoint: the caller's span ends at once with an error status, as a refused
   connection would.
 
 Spans go to ``http://127.0.0.1:PORT/v1/traces`` (OTLP/HTTP with JSON bodies: no SDK needed), where PORT is read from
-the file the Jaeger add-on writes when it starts; without that file no span is built. The downstream calls shape only
-the traces: the model's CPU usage and request metrics still count only the client pods' load.
+the file the Jaeger add-on writes when it starts; without that file no span is built. The called pods' requests are
+the model's too: they count in their request metrics, CPU usage and logs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import json
 import logging
 import math
 import random
-import re
 import time
 import urllib.error
 import urllib.request
@@ -39,40 +40,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .calls import MAX_DEPTH, Key, calls_of, latency_faults
+
 log = logging.getLogger("labkit.sim.traces")
 
-CALLS_ANNOTATION = "workload.labkit.io/calls"
-LATENCY_FAULT_ANNOTATION = "workload.labkit.io/added-latency"
 # Share of client requests that become a trace, and at most this many traces per client per tick.
 SAMPLE_RATIO = 0.1
 MAX_TRACES_PER_CLIENT = 5
-MAX_DEPTH = 6
 # One hop through kube-proxy and the pod network: between a CLIENT span and its SERVER span, each way.
 NETWORK_S = 0.0004
 SEND_TIMEOUT_S = 2.0
 SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 2, 3
 STATUS_ERROR = 2
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|us|µs)?\s*$")
-Key = tuple[str, str]  # (namespace, name)
-
-
-def parse_duration(text: str | None) -> float:
-    """``"300ms"`` -> 0.3, ``"1.5s"`` or ``"1.5"`` -> 1.5; 0.0 when absent or unreadable."""
-    match = _DURATION.match(text or "")
-    if not match:
-        return 0.0
-    scale = {"ms": 1e-3, "us": 1e-6, "µs": 1e-6}.get(match.group(2) or "s", 1.0)
-    return float(match.group(1)) * scale
-
-
-def parse_calls(value: str | None, namespace: str) -> list[Key]:
-    """``"checkout, catalog.shop"`` -> [(namespace, "checkout"), ("shop", "catalog")]."""
-    calls = []
-    for word in (value or "").replace(",", " ").split():
-        parts = word.lower().split(".")
-        calls.append((parts[1] if len(parts) > 1 and parts[1] != "svc" else namespace, parts[0]))
-    return calls
 
 
 def caller_name(pod: Mapping[str, Any]) -> str:
@@ -246,21 +226,17 @@ class Tracer:
         for pod in running:
             meta = pod["metadata"]
             key = (meta["namespace"], meta["name"])
-            calls = parse_calls((meta.get("annotations") or {}).get(CALLS_ANNOTATION), meta["namespace"])
+            calls = calls_of(pod)
             if calls:
                 topo.calls[key] = calls
             if key in servers:
                 topo.own_s[key] = servers[key].service_s
-        for load in loads:  # pods that serve clients directly: the model's response time, queueing included
-            topo.own_s[(load.namespace, load.pod)] = load.latency_s
+        for load in loads:  # every pod the model routes requests to: its own time, queueing included
+            topo.own_s[(load.namespace, load.pod)] = load.own_s
         wanted = {c for calls in topo.calls.values() for c in calls}
         for svc in sorted(wanted - set(topo.endpoints)):
             topo.endpoints[svc] = self.list_endpoints(*svc)
-        for svc in self.list_services():
-            meta = svc["metadata"]
-            added = parse_duration((meta.get("annotations") or {}).get(LATENCY_FAULT_ANNOTATION))
-            if added > 0:
-                topo.added_s[(meta["namespace"], meta["name"])] = added
+        topo.added_s = latency_faults(self.list_services())
         return topo
 
     def _sample(self, dt: float, clients: list[Any], running: list[Mapping[str, Any]], servers: Mapping[Key, Any],

@@ -42,10 +42,15 @@ Run as ``python -m labkit.sim.workload --kubeconfig K --port P --state DIR`` (th
 binds 127.0.0.1.
 Later lessons extend :class:`PodLoad` (what one pod is doing) and :func:`render_metrics`; logs and traces read the
 same :class:`Snapshot`.
+Calls: a serving pod that calls other Services (an env URL ``http://SERVICE`` or its ``workload.labkit.io/calls``
+annotation: :mod:`labkit.sim.calls`) passes each request on to them, down the graph (:func:`downstream_loads`): the
+called pods count, log and spend CPU on them too, and each pod's response time includes its calls' and its Service's
+latency fault (:func:`response_times`). The extra time does not slow the clients' loops down (a simplification: the
+closed-loop throughput is computed from the serving pods' own time).
 Logs (lesson 09): each tick, :mod:`labkit.sim.pod_logs` writes one line per request these counters count, into the
-files KWOK serves to ``kubectl logs``; a serving pod whose env names ``http://SERVICE`` passes each request on to
-that Service (:func:`downstream_loads`), which counts and logs it too, with the same request id.
-Traces (lesson 10): :mod:`labkit.sim.traces` samples each tick's requests and sends their spans to Jaeger.
+files KWOK serves to ``kubectl logs``, a forwarded request with the caller's request id.
+Traces (lesson 10): :mod:`labkit.sim.traces` samples each tick's requests and sends their spans to Jaeger, with the
+same call graph and times.
 """
 
 from __future__ import annotations
@@ -59,11 +64,12 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .calls import MAX_DEPTH, Key, calls_of, latency_faults
 from .loopback_http import JSON, OK, PROMETHEUS_TEXT, Answer, LoopbackServer
-from .pod_logs import PodLogs, downstream_services
+from .pod_logs import PodLogs
 from .traces import Tracer
 
 log = logging.getLogger("labkit.sim.workload")
@@ -226,10 +232,14 @@ class PodLoad:
     pod: str
     service: str
     rps: float
-    latency_s: float
+    latency_s: float  # the mean response time its requests see: own_s, its Service's latency fault, its calls' time
     inflight: float
     cpu_m: float
     memory: float
+    own_s: float = 0.0  # its own share: queueing and service time (what a span of it lasts without its children)
+
+    def __post_init__(self) -> None:
+        self.own_s = self.own_s or self.latency_s
 
 
 def pod_loads(clients: Iterable[Client], servers: Mapping[tuple[str, str], Server],
@@ -266,30 +276,69 @@ def pod_loads(clients: Iterable[Client], servers: Mapping[tuple[str, str], Serve
     return [loads[k] for k in sorted(loads)]
 
 
-def downstream_loads(loads: Iterable[PodLoad], callers: Mapping[tuple[str, str], list[tuple[str, str]]],
-                     servers: Mapping[tuple[str, str], Server],
-                     endpoints: Mapping[tuple[str, str], list[str]]) -> list[PodLoad]:
-    """The load a serving pod passes on: each request it serves calls every Service in ``callers[pod]`` once
-    (:func:`labkit.sim.pod_logs.downstream_services`), shared evenly by that Service's ready pods (no queueing).
-    Returns the called pods' loads (one level deep: a called pod's own calls are not followed)."""
-    out: dict[tuple[str, str], PodLoad] = {}
-    rates: dict[tuple[str, str], float] = {}
-    for load in loads:
-        for svc in callers.get((load.namespace, load.pod), []):
-            rates[svc] = rates.get(svc, 0.0) + load.rps
-    for (ns, svc), rate in sorted(rates.items()):
-        pods = [servers[(ns, p)] for p in endpoints.get((ns, svc), []) if (ns, p) in servers]
-        for p in pods:
-            rps, latency = rate / len(pods), p.service_s
-            cpu = min(p.capacity_m, rps * p.cost_m)
-            prev = out.get((ns, p.pod))
-            if prev:
-                prev.rps += rps
-                prev.cpu_m = min(p.capacity_m, prev.cpu_m - p.idle_cpu_m + cpu) + p.idle_cpu_m
-                continue
-            out[(ns, p.pod)] = PodLoad(ns, p.pod, svc, rps, latency, rps * latency, p.idle_cpu_m + cpu,
-                                       p.idle_memory + rps * latency * MEMORY_PER_INFLIGHT)
+def downstream_loads(loads: Iterable[PodLoad], callers: Mapping[Key, list[Key]], servers: Mapping[Key, Server],
+                     endpoints: Mapping[Key, list[str]]) -> list[PodLoad]:
+    """The load serving pods pass on along the call graph (:mod:`labkit.sim.calls`): each request a pod serves calls
+    every Service in ``callers[pod]`` once, shared evenly by that Service's ready pods (no queueing), and so on down;
+    a Service already on the path (a cycle) and calls past :data:`~labkit.sim.calls.MAX_DEPTH` are cut, as in the
+    traces. Returns the called pods' loads, one per pod."""
+    out: dict[Key, PodLoad] = {}
+    frontier = [((ld.namespace, ld.pod), ((ld.namespace, ld.service),), ld.rps) for ld in loads]
+    for _ in range(MAX_DEPTH):
+        rates: dict[tuple[Key, tuple[Key, ...]], float] = {}
+        for pod, path, rps in frontier:
+            for svc in callers.get(pod, []):
+                if svc not in path:
+                    rates[(svc, path)] = rates.get((svc, path), 0.0) + rps
+        frontier = []
+        for ((ns, svc), path), rate in sorted(rates.items()):
+            pods = [servers[(ns, p)] for p in endpoints.get((ns, svc), []) if (ns, p) in servers]
+            for p in pods:
+                rps = rate / len(pods)
+                frontier.append(((ns, p.pod), (*path, (ns, svc)), rps))
+                cpu = min(p.capacity_m, rps * p.cost_m)
+                if prev := out.get((ns, p.pod)):
+                    prev.rps += rps
+                    prev.cpu_m = min(p.capacity_m, prev.cpu_m - p.idle_cpu_m + cpu) + p.idle_cpu_m
+                    continue
+                out[(ns, p.pod)] = PodLoad(ns, p.pod, svc, rps, p.service_s, rps * p.service_s, p.idle_cpu_m + cpu,
+                                           p.idle_memory + rps * p.service_s * MEMORY_PER_INFLIGHT)
+        if not frontier:
+            break
     return [out[k] for k in sorted(out)]
+
+
+def response_times(roots: Iterable[PodLoad], own: Mapping[Key, float], callers: Mapping[Key, list[Key]],
+                   endpoints: Mapping[Key, list[str]], faults: Mapping[Key, float]) -> dict[Key, float]:
+    """Each pod's mean response time over the requests that reach it, from the client-facing loads ``roots`` down
+    the call graph: its own time (``own``), plus its Service's latency fault, plus, one after the other, the mean
+    response time of each Service it calls on that request's path (a Service without a ready pod answers at once,
+    refused; a Service already on the path and calls past :data:`~labkit.sim.calls.MAX_DEPTH` are cut, as in
+    :func:`downstream_loads` and the traces). What its latency histogram, its log lines' ``duration_ms`` and its
+    spans' mean duration all say."""
+    def time_on(pod: Key, service: Key, path: tuple[Key, ...]) -> float:
+        total = own.get(pod, 0.0) + faults.get(service, 0.0)
+        for call in callers.get(pod, []) if len(path) <= MAX_DEPTH else []:
+            ready = [(call[0], p) for p in endpoints.get(call, [])]
+            if call not in path and ready:
+                total += sum(time_on(p, call, (*path, call)) for p in ready) / len(ready)
+        return total
+
+    weighted: dict[Key, list[float]] = {}
+
+    def visit(pod: Key, service: Key, path: tuple[Key, ...], rate: float) -> None:
+        acc = weighted.setdefault(pod, [0.0, 0.0])
+        acc[0] += rate * time_on(pod, service, path)
+        acc[1] += rate
+        for call in callers.get(pod, []) if len(path) <= MAX_DEPTH else []:
+            ready = [(call[0], p) for p in endpoints.get(call, [])]
+            if call not in path and ready:
+                for p in ready:
+                    visit(p, call, (*path, call), rate / len(ready))
+
+    for ld in roots:
+        visit((ld.namespace, ld.pod), (ld.namespace, ld.service), ((ld.namespace, ld.service),), ld.rps)
+    return {pod: total / rate for pod, (total, rate) in weighted.items() if rate > 0}
 
 
 @dataclass
@@ -442,7 +491,7 @@ class Model:
                 ns, label_selector=f"kubernetes.io/service-name={svc}").items
             endpoints[(ns, svc)] = ready_endpoints(raw(s) for s in slices)
         loads = pod_loads(clients, servers, endpoints)
-        loads = self._with_downstream(loads, running, servers, raw)
+        loads = self._with_calls(loads, running, servers, endpoints, raw)
         with self.lock:
             self.counters.advance(loads, dt, alive=servers)
             self.snapshot = Snapshot(time.time(), clients, loads)
@@ -453,24 +502,32 @@ class Model:
             self._write_logs(pods, loads, dt)
         self.tracer.tick(dt, clients=clients, running=running, servers=servers, loads=loads, endpoints=endpoints)
 
-    def _with_downstream(self, loads: list[PodLoad], running: list[dict[str, Any]],
-                         servers: Mapping[tuple[str, str], Server], raw: Any) -> list[PodLoad]:
-        """``loads`` plus what serving pods pass on to the Services their env names (lesson 09)."""
-        callers = {(p["metadata"]["namespace"], p["metadata"]["name"]): downstream_services(p) for p in running}
-        called = {svc for load in loads for svc in callers.get((load.namespace, load.pod), [])}
-        if not called:
-            return loads
-        endpoints = {(ns, svc): ready_endpoints(raw(s) for s in self.discovery.list_namespaced_endpoint_slice(
-            ns, label_selector=f"kubernetes.io/service-name={svc}").items) for ns, svc in called}
-        extra = downstream_loads(loads, callers, servers, endpoints)
-        merged = {(ld.namespace, ld.pod): ld for ld in loads}
-        for ld in extra:
-            if (key := (ld.namespace, ld.pod)) in merged:
+    def _with_calls(self, loads: list[PodLoad], running: list[dict[str, Any]], servers: Mapping[Key, Server],
+                    endpoints: dict[Key, list[str]], raw: Any) -> list[PodLoad]:
+        """``loads`` plus what serving pods pass on along the call graph (:mod:`labkit.sim.calls`), each with the
+        response time its callers see (:func:`response_times`); adds the called Services' ready pods to
+        ``endpoints`` (the traces follow the same)."""
+        callers = {(p["metadata"]["namespace"], p["metadata"]["name"]): calls for p in running
+                   if (calls := calls_of(p))}
+        for ns, svc in {c for calls in callers.values() for c in calls} - set(endpoints):
+            endpoints[(ns, svc)] = ready_endpoints(raw(s) for s in self.discovery.list_namespaced_endpoint_slice(
+                ns, label_selector=f"kubernetes.io/service-name={svc}").items)
+        merged = {(ld.namespace, ld.pod): replace(ld) for ld in loads}  # copies: ``loads`` stay the clients' share
+        for ld in downstream_loads(loads, callers, servers, endpoints) if callers else []:
+            if (key := (ld.namespace, ld.pod)) in merged:  # serves clients and callers: the loads add up
                 merged[key].rps += ld.rps
-                merged[key].cpu_m += ld.cpu_m - servers[key].idle_cpu_m
+                merged[key].cpu_m = min(servers[key].capacity_m, merged[key].cpu_m + ld.cpu_m
+                                        - 2 * servers[key].idle_cpu_m) + servers[key].idle_cpu_m
             else:
                 merged[key] = ld
-        return [merged[k] for k in sorted(merged)]
+        out = [merged[k] for k in sorted(merged)]
+        faults = latency_faults(self._services())
+        if callers or faults:
+            times = response_times(loads, {(ld.namespace, ld.pod): ld.own_s for ld in out}, callers, endpoints,
+                                   faults)
+            for ld in out:
+                ld.latency_s = times.get((ld.namespace, ld.pod), ld.latency_s)
+        return out
 
     def _write_logs(self, pods: list[dict[str, Any]], loads: list[PodLoad], dt: float) -> None:
         """Each container's log as KWOK serves it to `kubectl logs` (:mod:`labkit.sim.pod_logs`)."""

@@ -111,3 +111,29 @@ def test_a_sampled_request_is_traced_through_the_api_server_into_etcd_and_no_oth
     # API server's exporter sends its batches in order, so it would have arrived with or before the traced one).
     recent = l10.find_traces("apiserver", since=since, limit=50)
     assert [t["traceID"] for t in recent] == [trace["traceID"]], [l10.spans(t).operation.tolist() for t in recent]
+
+
+def test_the_called_services_serve_count_and_time_the_requests_their_spans_show(lab: lk.Lab, shop: str) -> None:
+    """One call graph for load, metrics and spans: every frontend request calls catalog and checkout once, every
+    checkout request payment once; each pod's response time holds its calls' (the model's /state)."""
+    from labkit.lessons import hpa
+
+    def per_service() -> dict[str, tuple[float, float]]:
+        state = hpa.model_state()
+        state = state[state.namespace == shop] if not state.empty else state
+        return {svc: (rows.rps.sum(), (rows.rps * rows.latency_s).sum() / rows.rps.sum())
+                for svc, rows in state.groupby("service")} if not state.empty else {}
+
+    deadline = time.monotonic() + 60
+    seen = per_service()
+    while set(seen) != set(l10.SERVICES) and time.monotonic() < deadline:
+        time.sleep(1)  # the model's next tick lists the new pods and their endpoints
+        seen = per_service()
+    assert set(seen) == set(l10.SERVICES), seen
+    rps = {svc: r for svc, (r, _) in seen.items()}
+    latency = {svc: t for svc, (_, t) in seen.items()}
+    assert rps["frontend"] > 0
+    assert rps["catalog"] == pytest.approx(rps["frontend"], rel=0.01)  # /state rounds to 3 decimals
+    assert rps["checkout"] == pytest.approx(rps["frontend"], rel=0.01)
+    assert rps["payment"] == pytest.approx(rps["checkout"], rel=0.01)
+    assert latency["checkout"] > latency["payment"] and latency["frontend"] > latency["catalog"] + latency["checkout"]

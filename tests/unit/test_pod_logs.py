@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from labkit.sim import pod_logs
+import pytest
+
+from labkit.sim import calls, pod_logs
 from labkit.sim.pod_logs import PodLogs, cri_line, is_error, parse_cri, script_output
-from labkit.sim.workload import PodLoad, Server, downstream_loads
+from labkit.sim.workload import PodLoad, Server, downstream_loads, response_times
 
 
 def test_cri_line_is_what_containerd_writes() -> None:
@@ -30,12 +32,12 @@ def test_errors_are_spread_exactly() -> None:
             assert sum(is_error(k, rate) for k in range(1, n + 1)) == int(n * rate + 1e-9)
 
 
-def test_downstream_services_come_from_env_urls() -> None:
-    pod = {"metadata": {"namespace": "shop"},
+def test_calls_come_from_env_urls_then_the_calls_annotation_each_once() -> None:
+    pod = {"metadata": {"namespace": "shop", "annotations": {calls.CALLS_ANNOTATION: "audit, orders"}},
            "spec": {"containers": [{"env": [{"name": "ORDERS_URL", "value": "http://orders"},
                                             {"name": "PAY", "value": "http://pay.billing.svc.cluster.local:8080/x"},
                                             {"name": "MODE", "value": "fast"}]}]}}
-    assert pod_logs.downstream_services(pod) == [("shop", "orders"), ("billing", "pay")]
+    assert calls.calls_of(pod) == [("shop", "orders"), ("billing", "pay"), ("shop", "audit")]
 
 
 def test_downstream_load_is_shared_by_the_called_services_ready_pods() -> None:
@@ -45,6 +47,25 @@ def test_downstream_load_is_shared_by_the_called_services_ready_pods() -> None:
     out = downstream_loads(loads, {("shop", "fe-1"): [("shop", "orders")], ("shop", "fe-2"): [("shop", "orders")]},
                            servers, {("shop", "orders"): ["o-1", "o-2"]})
     assert [(ld.pod, ld.rps) for ld in out] == [("o-1", 3.0), ("o-2", 3.0)]
+
+
+def test_calls_are_followed_down_the_graph_and_response_times_add_up() -> None:
+    ns = "shop"
+    servers = {(ns, n): Server(ns, n, n, ()) for n in ("fe-1", "co-1", "pay-1", "pay-2")}  # 45m per request, 2 CPUs
+    callers = {(ns, "fe-1"): [(ns, "checkout")], (ns, "co-1"): [(ns, "payment")],
+               (ns, "pay-1"): [(ns, "frontend")], (ns, "pay-2"): [(ns, "frontend")]}  # a cycle back: cut
+    endpoints = {(ns, "frontend"): ["fe-1"], (ns, "checkout"): ["co-1"], (ns, "payment"): ["pay-1", "pay-2"]}
+    front = PodLoad(ns, "fe-1", "frontend", 10.0, 0.05, 0.5, 100, 0)
+    called = downstream_loads([front], callers, servers, endpoints)
+    assert [(ld.pod, ld.service, ld.rps) for ld in called] == [("co-1", "checkout", 10.0), ("pay-1", "payment", 5.0),
+                                                               ("pay-2", "payment", 5.0)]
+    service_s = servers[(ns, "co-1")].service_s
+    assert all(ld.latency_s == ld.own_s == service_s for ld in called)
+    own = {(ld.namespace, ld.pod): ld.own_s for ld in [front, *called]}
+    times = response_times([front], own, callers, endpoints, {(ns, "payment"): 0.25})
+    assert times[(ns, "pay-1")] == pytest.approx(service_s + 0.25)  # its own time and the fault; frontend is cut
+    assert times[(ns, "co-1")] == pytest.approx(2 * service_s + 0.25)
+    assert times[(ns, "fe-1")] == pytest.approx(0.05 + 2 * service_s + 0.25)  # own (queueing included) + its calls
 
 
 def _pod(name: str, *, restart: int = 0, running: bool = True, command: list[str] | None = None) -> dict:

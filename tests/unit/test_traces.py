@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from labkit.addons import jaeger
-from labkit.sim import traces
+from labkit.sim import calls, traces
 from labkit.sim import workload as wm
 
 NS = "shop"
@@ -30,10 +30,10 @@ def _trace(topology: traces.Topology, seed: int = 1) -> list[traces.Span]:
 
 
 def test_parse_annotations() -> None:
-    assert traces.parse_duration("300ms") == pytest.approx(0.3)
-    assert traces.parse_duration("1.5s") == traces.parse_duration("1.5") == 1.5
-    assert traces.parse_duration("soon") == traces.parse_duration(None) == 0.0
-    assert traces.parse_calls("checkout, catalog.other payment.shop.svc", NS) == [
+    assert calls.parse_duration("300ms") == pytest.approx(0.3)
+    assert calls.parse_duration("1.5s") == calls.parse_duration("1.5") == 1.5
+    assert calls.parse_duration("soon") == calls.parse_duration(None) == 0.0
+    assert calls.parse_calls("checkout, catalog.other payment.shop.svc", NS) == [
         (NS, "checkout"), ("other", "catalog"), ("shop", "payment")]
     assert traces.caller_name({"metadata": {"name": "p", "labels": {"run": "load"}}}) == "load"
 
@@ -88,7 +88,7 @@ def test_tracer_samples_client_requests_and_stays_quiet_without_jaeger(tmp_path)
     port_file = tmp_path / "otlp-port"
     sent: list[list[traces.Span]] = []
     tracer = traces.Tracer(port_file, list_services=lambda: [
-        {"metadata": {"namespace": NS, "name": "frontend", "annotations": {traces.LATENCY_FAULT_ANNOTATION: "50ms"}}}],
+        {"metadata": {"namespace": NS, "name": "frontend", "annotations": {calls.LATENCY_FAULT_ANNOTATION: "50ms"}}}],
         list_endpoints=lambda ns, svc: [], seed=3)
     tracer._send = lambda url, spans: sent.append(spans)  # type: ignore[method-assign]
     client = wm.Client(NS, "loadgen-x", NS, "frontend", think_s=0.01)
