@@ -16,35 +16,24 @@ Run as ``python -m labkit.addons.node_problem_detector ...`` (the add-on's comma
 from __future__ import annotations
 
 import argparse
-import ctypes
-import functools
 import json
-import signal
-import subprocess
-import sys
-import threading
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from .. import versions
 from ..cluster.binaries import Component
-from ..cluster.health import ApiConnection, api_server
+from ..cluster.health import api_server
 from ..cluster.ports import free_port
 from ..paths import data_file
-from ..sim.loopback_http import JSON, OK, Answer, LoopbackServer
 from ..sim.node_logs import kernel_log, node_root
 from .base import Context, PythonModuleAddon
+from .per_node import NodeAgent, PerNode, spawn
 
 JOB = "node-problem-detector"
 # Upstream monitor configs (folder `config/` of the module, copied beside the binary) that labkit runs per node.
 SYSTEM_LOG_MONITORS = ("kernel-monitor-filelog.json", "readonly-monitor.json")
 CUSTOM_DIR = "custom"
 PLUGINS_DIR = "npd-plugins"  # labkit's custom plugin scripts, under labkit/data
-NODE_POLL_S = 2.0
-_PR_SET_PDEATHSIG = 1
 
 
 def component() -> Component:
@@ -115,25 +104,6 @@ def render_custom(config: dict[str, Any], node: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-class _Npd:
-    """One node's NPD process and its ports."""
-
-    def __init__(self, node: str, proc: subprocess.Popen[bytes], port: int, metrics_port: int,
-                 custom: list[str]) -> None:
-        self.node, self.proc, self.port, self.metrics_port = node, proc, port, metrics_port
-        self.custom = custom  # the custom monitors it runs (custom_stamp when it started)
-        self.log_inode = _inode(kernel_log(node))
-
-    def healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as resp:  # noqa: S310
-                return resp.status == 200
-        except OSError:
-            return False
-
-
 def _inode(path: Path) -> int | None:
     try:
         return path.stat().st_ino
@@ -141,33 +111,27 @@ def _inode(path: Path) -> int | None:
         return None
 
 
-def _die_with_parent() -> None:
-    """Children get SIGKILL when this process dies, even by SIGKILL: no NPD outlives its DaemonSet."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+class DaemonSet(PerNode):
+    """labkit in the role of NPD's DaemonSet controller: one NPD per node, restarted when the custom monitors change
+    (all of them) or its node's kernel log was replaced (the node rebooted)."""
 
-
-class DaemonSet:
-    """labkit in the role of NPD's DaemonSet controller: one NPD per node, restarted when its config changes."""
+    what = "node-problem-detector"
+    log_name = "node-problem-detector.log"
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.folder = Path(args.folder)
-        self.npds: dict[str, _Npd] = {}
-        self.lock = threading.Lock()
-        self.custom_stamp = self._custom_stamp()
+        super().__init__(args)
+        self.custom_stamp = custom_stamp(self.folder)
+        self.restart_all = False
         self.server = api_server(Path(args.kubeconfig))
 
-    def _custom_stamp(self) -> list[str]:
-        return custom_stamp(self.folder)
+    def before_reconcile(self) -> None:
+        stamp = custom_stamp(self.folder)
+        self.restart_all, self.custom_stamp = stamp != self.custom_stamp, stamp
 
-    def _nodes(self) -> list[str]:
-        with ApiConnection(Path(self.args.kubeconfig)) as api:
-            return sorted(n["metadata"]["name"] for n in api.get("/api/v1/nodes").get("items") or [])
+    def must_restart(self, agent: NodeAgent) -> bool:
+        return self.restart_all or _inode(kernel_log(agent.node)) != agent.extra["log_inode"]
 
-    def _start(self, node: str) -> _Npd:
+    def start(self, node: str) -> NodeAgent:
         upstream = Path(self.args.upstream_config)
         home = self.folder / node
         home.mkdir(parents=True, exist_ok=True)
@@ -192,74 +156,22 @@ class DaemonSet:
                "--prometheus-address=127.0.0.1", f"--prometheus-port={metrics_port}"]
         if custom:
             cmd.append(f"--config.custom-plugin-monitor={','.join(custom)}")
-        log = (home / "node-problem-detector.log").open("ab")
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=home,
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509 (no threads touch the fork)
-        log.close()
-        return _Npd(node, proc, port, metrics_port, self.custom_stamp)
+        proc = spawn(cmd, home=home, log_name=self.log_name)
+        return NodeAgent(node, proc, port, "/healthz", metrics_port=metrics_port, custom=self.custom_stamp,
+                         log_inode=_inode(kernel_log(node)))
 
-    def _stop(self, npd: _Npd) -> None:
-        npd.proc.terminate()
-        try:
-            npd.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            npd.proc.kill()
-            npd.proc.wait()
+    def describe(self, agent: NodeAgent) -> dict[str, Any]:
+        return {"metrics_port": agent.extra["metrics_port"], "custom": agent.extra["custom"]}
 
-    def _write_targets(self) -> None:
-        groups = [{"targets": [f"127.0.0.1:{n.metrics_port}"], "labels": {"job": JOB, "node": n.node}}
-                  for n in self.npds.values()]
+    def reconciled(self) -> None:
+        """Prometheus' file_sd targets: each node's NPD metrics port."""
+        groups = [{"targets": [f"127.0.0.1:{a.extra['metrics_port']}"], "labels": {"job": JOB, "node": a.node}}
+                  for a in self.agents.values()]
         target = Path(self.args.targets)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(json.dumps(groups, indent=1))
         tmp.replace(target)
-
-    def reconcile(self) -> None:
-        """Nodes without an NPD get one; NPDs of deleted nodes stop; all restart when the custom monitors change,
-        one when its node's kernel log was replaced (the node rebooted)."""
-        nodes = set(self._nodes())
-        stamp = self._custom_stamp()
-        with self.lock:
-            restart = stamp != self.custom_stamp
-            self.custom_stamp = stamp
-            for node, npd in list(self.npds.items()):
-                rebooted = _inode(kernel_log(node)) != npd.log_inode
-                if node not in nodes or restart or rebooted or npd.proc.poll() is not None:
-                    self._stop(npd)
-                    del self.npds[node]
-            for node in sorted(nodes - set(self.npds)):
-                self.npds[node] = self._start(node)
-            self._write_targets()
-
-    def stop_all(self) -> None:
-        with self.lock:
-            for npd in self.npds.values():
-                self._stop(npd)
-            self.npds.clear()
-
-    def state(self) -> dict[str, Any]:
-        with self.lock:
-            npds = list(self.npds.values())
-        # Probed side by side: one at a time, six slow answers on a busy machine add up past a client's timeout.
-        with ThreadPoolExecutor(max_workers=max(1, len(npds))) as pool:
-            healthy = list(pool.map(_Npd.healthy, npds))
-        return {n.node: {"pid": n.proc.pid, "port": n.port, "metrics_port": n.metrics_port,
-                         "healthy": ok, "custom": n.custom,
-                         "log": str(self.folder / n.node / "node-problem-detector.log")}
-                for n, ok in zip(npds, healthy, strict=True)}
-
-
-def _answer(daemonset: DaemonSet, path: str) -> Answer | None:
-    """``/healthz`` (every node's detector healthy) and ``/nodes`` (one entry per node)."""
-    state = daemonset.state()
-    if path == "/healthz":
-        if state and all(s["healthy"] for s in state.values()):
-            return OK
-        return Answer("node-problem-detectors not all healthy\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
-    if path == "/nodes":
-        return Answer(json.dumps(state, indent=1), JSON)
-    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,19 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(flag, required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    daemonset = DaemonSet(args)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    daemonset.reconcile()
-    server = LoopbackServer(args.port, functools.partial(_answer, daemonset)).start()
-    while not stopping.wait(NODE_POLL_S):
-        try:
-            daemonset.reconcile()
-        except OSError as exc:  # the API server restarting: try again at the next poll
-            print(f"node-problem-detector daemonset: {exc}", file=sys.stderr, flush=True)
-    server.shutdown()
-    daemonset.stop_all()
+    DaemonSet(args).run(args.port)
 
 
 if __name__ == "__main__":

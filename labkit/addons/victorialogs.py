@@ -7,9 +7,10 @@ built with Go on first start, UI embedded):
   (``curl http://127.0.0.1:PORT/select/logsql/query -d 'query=error'``), its web UI at ``/select/vmui``;
 - ``log-agent``: in a real cluster vlagent runs as a DaemonSet, one pod per node, reading that node's
   ``/var/log/containers`` and asking the API server which pods run there (namespace, pod, container become the
-  log stream's fields). Here this add-on's process plays the DaemonSet controller, as the node-problem-detector
-  add-on does: one upstream vlagent per simulated node, out of cluster with the lab's kubeconfig, reading the
-  files :mod:`labkit.sim.pod_logs` writes, shipping to the store (``-remoteWrite.url .../insert/native``).
+  log stream's fields). Here this add-on's process plays the DaemonSet controller (:mod:`labkit.addons.per_node`,
+  as for node-problem-detector): one upstream vlagent per simulated node, out of cluster with the lab's
+  kubeconfig, reading the files :mod:`labkit.sim.pod_logs` writes, shipping to the store
+  (``-remoteWrite.url .../insert/native``).
 
 Run as ``python -m labkit.addons.victorialogs ...`` (the log-agent add-on's command); everything on 127.0.0.1.
 """
@@ -17,30 +18,18 @@ Run as ``python -m labkit.addons.victorialogs ...`` (the log-agent add-on's comm
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import os
-import signal
-import subprocess
-import sys
-import threading
-import urllib.request
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any
 
 from .. import versions
 from ..cluster.binaries import Component
-from ..cluster.health import ApiConnection
 from ..cluster.ports import free_port
-from ..sim.loopback_http import JSON, OK, Answer, LoopbackServer
 from ..sim.pod_logs import containers_dir
 from .base import Addon, Context, PythonModuleAddon
-from .node_problem_detector import _die_with_parent
+from .per_node import NodeAgent, PerNode, spawn
 
 STORE = "victoria-logs"
 AGENT = "log-agent"
-NODE_POLL_S = 2.0
 # Stream fields: what identifies one container's log (vlagent's default, stated so the lesson can rely on it).
 STREAM_FIELDS = ("kubernetes.pod_namespace", "kubernetes.pod_name", "kubernetes.container_name")
 
@@ -108,90 +97,22 @@ class LogAgent(PythonModuleAddon):
         return f"http://127.0.0.1:{port}/nodes"
 
 
-class _Agent:
-    def __init__(self, node: str, proc: subprocess.Popen[bytes], port: int) -> None:
-        self.node, self.proc, self.port = node, proc, port
-
-    def healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as resp:  # noqa: S310
-                return resp.status == 200
-        except OSError:
-            return False
-
-
-class DaemonSet:
+class DaemonSet(PerNode):
     """labkit in the role of vlagent's DaemonSet controller: one vlagent per node, restarted when it exits."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.folder = Path(args.folder)
-        self.agents: dict[str, _Agent] = {}
-        self.lock = threading.Lock()
+    what = "vlagent"
+    log_name = "vlagent.log"
 
-    def _nodes(self) -> list[str]:
-        with ApiConnection(Path(self.args.kubeconfig)) as api:
-            return sorted(n["metadata"]["name"] for n in api.get("/api/v1/nodes").get("items") or [])
-
-    def _start(self, node: str) -> _Agent:
+    def start(self, node: str) -> NodeAgent:
         home = self.folder / node
-        home.mkdir(parents=True, exist_ok=True)
         Path(self.args.logs).mkdir(parents=True, exist_ok=True)
         port = free_port()
         cmd = [self.args.binary, f"-httpListenAddr=127.0.0.1:{port}", f"-tmpDataPath={home / 'tmp'}",
                f"-remoteWrite.url={self.args.store}/insert/native", "-remoteWrite.flushInterval=1s",
                "-kubernetesCollector", f"-kubernetesCollector.logsPath={self.args.logs}",
                f"-kubernetesCollector.streamFields={','.join(STREAM_FIELDS)}", "-loggerLevel=WARN"]
-        env = dict(os.environ, KUBECONFIG=self.args.kubeconfig, VLAGENT_NODE_NAME=node)
-        log = (home / "vlagent.log").open("ab")
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=home,
-                                env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509 (no threads touch the fork)
-        log.close()
-        return _Agent(node, proc, port)
-
-    def _stop(self, agent: _Agent) -> None:
-        agent.proc.terminate()
-        try:
-            agent.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            agent.proc.kill()
-            agent.proc.wait()
-
-    def reconcile(self) -> None:
-        """Nodes without a vlagent get one; those of deleted nodes stop; one that exited starts again."""
-        nodes = set(self._nodes())
-        with self.lock:
-            for node, agent in list(self.agents.items()):
-                if node not in nodes or agent.proc.poll() is not None:
-                    self._stop(agent)
-                    del self.agents[node]
-            for node in sorted(nodes - set(self.agents)):
-                self.agents[node] = self._start(node)
-
-    def stop_all(self) -> None:
-        with self.lock:
-            for agent in self.agents.values():
-                self._stop(agent)
-            self.agents.clear()
-
-    def state(self) -> dict[str, Any]:
-        with self.lock:
-            return {a.node: {"pid": a.proc.pid, "port": a.port, "healthy": a.healthy(),
-                             "log": str(self.folder / a.node / "vlagent.log")} for a in self.agents.values()}
-
-
-def _answer(daemonset: DaemonSet, path: str) -> Answer | None:
-    """``/healthz`` (every node's vlagent healthy) and ``/nodes`` (one entry per node)."""
-    state = daemonset.state()
-    if path == "/healthz":
-        if state and all(s["healthy"] for s in state.values()):
-            return OK
-        return Answer("vlagents not all healthy\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
-    if path == "/nodes":
-        return Answer(json.dumps(state, indent=1), JSON)
-    return None
+        env = dict(os.environ, KUBECONFIG=self.args.kubeconfig, **{NODE_NAME_ENV: node})
+        return NodeAgent(node, spawn(cmd, home=home, log_name=self.log_name, env=env), port, "/health")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,19 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(flag, required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    daemonset = DaemonSet(args)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    daemonset.reconcile()
-    server = LoopbackServer(args.port, functools.partial(_answer, daemonset)).start()
-    while not stopping.wait(NODE_POLL_S):
-        try:
-            daemonset.reconcile()
-        except OSError as exc:  # the API server restarting: try again at the next poll
-            print(f"log-agent daemonset: {exc}", file=sys.stderr, flush=True)
-    server.shutdown()
-    daemonset.stop_all()
+    DaemonSet(args).run(args.port)
 
 
 if __name__ == "__main__":
