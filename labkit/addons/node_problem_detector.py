@@ -26,6 +26,7 @@ from ..cluster.health import api_server
 from ..cluster.ports import free_port
 from ..paths import data_file
 from ..sim.node_logs import kernel_log, node_root
+from . import per_node
 from .base import Context, PythonModuleAddon
 from .per_node import NodeAgent, PerNode, spawn
 
@@ -175,12 +176,7 @@ class DaemonSet(PerNode):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for flag in ("--kubeconfig", "--folder", "--targets", "--binary", "--upstream-config"):
-        parser.add_argument(flag, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    DaemonSet(args).run(args.port)
+    per_node.main(DaemonSet, ("--targets", "--binary", "--upstream-config"), __doc__.split("\n")[0], argv)
 
 
 if __name__ == "__main__":

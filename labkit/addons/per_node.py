@@ -165,3 +165,14 @@ class PerNode:
                 print(f"{self.what} daemonset: {exc}", file=sys.stderr, flush=True)
         server.shutdown()
         self.stop_all()
+
+
+def main(supervisor: type[PerNode], flags: tuple[str, ...], description: str, argv: list[str] | None = None) -> None:
+    """The add-on's command: ``--port`` and the required string ``flags`` (``--kubeconfig``, ``--folder``, the
+    agent's own), then ``supervisor(args).run(port)``."""
+    parser = argparse.ArgumentParser(description=description)
+    for flag in ("--kubeconfig", "--folder", *flags):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    supervisor(args).run(args.port)

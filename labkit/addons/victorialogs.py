@@ -17,7 +17,6 @@ Run as ``python -m labkit.addons.victorialogs ...`` (the log-agent add-on's comm
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from .. import versions
 from ..cluster.binaries import Component
 from ..cluster.ports import free_port
 from ..sim.pod_logs import containers_dir
+from . import per_node
 from .base import Addon, Context, PythonModuleAddon
 from .per_node import NodeAgent, PerNode, spawn
 
@@ -116,12 +116,7 @@ class DaemonSet(PerNode):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for flag in ("--kubeconfig", "--folder", "--binary", "--logs", "--store"):
-        parser.add_argument(flag, required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    DaemonSet(args).run(args.port)
+    per_node.main(DaemonSet, ("--binary", "--logs", "--store"), __doc__.split("\n")[0], argv)
 
 
 if __name__ == "__main__":
