@@ -208,12 +208,13 @@ def with_cluster(backend: str) -> list[str]:
 
 
 def _ensure_binary(addon: Addon, progress: Progress) -> None:
-    """Build (or fetch) the add-on's pinned component on first start; cached afterwards."""
+    """Build (or fetch) the add-on's pinned component and its other assets on first start; cached afterwards."""
     comp = addon.component()
     if comp is not None and addon.binary() is None:
         from ..cluster.binaries import ensure_component  # imported here: `labkit status` needs none of it
 
         ensure_component(comp, progress=progress)
+    addon.ensure_assets(progress)
 
 
 # The order the course (and the e2e suite) first needs each add-on's binary in, so a background prefetch stays ahead.
@@ -236,6 +237,7 @@ def prefetch(*, progress: Progress = print) -> list[str]:
             continue
         start_s = time.monotonic()
         ensure_component(comp, progress=progress)
+        REGISTRY[name].ensure_assets(progress)
         done[comp.dir] = f"{comp.name} {comp.version} (for {name}): ready in {time.monotonic() - start_s:.0f} s"
     return list(done.values())
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -117,6 +118,9 @@ class Addon:
     def env(self, ctx: Context) -> dict[str, str] | None:
         """Environment for the process (None: labkit's own)."""
         return None
+
+    def ensure_assets(self, progress: Callable[[str], None]) -> None:
+        """Build or fetch what the add-on needs besides its binary (a web UI) on first start; cached afterwards."""
 
     def prepare(self, ctx: Context) -> None:
         """Write config files before the process starts."""

@@ -7,7 +7,9 @@ In a real cluster the operator runs the Prometheus object ``monitoring/lab`` as 
   ``--web.enable-lifecycle`` for ``/-/reload``. It is Prometheus 3.5.0 built from its module (pinned in
   :mod:`labkit.versions`), not Debian's 2.42 that the lab's own ``prometheus`` add-on runs: Debian builds Prometheus
   without ``kubernetes_sd_configs``, and every job the operator generates for a ServiceMonitor or PodMonitor uses it.
-  Its web UI is not built (an npm build of ``web/ui``); its HTTP API is all there, and the notebook reads that. It
+  Its web UI (``/query``, ``/targets``, ``/alerts``) is the same module's ``web/ui/mantine-ui``, built once with npm
+  (:func:`ensure_ui`): a Prometheus built without ``builtinassets`` serves ``static/mantine-ui`` from its working
+  folder, so the binary stays unmodified. Without npm, or offline with an empty npm cache, only the UI is missing. It
   applies ``labkit/data/prometheus-operator/prometheus.yaml`` (namespace, ServiceAccount, RBAC, the Prometheus
   object);
 - ``config-reloader`` (:mod:`labkit.sim.config_reloader`) copies the operator's Secret and rule ConfigMaps into
@@ -16,9 +18,16 @@ In a real cluster the operator runs the Prometheus object ``monitoring/lab`` as 
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 from .. import state, versions
+from ..cluster import binaries
 from ..cluster.binaries import Component
-from ..paths import data_file
+from ..errors import BinariesUnavailable
+from ..paths import cache_dir, data_file
 from ..settings import OPERATED_NAME, OPERATED_NAMESPACE
 from .base import Addon, Context, PythonModuleAddon, kubectl_apply
 
@@ -51,6 +60,64 @@ def promtool() -> str:
     return str(component().dir / "promtool")
 
 
+# Prometheus' UI workspaces, in build order (web/ui/build_ui.sh builds the old react-app too; Prometheus 3 serves it
+# only with --enable-feature=old-ui, so it is left out).
+UI_WORKSPACES = ("@prometheus-io/lezer-promql", "@prometheus-io/codemirror-promql", "@prometheus-io/mantine-ui")
+NPM_TIMEOUT_S = 900
+
+
+def ui_dir() -> Path:
+    """Where the built UI is cached: ``<cache>/bin/prometheus-ui-VERSION/static/mantine-ui``."""
+    return cache_dir() / "bin" / f"prometheus-ui-{versions.OPERATED_PROMETHEUS_MODULE}"
+
+
+def ensure_ui(progress: binaries.Progress = print) -> Path | None:
+    """Build the operated Prometheus' web UI from its module's ``web/ui`` once (``npm ci``, then ``npm run build``
+    for each of :data:`UI_WORKSPACES`; npm's cache first, so a machine that built it once builds it offline) and
+    return its folder, or None after saying why it could not be built (the HTTP API works without it)."""
+    out = ui_dir()
+    if (out / ".complete").exists():
+        return out
+    npm = shutil.which("npm")
+    if npm is None:
+        progress("the operated Prometheus' web UI needs npm (Node.js) to build; its HTTP API works without it")
+        return None
+    version = versions.OPERATED_PROMETHEUS_MODULE
+    with binaries.only_one_getter("prometheus-ui", version, progress):
+        if (out / ".complete").exists():
+            return out
+        work = cache_dir() / "build" / out.name
+        partial = out.with_name(out.name + ".partial")
+        try:
+            source = binaries.module_folder("github.com/prometheus/prometheus", version, progress=progress)
+            progress(f"building Prometheus' web UI {version} with npm (once, about 4 minutes; cached afterwards)")
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(source / "web" / "ui", work, ignore=shutil.ignore_patterns("react-app"))
+            for folder in [work, *work.rglob("*")]:  # the module cache is read-only
+                folder.chmod(folder.stat().st_mode | 0o200)
+            env = dict(os.environ, npm_config_update_notifier="false")
+            workspaces = [arg for ws in UI_WORKSPACES for arg in ("-w", ws)]
+            binaries.run_step([npm, "ci", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts",
+                               *workspaces, "--include-workspace-root"], cwd=work, env=env,
+                              what="Prometheus UI: npm ci", progress=progress)
+            for ws in UI_WORKSPACES:
+                binaries.run_step([npm, "run", "build", "-w", ws], cwd=work, env=env,
+                                  what=f"Prometheus UI: build {ws}", progress=progress)
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(work / "mantine-ui" / "dist", partial / "static" / "mantine-ui")
+            (partial / ".complete").write_text(version)
+            shutil.rmtree(out, ignore_errors=True)
+            partial.rename(out)
+        except (BinariesUnavailable, OSError, subprocess.SubprocessError) as exc:
+            progress(f"the operated Prometheus' web UI could not be built ({str(exc)[:300]}); its HTTP API works "
+                     "without it")
+            return None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    progress(f"Prometheus' web UI {version}: built")
+    return out
+
+
 # What Prometheus runs with until the operator's config arrives (the real pod's first config is an empty one too).
 PLACEHOLDER = "# waiting for labkit's config-reloader to copy the operator's generated config\nglobal: {}\n"
 
@@ -68,13 +135,22 @@ class PrometheusOperated(Addon):
     def component(self) -> Component:
         return component()
 
+    def ensure_assets(self, progress: binaries.Progress) -> None:
+        ensure_ui(progress)
+
     def prepare(self, ctx: Context) -> None:
         """Apply the Prometheus object (``kubectl apply --server-side -f prometheus.yaml``); start from a placeholder
-        config unless the reloader already wrote one."""
+        config unless the reloader already wrote one; put the web UI where Prometheus looks for it (``static`` in
+        its working folder)."""
         kubectl_apply(ctx, data_file("prometheus-operator/prometheus.yaml"), what="the Prometheus object")
         config = ctx.folder / "prometheus.yaml"
         if not config.exists():
             config.write_text(PLACEHOLDER)
+        static = ctx.folder / "static"
+        if static.is_symlink() or static.exists():
+            static.unlink()
+        if (ui_dir() / ".complete").exists():
+            static.symlink_to(ui_dir() / "static")
 
     def command(self, ctx: Context) -> list[str]:
         binary = self.binary()

@@ -177,16 +177,16 @@ def ensure_component(comp: Component, *, progress: Progress = print) -> dict[str
 
 
 @contextlib.contextmanager
-def _only_one_getter(comp: Component, progress: Progress) -> Iterator[None]:
-    """Hold ``comp``'s lock file while it is obtained: two labkit processes (``labkit prefetch`` in the background and
-    a lesson that needs the add-on now) share one build instead of wiping each other's work folder."""
+def only_one_getter(name: str, version: str, progress: Progress) -> Iterator[None]:
+    """Hold the lock file of ``name`` ``version`` while it is obtained: two labkit processes (``labkit prefetch`` in
+    the background and a lesson that needs the add-on now) share one build instead of wiping each other's work."""
     locks = cache_dir() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{comp.name}-{comp.version}.lock", "w") as handle:
+    with open(locks / f"{name}-{version}.lock", "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress(f"{comp.name} {comp.version}: another labkit process is getting it; waiting for that")
+            progress(f"{name} {version}: another labkit process is getting it; waiting for that")
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when that process finishes or dies
         yield
 
@@ -198,7 +198,7 @@ def _obtain(comp: Component, progress: Progress) -> str:
         progress(f"{label}: cached")
         _memo.taken[comp.name] = "cached"
         return "cached"
-    with _only_one_getter(comp, progress):
+    with only_one_getter(comp.name, comp.version, progress):
         if comp.cached():  # the process we waited for got it
             progress(f"{label}: cached (by another labkit process)")
             _memo.taken[comp.name] = "cached"
@@ -349,7 +349,7 @@ def _go_env(go: Path, comp: Component | None = None) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], what: str, progress: Progress) -> str:
+def run_step(cmd: list[str], *, cwd: Path, env: dict[str, str], what: str, progress: Progress) -> str:
     """Run a build step, reporting elapsed time every 30 s so a cold build never looks hung."""
     start = time.monotonic()
     log = tempfile.TemporaryFile(mode="w+")
@@ -369,7 +369,7 @@ def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], what: str, progress:
 
 def _replaced_siblings(go: Path, comp: Component, env: dict[str, str], work: Path) -> list[str]:
     """Modules the upstream go.mod replaces with local directories (../api, ./staging/...)."""
-    out = _run([str(go), "mod", "download", "-json", f"{comp.module}@{comp.version}"],
+    out = run_step([str(go), "mod", "download", "-json", f"{comp.module}@{comp.version}"],
                cwd=work, env=env, what=f"download {comp.module}", progress=lambda _: None)
     gomod = Path(json.loads(out[out.index("{"):])["GoMod"]).read_text()
     siblings = []
@@ -414,24 +414,24 @@ def _build(comp: Component, go: Path, progress: Progress, *, note: str = "") -> 
         else:
             imports = "\n".join(f'\t_ "{p}"' for p in comp.packages)
             (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
-        _run([str(go), "mod", "tidy", "-e"], cwd=work, env=env, what=f"{comp.name}: resolve modules",
+        run_step([str(go), "mod", "tidy", "-e"], cwd=work, env=env, what=f"{comp.name}: resolve modules",
              progress=progress)
         # One package: name its output (etcd's main package would otherwise come out as `server`).
         target = str(out_dir / comp.binaries[0]) if len(comp.packages) == 1 or comp.main_go else str(out_dir) + "/"
         packages = ["."] if comp.main_go else list(comp.packages)
         cmd = [str(go), "build", *comp.go_flags(), "-o", target, *packages]
-        _run(cmd, cwd=work, env=env, what=f"{comp.name}: compile", progress=progress)
+        run_step(cmd, cwd=work, env=env, what=f"{comp.name}: compile", progress=progress)
     elif comp.patches:
         # Built as the main module from a patched copy: the same go.mod and go.sum as `go install pkg@version`.
         src = _patched_source(go, comp, env, work)
         rel = ["./" + p.removeprefix(comp.module).lstrip("/") for p in comp.packages]
         target = str(out_dir / comp.binaries[0]) if len(comp.packages) == 1 else str(out_dir) + "/"
-        _run([str(go), "build", *comp.go_flags(), "-o", target, *rel], cwd=src, env=env,
+        run_step([str(go), "build", *comp.go_flags(), "-o", target, *rel], cwd=src, env=env,
              what=f"{comp.name}: compile (patched)", progress=progress)
     else:
         env["GOBIN"] = str(out_dir)
         for pkg in comp.packages:
-            _run([str(go), "install", *comp.go_flags(), f"{pkg}@{comp.version}"],
+            run_step([str(go), "install", *comp.go_flags(), f"{pkg}@{comp.version}"],
                  cwd=work, env=env, what=f"{comp.name}: compile {pkg.rsplit('/', 1)[-1]}", progress=progress)
     if comp.data:
         _copy_module_data(go, comp, env, work, out_dir)
@@ -448,9 +448,22 @@ def apply_patch(text: str, old: str, new: str, *, where: str) -> str:
     return text.replace(old, new)
 
 
+def module_folder(module: str, version: str, *, progress: Progress = print) -> Path:
+    """``module`` at ``version`` in Go's module cache (fetched through the module cache first if missing; read-only):
+    for what a module carries besides Go code (Prometheus' web UI sources)."""
+    go = _go_toolchain(progress)
+    if go is None:
+        raise BinariesUnavailable(f"no Go toolchain to fetch {module} {version}", fix="install Go 1.26+")
+    work = cache_dir() / "build" / "module-folder"
+    work.mkdir(parents=True, exist_ok=True)
+    out = run_step([str(go), "mod", "download", "-json", f"{module}@{version}"], cwd=work, env=_go_env(go),
+               what=f"download {module}", progress=lambda _: None)
+    return Path(json.loads(out[out.index("{"):])["Dir"])
+
+
 def _module_dir(go: Path, comp: Component, env: dict[str, str], work: Path) -> Path:
     """The module's folder in Go's module cache (downloaded if needed; read-only)."""
-    out = _run([str(go), "mod", "download", "-json", f"{comp.module}@{comp.version}"],
+    out = run_step([str(go), "mod", "download", "-json", f"{comp.module}@{comp.version}"],
                cwd=work, env=env, what=f"download {comp.module}", progress=lambda _: None)
     return Path(json.loads(out[out.index("{"):])["Dir"])
 

@@ -141,3 +141,18 @@ def test_dashboard_panel_exercise_both_ways(lab: lk.Lab, namespace: str) -> None
         time.sleep(1)  # the next scrape of kube-state-metrics
         problems = lesson.check_dashboard_panel(Attempt(lab, namespace, right))
     assert problems == [], problems
+
+
+def test_the_operated_prometheus_has_its_web_ui(operator_stack: dict[str, str]) -> None:
+    """Prometheus' own UI (web/ui/mantine-ui of the same module, built with npm): its page and the script it loads."""
+    import re
+    import urllib.request
+
+    base = (addons.url("prometheus-operated") or "").removesuffix("/-/ready").rstrip("/")
+    with urllib.request.urlopen(f"{base}/query", timeout=30) as resp:  # noqa: S310 - the lab's loopback Prometheus
+        page = resp.read().decode()
+    assert '<div id="root"></div>' in page, page[:300]
+    script = re.search(r'src="\.?/?(assets/[^"]+\.js)"', page)
+    assert script, page[:600]
+    with urllib.request.urlopen(f"{base}/{script.group(1)}", timeout=30) as resp:  # noqa: S310
+        assert resp.status == 200 and len(resp.read()) > 100_000  # the app itself, not an error page

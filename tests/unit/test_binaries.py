@@ -418,7 +418,7 @@ def test_a_second_process_waits_for_the_first_ones_build_instead_of_starting_its
     holding, release = threading.Event(), threading.Event()
 
     def first_builder() -> None:  # as `labkit prefetch` building in the background
-        with binaries._only_one_getter(comp, lambda _: None):
+        with binaries.only_one_getter(comp.name, comp.version, lambda _: None):
             holding.set()
             release.wait(10)
             comp.dir.mkdir(parents=True)

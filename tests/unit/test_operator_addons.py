@@ -178,3 +178,17 @@ def test_webhook_receiver_records_what_alertmanager_posts() -> None:
     finally:
         receiver.shutdown()
         receiver.server_close()
+
+
+def test_the_operated_prometheus_ui_is_optional_and_says_why_it_is_missing(monkeypatch, tmp_path) -> None:
+    from labkit.addons import prometheus_operated
+
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(prometheus_operated.shutil, "which", lambda _name: None)
+    said: list[str] = []
+    assert prometheus_operated.ensure_ui(said.append) is None
+    assert said == ["the operated Prometheus' web UI needs npm (Node.js) to build; its HTTP API works without it"]
+    done = prometheus_operated.ui_dir()
+    done.mkdir(parents=True)
+    (done / ".complete").write_text("v0")
+    assert prometheus_operated.ensure_ui(said.append) == done and len(said) == 1  # cached: no npm needed
