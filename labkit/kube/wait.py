@@ -10,7 +10,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
@@ -19,6 +19,26 @@ from ..errors import NotFound, WaitFailed, WaitTimeout
 from .client import Lab, api_errors
 
 Predicate = Callable[[dict[str, Any] | None], bool]
+
+
+T = TypeVar("T")
+POLL_INTERVAL_S = 0.5
+
+
+def poll(check: Callable[[], tuple[bool, T]], *, timeout: float, what: str | Callable[[T], str], fix: str,
+         interval: float = POLL_INTERVAL_S) -> T:
+    """Ask ``check`` (returns done, what it saw) every ``interval`` until it says done; return what it saw. For state
+    that only an HTTP page or several objects together hold (Jaeger, the log store, a scenario's symptom): nothing
+    to watch. At the deadline: :class:`WaitTimeout` with ``what`` (or ``what(seen)``) and ``fix``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, seen = check()
+        if done:
+            return seen
+        if time.monotonic() > deadline:
+            message = what(seen) if callable(what) else f"{what} within {timeout:.0f}s"
+            raise WaitTimeout(message, last_seen=seen, fix=fix)
+        time.sleep(interval)
 
 
 def _jsonpath(obj: dict[str, Any] | None, path: str) -> Any:

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import json
 import random
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
 from .. import addons
-from ..errors import LabkitError, WaitTimeout
+from ..errors import LabkitError
 from ..exercises import Attempt, Exercise
 from ..kube.apply import apply
 from ..kube.client import Lab, api_errors
 from ..kube.objects import patch
-from ..kube.wait import wait_for_set
+from ..kube.wait import poll, wait_for_set
 from ..settings import LOCAL_HTTP_TIMEOUT_S
 from ..sim.pod_logs import ERROR_MESSAGE_ANNOTATION, ERROR_RATE_ANNOTATION
 
@@ -208,18 +206,6 @@ def scope(lab: Lab, namespace: str) -> str:
     return f"{NS}:{namespace} _time:>={created.strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
 
-def _poll(check: Callable[[], tuple[bool, Any]], *, timeout: float, what: str, fix: str) -> Any:
-    """Ask ``check`` until it says done; the store and the model are HTTP pages: nothing to watch."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, seen = check()
-        if done:
-            return seen
-        if time.monotonic() > deadline:
-            raise WaitTimeout(f"{what} within {timeout:.0f}s", last_seen=seen, fix=fix)
-        time.sleep(0.5)
-
-
 def wait_shipped(where: str, *, pods: int, timeout: float = 60.0) -> pd.DataFrame:
     """Block until the store holds logs of ``pods`` pods matching ``where`` (:func:`scope`); return lines per stream."""
     logsql = f"{where} | stats by ({NS}, {POD}, {CONTAINER}) count() lines"
@@ -228,7 +214,7 @@ def wait_shipped(where: str, *, pods: int, timeout: float = 60.0) -> pd.DataFram
         frame = query(logsql)
         return len(frame) >= pods, frame
 
-    frame = _poll(check, timeout=timeout, what=f"logs of {pods} pods ({where}) not in VictoriaLogs",
+    frame = poll(check, timeout=timeout, what=f"logs of {pods} pods ({where}) not in VictoriaLogs",
                   fix=f"curl {_store()}/select/logsql/query -d 'query={logsql}'; "
                       f"curl {addons.url(AGENT)}   # each node's vlagent and its log")
     return frame.sort_values(POD).reset_index(drop=True)
@@ -286,7 +272,7 @@ def logs_vs_metrics(lab: Lab, namespace: str, *, timeout: float = 30.0) -> pd.Da
         return (not table.empty and (table.http_requests_total == table["request lines in the store"]).all(),
                 table)
 
-    return _poll(check, timeout=timeout, what="request lines in the store and http_requests_total do not agree",
+    return poll(check, timeout=timeout, what="request lines in the store and http_requests_total do not agree",
                  fix=f"curl {_store()}/select/logsql/query -d 'query={NS}:{namespace} status:* | stats by ({POD}) "
                      "count()'")
 
@@ -323,7 +309,7 @@ def wait_errors(where: str, *, timeout: float = 60.0) -> int:
         n = int(frame.n.iloc[0]) if not frame.empty else 0
         return n > 0, n
 
-    return _poll(check, timeout=timeout, what=f"no {INJECTED_ERROR!r} line in VictoriaLogs",
+    return poll(check, timeout=timeout, what=f"no {INJECTED_ERROR!r} line in VictoriaLogs",
                  fix=f"curl {_store()}/select/logsql/query -d 'query={logsql}'")
 
 

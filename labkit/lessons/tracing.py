@@ -20,10 +20,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import addons
-from ..errors import LabkitError, WaitTimeout
+from ..errors import LabkitError
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab
 from ..kube.objects import patch
+from ..kube.wait import poll
 from ..sim.calls import LATENCY_FAULT_ANNOTATION
 
 ADDON = "jaeger"
@@ -137,18 +138,16 @@ def find_traces(service: str = ENTRY, *, namespace: str | None = None, since: fl
 def wait_traces(service: str = ENTRY, *, namespace: str | None = None, count: int = 1, since: float | None = None,
                 min_duration: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Poll Jaeger until ``count`` traces through ``service`` match; spans arrive within a tick of the model."""
-    deadline = time.monotonic() + timeout
-    found: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+    def check() -> tuple[bool, list[dict[str, Any]]]:
         found = find_traces(service, namespace=namespace, since=since, min_duration=min_duration,
                             limit=max(count, 20))
-        if len(found) >= count:
-            return found
-        time.sleep(0.5)  # Jaeger's API has no watch: poll under the deadline
-    raise WaitTimeout(f"Jaeger has {len(found)} traces through {service} (wanted {count}) after {timeout:.0f}s"
-                      + (f" in namespace {namespace}" if namespace else ""),
-                      last_seen=found, fix=f"curl -s '{jaeger_url()}/api/traces?service={service}&lookback=5m' | head"
-                      "   # and: kubectl get pods -n lesson-10; labkit status (workload-model, jaeger)")
+        return len(found) >= count, found
+
+    return poll(check, timeout=timeout,
+                what=lambda found: f"Jaeger has {len(found)} traces through {service} (wanted {count}) after "
+                                   f"{timeout:.0f}s" + (f" in namespace {namespace}" if namespace else ""),
+                fix=f"curl -s '{jaeger_url()}/api/traces?service={service}&lookback=5m' | head"
+                    "   # and: kubectl get pods -n lesson-10; labkit status (workload-model, jaeger)")
 
 
 def spans(trace: dict[str, Any]) -> pd.DataFrame:
@@ -271,22 +270,20 @@ def traced_create(lab: Lab, namespace: str) -> str:
 def wait_trace(trace_id: str, *, services: tuple[str, ...] = (CLIENT, *CONTROL_PLANE),
                timeout: float = 30.0) -> dict[str, Any]:
     """Poll ``curl .../api/traces/ID`` until the trace has spans from every one of ``services``."""
-    deadline = time.monotonic() + timeout
-    seen: set[str] = set()
-    while True:
+    def check() -> tuple[bool, tuple[set[str], dict[str, Any]]]:
         try:
             found = api(f"traces/{trace_id}") or []
         except LabkitError:  # 404 until its first span is stored
             found = []
-        if found:
-            seen = {p["serviceName"] for p in found[0]["processes"].values()}
-            if set(services) <= seen:
-                return found[0]
-        if time.monotonic() > deadline:
-            raise WaitTimeout(f"trace {trace_id} has spans from {sorted(seen) or 'nobody'}, not yet from "
-                              f"{sorted(set(services) - seen)}, after {timeout:.0f}s", last_seen=sorted(seen),
-                              fix=f"curl -s '{jaeger_url()}/api/traces/{trace_id}' | head -c 600")
-        time.sleep(0.5)  # Jaeger's API has no watch: poll under the deadline
+        trace = found[0] if found else {}
+        seen = {p["serviceName"] for p in trace.get("processes", {}).values()}
+        return set(services) <= seen, (seen, trace)
+
+    _, trace = poll(check, timeout=timeout,
+                    what=lambda seen: f"trace {trace_id} has spans from {sorted(seen[0]) or 'nobody'}, not yet "
+                                      f"from {sorted(set(services) - seen[0])}, after {timeout:.0f}s",
+                    fix=f"curl -s '{jaeger_url()}/api/traces/{trace_id}' | head -c 600")
+    return trace
 
 
 # --- faults --------------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from ..kube.client import Lab, api_errors
 from ..kube.namespaces import lesson_namespace
 from ..kube.objects import get, live_pods, patch
 from ..kube.rollouts import rollout_state
-from ..kube.wait import wait_for, wait_for_set
+from ..kube.wait import poll, wait_for, wait_for_set
 from ..paths import data_file
 
 LESSON = "lesson-11"
@@ -247,19 +247,16 @@ def _state(lab: Lab, namespace: str, spec: dict[str, Any]) -> tuple[bool, str]:
 
 
 def wait_state(lab: Lab, namespace: str, spec: dict[str, Any], *, timeout: float = 60.0, what: str = "") -> str:
-    """Block until ``spec`` holds (``kubectl wait``-like, for the conditions a scenario names); return what was seen."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Block until ``spec`` holds (``kubectl wait``-like, for the conditions a scenario names); return what was seen.
+    Several kinds of objects make the state: nothing single to watch, so it is polled."""
+    def check() -> tuple[bool, str]:
         try:
-            ok, seen = _state(lab, namespace, spec)
+            return _state(lab, namespace, spec)
         except WaitTimeout as exc:
-            ok, seen = False, str(exc)
-        if ok:
-            return seen
-        if time.monotonic() > deadline:
-            raise WaitTimeout(f"{what or spec} not reached in {namespace} within {timeout:.0f}s; last seen: {seen}",
-                              last_seen=seen, fix=f"kubectl -n {namespace} get all,events")
-        time.sleep(0.5)  # several kinds of objects make the state: nothing single to watch
+            return False, str(exc)
+
+    return poll(check, timeout=timeout, what=lambda seen: f"{what or spec} not reached in {namespace} within "
+                f"{timeout:.0f}s; last seen: {seen}", fix=f"kubectl -n {namespace} get all,events")
 
 
 # --- the drill: inject, diagnose, fix, check ------------------------------------------------------------------

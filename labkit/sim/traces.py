@@ -243,7 +243,9 @@ class Tracer:
                 loads: list[Any], endpoints: Mapping[Key, list[str]]) -> list[Span]:
         topo = self.topology(running, servers, loads, endpoints)
         pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in running}
-        latency = {(ld.namespace, ld.service): ld.latency_s for ld in loads}
+        # The model's throughput comes from the serving pods' own time (labkit.sim.workload): sample at that rate,
+        # so the traces are a tenth of the requests http_requests_total counts.
+        latency = {(ld.namespace, ld.service): ld.own_s for ld in loads}
         now = time.time()
         spans: list[Span] = []
         for c in clients:

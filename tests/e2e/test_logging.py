@@ -97,7 +97,7 @@ def test_every_container_reaches_the_store_with_its_stream_fields(lab: lk.Lab, s
 
 def test_a_request_id_is_logged_by_both_services(lab: lk.Lab, shop: str) -> None:
     where = l09.scope(lab, shop)
-    request = l09._poll(lambda: (True, l09.forwarded_request(where)), timeout=5, what="", fix="")
+    request = l09.forwarded_request(where)
     path = l09.follow_request(where, request)
     assert set(path.service) == {"frontend", "orders"}
     assert path.set_index("service").pod["frontend"] in _pods(lab, shop, "frontend")
