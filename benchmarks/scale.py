@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -126,6 +128,7 @@ def main() -> None:
         os.environ.update(LABKIT_STATE_DIR=str(Path(work) / "state"), LABKIT_API_PORT=str(free_port()))
         from labkit.cluster import backends
 
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped (SIGTERM)"))  # so the private lab goes down too
         try:
             run(args.nodes, args.pods)
         finally:
