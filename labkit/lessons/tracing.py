@@ -20,12 +20,16 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import addons
+from ..addons.jaeger import control_plane_port, otlp_endpoint
+from ..cluster.kwok_backend import TRACING_CONFIG_FILE
 from ..errors import LabkitError
 from ..exercises import Attempt, Exercise
-from ..kube.client import Lab
+from ..kube.client import Lab, api_errors
 from ..kube.objects import patch
 from ..kube.wait import poll
+from ..paths import state_dir
 from ..sim.calls import LATENCY_FAULT_ANNOTATION
+from ..sim.traces import SPAN_KIND_CLIENT, Span, send
 
 ADDON = "jaeger"
 ENTRY = "frontend"
@@ -228,16 +232,11 @@ CLIENT = "labkit-notebook"
 def control_plane_traced() -> bool:
     """Whether this lab's API server and etcd send their spans to Jaeger (the embedded cluster, started by a labkit
     that wires them: :data:`labkit.cluster.kwok_backend.TRACING_SAMPLING_PER_MILLION`)."""
-    from ..addons.jaeger import control_plane_port
-
     return control_plane_port() is not None
 
 
 def control_plane_config() -> str | None:
     """The API server's ``--tracing-config-file`` as ``labkit up`` wrote it, or None when this lab has none."""
-    from ..cluster.kwok_backend import TRACING_CONFIG_FILE
-    from ..paths import state_dir
-
     path = state_dir() / TRACING_CONFIG_FILE
     return path.read_text() if control_plane_traced() and path.exists() else None
 
@@ -246,11 +245,6 @@ def traced_create(lab: Lab, namespace: str) -> str:
     """``kubectl create configmap traced-XXXXX`` with a sampled W3C ``traceparent`` header (kubectl has no flag):
     the API server continues the trace and passes it to etcd. Our own CLIENT span goes to Jaeger too (OTLP/HTTP),
     so the trace starts where the request did. Returns the trace id (``curl .../api/traces/ID``)."""
-    from ..addons import addons_dir
-    from ..addons.jaeger import otlp_endpoint
-    from ..kube.client import api_errors
-    from ..sim.traces import SPAN_KIND_CLIENT, Span, send
-
     trace_id, span_id = f"{random.getrandbits(128):032x}", f"{random.getrandbits(64) or 1:016x}"
     start = time.time()
     with api_errors("creating a configmap", server=lab.server):
@@ -260,7 +254,7 @@ def traced_create(lab: Lab, namespace: str) -> str:
     span = Span(CLIENT, namespace, "", trace_id, span_id, "", f"POST /api/v1/namespaces/{namespace}/configmaps",
                 SPAN_KIND_CLIENT, start, time.time(),
                 {"http.request.method": "POST", "k8s.configmap.name": made.metadata.name})
-    endpoint = otlp_endpoint(addons_dir() / ADDON)
+    endpoint = otlp_endpoint(addons.addons_dir() / ADDON)
     if endpoint is None:
         raise LabkitError("Jaeger has no OTLP endpoint yet", fix='lk.addons.require("jaeger")')
     send(endpoint, [span])
