@@ -456,16 +456,19 @@ def module_folder(module: str, version: str, *, progress: Progress = print) -> P
         raise BinariesUnavailable(f"no Go toolchain to fetch {module} {version}", fix="install Go 1.26+")
     work = cache_dir() / "build" / "module-folder"
     work.mkdir(parents=True, exist_ok=True)
-    out = run_step([str(go), "mod", "download", "-json", f"{module}@{version}"], cwd=work, env=_go_env(go),
-               what=f"download {module}", progress=lambda _: None)
+    return _downloaded(go, module, version, _go_env(go), work)
+
+
+def _downloaded(go: Path, module: str, version: str, env: dict[str, str], work: Path) -> Path:
+    """``go mod download -json MODULE@VERSION``: the module's folder in Go's module cache (read-only)."""
+    out = run_step([str(go), "mod", "download", "-json", f"{module}@{version}"], cwd=work, env=env,
+                   what=f"download {module}", progress=lambda _: None)
     return Path(json.loads(out[out.index("{"):])["Dir"])
 
 
 def _module_dir(go: Path, comp: Component, env: dict[str, str], work: Path) -> Path:
-    """The module's folder in Go's module cache (downloaded if needed; read-only)."""
-    out = run_step([str(go), "mod", "download", "-json", f"{comp.module}@{comp.version}"],
-               cwd=work, env=env, what=f"download {comp.module}", progress=lambda _: None)
-    return Path(json.loads(out[out.index("{"):])["Dir"])
+    """The component's module folder in Go's module cache (downloaded if needed; read-only)."""
+    return _downloaded(go, comp.module, comp.version, env, work)
 
 
 def _copy_module_data(go: Path, comp: Component, env: dict[str, str], work: Path, out_dir: Path) -> None:
