@@ -15,7 +15,7 @@ ALLOW_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root,)
 LINT = $(PYTHON) -m ruff check labkit tests benchmarks
 NBVAL = --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
-.PHONY: install up down lab test test-unit lint bench
+.PHONY: install up down lab test test-browser test-unit lint bench
 
 $(VENV_PYTHON):
 	python3 -m venv .venv
@@ -31,8 +31,8 @@ up: install  ## start (or reuse) the lab cluster; the first run builds its binar
 down:
 	$(RUN) $(PYTHON) -m labkit down
 
-lab: up  ## the lab cluster plus JupyterLab on 127.0.0.1
-	$(RUN) $(PYTHON) -m jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(ALLOW_ROOT)
+lab: up  ## the lab cluster plus JupyterLab on 127.0.0.1 (LAB_ARGS: more jupyter lab options, e.g. --port=8899)
+	$(RUN) $(PYTHON) -m jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 
 lint:
 	$(LINT)
@@ -40,14 +40,18 @@ lint:
 test-unit: install  ## unit tests only: no cluster needed (quick checks while editing)
 	$(RUN) $(PYTHON) -m pytest tests/unit -p no:cacheprovider
 
-test: install  ## lint, unit + e2e + every notebook under nbval (strict), then every notebook again as a learner runs it
+test: install  ## lint, unit + e2e + every notebook under nbval (strict), then every notebook again in a browser
 	$(LINT)
 	$(RUN) $(PYTHON) -m labkit up --backend kwok
 # LABKIT_IN_TEST=1: each exercise check proves NOT YET, applies the solution, then waits for PASS (as stored).
-	LABKIT_IN_TEST=1 $(RUN) $(PYTHON) -m pytest tests notebooks $(NBVAL)
-# As a learner runs them (no LABKIT_IN_TEST): outputs are not compared but any error fails; right after the pass
-# above, this also proves each notebook runs twice in a row.
-	env -u LABKIT_IN_TEST $(RUN) $(PYTHON) -m pytest notebooks --nbval-lax -p no:cacheprovider
+	LABKIT_IN_TEST=1 $(RUN) $(PYTHON) -m pytest tests notebooks $(NBVAL) --ignore=tests/browser
+	$(MAKE) test-browser PYTHON="$(PYTHON)"
+
+# As a learner runs them (no LABKIT_IN_TEST): JupyterLab served by `make lab`, each notebook opened in headless
+# Chromium and run with Run > Run All Cells; any error output fails. Right after the pass above, this also proves
+# each notebook runs twice in a row. Screenshots: build/browser/.
+test-browser: install  ## every notebook in a real browser as a learner runs it (needs chromium and chromium-driver)
+	env -u LABKIT_IN_TEST $(RUN) $(PYTHON) -m pytest tests/browser -p no:cacheprovider
 
 bench: install  ## prints build, start-up, memory and rollout figures (see README)
 	$(RUN) $(PYTHON) benchmarks/lab_benchmark.py

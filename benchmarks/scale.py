@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPLICAS_PER_DEPLOYMENT = 1000
+PROGRESS_DEADLINE_S = 3600
 ROLLOUT_IMAGE = "nginx:1.27.1"
 
 
@@ -47,7 +48,9 @@ def _timed(what: str, fun) -> float:  # noqa: ANN001 - a callable that blocks un
 
 def _deployment(name: str, replicas: int) -> dict:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            # 1,000 pods on two cores take minutes: the default 600 s deadline would call a slow rollout failed
+            "spec": {"replicas": replicas, "progressDeadlineSeconds": PROGRESS_DEADLINE_S,
+                     "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}},
                                   "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
                                                            "resources": {"requests": {"cpu": "10m"}}}]}}}}
@@ -85,11 +88,16 @@ def run(nodes: int, pods: int) -> None:
     count = max(1, pods // replicas)
 
     def deploy() -> None:
+        # One Deployment after another: created all at once, they share the controllers' rate limits and each
+        # progresses so slowly that the figures say little; one at a time, each line is a pods/s figure.
+        started = time.monotonic()
         for i in range(count):
             lk.apply(lab, _deployment(f"web-{i}", replicas), namespace=ns)
-        for i in range(count):
-            lk.wait_for(lab, "Deployment", f"web-{i}", namespace=ns, timeout=3600,
+            lk.wait_for(lab, "Deployment", f"web-{i}", namespace=ns, timeout=PROGRESS_DEADLINE_S,
                         condition=f"jsonpath={{.status.availableReplicas}}={replicas}")
+            took = time.monotonic() - started
+            print(f"  {(i + 1) * replicas:6d} pods available after {took:6.1f} s "
+                  f"({(i + 1) * replicas / took:.1f} pods/s); load average {os.getloadavg()[0]:.1f}", flush=True)
 
     _timed(f"{count} Deployments x {replicas} replicas ({count * replicas} pods) "
            "all available", deploy)

@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 
 from .. import addons, promql
 from ..errors import LabkitError, WaitTimeout
@@ -35,13 +34,6 @@ from ..sim.gpu.real_pynvml import pynvml as N
 from ..widgets import Dashboard
 
 NA = "n/a"
-
-
-def use_plotly_mimetype() -> None:
-    """Figures render as plotly's JSON mimetype: JupyterLab draws them offline, no plotly.js in the notebook.
-
-    """
-    pio.renderers.default = "plotly_mimetype"
 
 
 def _read(fn: Any, *args: Any) -> Any:

@@ -15,7 +15,7 @@ from labkit.paths import data_file
 
 ROOT = Path(__file__).resolve().parents[2]
 # conda-forge spells a few packages differently from PyPI.
-CONDA_NAMES = {"kubernetes": "python-kubernetes"}
+CONDA_NAMES = {"kubernetes": "python-kubernetes", "kaleido": "python-kaleido"}
 
 
 def _name(req: str) -> str:
