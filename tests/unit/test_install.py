@@ -127,14 +127,18 @@ def test_makefile_runs_tools_with_its_own_python() -> None:
                     f"Makefile `{target}` runs `{command[0]}` from PATH; write `$(PYTHON) -m ...`\n{line}")
 
 
-def test_make_test_runs_notebooks_strictly_then_as_a_learner() -> None:
+def test_make_test_runs_notebooks_strictly_then_as_a_learner_in_a_browser() -> None:
     variables = _make_variables()
-    lines = [_expand(line, variables) for line in _make_recipes()["test"]]
+    recipes = _make_recipes()
+    lines = [_expand(line, variables) for line in recipes["test"]]
     strict = next((i for i, line in enumerate(lines) if "LABKIT_IN_TEST=1" in line and "--nbval " in line), None)
-    learner = next((i for i, line in enumerate(lines) if "--nbval-lax" in line), None)
+    learner = next((i for i, line in enumerate(lines) if "test-browser" in line), None)
     assert strict is not None, "make test: no strict nbval pass (LABKIT_IN_TEST=1 ... --nbval)"
-    assert learner is not None and learner > strict, "make test: no learner's pass (--nbval-lax) after the strict one"
-    assert "-u LABKIT_IN_TEST" in lines[learner], "make test: the learner's pass must run without LABKIT_IN_TEST"
+    assert "--ignore=tests/browser" in lines[strict], "make test: the strict pass must leave the browser tests out"
+    assert learner is not None and learner > strict, "make test: no learner's pass (make test-browser) after the strict one"
+    browser = [_expand(line, variables) for line in recipes["test-browser"]]
+    assert any("-u LABKIT_IN_TEST" in line and "pytest tests/browser" in line for line in browser), (
+        "make test-browser: the learner's pass must run tests/browser without LABKIT_IN_TEST")
     up = next((i for i, line in enumerate(lines) if "-m labkit up" in line), None)
     assert up is not None and up < strict, "make test: `$(PYTHON) -m labkit up` must come before the tests"
 
