@@ -135,7 +135,7 @@ def test_make_test_runs_notebooks_strictly_then_as_a_learner_in_a_browser() -> N
     learner = next((i for i, line in enumerate(lines) if "test-browser" in line), None)
     assert strict is not None, "make test: no strict nbval pass (LABKIT_IN_TEST=1 ... --nbval)"
     assert "--ignore=tests/browser" in lines[strict], "make test: the strict pass must leave the browser tests out"
-    assert learner is not None and learner > strict, "make test: no learner's pass (make test-browser) after the strict one"
+    assert learner is not None and learner > strict, "make test: no learner's pass (test-browser) after the strict one"
     browser = [_expand(line, variables) for line in recipes["test-browser"]]
     assert any("-u LABKIT_IN_TEST" in line and "pytest tests/browser" in line for line in browser), (
         "make test-browser: the learner's pass must run tests/browser without LABKIT_IN_TEST")
