@@ -59,10 +59,9 @@ class _StaticPng(MimetypeRenderer):
 
 def static_images_available() -> str | None:
     """The Chromium that draws static figures, or None (then figures are interactive only)."""
-    try:
-        from choreographer.browsers import Chromium
-    except ImportError:
-        return None
+    # kaleido's own finder, so the answer is the browser kaleido will start
+    from choreographer.browsers import Chromium
+
     return Chromium.find_browser(skip_local=False)
 
 

@@ -166,13 +166,16 @@ def _problems(state: dict) -> list[str]:
     return problems
 
 
+def _cell_node(driver: object, cell_index: int) -> object:
+    return driver.execute_script("return window.jupyterapp.shell.currentWidget.content.widgets[arguments[0]].node",
+                                 cell_index)
+
+
 def _find(driver: object, cell_index: int, css: str, text: str | None = None) -> object:
     """An element inside one cell, by CSS selector (and visible text)."""
     from selenium.webdriver.common.by import By
 
-    cell = driver.execute_script("return window.jupyterapp.shell.currentWidget.content.widgets[arguments[0]].node",
-                                 cell_index)
-    for element in cell.find_elements(By.CSS_SELECTOR, css):
+    for element in _cell_node(driver, cell_index).find_elements(By.CSS_SELECTOR, css):
         if text is None or element.text.strip() == text:
             return element
     pytest.fail(f"no {css!r}{' saying ' + repr(text) if text else ''} in cell {cell_index}", pytrace=False)
@@ -213,11 +216,10 @@ def set_image_changes_the_pods(page: NotebookPage, state: dict) -> None:
 
 
 def _cells_html(page: NotebookPage, cell: int) -> list:
+    """The HTML widgets' contents in one cell (the panel's log and tables, the dashboard's status line)."""
     from selenium.webdriver.common.by import By
 
-    node = page.driver.execute_script(
-        "return window.jupyterapp.shell.currentWidget.content.widgets[arguments[0]].node", cell)
-    return node.find_elements(By.CSS_SELECTOR, ".widget-html-content")
+    return _cell_node(page.driver, cell).find_elements(By.CSS_SELECTOR, ".widget-html-content")
 
 
 def dashboard_updates_and_stops(page: NotebookPage, state: dict) -> None:
