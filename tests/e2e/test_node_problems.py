@@ -6,6 +6,7 @@ sets a condition on the node whose check fails and no other; lesson 08's exercis
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -110,6 +111,39 @@ def test_clock_exercise_fails_unsolved_and_passes_solved(lab: lk.Lab, npd: list[
         assert l08.CLOCK_EXERCISE.check(attempt) == []
     finally:
         l08.remove_custom_monitors()
+
+
+def test_a_stale_condition_is_removed_while_others_rewrite_the_list(lab: lk.Lab) -> None:
+    """clear_nodes' removal names conditions by index; a writer that shifts the list meanwhile must not make it fail
+    (CI once stopped here with a 422 and left ClockSkew behind) nor make it delete another condition."""
+    node = sorted(n["name"] for n in load_topology())[0]
+    stale, churn = "LabkitTestStale", "LabkitTestChurn"
+    lab.core.patch_node_status(node, {"status": {"conditions": [
+        {"type": stale, "status": "True", "reason": "Test", "message": "left behind"}]}})
+    before = {c["type"] for c in get(lab, "Node", node)["status"]["conditions"]} - {stale}
+    stop = threading.Event()
+    shifts = 0
+
+    def shift_the_list() -> None:  # insert a condition at the front, then take it out: every index moves, twice
+        nonlocal shifts
+        while not stop.is_set():
+            lab.core.patch_node_status(node, [{"op": "add", "path": "/status/conditions/0", "value": {
+                "type": churn, "status": "False", "reason": "Test", "message": "moves the others"}}])
+            lab.core.patch_node_status(node, [{"op": "test", "path": "/status/conditions/0/type", "value": churn},
+                                              {"op": "remove", "path": "/status/conditions/0"}])
+            shifts += 1
+
+    writer = threading.Thread(target=shift_the_list, daemon=True)
+    writer.start()
+    try:
+        l08.remove_condition(lab, node, stale)
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+    after = {c["type"] for c in get(lab, "Node", node)["status"]["conditions"]}
+    assert shifts > 0, "the writer never moved the list, so this tested nothing"
+    assert stale not in after and churn not in after
+    assert after == before, f"removing {stale} also changed {sorted(after ^ before)}"
 
 
 def _get(url: str | None) -> str:
