@@ -210,7 +210,6 @@ def clear_nodes(lab: Lab, nodes: list[str]) -> None:
         # A custom monitor's condition outlives the monitor (NPD does not delete what it no longer watches, on a
         # real cluster either): remove it, as an operator would with kubectl patch --subresource=status.
         remove_condition(lab, node, CLOCK_CONDITION)
-        node_obj = get(lab, "Node", node)
         if any(_condition(node_obj, c).get("status") == "True" for c in NPD_CONDITIONS):
             reboot(lab, node)
 
