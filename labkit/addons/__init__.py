@@ -37,6 +37,7 @@ from .gpu_exporter import GpuExporter
 from .jaeger import Jaeger
 from .karpenter import Karpenter
 from .kube_state_metrics import KubeStateMetrics
+from .kubelet_checks import KubeletChecks
 from .kubernetes_sd import KubernetesSD
 from .local_path import LocalPathProvisioner
 from .node_exporter import NodeExporter
@@ -51,8 +52,8 @@ from .workload_model import WorkloadModel
 __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
-    AlertWebhook(), Alertmanager(), ConfigReloader(), GpuExporter(), Karpenter(), KubeStateMetrics(), KubernetesSD(),
-    Jaeger(), LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(), PrometheusAdapter(),
+    AlertWebhook(), Alertmanager(), ConfigReloader(), GpuExporter(), Karpenter(), KubeStateMetrics(), KubeletChecks(),
+    KubernetesSD(), Jaeger(), LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(), PrometheusAdapter(),
     PrometheusOperated(), PrometheusOperator(), WorkloadModel(), VictoriaLogs(), LogAgent())}
 # A deadline, not a wait: on a loaded 2-core machine Karpenter's informers alone took over 90 s to report healthy
 # (the loopback test starts every add-on at once).

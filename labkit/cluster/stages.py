@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,14 @@ IMAGES_ENV = "LABKIT_IMAGES"
 DEFAULT_SIZE_BYTES = 30_000_000
 DEFAULT_MISSING_PATTERN = "does-not-exist|nonexistent"
 USERLANDS = ("gnu", "busybox")
+# Where a bare program name is looked up (runc searches the image's PATH; these are every image's PATH dirs).
+PATH_DIRS = ("/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin")
+LIBRARY = "docker.io/library/"
+# Written on every pod by the embedded kubelet's checks (labkit.sim.kubelet): `passed` (the Stages run it) or `held`
+# (that process walks it). The Stages act only on pods that carry it: see gate() below.
+KUBELET_ANNOTATION = "sim.labkit.io/kubelet"
+# Pod stages that act whatever the checks said: a deleted pod stops and goes.
+UNGATED_STAGES = ("labkit-pod-stop", "labkit-pod-delete")
 
 # --- image references, normalised as the kubelet's runtime does (docker's reference grammar)
 
@@ -71,6 +80,35 @@ def normalise(image: str) -> ImageRef:
     if tag is None and not digest:
         tag = "latest"
     return ImageRef(name, tag, digest or None)
+
+
+def pull_error(catalog: Catalog, image: str) -> str:
+    """What containerd answers for an image that cannot be pulled (the Python twin of SNIPPETS["pull-error"])."""
+    ref = normalise(image)
+    host = ref.repo.split("/", 1)[0]
+    if catalog.state(image) == "no-host":
+        path = ref.repo.removeprefix(host + "/")
+        url = f"https://{host}/v2/{path}/manifests/{ref.digest or ref.tag}"
+        return (f'rpc error: code = Unknown desc = failed to pull and unpack image "{ref.ref}": failed to resolve '
+                f'reference "{ref.ref}": failed to do request: Head "{url}": dial tcp: lookup {host}: no such host')
+    if host == "docker.io" and catalog.state(image) == "no-repo":
+        return (f'failed to pull and unpack image "{ref.ref}": failed to resolve image: pull access denied, repository '
+                "does not exist or may require authorization: server message: insufficient_scope: authorization failed")
+    return (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref.ref}": failed to resolve image: '
+            f"{ref.ref}: not found")
+
+
+def gate(doc: dict[str, Any]) -> dict[str, Any]:
+    """Make a pod Stage wait for the kubelet's checks: create for any verdict, the rest only for ``passed``."""
+    spec = doc.get("spec") or {}
+    name = (doc.get("metadata") or {}).get("name")
+    if doc.get("kind") != "Stage" or (spec.get("resourceRef") or {}).get("kind") != "Pod" or name in UNGATED_STAGES:
+        return doc
+    values = ["passed", "held"] if name == "labkit-pod-create" else ["passed"]
+    check = {"jq": {"key": f'.metadata.annotations["{KUBELET_ANNOTATION}"]', "operator": "In", "values": values}}
+    selector = spec.setdefault("selector", {})
+    selector["matchExpressions"] = [*(selector.get("matchExpressions") or []), check]
+    return doc
 
 
 # --- the catalog
@@ -116,6 +154,8 @@ class Repository:
     variants: list[str] = field(default_factory=list)
     size_bytes: int | None = None
     userland: str = "gnu"
+    base: str | None = None
+    executables: set[str] = field(default_factory=set)
 
     def has_tag(self, tag: str) -> bool:
         if tag in self.tags:
@@ -134,12 +174,30 @@ class Catalog:
     missing_pattern: str = DEFAULT_MISSING_PATTERN
     preloaded: list[str] = field(default_factory=list)
     default_size: int = DEFAULT_SIZE_BYTES
+    registry_hosts: list[str] = field(default_factory=list)
+    official: set[str] = field(default_factory=set)
+    bases: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def hosts_pattern(self) -> str:
+        """One anchored regular expression for every registry host that answers ("" when none is listed)."""
+        return "^(" + "|".join(self.registry_hosts) + ")$" if self.registry_hosts else ""
+
+    def host_known(self, repo: str) -> bool:
+        host = repo.split("/", 1)[0]
+        return not self.registry_hosts or re.fullmatch(self.hosts_pattern[1:-1], host) is not None
 
     def state(self, image: str) -> str:
-        """``ok``, ``no-repo`` (the repository does not exist) or ``no-tag`` (it has no such tag)."""
+        """``ok``, ``no-host`` (the registry host does not resolve), ``no-repo`` (the repository does not exist)
+        or ``no-tag`` (it has no such tag)."""
         ref = normalise(image)
         pattern = re.compile(self.missing_pattern) if self.missing_pattern else None
+        if not self.host_known(ref.repo):
+            return "no-host"
         if ref.repo in self.missing or (pattern and pattern.search(ref.repo)):
+            return "no-repo"
+        if (self.official and ref.repo.startswith(LIBRARY) and ref.repo not in self.repositories
+                and ref.repo.removeprefix(LIBRARY) not in self.official):
             return "no-repo"
         if pattern and ref.tag and pattern.search(ref.tag):
             return "no-tag"
@@ -159,6 +217,33 @@ class Catalog:
         """The simulated pull time: 0.4 s plus 1 s per 200 MB, at most 1.6 s (real pulls of big images take minutes)."""
         return min(1600, 400 + self.size(image) // 200_000)
 
+    def programs(self, image: str) -> set[str] | None:
+        """The executables on the image's PATH (and absolute paths it declares); None when the catalog does not say.
+
+        An ``-alpine`` variant of a Debian-based image has Alpine's userland, not Debian's."""
+        ref = normalise(image)
+        repo = self.repositories.get(ref.repo)
+        if repo is None or (repo.base is None and not repo.executables):
+            return None
+        base = repo.base
+        if base == "debian" and "alpine" in (ref.tag or ""):
+            base = "busybox"
+        return set(self.bases.get(base, set()) if base else set()) | repo.executables
+
+    def has_program(self, image: str, program: str, mounts: Iterable[str] = ()) -> bool | None:
+        """Whether runc finds ``program`` (a container's command[0]) in the image; None when the catalog cannot say.
+
+        A relative path (``./run.sh``) depends on the working directory the catalog does not know: None."""
+        programs = self.programs(image)
+        if programs is None or ("/" in program and not program.startswith("/")):
+            return None
+        if not program.startswith("/"):
+            return program in programs
+        if program in programs or any(program.startswith(m.rstrip("/") + "/") for m in mounts if m):
+            return True
+        folder, _, name = program.rpartition("/")
+        return folder in PATH_DIRS and name in programs
+
     def userland(self, image: str) -> str:
         ref = normalise(image)
         repo = self.repositories.get(ref.repo)
@@ -170,10 +255,23 @@ class Catalog:
         """Add one catalog file's content: its repositories and tags are added to these."""
         if not isinstance(data, dict):
             raise ManifestError(f"{source}: the image catalog must be a mapping", fix="see labkit/data/images.yaml")
-        unknown = set(data) - {"defaults", "missing_pattern", "missing", "preloaded", "repositories"}
+        keys = {"defaults", "missing_pattern", "missing", "preloaded", "repositories", "registry_hosts", "official",
+                "bases"}
+        unknown = set(data) - keys
         if unknown:
             raise ManifestError(f"{source}: unknown catalog keys {sorted(unknown)}",
-                                fix="the keys are defaults, missing_pattern, missing, preloaded, repositories")
+                                fix=f"the keys are {', '.join(sorted(keys))}")
+        for host in data.get("registry_hosts") or []:
+            try:
+                re.compile(str(host))
+            except re.error as exc:
+                raise ManifestError(f"{source}: registry host {host!r} is not a regular expression: {exc}",
+                                    fix=r"escape dots: registry\.example\.com") from exc
+            if str(host) not in self.registry_hosts:
+                self.registry_hosts.append(str(host))
+        self.official |= set(_words(data.get("official"), what=f"{source}: official"))
+        for base, words in (data.get("bases") or {}).items():
+            self.bases.setdefault(str(base), set()).update(_words(words, what=f"{source}: bases.{base}"))
         defaults = data.get("defaults") or {}
         if "size_bytes" in defaults:
             self.default_size = int(defaults["size_bytes"])
@@ -200,6 +298,12 @@ class Catalog:
             repo.tags |= set(_words(spec.get("tags"), what=f"{source}: {name}.tags"))
             repo.variants += [v for v in _words(spec.get("variants"), what=f"{source}: {name}.variants")
                               if v not in repo.variants]
+            repo.executables |= set(_words(spec.get("executables"), what=f"{source}: {name}.executables"))
+            if spec.get("base") is not None:
+                if str(spec["base"]) not in self.bases:
+                    raise ManifestError(f"{source}: {name}.base {spec['base']!r} is not one of the catalog's bases",
+                                        fix=f"one of {sorted(self.bases)}, or add it under `bases:`")
+                repo.base = str(spec["base"])
             if spec.get("size_bytes") is not None:
                 repo.size_bytes = int(spec["size_bytes"])
             if spec.get("userland") is not None:
@@ -216,6 +320,8 @@ class Catalog:
                 "missing": {r: True for r in sorted(self.missing)},
                 "preloaded": {r: True for r in self.preloaded},
                 "pattern": self.missing_pattern or None,
+                "hosts": self.hosts_pattern or None,
+                "official": {n: True for n in sorted(self.official)},
                 "default_size": self.default_size}
 
     def for_gotpl(self) -> str:
@@ -226,7 +332,12 @@ class Catalog:
         busybox = " ".join(q(n) for n, r in sorted(self.repositories.items()) if r.userland == "busybox")
         missing = " ".join(q(n) for n in sorted(self.missing))
         preloaded = " ".join(q(n) for n in self.preloaded)
-        return ("{{- $sizes := dict " + sizes + " }}"
+        official = " ".join(q(LIBRARY + n) for n in sorted(self.official | {r.removeprefix(LIBRARY)
+                                                                          for r in self.repositories
+                                                                          if r.startswith(LIBRARY)}))
+        return ("{{- $hostsPattern := " + q(self.hosts_pattern or ".") + " }}"
+                "{{- $officialRepos := list " + official + " }}"
+                "{{- $sizes := dict " + sizes + " }}"
                 "{{- $defaultSize := " + str(self.default_size) + " }}"
                 "{{- $busyboxRepos := list " + busybox + " }}"
                 "{{- $missingRepos := list " + missing + " }}"
@@ -335,10 +446,20 @@ SNIPPETS["pull-attempt"] = r"""
 SNIPPETS["pull-error"] = r"""
 {{- $pullErr := printf "%s %s" "rpc error: code = NotFound desc = failed to pull and unpack image"
       (printf "%q: failed to resolve image: %s: not found" $ref $ref) }}
-{{- if and (hasPrefix "docker.io/" $repo) (or (has $repo $missingRepos) (regexMatch $missingPattern $repo)) }}
+{{- $notOfficial := and (hasPrefix "docker.io/library/" $repo) (gt (len $officialRepos) 0)
+      (not (has $repo $officialRepos)) }}
+{{- if and (hasPrefix "docker.io/" $repo)
+      (or (has $repo $missingRepos) (regexMatch $missingPattern $repo) $notOfficial) }}
 {{- $pullErr = printf "failed to pull and unpack image %q: failed to resolve image: %s %s" $ref
       "pull access denied, repository does not exist or may require authorization:"
       "server message: insufficient_scope: authorization failed" }}
+{{- end }}
+{{- $host := regexReplaceAll "/.*$" $repo "" }}
+{{- if not (regexMatch $hostsPattern $host) }}
+{{- $manifest := $tag }}{{ if $digest }}{{ $manifest = $digest }}{{ end }}
+{{- $url := printf "https://%s/v2/%s/manifests/%s" $host (trimPrefix (printf "%s/" $host) $repo) $manifest }}
+{{- $pullErr = printf "%s %q: failed to resolve reference %q: failed to do request: Head %q: dial tcp: lookup %s: %s"
+      "rpc error: code = Unknown desc = failed to pull and unpack image" $ref $ref $url $host "no such host" }}
 {{- end }}
 """
 
@@ -526,7 +647,7 @@ def stage_documents(catalog: Catalog | None = None, files: list[Path] | None = N
         for doc in yaml.load_all(path.read_text(), Loader=loader):
             if doc:
                 docs += (doc.get("items") or []) if doc.get("kind") == "List" else [doc]
-    return [_render(d, jq_catalog, snippets) for d in docs]
+    return [gate(_render(d, jq_catalog, snippets)) for d in docs]
 
 
 def main(argv: list[str] | None = None) -> int:

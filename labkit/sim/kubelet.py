@@ -1,0 +1,815 @@
+"""The embedded kubelet's checks: what KWOK's Stages cannot see, decided from the other objects and the image catalog.
+
+KWOK's Stages (``labkit/data/stages``) play the kubelet from the pod alone. Whether a ConfigMap exists, whether the
+image has the program a ``command`` names, when an init container's ``until nslookup myservice`` loop ends: those
+need other objects. This process watches pods, ConfigMaps, Secrets and Services and walks each pod bound to a node
+the way kubelet 1.36's ``SyncPod`` does, in its order:
+
+1. volumes (``configMap``, ``secret``, ``projected``): one that cannot be set up -> ``FailedMount`` events, the pod
+   stays ``ContainerCreating``;
+2. init containers, one at a time, each to completion: ``Init:0/2`` while one runs (its ``sleep`` seconds, or until
+   the Service its ``until nslookup NAME`` loop waits for exists), ``Init:Error`` / ``Init:CrashLoopBackOff`` when
+   its command exits non-zero, ``Init:ErrImagePull`` when its image does not exist; native sidecars
+   (``restartPolicy: Always``) start and keep running;
+3. each container: its environment (``env[].valueFrom``, ``envFrom``) -> ``CreateContainerConfigError``; its
+   program (``command[0]``) in the image -> ``StartError`` (exit code 128), then ``CrashLoopBackOff``.
+
+For every pod it writes the annotation ``sim.labkit.io/kubelet``: ``passed`` when nothing stands in the way (the
+Stages then pull and start the containers, as before), ``held`` while one of the above holds it; then this process
+writes the pod's status and the kubelet's events itself, retrying as the kubelet does, and hands the pod to the
+Stages (``passed``, containers ``ContainerCreating``) once the fault clears: create the missing ConfigMap and the
+pod starts by itself. The Stages act only on pods that carry the annotation (``labkit.cluster.stages``), so a pod
+waits for this process as a real pod waits for its node's kubelet.
+
+Run as ``python -m labkit.sim.kubelet --kubeconfig K --port P`` (the add-on ``kubelet-checks``, started with the
+embedded cluster); ``/healthz`` and ``/pods`` (what it holds, and why) on 127.0.0.1:P. The functions above the
+daemon are pure; the unit tests use them without a cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import heapq
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from ..cluster.stages import KUBELET_ANNOTATION, Catalog, load_catalog, normalise, pull_error
+from .loopback_http import JSON, OK, Answer, LoopbackServer
+
+log = logging.getLogger("labkit.sim.kubelet")
+
+Obj = dict[str, Any]
+
+PASSED, HELD = "passed", "held"
+# The kubelet retries what failed at its next sync of the pod; a config error every 10 s here.
+CONFIG_RETRY_S = 10.0
+# The volume manager's back-off: 0.5 s doubling to 2m2s (exponentialbackoff.maxDurationBeforeRetry).
+MOUNT_FIRST_S, MOUNT_MAX_S = 0.5, 122.0
+# A missing object is reported only when it is still missing this long after the pod was seen: the kubelet's caches
+# and ours lag the API by a moment, and a namespace's kube-root-ca.crt appears just after the namespace.
+GRACE_S = 1.0
+# Crash-loop and image-pull back-off: 10 s doubling, at most 5 minutes (the kubelet's).
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 10.0, 300.0
+# An init container whose command runs for no stated time still takes a moment (and shows Init:0/N meanwhile).
+INIT_MIN_S = 1.0
+WATCH_SECONDS = 30
+API_TIMEOUT_S = 10
+RUNC_PREFIX = ("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create "
+               "failed: unable to start container process: error during container init: ")
+
+
+# --- what the kubelet checks (pure)
+
+
+@dataclass
+class Namespace:
+    """What the kubelet can read in one namespace: ConfigMaps and Secrets (name -> keys) and Service names."""
+
+    configmaps: dict[str, set[str]] = field(default_factory=dict)
+    secrets: dict[str, set[str]] = field(default_factory=dict)
+    services: set[str] = field(default_factory=set)
+
+
+def object_keys(obj: Obj) -> set[str]:
+    return set(obj.get("data") or {}) | set(obj.get("binaryData") or {}) | set(obj.get("stringData") or {})
+
+
+def env_problem(container: Obj, namespace: str, ns: Namespace) -> str | None:
+    """Why the kubelet cannot make this container's environment, in its words (``makeEnvironmentVariables``:
+    ``envFrom`` first, then ``env``, in order); None when it can."""
+    for source in container.get("envFrom") or []:
+        for kind, objects in (("configMapRef", ns.configmaps), ("secretRef", ns.secrets)):
+            ref = source.get(kind)
+            if ref and ref.get("name") not in objects and not ref.get("optional"):
+                return f'{"configmap" if kind == "configMapRef" else "secret"} "{ref.get("name")}" not found'
+    for env in container.get("env") or []:
+        value_from = env.get("valueFrom") or {}
+        for kind, objects, title in (("configMapKeyRef", ns.configmaps, "ConfigMap"),
+                                     ("secretKeyRef", ns.secrets, "Secret")):
+            ref = value_from.get(kind)
+            if not ref or ref.get("optional"):
+                continue
+            keys = objects.get(ref.get("name"))
+            if keys is None:
+                return f'{title.lower()} "{ref.get("name")}" not found'
+            if ref.get("key") not in keys:
+                return f"couldn't find key {ref.get('key')} in {title} {namespace}/{ref.get('name')}"
+    return None
+
+
+def _source_problem(kind: str, name: str, items: list[Obj] | None, optional: bool, objects: dict[str, set[str]],
+                    ) -> str | None:
+    keys = objects.get(name)
+    if keys is None:
+        return None if optional else f'{kind} "{name}" not found'
+    for item in items or []:
+        if item.get("key") not in keys and not optional:
+            return (f"configmap references non-existent config key: {item.get('key')}" if kind == "configmap"
+                    else f"references non-existent secret key: {item.get('key')}")
+    return None
+
+
+def mount_problems(pod: Obj, ns: Namespace) -> list[tuple[str, str]]:
+    """(volume, why) for each volume the kubelet cannot set up: a missing ConfigMap, Secret or key."""
+    found = []
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        sources = []
+        if cm := volume.get("configMap"):
+            sources.append(("configmap", cm))
+        if secret := volume.get("secret"):
+            sources.append(("secret", {**secret, "name": secret.get("secretName")}))
+        for projected in (volume.get("projected") or {}).get("sources") or []:
+            if projected.get("configMap"):
+                sources.append(("configmap", projected["configMap"]))
+            if projected.get("secret"):
+                sources.append(("secret", projected["secret"]))
+        for kind, src in sources:
+            why = _source_problem(kind, src.get("name"), src.get("items"), bool(src.get("optional")),
+                                  ns.configmaps if kind == "configmap" else ns.secrets)
+            if why:
+                found.append((volume["name"], why))
+                break
+    return found
+
+
+def start_problem(container: Obj, catalog: Catalog) -> str | None:
+    """What runc says when the container's program is not in its image (StartError); None when it starts."""
+    command = container.get("command") or []
+    if not command:
+        return None  # the image's own entrypoint
+    program = str(command[0])
+    mounts = [m.get("mountPath", "") for m in container.get("volumeMounts") or []]
+    if catalog.has_program(container.get("image", ""), program, mounts) is not False:
+        return None
+    detail = (f'exec: "{program}": stat {program}: no such file or directory' if program.startswith("/")
+              else f'exec: "{program}": executable file not found in $PATH')
+    return f"{RUNC_PREFIX}{detail}: unknown"
+
+
+def command_line(container: Obj) -> str:
+    return " ".join(str(w) for w in [*(container.get("command") or []), *(container.get("args") or [])])
+
+
+def exit_code(line: str) -> int | None:
+    """The stages' crash rule: a command with ``exit N`` (N >= 1) exits N; one that is just ``false`` exits 1."""
+    if m := re.search(r"\bexit +([1-9][0-9]*)", line):
+        return int(m.group(1))
+    return 1 if line.strip() == "false" else None
+
+
+def seconds_of_sleep(line: str) -> float:
+    return sum(float(s) for s in re.findall(r"\bsleep +([0-9]+(?:\.[0-9]+)?)\b", line))
+
+
+@dataclass(frozen=True)
+class InitRun:
+    """What an init container does once started: ``runs`` for ``seconds``, then exits ``code``; or ``waits`` until
+    the Service ``service`` exists; or is a native ``sidecar``."""
+
+    kind: str
+    seconds: float = 0.0
+    code: int = 0
+    service: str = ""
+
+
+def init_run(container: Obj) -> InitRun:
+    if container.get("restartPolicy") == "Always":
+        return InitRun("sidecar")
+    line = command_line(container)
+    # The documentation's `until nslookup myservice.$(cat .../namespace).svc.cluster.local; do ...; done`.
+    if m := re.search(r"\buntil +nslookup +([a-z0-9][a-z0-9-]*)", line):
+        return InitRun("waits", service=m.group(1))
+    code = exit_code(line)
+    before_exit = line.split("exit", 1)[0] if code is not None else line
+    return InitRun("runs", max(INIT_MIN_S, seconds_of_sleep(before_exit)), code or 0)
+
+
+def backoff(restarts: int) -> float:
+    return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** restarts)
+
+
+def backoff_text(seconds: float) -> str:
+    """As Go prints a duration: 10s, 1m20s, 5m0s."""
+    s = int(seconds)
+    return f"{s // 60}m{s % 60}s" if s >= 60 else f"{s}s"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_verdict(pod: Obj, ns: Namespace, catalog: Catalog) -> str:
+    """``passed`` when the Stages can run the pod as it is; ``held`` when this process must walk it."""
+    spec = pod.get("spec") or {}
+    if mount_problems(pod, ns):
+        return HELD
+    if any(init_run(c).kind != "sidecar" for c in spec.get("initContainers") or []):
+        return HELD
+    for c in spec.get("containers") or []:
+        if not catalog.exists(c.get("image", "")):
+            return PASSED  # the pull fails first: the Stages' ErrImagePull
+        if env_problem(c, pod["metadata"]["namespace"], ns) or start_problem(c, catalog):
+            return HELD
+    return PASSED
+
+
+# --- one held pod, walked step by step
+
+
+@dataclass
+class Walk:
+    """Where the kubelet is with one held pod: its phase, the init container it runs, restart counts, event counts."""
+
+    uid: str
+    namespace: str
+    name: str
+    seen: float
+    stage: str = "mount"            # mount -> init -> main -> done
+    init: int = 0                   # index of the init container being handled
+    started: float = 0.0            # when that init container started (monotonic), 0 before
+    restarts: dict[str, int] = field(default_factory=dict)
+    # (container, reason, message) -> (Event name, count, first timestamp): repeats raise the count, as the recorder.
+    events: dict[tuple[str, str, str], tuple[str, int, str]] = field(default_factory=dict)
+    mount_failures: int = 0
+    due: float = 0.0                # the next volume set-up attempt (monotonic)
+    why: str = ""                   # for /pods and the log
+    statuses: dict[str, Obj] = field(default_factory=dict)   # container name -> last status written
+    init_statuses: dict[str, Obj] = field(default_factory=dict)
+
+    def pulled(self, container: str) -> bool:
+        """Whether this container's image was pulled already (events are keyed container, reason, message)."""
+        return any(k[0] == container and k[1] == "Pulled" for k in self.events)
+
+
+@dataclass
+class Step:
+    """What one step writes: the status fields, the events (type, reason, container, message), when to look again."""
+
+    status: Obj
+    events: list[tuple[str, str, str, str]]
+    again_in: float | None
+    release: bool = False
+
+
+def _waiting(c: Obj, reason: str, message: str | None = None, restarts: int = 0, last: Obj | None = None) -> Obj:
+    state: Obj = {"reason": reason, **({"message": message} if message else {})}
+    status = {"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "started": False,
+              "restartCount": restarts, "state": {"waiting": state}}
+    if last:
+        status["lastState"] = {"terminated": last}
+    return status
+
+
+def _image_id(image: str) -> str:
+    ref = normalise(image)
+    return f"{ref.repo}@sha256:{hashlib.sha256(ref.ref.encode()).hexdigest()}"
+
+
+def _running(c: Obj, uid: str, restarts: int, since: str, *, ready: bool) -> Obj:
+    return {"name": c["name"], "image": normalise(c["image"]).ref, "imageID": _image_id(c["image"]),
+            "containerID": "kwok://" + hashlib.sha256(f"{uid}/{c['name']}/{restarts}".encode()).hexdigest(),
+            "ready": ready, "started": True, "restartCount": restarts, "state": {"running": {"startedAt": since}}}
+
+
+def _terminated(c: Obj, uid: str, restarts: int, code: int, reason: str, started: str, message: str = "") -> Obj:
+    term = {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": now_iso(),
+            "containerID": "kwok://" + hashlib.sha256(f"{uid}/{c['name']}/{restarts}".encode()).hexdigest()}
+    if message:
+        term["message"] = message
+    return term
+
+
+def _pull_events(c: Obj, catalog: Catalog, first: bool) -> list[tuple[str, str, str, str]]:
+    """The kubelet's pull events: a pull the first time (the image is then on the node), `already present` after."""
+    image = c["image"]
+    policy = c.get("imagePullPolicy") or ("Always" if normalise(image).tag == "latest" else "IfNotPresent")
+    if first or policy == "Always":
+        ms = catalog.pull_ms(image)
+        took = f"{ms}ms" if ms < 1000 else f"{ms / 1000:g}s"
+        return [("Normal", "Pulling", c["name"], f'Pulling image "{image}"'),
+                ("Normal", "Pulled", c["name"], f'Successfully pulled image "{image}" in {took} ({took} including '
+                                                f'waiting). Image size: {catalog.size(image)} bytes.')]
+    return [("Normal", "Pulled", c["name"],
+             f'Container image "{image}" already present on machine and can be accessed by the pod')]
+
+
+class Kubelet:
+    """Walks held pods: decides each step from the pod, its namespace's objects and the catalog (no API calls)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def step(self, walk: Walk, pod: Obj, ns: Namespace, now: float) -> Step:
+        spec = pod["spec"]
+        events: list[tuple[str, str, str, str]] = []
+        if walk.stage == "mount":
+            problems = mount_problems(pod, ns)
+            if problems:
+                walk.why = "; ".join(f"volume {v}: {w}" for v, w in problems)
+                wait = max(walk.seen + GRACE_S, walk.due) - now
+                if wait > 0.05:  # not yet time to report (or looked at early because another object changed)
+                    return self._status(walk, pod, mounting=True, events=[], again_in=wait)
+                walk.mount_failures += 1
+                events = [("Warning", "FailedMount", "", f'MountVolume.SetUp failed for volume "{v}" : {w}')
+                          for v, w in problems]
+                delay = min(MOUNT_MAX_S, MOUNT_FIRST_S * 2 ** walk.mount_failures)
+                walk.due = now + delay
+                return self._status(walk, pod, mounting=True, events=events, again_in=delay)
+            walk.stage = "init"
+        if walk.stage == "init":
+            inits = spec.get("initContainers") or []
+            while walk.init < len(inits):
+                c = inits[walk.init]
+                result = self._init_step(walk, pod, c, ns, now, events)
+                if result is not None:
+                    return result
+                walk.init += 1
+                walk.started = 0.0
+            walk.stage = "main"
+        return self._main_step(walk, pod, ns, now, events)
+
+    # -- init containers
+    def _init_step(self, walk: Walk, pod: Obj, c: Obj, ns: Namespace, now: float,
+                   events: list[tuple[str, str, str, str]]) -> Step | None:
+        """One init container: None once it is done (completed, or a sidecar started); else the step to write."""
+        name, uid = c["name"], pod["metadata"]["uid"]
+        restarts = walk.restarts.get(name, 0)
+        run = init_run(c)
+        if walk.started == 0.0:  # not started yet: pull, config, program
+            prev = walk.init_statuses.get(name) or {}
+            if now < prev.get("_due", 0.0) - 0.05:  # looked at early (another object changed): wait, unless fixed
+                reason = prev["state"].get("waiting", {}).get("reason")
+                if not (reason == "CreateContainerConfigError" and not env_problem(c, walk.namespace, ns)):
+                    return self._status(walk, pod, events=events, again_in=prev["_due"] - now)
+            if not self.catalog.exists(c["image"]):
+                return self._pull_failed(walk, pod, c, events, init=True)
+            if why := env_problem(c, walk.namespace, ns) or None:
+                walk.why = f"init container {name}: {why}"
+                events += [*_pull_events(c, self.catalog, not walk.pulled(name)),
+                           ("Warning", "Failed", name, f"Error: {why}")]
+                walk.init_statuses[name] = {**_waiting(c, "CreateContainerConfigError", why, restarts),
+                                            "_due": now + CONFIG_RETRY_S}
+                return self._status(walk, pod, events=events, again_in=CONFIG_RETRY_S)
+            events += _pull_events(c, self.catalog, restarts == 0)
+            events.append(("Normal", "Created", name, "Container created"))
+            if why := start_problem(c, self.catalog):
+                walk.why = f"init container {name}: {why}"
+                events.append(("Warning", "Failed", name, f"Error: {why}"))
+                return self._crashed(walk, pod, c, 128, "StartError", "1970-01-01T00:00:00Z", why, events,
+                                     init=True)
+            events.append(("Normal", "Started", name, "Container started"))
+            walk.started = now
+            walk.init_statuses[name] = _running(c, uid, restarts, now_iso(), ready=run.kind == "sidecar")
+            if run.kind == "sidecar":
+                return None
+            walk.why = (f"init container {name} waits for Service {run.service}" if run.kind == "waits"
+                        else f"init container {name} runs")
+            return self._status(walk, pod, events=events, again_in=run.seconds if run.kind == "runs" else None)
+        if run.kind == "sidecar":
+            return None
+        started_at = walk.init_statuses[name]["state"].get("running", {}).get("startedAt", now_iso())
+        if run.kind == "waits":
+            if run.service not in ns.services:
+                return self._status(walk, pod, events=events, again_in=None)
+            code = 0
+        else:
+            if now - walk.started < run.seconds - 0.05:
+                return self._status(walk, pod, events=events, again_in=run.seconds - (now - walk.started))
+            code = run.code
+        if code == 0:
+            walk.init_statuses[name] = {**walk.init_statuses[name], "ready": False, "started": False,
+                                        "state": {"terminated": _terminated(c, uid, restarts, 0, "Completed",
+                                                                            started_at)}}
+            return None
+        walk.why = f"init container {name} exited with code {code}"
+        return self._crashed(walk, pod, c, code, "Error", started_at, "", events, init=True)
+
+    # -- containers
+    def _main_step(self, walk: Walk, pod: Obj, ns: Namespace, now: float,
+                   events: list[tuple[str, str, str, str]]) -> Step:
+        containers = pod["spec"]["containers"]
+        blocked = False
+        whys = []
+        for c in containers:
+            name, restarts = c["name"], walk.restarts.get(c["name"], 0)
+            if not self.catalog.exists(c["image"]):
+                continue  # the Stages' pull machinery reports it once the pod is handed over
+            status = walk.statuses.get(name)
+            if status and status["state"].get("running"):
+                continue
+            if status and "terminated" in status["state"] and pod["spec"].get("restartPolicy") == "Never":
+                blocked = True
+                continue
+            due = status.get("_due", 0.0) if status else 0.0
+            why = env_problem(c, walk.namespace, ns)
+            waits_config = bool(status) and status["state"].get("waiting", {}).get("reason") == \
+                "CreateContainerConfigError"
+            if now < due - 0.05 and not (waits_config and not why):
+                blocked = True
+                continue
+            first_pull = not walk.pulled(name)
+            if why:
+                blocked = True
+                whys.append(f"container {name}: {why}")
+                events += [*_pull_events(c, self.catalog, first_pull), ("Warning", "Failed", name, f"Error: {why}")]
+                walk.statuses[name] = {**_waiting(c, "CreateContainerConfigError", why, restarts),
+                                       "_due": now + CONFIG_RETRY_S}
+                continue
+            if why := start_problem(c, self.catalog):
+                blocked = True
+                whys.append(f"container {name}: {why}")
+                events += [*_pull_events(c, self.catalog, first_pull),
+                           ("Normal", "Created", name, "Container created"), ("Warning", "Failed", name,
+                                                                             f"Error: {why}")]
+                self._crashed(walk, pod, c, 128, "StartError", "1970-01-01T00:00:00Z", why, events, init=False)
+                continue
+            walk.statuses.pop(name, None)
+        if not blocked:
+            walk.stage = "done"
+            return self._status(walk, pod, events=events, again_in=None, release=True)
+        # The other containers start as the kubelet starts them (SyncPod goes on past one container's error).
+        for c in containers:
+            if c["name"] not in walk.statuses and self.catalog.exists(c["image"]):
+                events += [*_pull_events(c, self.catalog, True), ("Normal", "Created", c["name"], "Container created"),
+                           ("Normal", "Started", c["name"], "Container started")]
+                walk.statuses[c["name"]] = _running(c, walk.uid, 0, now_iso(), ready=not c.get("readinessProbe"))
+        walk.why = "; ".join(whys) or walk.why
+        dues = [s["_due"] for s in walk.statuses.values() if s.get("_due")]
+        return self._status(walk, pod, events=events, again_in=max(0.1, min(dues) - now) if dues else None)
+
+    # -- shared pieces
+    def _crashed(self, walk: Walk, pod: Obj, c: Obj, code: int, reason: str, started: str, message: str,
+                 events: list[tuple[str, str, str, str]], *, init: bool) -> Step:
+        """A container that exited (or never started): terminated, then CrashLoopBackOff unless it is not restarted."""
+        name, uid = c["name"], pod["metadata"]["uid"]
+        restarts = walk.restarts.get(name, 0)
+        policy = pod["spec"].get("restartPolicy", "Always")
+        term = _terminated(c, uid, restarts, code, reason, started, message)
+        table = walk.init_statuses if init else walk.statuses
+        if policy == "Never":
+            table[name] = {**_waiting(c, reason, None, restarts), "state": {"terminated": term}}
+            return self._status(walk, pod, events=events, again_in=None, failed=True)
+        wait = backoff(restarts)
+        pod_ref = f"{walk.name}_{walk.namespace}({uid})"
+        message_wait = f"back-off {backoff_text(wait)} restarting failed container={name} pod={pod_ref}"
+        table[name] = {**_waiting(c, "CrashLoopBackOff", message_wait, restarts, last=term),
+                       "_due": time.monotonic() + wait}
+        events.append(("Warning", "BackOff", name, f"Back-off restarting failed container {name} in pod {pod_ref}"))
+        walk.restarts[name] = restarts + 1
+        if init:
+            walk.started = 0.0
+        return self._status(walk, pod, events=events, again_in=wait)
+
+    def _pull_failed(self, walk: Walk, pod: Obj, c: Obj, events: list[tuple[str, str, str, str]], *,
+                     init: bool) -> Step:
+        name = c["name"]
+        attempt = walk.restarts.get(f"pull:{name}", 0)
+        err = pull_error(self.catalog, c["image"])
+        walk.why = f"init container {name}: image {c['image']}: {err}"
+        events += [("Normal", "Pulling", name, f'Pulling image "{c["image"]}"'),
+                   ("Warning", "Failed", name, f'Failed to pull image "{c["image"]}": {err}'),
+                   ("Warning", "Failed", name, "Error: ErrImagePull"),
+                   ("Normal", "BackOff", name, f'Back-off pulling image "{c["image"]}"'),
+                   ("Warning", "Failed", name, "Error: ImagePullBackOff")]
+        walk.restarts[f"pull:{name}"] = attempt + 1
+        waiting = f'Back-off pulling image "{c["image"]}": ErrImagePull: {err}'
+        (walk.init_statuses if init else walk.statuses)[name] = {**_waiting(c, "ImagePullBackOff", waiting),
+                                                                 "_due": time.monotonic() + backoff(attempt)}
+        return self._status(walk, pod, events=events, again_in=backoff(attempt))
+
+    def _status(self, walk: Walk, pod: Obj, *, events: list[tuple[str, str, str, str]], again_in: float | None,
+                mounting: bool = False, release: bool = False, failed: bool = False) -> Step:
+        spec = pod["spec"]
+        inits = spec.get("initContainers") or []
+        init_statuses = []
+        for c in inits:
+            st = walk.init_statuses.get(c["name"])
+            if st is None or mounting:
+                st = _waiting(c, "PodInitializing")
+            init_statuses.append({k: v for k, v in st.items() if not k.startswith("_")})
+        initialized = walk.stage in ("main", "done") or not any(init_run(c).kind != "sidecar" for c in inits)
+        statuses = []
+        for c in spec["containers"]:
+            st = walk.statuses.get(c["name"])
+            if release or st is None:
+                reason = "ContainerCreating" if (initialized or release) else "PodInitializing"
+                st = _waiting(c, reason, restarts=walk.restarts.get(c["name"], 0) if not release else 0)
+            statuses.append({k: v for k, v in st.items() if not k.startswith("_")})
+        now = now_iso()
+        unready = [s["name"] for s in statuses if not s.get("ready")]
+        incomplete = [s["name"] for s, c in zip(init_statuses, inits, strict=True)
+                      if not s["state"].get("terminated", {}).get("exitCode") == 0 and init_run(c).kind != "sidecar"]
+        conditions = [
+            {"type": "PodReadyToStartContainers", "status": "False" if mounting else "True"},
+            {"type": "Initialized", "status": "True" if initialized or release else "False",
+             **({} if initialized or release else {"reason": "ContainersNotInitialized",
+                                                   "message": f"containers with incomplete status: "
+                                                              f"[{' '.join(incomplete)}]"})},
+            {"type": "Ready", "status": "False" if unready else "True",
+             **({"reason": "ContainersNotReady", "message": f"containers with unready status: [{' '.join(unready)}]"}
+                if unready else {})},
+            {"type": "ContainersReady", "status": "False" if unready else "True",
+             **({"reason": "ContainersNotReady", "message": f"containers with unready status: [{' '.join(unready)}]"}
+                if unready else {})},
+        ]
+        status: Obj = {"conditions": conditions, "containerStatuses": statuses, "phase": self._phase(pod, statuses,
+                                                                                                     failed)}
+        if inits:
+            status["initContainerStatuses"] = init_statuses
+        for cond in conditions:
+            cond["lastTransitionTime"] = now
+        return Step(status, events, again_in, release)
+
+    @staticmethod
+    def _phase(pod: Obj, statuses: list[Obj], failed: bool) -> str:
+        """The kubelet's getPhase, for what this process writes."""
+        if failed:
+            return "Failed"
+        running = sum(1 for s in statuses if s["state"].get("running"))
+        restarting = sum(1 for s in statuses if s["state"].get("waiting") and s.get("lastState"))
+        waiting = sum(1 for s in statuses if s["state"].get("waiting") and not s.get("lastState"))
+        if waiting:
+            return "Pending"
+        if running or (restarting and pod["spec"].get("restartPolicy", "Always") != "Never"):
+            return "Running"
+        return "Pending"
+
+
+# --- the daemon: list+watch, one worker, the API writes
+
+
+def event_name(pod_name: str) -> str:
+    """The pod's name and 16 hex digits of the time, as the recorder names Events: the API lists Events of the same
+    second (its timestamps' precision) by name, so names that grow keep the kubelet's order (the Stages' do too)."""
+    return f"{pod_name}.{time.time_ns():016x}"
+
+
+class Daemon:
+    """Watches pods, ConfigMaps, Secrets and Services; decides each new pod's verdict and walks the held ones."""
+
+    def __init__(self, *, kubeconfig: str, catalog: Catalog, held_file: Path | None = None) -> None:
+        from kubernetes import client, config
+
+        self.api_client = config.new_client_from_config(config_file=kubeconfig)
+        self.api_client.configuration.retries = 0
+        self.core = client.CoreV1Api(self.api_client)
+        self.kubelet = Kubelet(catalog)
+        self.catalog = catalog
+        self.namespaces: dict[str, Namespace] = {}
+        self.pods: dict[str, Obj] = {}          # uid -> latest pod
+        self.walks: dict[str, Walk] = {}        # uid -> held pod's walk
+        self.synced = threading.Event()
+        self.stopping = threading.Event()
+        self._kinds_synced: set[str] = set()
+        self._lock = threading.Condition()
+        self._due: list[tuple[float, str]] = []
+        self._now: set[str] = set()
+        self.held_file = held_file
+        self._held_written: list[Obj] | None = None
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    # -- caches
+    def _ns(self, name: str) -> Namespace:
+        return self.namespaces.setdefault(name, Namespace())
+
+    def _on_object(self, kind: str, kind_event: str, obj: Obj) -> None:
+        meta = obj["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        table = {"configmaps": self._ns(ns).configmaps, "secrets": self._ns(ns).secrets}.get(kind)
+        if kind == "services":
+            (self._ns(ns).services.discard if kind_event == "DELETED" else self._ns(ns).services.add)(name)
+        elif table is not None:
+            if kind_event == "DELETED":
+                table.pop(name, None)
+            else:
+                table[name] = object_keys(obj)
+        with self._lock:  # every pod this namespace holds looks again now
+            self._now |= {uid for uid, w in self.walks.items() if w.namespace == ns}
+            self._lock.notify_all()
+
+    def _on_pod(self, kind_event: str, pod: Obj) -> None:
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            if kind_event == "DELETED":
+                self.pods.pop(uid, None)
+                self.walks.pop(uid, None)
+                return
+            self.pods[uid] = pod
+            self._now.add(uid)
+            self._lock.notify_all()
+
+    def _watch(self, kind: str) -> None:
+        """List, then watch from the list's resourceVersion; again after any error (a relist is also a resync)."""
+        from kubernetes import watch
+
+        lister = {"pods": self.core.list_pod_for_all_namespaces,
+                  "configmaps": self.core.list_config_map_for_all_namespaces,
+                  "secrets": self.core.list_secret_for_all_namespaces,
+                  "services": self.core.list_service_for_all_namespaces}[kind]
+        while not self.stopping.is_set():
+            try:
+                listed = self.api_client.sanitize_for_serialization(lister(_request_timeout=API_TIMEOUT_S))
+                for obj in listed.get("items") or []:
+                    (self._on_pod("ADDED", obj) if kind == "pods" else self._on_object(kind, "ADDED", obj))
+                self._kinds_synced.add(kind)
+                if self._kinds_synced >= {"pods", "configmaps", "secrets", "services"}:
+                    self.synced.set()
+                w = watch.Watch()
+                for ev in w.stream(lister, resource_version=listed["metadata"]["resourceVersion"],
+                                   timeout_seconds=WATCH_SECONDS, _request_timeout=WATCH_SECONDS + 5):
+                    obj = self.api_client.sanitize_for_serialization(ev["object"])
+                    if ev["type"] == "ERROR":
+                        break
+                    (self._on_pod(ev["type"], obj) if kind == "pods" else self._on_object(kind, ev["type"], obj))
+                    if self.stopping.is_set():
+                        break
+            except Exception as exc:  # noqa: BLE001 - the API server restarting, a 410 Gone: list again
+                log.info("watch %s: %s; listing again", kind, exc)
+                self.stopping.wait(1.0)
+
+    # -- the worker
+    def run(self) -> None:
+        for kind in ("configmaps", "secrets", "services", "pods"):
+            threading.Thread(target=self._watch, args=(kind,), name=f"watch-{kind}", daemon=True).start()
+        self.synced.wait()
+        while not self.stopping.is_set():
+            with self._lock:
+                while not self._now and not self.stopping.is_set():
+                    wait = self._due[0][0] - time.monotonic() if self._due else 5.0
+                    if wait <= 0:
+                        self._now.add(heapq.heappop(self._due)[1])
+                        break
+                    self._lock.wait(min(wait, 5.0))
+                todo, self._now = self._now, set()
+            self._write_held()
+            for uid in todo:
+                pod = self.pods.get(uid)
+                if pod is not None:
+                    try:
+                        self._handle(pod)
+                    except Exception as exc:  # noqa: BLE001 - one pod's failure must not stop the kubelet
+                        log.warning("pod %s/%s: %s", pod["metadata"]["namespace"], pod["metadata"]["name"], exc)
+                        self._again(uid, 2.0)
+
+    def _again(self, uid: str, seconds: float) -> None:
+        with self._lock:
+            heapq.heappush(self._due, (time.monotonic() + seconds, uid))
+
+    def _handle(self, pod: Obj) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        uid, ns, name = meta["uid"], meta["namespace"], meta["name"]
+        if not spec.get("nodeName") or meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
+            self.walks.pop(uid, None)
+            return
+        verdict = (meta.get("annotations") or {}).get(KUBELET_ANNOTATION)
+        if verdict is None:
+            verdict = pod_verdict(pod, self._ns(ns), self.catalog)
+            try:
+                self.core.patch_namespaced_pod(name, ns, [
+                    {"op": "test", "path": "/metadata/uid", "value": uid},
+                    {"op": "add", "path": "/metadata/annotations", "value": meta.get("annotations") or {}},
+                    {"op": "add", "path": "/metadata/annotations/" + KUBELET_ANNOTATION.replace("/", "~1"),
+                     "value": verdict}], _request_timeout=API_TIMEOUT_S)
+            except ApiException as exc:
+                if exc.status not in (404, 409, 422):
+                    raise
+                return
+            if verdict == HELD:
+                self.walks[uid] = Walk(uid, ns, name, seen=time.monotonic())
+            return
+        if verdict != HELD:
+            self.walks.pop(uid, None)
+            return
+        if not status.get("containerStatuses"):
+            return  # the create Stage has not given it its sandbox and IPs yet: its status update comes back here
+        walk = self.walks.setdefault(uid, Walk(uid, ns, name, seen=time.monotonic()))
+        step = self.kubelet.step(walk, pod, self._ns(ns), time.monotonic())
+        self._write(pod, walk, step)
+        if step.release:
+            self.walks.pop(uid, None)
+            self.core.patch_namespaced_pod(name, ns, [
+                {"op": "test", "path": "/metadata/uid", "value": uid},
+                {"op": "replace", "path": "/metadata/annotations/" + KUBELET_ANNOTATION.replace("/", "~1"),
+                 "value": PASSED}], _request_timeout=API_TIMEOUT_S)
+            log.info("%s/%s: handed to the Stages", ns, name)
+        elif step.again_in is not None:
+            self._again(uid, step.again_in)
+
+    def _write(self, pod: Obj, walk: Walk, step: Step) -> None:
+        meta = pod["metadata"]
+        kept = [c for c in (pod.get("status") or {}).get("conditions") or []
+                if c["type"] not in {s["type"] for s in step.status["conditions"]}]
+        old = {c["type"]: c for c in (pod.get("status") or {}).get("conditions") or []}
+        for cond in step.status["conditions"]:  # a condition's transition time moves only when its status does
+            if old.get(cond["type"], {}).get("status") == cond["status"]:
+                cond["lastTransitionTime"] = old[cond["type"]].get("lastTransitionTime", cond["lastTransitionTime"])
+        ops = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
+        for key, value in {**step.status, "conditions": [*kept, *step.status["conditions"]]}.items():
+            ops.append({"op": "add", "path": f"/status/{key}", "value": value})
+        self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], ops, _request_timeout=API_TIMEOUT_S)
+        inits = {c["name"] for c in pod["spec"].get("initContainers") or []}
+        for etype, reason, container, message in step.events:
+            self._event(pod, walk, etype, reason, container, message, init=container in inits)
+
+    def _event(self, pod: Obj, walk: Walk, etype: str, reason: str, container: str, message: str, *,
+               init: bool) -> None:
+        """Best effort, as the kubelet's recorder: a repeat raises the count of the same Event."""
+        meta = pod["metadata"]
+        key = (container, reason, message)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        name, count, first = walk.events.get(key, (event_name(meta["name"]), 0, stamp))
+        walk.events[key] = (name, count + 1, first)
+        involved: Obj = {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "namespace": meta["namespace"],
+                         "uid": meta["uid"], "resourceVersion": meta.get("resourceVersion", "")}
+        if container:
+            involved["fieldPath"] = f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": meta["namespace"]},
+                "involvedObject": involved, "type": etype, "reason": reason, "message": message,
+                "source": {"component": "kubelet", "host": pod["spec"]["nodeName"]},
+                "reportingComponent": "kubelet", "reportingInstance": pod["spec"]["nodeName"],
+                "count": count + 1, "firstTimestamp": first, "lastTimestamp": stamp}
+        try:
+            if count:
+                self.core.patch_namespaced_event(name, meta["namespace"],
+                                                 {"count": count + 1, "lastTimestamp": stamp},
+                                                 _request_timeout=API_TIMEOUT_S)
+            else:
+                self.core.create_namespaced_event(meta["namespace"], body, _request_timeout=API_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001
+            log.info("event %s on %s/%s not recorded: %s", reason, meta["namespace"], meta["name"], exc)
+
+    def held(self) -> list[Obj]:
+        return [{"namespace": w.namespace, "pod": w.name, "stage": w.stage, "why": w.why}
+                for w in list(self.walks.values())]
+
+    def _write_held(self) -> None:
+        """The held pods as a file too, for `labkit status` (written when they change)."""
+        held = self.held()
+        if self.held_file is None or held == self._held_written:
+            return
+        self.held_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.held_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(held, indent=1) + "\n")
+        tmp.replace(self.held_file)
+        self._held_written = held
+
+
+def serve(daemon: Daemon, port: int) -> LoopbackServer:
+    """``/healthz`` and ``/pods`` (the pods held, and why) on 127.0.0.1:``port``."""
+
+    def answer(path: str) -> Answer | None:
+        path = path.split("?", 1)[0].rstrip("/")
+        if path == "/healthz":
+            if daemon.synced.is_set():
+                return OK
+            return Answer("not synced with the API server yet\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
+        if path == "/pods":
+            return Answer(json.dumps(daemon.held(), indent=1) + "\n", JSON)
+        return None
+
+    return LoopbackServer(port, answer).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labkit.sim.kubelet", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--port", type=int, required=True, help="/healthz and /pods on 127.0.0.1")
+    parser.add_argument("--state", type=Path, required=True, help="folder for held.json (what /pods serves)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    daemon = Daemon(kubeconfig=args.kubeconfig, catalog=load_catalog(), held_file=args.state / "held.json")
+    try:
+        server = serve(daemon, args.port)
+    except OSError as exc:
+        print(f"cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+        return 3
+    signal.signal(signal.SIGTERM, daemon.stop)
+    signal.signal(signal.SIGINT, daemon.stop)
+    log.info("kubelet checks: /healthz and /pods on 127.0.0.1:%d", args.port)
+    threading.Thread(target=daemon.run, name="worker", daemon=True).start()
+    while not daemon.stopping.is_set():
+        daemon.stopping.wait(0.5)
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
