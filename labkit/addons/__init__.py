@@ -53,8 +53,8 @@ __all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", 
 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
     AlertWebhook(), Alertmanager(), ConfigReloader(), GpuExporter(), Karpenter(), KubeStateMetrics(), KubeletChecks(),
-    KubernetesSD(), Jaeger(), LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(), PrometheusAdapter(),
-    PrometheusOperated(), PrometheusOperator(), WorkloadModel(), VictoriaLogs(), LogAgent())}
+    KubernetesSD(), Jaeger(), LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(),
+    PrometheusAdapter(), PrometheusOperated(), PrometheusOperator(), WorkloadModel(), VictoriaLogs(), LogAgent())}
 # A deadline, not a wait: on a loaded 2-core machine Karpenter's informers alone took over 90 s to report healthy
 # (the loopback test starts every add-on at once).
 START_TIMEOUT_S = 180.0

@@ -237,7 +237,7 @@ class Walk:
     seen: float
     stage: str = "mount"            # mount -> init -> main -> done
     init: int = 0                   # index of the init container being handled
-    started: float = 0.0            # when that init container started (monotonic), 0 before
+    started: float | None = None    # when that init container started (monotonic), None before
     restarts: dict[str, int] = field(default_factory=dict)
     # (container, reason, message) -> (Event name, count, first timestamp): repeats raise the count, as the recorder.
     events: dict[tuple[str, str, str], tuple[str, int, str]] = field(default_factory=dict)
@@ -335,7 +335,7 @@ class Kubelet:
                 if result is not None:
                     return result
                 walk.init += 1
-                walk.started = 0.0
+                walk.started = None
             walk.stage = "main"
         return self._main_step(walk, pod, ns, now, events)
 
@@ -346,7 +346,7 @@ class Kubelet:
         name, uid = c["name"], pod["metadata"]["uid"]
         restarts = walk.restarts.get(name, 0)
         run = init_run(c)
-        if walk.started == 0.0:  # not started yet: pull, config, program
+        if walk.started is None:  # not started yet: pull, config, program
             prev = walk.init_statuses.get(name) or {}
             if now < prev.get("_due", 0.0) - 0.05:  # looked at early (another object changed): wait, unless fixed
                 reason = prev["state"].get("waiting", {}).get("reason")
@@ -468,7 +468,7 @@ class Kubelet:
         events.append(("Warning", "BackOff", name, f"Back-off restarting failed container {name} in pod {pod_ref}"))
         walk.restarts[name] = restarts + 1
         if init:
-            walk.started = 0.0
+            walk.started = None
         return self._status(walk, pod, events=events, again_in=wait)
 
     def _pull_failed(self, walk: Walk, pod: Obj, c: Obj, events: list[tuple[str, str, str, str]], *,
