@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sim",),
     ("addons",),
     ("kube",),
-    ("promql", "cgroups", "exercises"),
+    ("promql", "cgroups", "exercises", "operations"),
     ("classroom",),
     ("insight",),
     ("figures",),
