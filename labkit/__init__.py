@@ -5,10 +5,10 @@ One import idiom in every notebook: ``import labkit as lk``. Names load on first
 name that needs them is touched.
 
 Layout, bottom to top (each layer imports only from layers below it; tests/unit/test_layers.py keeps it so):
-``errors, paths, versions, settings, state`` -> ``cluster`` (provisioning) -> ``sim`` (simulated GPUs) ->
+``errors, paths, versions, settings`` -> ``state`` -> ``cluster`` (provisioning) -> ``sim`` (simulated GPUs) ->
 ``addons`` (Prometheus, exporters) -> ``kube`` (client, apply, waits, tables, rollouts, events) ->
-``promql, cgroups, exercises`` -> ``classroom`` (students' namespaces) -> ``figures`` -> ``widgets, dashboards`` ->
-``lessons`` (one module per notebook) -> ``cli``.
+``promql, cgroups, exercises, operations`` (lab operations lessons share) -> ``classroom`` (students' namespaces) ->
+``insight`` -> ``figures`` -> ``widgets, dashboards`` -> ``lessons`` (one module per notebook) -> ``cli``.
 """
 
 from __future__ import annotations

@@ -19,16 +19,23 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from .. import addons, promql
+from .. import promql
 from ..errors import LabkitError, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.apply import apply
 from ..kube.nodes import cordon, drain
 from ..kube.objects import get
+from ..operations import exporter_url
+
+# Lab operations this lesson teaches, reached from its notebook as g12.inject_fault and so on.
+from ..operations import inject_fault as inject_fault
+from ..operations import pod_resources as pod_resources
+from ..operations import replace_board as replace_board
+from ..operations import reset_gpu as reset_gpu
+from ..operations import restore_gpu_nodes as restore_gpu_nodes
 from ..settings import DEFAULT_GPU_PROFILE, SCRAPE_INTERVAL_S
 from ..sim.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, fake_pynvml_env, nvml_mode, reason_names
 from ..sim.gpu.attribution import pod_pid
-from ..sim.gpu.faults import FaultState
 from ..sim.gpu.machine import FakeProcess
 from ..sim.gpu.real_pynvml import pynvml as N
 from ..widgets import Dashboard
@@ -456,48 +463,8 @@ def wait_for_alerts(alerts: set[str], *, node: str, timeout: float = 60.0) -> pd
         if time.monotonic() > deadline:
             raise WaitTimeout(f"alerts {sorted(alerts)} not all firing for {node} after {timeout:.0f}s; "
                               f"firing: {frame.to_dict('records')}",
-                              fix=f"check the exporter: curl {_exporter_url()}/{node} | grep -e XID -e ECC -e REMAP")
+                              fix=f"check the exporter: curl {exporter_url()}/{node} | grep -e XID -e ECC -e REMAP")
         time.sleep(0.5)
-
-
-def _gpu_post(node: str, body: dict[str, Any]) -> dict[str, Any]:
-    base = _exporter_url().removesuffix("/metrics")
-    request = urllib.request.Request(f"{base}/faults/{node}", data=json.dumps(body).encode(), method="POST",  # noqa: S310
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 -- loopback
-        return json.loads(resp.read())
-
-
-def inject_fault(node: str, gpu: int, *, xid: int | None = None, ecc_uncorrected: int = 0) -> dict[str, Any]:
-    """Make a GPU of the lab fail as firmware/driver would report it, in the ONE state the exporter owns.
-
-    ``curl -d '{"gpu": 0, "xid": 79}' http://127.0.0.1:PORT/faults/NODE``. XID 48 is a double-bit ECC error (and
-    a row remap pending), 64 a failed row remap, 79 the GPU fallen off the bus. Simulated: no board broke."""
-    body: dict[str, Any] = {"gpu": gpu, "xid": xid} if xid is not None else {"gpu": gpu,
-                                                                           "ecc_uncorrected": ecc_uncorrected}
-    return _gpu_post(node, body)
-
-
-def reset_gpu(node: str, gpu: int, *, wait_s: float = 0.0) -> dict[str, Any]:
-    """``nvidia-smi -r -i GPU`` on ``node``: refused while a process uses the GPU (drain first), as the real one is;
-    ``wait_s`` waits that long for the drained pod's process to leave first.
-
-    A reset re-initialises the GPU: a lost GPU comes back, volatile ECC counters clear, a pending row remap takes
-    effect. It does NOT clear aggregate ECC counts, remapped rows, or a row-remap failure (that board needs RMA)."""
-    from ..sim.gpu.shared import fetch_state
-
-    deadline = time.monotonic() + wait_s
-    while procs := fetch_state(_exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["processes"] or []:
-        if time.monotonic() >= deadline:
-            raise LabkitError(f"GPU {gpu} of {node} is in use by {[p['name'] for p in procs]}; nvidia-smi -r refuses",
-                              fix=f"kubectl cordon {node}; kubectl drain {node} --ignore-daemonsets")
-        time.sleep(0.5)
-    return _gpu_post(node, {"gpu": gpu, "reset": True})
-
-
-def replace_board(node: str, gpu: int) -> dict[str, Any]:
-    """The simulated end of an RMA: a new board in the slot (``{"gpu": G, "replace": true}``), all counters zero."""
-    return _gpu_post(node, {"gpu": gpu, "replace": True})
 
 
 def nvml_errors(node: str, gpu: int) -> dict[str, Any]:
@@ -508,7 +475,7 @@ def nvml_errors(node: str, gpu: int) -> dict[str, Any]:
     ``nvmlEventTypeXidCriticalError``) and the kernel log (``NVRM: Xid``): shown here as the last one."""
     from ..sim.gpu.shared import MirrorMachine
 
-    machine = MirrorMachine(_exporter_url().removesuffix("/metrics"), node)
+    machine = MirrorMachine(exporter_url().removesuffix("/metrics"), node)
     api = FakeNvml(machine)
     api.nvmlInit()
     try:
@@ -560,7 +527,7 @@ def gpu_health(node: str, gpu: int) -> pd.DataFrame:
     """:func:`health_checks` on the lab's live GPU (``curl http://127.0.0.1:PORT/nvml/NODE``)."""
     from ..sim.gpu.shared import fetch_state
 
-    return health_checks(fetch_state(_exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["faults"])
+    return health_checks(fetch_state(exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["faults"])
 
 
 # `dcgmi diag -r LEVEL`: the active diagnostic's tests per run level (each level adds to the one before), and about
@@ -610,7 +577,7 @@ def gpu_diag(node: str, gpu: int, *, level: int = 1) -> pd.DataFrame:
     """:func:`diagnostics` on the lab's live GPU (``dcgmi diag -r LEVEL -i GPU`` on that node)."""
     from ..sim.gpu.shared import fetch_state
 
-    device = fetch_state(_exporter_url().removesuffix("/metrics"), node)["devices"][gpu]
+    device = fetch_state(exporter_url().removesuffix("/metrics"), node)["devices"][gpu]
     return diagnostics(device["faults"], len(device.get("processes") or []), level=level)
 
 
@@ -651,29 +618,11 @@ def job_stats(lab: Any, namespace: str, pods: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def restore_gpu_nodes(lab: Any) -> list[str]:
-    """Start of the lesson: every simulated GPU gets a fresh board and GPU nodes are uncordoned (``kubectl
-    uncordon``), undoing the fault section and exercise of an earlier run. Returns the nodes uncordoned."""
-    from ..sim.gpu.shared import fetch_state
-
-    base = _exporter_url().removesuffix("/metrics")
-    uncordoned = []
-    for node in json.loads(urllib.request.urlopen(f"{base}/nvml", timeout=10).read()):  # noqa: S310 -- loopback
-        for gpu, device in enumerate(fetch_state(base, node)["devices"]):
-            if device["faults"] != FaultState().__dict__:
-                replace_board(node, gpu)
-        obj = get(lab, "Node", node, api_version="v1")
-        if obj and obj["spec"].get("unschedulable"):
-            cordon(lab, node, unschedulable=False)
-            uncordoned.append(node)
-    return uncordoned
-
-
 def lost_gpu_nodes() -> list[str]:
     """GPU nodes with a GPU that fell off the bus, from the exporter's state (``curl .../nvml/NODE``)."""
     from ..sim.gpu.shared import fetch_state
 
-    base = _exporter_url().removesuffix("/metrics")
+    base = exporter_url().removesuffix("/metrics")
     nodes = json.loads(urllib.request.urlopen(f"{base}/nvml", timeout=10).read())  # noqa: S310 -- loopback
     return [n for n in nodes if any(d["faults"]["lost"] for d in fetch_state(base, n)["devices"])]
 
@@ -834,29 +783,9 @@ QUIZ_DRIVER_FIRMWARE = Exercise(
 EXERCISES = [TOP_MEMORY_POD, MIG_POD, QUIZ_DRIVER_FIRMWARE, XID_NODE]
 
 
-def _exporter_url() -> str:
-    url = addons.url("gpu-exporter")
-    if url is None:
-        raise LabkitError("the lab's GPU exporter is not running", fix="labkit up --with gpu-exporter,prometheus")
-    return url
-
-
-def pod_resources(*, namespace: str | None = None) -> pd.DataFrame:
-    """Which pod holds which GPU or MIG instance, as the kubelet's pod-resources API reports it.
-
-    Read from the lab's GPU exporter (``curl http://127.0.0.1:PORT/pod-resources``).
-    """
-    url = _exporter_url()
-    with urllib.request.urlopen(url.removesuffix("/metrics") + "/pod-resources", timeout=10) as resp:  # noqa: S310
-        rows = json.loads(resp.read())
-    cols = ["node", "namespace", "pod", "container", "resource", "gpu", "mig_instance", "device_id"]
-    frame = pd.DataFrame(rows, columns=cols)
-    return frame[frame["namespace"] == namespace].reset_index(drop=True) if namespace else frame
-
-
 def exporter_lines(metric: str, *, namespace: str) -> list[str]:
     """The exporter's raw text lines of one metric for one namespace (what Prometheus scrapes)."""
-    url = _exporter_url()
+    url = exporter_url()
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 -- loopback
         text = resp.read().decode()
     return [line for line in text.splitlines() if line.startswith(metric + "{") and f'namespace="{namespace}"' in line]

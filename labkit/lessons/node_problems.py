@@ -23,7 +23,12 @@ from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
 from ..kube.nodes import cordon
 from ..kube.objects import get
-from ..kube.wait import poll, wait_for, wait_for_set
+from ..kube.wait import poll, wait_for_set
+from ..operations import NPD_CONDITIONS, node_condition, reboot, wait_condition
+
+# Lab operations this lesson teaches, reached from its notebook as l08.wait_npd_ready and so on.
+from ..operations import node_conditions as node_conditions
+from ..operations import wait_npd_ready as wait_npd_ready
 from ..paths import data_file
 from ..settings import LOCAL_HTTP_TIMEOUT_S
 from ..sim import node_logs
@@ -31,8 +36,6 @@ from ..sim import node_logs
 ADDON = "node-problem-detector"
 MONITORS = ("kernel-monitor-filelog.json", "readonly-monitor.json")
 MONITOR_SOURCES = ("kernel-monitor", "readonly-monitor", "clock-monitor")  # the `source` of each monitor's events
-# NPD's default conditions, set False when it starts (from upstream's kernel- and readonly-monitor configs).
-NPD_CONDITIONS = ("KernelDeadlock", "ReadonlyFilesystem")
 EVENT_NAMESPACE = "default"  # NPD records events about a Node (a cluster-scoped object) in "default"
 # As a monitor config names the lab's clock check: {plugins} becomes labkit's script folder on each node's NPD.
 CLOCK_CHECK = "{plugins}/check_clock.sh"
@@ -66,17 +69,6 @@ def rules() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def node_conditions(lab: Lab, *, types: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """One row per node and condition type (``kubectl describe nodes``' Conditions, all nodes at once)."""
-    with api_errors("listing nodes", server=lab.server):
-        nodes = lab.core.list_node().items
-    rows = [{"node": n.metadata.name, "type": c.type, "status": c.status, "reason": c.reason,
-             "message": (c.message or "")[:90]}
-            for n in nodes for c in n.status.conditions or [] if types is None or c.type in types]
-    return pd.DataFrame(rows, columns=["node", "type", "status", "reason", "message"]).sort_values(
-        ["node", "type"]).reset_index(drop=True)
-
-
 def node_events(lab: Lab, *, node: str | None = None, source: str | None = None) -> pd.DataFrame:
     """Events about nodes, oldest first (``kubectl get events --field-selector involvedObject.kind=Node``)."""
     selector = "involvedObject.kind=Node" + (f",involvedObject.name={node}" if node else "")
@@ -90,32 +82,6 @@ def node_events(lab: Lab, *, node: str | None = None, source: str | None = None)
     return table.sort_values("time", kind="stable").reset_index(drop=True)
 
 
-def _condition(node: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    return next((c for c in ((node or {}).get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
-
-
-def wait_condition(lab: Lab, node: str, kind: str, status: str = "True", *, reason: str | None = None,
-                   timeout: float = 30.0) -> dict[str, Any]:
-    """Block until ``node`` has condition ``kind`` with ``status`` (and ``reason``); return that condition.
-
-    Same as ``kubectl wait node/NODE --for=condition=KIND=STATUS``.
-    """
-    def done(obj: dict[str, Any] | None) -> bool:
-        cond = _condition(obj, kind)
-        return cond.get("status") == status and (reason is None or cond.get("reason") == reason)
-
-    return _condition(wait_for(lab, "Node", node, condition=done, timeout=timeout), kind)
-
-
-def wait_npd_ready(lab: Lab, *, timeout: float = 60.0) -> pd.DataFrame:
-    """Block until every node carries NPD's default conditions (its NPD has started and reported); return them."""
-    def done(nodes: list[dict[str, Any]]) -> bool:
-        return bool(nodes) and all(_condition(n, c) for n in nodes for c in NPD_CONDITIONS)
-
-    wait_for_set(lab, "Node", namespace="", condition=done, timeout=timeout)
-    return node_conditions(lab, types=NPD_CONDITIONS)
-
-
 def wait_event(lab: Lab, node: str, reason: str, *, timeout: float = 30.0) -> dict[str, Any]:
     """Block until an Event ``reason`` about ``node`` exists; return it.
 
@@ -124,14 +90,6 @@ def wait_event(lab: Lab, node: str, reason: str, *, timeout: float = 30.0) -> di
     found = wait_for_set(lab, "Event", namespace=EVENT_NAMESPACE, timeout=timeout, condition=bool, api_version="v1",
                          field_selector=f"involvedObject.kind=Node,involvedObject.name={node},reason={reason}")
     return max(found, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")  # the latest, if several
-
-
-def reboot(lab: Lab, node: str, *, timeout: float = 60.0) -> dict[str, Any]:
-    """Reboot ``node`` as far as NPD can tell: a fresh kernel log, and its NPD starts again (as its pod would
-    after a reboot), resetting the permanent conditions to their defaults. Returns the KernelDeadlock condition.
-    """
-    node_logs.rotate_kernel_log(node)
-    return wait_condition(lab, node, "KernelDeadlock", "False", timeout=timeout)
 
 
 def custom_monitors_dir() -> Path:
@@ -210,7 +168,7 @@ def clear_nodes(lab: Lab, nodes: list[str]) -> None:
         # A custom monitor's condition outlives the monitor (NPD does not delete what it no longer watches, on a
         # real cluster either): remove it, as an operator would with kubectl patch --subresource=status.
         remove_condition(lab, node, CLOCK_CONDITION)
-        if any(_condition(node_obj, c).get("status") == "True" for c in NPD_CONDITIONS):
+        if any(node_condition(node_obj, c).get("status") == "True" for c in NPD_CONDITIONS):
             reboot(lab, node)
 
 
@@ -275,7 +233,7 @@ def _check_clock_monitor(attempt: Attempt) -> list[str]:
         except WaitTimeout:
             return [f"{drifting}'s clock is 0.9 s off, but its condition {CLOCK_CONDITION} did not turn True within "
                     f"25 s (invoke_interval short enough? the script's exit status 1 for 'problem'?)"]
-        other = _condition(get(lab, "Node", in_sync), CLOCK_CONDITION)
+        other = node_condition(get(lab, "Node", in_sync), CLOCK_CONDITION)
         if other.get("status") == "True":
             return [f"{in_sync}'s clock is in sync, yet its {CLOCK_CONDITION} is True: the rule fires for every node"]
     finally:

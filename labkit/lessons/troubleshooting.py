@@ -32,7 +32,9 @@ from ..kube.namespaces import lesson_namespace
 from ..kube.objects import get, live_pods, patch
 from ..kube.rollouts import rollout_state
 from ..kube.wait import poll, wait_for, wait_for_set
+from ..operations import NPD_CONDITIONS, inject_fault, pod_resources, reboot, restore_gpu_nodes, wait_npd_ready
 from ..paths import data_file
+from ..sim import node_logs
 
 LESSON = "lesson-11"
 # kubectl's resource names -> (kind, apiVersion), for the scenarios' fields.
@@ -117,9 +119,7 @@ def _uncordon(lab: Lab, node: str) -> None:
 
 
 def _gpus_of(namespace: str, node: str) -> list[int]:
-    from . import gpu_monitoring
-
-    held = gpu_monitoring.pod_resources(namespace=namespace)
+    held = pod_resources(namespace=namespace)
     return sorted({int(g) for g in held[held["node"] == node]["gpu"].dropna()}) or [0]
 
 
@@ -127,15 +127,11 @@ def _inject_fault(lab: Lab, sc: Scenario, namespace: str) -> None:
     if taint := sc.fault.get("taint"):
         _taint(lab, taint, add=True)
     if problem := sc.fault.get("node_problem"):
-        from . import node_problems
-
-        node_problems.wait_npd_ready(lab)
-        node_problems.inject(problem["node"], problem["problem"])
+        wait_npd_ready(lab)
+        node_logs.inject(problem["node"], problem["problem"])
     if xid := sc.fault.get("gpu_xid"):
-        from . import gpu_monitoring
-
         for gpu in _gpus_of(namespace, xid["node"]):
-            gpu_monitoring.inject_fault(xid["node"], gpu, xid=xid["xid"])
+            inject_fault(xid["node"], gpu, xid=xid["xid"])
 
 
 def clean_up(lab: Lab, names: list[str] | None = None) -> None:
@@ -146,12 +142,10 @@ def clean_up(lab: Lab, names: list[str] | None = None) -> None:
         if taint := sc.fault.get("taint"):
             _taint(lab, taint, add=False)
         if (problem := sc.fault.get("node_problem")) and addons.url("node-problem-detector"):
-            from . import node_problems
-
             node = get(lab, "Node", problem["node"], api_version="v1") or {}
             if any(c.get("status") == "True" for c in (node.get("status") or {}).get("conditions") or []
-                   if c.get("type") in node_problems.NPD_CONDITIONS):
-                node_problems.reboot(lab, problem["node"])
+                   if c.get("type") in NPD_CONDITIONS):
+                reboot(lab, problem["node"])
         if problem:
             _uncordon(lab, problem["node"])
         if xid := sc.fault.get("gpu_xid"):
@@ -164,9 +158,7 @@ def clean_up(lab: Lab, names: list[str] | None = None) -> None:
             except NotFound:
                 pass
     if gpu_nodes and addons.url("gpu-exporter"):
-        from . import gpu_monitoring
-
-        gpu_monitoring.restore_gpu_nodes(lab)  # lesson 12's own undo: faulty boards replaced, GPU nodes uncordoned
+        restore_gpu_nodes(lab)  # faulty boards replaced, GPU nodes uncordoned (lesson 12's undo too)
     for node in gpu_nodes:
         _uncordon(lab, node)
 
