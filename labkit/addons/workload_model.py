@@ -1,5 +1,7 @@
 """The workload model: what simulated pods are doing (load from client pods through Services), as a process.
 
+``labkit up`` starts it with the embedded cluster (it is what the containers would do), without waiting for it.
+
 Runs ``python -m labkit.sim.workload``: writes KWOK ResourceUsages (so metrics-server and the HPA see the CPU) and
 serves the pods' request metrics (``http_requests_total``, ``http_request_duration_seconds``) for Prometheus.
 """
@@ -18,6 +20,9 @@ class WorkloadModel(PythonModuleAddon):
     port_env = "LABKIT_WORKLOAD_MODEL_PORT"
     ready_path = "/healthz"
     metrics_job = WORKLOAD_MODEL_JOB
+    # What the containers would do is part of the cluster: the documentation's HPA walkthrough (a busybox `wget`
+    # loop at php-apache) loads its target on a plain `labkit up`, with no lesson involved.
+    with_cluster_on = ("kwok",)
 
     module = "labkit.sim.workload"
 
