@@ -20,10 +20,10 @@ from .paths import bin_dir, cache_dir, state_dir
 # What a learner should know before comparing `kubectl describe` with the documentation (the one place it is said).
 SIMULATED_ON_KWOK = ("simulated:  nodes and containers (KWOK: no container runs; pods, image pulls against labkit's "
                      "image catalog, volumes, config references, init containers, the command's program, probes, "
-                     "restarts and the kubelet's events follow kubelet 1.36's rules and wording, faster; not "
-                     "simulated: commands that end outside a Job, memory limits (no OOMKilled), exec and "
-                     "port-forward; see labkit/data/stages/README.md), GPUs, the local-path volumes; the control "
-                     "plane and the other add-ons are real")
+                     "restarts, commands that end and the kubelet's events follow kubelet 1.36's rules and "
+                     "wording, faster; not simulated: memory limits (no OOMKilled), exec and port-forward; see "
+                     "labkit/data/stages/README.md), GPUs, the local-path volumes; the control plane and the "
+                     "other add-ons are real")
 
 
 def _say(msg: str) -> None:

@@ -538,10 +538,15 @@ conditions:
   lastTransitionTime: {{ $now | Quote }}
 """
 
-# $c -> $code: the exit code of a command that ends with `exit N` (`false`: 1).
+# $c -> $code $why: the exit code of a command that ends with `exit N` (`false`: 1; one that just ends: 0) and the
+# reason the kubelet gives it (Error, or Completed for 0).
 SNIPPETS["exit-code"] = r"""
 {{- $cmdline := join " " (concat (or $c.command (list)) (or $c.args (list))) }}
-{{- $code := atoi (regexFind "[0-9]+" (regexFind "exit +[1-9][0-9]*" $cmdline) | default "1") }}
+{{- $code := 0 }}
+{{- if regexMatch "exit +[1-9]" $cmdline }}
+{{- $code = atoi (regexFind "[0-9]+" (regexFind "exit +[1-9][0-9]*" $cmdline)) }}
+{{- else if regexMatch "^(/bin/)?false$" $cmdline }}{{ $code = 1 }}{{ end }}
+{{- $why := "Error" }}{{ if eq $code 0 }}{{ $why = "Completed" }}{{ end }}
 """
 
 # $probe $kind $out -> the Unhealthy event of a probe that has failed failureThreshold times in a row (one event,
