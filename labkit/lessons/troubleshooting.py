@@ -251,6 +251,32 @@ def wait_state(lab: Lab, namespace: str, spec: dict[str, Any], *, timeout: float
                 f"{timeout:.0f}s; last seen: {seen}", fix=f"kubectl -n {namespace} get all,events")
 
 
+def _settled(lab: Lab, namespace: str) -> tuple[bool, str]:
+    """Whether the namespace's workloads are at rest: each Deployment rolled out, each ReplicaSet at its count (an
+    old revision's pods gone), no pod terminating. Until then a diagnosis may still see what the fix replaces."""
+    for kind in ("Deployment", "ReplicaSet", "Pod"):
+        res = lab.dynamic.resources.get(api_version="v1" if kind == "Pod" else "apps/v1", kind=kind)
+        with api_errors(f"listing {kind}s in {namespace}", server=lab.server):
+            items = res.get(namespace=namespace).to_dict().get("items") or []
+        for obj in items:
+            name, status = obj["metadata"]["name"], obj.get("status") or {}
+            if kind == "Deployment" and not (done := rollout_state(obj))[0]:
+                return False, f"deployment {name}: {done[1]}"
+            have, want = status.get("replicas") or 0, obj["spec"].get("replicas") or 0
+            if kind == "ReplicaSet" and have != want:
+                return False, f"replicaset {name}: {have} pods, wants {want}"
+            if kind == "Pod" and obj["metadata"].get("deletionTimestamp"):
+                return False, f"pod {name} terminating"
+    return True, "settled"
+
+
+def wait_settled(lab: Lab, namespace: str, *, timeout: float = 60.0) -> str:
+    """Block until :func:`_settled` holds: after a fix, before the diagnosis that judges it."""
+    return poll(lambda: _settled(lab, namespace), timeout=timeout,
+                what=lambda seen: f"{namespace} did not settle within {timeout:.0f}s; last seen: {seen}",
+                fix=f"kubectl -n {namespace} get deploy,rs,pods")
+
+
 # --- the drill: inject, diagnose, fix, check ------------------------------------------------------------------
 
 def reset_namespace(lab: Lab, namespace: str) -> str:
@@ -355,6 +381,9 @@ def drill(lab: Lab, names: list[str] | None = None, *, fix: bool = True, workers
                 run_fix(result.before.top.fix)
                 wait_state(lab, result.namespace, sc.fixed, timeout=timeout, what=f"the fix of {sc.name}")
                 result.fixed = True
+                # The fix's rollout must be over (the old revision's pending pod gone) before the verdict, or a busy
+                # machine sees the cause it just fixed.
+                wait_settled(lab, result.namespace, timeout=timeout)
                 result.after = diagnose(lab, result.namespace)
         except (LabkitError, WaitFailed, WaitTimeout, subprocess.TimeoutExpired) as exc:
             result.error = str(exc)
