@@ -39,6 +39,8 @@ LIBRARY = "docker.io/library/"
 # Written on every pod by the embedded kubelet's checks (labkit.sim.kubelet): `passed` (the Stages run it) or `held`
 # (that process walks it). The Stages act only on pods that carry it: see gate() below.
 KUBELET_ANNOTATION = "sim.labkit.io/kubelet"
+# Written with it when the first container declares more memory than its limit (labkit.sim.declared): its name.
+OOM_ANNOTATION = "sim.labkit.io/oom-killed"
 # Pod stages that act whatever the checks said: a deleted pod stops and goes.
 UNGATED_STAGES = ("labkit-pod-stop", "labkit-pod-delete")
 
@@ -547,6 +549,8 @@ SNIPPETS["exit-code"] = r"""
 {{- $code = atoi (regexFind "[0-9]+" (regexFind "exit +[1-9][0-9]*" $cmdline)) }}
 {{- else if regexMatch "^(/bin/)?false$" $cmdline }}{{ $code = 1 }}{{ end }}
 {{- $why := "Error" }}{{ if eq $code 0 }}{{ $why = "Completed" }}{{ end }}
+{{- if eq (index (default (dict) $pod.metadata.annotations) "sim.labkit.io/oom-killed" | toString) $c.name }}
+{{- $code = 137 }}{{ $why = "OOMKilled" }}{{ end }}
 """
 
 # $probe $kind $out -> the Unhealthy event of a probe that has failed failureThreshold times in a row (one event,

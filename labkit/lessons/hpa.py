@@ -24,6 +24,7 @@ from ..errors import NotFound
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
 from ..kube.objects import get, live_pods, patch
+from ..kube.quantity import optional_quantity
 from ..kube.rollouts import rollout_state
 from ..settings import LOCAL_HTTP_TIMEOUT_S
 
@@ -149,17 +150,6 @@ class Autoscaler:
 
 # --- watching the real controller ----------------------------------------------------------------------------------
 
-_SUFFIX = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6}
-
-
-def _quantity(q: Any) -> float | None:
-    """A Kubernetes quantity as a float: ``"500m"`` -> 0.5, ``"120130n"`` -> 0.00012013."""
-    if q is None:
-        return None
-    text = str(q)
-    return float(text[:-1]) * _SUFFIX[text[-1]] if text[-1] in _SUFFIX else float(text)
-
-
 def hpa_row(hpa: dict[str, Any], t: float) -> dict[str, Any]:
     """One line of ``kubectl get hpa -w``: replicas, desired, and the first metric (current / target)."""
     spec, status = hpa["spec"], hpa.get("status") or {}
@@ -175,8 +165,8 @@ def hpa_row(hpa: dict[str, Any], t: float) -> dict[str, Any]:
         name = metric.get(kind[0].lower() + kind[1:], {}).get("metric", {}).get("name")
         target = metric.get(kind[0].lower() + kind[1:], {}).get("target", {})
         cur = (current or {}).get(kind[0].lower() + kind[1:], {}).get("current", {})
-        value = _quantity(cur.get("averageValue", cur.get("value")))
-        target_value = _quantity(target.get("averageValue", target.get("value")))
+        value = optional_quantity(cur.get("averageValue", cur.get("value")))
+        target_value = optional_quantity(target.get("averageValue", target.get("value")))
         unit = "/pod"
     conditions = {c["type"]: c for c in status.get("conditions") or []}
     return {"t": round(t, 1), "hpa": hpa["metadata"]["name"], "metric": name, "current": value,
@@ -316,7 +306,7 @@ def custom_metric(lab: Lab, namespace: str, metric: str) -> pd.DataFrame:
     path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/*/{metric}"
     with api_errors(f"reading {metric} from custom.metrics.k8s.io", server=lab.server):
         body = lab.dynamic.request("GET", path).to_dict()
-    rows = [{"pod": i["describedObject"]["name"], "metric": i["metricName"], "value": _quantity(i["value"])}
+    rows = [{"pod": i["describedObject"]["name"], "metric": i["metricName"], "value": optional_quantity(i["value"])}
             for i in body.get("items", [])]
     return pd.DataFrame(rows, columns=["pod", "metric", "value"]).sort_values("pod").reset_index(drop=True)
 
@@ -420,7 +410,7 @@ def _check_rps_hpa(attempt: Attempt) -> list[str]:
         problems.append("no `type: Pods` metric named http_requests_per_second (a per-pod average)")
     else:
         target = pods_metrics[0]["target"]
-        value = _quantity(target.get("averageValue"))
+        value = optional_quantity(target.get("averageValue"))
         if target.get("type") != "AverageValue" or value is None:
             problems.append("the target should be `type: AverageValue` with an `averageValue`")
         elif value > 5:

@@ -44,7 +44,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from ..cluster.stages import KUBELET_ANNOTATION, Catalog, load_catalog, normalise, pull_error
+from ..cluster.stages import KUBELET_ANNOTATION, OOM_ANNOTATION, Catalog, load_catalog, normalise, pull_error
+from .declared import oom_killed
 from .loopback_http import JSON, OK, Answer, LoopbackServer
 
 log = logging.getLogger("labkit.sim.kubelet")
@@ -681,12 +682,16 @@ class Daemon:
         verdict = (meta.get("annotations") or {}).get(KUBELET_ANNOTATION)
         if verdict is None:
             verdict = pod_verdict(pod, self._ns(ns), self.catalog)
+            marks = {KUBELET_ANNOTATION: verdict}
+            first = (spec.get("containers") or [{}])[0]
+            if oom_killed(first):  # the Stages' crash rule then ends it with exit 137, OOMKilled
+                marks[OOM_ANNOTATION] = first["name"]
             try:
                 self.core.patch_namespaced_pod(name, ns, [
                     {"op": "test", "path": "/metadata/uid", "value": uid},
                     {"op": "add", "path": "/metadata/annotations", "value": meta.get("annotations") or {}},
-                    {"op": "add", "path": "/metadata/annotations/" + KUBELET_ANNOTATION.replace("/", "~1"),
-                     "value": verdict}], _request_timeout=API_TIMEOUT_S)
+                    *({"op": "add", "path": "/metadata/annotations/" + key.replace("/", "~1"), "value": value}
+                      for key, value in marks.items())], _request_timeout=API_TIMEOUT_S)
             except ApiException as exc:
                 if exc.status not in (404, 409, 422):
                     raise

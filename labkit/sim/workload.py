@@ -67,7 +67,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..kube.quantity import optional_quantity
 from .calls import MAX_DEPTH, Key, calls_of, latency_faults
+from .declared import declared, limit
 from .loopback_http import JSON, OK, PROMETHEUS_TEXT, Answer, LoopbackServer
 from .pod_logs import PodLogs
 from .traces import Tracer
@@ -98,26 +100,13 @@ _SLEEP = re.compile(r"\bsleep\s+([0-9]*\.?[0-9]+)")
 
 def cpu_millicores(quantity: str | int | float | None) -> float | None:
     """``"200m"`` -> 200.0, ``"1"`` -> 1000.0, ``"0.5"`` -> 500.0; None when absent."""
-    if quantity is None or quantity == "":
-        return None
-    text = str(quantity)
-    if text.endswith("m"):
-        return float(text[:-1])
-    return float(text) * 1000.0
-
-
-_MEM_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    cores = optional_quantity(quantity)
+    return None if cores is None else cores * 1000.0
 
 
 def memory_bytes(quantity: str | int | None) -> float | None:
     """``"64Mi"`` -> 67108864.0; None when absent."""
-    if quantity is None or quantity == "":
-        return None
-    text = str(quantity)
-    for suffix in sorted(_MEM_SUFFIX, key=len, reverse=True):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * _MEM_SUFFIX[suffix]
-    return float(text)
+    return optional_quantity(quantity)
 
 
 @dataclass(frozen=True)
@@ -211,6 +200,19 @@ def server_from_pod(pod: Mapping[str, Any]) -> Server:
                   cost_m=cpu_millicores(annotations.get(COST_ANNOTATION)) or DEFAULT_CPU_PER_REQUEST_M,
                   idle_cpu_m=cpu_millicores(annotations.get(KWOK_USAGE_CPU)) or IDLE_CPU_M,
                   idle_memory=memory_bytes(annotations.get(KWOK_USAGE_MEMORY)) or IDLE_MEMORY)
+
+
+def declared_load(pod: Mapping[str, Any], server: Server) -> PodLoad | None:
+    """The usage a pod's program declares (``stress --cpus 2``, ``--vm-bytes 150M``), as a load with no requests:
+    CPU capped by its limit (the CFS quota), memory by its limit (beyond it the kernel kills it); None if none."""
+    first = (pod.get("spec", {}).get("containers") or [{}])[0]
+    wants = declared(first)
+    if wants.cpu is None and wants.memory is None:
+        return None
+    memory_limit = limit(first, "memory")
+    cpu_m = min(wants.cpu * 1000.0, server.capacity_m) if wants.cpu else server.idle_cpu_m
+    memory = min(wants.memory, memory_limit or wants.memory) if wants.memory else server.idle_memory
+    return PodLoad(server.namespace, server.pod, "", 0.0, 0.0, 0.0, cpu_m, memory)
 
 
 def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -497,7 +499,10 @@ class Model:
             self.snapshot = Snapshot(time.time(), clients, loads)
             self.running = set(servers)
         if self.kwok_usage:
-            self._reconcile(loads, servers)
+            busy = {(ld.namespace, ld.pod) for ld in loads}
+            declaring = [d for p in running if (key := (p["metadata"]["namespace"], p["metadata"]["name"])) not in busy
+                         and (d := declared_load(p, servers[key])) is not None]
+            self._reconcile(loads + declaring, servers)
         if self.pod_logs is not None:
             self._write_logs(pods, loads, dt)
         self.tracer.tick(dt, clients=clients, running=running, servers=servers, loads=loads, endpoints=endpoints)

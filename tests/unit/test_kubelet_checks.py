@@ -152,3 +152,43 @@ def test_a_start_error_restarts_with_back_off(catalog: stages.Catalog) -> None:
     assert step.status["phase"] == "Running"  # the kubelet's getPhase: restarting under restartPolicy Always
     assert [e[1] for e in step.events] == ["Pulling", "Pulled", "Created", "Failed", "BackOff"]
     assert k.backoff(0) == 10 and k.backoff(5) == 300 and k.backoff_text(80) == "1m20s"
+
+
+# --- what a program declares: the documentation's stress containers
+
+def test_the_docs_stress_containers_declare_their_usage() -> None:
+    from labkit.sim.declared import declared, oom_killed
+
+    mem_ok = {"image": "polinux/stress", "command": ["stress"], "resources": {"limits": {"memory": "200Mi"}},
+              "args": ["--vm", "1", "--vm-bytes", "150M", "--vm-hang", "1"]}
+    mem_over = {**mem_ok, "resources": {"limits": {"memory": "100Mi"}},
+                "args": ["--vm", "1", "--vm-bytes", "250M", "--vm-hang", "1"]}
+    cpu = {"image": "vish/stress", "resources": {"limits": {"cpu": "1"}}, "args": ["-cpus", "2"]}
+    assert declared(mem_ok).memory == 150 * 2**20 and declared(mem_ok).cpu is None
+    assert not oom_killed(mem_ok) and oom_killed(mem_over)
+    assert declared(cpu).cpu == 2 and not oom_killed(cpu)
+    assert declared({"image": "nginx:1.27"}).cpu is None
+    assert declared({"image": "polinux/stress", "command": ["stress"], "args": ["--vm", "x"]}).memory is None
+
+
+def test_the_workload_model_reports_declared_usage_capped_by_limits() -> None:
+    from labkit.sim import workload as wm
+
+    pod_ = {"metadata": {"namespace": "ns", "name": "cpu-demo", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "vish/stress", "args": ["-cpus", "2"],
+                                     "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "500m"}}}]}}
+    load = wm.declared_load(pod_, wm.server_from_pod(pod_))
+    assert load is not None and load.cpu_m == 1000.0 and load.rps == 0.0  # about 1 CPU, as `kubectl top` shows
+    plain = {"metadata": {"namespace": "ns", "name": "web", "uid": "v"},
+             "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}
+    assert wm.declared_load(plain, wm.server_from_pod(plain)) is None
+
+
+def test_one_quantity_parser() -> None:
+    from labkit.kube.quantity import format_quantity, optional_quantity, quantity
+
+    assert quantity("500m") == 0.5 and quantity("1Gi") == 2**30 and quantity("120130n") == pytest.approx(0.00012013)
+    assert quantity("1e3") == 1000 and quantity(2) == 2.0 and optional_quantity("") is None
+    assert format_quantity("cpu", 0.25) == "250m" and format_quantity("memory", 64 * 2**20) == "64Mi"
+    with pytest.raises(ValueError):
+        quantity("12 apples")

@@ -21,10 +21,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "labkit"
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "paths", "versions", "settings"),
     ("state",),  # the lab's record, kept under paths.state_dir()
+    ("kube",),  # the Kubernetes verbs: the simulators, add-ons and backends use them too
     ("cluster",),
     ("sim",),
     ("addons",),
-    ("kube",),
     ("promql", "cgroups", "exercises", "operations"),
     ("classroom",),
     ("insight",),

@@ -265,3 +265,49 @@ def test_the_pull_program_takes_containers_in_order_and_backs_off(pull_next: str
     assert _run(pull_next, pod)[1] == "pull-failed"
     pod["status"]["phase"] = "Running"
     assert _run(pull_next, pod) == []
+
+
+# --- a running container: commands that end, and the OOM mark the kubelet's checks write
+
+@pytest.fixture(scope="module")
+def next_event(docs: list[dict]) -> str:
+    if not shutil.which("jq"):
+        pytest.skip("jq is not installed")
+    crash = next(d for d in docs if d["metadata"]["name"] == "labkit-pod-crash")
+    return crash["spec"]["delay"]["durationFrom"]["jq"]["expression"]
+
+
+def _running(container: dict, *, restart: str = "Always", owner: str | None = None,
+             annotations: dict | None = None) -> dict:
+    pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u", "annotations": annotations or {}},
+           "spec": {"restartPolicy": restart, "containers": [{"name": "c", **container}]},
+           "status": {"phase": "Running", "containerStatuses": [
+               {"name": "c", "ready": True, "started": True,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}
+    if owner:
+        pod["metadata"]["ownerReferences"] = [{"kind": owner, "name": "x", "uid": "o"}]
+    return pod
+
+
+@pytest.mark.parametrize(("container", "restart", "action"), [
+    ({"image": "busybox:1.36", "command": ["sh", "-c", "echo hello"]}, "Never", "complete"),
+    ({"image": "busybox:1.36", "command": ["sh", "-c", "echo hello"]}, "Always", "crash"),  # Completed, then back-off
+    ({"image": "busybox:1.36"}, "Always", "crash"),                      # busybox's `sh` ends with no terminal
+    ({"image": "registry.k8s.io/busybox", "command": ["/bin/sh", "-c", "env"]}, "Never", "complete"),
+    ({"image": "busybox:1.28", "args": ["/bin/sh", "-c", 'i=0; while true; do echo "$i"; sleep 1; done']},
+     "Always", None),                                                     # the docs' counter runs on
+    ({"image": "busybox:1.36", "command": ["sleep", "infinity"]}, "Always", None),
+    ({"image": "nginx:1.27"}, "Always", None),                            # a server runs on
+    ({"image": "python:3.12", "command": ["python", "app.py"]}, "Never", None),  # unknown program: runs on
+])
+def test_commands_that_end_exit_zero(next_event: str, container: dict, restart: str, action: str | None) -> None:
+    out = _run(next_event, _running(container, restart=restart))
+    assert (out[1] if out and out[0] is not None else None) == action
+
+
+def test_the_oom_mark_kills_the_first_container(next_event: str) -> None:
+    stress = {"image": "polinux/stress", "command": ["stress"], "args": ["--vm", "1", "--vm-bytes", "250M"]}
+    assert _run(next_event, _running(stress)) == [None, None]  # unmarked: stress runs on
+    marked = _running(stress, annotations={stages.OOM_ANNOTATION: "c"})
+    assert _run(next_event, marked)[1] == "crash"
+    assert _run(next_event, {**marked, "spec": {**marked["spec"], "restartPolicy": "Never"}})[1] == "fail"
