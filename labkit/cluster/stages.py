@@ -551,6 +551,20 @@ SNIPPETS["exit-code"] = r"""
 {{- $why := "Error" }}{{ if eq $code 0 }}{{ $why = "Completed" }}{{ end }}
 {{- if eq (index (default (dict) $pod.metadata.annotations) "sim.labkit.io/oom-killed" | toString) $c.name }}
 {{- $code = 137 }}{{ $why = "OOMKilled" }}{{ end }}
+{{- /* the termination message: what the command echoes into terminationMessagePath; with FallbackToLogsOnError and
+       an error, what it echoes to its log */}}
+{{- $messageFile := default "/dev/termination-log" $c.terminationMessagePath }}
+{{- $message := "" }}
+{{- range regexFindAll (printf "echo +[^;&|>]*> *%s" $messageFile) $cmdline -1 }}
+{{- $said := regexReplaceAll " *>.*$" (regexReplaceAll "^echo +" . "") "" }}
+{{- $message = printf "%s%s\n" $message (trimAll "\"'" $said) }}
+{{- end }}
+{{- if and (eq $message "") (ne $code 0) (eq (toString $c.terminationMessagePolicy) "FallbackToLogsOnError") }}
+{{- range regexFindAll "echo +[^;&|>]+(;|&|[|]|$)" $cmdline -1 }}
+{{- $said := regexReplaceAll " *[;&|]*$" (regexReplaceAll "^echo +" . "") "" }}
+{{- $message = printf "%s%s\n" $message (trimAll "\"'" $said) }}
+{{- end }}
+{{- end }}
 """
 
 # $probe $kind $out -> the Unhealthy event of a probe that has failed failureThreshold times in a row (one event,
