@@ -737,3 +737,14 @@ def test_evidence_sources_plug_in_and_a_failing_one_is_a_note() -> None:
                                                          ("1Gi", "memory", "1024Mi"), ("3", "pods", "3")])
 def test_quantities_read_and_write_as_kubectl_does(text: str, resource: str, back: str) -> None:
     assert insight.format_quantity(resource, insight.quantity(text)) == back
+
+
+def test_every_scenario_names_a_known_cause_and_benchmark_ones_stay_out_of_the_drill() -> None:
+    from labkit.lessons import troubleshooting as l11
+
+    every = l11.all_scenarios(benchmark=True)
+    assert {sc.cause for sc in every.values()} <= set(insight.CAUSES)
+    drilled = l11.all_scenarios()  # what notebook 11's tickets and the e2e drill iterate over
+    assert set(drilled) == {n for n, sc in every.items() if not sc.benchmark_only}
+    assert all(sc.fixed for sc in drilled.values())  # the e2e test runs every fix
+    assert l11.scenario("job-backoff").benchmark_only and not l11.scenario("job-backoff").fixed
