@@ -912,7 +912,8 @@ def _init_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, sp
         failed = terminated or (last if last.get("exitCode") else {})
         if reason == "CrashLoopBackOff" or terminated or failed:
             code = failed.get("exitCode")
-            shown = "Init:CrashLoopBackOff" if reason == "CrashLoopBackOff" else "Init:Error"
+            shown = ("Init:CrashLoopBackOff" if reason == "CrashLoopBackOff" else "Init:Error" if terminated else
+                     f"Init:{statuses.index(cs)}/{len(statuses)}, running again after a failure")
             ev = [Evidence("pod status", f"init container {cname}: {shown}, restartCount {cs.get('restartCount', 0)}, "
                            f"last exit code {code} ({failed.get('reason', '')}: "
                            f"{EXIT_CODES.get(code, 'the process chose it')})",
@@ -967,9 +968,13 @@ _MOUNT_KEY = re.compile(r"references non-existent (?:config|secret) key: (?P<key
 def _failed_mount(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> Finding | None:
     """A pod held in ContainerCreating by a volume the kubelet cannot set up (its FailedMount events say which)."""
     status = pod.get("status") or {}
-    if status.get("phase") != "Pending" or any("running" in (cs.get("state") or {})
-                                               for cs in status.get("containerStatuses") or []):
-        return None  # events outlive the problem: only a pod still waiting for its volumes counts
+    states = [cs.get("state") or {} for cs in (status.get("initContainerStatuses") or [])
+              + (status.get("containerStatuses") or [])]
+    # Events outlive the problem: only a pod whose containers still wait for their volumes counts (not one that got
+    # past them and now waits for something else, CreateContainerConfigError say).
+    if status.get("phase") != "Pending" or any(set(st) - {"waiting"} or (st.get("waiting") or {}).get("reason") not in
+                                               ("ContainerCreating", "PodInitializing") for st in states):
+        return None
     ns, pname = _meta(pod)["namespace"], _meta(pod)["name"]
     mounts = [e for e in _events_for(snap, "Pod", pname, ns) if e.get("reason") == "FailedMount"]
     if not mounts:

@@ -748,3 +748,13 @@ def test_every_scenario_names_a_known_cause_and_benchmark_ones_stay_out_of_the_d
     assert set(drilled) == {n for n, sc in every.items() if not sc.benchmark_only}
     assert all(sc.fixed for sc in drilled.values())  # the e2e test runs every fix
     assert l11.scenario("job-backoff").benchmark_only and not l11.scenario("job-backoff").fixed
+
+
+def test_a_mount_fixed_since_is_no_finding_once_the_pod_waits_for_something_else() -> None:
+    volume = {"name": "config", "configMap": {"name": "web-config"}}
+    dep, rs, p, mount = _mounting(volume, 'MountVolume.SetUp failed for volume "config" : configmap "web-config" '
+                                          "not found")
+    p["status"]["containerStatuses"][0]["state"] = {"waiting": {
+        "reason": "CreateContainerConfigError", "message": 'secret "db-pass" not found'}}
+    first = analyze(snap(pods=[p], deployments=[dep], replicasets=[rs], events=[mount]))[0]
+    assert first.cause == "CreateContainerConfigError"  # the ConfigMap came; the kubelet now waits for the Secret
