@@ -3,9 +3,9 @@ what it says, and return ranked findings: the root cause, the evidence (each lin
 kubectl/PromQL command that shows it), and the command that fixes it. Introduced in notebook 11_troubleshooting.
 
 ``lk.diagnose(lab, namespace=ns)`` (this module is ``lk.insight``); in a shell ``labkit diagnose -n NS``. It
-reads pods, events, Deployments and ReplicaSets, Services and EndpointSlices, HPAs, PVCs and StorageClasses,
-quotas, nodes and their conditions through the Kubernetes API, the GPU exporter's XID counters where that add-on
-runs, and Prometheus where it runs.
+reads pods, events, Deployments and ReplicaSets, Jobs, Services and EndpointSlices, HPAs, PVCs and StorageClasses,
+the names and keys of ConfigMaps and Secrets (never their values), ServiceAccounts, nodes and their conditions
+through the Kubernetes API, the GPU exporter's XID counters where that add-on runs, and Prometheus where it runs.
 
 Split in two so the ranking can be tested on recorded objects: :func:`snapshot` reads the cluster into plain dicts,
 :func:`analyze` turns a :class:`Snapshot` into findings without touching the network. Log and trace evidence
@@ -15,6 +15,7 @@ Split in two so the ranking can be tested on recorded objects: :func:`snapshot` 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import difflib
 import json
 import re
@@ -39,6 +40,9 @@ CAUSES: dict[str, str] = {
     "NodePressure": "the pods' node is under memory, disk or PID pressure",
     "QuotaExceeded": "a ResourceQuota refuses the pods (the ReplicaSet cannot create them)",
     "LimitRangeViolation": "a LimitRange refuses the pods (a request or limit outside its min/max)",
+    "ServiceAccountNotFound": "the pods run as a ServiceAccount that does not exist (the ReplicaSet cannot create "
+                              "them)",
+    "PodSecurityViolation": "the namespace's Pod Security level refuses the pods (the ReplicaSet cannot create them)",
     "UnboundPVC": "the pod waits for a PersistentVolumeClaim that does not bind",
     "UntoleratedTaint": "the only nodes the pod may use carry a taint it does not tolerate",
     "InsufficientGPU": "no node has enough free GPUs for the pod's request",
@@ -46,13 +50,23 @@ CAUSES: dict[str, str] = {
     "InsufficientMemory": "no node has enough unrequested memory for the pod's request",
     "NodeAffinityMismatch": "the pod's node selector or affinity matches no node",
     "Unschedulable": "the scheduler cannot place the pod",
+    "FailedMount": "a volume of the pod names a ConfigMap or Secret (or a key) that does not exist: ContainerCreating",
+    "CreateContainerConfigError": "a container's env or envFrom names a ConfigMap or Secret (or a key) that does not "
+                                  "exist",
     "ImagePullBackOff": "the container's image cannot be pulled (the name or tag does not exist, or access is denied)",
+    "StartError": "the container's command cannot be started (not in the image's $PATH, or not executable): exit 128",
+    "InitContainerFailing": "an init container exits with an error, so the app's containers never start (Init:Error, "
+                            "Init:CrashLoopBackOff)",
+    "InitContainerBlocked": "an init container keeps running (it waits for something, e.g. a Service that does not "
+                            "exist), so the pod stays Init:0/N",
     "OOMKilled": "the container used more memory than its limit and the kernel killed it",
     "LivenessProbeFailing": "the liveness probe fails, so the kubelet keeps killing the container",
+    "JobFailed": "a Job gave up: its pods failed backoffLimit times (BackoffLimitExceeded) or it ran past its deadline",
     "CrashLoopBackOff": "the container's process exits with an error and the kubelet restarts it with back-off",
     "ServiceSelectorMismatch": "the Service's selector matches no pod, so it has no endpoints",
     "ServicePortMismatch": "the Service's targetPort is not a port its pods declare, so connections are refused",
     "ReadinessProbeFailing": "the readiness probe fails, so the pods stay out of their Services' endpoints",
+    "HPATargetNotFound": "the HorizontalPodAutoscaler's scaleTargetRef names a workload that does not exist",
     "HPAWithoutMetrics": "the HorizontalPodAutoscaler cannot read its metric, so it does not scale",
 }
 # Rank: a cause that explains others comes first (a stuck rollout explains its pods; a sick node its pods).
@@ -60,7 +74,8 @@ SCORES: dict[str, int] = {code: 100 - i for i, code in enumerate(CAUSES)}
 
 NPD_STANDARD = {"Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable"}
 EXIT_CODES = {1: "a general application error", 2: "misuse of a shell builtin", 126: "the command is not executable",
-              127: "the command was not found", 137: "killed by SIGKILL (the OOM killer, or the kubelet)",
+              127: "the command was not found", 128: "the runtime could not start the command (StartError)",
+              137: "killed by SIGKILL (the OOM killer, or the kubelet)",
               139: "a segmentation fault (SIGSEGV)", 143: "terminated by SIGTERM"}
 
 
@@ -162,6 +177,12 @@ class Snapshot:
     node_events: list[dict[str, Any]] = field(default_factory=list)
     gpu_metrics: list[dict[str, Any]] = field(default_factory=list)  # {node, gpu, xid, line}
     gpu_source: str = ""
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    # Names and keys only (_names_and_keys): a snapshot is printed and recorded; a Secret's values never belong in it.
+    configmaps: list[dict[str, Any]] = field(default_factory=list)
+    secrets: list[dict[str, Any]] = field(default_factory=list)
+    serviceaccounts: list[dict[str, Any]] = field(default_factory=list)
+    taken_at: str = ""  # when it was read (ISO 8601): how long a state has lasted
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, default=str)
@@ -201,6 +222,13 @@ def _gpu_metrics() -> tuple[list[dict[str, Any]], str]:
     return rows, url
 
 
+def _names_and_keys(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ConfigMaps, Secrets, ServiceAccounts as the rules need them: name, namespace, the keys of ``data`` with their
+    values left out (what ``kubectl describe secret`` shows)."""
+    return [{"metadata": {k: _meta(o).get(k) for k in ("name", "namespace")},
+             "data": dict.fromkeys([*(o.get("data") or {}), *(o.get("binaryData") or {})], "")} for o in items]
+
+
 def snapshot(lab: Lab, namespace: str | None = None) -> Snapshot:
     """Read what :func:`analyze` needs from the live lab (``namespace=None``: every namespace)."""
     snap = Snapshot(namespace=namespace)
@@ -208,14 +236,19 @@ def snapshot(lab: Lab, namespace: str | None = None) -> Snapshot:
     snap.events = _items(lab, "v1", "Event", namespace)
     snap.deployments = _items(lab, "apps/v1", "Deployment", namespace)
     snap.replicasets = _items(lab, "apps/v1", "ReplicaSet", namespace)
+    snap.jobs = _items(lab, "batch/v1", "Job", namespace)
     snap.services = _items(lab, "v1", "Service", namespace)
     snap.endpointslices = _items(lab, "discovery.k8s.io/v1", "EndpointSlice", namespace)
     snap.hpas = _items(lab, "autoscaling/v2", "HorizontalPodAutoscaler", namespace)
     snap.pvcs = _items(lab, "v1", "PersistentVolumeClaim", namespace)
+    snap.configmaps = _names_and_keys(_items(lab, "v1", "ConfigMap", namespace))
+    snap.secrets = _names_and_keys(_items(lab, "v1", "Secret", namespace))
+    snap.serviceaccounts = _names_and_keys(_items(lab, "v1", "ServiceAccount", namespace))
     snap.storageclasses = _items(lab, "storage.k8s.io/v1", "StorageClass", None)
     snap.nodes = _items(lab, "v1", "Node", None)
     snap.all_pods = snap.pods if namespace is None else _items(lab, "v1", "Pod", None)
     snap.node_events = _items(lab, "v1", "Event", None, field_selector="involvedObject.kind=Node")
+    snap.taken_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with contextlib.suppress(OSError, ValueError):
         snap.gpu_metrics, snap.gpu_source = _gpu_metrics()
     return snap
@@ -258,6 +291,14 @@ def _ready(pod: dict[str, Any]) -> bool:
 def _live(pod: dict[str, Any]) -> bool:
     return not _meta(pod).get("deletionTimestamp") and (pod.get("status") or {}).get("phase") not in (
         "Succeeded", "Failed")
+
+
+def _failed_alone(pod: dict[str, Any]) -> bool:
+    """A pod that failed for good and that nothing re-creates or reports on (a bare pod, ``restartPolicy: Never``):
+    its failure is the symptom. A Job's pods are its own rule's; evicted pods (status.reason) are leftovers."""
+    return ((pod.get("status") or {}).get("phase") == "Failed" and not (pod.get("status") or {}).get("reason")
+            and not _meta(pod).get("deletionTimestamp")
+            and not any(r.get("controller") for r in _meta(pod).get("ownerReferences") or []))
 
 
 def _owner(snap: Snapshot, obj: dict[str, Any]) -> tuple[str, str]:
@@ -356,6 +397,121 @@ def _free(snap: Snapshot, resource: str) -> dict[str, float]:
 
 def _jsonpatch(ns: str, kind: str, name: str, ops: list[dict[str, Any]]) -> str:
     return f"kubectl -n {ns} patch {kind.lower()}/{name} --type=json -p {shlex.quote(json.dumps(ops))}"
+
+
+# Workloads whose pod template can be patched in place (a Job's cannot; a bare pod's command and env cannot).
+_PATCHABLE = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
+
+
+def _template_command(ns: str, kind: str, name: str, pname: str, path: str) -> str:
+    """``kubectl get`` showing a field of the pod template (the workload's, or the bare pod's own spec)."""
+    if kind in _PATCHABLE or kind == "Job":
+        return f"kubectl -n {ns} get {kind.lower()} {name} -o jsonpath='{{.spec.template.spec.{path}}}'"
+    return f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.spec.{path}}}'"
+
+
+def _seconds_since(snap: Snapshot, stamp: str | None) -> float | None:
+    if not (snap.taken_at and stamp):
+        return None
+    with contextlib.suppress(ValueError):
+        return (dt.datetime.fromisoformat(snap.taken_at) - dt.datetime.fromisoformat(stamp)).total_seconds()
+    return None
+
+
+def _tail(text: str, n: int = 240) -> str:
+    """The end of a long runtime message (its cause is at the end, after the layers that passed it on)."""
+    text = (text or "").strip()
+    return text if len(text) <= n else "..." + text[-(n - 3):]
+
+
+_WORDS = {"configmap": "ConfigMap", "secret": "Secret"}
+
+
+def _env_refs(spec: dict[str, Any], obj_kind: str, obj: str, key: str | None) -> list[dict[str, Any]]:
+    """Where the pod template's containers take env from ConfigMap/Secret ``obj`` (key ``key``, or any): one dict per
+    reference, with the JSON-patch paths of its name, key and ``optional`` fields."""
+    key_ref, all_ref = ("configMapKeyRef", "configMapRef") if obj_kind == "configmap" else ("secretKeyRef", "secretRef")
+    refs = []
+    for group in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(group) or []):
+            base, cname = f"/spec/template/spec/{group}/{i}", c.get("name")
+            shown = f'{group}[?(@.name=="{cname}")]'  # JSONPath of the container, for the evidence's command
+            for j, env in enumerate(c.get("env") or []):
+                ref = (env.get("valueFrom") or {}).get(key_ref) or {}
+                if ref.get("name") == obj and key in (None, ref.get("key")):
+                    path = f"{base}/env/{j}/valueFrom/{key_ref}"
+                    refs.append({"container": cname, "field": f"{shown}.env", "key": ref.get("key"),
+                                 "name_path": f"{path}/name", "key_path": f"{path}/key",
+                                 "optional_path": f"{path}/optional",
+                                 "text": f"env {env.get('name')} from {key_ref} {obj}/{ref.get('key')}"})
+            for j, src in enumerate(c.get("envFrom") or []):
+                if (src.get(all_ref) or {}).get("name") == obj and key is None:
+                    path = f"{base}/envFrom/{j}/{all_ref}"
+                    refs.append({"container": cname, "field": f"{shown}.envFrom", "key": None,
+                                 "name_path": f"{path}/name", "key_path": None, "optional_path": f"{path}/optional",
+                                 "text": f"envFrom {all_ref} {obj} (every key as a variable)"})
+    return refs
+
+
+def _config_fix(snap: Snapshot, ns: str, kind: str, name: str, obj_kind: str, obj: str, key: str | None,
+                refs: list[dict[str, Any]], evidence: list[Evidence]) -> tuple[str, str]:
+    """(what the reference does, fix) for a ConfigMap/Secret ``obj`` (or its ``key``) that does not exist: point the
+    reference at the existing one it most likely meant, or create what it names; ``optional: true`` as the other way.
+    Adds what the namespace has to ``evidence``."""
+    word = _WORDS[obj_kind]
+    have = {_meta(o)["name"]: o for o in (snap.configmaps if obj_kind == "configmap" else snap.secrets)
+            if _meta(o).get("namespace") == ns}
+    patchable = kind in _PATCHABLE and bool(refs)
+    alternative = ("\n# or, if the app can run without it: " + _jsonpatch(ns, kind, name, [
+        {"op": "add", "path": r["optional_path"], "value": True} for r in refs])) if patchable else ""
+    if key is None:
+        evidence.append(Evidence(obj_kind, f"no {word} {obj} in {ns}; it has: {', '.join(sorted(have)) or 'none'}",
+                                 f"kubectl -n {ns} get {obj_kind}s"))
+        close = difflib.get_close_matches(obj, sorted(have), n=1, cutoff=0.6)
+        if close and patchable:
+            return (f"names {word} {obj!r}, which does not exist; {close[0]!r} does: point it there",
+                    _jsonpatch(ns, kind, name, [{"op": "replace", "path": r["name_path"], "value": close[0]}
+                                                for r in refs]))
+        keys = list(dict.fromkeys(r["key"] for r in refs if r.get("key")))
+        if obj_kind == "secret" and keys and set(keys) <= {"tls.crt", "tls.key"}:
+            create = f"kubectl -n {ns} create secret tls {obj} --cert=tls.crt --key=tls.key   # your certificate files"
+        else:
+            create = f"kubectl -n {ns} create {'configmap' if obj_kind == 'configmap' else 'secret generic'} {obj}"
+            create += "".join(f" --from-literal={k}=VALUE" for k in keys) + (
+                "   # VALUE: what the app expects" if keys else
+                " --from-file=PATH   # the file(s) the app reads" if any(r.get("volume") for r in refs) else
+                " --from-literal=KEY=VALUE   # the variables the app expects")
+        return f"names {word} {obj!r}, which does not exist in {ns}: create it", create + alternative
+    keys = sorted((have.get(obj) or {}).get("data") or {})
+    if obj in have:
+        evidence.append(Evidence(obj_kind, f"{word} {obj} has the key(s) {', '.join(keys) or 'none'}, not {key}",
+                                 f"kubectl -n {ns} describe {obj_kind} {obj}"))
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if close and patchable and all(r.get("key_path") for r in refs):
+        return (f"asks {word} {obj} for key {key!r}, which it does not have; it has {close[0]!r}: ask for that",
+                _jsonpatch(ns, kind, name, [{"op": "replace", "path": r["key_path"], "value": close[0]} for r in refs]))
+    field_name = "data" if obj_kind == "configmap" else "stringData"
+    return (f"asks {word} {obj} for key {key!r}, which it does not have: add the key",
+            f"kubectl -n {ns} patch {obj_kind} {obj} --type=merge -p "
+            f"{shlex.quote(json.dumps({field_name: {key: 'VALUE'}}))}   # VALUE: what the app expects" + alternative)
+
+
+# A command that waits for a name to resolve: `until nslookup myservice; do sleep 2; done` (the documentation's init
+# container), `nslookup mydb.NS.svc.cluster.local`, `getent hosts db`, `nc -z db 5432`.
+_LOOKUP = re.compile(r"\b(?:nslookup|getent hosts|dig|nc -zv?|nc -vz)\s+(?P<host>[A-Za-z0-9][-A-Za-z0-9.]*)")
+
+
+def _awaited_service(snap: Snapshot, ns: str, command: list[str]) -> tuple[str, list[str]] | None:
+    """(name, Services the namespace has) when ``command`` looks up a Service of ``ns`` the snapshot does not hold."""
+    m = _LOOKUP.search(" ".join(command))
+    if not m:
+        return None
+    labels = m["host"].split(".")
+    where = labels[1] if len(labels) > 1 and labels[1] and labels[1] != "svc" else ns
+    if where != ns:  # another namespace, or a name outside the cluster: not in the snapshot, so not judged
+        return None
+    names = sorted(_meta(s)["name"] for s in snap.services if _meta(s).get("namespace") == ns)
+    return None if labels[0] in names else (labels[0], names)
 
 
 # --- the rules ---------------------------------------------------------------------------------------------
@@ -570,27 +726,321 @@ def _probe_fix(snap: Snapshot, kind: str, ns: str, name: str, spec: dict[str, An
             " (what it checks, or initialDelaySeconds/failureThreshold)")
 
 
+_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName")
+_MISSING_OBJECT = re.compile(r'(?P<kind>configmap|secret) "(?P<name>[^"]+)" not found')
+# kubelet_pods.go: "couldn't find key %v in ConfigMap %v/%v" (and in Secret)
+_MISSING_KEY = re.compile(r"couldn't find key (?P<key>\S+) in (?P<kind>ConfigMap|Secret) (?P<ns>[^/\s]+)/(?P<name>\S+)")
+# runc's words, passed on by containerd: `exec: "curl": executable file not found in $PATH`
+_EXEC = re.compile(r'exec: "(?P<exe>[^"]+)": (?P<why>[^:]+)')
+# What a small image has instead (busybox and alpine have wget and sh, not curl and bash).
+_INSTEAD = {"curl": "wget", "bash": "sh"}
+INIT_STUCK_S = 300  # an init container still running after this long is stuck, not slow
+
+
+def _state_evidence(ns: str, pname: str, init: bool, line: str) -> Evidence:
+    field_name = "initContainerStatuses" if init else "containerStatuses"
+    return Evidence("pod status", line,
+                    f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.{field_name}[*].state}}'")
+
+
+def _last_state_command(ns: str, pname: str, init: bool) -> str:
+    field_name = "initContainerStatuses" if init else "containerStatuses"
+    return f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.{field_name}[*].lastState}}'"
+
+
+def _image_finding(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, cs: dict[str, Any],
+                   spec: dict[str, Any], events: list[dict[str, Any]], init: bool) -> Finding:
+    ns, pname, cname = _meta(pod)["namespace"], _meta(pod)["name"], cs.get("name")
+    waiting = (cs.get("state") or {}).get("waiting") or {}
+    where = "init container" if init else "container"
+    ev = [_state_evidence(ns, pname, init, f"{where} {cname}: waiting {waiting.get('reason')}: "
+                          f"{(waiting.get('message') or '')[:200]}".rstrip(": "))]
+    ev += [_event_evidence(e, ns) for e in events if e.get("reason") == "Failed"
+           and "Failed to pull" in (e.get("message") or "")][-1:]
+    image = next((c.get("image") for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
+                  if c.get("name") == cname), "")
+    return Finding("ImagePullBackOff", _subject(kind, name), ns, f"image {cs.get('image') or image!r} cannot be pulled"
+                   + (f" for init container {cname} (Init:{waiting.get('reason')})" if init else "")
+                   + ": the name or tag does not exist in the registry (or needs credentials)", ev,
+                   _image_fix(snap, kind, ns, name, cname, image))
+
+
+def _config_error(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, cs: dict[str, Any],
+                  spec: dict[str, Any], events: list[dict[str, Any]], init: bool) -> Finding:
+    """CreateContainerConfigError: the kubelet cannot build the container's environment from what it names."""
+    ns, pname, cname = _meta(pod)["namespace"], _meta(pod)["name"], cs.get("name")
+    message = ((cs.get("state") or {}).get("waiting") or {}).get("message") or ""
+    where = "init container" if init else "container"
+    ev = [_state_evidence(ns, pname, init, f"{where} {cname}: waiting CreateContainerConfigError: {message[:200]}")]
+    ev += [_event_evidence(e, ns) for e in events if e.get("reason") == "Failed" and message
+           and message in (e.get("message") or "")][-1:]
+    subject = _subject(kind, name)
+    m = _MISSING_KEY.search(message) or _MISSING_OBJECT.search(message)
+    if not m:
+        return Finding("CreateContainerConfigError", subject, ns, f"the kubelet cannot build {where} {cname}'s "
+                       f"configuration: {message[:160]}", ev, f"kubectl -n {ns} describe pod {pname}")
+    obj_kind, obj = m["kind"].lower(), m["name"]
+    key = m.groupdict().get("key")
+    refs = _env_refs(spec, obj_kind, obj, key)
+    for r in refs:
+        ev.append(Evidence("pod spec", f"container {r['container']}: {r['text']}",
+                           _template_command(ns, kind, name, pname, r["field"])))
+    why, fix = _config_fix(snap, ns, kind, name, obj_kind, obj, key, refs, ev)
+    users = list(dict.fromkeys(r["container"] for r in refs)) or [cname]
+    return Finding("CreateContainerConfigError", subject, ns, f"{'containers' if len(users) > 1 else 'container'} "
+                   f"{', '.join(users)} cannot start: {'their' if len(users) > 1 else 'its'} env {why}", ev, fix)
+
+
+def _start_failure(cs: dict[str, Any]) -> dict[str, Any]:
+    """The StartError a container status records (now, or as its last state), or {}."""
+    state, last = cs.get("state") or {}, (cs.get("lastState") or {}).get("terminated") or {}
+    for t in (state.get("terminated") or {}, last):
+        if t.get("reason") == "StartError":
+            return t
+    waiting = state.get("waiting") or {}
+    if waiting.get("reason") == "RunContainerError" and _EXEC.search(waiting.get("message") or ""):
+        return {"reason": "RunContainerError", "exitCode": 128, "message": waiting["message"]}
+    return {}
+
+
+def _start_error(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, cs: dict[str, Any],
+                 spec: dict[str, Any], events: list[dict[str, Any]], init: bool) -> Finding:
+    """StartError, exit code 128: the runtime could not exec the command (not in the image, or not executable)."""
+    ns, pname, cname = _meta(pod)["namespace"], _meta(pod)["name"], cs.get("name")
+    failed = _start_failure(cs)
+    message = failed.get("message") or ""
+    waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+    where = "init container" if init else "container"
+    group = "initContainers" if init else "containers"
+    now = ((cs.get("state") or {}).get("terminated") or {}).get("reason") == "StartError"
+    ev = [Evidence("pod status", f"{where} {cname}: {('waiting ' + waiting + ', ') if waiting else ''}"
+                   f"{'' if now else 'last '}terminated {failed.get('reason')}, exit code {failed.get('exitCode')}, "
+                   f"restartCount {cs.get('restartCount', 0)}: {_tail(message, 200)}",
+                   _last_state_command(ns, pname, init))]
+    m = _EXEC.search(message)
+    exe = m["exe"] if m else ""
+    ev += [_event_evidence(e, ns) for e in events if e.get("reason") == "Failed"
+           and exe and f'"{exe}"' in (e.get("message") or "")][-1:]
+    i, container = next(((i, c) for i, c in enumerate(spec.get(group) or []) if c.get("name") == cname), (0, {}))
+    command, args = list(container.get("command") or []), list(container.get("args") or [])
+    image = container.get("image") or cs.get("image") or ""
+    if command or args:
+        ev.append(Evidence("pod spec", f"{where} {cname} runs {json.dumps(command + args)} in image {image}",
+                           _template_command(ns, kind, name, pname, f'{group}[?(@.name=="{cname}")].command')))
+    why = (m["why"] if m else "the runtime refused it").strip()
+    summary = (f"{where} {cname} cannot start: exec {exe!r}: {why}" if exe else f"{where} {cname} cannot start: "
+               f"{_tail(message, 120)}") + (f" (image {image})" if image else "")
+    base = exe.rsplit("/", 1)[-1]
+    instead = _INSTEAD.get(base) if "not found" in why else None
+    urls = [a for a in command[1:] + args if "://" in a]
+    if base == "curl" and not urls:  # wget can stand in for curl fetching a URL, not for the rest of curl
+        instead = None
+    fix = ""
+    if instead and command and command[0] == exe:
+        # curl -s URL -> wget -qO- URL (the URLs kept, curl's flags dropped); bash ... -> sh ...
+        new = ["wget", "-qO-", *urls] if base == "curl" else [instead, *command[1:], *args]
+        summary += f"; the image has {instead}: run {shlex.join(new)} instead (or use an image that has {base})"
+        if kind in _PATCHABLE:
+            base_path = f"/spec/template/spec/{group}/{i}"
+            fix = _jsonpatch(ns, kind, name, [{"op": "replace", "path": f"{base_path}/command", "value": new}]
+                             + ([{"op": "remove", "path": f"{base_path}/args"}] if args else []))
+        elif kind == "Pod":
+            fix = (f"kubectl -n {ns} get pod {pname} -o yaml > {pname}.yaml   # in it, set {where} {cname}'s command "
+                   f"to {json.dumps(new)}" + (" and drop its args" if args else "")
+                   + f"\nkubectl -n {ns} replace --force -f {pname}.yaml   # a pod's command cannot change: this "
+                   "deletes and re-creates it")
+    if not fix and _can_undo(snap, kind, ns, name):
+        summary += "; it started with the latest revision: roll back, then fix it"
+        fix = _undo(ns, name)
+    if not fix:
+        fix = (f"kubectl -n {ns} edit {kind.lower()}/{name}   # {where} {cname}: run an executable "
+               f"{image or 'the image'} has, or use an image that has {exe or 'it'}")
+    return Finding("StartError", _subject(kind, name), ns, summary, ev, fix)
+
+
+def _service_wait(snap: Snapshot, ns: str, kind: str, name: str, pname: str, i: int, container: dict[str, Any],
+                  ev: list[Evidence]) -> tuple[str, str] | None:
+    """(why, fix) when an init container's command waits for a Service the namespace does not have: point the
+    command at the one it most likely meant, or create it. Adds the evidence to ``ev``."""
+    command, args = list(container.get("command") or []), list(container.get("args") or [])
+    awaited = _awaited_service(snap, ns, command + args)
+    if awaited is None:
+        return None
+    svc, names = awaited
+    cname = container.get("name")
+    ev.append(Evidence("pod spec", f"init container {cname} waits for {svc}: {_tail(shlex.join(command + args), 200)}",
+                       _template_command(ns, kind, name, pname, f'initContainers[?(@.name=="{cname}")].command')))
+    ev.append(Evidence("services", f"no Service {svc} in {ns}, so its name never resolves; {ns} has: "
+                       f"{', '.join(names) or 'none'}", f"kubectl -n {ns} get services"))
+    close = difflib.get_close_matches(svc, names, n=1, cutoff=0.6)
+    if close and kind in _PATCHABLE:
+        word = re.compile(rf"\b{re.escape(svc)}\b")
+        base = f"/spec/template/spec/initContainers/{i}"
+        ops = [{"op": "replace", "path": f"{base}/{field_name}", "value": [word.sub(close[0], a) for a in values]}
+               for field_name, values in (("command", command), ("args", args)) if any(word.search(a) for a in values)]
+        return (f"it waits for Service {svc}, which does not exist; {close[0]} does: wait for that",
+                _jsonpatch(ns, kind, name, ops))
+    meant = f"; if it means {close[0]}, fix its command (the pod must be re-created)" if close else ""
+    return (f"it waits for Service {svc}, which does not exist in {ns}: create it (or deploy what provides it){meant}",
+            f"kubectl -n {ns} create service clusterip {svc} --tcp=80:80   # the ports and selector of the real one")
+
+
+def _init_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, spec: dict[str, Any],
+                   events: list[dict[str, Any]]) -> Finding | None:
+    """The first init container that has not completed, when it fails or blocks: the app's containers wait for it
+    (they show PodInitializing), so it is the cause."""
+    ns, pname = _meta(pod)["namespace"], _meta(pod)["name"]
+    inits = spec.get("initContainers") or (pod.get("spec") or {}).get("initContainers") or []
+    sidecars = {c.get("name") for c in inits if c.get("restartPolicy") == "Always"}  # they run on by design
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    subject = _subject(kind, name)
+    for cs in statuses:
+        cname = cs.get("name")
+        state = cs.get("state") or {}
+        terminated, waiting = state.get("terminated") or {}, state.get("waiting") or {}
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        if cname in sidecars or (terminated and terminated.get("exitCode") == 0):
+            continue
+        reason = waiting.get("reason", "")
+        if reason == "CreateContainerConfigError":
+            return _config_error(snap, pod, kind, name, cs, spec, events, init=True)
+        if reason in _PULL_REASONS:
+            return _image_finding(snap, pod, kind, name, cs, spec, events, init=True)
+        if _start_failure(cs):
+            return _start_error(snap, pod, kind, name, cs, spec, events, init=True)
+        i, container = next(((i, c) for i, c in enumerate(inits) if c.get("name") == cname), (0, {}))
+        failed = terminated or (last if last.get("exitCode") else {})
+        if reason == "CrashLoopBackOff" or terminated or failed:
+            code = failed.get("exitCode")
+            shown = ("Init:CrashLoopBackOff" if reason == "CrashLoopBackOff" else "Init:Error" if terminated else
+                     f"Init:{statuses.index(cs)}/{len(statuses)}, running again after a failure")
+            ev = [Evidence("pod status", f"init container {cname}: {shown}, restartCount {cs.get('restartCount', 0)}, "
+                           f"last exit code {code} ({failed.get('reason', '')}: "
+                           f"{EXIT_CODES.get(code, 'the process chose it')})",
+                           _last_state_command(ns, pname, True)),
+                  Evidence("logs", "what the init container printed before it exited",
+                           f"kubectl -n {ns} logs {pname} -c {cname}" + (" --previous" if not terminated else ""))]
+            ev += [_event_evidence(e, ns) for e in events if e.get("reason") == "BackOff"][-1:]
+            waits = _service_wait(snap, ns, kind, name, pname, i, container, ev)
+            summary = (f"init container {cname} exits with code {code} ({EXIT_CODES.get(code, 'its own choice')}), so "
+                       f"the pod's containers never start")
+            if waits:
+                why, fix = waits
+                summary += f": {why}"
+            elif _can_undo(snap, kind, ns, name):
+                summary += "; it started with the latest revision: roll back, then fix it"
+                fix = _undo(ns, name)
+            else:
+                fix = (f"kubectl -n {ns} logs {pname} -c {cname}" + (" --previous" if not terminated else "")
+                       + "   # read why, then fix its command or what it needs")
+            return Finding("InitContainerFailing", subject, ns, summary, ev, fix)
+        if "running" in state and _cond(pod, "Initialized").get("status") == "False":
+            cond = _cond(pod, "Initialized")
+            started = (state.get("running") or {}).get("startedAt")
+            lasted = _seconds_since(snap, started)
+            ev = [Evidence("pod condition", f"Initialized=False {cond.get('reason')}: {cond.get('message', '')} "
+                           f"(kubectl shows Init:{statuses.index(cs)}/{len(statuses)})",
+                           f"kubectl -n {ns} get pod {pname}"),
+                  Evidence("pod status", f"init container {cname} has been running since {started}"
+                           + (f" ({lasted / 60:.0f} min)" if lasted is not None else ""),
+                           f"kubectl -n {ns} logs {pname} -c {cname}   # what it is waiting for")]
+            waits = _service_wait(snap, ns, kind, name, pname, i, container, ev)
+            if waits:
+                why, fix = waits
+            elif lasted is not None and lasted > INIT_STUCK_S:
+                why, fix = ("it has not finished in time", f"kubectl -n {ns} logs {pname} -c {cname}   # what it "
+                            "waits for; then provide that, or fix its command")
+            else:
+                return None
+            return Finding("InitContainerBlocked", subject, ns, f"init container {cname} keeps running, so the pod's "
+                           f"containers never start: {why}", ev, fix)
+        return None  # init containers run one at a time: the later ones have not started
+    return None
+
+
+# operation_generator.go: `MountVolume.SetUp failed for volume "config" : configmap "app-config" not found`; the
+# configmap and secret plugins: `configmap references non-existent config key: KEY`, `references non-existent secret
+# key: KEY`.
+_MOUNT = re.compile(r'MountVolume\.SetUp failed for volume "(?P<volume>[^"]+)"\s*:\s*(?P<error>.+)')
+_MOUNT_KEY = re.compile(r"references non-existent (?:config|secret) key: (?P<key>\S+)")
+
+
+def _failed_mount(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> Finding | None:
+    """A pod held in ContainerCreating by a volume the kubelet cannot set up (its FailedMount events say which)."""
+    status = pod.get("status") or {}
+    states = [cs.get("state") or {} for cs in (status.get("initContainerStatuses") or [])
+              + (status.get("containerStatuses") or [])]
+    # Events outlive the problem: only a pod whose containers still wait for their volumes counts (not one that got
+    # past them and now waits for something else, CreateContainerConfigError say).
+    if status.get("phase") != "Pending" or any(set(st) - {"waiting"} or (st.get("waiting") or {}).get("reason") not in
+                                               ("ContainerCreating", "PodInitializing") for st in states):
+        return None
+    ns, pname = _meta(pod)["namespace"], _meta(pod)["name"]
+    mounts = [e for e in _events_for(snap, "Pod", pname, ns) if e.get("reason") == "FailedMount"]
+    if not mounts:
+        return None
+    event = ([e for e in mounts if _MOUNT.search(e.get("message") or "")] or mounts)[-1]
+    waiting = sorted({((cs.get("state") or {}).get("waiting") or {}).get("reason", "")
+                      for cs in status.get("containerStatuses") or []} - {""}) or ["ContainerCreating"]
+    ev = [Evidence("pod status", f"pod {pname} is Pending, its containers waiting {', '.join(waiting)}",
+                   f"kubectl -n {ns} get pod {pname}"), _event_evidence(event, ns)]
+    subject = _subject(kind, name)
+    m = _MOUNT.search(event.get("message") or "")
+    spec = _template_spec(snap, kind, ns, name, pod)
+    i, volume = next(((i, v) for i, v in enumerate(spec.get("volumes") or []) if m and v.get("name") == m["volume"]),
+                     (0, {}))
+    source = "configMap" if "configMap" in volume else "secret" if "secret" in volume else ""
+    if not m or not source:
+        return Finding("FailedMount", subject, ns, f"a volume of the pod cannot be mounted: "
+                       f"{(event.get('message') or '')[:160]}", ev, f"kubectl -n {ns} describe pod {pname}")
+    vol, err = m["volume"], m["error"]
+    src = volume[source]
+    obj = src.get("name") if source == "configMap" else src.get("secretName")
+    obj_kind = source.lower()
+    users = [f"{c.get('name')} at {vm.get('mountPath')}" for c in (spec.get("initContainers") or [])
+             + (spec.get("containers") or []) for vm in c.get("volumeMounts") or [] if vm.get("name") == vol]
+    items = src.get("items") or []
+    ev.append(Evidence("pod spec", f"volume {vol} is {source} {obj}"
+                       + (f" (items {', '.join(str(it.get('key')) for it in items)})" if items else "")
+                       + f", mounted by {', '.join(users) or 'no container'}",
+                       _template_command(ns, kind, name, pname, f'volumes[?(@.name=="{vol}")]')))
+    base = f"/spec/template/spec/volumes/{i}/{source}"
+    key = (km := _MOUNT_KEY.search(err)) and km["key"]
+    refs = [{"container": None, "volume": vol, "key": it.get("key"),
+             "name_path": f"{base}/{'name' if source == 'configMap' else 'secretName'}",
+             "key_path": f"{base}/items/{j}/key", "optional_path": f"{base}/optional"}
+            for j, it in enumerate(items) if key is None or it.get("key") == key]
+    if not refs and key is None:
+        refs = [{"container": None, "volume": vol, "key": None, "key_path": None, "optional_path": f"{base}/optional",
+                 "name_path": f"{base}/{'name' if source == 'configMap' else 'secretName'}"}]
+    if key is None and not _MISSING_OBJECT.search(err):
+        return Finding("FailedMount", subject, ns, f"volume {vol} ({source} {obj}) cannot be mounted: {err[:160]}",
+                       ev, f"kubectl -n {ns} describe pod {pname}")
+    why, fix = _config_fix(snap, ns, kind, name, obj_kind, obj, key, refs, ev)
+    return Finding("FailedMount", subject, ns, f"volume {vol} cannot be mounted, so the pod stays ContainerCreating: "
+                   f"it {why}", ev, fix)
+
+
 def _container_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> Finding | None:
     ns, pname = _meta(pod)["namespace"], _meta(pod)["name"]
     status = pod.get("status") or {}
     spec = _template_spec(snap, kind, ns, name, pod)
     events = _events_for(snap, "Pod", pname, ns)
     subject = _subject(kind, name)
+    init = _init_findings(snap, pod, kind, name, spec, events)
+    if init is not None:
+        return init
     for cs in status.get("containerStatuses") or []:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         last = (cs.get("lastState") or {}).get("terminated") or {}
         reason = waiting.get("reason", "")
         cname = cs.get("name")
-        state_ev = Evidence("pod status", f"container {cname}: waiting {reason}: {(waiting.get('message') or '')[:200]}"
-                            .rstrip(": "),
-                            f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.containerStatuses[*].state}}'")
-        if reason in ("ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName"):
-            ev = [state_ev] + [_event_evidence(e, ns) for e in events if e.get("reason") == "Failed"
-                               and "Failed to pull" in (e.get("message") or "")][-1:]
-            image = next((c.get("image") for c in spec.get("containers") or [] if c.get("name") == cname), "")
-            return Finding("ImagePullBackOff", subject, ns, f"image {cs.get('image') or image!r} cannot be pulled: "
-                           f"the name or tag does not exist in the registry (or needs credentials)", ev,
-                           _image_fix(snap, kind, ns, name, cname, image))
+        if reason == "CreateContainerConfigError":
+            return _config_error(snap, pod, kind, name, cs, spec, events, init=False)
+        if reason in _PULL_REASONS:
+            return _image_finding(snap, pod, kind, name, cs, spec, events, init=False)
+        if _start_failure(cs):  # before the crash loop it causes: exit code 128, the command never ran
+            return _start_error(snap, pod, kind, name, cs, spec, events, init=False)
         killed_by_probe = [e for e in events if e.get("reason") == "Killing"
                            and "failed liveness probe" in (e.get("message") or "")]
         if killed_by_probe or (reason == "CrashLoopBackOff" and any(
@@ -782,22 +1232,79 @@ def _pairs(text: str) -> dict[str, float]:
     return {k: quantity(v) for k, v in (p.split("=", 1) for p in text.rstrip(".").split(","))}
 
 
+# serviceaccount admission: `error looking up service account NS/NAME: serviceaccount "NAME" not found`
+_NO_SA = re.compile(r'error looking up service account (?P<ns>[^/\s]+)/(?P<sa>[^:\s]+): serviceaccount "[^"]+" '
+                    r"not found")
+# pod-security admission: `violates PodSecurity "baseline:latest": privileged (container "c" must not set ...), ...`
+_PSA = re.compile(r'violates PodSecurity "(?P<level>[^":]+):(?P<version>[^"]+)": (?P<checks>.+)')
+
+
+def _retry(ns: str, rname: str) -> str:
+    # The ReplicaSet controller retries refused creates with exponential back-off (minutes, after a burst of
+    # refusals); any change to the ReplicaSet makes it sync at once, so a fix outside it touches it after.
+    return (f"kubectl -n {ns} annotate replicaset {rname} --overwrite troubleshooting.labkit.io/retry=\"$(date +%s)\""
+            "   # retry now, not after the controller's back-off")
+
+
+def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for k, v in more.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = json.loads(json.dumps(v))
+
+
+def _psa_patch(spec: dict[str, Any], checks: str) -> tuple[dict[str, Any], list[str], list[str]]:
+    """A strategic-merge patch of the pod template that meets the Pod Security checks named in ``checks``, what it
+    changes, and the checks it leaves to a person (hostPath volumes, hostPort, ...: the pod needs them or it is
+    redesigned)."""
+    container_fix = {"privileged": {"privileged": None},
+                     "allowPrivilegeEscalation != false": {"allowPrivilegeEscalation": False},
+                     "unrestricted capabilities": {"capabilities": {"drop": ["ALL"]}},
+                     "non-default capabilities": {"capabilities": {"add": None}}}
+    pod_fix = {"runAsNonRoot != true": {"securityContext": {"runAsNonRoot": True}},
+               "seccompProfile": {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}},
+               "host namespaces": {"hostNetwork": None, "hostPID": None, "hostIPC": None}}
+    groups = {c.get("name"): g for g in ("initContainers", "containers") for c in spec.get(g) or []}
+    patch: dict[str, Any] = {}
+    changed, manual = [], []
+    for label, detail in re.findall(r"(?:^|, )([^(]+?) \(([^)]*)\)", checks):
+        if label in container_fix:
+            for cname in re.findall(r'"([^"]+)"', detail.split(" must")[0]) or list(groups):
+                entries = patch.setdefault(groups.get(cname, "containers"), [])  # merged by name, as kubectl does
+                entry = next((e for e in entries if e["name"] == cname), None)
+                if entry is None:
+                    entry = {"name": cname, "securityContext": {}}
+                    entries.append(entry)
+                _merge(entry["securityContext"], container_fix[label])
+            changed.append(label)
+        elif label in pod_fix:
+            _merge(patch, pod_fix[label])
+            changed.append(label)
+        else:
+            manual.append(f"{label} ({detail})")
+    return patch, changed, manual
+
+
 def _replicasets(snap: Snapshot) -> list[Finding]:
     found = []
     for rs in snap.replicasets:
         cond = _cond(rs, "ReplicaFailure")
-        if cond.get("status") != "True":
-            continue
         ns, rname = _meta(rs)["namespace"], _meta(rs)["name"]
+        missing = int((rs.get("spec") or {}).get("replicas") or 0) - int((rs.get("status") or {}).get("replicas") or 0)
+        refused = [e for e in _events_for(snap, "ReplicaSet", rname, ns) if e.get("reason") == "FailedCreate"]
+        if cond.get("status") == "True":
+            message = cond.get("message") or ""
+            ev = [Evidence("replicaset condition", f"ReplicaFailure=True {cond.get('reason')}: {message[:240]}",
+                           f"kubectl -n {ns} describe replicaset {rname}")]
+        elif refused and missing > 0:  # the events, while pods are still missing (they outlive a fixed refusal)
+            message, ev = refused[-1].get("message") or "", []
+        else:
+            continue
         kind, name = _owner(snap, rs)
         if kind == "Pod":
             kind, name = "ReplicaSet", rname
-        message = cond.get("message") or ""
-        missing = int((rs.get("spec") or {}).get("replicas") or 0) - int((rs.get("status") or {}).get("replicas") or 0)
-        ev = [Evidence("replicaset condition", f"ReplicaFailure=True {cond.get('reason')}: {message[:240]}",
-                       f"kubectl -n {ns} describe replicaset {rname}")]
-        ev += [_event_evidence(e, ns) for e in _events_for(snap, "ReplicaSet", rname, ns)
-               if e.get("reason") == "FailedCreate"][-1:]
+        ev += [_event_evidence(e, ns) for e in refused[-1:]]
         if (m := _QUOTA.search(message)):
             req, used, lim = _pairs(m["req"]), _pairs(m["used"]), _pairs(m["lim"])
             need = {r: used.get(r, 0) + req[r] * max(missing, 1) for r in req
@@ -806,13 +1313,8 @@ def _replicasets(snap: Snapshot) -> list[Finding]:
             ev.append(Evidence("resourcequota", f"quota {m['q']}: used {m['used']} of {m['lim']}; each pod asks "
                                f"{m['req']}; {missing} pod(s) missing",
                                f"kubectl -n {ns} describe resourcequota {m['q']}"))
-            # The ReplicaSet controller retries refused creates with exponential back-off (minutes, after a burst of
-            # refusals); any change to the ReplicaSet makes it sync at once, so the fix touches it after the quota.
             fix = (f"kubectl -n {ns} patch resourcequota {m['q']} --type=merge -p "
-                   f"{shlex.quote(json.dumps({'spec': {'hard': hard}}))}\n"
-                   f"kubectl -n {ns} annotate replicaset {rname} --overwrite "
-                   f"troubleshooting.labkit.io/retry=\"$(date +%s)\""
-                   "   # retry now, not after the controller's back-off")
+                   f"{shlex.quote(json.dumps({'spec': {'hard': hard}}))}\n" + _retry(ns, rname))
             found.append(Finding("QuotaExceeded", _subject(kind, name), ns, f"ResourceQuota {m['q']} is full: "
                                  f"{missing} pod(s) cannot be created; raise the quota (or ask less per pod, or run "
                                  f"fewer)", ev, fix))
@@ -835,12 +1337,97 @@ def _replicasets(snap: Snapshot) -> list[Finding]:
                                                           f"{h['edge']}" for h in hits), ev,
                                  f"kubectl -n {ns} set resources {kind.lower()}/{name} -c {cname} "
                                  + " ".join(dict.fromkeys(args))))
+        elif (m := _NO_SA.search(message)):
+            sa = m["sa"]
+            have = sorted(_meta(a)["name"] for a in snap.serviceaccounts if _meta(a).get("namespace") == ns)
+            ev.append(Evidence("serviceaccount", f"no ServiceAccount {sa} in {ns}; it has: {', '.join(have) or 'none'}",
+                               f"kubectl -n {ns} get serviceaccounts"))
+            close = difflib.get_close_matches(sa, [a for a in have if a != "default"], n=1, cutoff=0.6)
+            if close and kind in _PATCHABLE:
+                why = f"{close[0]!r} exists: run them as that"
+                fix = _jsonpatch(ns, kind, name, [{"op": "replace", "path": "/spec/template/spec/serviceAccountName",
+                                                   "value": close[0]}])
+            else:
+                why = "create it (and bind the Role it needs), or name one that exists"
+                fix = f"kubectl -n {ns} create serviceaccount {sa}\n" + _retry(ns, rname)
+            found.append(Finding("ServiceAccountNotFound", _subject(kind, name), ns, f"its pods run as ServiceAccount "
+                                 f"{sa}, which does not exist, so the API server refuses them ({missing} missing): "
+                                 f"{why}", ev, fix))
+        elif (m := _PSA.search(message)):
+            dep = _deployment(snap, ns, name) if kind == "Deployment" else None
+            spec = ((dep or rs).get("spec") or {}).get("template", {}).get("spec") or {}
+            patch, changed, manual = _psa_patch(spec, m["checks"])
+            ev.append(Evidence("namespace", f"namespace {ns} enforces Pod Security level {m['level']} "
+                               f"({m['version']}); the pods fail: {_tail(m['checks'], 200)}",
+                               f"kubectl get namespace {ns} --show-labels"))
+            fix = (f"kubectl -n {ns} patch {kind.lower()}/{name} --type=strategic -p "
+                   f"{shlex.quote(json.dumps({'spec': {'template': {'spec': patch}}}))}" if patch else
+                   f"kubectl -n {ns} edit {kind.lower()}/{name}   # make the pod template meet {m['level']}")
+            if patch and kind == "ReplicaSet":
+                fix += "\n" + _retry(ns, rname)
+            if manual and patch:
+                fix += f"\n# by hand (the pods need a redesign, or another namespace): {'; '.join(manual)}"
+            found.append(Finding("PodSecurityViolation", _subject(kind, name), ns, f"namespace {ns} enforces Pod "
+                                 f"Security {m['level']!r} and the pod template breaks it "
+                                 f"({', '.join(changed + [x.split(' (')[0] for x in manual])}), so no pod is "
+                                 f"created ({missing} missing): change the pods, not the namespace's level",
+                                 ev, fix))
     return found
+
+
+_SCALABLE = {"Deployment": "deployments", "StatefulSet": "statefulsets", "ReplicaSet": "replicasets"}
+# The condition's reason says which kind of metric failed (horizontal.go computeStatusForXMetric).
+_METRIC_TYPES = {"FailedGetPodsMetric": "Pods", "FailedGetObjectMetric": "Object",
+                 "FailedGetExternalMetric": "External"}
+# replica_calculator.go: "missing request for %s in container %s of Pod %s"
+_NO_REQUEST = re.compile(r"missing request for (?P<resource>\S+) in container (?P<container>\S+) of Pod")
+
+
+def _hpa_target(snap: Snapshot, hpa: dict[str, Any], cond: dict[str, Any]) -> Finding:
+    """AbleToScale=False FailedGetScale: the target the HPA names cannot be read (no such object, or no such kind)."""
+    ns, name = _meta(hpa)["namespace"], _meta(hpa)["name"]
+    target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+    tkind, tname = target.get("kind", ""), target.get("name", "")
+    message = cond.get("message") or ""
+    ev = [Evidence("hpa condition", f"AbleToScale=False FailedGetScale: {message[:240]}",
+                   f"kubectl -n {ns} describe hpa {name}")]
+    ev += [_event_evidence(e, ns) for e in _events_for(snap, "HorizontalPodAutoscaler", name, ns)
+           if e.get("reason") == "FailedGetScale"][-1:]
+    if "no matches for kind" in message or tkind not in _SCALABLE:
+        kinds = difflib.get_close_matches(tkind, list(_SCALABLE), n=1, cutoff=0.5)
+        ev.append(Evidence("api resources", f"no kind {tkind!r} has a scale subresource here"
+                           + (f"; {kinds[0]} does" if kinds else ""), "kubectl api-resources --api-group=apps"))
+        fix = (_jsonpatch(ns, "HorizontalPodAutoscaler", name, [{"op": "replace", "path": "/spec/scaleTargetRef/kind",
+                                                                  "value": kinds[0]}]) if kinds else
+               f"kubectl -n {ns} edit hpa {name}   # spec.scaleTargetRef: the kind and name of a workload that exists")
+        return Finding("HPATargetNotFound", f"horizontalpodautoscaler/{name}", ns, f"its scaleTargetRef names kind "
+                       f"{tkind!r}, which cannot be scaled" + (f" (meant: {kinds[0]}?)" if kinds else ""), ev, fix)
+    pool = snap.deployments if tkind == "Deployment" else snap.replicasets if tkind == "ReplicaSet" else []
+    have = sorted(_meta(o)["name"] for o in pool if _meta(o).get("namespace") == ns)
+    close = difflib.get_close_matches(tname, have, n=3, cutoff=0.6)
+    listed = (f"the closest: {', '.join(close)}" if close else f"it has: {', '.join(have) or 'none'}") \
+        if pool or tkind in ("Deployment", "ReplicaSet") else "(not read by the engine: list them)"
+    ev.append(Evidence(_SCALABLE[tkind], f"no {tkind} {tname} in {ns}; {listed}", f"kubectl -n {ns} get "
+                       f"{_SCALABLE[tkind]}"))
+    if close:
+        fix = _jsonpatch(ns, "HorizontalPodAutoscaler", name, [{"op": "replace", "path": "/spec/scaleTargetRef/name",
+                                                                "value": close[0]}])
+        why = f"{close[0]} exists: point it there"
+    else:
+        fix = (f"kubectl -n {ns} get {_SCALABLE[tkind]}   # then set the HPA's spec.scaleTargetRef.name to one of them "
+               f"(kubectl -n {ns} edit hpa {name})")
+        why = "point it at the workload it should scale (or create that workload)"
+    return Finding("HPATargetNotFound", f"horizontalpodautoscaler/{name}", ns, f"its scaleTargetRef names {tkind} "
+                   f"{tname}, which does not exist, so it cannot read or change a replica count: {why}", ev, fix)
 
 
 def _hpas(snap: Snapshot) -> list[Finding]:
     found = []
     for hpa in snap.hpas:
+        able = _cond(hpa, "AbleToScale")
+        if able.get("status") == "False" and able.get("reason") == "FailedGetScale":
+            found.append(_hpa_target(snap, hpa, able))  # no target, no metric to read: one finding, not two
+            continue
         cond = _cond(hpa, "ScalingActive")
         if cond.get("status") != "False" or cond.get("reason") == "ScalingDisabled":
             continue
@@ -852,11 +1439,16 @@ def _hpas(snap: Snapshot) -> list[Finding]:
         ev += [_event_evidence(e, ns) for e in _events_for(snap, "HorizontalPodAutoscaler", name, ns)][-1:]
         dep = _deployment(snap, ns, target.get("name", "")) if target.get("kind") == "Deployment" else None
         containers = ((dep or {}).get("spec") or {}).get("template", {}).get("spec", {}).get("containers") or []
-        resources = {m.get("resource", {}).get("name") for m in (hpa.get("spec") or {}).get("metrics") or []
-                     if m.get("type") == "Resource"} - {None}
+        metrics = (hpa.get("spec") or {}).get("metrics") or []
+        resources = {m.get("resource", {}).get("name") for m in metrics if m.get("type") == "Resource"} - {None}
         lacking = [(c["name"], r) for c in containers for r in resources
                    if r not in ((c.get("resources") or {}).get("requests") or {})]
-        if lacking:
+        no_request = _NO_REQUEST.search(message)
+        custom = {m.get("type"): ((m.get(m.get("type", "").lower()) or {}).get("metric") or {}).get("name")
+                  for m in metrics if m.get("type") in ("Pods", "Object", "External")}
+        if lacking or (no_request and not dep):
+            if not lacking:  # the target is not in the snapshot: the condition names the container
+                lacking = [(no_request["container"], no_request["resource"])]
             ev.append(Evidence("deployment", f"container(s) {', '.join(sorted({c for c, _ in lacking}))} of "
                                f"{target.get('kind', '').lower()}/{target.get('name')} request no "
                                f"{', '.join(sorted({r for _, r in lacking}))}: utilization is usage / request",
@@ -864,8 +1456,27 @@ def _hpas(snap: Snapshot) -> list[Finding]:
                                f"jsonpath='{{.spec.template.spec.containers[*].resources}}'"))
             defaults = {"cpu": "100m", "memory": "128Mi"}
             flags = ",".join(f"{r}={defaults.get(r, '100m')}" for r in sorted({r for _, r in lacking}))
-            fix = f"kubectl -n {ns} set resources deployment/{target.get('name')} --requests={flags}"
+            names = sorted({c for c, _ in lacking})
+            # `set resources` without -c sets every container: name the one that lacks it when others have theirs
+            only = f" -c {names[0]}" if len(names) == 1 and (not dep or len(containers) > 1) else ""
+            fix = f"kubectl -n {ns} set resources deployment/{target.get('name')}{only} --requests={flags}"
             why = "its target's containers have no resource request, so there is no utilization to compute"
+        elif (mtype := _METRIC_TYPES.get(cond.get("reason", ""))):
+            external = mtype == "External"
+            api = "v1beta1.external.metrics.k8s.io" if external else "v1beta1.custom.metrics.k8s.io"
+            metric = custom.get(mtype) or "METRIC"
+            described = next((m["object"].get("describedObject") or {} for m in metrics if m.get("type") == "Object"),
+                             {})
+            plural = (described.get("kind") or "").lower()
+            plural += "es" if plural.endswith("s") else "s"
+            path = (f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}" if external else
+                    f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{ns}/{plural}/{described.get('name')}/{metric}"
+                    if mtype == "Object" else f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{ns}/pods/*/{metric}")
+            ev.append(Evidence("metrics api", f"whether {api} serves {metric} for the target's pods",
+                               f"kubectl get --raw '{path}'"))
+            fix = (f"kubectl get apiservice {api}   # the adapter (prometheus-adapter) must be Available and have a "
+                   f"rule for {metric}")
+            why = f"the {'external' if external else 'custom'} metrics API returns no {metric}"
         else:
             ev.append(Evidence("metrics api", "whether the metrics pipeline answers for these pods",
                                f"kubectl -n {ns} top pods   # and: kubectl get apiservice v1beta1.metrics.k8s.io"))
@@ -873,6 +1484,66 @@ def _hpas(snap: Snapshot) -> list[Finding]:
             why = "the metrics API returns nothing for its pods"
         found.append(Finding("HPAWithoutMetrics", f"horizontalpodautoscaler/{name}", ns,
                              f"the autoscaler cannot compute a replica count: {why}", ev, fix))
+    return found
+
+
+def _job_pods(snap: Snapshot, job: dict[str, Any]) -> list[dict[str, Any]]:
+    ns, name, uid = _meta(job)["namespace"], _meta(job)["name"], _meta(job).get("uid")
+    return [p for p in snap.pods if _meta(p).get("namespace") == ns and (
+        any(r.get("kind") == "Job" and (r.get("uid") == uid if uid else r.get("name") == name)
+            for r in _meta(p).get("ownerReferences") or [])
+        or (_meta(p).get("labels") or {}).get("batch.kubernetes.io/job-name") == name)]
+
+
+def _jobs(snap: Snapshot) -> list[Finding]:
+    """A Job that gave up (condition Failed=True): its pods are Failed, so the pod rules do not see them."""
+    found = []
+    for job in snap.jobs:
+        cond = _cond(job, "Failed")
+        if cond.get("status") != "True":
+            continue
+        ns, name = _meta(job)["namespace"], _meta(job)["name"]
+        spec, status = job.get("spec") or {}, job.get("status") or {}
+        reason = cond.get("reason") or ""
+        ev = [Evidence("job condition", f"Failed=True {reason}: {cond.get('message', '')}",
+                       f"kubectl -n {ns} describe job {name}")]
+        ev += [_event_evidence(e, ns) for e in _events_for(snap, "Job", name, ns) if e.get("reason") == reason][-1:]
+        exits = []  # (pod, container, terminated state) of each container that ended with an error
+        for p in _job_pods(snap, job):
+            for cs in ((p.get("status") or {}).get("initContainerStatuses") or []) + (
+                    (p.get("status") or {}).get("containerStatuses") or []):
+                t = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated") or {}
+                if t.get("exitCode"):
+                    exits.append((_meta(p)["name"], cs.get("name"), t))
+        codes = dict.fromkeys(t["exitCode"] for _, _, t in exits)
+        meaning = "; ".join(f"exit code {c} ({EXIT_CODES.get(c, 'the process chose it')})" for c in codes)
+        if exits:
+            shown = "; ".join(f"{pod}/{c} exit {t['exitCode']} ({t.get('reason', '')})" for pod, c, t in exits[:3])
+            ev.append(Evidence("pods", f"{len({pod for pod, _, _ in exits})} pod(s) failed: {shown}"
+                               + (f" and {len(exits) - 3} more" if len(exits) > 3 else ""),
+                               f"kubectl -n {ns} get pods -l batch.kubernetes.io/job-name={name} -o custom-columns="
+                               "POD:.metadata.name,EXIT:.status.containerStatuses[*].state.terminated.exitCode,"
+                               "REASON:.status.containerStatuses[*].state.terminated.reason"))
+            started = next((t for _, _, t in exits if t.get("reason") == "StartError"), None)
+            if started:
+                ev.append(Evidence("pod status", f"StartError: {_tail(started.get('message') or '', 200)}",
+                                   f"kubectl -n {ns} describe pods -l batch.kubernetes.io/job-name={name}"))
+        if reason == "BackoffLimitExceeded":
+            summary = (f"the Job gave up after {status.get('failed', len(exits))} failed pod(s) (backoffLimit "
+                       f"{spec.get('backoffLimit', 6)})" + (f": its command ends with {meaning}" if meaning else ""))
+            look = f"kubectl -n {ns} logs job/{name}   # why its pods failed; fix the command (or what it needs)"
+        elif reason == "DeadlineExceeded":
+            summary = (f"the Job ran longer than its activeDeadlineSeconds ({spec.get('activeDeadlineSeconds')} s), "
+                       f"so its pods were stopped: make it faster, or give it longer")
+            look = (f"kubectl -n {ns} logs job/{name}   # how far it got; raise spec.activeDeadlineSeconds (or make it "
+                    f"faster) in its manifest")
+        else:
+            summary = f"the Job failed ({reason}): {cond.get('message', '')}" + (f"; {meaning}" if meaning else "")
+            look = f"kubectl -n {ns} logs job/{name}   # why its pods failed"
+        # A Job's pod template cannot be changed: once fixed in its manifest, the Job is run anew.
+        fix = (f"{look}\n# then run it anew (a Job's pod template cannot change): "
+               f"kubectl -n {ns} delete job {name} && kubectl -n {ns} apply -f JOB-MANIFEST.yaml")
+        found.append(Finding("JobFailed", f"job/{name}", ns, summary, ev, fix))
     return found
 
 
@@ -987,10 +1658,11 @@ def analyze(snap: Snapshot) -> list[Finding]:
     findings: list[Finding] = []
     per_workload: dict[tuple[str, str, str], Finding] = {}
     for pod in snap.pods:
-        if not _live(pod):
+        if not (_live(pod) or _failed_alone(pod)):
             continue
         kind, name = _owner(snap, pod)
-        finding = _unschedulable(snap, pod, kind, name) or _container_findings(snap, pod, kind, name)
+        finding = (_unschedulable(snap, pod, kind, name) or _failed_mount(snap, pod, kind, name)
+                   or _container_findings(snap, pod, kind, name))
         if finding is None:
             continue
         key = (finding.namespace, finding.subject, finding.cause)
@@ -999,7 +1671,8 @@ def analyze(snap: Snapshot) -> list[Finding]:
             continue
         per_workload[key] = finding
         findings.append(finding)
-    findings += _services(snap) + _replicasets(snap) + _hpas(snap) + _deployments(snap) + _nodes(snap)
+    findings += (_services(snap) + _replicasets(snap) + _jobs(snap) + _hpas(snap) + _deployments(snap)
+                 + _nodes(snap))
     return rank(findings)
 
 
