@@ -30,6 +30,7 @@ import pandas as pd
 from . import addons, promql
 from .errors import LabkitError
 from .kube.client import Lab, api_errors
+from .kube.quantity import format_quantity, quantity
 
 # Every cause the engine can name, with the kubectl-level symptom that goes with it.
 CAUSES: dict[str, str] = {
@@ -202,7 +203,7 @@ def _items(lab: Lab, api_version: str, kind: str, namespace: str | None, **kw: A
 XID_METRIC = "DCGM_FI_DEV_XID_ERRORS"
 
 
-def _gpu_metrics() -> tuple[list[dict[str, Any]], str]:
+def gpu_metrics() -> tuple[list[dict[str, Any]], str]:
     """XID counters from the GPU exporter's /metrics where that add-on runs (dcgm-exporter's own names)."""
     url = addons.url("gpu-exporter")
     if not url:
@@ -250,7 +251,7 @@ def snapshot(lab: Lab, namespace: str | None = None) -> Snapshot:
     snap.node_events = _items(lab, "v1", "Event", None, field_selector="involvedObject.kind=Node")
     snap.taken_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with contextlib.suppress(OSError, ValueError):
-        snap.gpu_metrics, snap.gpu_source = _gpu_metrics()
+        snap.gpu_metrics, snap.gpu_source = gpu_metrics()
     return snap
 
 
@@ -347,30 +348,6 @@ def _undo(ns: str, name: str) -> str:
 def _template_spec(snap: Snapshot, kind: str, ns: str, name: str, pod: dict[str, Any]) -> dict[str, Any]:
     dep = _deployment(snap, ns, name) if kind == "Deployment" else None
     return ((dep or {}).get("spec") or {}).get("template", {}).get("spec") or pod.get("spec") or {}
-
-
-_UNITS = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
-          "Ti": 2**40}
-
-
-def quantity(text: str | int | float | None) -> float:
-    """A Kubernetes quantity as a number: ``500m`` -> 0.5, ``1Gi`` -> 1073741824."""
-    if text is None:
-        return 0.0
-    m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(text).strip())
-    if not m or m.group(2) not in _UNITS:
-        raise ValueError(f"not a quantity: {text!r}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def format_quantity(resource: str, value: float) -> str:
-    """A number back as a quantity the way kubectl writes it for ``resource`` (cpu in millicores, memory in Mi)."""
-    if resource.endswith("cpu"):
-        milli = round(value * 1000)
-        return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
-    if resource.endswith(("memory", "storage")):
-        return f"{int(-(-value // 2**20))}Mi"
-    return str(int(value))
 
 
 def _requests(pod: dict[str, Any], resource: str) -> float:

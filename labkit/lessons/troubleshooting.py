@@ -219,9 +219,9 @@ def _state(lab: Lab, namespace: str, spec: dict[str, Any]) -> tuple[bool, str]:
                     if (e.get("conditions") or {}).get("ready"))
         return ready > 0, f"service {name}: {ready} ready endpoints with a port"
     if cond == "gpu-xid":
-        from ..insight import _gpu_metrics
+        from ..insight import gpu_metrics
 
-        rows, _ = _gpu_metrics()
+        rows, _ = gpu_metrics()
         return any(r["node"] == name for r in rows), f"XID rows: {rows}"
     obj = get(lab, kind, name, namespace=namespace, api_version=API_VERSIONS.get(kind))
     if cond in ("rolled-out", "no-restarts") or cond.startswith("off-node="):

@@ -37,11 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
 
 
 # Violations whose fix is in a file being changed on another branch, written without their line number (lines move).
-KNOWN_PRIVATE = {
-    # labkit/insight.py: being changed on another branch; remove after merge. The fix there: rename _gpu_metrics
-    # (insight.py:184, called at :220) to gpu_metrics, and import that name in lessons/troubleshooting.py.
-    "labkit/lessons/troubleshooting.py labkit.lessons.troubleshooting imports _gpu_metrics, private to labkit.insight",
-}
+KNOWN_PRIVATE: set[str] = set()
 
 
 def layer_of(dotted: str) -> tuple[int, str]:
