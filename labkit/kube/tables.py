@@ -6,6 +6,7 @@ import pandas as pd
 
 from ..settings import GPU_RESOURCE, MIG_RESOURCE_PREFIX, SHARED_GPU_RESOURCE
 from .client import Lab, api_errors
+from .quantity import quantity
 
 
 def _ready(conditions: list | None) -> str:
@@ -77,18 +78,8 @@ def pod_usage_table(lab: Lab, namespace: str) -> pd.DataFrame:
 
 
 def _millicores(q: str) -> float:
-    if q.endswith("n"):
-        return int(q[:-1]) / 1e6
-    if q.endswith("u"):
-        return int(q[:-1]) / 1e3
-    if q.endswith("m"):
-        return float(q[:-1])
-    return float(q) * 1000
+    return quantity(q) * 1000
 
 
 def _mib(q: str) -> float:
-    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "k": 1000 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
-    for suffix, factor in units.items():
-        if q.endswith(suffix):
-            return float(q[: -len(suffix)]) * factor
-    return float(q) / 2**20
+    return quantity(q) / 2**20
