@@ -25,6 +25,11 @@ import labkit as lk
 from labkit.lessons import troubleshooting as l11
 
 
+def found(result: l11.DrillResult, cause: str) -> bool:
+    """Whether the diagnosis before the fix lists ``cause`` among its findings (a pair's second fault)."""
+    return bool(result.before) and any(f.cause == cause for f in result.before.findings)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("scenarios", nargs="*", help="default: every scenario, the benchmark-only ones included")
@@ -45,10 +50,13 @@ def main() -> int:
     rows = [{"scenario": r.scenario, "injected": r.expected, "ranked first": r.top,
              "findings": len(r.before.findings) if r.before else 0,
              "evidence lines": sum(len(f.evidence) for f in r.before.findings) if r.before else 0,
+             "also found": ", ".join(f"{c} {'yes' if found(r, c) else 'NO'}" for c in l11.scenario(r.scenario).also)
+             or "-",
              "fix fixed it": r.fixed if not args.no_fix and l11.scenario(r.scenario).fixed else "-",
+             "first after the fix": r.after.top.cause if r.after and r.after.top else "-",
              "seconds": round(r.seconds, 1), "error": r.error[:80]} for r in results]
     print(pd.DataFrame(rows).to_string(index=False))
-    right = sum(r.top == r.expected for r in results)
+    right = sum(r.top == r.expected and all(found(r, c) for c in l11.scenario(r.scenario).also) for r in results)
     fixable = [r for r in results if l11.scenario(r.scenario).fixed]
     fixed = sum(r.fixed for r in fixable)
     print(f"\n{right}/{len(results)} named first, {fixed}/{len(fixable)} fixed by the suggested command "

@@ -1,1 +1,23 @@
-"""Shared test configuration: tiers are folders (unit needs nothing; e2e and notebooks need the live lab)."""
+"""Shared test configuration: tiers are folders (unit needs nothing; e2e, conformance and notebooks need the live
+lab, which the ``lab`` fixture below connects to once per session)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    import labkit as lk
+
+
+@pytest.fixture(scope="session")
+def lab() -> lk.Lab:
+    """The live lab. Tests that need it never skip: without a cluster they fail and say how to start one."""
+    import labkit as lk
+
+    try:
+        return lk.connect()
+    except lk.ClusterUnreachable as exc:
+        pytest.fail(f"these tests need the live lab cluster and found none: {exc}\n"
+                    "start it with `labkit up --backend kwok` (make test does this)", pytrace=False)

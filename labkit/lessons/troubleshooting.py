@@ -63,6 +63,7 @@ class Scenario:
     addons: tuple[str, ...] = ()
     cleanup: dict[str, Any] = field(default_factory=dict)
     benchmark_only: bool = False  # run by benchmarks/diagnose_confusion.py, not by the notebook or the e2e drill
+    also: tuple[str, ...] = ()    # a second fault in the same namespace: the engine must find it too
 
     @property
     def node_level(self) -> bool:
@@ -78,7 +79,7 @@ def _data() -> dict[str, Any]:
 def all_scenarios(*, benchmark: bool = False) -> dict[str, Scenario]:
     """Every scenario, by name; ``benchmark=True`` adds the benchmark-only ones (more of kubelet 1.36's failures:
     they would lengthen the notebook's drill and the e2e test, which iterate over this)."""
-    every = {name: Scenario(name=name, **{k: tuple(v) if k == "addons" else v for k, v in spec.items()})
+    every = {name: Scenario(name=name, **{k: tuple(v) if k in ("addons", "also") else v for k, v in spec.items()})
              for name, spec in _data()["scenarios"].items()}
     return {name: sc for name, sc in every.items() if benchmark or not sc.benchmark_only}
 

@@ -1,4 +1,4 @@
-"""e2e fixtures: one live lab per session, a fresh uuid-named namespace per test.
+"""e2e fixtures: a fresh uuid-named namespace per test (the live lab, ``lab``, comes from tests/conftest.py).
 
 These tests never skip: without a cluster they fail and say how to start one.
 """
@@ -11,15 +11,6 @@ from collections.abc import Iterator
 import pytest
 
 import labkit as lk
-
-
-@pytest.fixture(scope="session")
-def lab() -> lk.Lab:
-    try:
-        return lk.connect()
-    except lk.ClusterUnreachable as exc:
-        pytest.fail(f"e2e tests need the live lab cluster and found none: {exc}\n"
-                    "start it with `labkit up --backend kwok` (make test does this)", pytrace=False)
 
 
 @pytest.fixture
