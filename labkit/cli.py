@@ -107,6 +107,7 @@ def _nodes_lines(kubeconfig: object) -> list[str]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from . import addons
+    from .addons.kubelet_checks import KubeletChecks
     from .cluster import kwok_backend
 
     info = state.recorded()
@@ -122,6 +123,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         pid = f" (pid {addon.pid})" if addon.pid else ""
         _say(f"  {addon.name:<24} {addon.state.upper() if addon.state != 'running' else 'running'}{pid} "
              f"{addon.url or ''} {addon.note}".rstrip())
+        if addon.name == KubeletChecks.name and addon.state == "running":
+            held = KubeletChecks.held(addons.addons_dir() / addon.name)
+            for pod in held[:5]:  # what a real kubelet would be retrying now
+                _say(f"    holds {pod['namespace']}/{pod['pod']}: {pod['why']}")
+            if len(held) > 5:
+                _say(f"    ... and {len(held) - 5} more pods")
     if kubeconfig is None or not health.api_healthy(kubeconfig):
         _say("API server: not answering  (start the lab: labkit up)")
         return 1

@@ -6,6 +6,11 @@ on pods it has looked at (see that module). kind and other clusters have a real 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+from ..sim.kubelet import HELD_FILE
 from .base import Context, PythonModuleAddon
 
 
@@ -20,6 +25,14 @@ class KubeletChecks(PythonModuleAddon):
 
     def arguments(self, ctx: Context) -> list[str]:
         return ["--kubeconfig", str(ctx.kubeconfig), "--port", str(ctx.port), "--state", str(ctx.folder)]
+
+    @staticmethod
+    def held(folder: Path) -> list[dict[str, Any]]:
+        """The pods the kubelet's checks hold now, and why (what the process last wrote; [] when it never did)."""
+        try:
+            return json.loads((folder / HELD_FILE).read_text())
+        except (OSError, ValueError):
+            return []
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/pods"

@@ -50,6 +50,8 @@ from .loopback_http import JSON, OK, Answer, LoopbackServer
 
 log = logging.getLogger("labkit.sim.kubelet")
 
+HELD_FILE = "held.json"  # in the process's folder: the pods it holds, for `labkit status`
+
 Obj = dict[str, Any]
 
 PASSED, HELD = "passed", "held"
@@ -797,10 +799,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.sim.kubelet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--port", type=int, required=True, help="/healthz and /pods on 127.0.0.1")
-    parser.add_argument("--state", type=Path, required=True, help="folder for held.json (what /pods serves)")
+    parser.add_argument("--state", type=Path, required=True, help=f"folder for {HELD_FILE} (what /pods serves)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    daemon = Daemon(kubeconfig=args.kubeconfig, catalog=load_catalog(), held_file=args.state / "held.json")
+    daemon = Daemon(kubeconfig=args.kubeconfig, catalog=load_catalog(), held_file=args.state / HELD_FILE)
     try:
         server = serve(daemon, args.port)
     except OSError as exc:
