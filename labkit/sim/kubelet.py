@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cluster.stages import KUBELET_ANNOTATION, OOM_ANNOTATION, Catalog, load_catalog, normalise, pull_error
+from ..kube.watch import list_and_watch
 from .declared import oom_killed
 from .loopback_http import JSON, OK, Answer, LoopbackServer
 
@@ -66,7 +67,6 @@ GRACE_S = 1.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 10.0, 300.0
 # An init container whose command runs for no stated time still takes a moment (and shows Init:0/N meanwhile).
 INIT_MIN_S = 1.0
-WATCH_SECONDS = 30
 API_TIMEOUT_S = 10
 RUNC_PREFIX = ("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create "
                "failed: unable to start container process: error during container init: ")
@@ -617,33 +617,22 @@ class Daemon:
             self._lock.notify_all()
 
     def _watch(self, kind: str) -> None:
-        """List, then watch from the list's resourceVersion; again after any error (a relist is also a resync)."""
-        from kubernetes import watch
-
+        """Keep the caches in step with the API (:func:`labkit.kube.watch.list_and_watch`)."""
         lister = {"pods": self.core.list_pod_for_all_namespaces,
                   "configmaps": self.core.list_config_map_for_all_namespaces,
                   "secrets": self.core.list_secret_for_all_namespaces,
                   "services": self.core.list_service_for_all_namespaces}[kind]
-        while not self.stopping.is_set():
-            try:
-                listed = self.api_client.sanitize_for_serialization(lister(_request_timeout=API_TIMEOUT_S))
-                for obj in listed.get("items") or []:
-                    (self._on_pod("ADDED", obj) if kind == "pods" else self._on_object(kind, "ADDED", obj))
+        on = self._on_pod if kind == "pods" else (lambda event, obj: self._on_object(kind, event, obj))
+        for change in list_and_watch(lister, plain=self.api_client.sanitize_for_serialization,
+                                     stopping=self.stopping, what=kind):
+            if change.type == "LISTED":
+                for obj in change.objects:
+                    on("ADDED", obj)
                 self._kinds_synced.add(kind)
                 if self._kinds_synced >= {"pods", "configmaps", "secrets", "services"}:
                     self.synced.set()
-                w = watch.Watch()
-                for ev in w.stream(lister, resource_version=listed["metadata"]["resourceVersion"],
-                                   timeout_seconds=WATCH_SECONDS, _request_timeout=WATCH_SECONDS + 5):
-                    obj = self.api_client.sanitize_for_serialization(ev["object"])
-                    if ev["type"] == "ERROR":
-                        break
-                    (self._on_pod(ev["type"], obj) if kind == "pods" else self._on_object(kind, ev["type"], obj))
-                    if self.stopping.is_set():
-                        break
-            except Exception as exc:  # noqa: BLE001 - the API server restarting, a 410 Gone: list again
-                log.info("watch %s: %s; listing again", kind, exc)
-                self.stopping.wait(1.0)
+            elif change.obj is not None:
+                on(change.type, change.obj)
 
     # -- the worker
     def run(self) -> None:

@@ -43,6 +43,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from ..kube.watch import list_and_watch
 from .loopback_http import OK, PROMETHEUS_TEXT, Answer, LoopbackServer
 
 log = logging.getLogger("labkit.sim.storage")
@@ -561,50 +562,33 @@ class Provisioner:
     # -- list + watch
     def _list_watch(self, kind: str, list_call: Callable[..., Any], store: dict[str, Obj],
                     key_of: Callable[[Obj], str]) -> None:
-        """List (replacing the cache, queueing every object), then watch; after any error pause and list again."""
-        from kubernetes import watch
-
-        failing = False
-        while not self.stopping.is_set():
-            try:
-                listed = list_call()
-                fresh = {key_of(o): o for o in (self._plain(i) for i in listed.items)}
+        """Keep ``store`` in step with the API (:func:`labkit.kube.watch.list_and_watch`), queueing what changes."""
+        for change in list_and_watch(list_call, plain=self._plain, stopping=self.stopping, what=kind,
+                                     watch_seconds=WATCH_SECONDS, pause_s=RETRY_PAUSE_S):
+            if change.type == "FAILED":
+                with self._lock:
+                    self.synced.clear()
+                    self._synced_kinds.discard(kind)
+            elif change.type == "LISTED":
+                fresh = {key_of(o): o for o in change.objects}
                 with self._lock:
                     store.clear()
                     store.update(fresh)
                     self._synced_kinds.add(kind)
                     if self._synced_kinds >= {"claim", "volume"}:
                         self.synced.set()
-                if failing:
-                    log.info("%s watch: the API server answers again", kind)
-                    failing = False
                 for key in fresh:
                     self.enqueue(kind, key)
-                stream = watch.Watch()
-                for event in stream.stream(list_call, resource_version=listed.metadata.resource_version,
-                                           timeout_seconds=WATCH_SECONDS, _request_timeout=WATCH_SECONDS + 10):
-                    if event["type"] == "ERROR":
-                        break  # 410 Gone and friends: list again
-                    obj = event.get("raw_object") or self._plain(event["object"])
-                    key = key_of(obj)
-                    with self._lock:
-                        if event["type"] == "DELETED":
-                            store.pop(key, None)
-                        else:
-                            store[key] = obj
-                    self._forget((kind, key))  # the object changed: what failed before may work now
-                    self.enqueue(kind, key)
-                    if self.stopping.is_set():
-                        stream.stop()
-            except Exception as exc:  # noqa: BLE001 -- API restarts, timeouts: pause briefly, then list again
+            else:
+                assert change.obj is not None
+                key = key_of(change.obj)
                 with self._lock:
-                    self.synced.clear()
-                    self._synced_kinds.discard(kind)
-                # Once per outage, not once a second while the API server is away.
-                log.log(logging.DEBUG if failing else logging.WARNING, "%s watch interrupted (%s: %s); listing "
-                        "again every %.0fs until the API server answers", kind, type(exc).__name__, exc, RETRY_PAUSE_S)
-                failing = True
-                self.stopping.wait(RETRY_PAUSE_S)
+                    if change.type == "DELETED":
+                        store.pop(key, None)
+                    else:
+                        store[key] = change.obj
+                self._forget((kind, key))  # the object changed: what failed before may work now
+                self.enqueue(kind, key)
 
     def run(self) -> list[threading.Thread]:
         """Start the worker and both watches (daemon threads); the class first, retried until the API answers."""

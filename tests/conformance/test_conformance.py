@@ -10,6 +10,7 @@ xfail), so the day it passes the suite says so.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import time
 import uuid
@@ -34,23 +35,66 @@ KINDS = {"pod": "pods", "deployment": "deployments", "replicaset": "replicasets"
          "job": "jobs", "statefulset": "statefulsets", "service": "services", "cronjob": "cronjobs"}
 
 
-def kubectl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=60, check=check)
+def kubectl(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=60, input=stdin)
+    if check and proc.returncode:
+        raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def into(path: Path, ns: str) -> str:
+    """The file's objects with their namespace set to the case's own (some examples name theirs: qos-example,
+    kube-system, default); nothing else changes."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:
+        doc.setdefault("metadata", {})["namespace"] = ns
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def touches_nodes(case: dict[str, Any]) -> bool:
+    """A case whose setup labels a node changes what other cases see: it runs alone, in its turn."""
+    return any(" nodes " in f" {command} " for command in case.get("setup", []))
+
+
+def set_up(case: dict[str, Any], ns: str, node: str) -> None:
+    """The page's own commands, verbatim, in the case's namespace: `kubectl create namespace X` is that namespace
+    (already made), `<your-node-name>` is one of the lab's nodes."""
+    for command in case.get("setup", []):
+        words = shlex.split(command.replace("<your-node-name>", node))
+        assert words[0] == "kubectl", f"{case['name']}: setup runs kubectl only, not {command!r}"
+        if words[1:3] == ["create", "namespace"]:
+            continue
+        kubectl(*words[1:], *([] if "nodes" in words else ["-n", ns]))
+
+
+def start(lab: lk.Lab, case: dict[str, Any], node: str) -> tuple[str, float]:
+    ns = f"docs-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", ns)
+    kubectl("label", "namespace", ns, "labkit.io/test=conformance")
+    lk.wait_default_service_account(lab, ns)
+    set_up(case, ns, node)
+    for path in case["apply"]:
+        kubectl("apply", "-f", "-", stdin=into(EXAMPLES / path, ns))
+    return ns, time.monotonic()
 
 
 @pytest.fixture(scope="module")
-def applied(lab: lk.Lab) -> Iterator[dict[str, tuple[str, float]]]:
-    """Every case applied, each in a fresh namespace: name -> (namespace, when)."""
+def node(lab: lk.Lab) -> Iterator[str]:
+    """The node a page's `kubectl label nodes <your-node-name> ...` labels; its labels are put back afterwards."""
     lk.use_lab_kubectl(lab)
-    started: dict[str, tuple[str, float]] = {}
-    for case in CASES:
-        ns = f"docs-{uuid.uuid4().hex[:6]}"
-        kubectl("create", "namespace", ns)
-        kubectl("label", "namespace", ns, "labkit.io/test=conformance")
-        lk.wait_default_service_account(lab, ns)
-        for path in case["apply"]:
-            kubectl("apply", "-n", ns, "-f", str(EXAMPLES / path))
-        started[case["name"]] = (ns, time.monotonic())
+    name = kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").stdout
+    before = kubectl("get", "node", name, "-o", "jsonpath={.metadata.labels}").stdout
+    yield name
+    added = {k for case in CASES for command in case.get("setup", []) if " nodes " in f" {command} "
+             for k in [w.split("=", 1)[0] for w in shlex.split(command)[4:] if "=" in w] if k not in before}
+    for key in added:
+        kubectl("label", "node", name, f"{key}-", check=False)
+
+
+@pytest.fixture(scope="module")
+def applied(lab: lk.Lab, node: str) -> Iterator[dict[str, tuple[str, float]]]:
+    """Every case applied at once, each in a fresh namespace (the ones that touch nodes later): name -> (ns, when)."""
+    started = {case["name"]: start(lab, case, node) for case in CASES if not touches_nodes(case)}
     yield started
     for ns, _ in started.values():
         kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -123,7 +167,10 @@ def _param(case: dict[str, Any]) -> Any:
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
-def test_the_page_outcome(applied: dict[str, tuple[str, float]], case: dict[str, Any]) -> None:
+def test_the_page_outcome(lab: lk.Lab, applied: dict[str, tuple[str, float]], node: str,
+                          case: dict[str, Any]) -> None:
+    if touches_nodes(case):
+        applied[case["name"]] = start(lab, case, node)
     ns, started = applied[case["name"]]
     within = float(case.get("within_s", 60)) + MARGIN_S
     wait_for(ns, case["expect"], started + within, f"{case['source']} ({case['page']})")
