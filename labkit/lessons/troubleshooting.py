@@ -58,7 +58,7 @@ class Scenario:
     manifests: str
     then: dict[str, Any] = field(default_factory=dict)
     fault: dict[str, Any] = field(default_factory=dict)
-    settle: dict[str, Any] = field(default_factory=dict)
+    settle: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)  # a list: wait for each
     fixed: dict[str, Any] = field(default_factory=dict)
     addons: tuple[str, ...] = ()
     cleanup: dict[str, Any] = field(default_factory=dict)
@@ -322,7 +322,8 @@ def inject(lab: Lab, name: str, *, namespace: str | None = None, timeout: float 
         patch(lab, KINDS[kind][0], obj, body, namespace=ns, api_version=KINDS[kind][1])
     if sc.node_level:
         _inject_fault(lab, sc, ns)
-    wait_state(lab, ns, sc.settle, timeout=timeout, what=f"the symptom of {name}")
+    for settle in sc.settle if isinstance(sc.settle, list) else [sc.settle]:  # a pair has one symptom per fault
+        wait_state(lab, ns, settle, timeout=timeout, what=f"the symptom of {name}")
     return ns
 
 
