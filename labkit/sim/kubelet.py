@@ -572,6 +572,9 @@ class Daemon:
         self.namespaces: dict[str, Namespace] = {}
         self.pods: dict[str, Obj] = {}          # uid -> latest pod
         self.walks: dict[str, Walk] = {}        # uid -> held pod's walk
+        # Pods handed to the Stages (at once, or after a walk): a watch event older than the hand-over still says
+        # `held` (or nothing), and must not start a new walk (uid -> True until the pod goes).
+        self.released: dict[str, bool] = {}
         self.synced = threading.Event()
         self.stopping = threading.Event()
         self._kinds_synced: set[str] = set()
@@ -611,6 +614,7 @@ class Daemon:
             if kind_event == "DELETED":
                 self.pods.pop(uid, None)
                 self.walks.pop(uid, None)
+                self.released.pop(uid, None)
                 return
             self.pods[uid] = pod
             self._now.add(uid)
@@ -672,6 +676,8 @@ class Daemon:
             return
         verdict = (meta.get("annotations") or {}).get(KUBELET_ANNOTATION)
         if verdict is None:
+            if uid in self.walks or uid in self.released:
+                return  # decided already: this event is older than the annotation written then
             verdict = pod_verdict(pod, self._ns(ns), self.catalog)
             marks = {KUBELET_ANNOTATION: verdict}
             first = (spec.get("containers") or [{}])[0]
@@ -689,8 +695,10 @@ class Daemon:
                 return
             if verdict == HELD:
                 self.walks[uid] = Walk(uid, ns, name, seen=time.monotonic())
+            else:
+                self.released[uid] = True
             return
-        if verdict != HELD:
+        if verdict != HELD or uid in self.released:
             self.walks.pop(uid, None)
             return
         if not status.get("containerStatuses"):
@@ -700,6 +708,7 @@ class Daemon:
         self._write(pod, walk, step)
         if step.release:
             self.walks.pop(uid, None)
+            self.released[uid] = True
             self.core.patch_namespaced_pod(name, ns, [
                 {"op": "test", "path": "/metadata/uid", "value": uid},
                 {"op": "replace", "path": "/metadata/annotations/" + KUBELET_ANNOTATION.replace("/", "~1"),

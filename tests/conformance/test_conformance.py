@@ -100,13 +100,13 @@ def applied(lab: lk.Lab, node: str) -> Iterator[dict[str, tuple[str, float]]]:
         kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def pod_line(ns: str, name: str) -> dict[str, str] | None:
-    """The pod's row of ``kubectl get pods``: NAME READY STATUS RESTARTS AGE."""
-    out = kubectl("get", "pod", name, "-n", ns, "--no-headers", check=False).stdout.split()
+def pod_line(ns: str, name: str) -> dict[str, str]:
+    """The pod's row of ``kubectl get pods``: NAME READY STATUS RESTARTS AGE (or what kubectl said instead)."""
+    proc = kubectl("get", "pod", name, "-n", ns, "--no-headers", check=False)
+    out = proc.stdout.split()
     if len(out) < 5:
-        return None
-    restarts = out[3]
-    return {"ready": out[1], "status": out[2], "restarts": restarts}
+        return {"error": (proc.stderr or proc.stdout).strip()}
+    return {"ready": out[1], "status": out[2], "restarts": out[3]}
 
 
 def observe(ns: str, expect: dict[str, Any]) -> tuple[bool, str]:
@@ -120,7 +120,7 @@ def observe(ns: str, expect: dict[str, Any]) -> tuple[bool, str]:
     if kind == "pod" and {"status", "ready", "restarts_at_least"} & set(expect):
         row = pod_line(ns, name)
         seen.append(f"kubectl get pod: {row}")
-        if row is None:
+        if "error" in row:
             return False, "; ".join(seen)
         if "status" in expect and row["status"] != expect["status"]:
             ok = False
@@ -128,6 +128,12 @@ def observe(ns: str, expect: dict[str, Any]) -> tuple[bool, str]:
             ok = False
         if "restarts_at_least" in expect and int(row["restarts"]) < int(expect["restarts_at_least"]):
             ok = False
+    if "last_terminated" in expect:  # the first container's lastState (or state) .terminated, as -o yaml shows it
+        got = kubectl("get", "pod", name, "-n", ns, "-o", "json", check=False).stdout
+        st = ((yaml.safe_load(got) or {}).get("status") or {}).get("containerStatuses") or [{}] if got else [{}]
+        term = (st[0].get("lastState") or {}).get("terminated") or (st[0].get("state") or {}).get("terminated") or {}
+        seen.append(f"terminated: {term.get('reason')} {term.get('exitCode')}")
+        ok = ok and all(term.get(k) == v for k, v in expect["last_terminated"].items())
     if "event" in expect:
         want = expect["event"]
         got = kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}",
@@ -173,7 +179,9 @@ def test_the_page_outcome(lab: lk.Lab, applied: dict[str, tuple[str, float]], no
         applied[case["name"]] = start(lab, case, node)
     ns, started = applied[case["name"]]
     within = float(case.get("within_s", 60)) + MARGIN_S
-    wait_for(ns, case["expect"], started + within, f"{case['source']} ({case['page']})")
+    # Timed from the case's start, but never less than a margin from now: applying fifty cases takes a while.
+    deadline = max(started + within, time.monotonic() + MARGIN_S)
+    wait_for(ns, case["expect"], deadline, f"{case['source']} ({case['page']})")
     if case.get("then"):
         for path in case["then"]:
             kubectl("apply", "-n", ns, "-f", str(EXAMPLES / path))
