@@ -102,6 +102,14 @@ class Lab:
         return {"gitVersion": info.git_version, "platform": info.platform, "goVersion": info.go_version}
 
 
+def api_client(kubeconfig: str | Path) -> k8s.ApiClient:
+    """A client for a process that runs beside the lab (a simulator, an add-on): no check that the API answers now
+    (it may be restarting: the caller's list-and-watch loop retries), and no silent urllib3 retries."""
+    client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    client.configuration.retries = 0
+    return client
+
+
 def connect(kubeconfig: str | Path | None = None, *, timeout: float = 5.0) -> Lab:
     """Connect to the lab (or the kubeconfig given) and check that an API server answers."""
     path, backend = _kubeconfig(kubeconfig)

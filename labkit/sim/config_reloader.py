@@ -120,9 +120,11 @@ class Reloader:
 
     def __init__(self, *, kubeconfig: str, namespace: str, name: str, folder: Path, prometheus_url: str,
                  alertmanager: str | None, workload_port: int | None, port: int) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        self.api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+        from ..kube.client import api_client  # here: importing this module stays light
+
+        self.api = client.CoreV1Api(api_client(kubeconfig))
         self.kubeconfig, self.namespace, self.name = kubeconfig, namespace, name
         self.folder, self.prometheus_url = folder, prometheus_url.rstrip("/")
         self.alertmanager, self.workload_port = alertmanager, workload_port

@@ -14,6 +14,9 @@ from typing import Any
 from ..cluster.stages import normalise
 from ..kube.quantity import optional_quantity
 
+# A pod's own declaration of what it uses (labkit/data/kwok-metrics.yaml reads them for idle pods).
+KWOK_USAGE_CPU = "kwok.x-k8s.io/usage-cpu"
+KWOK_USAGE_MEMORY = "kwok.x-k8s.io/usage-memory"
 STRESS = ("stress", "stress-ng")
 # stress's own size suffixes are powers of 1024 (B, K, M, G); its --vm-bytes defaults to 256M.
 _STRESS_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
@@ -68,7 +71,12 @@ def limit(container: dict[str, Any], resource: str) -> float | None:
     return optional_quantity(((container.get("resources") or {}).get("limits") or {}).get(resource))
 
 
-def oom_killed(container: dict[str, Any]) -> bool:
-    """Whether the kernel would OOM-kill the container: it declares more memory than its limit."""
-    memory, ceiling = declared(container).memory, limit(container, "memory")
+def oom_killed(container: dict[str, Any], annotations: dict[str, str] | None = None) -> bool:
+    """Whether the kernel would OOM-kill the container: its program, or its pod's usage annotation, declares more
+    memory than its limit."""
+    memory = declared(container).memory
+    usage = (annotations or {}).get(KWOK_USAGE_MEMORY)
+    if memory is None and usage:
+        memory = optional_quantity(usage)
+    ceiling = limit(container, "memory")
     return memory is not None and ceiling is not None and memory > ceiling

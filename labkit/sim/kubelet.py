@@ -562,10 +562,11 @@ class Daemon:
     """Watches pods, ConfigMaps, Secrets and Services; decides each new pod's verdict and walks the held ones."""
 
     def __init__(self, *, kubeconfig: str, catalog: Catalog, held_file: Path | None = None) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        self.api_client = config.new_client_from_config(config_file=kubeconfig)
-        self.api_client.configuration.retries = 0
+        from ..kube.client import api_client  # here: importing this module stays light (`labkit status`)
+
+        self.api_client = api_client(kubeconfig)
         self.core = client.CoreV1Api(self.api_client)
         self.kubelet = Kubelet(catalog)
         self.catalog = catalog
@@ -681,7 +682,8 @@ class Daemon:
             verdict = pod_verdict(pod, self._ns(ns), self.catalog)
             marks = {KUBELET_ANNOTATION: verdict}
             first = (spec.get("containers") or [{}])[0]
-            if oom_killed(first):  # the Stages' crash rule then ends it with exit 137, OOMKilled
+            # The Stages' crash rule then ends it with exit 137, OOMKilled.
+            if oom_killed(first, meta.get("annotations")):
                 marks[OOM_ANNOTATION] = first["name"]
             try:
                 self.core.patch_namespaced_pod(name, ns, [

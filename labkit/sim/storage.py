@@ -340,11 +340,12 @@ class Provisioner:
     """
 
     def __init__(self, *, kubeconfig: str, root: Path, provisioner: str = PROVISIONER) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        self.api_client = config.new_client_from_config(config_file=kubeconfig)
-        # No silent urllib3 retries: a refused connection ends the watch at once, and the loop below lists again.
-        self.api_client.configuration.retries = 0
+        from ..kube.client import api_client  # here: importing this module stays light
+
+        # No silent urllib3 retries: a refused connection ends the watch at once, and the loop lists again.
+        self.api_client = api_client(kubeconfig)
         self.core = client.CoreV1Api(self.api_client)
         self.storage = client.StorageV1Api(self.api_client)
         self.root, self.provisioner = Path(root), provisioner

@@ -69,7 +69,7 @@ from typing import Any
 
 from ..kube.quantity import optional_quantity
 from .calls import MAX_DEPTH, Key, calls_of, latency_faults
-from .declared import declared, limit
+from .declared import KWOK_USAGE_CPU, KWOK_USAGE_MEMORY, declared, limit
 from .loopback_http import JSON, OK, PROMETHEUS_TEXT, Answer, LoopbackServer
 from .pod_logs import PodLogs
 from .traces import Tracer
@@ -85,8 +85,6 @@ UNLIMITED_CPU_M = 2000.0
 IDLE_CPU_M = 1.0
 IDLE_MEMORY = 16 * 2**20
 MEMORY_PER_INFLIGHT = 4 * 2**20
-KWOK_USAGE_CPU = "kwok.x-k8s.io/usage-cpu"
-KWOK_USAGE_MEMORY = "kwok.x-k8s.io/usage-memory"
 MANAGED_BY = "labkit-workload-model"
 # Prometheus' default histogram buckets (client_golang's DefBuckets).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -446,9 +444,11 @@ class Model:
     """Every tick: list pods and EndpointSlices, compute loads, reconcile ResourceUsages, advance the counters."""
 
     def __init__(self, *, kubeconfig: str, port: int, traces_endpoint_file: str = "") -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        self.api_client = config.new_client_from_config(config_file=kubeconfig)
+        from ..kube.client import api_client  # here: importing this module stays light
+
+        self.api_client = api_client(kubeconfig)
         self.core = client.CoreV1Api(self.api_client)
         self.discovery = client.DiscoveryV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)

@@ -167,6 +167,8 @@ def test_the_docs_stress_containers_declare_their_usage() -> None:
     assert declared(mem_ok).memory == 150 * 2**20 and declared(mem_ok).cpu is None
     assert not oom_killed(mem_ok) and oom_killed(mem_over)
     assert declared(cpu).cpu == 2 and not oom_killed(cpu)
+    limited = {"image": "nginx:1.27", "resources": {"limits": {"memory": "64Mi"}}}
+    assert oom_killed(limited, {"kwok.x-k8s.io/usage-memory": "128Mi"}) and not oom_killed(limited)
     assert declared({"image": "nginx:1.27"}).cpu is None
     assert declared({"image": "polinux/stress", "command": ["stress"], "args": ["--vm", "x"]}).memory is None
 

@@ -64,9 +64,11 @@ class Daemon:
     """List-then-watch loop over pods and nodes, keeping the exporter's fleet and attribution current."""
 
     def __init__(self, *, kubeconfig: str, port: int, state: Path, targets: Path, seed: int) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        self.api_client = config.new_client_from_config(config_file=kubeconfig)
+        from ...kube.client import api_client  # here: importing this module stays light
+
+        self.api_client = api_client(kubeconfig)
         self.core = client.CoreV1Api(self.api_client)
         self.allocator = Allocator(checkpoint=state / "kubelet_internal_checkpoint.json")
         self.exporter = ClusterExporter(self.allocator, port=port)
