@@ -247,7 +247,8 @@ class Walk:
     mount_failures: int = 0
     due: float = 0.0                # the next volume set-up attempt (monotonic)
     why: str = ""                   # for /pods and the log
-    statuses: dict[str, Obj] = field(default_factory=dict)   # container name -> last status written
+    # container name -> the status last written; its key `_due` (not written) says when to try again (monotonic).
+    statuses: dict[str, Obj] = field(default_factory=dict)
     init_statuses: dict[str, Obj] = field(default_factory=dict)
 
     def pulled(self, container: str) -> bool:
@@ -279,15 +280,20 @@ def _image_id(image: str) -> str:
     return f"{ref.repo}@sha256:{hashlib.sha256(ref.ref.encode()).hexdigest()}"
 
 
+def _container_id(uid: str, container: str, restarts: int) -> str:
+    """One container start's ID, made as the Stages make theirs (a hash of pod, container and start)."""
+    return "kwok://" + hashlib.sha256(f"{uid}/{container}/{restarts}".encode()).hexdigest()
+
+
 def _running(c: Obj, uid: str, restarts: int, since: str, *, ready: bool) -> Obj:
     return {"name": c["name"], "image": normalise(c["image"]).ref, "imageID": _image_id(c["image"]),
-            "containerID": "kwok://" + hashlib.sha256(f"{uid}/{c['name']}/{restarts}".encode()).hexdigest(),
-            "ready": ready, "started": True, "restartCount": restarts, "state": {"running": {"startedAt": since}}}
+            "containerID": _container_id(uid, c["name"], restarts), "ready": ready, "started": True,
+            "restartCount": restarts, "state": {"running": {"startedAt": since}}}
 
 
 def _terminated(c: Obj, uid: str, restarts: int, code: int, reason: str, started: str, message: str = "") -> Obj:
     term = {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": now_iso(),
-            "containerID": "kwok://" + hashlib.sha256(f"{uid}/{c['name']}/{restarts}".encode()).hexdigest()}
+            "containerID": _container_id(uid, c["name"], restarts)}
     if message:
         term["message"] = message
     return term
@@ -357,7 +363,7 @@ class Kubelet:
                     return self._status(walk, pod, events=events, again_in=prev["_due"] - now)
             if not self.catalog.exists(c["image"]):
                 return self._pull_failed(walk, pod, c, events, init=True)
-            if why := env_problem(c, walk.namespace, ns) or None:
+            if why := env_problem(c, walk.namespace, ns):
                 walk.why = f"init container {name}: {why}"
                 events += [*_pull_events(c, self.catalog, not walk.pulled(name)),
                            ("Warning", "Failed", name, f"Error: {why}")]
