@@ -21,7 +21,8 @@ from .paths import bin_dir, cache_dir, state_dir
 SIMULATED_ON_KWOK = ("simulated:  nodes and containers (KWOK: no container runs; pods, image pulls against labkit's "
                      "image catalog, volumes, config references, init containers, the command's program, probes, "
                      "restarts, commands that end and the kubelet's events follow kubelet 1.36's rules and "
-                     "wording, faster; not simulated: memory limits (no OOMKilled), exec and port-forward; see "
+                     "wording, faster; OOMKilled for memory a program declares over its limit; not simulated: "
+                     "exec, port-forward, what a program prints; see "
                      "labkit/data/stages/README.md), GPUs, the local-path volumes; the control plane and the "
                      "other add-ons are real")
 

@@ -35,19 +35,16 @@ import heapq
 import json
 import logging
 import re
-import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from ..cluster.stages import KUBELET_ANNOTATION, OOM_ANNOTATION, Catalog, load_catalog, normalise, pull_error
 from ..kube.watch import list_and_watch
 from .declared import oom_killed
-from .loopback_http import JSON, OK, Answer, LoopbackServer
+from .loopback_http import JSON, Answer, run_daemon
 
 log = logging.getLogger("labkit.sim.kubelet")
 
@@ -785,22 +782,6 @@ class Daemon:
         self._held_written = held
 
 
-def serve(daemon: Daemon, port: int) -> LoopbackServer:
-    """``/healthz`` and ``/pods`` (the pods held, and why) on 127.0.0.1:``port``."""
-
-    def answer(path: str) -> Answer | None:
-        path = path.split("?", 1)[0].rstrip("/")
-        if path == "/healthz":
-            if daemon.synced.is_set():
-                return OK
-            return Answer("not synced with the API server yet\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
-        if path == "/pods":
-            return Answer(json.dumps(daemon.held(), indent=1) + "\n", JSON)
-        return None
-
-    return LoopbackServer(port, answer).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.sim.kubelet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", required=True)
@@ -809,20 +790,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     daemon = Daemon(kubeconfig=args.kubeconfig, catalog=load_catalog(), held_file=args.state / HELD_FILE)
-    try:
-        server = serve(daemon, args.port)
-    except OSError as exc:
-        print(f"cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
-        return 3
-    signal.signal(signal.SIGTERM, daemon.stop)
-    signal.signal(signal.SIGINT, daemon.stop)
     log.info("kubelet checks: /healthz and /pods on 127.0.0.1:%d", args.port)
-    threading.Thread(target=daemon.run, name="worker", daemon=True).start()
-    while not daemon.stopping.is_set():
-        daemon.stopping.wait(0.5)
-    server.server_close()
-    return 0
-
+    return run_daemon(args.port, daemon.synced, daemon.stopping, daemon.run,
+                      {"/pods": lambda: Answer(json.dumps(daemon.held(), indent=1) + "\n", JSON)})
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -7,8 +7,10 @@ the alert webhook, the config-reloader and the NPD supervisor each answer at ``c
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,3 +73,38 @@ class LoopbackServer(ThreadingHTTPServer):
     def start(self) -> LoopbackServer:
         threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
+
+
+def serve_synced(port: int, synced: threading.Event, pages: Mapping[str, Callable[[], Answer]]) -> LoopbackServer:
+    """``/healthz`` (503 until ``synced`` is set: the process has listed what it watches) and each of ``pages``."""
+
+    def answer(path: str) -> Answer | None:
+        path = path.split("?", 1)[0].rstrip("/")
+        if path == "/healthz":
+            if synced.is_set():
+                return OK
+            return Answer("not synced with the API server yet\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
+        page = pages.get(path)
+        return page() if page else None
+
+    return LoopbackServer(port, answer).start()
+
+
+def run_daemon(port: int, synced: threading.Event, stopping: threading.Event, work: Callable[[], Any],
+               pages: Mapping[str, Callable[[], Answer]]) -> int:
+    """A simulator's life: serve its pages, run ``work`` on a daemon thread, stop on SIGTERM/SIGINT (exit 0), or
+    exit 3 when the port is taken."""
+    try:
+        server = serve_synced(port, synced, pages)
+    except OSError as exc:
+        print(f"cannot listen on 127.0.0.1:{port}: {exc}", file=sys.stderr)
+        return 3
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    threading.Thread(target=work, name="work", daemon=True).start()
+    while not stopping.is_set():
+        stopping.wait(0.5)
+    # Nothing to flush: every step is idempotent and the next start lists again, so exit at once (the threads are
+    # daemons; server.shutdown() would wait for its poll interval first).
+    server.server_close()
+    return 0

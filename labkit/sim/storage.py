@@ -31,20 +31,17 @@ import heapq
 import logging
 import queue
 import shutil
-import signal
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from ..kube.watch import list_and_watch
-from .loopback_http import OK, PROMETHEUS_TEXT, Answer, LoopbackServer
+from .loopback_http import PROMETHEUS_TEXT, Answer, run_daemon
 
 log = logging.getLogger("labkit.sim.storage")
 
@@ -617,20 +614,9 @@ class Provisioner:
         self.stopping.set()
 
 
-def serve(provisioner: Provisioner, port: int) -> LoopbackServer:
-    """``/healthz`` and ``/metrics`` on 127.0.0.1:``port``, in a daemon thread."""
-
-    def answer(path: str) -> Answer | None:
-        path = path.split("?", 1)[0].rstrip("/")
-        if path == "/healthz":
-            if provisioner.synced.is_set():
-                return OK
-            return Answer("not synced with the API server yet\n", status=HTTPStatus.SERVICE_UNAVAILABLE)
-        if path == "/metrics":
-            return Answer(provisioner.metrics.render(), PROMETHEUS_TEXT)
-        return None
-
-    return LoopbackServer(port, answer).start()
+def pages(provisioner: Provisioner) -> dict[str, Callable[[], Answer]]:
+    """What it serves besides ``/healthz``: ``/metrics``."""
+    return {"/metrics": lambda: Answer(provisioner.metrics.render(), PROMETHEUS_TEXT)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -643,23 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args.root.mkdir(parents=True, exist_ok=True)
     provisioner = Provisioner(kubeconfig=args.kubeconfig, root=args.root.resolve(), provisioner=args.provisioner)
-    try:
-        server = serve(provisioner, args.port)
-    except OSError as exc:
-        print(f"cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
-        return 3
-    signal.signal(signal.SIGTERM, provisioner.stop)
-    signal.signal(signal.SIGINT, provisioner.stop)
     log.info("provisioner %s: volumes under %s; /healthz and /metrics on 127.0.0.1:%d", args.provisioner,
              args.root, args.port)
-    threading.Thread(target=provisioner.run, name="start", daemon=True).start()
-    while not provisioner.stopping.is_set():
-        provisioner.stopping.wait(0.5)
-    # Nothing to flush: every step is idempotent and the next start lists again, so exit at once (the threads are
-    # daemons; server.shutdown() would wait for its poll interval first).
-    server.server_close()
-    return 0
-
+    return run_daemon(args.port, provisioner.synced, provisioner.stopping, provisioner.run, pages(provisioner))
 
 if __name__ == "__main__":
     raise SystemExit(main())

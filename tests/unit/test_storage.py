@@ -19,6 +19,7 @@ from labkit.addons import REGISTRY
 from labkit.addons.base import Context
 from labkit.cluster.ports import free_port
 from labkit.sim import storage
+from labkit.sim.loopback_http import serve_synced
 from labkit.sim.storage import (
     ANN_PROVISIONED_BY,
     ANN_SELECTED_NODE,
@@ -297,7 +298,7 @@ def test_addon_is_registered_started_with_the_embedded_cluster_and_keeps_volumes
 def test_healthz_answers_503_until_synced_then_200(tmp_path: Path) -> None:
     prov, _core = _provisioner(tmp_path, [])
     port = free_port()
-    server = storage.serve(prov, port)
+    server = serve_synced(port, prov.synced, storage.pages(prov))
     try:
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
