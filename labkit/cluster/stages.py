@@ -42,7 +42,7 @@ KUBELET_ANNOTATION = "sim.labkit.io/kubelet"
 # Written with it when the first container declares more memory than its limit (labkit.sim.declared): its name.
 OOM_ANNOTATION = "sim.labkit.io/oom-killed"
 # Pod stages that act whatever the checks said: a deleted pod stops and goes.
-UNGATED_STAGES = ("labkit-pod-stop", "labkit-pod-delete")
+UNGATED_STAGES = ("labkit-pod-stop", "labkit-pod-terminal", "labkit-pod-delete")
 
 # --- image references, normalised as the kubelet's runtime does (docker's reference grammar)
 
