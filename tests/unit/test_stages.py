@@ -311,3 +311,31 @@ def test_the_oom_mark_kills_the_first_container(next_event: str) -> None:
     marked = _running(stress, annotations={stages.OOM_ANNOTATION: "c"})
     assert _run(next_event, marked)[1] == "crash"
     assert _run(next_event, {**marked, "spec": {**marked["spec"], "restartPolicy": "Never"}})[1] == "fail"
+
+
+def test_every_pod_stage_waits_for_the_kubelets_checks(docs: list[dict]) -> None:
+    pod_stages = {d["metadata"]["name"]: d for d in docs if d["spec"]["resourceRef"]["kind"] == "Pod"}
+    gate_key = f'.metadata.annotations["{stages.KUBELET_ANNOTATION}"]'
+
+    def gate_values(doc: dict) -> list[str] | None:
+        found = [e["jq"] for e in doc["spec"]["selector"]["matchExpressions"] if e["jq"]["key"] == gate_key]
+        return found[0]["values"] if found else None
+
+    assert set(stages.UNGATED_STAGES) <= set(pod_stages)
+    for name, doc in pod_stages.items():
+        if name in stages.UNGATED_STAGES:  # a deleted pod stops and goes whatever the checks said
+            assert gate_values(doc) is None, name
+        elif name == "labkit-pod-create":  # a held pod still gets its sandbox and IPs
+            assert gate_values(doc) == ["passed", "held"]
+        else:
+            assert gate_values(doc) == ["passed"], name
+
+
+def test_pull_errors_name_what_a_registry_would(catalog: stages.Catalog) -> None:
+    assert stages.pull_error(catalog, "myregistry.internal/team/app:v1").endswith(
+        'Head "https://myregistry.internal/v2/team/app/manifests/v1": dial tcp: lookup myregistry.internal: '
+        "no such host")
+    assert "pull access denied, repository does not exist" in stages.pull_error(catalog, "nginxx:1.27")
+    assert stages.pull_error(catalog, "nginx:1.99").endswith("docker.io/library/nginx:1.99: not found")
+    assert catalog.state("swr.cn-north-4.myhuaweicloud.com/team/app:v1") == "ok"  # the course's registry
+    assert catalog.state("python:3.12") == "ok" and catalog.state("pyhton:3.12") == "no-repo"
