@@ -153,6 +153,7 @@ def _tracing_patches(config_file: Path, otlp_port: int) -> list[dict[str, Any]]:
 
 def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = None,
                    controller_manager: Path | None = None, metrics_server: Path | None = None,
+                   kwok_server_port: int | None = None,
                    ports: dict[str, int] | None = None, tracing: tuple[Path, int] | None = None) -> dict[str, Any]:
     """kwokctl's configuration: local binaries for every component, loopback only.
 
@@ -196,6 +197,11 @@ def kwokctl_config(paths: dict[str, Path], *, kwok_controller: Path | None = Non
                                    for name in ("kube-scheduler", "kube-controller-manager")]
     if tracing:
         config["componentsPatches"] += _tracing_patches(*tracing)
+    if kwok_server_port:
+        # The nodes' kubelet port (kwokControllerPort) is then labkit's kubelet server's (exec, port-forward:
+        # labkit/sim/kubelet.py), which passes logs and metrics on to KWOK's own server here.
+        config["componentsPatches"].append({"name": "kwok-controller", "extraArgs": [
+            {"key": "server-address", "value": f"127.0.0.1:{kwok_server_port}"}]})
     return config
 
 
@@ -409,6 +415,9 @@ def up(*, progress: Progress = print) -> Path:
     otlp_port = free_port()
     while otlp_port in ports.values():
         otlp_port = free_port()
+    kwok_server_port = free_port()
+    while kwok_server_port in (*ports.values(), otlp_port):
+        kwok_server_port = free_port()
     tracing_file = state_dir() / TRACING_CONFIG_FILE
     tracing_file.write_text(yaml.safe_dump(tracing_configuration(otlp_port), sort_keys=False))
     # Without the gates (an odd Python path) kwok and the controller-manager start as kwokctl starts them.
@@ -418,7 +427,7 @@ def up(*, progress: Progress = print) -> Path:
                                                           component="kube-controller-manager") if gated else None,
                             metrics_server=write_gate(paths["metrics-server"], component="metrics-server")
                             if gated else None,
-                            ports=ports, tracing=(tracing_file, otlp_port))
+                            ports=ports, tracing=(tracing_file, otlp_port), kwok_server_port=kwok_server_port)
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     progress(f"starting etcd, kube-apiserver, controller-manager, scheduler, metrics-server, kwok "
              f"(Kubernetes {versions.KUBERNETES}) on 127.0.0.1")
@@ -428,7 +437,8 @@ def up(*, progress: Progress = print) -> Path:
     # keep the starting API server busy, and the machine's cores are what they wait for.
     _kwokctl("create", "cluster", "--config", str(config_file), "--kubeconfig", "", timeout=240)
     shutil.copyfile(cluster_dir() / "kubeconfig.yaml", kubeconfig_path())
-    _write_state(control_plane_otlp_port=otlp_port)
+    _write_state(control_plane_otlp_port=otlp_port, kubelet_port=ports["kwokControllerPort"],
+                 kwok_server_port=kwok_server_port, pki=str(cluster_dir() / "pki"))
     with ApiConnection(kubeconfig_path(), timeout=10) as api:
         install_lab_objects(api)
     progress(f"control plane up in {time.monotonic() - start:.1f}s; nodes registering")

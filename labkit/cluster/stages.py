@@ -158,6 +158,11 @@ class Repository:
     userland: str = "gnu"
     base: str | None = None
     executables: set[str] = field(default_factory=set)
+    # What the image prints when it starts: (stream, text with {date} and {tag}); files it ships (path -> text);
+    # how it answers on its port (labkit.sim.responder: nginx, httpd, hpa-example, agnhost).
+    start_log: list[tuple[str, str]] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    serves: str | None = None
 
     def has_tag(self, tag: str) -> bool:
         if tag in self.tags:
@@ -306,6 +311,15 @@ class Catalog:
                     raise ManifestError(f"{source}: {name}.base {spec['base']!r} is not one of the catalog's bases",
                                         fix=f"one of {sorted(self.bases)}, or add it under `bases:`")
                 repo.base = str(spec["base"])
+            for line in spec.get("start_log") or []:
+                stream, sep, text = str(line).partition(": ")
+                if not sep or stream not in ("stdout", "stderr"):
+                    raise ManifestError(f"{source}: {name}.start_log line {line!r} must start with stdout: or stderr:",
+                                        fix='e.g. "stdout: /docker-entrypoint.sh: Configuration complete"')
+                repo.start_log.append((stream, text))
+            repo.files.update({str(k): str(v) for k, v in (spec.get("files") or {}).items()})
+            if spec.get("serves") is not None:
+                repo.serves = str(spec["serves"])
             if spec.get("size_bytes") is not None:
                 repo.size_bytes = int(spec["size_bytes"])
             if spec.get("userland") is not None:

@@ -35,6 +35,8 @@ import heapq
 import json
 import logging
 import re
+import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,8 +45,12 @@ from typing import Any
 
 from ..cluster.stages import KUBELET_ANNOTATION, OOM_ANNOTATION, Catalog, load_catalog, normalise, pull_error
 from ..kube.watch import list_and_watch
+from ..paths import state_dir
 from .declared import oom_killed
 from .loopback_http import JSON, Answer, run_daemon
+from .responder import Responder
+from .runtime import Runtime
+from .sandbox import Objects, object_data, runtime_dir
 
 log = logging.getLogger("labkit.sim.kubelet")
 
@@ -79,6 +85,8 @@ class Namespace:
     configmaps: dict[str, set[str]] = field(default_factory=dict)
     secrets: dict[str, set[str]] = field(default_factory=dict)
     services: set[str] = field(default_factory=set)
+    # The same objects' contents, for the containers' environment and volumes (labkit.sim.sandbox).
+    objects: Objects = field(default_factory=Objects)
 
 
 def object_keys(obj: Obj) -> set[str]:
@@ -587,6 +595,46 @@ class Daemon:
         self._now: set[str] = set()
         self.held_file = held_file
         self._held_written: list[Obj] | None = None
+        self.gone: list[Obj] = []               # pods deleted since the worker last looked
+        self._master: Obj | None = None         # default/kubernetes: every container's KUBERNETES_* variables
+        self.runtime: Runtime | None = None     # what runs inside the containers (attach_runtime)
+
+    def attach_runtime(self) -> Runtime:
+        """Run what is inside the containers too (:mod:`labkit.sim.runtime`), with the ``Logs`` objects it makes."""
+        from kubernetes import client
+
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.runtime = Runtime(self.catalog, apply_logs=self._apply_logs, claim_dir=self._claim_dir)
+        return self.runtime
+
+    def _apply_logs(self, body: Obj) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            self.custom.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", ns, "logs", body,
+                                                        _request_timeout=API_TIMEOUT_S)
+        except ApiException as exc:
+            if exc.status != 409:
+                log.info("Logs %s/%s not written: %s", ns, name, exc.reason)
+                return
+            self.custom.patch_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", ns, "logs", name,
+                                                       {"spec": body["spec"]}, _request_timeout=API_TIMEOUT_S)
+
+    def _claim_dir(self, namespace: str, claim: str) -> Path | None:
+        """The local-path folder of a bound claim, when it lies under the lab's state (never another host path)."""
+        try:
+            pvc = self.core.read_namespaced_persistent_volume_claim(claim, namespace, _request_timeout=API_TIMEOUT_S)
+            if not pvc.spec.volume_name:
+                return None
+            pv = self.core.read_persistent_volume(pvc.spec.volume_name, _request_timeout=API_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - no claim, no volume: the sandbox gets an empty folder
+            return None
+        path = pv.spec.host_path.path if pv.spec.host_path else (pv.spec.local.path if pv.spec.local else None)
+        if not path:
+            return None
+        folder = Path(path).resolve()
+        return folder if state_dir().resolve() in folder.parents else None
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
@@ -595,12 +643,26 @@ class Daemon:
 
     # -- caches
     def _ns(self, name: str) -> Namespace:
-        return self.namespaces.setdefault(name, Namespace())
+        if name not in self.namespaces:
+            self.namespaces[name] = Namespace(objects=Objects(master=self._master))
+        return self.namespaces[name]
 
     def _on_object(self, kind: str, kind_event: str, obj: Obj) -> None:
         meta = obj["metadata"]
         ns, name = meta["namespace"], meta["name"]
         table = {"configmaps": self._ns(ns).configmaps, "secrets": self._ns(ns).secrets}.get(kind)
+        contents: dict[str, Any] = {"configmaps": self._ns(ns).objects.configmaps,
+                                    "secrets": self._ns(ns).objects.secrets,
+                                    "services": self._ns(ns).objects.services}[kind]
+        if kind_event == "DELETED":
+            contents.pop(name, None)
+        else:
+            contents[name] = obj if kind == "services" else object_data(obj, secret=kind == "secrets")
+        if kind == "services" and (ns, name) == ("default", "kubernetes"):
+            master = None if kind_event == "DELETED" else obj
+            for each in self.namespaces.values():
+                each.objects.master = master
+            self._master = master
         if kind == "services":
             (self._ns(ns).services.discard if kind_event == "DELETED" else self._ns(ns).services.add)(name)
         elif table is not None:
@@ -619,6 +681,8 @@ class Daemon:
                 self.pods.pop(uid, None)
                 self.walks.pop(uid, None)
                 self.released.pop(uid, None)
+                self.gone.append(pod)
+                self._lock.notify_all()
                 return
             self.pods[uid] = pod
             self._now.add(uid)
@@ -649,14 +713,18 @@ class Daemon:
         self.synced.wait()
         while not self.stopping.is_set():
             with self._lock:
-                while not self._now and not self.stopping.is_set():
+                while not self._now and not self.gone and not self.stopping.is_set():
                     wait = self._due[0][0] - time.monotonic() if self._due else 5.0
                     if wait <= 0:
                         self._now.add(heapq.heappop(self._due)[1])
                         break
                     self._lock.wait(min(wait, 5.0))
                 todo, self._now = self._now, set()
+                gone, self.gone = self.gone, []
             self._write_held()
+            for pod in gone:
+                if self.runtime is not None:
+                    self.runtime.forget(pod, remove=True)
             for uid in todo:
                 pod = self.pods.get(uid)
                 if pod is not None:
@@ -665,6 +733,12 @@ class Daemon:
                     except Exception as exc:  # noqa: BLE001 - one pod's failure must not stop the kubelet
                         log.warning("pod %s/%s: %s", pod["metadata"]["namespace"], pod["metadata"]["name"], exc)
                         self._again(uid, 2.0)
+                    if self.runtime is not None:
+                        try:
+                            self.runtime.sync(pod, self._ns(pod["metadata"]["namespace"]).objects)
+                        except Exception as exc:  # noqa: BLE001 - nor a sandbox's
+                            log.warning("runtime, pod %s/%s: %s", pod["metadata"]["namespace"],
+                                        pod["metadata"]["name"], exc)
 
     def _again(self, uid: str, seconds: float) -> None:
         with self._lock:
@@ -766,6 +840,12 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001
             log.info("event %s on %s/%s not recorded: %s", reason, meta["namespace"], meta["name"], exc)
 
+    def pod_named(self, namespace: str, name: str) -> Obj | None:
+        """The latest copy of a pod, by name (the responder's lookup)."""
+        with self._lock:
+            return next((p for p in self.pods.values() if p["metadata"]["namespace"] == namespace
+                         and p["metadata"]["name"] == name), None)
+
     def held(self) -> list[Obj]:
         return [{"namespace": w.namespace, "pod": w.name, "stage": w.stage, "why": w.why}
                 for w in list(self.walks.values())]
@@ -782,17 +862,54 @@ class Daemon:
         self._held_written = held
 
 
+def start_kubelet_server(binary: str, *, port: int, kwok_server: str, pki: Path, responder: int) -> subprocess.Popen:
+    """labkit's kubelet server (``labkit/data/kubelet-server``) on the nodes' kubelet port: exec and port-forward
+    here, everything else on to KWOK's server. It ends with this process (PR_SET_PDEATHSIG)."""
+    folder = runtime_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kwok-server").write_text(kwok_server + "\n")
+    (folder / "responder").write_text(f"127.0.0.1:{responder}\n")
+
+    def die_with_parent() -> None:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    log_file = (folder / "kubelet-server.log").open("ab")
+    return subprocess.Popen([binary, f"--listen=127.0.0.1:{port}", f"--upstream-file={folder / 'kwok-server'}",
+                             f"--tls-cert-file={pki / 'admin.crt'}", f"--tls-private-key-file={pki / 'admin.key'}",
+                             f"--runtime={folder}"], stdout=log_file, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)  # noqa: PLW1509 - only prctl, before exec
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.sim.kubelet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--port", type=int, required=True, help="/healthz and /pods on 127.0.0.1")
     parser.add_argument("--state", type=Path, required=True, help=f"folder for {HELD_FILE} (what /pods serves)")
+    parser.add_argument("--server-binary", help="labkit's kubelet server (exec, port-forward); none: not served")
+    parser.add_argument("--kubelet-port", type=int, help="the nodes' kubelet port, where the API server calls")
+    parser.add_argument("--kwok-server", help="KWOK's own server (host:port): logs and metrics")
+    parser.add_argument("--pki", type=Path, help="the cluster's PKI folder (the kubelet port's certificate)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     daemon = Daemon(kubeconfig=args.kubeconfig, catalog=load_catalog(), held_file=args.state / HELD_FILE)
+    runtime = daemon.attach_runtime()
+    responder = Responder(daemon.catalog, daemon.pod_named, runtime.root).start()
+    server = None
+    if args.server_binary and args.kubelet_port and args.kwok_server and args.pki:
+        server = start_kubelet_server(args.server_binary, port=args.kubelet_port, kwok_server=args.kwok_server,
+                                      pki=args.pki, responder=responder.port)
+        log.info("kubelet server (exec, port-forward) on 127.0.0.1:%d, pid %d", args.kubelet_port, server.pid)
     log.info("kubelet checks: /healthz and /pods on 127.0.0.1:%d", args.port)
-    return run_daemon(args.port, daemon.synced, daemon.stopping, daemon.run,
-                      {"/pods": lambda: Answer(json.dumps(daemon.held(), indent=1) + "\n", JSON)})
+    try:
+        return run_daemon(args.port, daemon.synced, daemon.stopping, daemon.run,
+                          {"/pods": lambda: Answer(json.dumps(daemon.held(), indent=1) + "\n", JSON),
+                           "/runtime": lambda: Answer(json.dumps(runtime.report()) + "\n", JSON)})
+    finally:
+        runtime.stop_all()
+        if server is not None:
+            server.terminate()
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,32 +1,28 @@
-"""Container logs of the simulated pods, written by the workload model: the same requests its metrics count.
+"""Container logs of the simulated pods: where they live, their format, and the request lines of the workload model.
 
-No container runs on the embedded cluster, so nothing would write a log. The workload model
-(:mod:`labkit.sim.workload`) calls :class:`PodLogs` every tick, and it writes what each container would have
-written, where a kubelet keeps it (under ``<state>/pod-logs``, standing for a node's ``/var/log``):
+No container engine runs on the embedded cluster. Each container start's log lives where a kubelet keeps it (under
+``<state>/pod-logs``, standing for a node's ``/var/log``):
 
 - ``pods/<namespace>_<pod>_<uid>/<container>/<restartCount>.log``: one file per container start, in the CRI log
   format (``2026-11-29T10:00:00.123456789Z stdout F <line>``), as containerd writes it;
 - ``containers/<pod>_<namespace>_<container>-<id>.log``: a symlink to it, named as the kubelet names them (where
   node-level agents such as vlagent look).
 
-What a container writes:
+Two writers share these files, each for its own lines:
 
-- a serving container (the first one of a pod the model sends requests to) writes one JSON line per request it
-  served (``level``, ``msg``, ``request_id``, ``method``, ``path``, ``status``, ``duration_ms``, ``service``):
-  as many lines as ``http_requests_total`` counts (its integer part), so logs and metrics agree. The pod
-  annotation ``workload.labkit.io/error-rate`` (a fraction, e.g. ``"0.2"``) makes that share of its requests
-  fail: ``level: error``, ``status: 500`` and the message of ``workload.labkit.io/error-message``; they are
-  counted in ``http_request_errors_total``. A request the container forwards to another Service (a container
-  env value ``http://SERVICE`` as an app is told where its backend is, or its ``workload.labkit.io/calls``
-  annotation: :mod:`labkit.sim.calls`) carries the same ``request_id`` there;
-- a container whose command is a shell script writes what its ``echo`` commands print (``>&2``: stderr) at the
-  time its ``sleep``s say; a container that exits with an error (the Stages' crash rule) writes those lines
-  before the restart, so ``kubectl logs --previous`` shows them;
-- every other container writes one start line.
-
-KWOK serves the files to ``kubectl logs`` (and ``-f``, ``--since``, ``--tail``, ``-c``, ``-l``, ``--previous``)
-through one ``Logs`` object per pod (``kwok.x-k8s.io/v1alpha1``, same name as the pod, owned by it):
-``logsFile`` is the current container's file, ``previousLogsFile`` the one before the last restart.
+- labkit's kubelet process (:mod:`labkit.sim.runtime`) writes what the container itself prints: a busybox script's
+  real output, an image's start-up lines (nginx's entrypoint), and KWOK's ``Logs`` object of each pod (``logsFile``
+  the current start's file, ``previousLogsFile`` the one before the last restart), which serves them to
+  ``kubectl logs`` (``-c``, ``-f``, ``--previous``, ``--since``, ``--tail``, ``--timestamps``, ``-l``);
+- the workload model (:mod:`labkit.sim.workload`, a lesson add-on) calls :class:`PodLogs` every tick: a serving
+  container (the first one of a pod the model sends requests to) gets one JSON line per request it served
+  (``level``, ``msg``, ``request_id``, ``method``, ``path``, ``status``, ``duration_ms``, ``service``): as many
+  lines as ``http_requests_total`` counts (its integer part), so logs and metrics agree. The pod annotation
+  ``workload.labkit.io/error-rate`` (a fraction, e.g. ``"0.2"``) makes that share of its requests fail:
+  ``level: error``, ``status: 500`` and the message of ``workload.labkit.io/error-message``; they are counted in
+  ``http_request_errors_total``. A request the container forwards to another Service (a container env value
+  ``http://SERVICE`` as an app is told where its backend is, or its ``workload.labkit.io/calls`` annotation:
+  :mod:`labkit.sim.calls`) carries the same ``request_id`` there.
 """
 
 from __future__ import annotations
@@ -36,12 +32,11 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,9 +50,6 @@ ERROR_RATE_ANNOTATION = "workload.labkit.io/error-rate"
 ERROR_MESSAGE_ANNOTATION = "workload.labkit.io/error-message"
 DEFAULT_ERROR_MESSAGE = "upstream request failed"
 LOGS_MANAGED_BY = "labkit-workload-model"
-_STATEMENT = re.compile(r"\s*(?:;|&&|\|\||\n)\s*")
-_ECHO = re.compile(r"^echo\s+(?P<text>.*?)(?P<stderr>\s*(?:>&2|1>&2))?\s*$")
-_SLEEP_STMT = re.compile(r"^sleep\s+([0-9]*\.?[0-9]+)\s*$")
 
 
 def log_root() -> Path:
@@ -81,7 +73,7 @@ def current_log(namespace: str, pod: str, uid: str, container: str, *, previous:
     return container_log(namespace, pod, uid, container, 0).with_name("previous.log" if previous else "current.log")
 
 
-def _point(link: Path, target: Path) -> None:
+def point_link(link: Path, target: Path) -> None:
     """Make ``link`` a symlink to ``target`` in one step (readers never see it missing)."""
     if link.is_symlink() and os.readlink(link) == str(target):
         return
@@ -89,6 +81,29 @@ def _point(link: Path, target: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
     os.replace(tmp, link)
+
+
+def link_container_log(root: Path, namespace: str, pod: str, uid: str, container: str, restart: int,
+                       cid: str) -> Path:
+    """The container start's file and its ``/var/log/containers`` symlink (idempotent); the file's path."""
+    path = container_log(namespace, pod, uid, container, restart)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    link = root / "containers" / f"{pod}_{namespace}_{container}-{cid}.log"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.symlink(path, link)
+    except FileExistsError:
+        pass
+    return path
+
+
+def point_current(namespace: str, pod: str, uid: str, container: str, restart: int) -> None:
+    """``current.log`` -> this start's file, ``previous.log`` -> the one before (as soon as it runs)."""
+    point_link(current_log(namespace, pod, uid, container), container_log(namespace, pod, uid, container, restart))
+    if restart > 0:
+        point_link(current_log(namespace, pod, uid, container, previous=True),
+                   container_log(namespace, pod, uid, container, restart - 1))
 
 
 def predicted_container_id(uid: str, container: str, restart: int) -> str:
@@ -108,28 +123,6 @@ def parse_cri(line: str) -> tuple[str, str, str]:
     return stamp, stream, message
 
 
-def script_output(command: Iterable[str]) -> list[tuple[float, str, str]]:
-    """What a shell script's ``echo``s print: ``(seconds after start, stream, text)``, in order.
-
-    ``sh -c "echo connecting; sleep 3; echo fatal: db refused >&2; exit 1"`` ->
-    ``[(0, "stdout", "connecting"), (3, "stderr", "fatal: db refused")]``.
-    """
-    words = list(command)
-    if "-c" not in words[:3]:
-        return []
-    script = " ".join(words[words.index("-c") + 1:])
-    out, at = [], 0.0
-    for statement in _STATEMENT.split(script):
-        if m := _SLEEP_STMT.match(statement):
-            at += float(m.group(1))
-        elif m := _ECHO.match(statement):
-            text = m.group("text").strip()
-            if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-                text = text[1:-1]
-            out.append((at, "stderr" if m.group("stderr") else "stdout", text))
-    return out
-
-
 def is_error(k: int, rate: float) -> bool:
     """Whether the ``k``-th request (1-based) of a pod failing at ``rate`` fails: spread evenly, exactly
     ``floor(n x rate)`` of the first ``n``."""
@@ -138,7 +131,7 @@ def is_error(k: int, rate: float) -> bool:
 
 @dataclass
 class Run:
-    """One start of one container: its file, its script's lines still to write, how many requests it logged."""
+    """One start of one container and its file."""
 
     namespace: str
     pod: str
@@ -147,8 +140,6 @@ class Run:
     restart: int
     container_id: str
     started: float
-    script: list[tuple[float, str, str]] = field(default_factory=list)
-    written: int = 0  # script lines written
 
     @property
     def path(self) -> Path:
@@ -159,11 +150,6 @@ class Run:
         if text:
             with self.path.open("a") as f:
                 f.write(text)
-
-    def flush_script(self, until: float) -> None:
-        due = [(self.started + off, s, t) for off, s, t in self.script[self.written:] if self.started + off <= until]
-        self.write(due)
-        self.written += len(due)
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -207,17 +193,7 @@ class PodLogs:
     # --- containers: starts, script output, crashes ---------------------------------------------------------
 
     def _link(self, namespace: str, pod: str, uid: str, container: str, restart: int, cid: str) -> Path:
-        """The container's file and its ``/var/log/containers`` symlink (idempotent)."""
-        path = container_log(namespace, pod, uid, container, restart)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-        link = self.root / "containers" / f"{pod}_{namespace}_{container}-{cid}.log"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.symlink(path, link)
-        except FileExistsError:
-            pass
-        return path
+        return link_container_log(self.root, namespace, pod, uid, container, restart, cid)
 
     def prepare(self, pod: Mapping[str, Any]) -> None:
         """Create the files of the container starts KWOK is about to report, before it reports them: a runtime
@@ -238,11 +214,7 @@ class PodLogs:
                                     int(cs.get("restartCount") or 0))
 
     def _point_current(self, namespace: str, pod: str, uid: str, container: str, restart: int) -> None:
-        """``current.log`` -> this start's file, ``previous.log`` -> the one before (as soon as it runs)."""
-        _point(current_log(namespace, pod, uid, container), container_log(namespace, pod, uid, container, restart))
-        if restart > 0:
-            _point(current_log(namespace, pod, uid, container, previous=True),
-                   container_log(namespace, pod, uid, container, restart - 1))
+        point_current(namespace, pod, uid, container, restart)
 
     def watch(self, core: Any) -> threading.Thread:
         """Call :meth:`prepare` on every pod event, as they come (the model's tick is a second apart)."""
@@ -261,48 +233,27 @@ class PodLogs:
         thread.start()
         return thread
 
-    def observe(self, pods: Iterable[Mapping[str, Any]], now: float) -> dict[tuple[str, str], dict[str, Any]]:
-        """Follow container starts and restarts; return the ``Logs`` object of every pod whose files changed."""
-        changed: dict[tuple[str, str], dict[str, Any]] = {}
+    def observe(self, pods: Iterable[Mapping[str, Any]], now: float) -> None:
+        """Follow container starts and restarts: the file each container's request lines go to."""
         seen = set()
         for pod in pods:
-            meta, spec = pod["metadata"], pod.get("spec", {})
+            meta = pod["metadata"]
             if meta.get("deletionTimestamp"):
                 continue
-            commands = {c["name"]: [*(c.get("command") or []), *(c.get("args") or [])]
-                        for c in spec.get("containers", [])}
-            pod_changed = False
             for cs in (pod.get("status") or {}).get("containerStatuses") or []:
                 key = (meta["namespace"], meta["name"], cs["name"])
                 seen.add(key)
                 run = self.runs.get(key)
                 cid, running = _container_id(cs), (cs.get("state") or {}).get("running")
-                if run is not None and (not running or run.container_id != cid):
-                    run.flush_script(math.inf)  # the container ended: everything it printed is in its file
                 if not cid or not running or (run is not None and run.container_id == cid):
                     continue
-                started = _timestamp(running.get("startedAt")) or now
                 run = Run(meta["namespace"], meta["name"], meta["uid"], cs["name"], int(cs.get("restartCount") or 0),
-                          cid, started, script_output(commands.get(cs["name"], [])))
-                fresh = not run.path.exists() or run.path.stat().st_size == 0
+                          cid, _timestamp(running.get("startedAt")) or now)
                 self._link(run.namespace, run.pod, run.uid, run.container, run.restart, cid)
                 self._point_current(run.namespace, run.pod, run.uid, run.container, run.restart)
-                if not fresh:  # the model restarted: this container's lines are there already
-                    run.written = len(run.script)
-                elif not run.script:
-                    run.write([(started, "stdout", json.dumps(
-                        {"level": "info", "msg": "container started", "container": run.container,
-                         "restart": run.restart}))])
                 self.runs[key] = run
-                pod_changed = True
-            for run in [r for k, r in self.runs.items() if k[:2] == (meta["namespace"], meta["name"])]:
-                run.flush_script(now)
-            if pod_changed:
-                runs = {k[2]: r for k, r in self.runs.items() if k[:2] == (meta["namespace"], meta["name"])}
-                changed[(meta["namespace"], meta["name"])] = logs_object(pod, runs)
         for key in [k for k in self.runs if k not in seen]:
             del self.runs[key]
-        return changed
 
     # --- requests: one line per request the metrics count -----------------------------------------------------
 

@@ -538,11 +538,7 @@ class Model:
         """Each container's log as KWOK serves it to `kubectl logs` (:mod:`labkit.sim.pod_logs`)."""
         assert self.pod_logs is not None
         now = time.time()
-        for (ns, name), body in self.pod_logs.observe(pods, now).items():
-            try:
-                self._create(body, plural="logs")
-            except Exception as exc:  # the pod went meanwhile, or the API server is busy: next change retries
-                log.warning("cannot write Logs %s/%s: %s", ns, name, exc)
+        self.pod_logs.observe(pods, now)
         latency = {(ld.namespace, ld.pod): ld.latency_s for ld in loads}
         by_key = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
         with self.lock:  # /metrics reads the error counts

@@ -1,0 +1,277 @@
+"""The embedded cluster's container runtime: what runs inside a simulated container, and what it prints.
+
+KWOK's Stages say *when* a container starts, restarts and stops. This module, run by labkit's kubelet process
+(:mod:`labkit.sim.kubelet`), follows those starts and makes each one real where it can:
+
+- every running container gets its sandbox (:mod:`labkit.sim.sandbox`) and an exec spec, so ``kubectl exec`` and
+  ``kubectl cp`` reach it through labkit's kubelet server; a container that is not running has none
+  (``container not found``), as on a node;
+- a container whose command is a busybox program (``sh -c "..."``, ``sleep``, ``echo``: the documentation's
+  counters, ``touch``/``rm`` of probe files) runs for real in that sandbox: its output is the container's log, its
+  files are what ``kubectl exec`` sees. The Stages stop it when they say the container ended (and start a new one on
+  a restart). Commands that need the network (``wget``, ``nslookup``, ``nc``) stay modelled: the sandbox has no
+  Service network;
+- a container the catalog knows how the image logs (nginx's entrypoint) prints those start-up lines;
+- the log files are where a kubelet keeps them (:mod:`labkit.sim.pod_logs`: CRI format, ``/var/log/pods`` and
+  ``/var/log/containers``), and each pod gets KWOK's ``Logs`` object, so ``kubectl logs`` (``-c``, ``-f``,
+  ``--previous``, ``--since``, ``--tail``, ``--timestamps``) and the log agent read the same lines.
+
+The workload model (lesson add-on) appends the request lines of the traffic it routes to the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..cluster.stages import Catalog, normalise
+from . import pod_logs, sandbox
+
+log = logging.getLogger("labkit.sim.runtime")
+
+Obj = dict[str, Any]
+
+# At most this many containers run for real at once (a 1,000-pod benchmark must not fork 1,000 shells); the rest
+# are modelled, and `labkit status` says so through the log line below.
+MAX_REAL = 150
+# Programs that need the Service network the sandbox does not have: a script that uses one stays modelled.
+NETWORK_PROGRAMS = ("wget", "curl", "nslookup", "nc ", "ping", "telnet", "dig ", "host ")
+# How long a stopped container gets between SIGTERM and SIGKILL (the Stages already waited its grace period).
+STOP_GRACE_S = 1.0
+READ_CHUNK = 65536
+
+
+def network_free(argv: list[str]) -> bool:
+    """Whether a command runs without the network (none of :data:`NETWORK_PROGRAMS` in it)."""
+    text = " ".join(argv) + " "
+    return not any(p in text for p in NETWORK_PROGRAMS)
+
+
+def start_lines(catalog: Catalog, image: str, at: float) -> list[tuple[float, str, str]]:
+    """What the image prints when it starts (``logs.start`` in the catalog): ``(time, stream, text)``."""
+    ref = normalise(image)
+    repo = catalog.repositories.get(ref.repo)
+    lines = repo.start_log if repo else []
+    stamp = datetime.fromtimestamp(at, UTC)
+    values = {"date": stamp.strftime("%Y/%m/%d %H:%M:%S"), "tag": (ref.tag or "latest").split("-")[0]}
+    out = []
+    for stream, text in lines:
+        try:
+            out.append((at, stream, text.format(**values)))
+        except (KeyError, IndexError, ValueError):
+            out.append((at, stream, text))
+    return out
+
+
+@dataclass
+class Process:
+    """One container start that runs for real."""
+
+    key: tuple[str, str]     # (pod uid, container)
+    popen: subprocess.Popen[bytes]
+    log_file: Path
+    buffers: dict[str, bytes]
+
+
+class Runtime:
+    """Follows the Stages' container starts; runs, logs and tears down what is inside them."""
+
+    def __init__(self, catalog: Catalog, *, apply_logs: Callable[[Obj], None],
+                 claim_dir: Callable[[str, str], Path | None] = lambda ns, claim: None,
+                 root: Path | None = None) -> None:
+        self.catalog = catalog
+        self.apply_logs = apply_logs
+        self.claim_dir = claim_dir
+        self.root = root or sandbox.runtime_dir()
+        self.usable = sandbox.tools() is not None
+        self.starts: dict[tuple[str, str], str] = {}    # (uid, container) -> container ID it last set up
+        self.runs: dict[str, dict[str, pod_logs.Run]] = {}  # uid -> container -> its current start (Logs object)
+        self.procs: dict[tuple[str, str], Process] = {}
+        self._lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._io = threading.Thread(target=self._pump, name="runtime-io", daemon=True)
+        self._io.start()
+        if not self.usable:
+            log.warning(sandbox.MISSING_TOOLS)
+
+    # -- following the Stages
+    def sync(self, pod: Obj, objects: sandbox.Objects) -> None:
+        """Bring the pod's containers in line with what its status says (called on every pod change)."""
+        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        uid = meta["uid"]
+        if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
+            self.forget(pod, remove=False)
+            return
+        containers = {c["name"]: c for c in spec.get("containers") or []}
+        changed = False
+        for cs in status.get("containerStatuses") or []:
+            c = containers.get(cs["name"])
+            if c is None:
+                continue
+            key = (uid, cs["name"])
+            cid = str(cs.get("containerID") or "").split("://", 1)[-1]
+            running = (cs.get("state") or {}).get("running")
+            if not running or not cid:
+                if key in self.starts:
+                    self._stop(key)
+                    self.starts.pop(key, None)
+                    spec_file = self.root / "exec" / meta["namespace"] / meta["name"] / f"{cs['name']}.json"
+                    spec_file.unlink(missing_ok=True)
+                continue
+            if self.starts.get(key) == cid:
+                continue
+            self._stop(key)
+            self.starts[key] = cid
+            self._start(pod, c, cs, cid, objects)
+            changed = True
+        if changed:
+            self.apply_logs(pod_logs.logs_object(pod, self.runs.get(uid, {})))
+
+    def forget(self, pod: Obj, *, remove: bool) -> None:
+        """Stop the pod's processes; with ``remove`` (the pod is gone), delete its sandboxes too."""
+        uid = pod["metadata"]["uid"]
+        for key in [k for k in self.starts if k[0] == uid]:
+            self._stop(key)
+            self.starts.pop(key, None)
+        sandbox.remove_exec_specs(pod["metadata"]["namespace"], pod["metadata"]["name"], self.root)
+        if remove:
+            self.runs.pop(uid, None)
+            sandbox.remove_pod(pod, self.root)
+
+    def _start(self, pod: Obj, c: Obj, cs: Obj, cid: str, objects: sandbox.Objects) -> None:
+        meta = pod["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        restart = int(cs.get("restartCount") or 0)
+        started = _timestamp((cs.get("state") or {}).get("running", {}).get("startedAt")) or time.time()
+        path = pod_logs.link_container_log(pod_logs.log_root(), ns, name, uid, c["name"], restart, cid)
+        pod_logs.point_current(ns, name, uid, c["name"], restart)
+        run = pod_logs.Run(ns, name, uid, c["name"], restart, cid, started)
+        self.runs.setdefault(uid, {})[c["name"]] = run
+        fresh = path.stat().st_size == 0
+        if not self.usable:
+            return
+        claims = {}
+        for v in (pod.get("spec") or {}).get("volumes") or []:
+            claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim and (folder := self.claim_dir(ns, claim)) is not None:
+                claims[claim] = folder
+        repo = self.catalog.repositories.get(normalise(c.get("image", "")).repo)
+        try:
+            argv = sandbox.prepare(pod, c, objects, root=self.root, claim_dirs=claims,
+                                   image_files=repo.files if repo else None,
+                                   programs=self.catalog.programs(c.get("image", "")))
+        except OSError as exc:
+            log.warning("%s/%s %s: no sandbox: %s", ns, name, c["name"], exc)
+            return
+        sandbox.write_exec_spec(ns, name, c["name"], argv, self.root)
+        command = sandbox.real_command(c, no_entrypoint=repo is not None and repo.base == "busybox")
+        if not fresh:
+            return  # this start's output is written already (the kubelet process restarted)
+        if command is None or not network_free(command):
+            run.write(start_lines(self.catalog, c.get("image", ""), started))
+            return
+        if len(self.procs) >= MAX_REAL:
+            log.warning("%s/%s %s: %d containers run already; this one is modelled", ns, name, c["name"], MAX_REAL)
+            return
+        try:
+            popen = subprocess.Popen([*argv, *command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            log.warning("%s/%s %s: could not start: %s", ns, name, c["name"], exc)
+            return
+        proc = Process((uid, c["name"]), popen, path, {"stdout": b"", "stderr": b""})
+        with self._lock:
+            self.procs[proc.key] = proc
+            assert popen.stdout is not None and popen.stderr is not None
+            self._selector.register(popen.stdout, selectors.EVENT_READ, (proc, "stdout"))
+            self._selector.register(popen.stderr, selectors.EVENT_READ, (proc, "stderr"))
+        os.write(self._wake_w, b"x")
+        log.info("%s/%s %s: running %s", ns, name, c["name"], " ".join(command)[:120])
+
+    def _stop(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            proc = self.procs.pop(key, None)
+        if proc is None or proc.popen.poll() is not None:
+            return
+        try:
+            os.killpg(proc.popen.pid, signal.SIGTERM)
+            proc.popen.wait(STOP_GRACE_S)
+        except (ProcessLookupError, PermissionError):
+            pass
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop_all(self) -> None:
+        for key in list(self.procs):
+            self._stop(key)
+
+    # -- output: one thread for every process's pipes
+    def _pump(self) -> None:
+        while True:
+            for selkey, _ in self._selector.select(timeout=1.0):
+                if selkey.data is None:
+                    os.read(self._wake_r, 4096)
+                    continue
+                proc, stream = selkey.data
+                try:
+                    chunk = os.read(selkey.fd, READ_CHUNK)
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    self._write(proc, stream, chunk)
+                    continue
+                with self._lock:
+                    try:
+                        self._selector.unregister(selkey.fileobj)
+                    except (KeyError, ValueError):
+                        pass
+                selkey.fileobj.close()  # type: ignore[union-attr]
+                self._write(proc, stream, b"", final=True)
+                if proc.popen.poll() is None and not any(
+                        isinstance(k.data, tuple) and k.data[0] is proc for k in self._selector.get_map().values()):
+                    try:
+                        proc.popen.wait(5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                if proc.popen.poll() is not None:
+                    with self._lock:
+                        if self.procs.get(proc.key) is proc:
+                            del self.procs[proc.key]
+
+    @staticmethod
+    def _write(proc: Process, stream: str, chunk: bytes, *, final: bool = False) -> None:
+        data = proc.buffers[stream] + chunk
+        *lines, rest = data.split(b"\n")
+        if final and rest:
+            lines, rest = [*lines, rest], b""
+        proc.buffers[stream] = rest
+        if not lines:
+            return
+        now = time.time()
+        text = "".join(pod_logs.cri_line(now, stream, line.decode(errors="replace").rstrip("\r")) for line in lines)
+        with proc.log_file.open("a") as f:
+            f.write(text)
+
+    def report(self) -> Mapping[str, int]:
+        return {"running_for_real": len(self.procs), "sandboxes": len(self.starts)}
+
+
+def _timestamp(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
