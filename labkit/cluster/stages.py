@@ -41,6 +41,10 @@ LIBRARY = "docker.io/library/"
 KUBELET_ANNOTATION = "sim.labkit.io/kubelet"
 # Written with it when the first container declares more memory than its limit (labkit.sim.declared): its name.
 OOM_ANNOTATION = "sim.labkit.io/oom-killed"
+# Written with it when the runtime will run the first container's program for real (labkit.sim.runtime): `real`.
+# Then that container ends only when its process does: the runtime writes EXIT_ANNOTATION, "<startedAt> <code>".
+RUNTIME_ANNOTATION = "sim.labkit.io/runtime"
+EXIT_ANNOTATION = "sim.labkit.io/exit"
 # Pod stages that act whatever the checks said: a deleted pod stops and goes.
 UNGATED_STAGES = ("labkit-pod-stop", "labkit-pod-terminal", "labkit-pod-delete")
 
@@ -562,6 +566,12 @@ SNIPPETS["exit-code"] = r"""
 {{- if regexMatch "exit +[1-9]" $cmdline }}
 {{- $code = atoi (regexFind "[0-9]+" (regexFind "exit +[1-9][0-9]*" $cmdline)) }}
 {{- else if regexMatch "^(/bin/)?false$" $cmdline }}{{ $code = 1 }}{{ end }}
+{{- /* a process that ran for real (labkit.sim.runtime): its own exit code */}}
+{{- $exit := splitList " " (index (default (dict) $pod.metadata.annotations) "sim.labkit.io/exit" | toString) }}
+{{- $first := index (default (list) $pod.status.containerStatuses) 0 }}
+{{- if and (eq (len $exit) 2) $first.state.running }}
+{{- if eq (index $exit 0) (toString $first.state.running.startedAt) }}{{ $code = atoi (index $exit 1) }}{{ end }}
+{{- end }}
 {{- $why := "Error" }}{{ if eq $code 0 }}{{ $why = "Completed" }}{{ end }}
 {{- if eq (index (default (dict) $pod.metadata.annotations) "sim.labkit.io/oom-killed" | toString) $c.name }}
 {{- $code = 137 }}{{ $why = "OOMKilled" }}{{ end }}

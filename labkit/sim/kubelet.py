@@ -43,7 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cluster.stages import KUBELET_ANNOTATION, OOM_ANNOTATION, Catalog, load_catalog, normalise, pull_error
+from ..cluster.stages import (
+    EXIT_ANNOTATION,
+    KUBELET_ANNOTATION,
+    OOM_ANNOTATION,
+    RUNTIME_ANNOTATION,
+    Catalog,
+    load_catalog,
+    normalise,
+    pull_error,
+)
 from ..kube.watch import list_and_watch
 from ..paths import state_dir
 from .declared import oom_killed
@@ -604,8 +613,25 @@ class Daemon:
         from kubernetes import client
 
         self.custom = client.CustomObjectsApi(self.api_client)
-        self.runtime = Runtime(self.catalog, apply_logs=self._apply_logs, claim_dir=self._claim_dir)
+        self.runtime = Runtime(self.catalog, apply_logs=self._apply_logs, claim_dir=self._claim_dir,
+                               on_exit=self._exited)
         return self.runtime
+
+    def _exited(self, uid: str, container: str, started_at: str, code: int) -> None:
+        """A process that ran for real ended: say so on the pod, and the Stages end the container (crash,
+        complete or fail, with this exit code)."""
+        pod = self.pods.get(uid)
+        if pod is None:
+            return
+        meta = pod["metadata"]
+        try:
+            self.core.patch_namespaced_pod(meta["name"], meta["namespace"], [
+                {"op": "test", "path": "/metadata/uid", "value": uid},
+                {"op": "add", "path": "/metadata/annotations/" + EXIT_ANNOTATION.replace("/", "~1"),
+                 "value": f"{started_at} {code}"}], _request_timeout=API_TIMEOUT_S)
+            log.info("%s/%s %s: exited with %d", meta["namespace"], meta["name"], container, code)
+        except Exception as exc:  # noqa: BLE001 - the pod went meanwhile
+            log.info("%s/%s: exit not recorded: %s", meta["namespace"], meta["name"], exc)
 
     def _apply_logs(self, body: Obj) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -762,6 +788,8 @@ class Daemon:
             # The Stages' crash rule then ends it with exit 137, OOMKilled.
             if oom_killed(first, meta.get("annotations")):
                 marks[OOM_ANNOTATION] = first["name"]
+            elif self.runtime is not None and self.runtime.will_run(pod):
+                marks[RUNTIME_ANNOTATION] = "real"  # its process, not the Stages' model, says when it ends
             try:
                 self.core.patch_namespaced_pod(name, ns, [
                     {"op": "test", "path": "/metadata/uid", "value": uid},

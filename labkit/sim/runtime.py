@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..cluster.stages import Catalog, normalise
+from ..cluster.stages import RUNTIME_ANNOTATION, Catalog, normalise
 from . import pod_logs, sandbox
 
 log = logging.getLogger("labkit.sim.runtime")
@@ -81,6 +81,9 @@ class Process:
     popen: subprocess.Popen[bytes]
     log_file: Path
     buffers: dict[str, bytes]
+    started_at: str          # the container status's startedAt: which start of the container this is
+    reports_exit: bool       # the pod's first container: its exit ends the container (sim.labkit.io/exit)
+    stopped: bool = False    # the Stages ended it first (a liveness kill, the pod's deletion): no exit to report
 
 
 class Runtime:
@@ -88,9 +91,11 @@ class Runtime:
 
     def __init__(self, catalog: Catalog, *, apply_logs: Callable[[Obj], None],
                  claim_dir: Callable[[str, str], Path | None] = lambda ns, claim: None,
+                 on_exit: Callable[[str, str, str, int], None] = lambda uid, container, started, code: None,
                  root: Path | None = None) -> None:
         self.catalog = catalog
         self.apply_logs = apply_logs
+        self.on_exit = on_exit
         self.claim_dir = claim_dir
         self.root = root or sandbox.runtime_dir()
         self.usable = sandbox.tools() is not None
@@ -105,6 +110,19 @@ class Runtime:
         self._io.start()
         if not self.usable:
             log.warning(sandbox.MISSING_TOOLS)
+
+    def command_of(self, c: Obj) -> list[str] | None:
+        """The argv this container runs for real, or None when it is modelled."""
+        repo = self.catalog.repositories.get(normalise(c.get("image", "")).repo)
+        command = sandbox.real_command(c, no_entrypoint=repo is not None and repo.base == "busybox")
+        return command if command is not None and network_free(command) else None
+
+    def will_run(self, pod: Obj) -> bool:
+        """Whether the pod's first container will run for real (decided once, before it starts: the Stages then
+        leave its end to its process)."""
+        first = ((pod.get("spec") or {}).get("containers") or [{}])[0]
+        real_pods = {uid for uid, _ in self.procs}
+        return self.usable and self.command_of(first) is not None and len(real_pods) < MAX_REAL
 
     # -- following the Stages
     def sync(self, pod: Obj, objects: sandbox.Objects) -> None:
@@ -176,13 +194,16 @@ class Runtime:
             log.warning("%s/%s %s: no sandbox: %s", ns, name, c["name"], exc)
             return
         sandbox.write_exec_spec(ns, name, c["name"], argv, self.root)
-        command = sandbox.real_command(c, no_entrypoint=repo is not None and repo.base == "busybox")
+        command = self.command_of(c)
+        first = c["name"] == pod["spec"]["containers"][0]["name"]
+        real = (meta.get("annotations") or {}).get(RUNTIME_ANNOTATION) == "real"
+        started_at = str((cs.get("state") or {}).get("running", {}).get("startedAt") or "")
         if not fresh:
             return  # this start's output is written already (the kubelet process restarted)
-        if command is None or not network_free(command):
+        if command is None:
             run.write(start_lines(self.catalog, c.get("image", ""), started))
             return
-        if len(self.procs) >= MAX_REAL:
+        if len(self.procs) >= MAX_REAL and not (first and real):
             log.warning("%s/%s %s: %d containers run already; this one is modelled", ns, name, c["name"], MAX_REAL)
             return
         try:
@@ -190,8 +211,10 @@ class Runtime:
                                      stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             log.warning("%s/%s %s: could not start: %s", ns, name, c["name"], exc)
+            if first and real:
+                self.on_exit(uid, c["name"], started_at, 128)
             return
-        proc = Process((uid, c["name"]), popen, path, {"stdout": b"", "stderr": b""})
+        proc = Process((uid, c["name"]), popen, path, {"stdout": b"", "stderr": b""}, started_at, first and real)
         with self._lock:
             self.procs[proc.key] = proc
             assert popen.stdout is not None and popen.stderr is not None
@@ -205,6 +228,7 @@ class Runtime:
             proc = self.procs.pop(key, None)
         if proc is None or proc.popen.poll() is not None:
             return
+        proc.stopped = True
         try:
             os.killpg(proc.popen.pid, signal.SIGTERM)
             proc.popen.wait(STOP_GRACE_S)
@@ -252,6 +276,12 @@ class Runtime:
                     with self._lock:
                         if self.procs.get(proc.key) is proc:
                             del self.procs[proc.key]
+                    if proc.reports_exit and not proc.stopped:
+                        code = proc.popen.returncode
+                        # bwrap passes the program's exit code on; a signal's is 128 + its number, as runc's.
+                        threading.Thread(target=self.on_exit, args=(*proc.key, proc.started_at,
+                                                                    code if code >= 0 else 128 - code),
+                                         daemon=True, name="exit-report").start()
 
     @staticmethod
     def _write(proc: Process, stream: str, chunk: bytes, *, final: bool = False) -> None:

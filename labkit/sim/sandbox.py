@@ -403,6 +403,7 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
         ro = mount.get("readOnly") or files is not None and not volume.get("emptyDir")
         argv += ["--ro-bind" if ro else "--bind", str(source), str(PurePosixPath("/") / _safe_rel(mount["mountPath"]))]
     workdir = container.get("workingDir") or "/"
+    (box.rootfs / _safe_rel(workdir)).mkdir(parents=True, exist_ok=True)  # runc makes a missing workingDir
     argv += ["--chdir", workdir, "--"]
     return argv
 

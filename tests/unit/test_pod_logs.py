@@ -1,5 +1,5 @@
-"""The simulated containers' logs (labkit.sim.pod_logs): CRI lines, a shell's echo output, errors spread exactly,
-downstream calls, KWOK's Logs object, and one request line per counted request."""
+"""The simulated containers' logs (labkit.sim.pod_logs): CRI lines, errors spread exactly, downstream calls, KWOK's
+Logs object, and one request line per counted request (what a container prints itself: tests/unit/test_sandbox.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from labkit.sim import calls, pod_logs
-from labkit.sim.pod_logs import PodLogs, cri_line, is_error, parse_cri, script_output
+from labkit.sim.pod_logs import PodLogs, Run, cri_line, is_error, logs_object, parse_cri
 from labkit.sim.workload import PodLoad, Server, downstream_loads, response_times
 
 
@@ -17,13 +17,6 @@ def test_cri_line_is_what_containerd_writes() -> None:
     line = cri_line(1_700_000_000.25, "stderr", "boom")
     assert line == "2023-11-14T22:13:20.250000000Z stderr F boom\n"
     assert parse_cri(line) == ("2023-11-14T22:13:20.250000000Z", "stderr", "boom")
-
-
-def test_script_output_follows_echos_and_sleeps() -> None:
-    cmd = ["sh", "-c", "echo connecting; sleep 2; echo 'FATAL: refused' >&2; sleep 1.5; echo \"bye\"; exit 1"]
-    assert script_output(cmd) == [(0.0, "stdout", "connecting"), (2.0, "stderr", "FATAL: refused"),
-                                  (3.5, "stdout", "bye")]
-    assert script_output(["nginx", "-g", "daemon off;"]) == []
 
 
 def test_errors_are_spread_exactly() -> None:
@@ -82,8 +75,8 @@ def test_one_line_per_counted_request_and_a_logs_object(tmp_path: Path, monkeypa
     logs = PodLogs(tmp_path)
     pod = _pod("web")
     pod["metadata"]["annotations"] = {pod_logs.ERROR_RATE_ANNOTATION: "0.25"}
-    changed = logs.observe([pod], now=1_767_225_601.0)
-    body = changed[("ns", "web")]
+    logs.observe([pod], now=1_767_225_601.0)
+    body = logs_object(pod, {"app": logs.runs[("ns", "web", "app")]})
     assert body["kind"] == "Logs" and body["spec"]["logs"][0]["containers"] == ["app"]
     current = Path(body["spec"]["logs"][0]["logsFile"])
     logs.requests({("ns", "web"): ("web", 3.7, 0.05)}, {("ns", "web"): pod}, now=1_767_225_602.0, dt=1.0)
@@ -96,15 +89,15 @@ def test_one_line_per_counted_request_and_a_logs_object(tmp_path: Path, monkeypa
     assert link.name == f"web_ns_app-{pod_logs.predicted_container_id('uid-web', 'app', 0)}.log"
 
 
-def test_a_crash_is_in_the_previous_file(tmp_path: Path, monkeypatch) -> None:
+def test_a_restart_points_current_and_previous_at_their_starts(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(pod_logs, "log_root", lambda: tmp_path)
     logs = PodLogs(tmp_path)
-    cmd = ["sh", "-c", "echo hello; sleep 2; echo dying >&2; exit 1"]
-    logs.observe([_pod("w", command=cmd)], now=1_767_225_600.5)
-    logs.observe([_pod("w", command=cmd, running=False)], now=1_767_225_603.0)
-    body = logs.observe([_pod("w", restart=1, command=cmd)], now=1_767_225_613.0)[("ns", "w")]
+    logs.observe([_pod("w")], now=1_767_225_600.5)
+    Run("ns", "w", "uid-w", "app", 0, "c0", 1_767_225_600.0).write([(1_767_225_600.0, "stderr", "dying")])
+    logs.observe([_pod("w", running=False)], now=1_767_225_603.0)
+    logs.observe([_pod("w", restart=1)], now=1_767_225_613.0)
+    body = logs_object(_pod("w", restart=1), {"app": logs.runs[("ns", "w", "app")]})
     previous = Path(body["spec"]["logs"][0]["previousLogsFile"])
-    assert [parse_cri(x)[1:] for x in previous.read_text().splitlines()] == [("stdout", "hello"),
-                                                                             ("stderr", "dying")]
+    assert [parse_cri(x)[1:] for x in previous.read_text().splitlines()] == [("stderr", "dying")]
     assert previous.resolve().name == "0.log"
     assert Path(body["spec"]["logs"][0]["logsFile"]).resolve().name == "1.log"

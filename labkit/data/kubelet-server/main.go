@@ -235,7 +235,7 @@ func main() {
 			addr = current
 			proxy = httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "https", Host: addr})
 			proxy.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // loopback, our own server
-			proxy.FlushInterval = -1                                                                 // logs -f
+			proxy.FlushInterval = -1                                                                  // logs -f
 		}
 		p := proxy
 		mu.Unlock()
