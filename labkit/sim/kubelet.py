@@ -21,9 +21,15 @@ Stages (``passed``, containers ``ContainerCreating``) once the fault clears: cre
 pod starts by itself. The Stages act only on pods that carry the annotation (``labkit.cluster.stages``), so a pod
 waits for this process as a real pod waits for its node's kubelet.
 
+The same process plays the container runtime (:mod:`labkit.sim.runtime`): it follows the starts the Stages report,
+gives each container its sandbox, runs busybox programs for real (their exit then ends the container:
+``sim.labkit.io/runtime`` and ``sim.labkit.io/exit``), writes what they print, and runs labkit's kubelet server on
+the nodes' kubelet port for ``kubectl exec`` and ``port-forward`` (:func:`start_kubelet_server`,
+:mod:`labkit.sim.responder`).
+
 Run as ``python -m labkit.sim.kubelet --kubeconfig K --port P`` (the add-on ``kubelet-checks``, started with the
-embedded cluster); ``/healthz`` and ``/pods`` (what it holds, and why) on 127.0.0.1:P. The functions above the
-daemon are pure; the unit tests use them without a cluster.
+embedded cluster); ``/healthz``, ``/pods`` (what it holds, and why) and ``/runtime`` on 127.0.0.1:P. The functions
+above the daemon are pure; the unit tests use them without a cluster.
 """
 
 from __future__ import annotations

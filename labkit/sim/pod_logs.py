@@ -50,6 +50,10 @@ ERROR_RATE_ANNOTATION = "workload.labkit.io/error-rate"
 ERROR_MESSAGE_ANNOTATION = "workload.labkit.io/error-message"
 DEFAULT_ERROR_MESSAGE = "upstream request failed"
 LOGS_MANAGED_BY = "labkit-workload-model"
+# A client loop whose Service has no pod retries after its sleep; wget's error, about once a second here.
+CLIENT_RETRY_S = 1.0
+# At most this many answers a tick in a client's log (the HPA walkthrough's loop sleeps 0.01 s).
+CLIENT_MAX_PER_TICK = 500
 
 
 def log_root() -> Path:
@@ -152,6 +156,19 @@ class Run:
                 f.write(text)
 
 
+@dataclass(frozen=True)
+class ClientAnswer:
+    """A client loop (``while sleep T; do wget -q -O- http://svc; done``): its requests per second, and the body each
+    answer prints (None: no pod answers, and wget says so)."""
+
+    namespace: str
+    pod: str
+    container: str
+    rps: float
+    body: str | None
+    service_ip: str  # where wget connects (the Service's cluster IP)
+
+
 def _timestamp(value: str | None) -> float | None:
     if not value:
         return None
@@ -189,6 +206,7 @@ class PodLogs:
         self.service: dict[tuple[str, str], str] = {}
         # request ids a caller passed on, waiting for the Service that answers them: (namespace, service) -> ids
         self.forwarded: dict[tuple[str, str], deque[str]] = {}
+        self.client_due: dict[tuple[str, str], float] = {}  # client loop -> the fraction of a request not written yet
 
     # --- containers: starts, script output, crashes ---------------------------------------------------------
 
@@ -298,6 +316,27 @@ class PodLogs:
             self.logged.pop(key, None)
             self.errors.pop(key, None)
             self.service.pop(key, None)
+
+    def client_output(self, answers: Iterable[ClientAnswer], now: float, dt: float) -> None:
+        """Write what each client loop's ``wget -q -O-`` printed since the last tick: the bodies it got, or wget's
+        error when no pod answers. A body without a final newline runs on (``OK!OK!OK!``) until the tick's line."""
+        for a in answers:
+            run = self.runs.get((a.namespace, a.pod, a.container))
+            if run is None:
+                continue
+            key = (a.namespace, a.pod)
+            owed = self.client_due.get(key, 0.0) + (a.rps if a.body is not None else 1.0 / CLIENT_RETRY_S) * dt
+            n = min(int(owed), CLIENT_MAX_PER_TICK)
+            self.client_due[key] = owed - int(owed)
+            if n <= 0:
+                continue
+            if a.body is None:
+                line = f"wget: can't connect to remote host ({a.service_ip}): Connection refused"
+                run.write([(now, "stderr", line)] * n)
+            elif a.body.endswith("\n"):
+                run.write([(now, "stdout", line) for _ in range(n) for line in a.body.splitlines()])
+            else:
+                run.write([(now, "stdout", a.body * n)])
 
     def render_error_metrics(self) -> str:
         """``http_request_errors_total``: the failed requests the logs record, per pod (Prometheus text format)."""

@@ -65,6 +65,19 @@ def listening_port(container: Obj, serves: str | None) -> int | None:
     return None
 
 
+def default_body(pod: Obj, catalog: Catalog) -> str | None:
+    """What the pod answers to ``GET /`` as its image ships (the catalog's index page, php-apache's ``OK!``), or
+    None when the catalog does not say (the workload model's clients print it: ``wget -q -O-``)."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        repo = catalog.repositories.get(normalise(c.get("image", "")).repo)
+        serves = repo.serves if repo else None
+        if serves in DOCROOTS:
+            return repo.files.get(f"{DOCROOTS[serves]}/index.html") if repo else None
+        if serves == "hpa-example":
+            return "OK!"
+    return None
+
+
 def refused(port: int, pod_uid: str) -> str:
     """containerd's words when nothing listens on the port inside the pod's network namespace."""
     return (f'failed to execute portforward in network namespace "/var/run/netns/cni-{pod_uid[:36]}": failed to '
@@ -136,9 +149,6 @@ class Responder:
             except OSError:
                 pass
 
-    def rootfs(self, pod: Obj, container: Obj) -> Path:
-        return sandbox.Sandbox(sandbox.pod_dir(pod, self.root), container["name"]).rootfs
-
 
 class _NoServer:
     """What BaseHTTPRequestHandler wants of its server when it serves one socket."""
@@ -193,7 +203,7 @@ def _handler(responder: Responder, pod: Obj, container: Obj, serves: str) -> typ
 
         def _content(self, url: urllib.parse.SplitResult) -> tuple[int, bytes, str]:
             if serves in DOCROOTS:
-                docroot = responder.rootfs(pod, container) / DOCROOTS[serves].lstrip("/")
+                docroot = sandbox.host_path(pod, container, DOCROOTS[serves], responder.root)
                 rel = PurePosixPath(urllib.parse.unquote(url.path))
                 parts = [p for p in rel.parts if p not in ("/", "..", ".")]
                 target = docroot.joinpath(*parts) if parts else docroot

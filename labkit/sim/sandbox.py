@@ -392,10 +392,18 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
         files = volume_files(pod, volume, objects)
         if files is not None:
             write_files(vdir, files)
-        elif claim := volume.get("persistentVolumeClaim"):
-            vdir = (claim_dirs or {}).get(claim.get("claimName"), vdir)
-        elif host := volume.get("hostPath"):  # the simulated node's folder, never the host's
-            vdir = pdir.parent.parent / "nodes" / str(spec.get("nodeName")) / _safe_rel(host.get("path", ""))
+        else:
+            elsewhere = None
+            if claim := volume.get("persistentVolumeClaim"):
+                elsewhere = (claim_dirs or {}).get(claim.get("claimName"))
+            elif host := volume.get("hostPath"):  # the simulated node's folder, never the host's
+                elsewhere = pdir.parent.parent / "nodes" / str(spec.get("nodeName")) / _safe_rel(host.get("path", ""))
+            if elsewhere is not None:  # the pod's volume folder names it (host_path follows it)
+                elsewhere.mkdir(parents=True, exist_ok=True)
+                vdir.parent.mkdir(parents=True, exist_ok=True)
+                if not vdir.is_symlink():
+                    vdir.symlink_to(elsewhere, target_is_directory=True)
+                vdir = elsewhere
         vdir.mkdir(parents=True, exist_ok=True)
         source = vdir / _safe_rel(mount["subPath"]) if mount.get("subPath") else vdir
         if not source.exists():
@@ -414,6 +422,24 @@ EXEC_SHIM = ('case $1 in */*) [ -x "$1" ] && exec "$@";; *) IFS=:; for d in $PAT
              '"%s": executable file not found in $PATH: unknown\\r\\n\' "$1" >&2; exit 126')
 # Debian's busybox has no bash applet: an image with bash gets this script, so `kubectl exec -it POD -- bash` works.
 BASH_SCRIPT = '#!/bin/sh\n# labkit: busybox sh stands in for bash in the simulated container\nexec /bin/sh "$@"\n'
+
+
+def host_path(pod: Obj, container: Obj, path: str, root: Path | None = None) -> Path:
+    """Where a path inside the container lies on the host: under the volume mounted over it (the longest
+    ``mountPath``), else in the container's root file system."""
+    pdir = pod_dir(pod, root)
+    inside = PurePosixPath("/") / _safe_rel(path)
+    best: tuple[int, Path] | None = None
+    for mount in container.get("volumeMounts") or []:
+        mpath = PurePosixPath("/") / _safe_rel(mount.get("mountPath", ""))
+        if inside == mpath or mpath in inside.parents:
+            folder = pdir / "volumes" / mount["name"]
+            if mount.get("subPath"):
+                folder = folder / _safe_rel(mount["subPath"])
+            rest = inside.relative_to(mpath)
+            if best is None or len(mpath.parts) > best[0]:
+                best = (len(mpath.parts), folder / rest)
+    return best[1] if best else Sandbox(pdir, container["name"]).rootfs / _safe_rel(path)
 
 
 def write_exec_spec(namespace: str, pod: str, container: str, argv: list[str], root: Path | None = None) -> Path:

@@ -67,11 +67,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..cluster.stages import Catalog, load_catalog
 from ..kube.quantity import optional_quantity
 from .calls import MAX_DEPTH, Key, calls_of, latency_faults
 from .declared import KWOK_USAGE_CPU, KWOK_USAGE_MEMORY, declared, limit
 from .loopback_http import JSON, OK, PROMETHEUS_TEXT, Answer, LoopbackServer
-from .pod_logs import PodLogs
+from .pod_logs import ClientAnswer, PodLogs
+from .responder import default_body
 from .traces import Tracer
 
 log = logging.getLogger("labkit.sim.workload")
@@ -117,6 +119,7 @@ class Client:
     service: str
     think_s: float
     loops: int = 1
+    container: str = ""  # the container whose loop it is (its log gets what the loop's wget prints)
 
 
 def parse_client(pod: Mapping[str, Any]) -> Client | None:
@@ -137,8 +140,30 @@ def parse_client(pod: Mapping[str, Any]) -> Client | None:
         service_ns = parts[1] if len(parts) >= 2 and parts[1] != "svc" else namespace
         sleep = _SLEEP.search(text)
         return Client(namespace, meta.get("name", ""), service_ns, parts[0],
-                      think_s=float(sleep.group(1)) if sleep else 0.0)
+                      think_s=float(sleep.group(1)) if sleep else 0.0, container=container.get("name", ""))
     return None
+
+
+def client_answers(clients: Iterable[Client], loads: Iterable[PodLoad], endpoints: Mapping[Key, list[str]],
+                   running: Iterable[Mapping[str, Any]], catalog: Catalog,
+                   cluster_ips: Mapping[Key, str] | None = None) -> list[ClientAnswer]:
+    """What each client loop's ``wget -q -O-`` prints, and how often: its share of its Service's requests and the
+    body the Service's pods answer with (:func:`labkit.sim.responder.default_body`), or wget's error without one."""
+    by_key = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in running}
+    rps: dict[Key, float] = {}
+    for ld in loads:
+        rps[(ld.namespace, ld.service)] = rps.get((ld.namespace, ld.service), 0.0) + ld.rps
+    clients = list(clients)
+    out = []
+    for c in clients:
+        key = (c.service_namespace, c.service)
+        sharing = sum(1 for o in clients if (o.service_namespace, o.service) == key)
+        ready = endpoints.get(key) or []
+        server = by_key.get((key[0], ready[0])) if ready else None
+        body = default_body(server, catalog) if server else None
+        out.append(ClientAnswer(c.namespace, c.pod, c.container, rps.get(key, 0.0) / max(1, sharing), body,
+                                (cluster_ips or {}).get(key, c.service)))
+    return out
 
 
 def closed_loop(clients: int, think_s: float, service_s: float, servers: int) -> tuple[float, float, float]:
@@ -456,6 +481,7 @@ class Model:
         self.kwok_usage = self._has_resource_usage_api()
         # Container logs (lesson 09): written where KWOK serves them to `kubectl logs`; real kubelets do it elsewhere.
         self.pod_logs = PodLogs() if self.kwok_usage else None
+        self.catalog = load_catalog()
         if self.pod_logs is not None:
             self.pod_logs.watch(self.core)
         self.counters = Counters()
@@ -493,6 +519,8 @@ class Model:
                 ns, label_selector=f"kubernetes.io/service-name={svc}").items
             endpoints[(ns, svc)] = ready_endpoints(raw(s) for s in slices)
         loads = pod_loads(clients, servers, endpoints)
+        answers = (client_answers(clients, loads, endpoints, running, self.catalog, self._cluster_ips(
+            [key for key, ready in endpoints.items() if not ready])) if self.pod_logs else [])
         loads = self._with_calls(loads, running, servers, endpoints, raw)
         with self.lock:
             self.counters.advance(loads, dt, alive=servers)
@@ -505,6 +533,7 @@ class Model:
             self._reconcile(loads + declaring, servers)
         if self.pod_logs is not None:
             self._write_logs(pods, loads, dt)
+            self.pod_logs.client_output(answers, time.time(), dt)
         self.tracer.tick(dt, clients=clients, running=running, servers=servers, loads=loads, endpoints=endpoints)
 
     def _with_calls(self, loads: list[PodLoad], running: list[dict[str, Any]], servers: Mapping[Key, Server],
@@ -544,6 +573,16 @@ class Model:
         with self.lock:  # /metrics reads the error counts
             served = {key: (s.service, s.requests, latency.get(key, 0.0)) for key, s in self.counters.series.items()}
             self.pod_logs.requests(served, by_key, now, dt)
+
+    def _cluster_ips(self, keys: Iterable[Key]) -> dict[Key, str]:
+        """The cluster IPs of these Services (what a client's wget connects to), where they exist."""
+        ips = {}
+        for ns, name in keys:
+            try:
+                ips[(ns, name)] = self.core.read_namespaced_service(name, ns).spec.cluster_ip
+            except Exception:  # noqa: BLE001, S112 - no such Service: wget says the name does not resolve
+                continue
+        return ips
 
     def _services(self) -> list[dict[str, Any]]:
         raw = self.api_client.sanitize_for_serialization

@@ -195,3 +195,47 @@ def test_the_port_an_image_listens_on(container: dict, serves: str | None, port:
     from labkit.sim.responder import listening_port
 
     assert listening_port(container, serves) == port
+
+
+def test_port_forward_serves_what_the_other_container_wrote(tmp_path: Path, monkeypatch) -> None:
+    """The documentation's two-container pod: debian writes index.html into the emptyDir nginx serves."""
+    import socket
+
+    from labkit.sim.responder import Responder
+
+    monkeypatch.setattr(pod_logs, "log_root", lambda: tmp_path / "logs")
+    nginx = {"name": "nginx-container", "image": "nginx",
+             "volumeMounts": [{"name": "shared-data", "mountPath": "/usr/share/nginx/html"}]}
+    debian = {"name": "debian-container", "image": "debian", "command": ["/bin/sh"],
+              "args": ["-c", "echo Hello from the debian container > /pod-data/index.html"],
+              "volumeMounts": [{"name": "shared-data", "mountPath": "/pod-data"}]}
+    pod = _pod(containers=[nginx, debian], volumes=[{"name": "shared-data", "emptyDir": {}}])
+    pod["status"]["containerStatuses"] = [{"name": c["name"], "restartCount": 0,
+                                           "state": {"running": {"startedAt": "2026-12-06T00:00:00Z"}}}
+                                          for c in (nginx, debian)]
+    catalog = load_catalog()
+    argv = sandbox.prepare(pod, debian, _objects(), root=tmp_path, programs=catalog.programs("debian"))
+    assert _run(argv, *debian["command"], *debian["args"]).returncode == 0
+    assert sandbox.host_path(pod, nginx, "/usr/share/nginx/html/index.html", tmp_path).read_text() == (
+        "Hello from the debian container\n")
+
+    responder = Responder(catalog, lambda ns, name: pod if (ns, name) == ("shop", "web-0") else None, tmp_path)
+    responder.start()
+
+    def forward(hello: bytes, request: bytes = b"") -> bytes:
+        with socket.create_connection(("127.0.0.1", responder.port), timeout=10) as conn:
+            conn.sendall(hello + request)
+            conn.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+            return data
+
+    answer = forward(b'{"namespace": "shop", "pod": "web-0", "uid": "u", "port": 80}\n',
+                     b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"OK\nHTTP/1.1 200 OK\r\nServer: nginx/latest\r\n")
+    assert answer.endswith(b"\r\n\r\nHello from the debian container\n")
+    refused = forward(b'{"namespace": "shop", "pod": "web-0", "uid": "u", "port": 8080}\n')
+    assert b"dial tcp4 127.0.0.1:8080: connect: connection refused" in refused and not refused.startswith(b"OK")
+    assert forward(b'{"namespace": "shop", "pod": "gone", "uid": "u", "port": 80}\n') == (
+        b'pod not found ("gone_shop")\n')

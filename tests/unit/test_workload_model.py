@@ -21,7 +21,30 @@ def pod(name: str, *, command: list[str] | None = None, cpu: tuple[str, str] | N
 
 def test_the_walkthrough_load_generator_is_a_client_of_php_apache() -> None:
     client = wm.parse_client(pod("load-generator", command=["/bin/sh", "-c", WALKTHROUGH]))
-    assert client == wm.Client("demo", "load-generator", "demo", "php-apache", think_s=0.01)
+    assert client == wm.Client("demo", "load-generator", "demo", "php-apache", think_s=0.01, container="app")
+
+
+def test_a_client_loop_prints_what_its_service_answers(tmp_path, monkeypatch) -> None:
+    from labkit.cluster.stages import load_catalog
+    from labkit.sim import pod_logs
+
+    monkeypatch.setattr(pod_logs, "log_root", lambda: tmp_path)
+    client = wm.parse_client(pod("load-generator", command=["/bin/sh", "-c", WALKTHROUGH]))
+    server = {"metadata": {"namespace": "demo", "name": "php-apache-1"},
+              "spec": {"containers": [{"name": "php-apache", "image": "registry.k8s.io/hpa-example"}]}}
+    load = wm.PodLoad("demo", "php-apache-1", "php-apache", rps=40.0, latency_s=0.02, inflight=0.8, cpu_m=200,
+                      memory=0)
+    answers = wm.client_answers([client], [load], {("demo", "php-apache"): ["php-apache-1"]}, [server],
+                                load_catalog())
+    assert [(a.pod, a.rps, a.body) for a in answers] == [("load-generator", 40.0, "OK!")]
+    logs = pod_logs.PodLogs(tmp_path)
+    logs.runs[("demo", "load-generator", "app")] = pod_logs.Run("demo", "load-generator", "u", "app", 0, "c", 0.0)
+    pod_logs.link_container_log(tmp_path, "demo", "load-generator", "u", "app", 0, "c")
+    logs.client_output(answers, now=1_796_515_200.0, dt=0.5)
+    lines = [pod_logs.parse_cri(x) for x in logs.runs[("demo", "load-generator", "app")].path.read_text().splitlines()]
+    assert [(stream, msg) for _, stream, msg in lines] == [("stdout", "OK!" * 20)]  # no newline after OK!
+    gone = wm.client_answers([client], [], {("demo", "php-apache"): []}, [], load_catalog())
+    assert gone[0].body is None
 
 
 @pytest.mark.parametrize(("url", "namespace", "service"), [

@@ -243,9 +243,20 @@ func main() {
 	})
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.ServeHTTP(w, r, upstream) })
 	srv := &http.Server{Addr: *listen, Handler: handler, ReadHeaderTimeout: 30 * time.Second}
+	// The previous server (a restarted kubelet process's) may hold the port for a moment yet.
+	var ln net.Listener
+	for attempt := 0; ; attempt++ {
+		if ln, err = net.Listen("tcp", *listen); err == nil || attempt == 60 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
 	log.Printf("labkit kubelet server on %s", *listen)
 	if *certFile != "" {
-		log.Fatal(srv.ListenAndServeTLS(*certFile, *keyFile))
+		log.Fatal(srv.ServeTLS(ln, *certFile, *keyFile))
 	}
-	log.Fatal(srv.ListenAndServe())
+	log.Fatal(srv.Serve(ln))
 }
