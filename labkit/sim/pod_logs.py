@@ -166,7 +166,7 @@ class ClientAnswer:
     container: str
     rps: float
     body: str | None
-    service_ip: str  # where wget connects (the Service's cluster IP)
+    service_ip: str  # where wget connects (the Service's cluster IP; its name when there is no such Service)
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -331,7 +331,8 @@ class PodLogs:
             if n <= 0:
                 continue
             if a.body is None:
-                line = f"wget: can't connect to remote host ({a.service_ip}): Connection refused"
+                line = (f"wget: can't connect to remote host ({a.service_ip}): Connection refused"
+                        if a.service_ip.replace(".", "").isdigit() else f"wget: bad address '{a.service_ip}'")
                 run.write([(now, "stderr", line)] * n)
             elif a.body.endswith("\n"):
                 run.write([(now, "stdout", line) for _ in range(n) for line in a.body.splitlines()])

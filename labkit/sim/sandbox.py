@@ -5,9 +5,10 @@ busybox pod's shell script, an exec probe's ``cat /tmp/healthy``) runs for real,
 with Debian's ``bwrap`` (user, mount, PID, network, IPC and UTS namespaces; no capabilities) around Debian's
 static ``busybox``. This module makes that world from the pod's spec, as the kubelet and the runtime would:
 
-- a writable root file system per container (``<runtime>/pods/<ns>_<pod>_<uid>/<container>/rootfs``, busybox's
-  applets in ``/bin``), kept across ``kubectl exec`` calls so that every exec and the container's own script see
-  the same files;
+- a writable root file system per container (``<runtime>/pods/<ns>_<pod>_<uid>/<container>/rootfs``), kept across
+  ``kubectl exec`` calls so that every exec and the container's own script see the same files, under a read-only
+  ``/bin`` shared by the containers whose images have the same programs (busybox's applets the catalog gives the
+  image);
 - ``/etc/hosts``, ``/etc/resolv.conf`` and ``/etc/hostname`` as the kubelet writes them;
 - the environment: ``env`` (with ``$(VAR)`` references), ``valueFrom`` ConfigMap and Secret keys, the downward API
   (``fieldRef``, ``resourceFieldRef``), ``envFrom``, and the Service variables (``enableServiceLinks``);
@@ -25,6 +26,7 @@ them without a cluster.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import os
@@ -329,6 +331,32 @@ def pod_dir(pod: Obj, root: Path | None = None) -> Path:
     return (root or runtime_dir()) / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
 
 
+def programs_layer(root: Path, programs: set[str] | None) -> Path:
+    """A read-only ``/bin`` shared by every container with the same programs: busybox's applets the image has, as
+    links to ``/bin/busybox`` (made once, not once per container), and ``bash`` as busybox's ``sh``."""
+    names = sorted((applets() if programs is None else applets() & programs) - {"busybox"})
+    with_bash = "bash" not in applets() and (programs is None or "bash" in programs)
+    key = hashlib.sha256(("\n".join(names) + f"\nbash={with_bash}").encode()).hexdigest()[:16]
+    layer = root / "layers" / key
+    if (layer / ".complete").exists():
+        return layer
+    tmp = layer.with_name(f"{key}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in names:
+        (tmp / name).symlink_to("/bin/busybox")
+    (tmp / "busybox").touch()  # where busybox itself is bound
+    if with_bash:
+        (tmp / "bash").write_text(BASH_SCRIPT)
+        (tmp / "bash").chmod(0o755)
+    (tmp / ".complete").touch()
+    try:
+        tmp.rename(layer)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return layer
+
+
 def _safe_rel(path: str) -> str:
     """A subPath inside its volume (``..`` parts dropped: the kubelet refuses them)."""
     return "/".join(p for p in PurePosixPath(path).parts if p not in ("..", "/", "."))
@@ -354,7 +382,7 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
     (etc / "hosts").write_text(etc_hosts(pod))
     (etc / "resolv.conf").write_text(resolv_conf(pod))
     (etc / "hostname").write_text(hostname + "\n")
-    if not (box.rootfs / "bin" / "sh").exists():
+    if not (box.rootfs / "etc" / "passwd").exists():
         for sub in ("bin", "sbin", "usr/bin", "usr/sbin", "tmp", "root", "etc", "var/log", "proc", "dev"):
             (box.rootfs / sub).mkdir(parents=True, exist_ok=True)
         (box.rootfs / "tmp").chmod(0o1777)
@@ -365,13 +393,7 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
             target = box.rootfs / _safe_rel(path)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-        for name in (applets() if programs is None else applets() & programs) - {"busybox"}:
-            link = box.rootfs / "bin" / name
-            if not link.exists():
-                link.symlink_to("/bin/busybox")
-        if "bash" not in applets() and (programs is None or "bash" in programs):
-            (box.rootfs / "bin" / "bash").write_text(BASH_SCRIPT)
-            (box.rootfs / "bin" / "bash").chmod(0o755)
+    layer = programs_layer(pdir.parent.parent, programs)
     spec = pod.get("spec") or {}
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
     env = container_env(pod, container, objects)
@@ -381,7 +403,8 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
             "--hostname", hostname, "--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    argv += ["--bind", str(box.rootfs), "/", "--ro-bind", busybox, "/bin/busybox", "--proc", "/proc", "--dev", "/dev"]
+    argv += ["--bind", str(box.rootfs), "/", "--ro-bind", str(layer), "/bin", "--ro-bind", busybox, "/bin/busybox",
+             "--proc", "/proc", "--dev", "/dev"]
     for name in ("hosts", "resolv.conf", "hostname"):
         argv += ["--ro-bind", str(etc / name), f"/etc/{name}"]
     for mount in container.get("volumeMounts") or []:
@@ -462,9 +485,3 @@ def remove_pod(pod: Obj, root: Path | None = None) -> None:
     shutil.rmtree(pod_dir(pod, root), ignore_errors=True)
     remove_exec_specs(pod["metadata"]["namespace"], pod["metadata"]["name"], root)
 
-
-def which(rootfs: Path, program: str, path: str = DEFAULT_PATH) -> bool:
-    """Whether ``program`` is found in the sandbox's PATH (its root file system on the host)."""
-    if "/" in program:
-        return (rootfs / program.lstrip("/")).exists() or program == "/bin/busybox"
-    return any(os.path.lexists(rootfs / d.lstrip("/") / program) for d in path.split(":"))

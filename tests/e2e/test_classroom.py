@@ -209,6 +209,12 @@ def _cluster_attempts(student: lk.Lab, name: str, other: str) -> dict[str, Calla
         "list crds": lambda: _call(student, "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions")[0],
         "impersonate the admin": lambda: _call(student, "GET", "/api/v1/namespaces",
                                                headers={"Impersonate-User": "kubernetes-admin"})[0],
+        # The kubelet port's verbs (labkit's kubelet server runs commands in sandboxes): refused before any pod is
+        # looked at, in their own namespace too.
+        "exec into a pod of their own": lambda: _call(student, "POST",
+                                                      f"/api/v1/namespaces/{name}/pods/any/exec?command=ls")[0],
+        "port-forward to a pod of their own": lambda: _call(student, "POST",
+                                                            f"/api/v1/namespaces/{name}/pods/any/portforward")[0],
     }
 
 
