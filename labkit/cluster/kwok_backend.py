@@ -462,7 +462,7 @@ def lab_objects() -> list[dict[str, Any]]:
     for doc in yaml.load_all(data_file("kwok-metrics.yaml").read_text(), Loader=loader):
         if doc:
             docs += (doc.get("items") or []) if doc.get("kind") == "List" else [doc]
-    docs += [node_manifest(n, kubelet_version=versions.KUBERNETES) for n in load_topology()]
+    docs += [node_manifest(n, kubelet_version=versions.KUBERNETES, index=i) for i, n in enumerate(load_topology())]
     return docs
 
 

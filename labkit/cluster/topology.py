@@ -57,7 +57,13 @@ def gpu_labels(gpu: dict[str, Any]) -> dict[str, str]:
     return labels
 
 
-def node_manifest(node: dict[str, Any], *, kubelet_version: str) -> dict[str, Any]:
+# Pod IPs as kind's nodes hand them out: one /24 per node from 10.244.0.0/16 (KWOK takes a pod's IP from its node's
+# podCIDR; without one, from 10.0.0.0/24, the API server's Service range, so a pod could get the kubernetes
+# Service's 10.0.0.1).
+POD_CIDR = "10.244.{index}.0/24"
+
+
+def node_manifest(node: dict[str, Any], *, kubelet_version: str, index: int = 0) -> dict[str, Any]:
     """A Node object as a kubelet would register it, marked for KWOK to manage."""
     name = node["name"]
     labels = {
@@ -92,7 +98,7 @@ def node_manifest(node: dict[str, Any], *, kubelet_version: str) -> dict[str, An
                 "metrics.k8s.io/resource-metrics-path": METRICS_PATH.format(name=name),
             },
         },
-        "spec": {},
+        "spec": {"podCIDR": POD_CIDR.format(index=index), "podCIDRs": [POD_CIDR.format(index=index)]},
         "status": {
             "capacity": capacity,
             "allocatable": dict(capacity),

@@ -61,11 +61,12 @@ from ..cluster.stages import (
 )
 from ..kube.watch import list_and_watch
 from ..paths import state_dir
+from . import service_net
 from .declared import oom_killed
 from .loopback_http import JSON, Answer, run_daemon
-from .responder import Responder
+from .responder import Responder, site_on
 from .runtime import Runtime
-from .sandbox import Objects, object_data, runtime_dir
+from .sandbox import CLUSTER_DNS, Objects, object_data, runtime_dir
 
 log = logging.getLogger("labkit.sim.kubelet")
 
@@ -619,9 +620,68 @@ class Daemon:
         from kubernetes import client
 
         self.custom = client.CustomObjectsApi(self.api_client)
+        self.discovery = client.DiscoveryV1Api(self.api_client)
         self.runtime = Runtime(self.catalog, apply_logs=self._apply_logs, claim_dir=self._claim_dir,
-                               on_exit=self._exited)
+                               on_exit=self._exited, spool=service_net.Spool(self._network_request))
         return self.runtime
+
+    # -- the Service network, as the sandboxes' wget, curl and nslookup reach it (labkit.sim.service_net)
+    def _network_request(self, uid: str, argv: list[str]) -> service_net.Reply:
+        pod = self.pods.get(uid)
+        if pod is None or not argv:
+            return service_net.Reply(err="the pod is gone\n", code=1)
+        namespace = pod["metadata"]["namespace"]
+        with self._lock:
+            services = {ns: dict(each.objects.services) for ns, each in self.namespaces.items()}
+            pods = list(self.pods.values())
+        if self._master is not None:
+            services.setdefault("default", {}).setdefault("kubernetes", self._master)
+
+        def resolve_name(name: str) -> service_net.Target | None:
+            return service_net.resolve(name, namespace, services, pods)
+
+        def fetch(target: service_net.Target, port: int, path: str, agent: str) -> tuple[int, bytes] | str:
+            return self._fetch(pod, target, port, path, agent)
+
+        program, args = argv[0], argv[1:]
+        if program == "nslookup":
+            return service_net.nslookup(args, namespace, resolve_name, CLUSTER_DNS)
+        if program == "curl":
+            return service_net.curl(args, namespace, resolve_name, fetch)
+        return service_net.wget(args, namespace, resolve_name, fetch)
+
+    def _fetch(self, client_pod: Obj, target: service_net.Target, port: int, path: str,
+               agent: str) -> tuple[int, bytes] | str:
+        """One GET through the Service network: to a ready endpoint of the Service, or to the pod; or why not."""
+        server, server_port = target.pod, port
+        if target.service is not None:
+            svc = target.service
+            sport = next((p for p in (svc.get("spec") or {}).get("ports") or [] if p.get("port") == port), None)
+            if sport is None:
+                return "Connection timed out"
+            slices = self.discovery.list_namespaced_endpoint_slice(
+                svc["metadata"]["namespace"], label_selector=f"kubernetes.io/service-name={svc['metadata']['name']}",
+                _request_timeout=API_TIMEOUT_S).items
+            ready = [e.target_ref.name for s in slices for e in s.endpoints or []
+                     if e.target_ref is not None and (e.conditions is None or e.conditions.ready is not False)]
+            if not ready:
+                return "Connection refused"
+            server = self.pod_named(svc["metadata"]["namespace"], service_net.pick(ready))
+            target_port = sport.get("targetPort", port)
+            if isinstance(target_port, str) and not target_port.isdigit() and server is not None:
+                target_port = next((cp.get("containerPort") for c in server["spec"]["containers"]
+                                    for cp in c.get("ports") or [] if cp.get("name") == target_port), 0)
+            server_port = int(target_port)
+        if server is None:
+            return "Connection timed out"
+        site = site_on(server, server_port, self.catalog, self.runtime.root if self.runtime else None)
+        if site is None:
+            return "Connection refused"
+        line = f"GET {path} HTTP/1.1"
+        client_ip = (client_pod.get("status") or {}).get("podIP") or "127.0.0.1"
+        status, body, _ = site.content(path, request_line=line, client=client_ip, host=target.fqdn)
+        site.access_log(line, status, len(body), client=client_ip, agent=agent)
+        return status, body
 
     def _exited(self, uid: str, container: str, started_at: str, code: int) -> None:
         """A process that ran for real ended: say so on the pod, and the Stages end the container (crash,

@@ -10,7 +10,8 @@ curl gets an empty reply, as on a real cluster):
   file, its error-log line (stderr) to the container's log;
 - ``httpd``: ``/usr/local/apache2/htdocs`` likewise, Apache's common log format;
 - ``hpa-example``: ``OK!`` (the HPA walkthrough's php-apache);
-- ``agnhost``: ``netexec`` (``/hostname``, ``/echo?msg=``, ``/healthz``, ``/``) and ``serve-hostname``.
+- ``agnhost``: ``netexec`` (``/hostname``, ``/echo?msg=``, ``/healthz``, ``/``) and ``serve-hostname``; the
+  ``serve_hostname`` image of the Debug Services page: its pod's name.
 
 Which port a container listens on: the image's (nginx, httpd and php-apache 80; agnhost's ``--http-port`` or
 ``--port``, 8080 and 9376 by default). A container the catalog says nothing about does not listen.
@@ -40,7 +41,7 @@ log = logging.getLogger("labkit.sim.responder")
 Obj = dict[str, Any]
 
 DOCROOTS = {"nginx": "/usr/share/nginx/html", "httpd": "/usr/local/apache2/htdocs"}
-DEFAULT_PORTS = {"nginx": 80, "httpd": 80, "hpa-example": 80}
+DEFAULT_PORTS = {"nginx": 80, "httpd": 80, "hpa-example": 80, "serve-hostname": 9376}
 AGNHOST_PORTS = {"netexec": ("--http-port", 8080), "serve-hostname": ("--port", 9376)}
 HELLO_MAX = 4096
 # How long one forwarded connection may sit idle (a browser's keep-alive) before it is closed.
@@ -95,7 +96,6 @@ class Responder:
         self.root = root
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.requests = 0
 
     def serve_forever(self) -> None:
         while True:
@@ -109,19 +109,12 @@ class Responder:
         threading.Thread(target=self.serve_forever, daemon=True, name="responder").start()
         return self
 
-    def target(self, namespace: str, name: str, port: int) -> tuple[Obj, Obj, str] | str:
-        """``(pod, container, serves)`` listening on ``port``, or the error to report."""
+    def target(self, namespace: str, name: str, port: int) -> Site | str:
+        """The container listening on ``port`` in the pod, or the error to report."""
         pod = self.pod(namespace, name)
         if pod is None:
             return f'pod not found ("{name}_{namespace}")'
-        running = {cs["name"] for cs in (pod.get("status") or {}).get("containerStatuses") or []
-                   if (cs.get("state") or {}).get("running")}
-        for c in (pod.get("spec") or {}).get("containers") or []:
-            repo = self.catalog.repositories.get(normalise(c.get("image", "")).repo)
-            serves = repo.serves if repo else None
-            if c["name"] in running and listening_port(c, serves) == port:
-                return pod, c, str(serves)
-        return refused(port, pod["metadata"]["uid"])
+        return site_on(pod, port, self.catalog, self.root) or refused(port, pod["metadata"]["uid"])
 
     def _connection(self, conn: socket.socket) -> None:
         with conn:
@@ -142,10 +135,8 @@ class Responder:
                 conn.sendall(found.encode() + b"\n")
                 return
             conn.sendall(b"OK\n")
-            pod, container, serves = found
-            handler = _handler(self, pod, container, serves)
             try:
-                handler(conn, ("127.0.0.1", 0), _NoServer())
+                _handler(found)(conn, ("127.0.0.1", 0), _NoServer())
             except OSError:
                 pass
 
@@ -167,15 +158,89 @@ def _write_log(pod: Obj, container: Obj, stream: str, line: str) -> None:
             f.write(pod_logs.cri_line(time.time(), stream, line))
 
 
-def _handler(responder: Responder, pod: Obj, container: Obj, serves: str) -> type[http.server.BaseHTTPRequestHandler]:
-    image = normalise(container.get("image", ""))
-    version = (image.tag or "latest").split("-")[0]
-    hostname, _ = sandbox.pod_hostname(pod)
+class Site:
+    """One container answering HTTP as its image does: its pages, status codes and log lines."""
 
+    def __init__(self, pod: Obj, container: Obj, serves: str, root: Path | None = None) -> None:
+        self.pod, self.container, self.serves, self.root = pod, container, serves, root
+        image = normalise(container.get("image", ""))
+        self.version = (image.tag or "latest").split("-")[0]
+        self.hostname, _ = sandbox.pod_hostname(pod)
+        self.server = {"nginx": f"nginx/{self.version}", "httpd": f"Apache/{self.version} (Unix)",
+                       "hpa-example": "Apache/2.4.10 (Debian)"}.get(serves, "")
+        self.requests = 0
+
+    def content(self, target: str, *, request_line: str, client: str = "127.0.0.1",
+                host: str = "localhost") -> tuple[int, bytes, str]:
+        """``(status, body, content type)`` for ``GET target``; a missing file also writes nginx's error line."""
+        self.requests += 1
+        url = urllib.parse.urlsplit(target)
+        serves = self.serves
+        if serves in DOCROOTS:
+            docroot = sandbox.host_path(self.pod, self.container, DOCROOTS[serves], self.root)
+            rel = PurePosixPath(urllib.parse.unquote(url.path))
+            parts = [p for p in rel.parts if p not in ("/", "..", ".")]
+            found = docroot.joinpath(*parts) if parts else docroot
+            if found.is_dir():
+                found = found / "index.html"
+            if found.is_file() and docroot.resolve() in found.resolve().parents:
+                return 200, found.read_bytes(), "text/html"
+            if serves == "nginx":
+                stamp = datetime.now(UTC).strftime("%Y/%m/%d %H:%M:%S")
+                _write_log(self.pod, self.container, "stderr",
+                           f'{stamp} [error] 29#29: *{self.requests} open() "{DOCROOTS[serves]}{url.path}" failed '
+                           f'(2: No such file or directory), client: {client}, server: localhost, request: '
+                           f'"{request_line}", host: "{host}"')
+                return 404, (f"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 "
+                             f"Not Found</h1></center>\r\n<hr><center>nginx/{self.version}</center>\r\n</body>\r\n"
+                             "</html>\r\n").encode(), "text/html"
+            return 404, (b'<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>404 Not Found'
+                         b"</title>\n</head><body>\n<h1>Not Found</h1>\n<p>The requested URL was not found on this "
+                         b"server.</p>\n</body></html>\n"), "text/html; charset=iso-8859-1"
+        if serves == "hpa-example":
+            return 200, b"OK!", "text/html; charset=UTF-8"
+        query = urllib.parse.parse_qs(url.query)
+        if serves == "serve-hostname" or url.path == "/hostname" or (
+                self.container.get("args") or [""])[0] == "serve-hostname":
+            return 200, self.hostname.encode(), "text/plain; charset=utf-8"
+        if url.path == "/echo":
+            return 200, (query.get("msg") or [""])[0].encode(), "text/plain; charset=utf-8"
+        if url.path == "/healthz":
+            return 200, b"", "text/plain; charset=utf-8"
+        if url.path == "/":
+            now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC")
+            return 200, f"NOW: {now}".encode(), "text/plain; charset=utf-8"
+        return 404, b"404 page not found\n", "text/plain; charset=utf-8"
+
+    def access_log(self, request_line: str, status: int, size: int, *, client: str = "127.0.0.1",
+                   agent: str = "-", referer: str = "-") -> None:
+        """The image's access-log line for one request (nginx's combined format, Apache's common one)."""
+        stamp = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        if self.serves == "nginx":
+            line = f'{client} - - [{stamp}] "{request_line}" {status} {size} "{referer}" "{agent}" "-"'
+        elif self.serves in ("httpd", "hpa-example"):
+            line = f'{client} - - [{stamp}] "{request_line}" {status} {size}'
+        else:
+            return  # agnhost logs no requests
+        _write_log(self.pod, self.container, "stdout", line)
+
+
+def site_on(pod: Obj, port: int, catalog: Catalog, root: Path | None = None) -> Site | None:
+    """The running container of ``pod`` that listens on ``port``, as a :class:`Site`; None when none does."""
+    running = {cs["name"] for cs in (pod.get("status") or {}).get("containerStatuses") or []
+               if (cs.get("state") or {}).get("running")}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        repo = catalog.repositories.get(normalise(c.get("image", "")).repo)
+        serves = repo.serves if repo else None
+        if c["name"] in running and listening_port(c, serves) == port:
+            return Site(pod, c, str(serves), root)
+    return None
+
+
+def _handler(site: Site) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        server_version = {"nginx": f"nginx/{version}", "httpd": f"Apache/{version} (Unix)",
-                          "hpa-example": "Apache/2.4.10 (Debian)"}.get(serves, "")
+        server_version = site.server
         sys_version = ""
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
@@ -188,69 +253,18 @@ def _handler(responder: Responder, pod: Obj, container: Obj, serves: str) -> typ
             self._answer(head=False)
 
         def _answer(self, *, head: bool) -> None:
-            responder.requests += 1
-            url = urllib.parse.urlsplit(self.path)
-            status, body, ctype = self._content(url)
+            status, body, ctype = site.content(self.path, request_line=self.requestline,
+                                               host=self.headers.get("Host", "localhost"))
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
-            if serves == "nginx":
+            if site.serves == "nginx":
                 self.send_header("Connection", "keep-alive")
             self.end_headers()
             if not head:
                 self.wfile.write(body)
-            self._access_log(status, len(body))
-
-        def _content(self, url: urllib.parse.SplitResult) -> tuple[int, bytes, str]:
-            if serves in DOCROOTS:
-                docroot = sandbox.host_path(pod, container, DOCROOTS[serves], responder.root)
-                rel = PurePosixPath(urllib.parse.unquote(url.path))
-                parts = [p for p in rel.parts if p not in ("/", "..", ".")]
-                target = docroot.joinpath(*parts) if parts else docroot
-                if target.is_dir():
-                    target = target / "index.html"
-                if target.is_file() and docroot.resolve() in target.resolve().parents:
-                    return 200, target.read_bytes(), "text/html"
-                if serves == "nginx":
-                    self._error_log(f'open() "{DOCROOTS[serves]}{url.path}" failed (2: No such file or directory)')
-                    return 404, (f"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 "
-                                 f"Not Found</h1></center>\r\n<hr><center>nginx/{version}</center>\r\n</body>\r\n"
-                                 "</html>\r\n").encode(), "text/html"
-                return 404, (b'<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>404 Not Found'
-                             b"</title>\n</head><body>\n<h1>Not Found</h1>\n<p>The requested URL was not found on this "
-                             b"server.</p>\n</body></html>\n"), "text/html; charset=iso-8859-1"
-            if serves == "hpa-example":
-                return 200, b"OK!", "text/html; charset=UTF-8"
-            query = urllib.parse.parse_qs(url.query)
-            if url.path == "/hostname" or (container.get("args") or [""])[0] == "serve-hostname":
-                return 200, hostname.encode(), "text/plain; charset=utf-8"
-            if url.path == "/echo":
-                return 200, (query.get("msg") or [""])[0].encode(), "text/plain; charset=utf-8"
-            if url.path == "/healthz":
-                return 200, b"", "text/plain; charset=utf-8"
-            if url.path == "/":
-                now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC")
-                return 200, f"NOW: {now}".encode(), "text/plain; charset=utf-8"
-            return 404, b"404 page not found\n", "text/plain; charset=utf-8"
-
-        def _access_log(self, status: int, size: int) -> None:
-            stamp = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
-            request = self.requestline
-            agent = self.headers.get("User-Agent", "-")
-            referer = self.headers.get("Referer", "-")
-            if serves == "nginx":
-                line = f'127.0.0.1 - - [{stamp}] "{request}" {status} {size} "{referer}" "{agent}" "-"'
-            elif serves in ("httpd", "hpa-example"):
-                line = f'127.0.0.1 - - [{stamp}] "{request}" {status} {size}'
-            else:
-                return  # agnhost logs no requests
-            _write_log(pod, container, "stdout", line)
-
-        def _error_log(self, what: str) -> None:
-            stamp = datetime.now(UTC).strftime("%Y/%m/%d %H:%M:%S")
-            host = self.headers.get("Host", "localhost")
-            _write_log(pod, container, "stderr", f'{stamp} [error] 29#29: *{responder.requests} {what}, client: '
-                       f'127.0.0.1, server: localhost, request: "{self.requestline}", host: "{host}"')
+            site.access_log(self.requestline, status, len(body), agent=self.headers.get("User-Agent", "-"),
+                            referer=self.headers.get("Referer", "-"))
 
         def version_string(self) -> str:
             return self.server_version

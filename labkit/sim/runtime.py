@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cluster.stages import RUNTIME_ANNOTATION, Catalog, normalise
-from . import pod_logs, sandbox
+from . import pod_logs, sandbox, service_net
 
 log = logging.getLogger("labkit.sim.runtime")
 
@@ -92,10 +92,11 @@ class Runtime:
     def __init__(self, catalog: Catalog, *, apply_logs: Callable[[Obj], None],
                  claim_dir: Callable[[str, str], Path | None] = lambda ns, claim: None,
                  on_exit: Callable[[str, str, str, int], None] = lambda uid, container, started, code: None,
-                 root: Path | None = None) -> None:
+                 spool: service_net.Spool | None = None, root: Path | None = None) -> None:
         self.catalog = catalog
         self.apply_logs = apply_logs
         self.on_exit = on_exit
+        self.spool = spool
         self.claim_dir = claim_dir
         self.root = root or sandbox.runtime_dir()
         self.usable = sandbox.tools() is not None
@@ -166,6 +167,8 @@ class Runtime:
         sandbox.remove_exec_specs(pod["metadata"]["namespace"], pod["metadata"]["name"], self.root)
         if remove:
             self.runs.pop(uid, None)
+            if self.spool is not None:
+                self.spool.remove(uid)
             sandbox.remove_pod(pod, self.root)
 
     def _start(self, pod: Obj, c: Obj, cs: Obj, cid: str, objects: sandbox.Objects) -> None:
@@ -194,6 +197,8 @@ class Runtime:
             log.warning("%s/%s %s: no sandbox: %s", ns, name, c["name"], exc)
             return
         sandbox.write_exec_spec(ns, name, c["name"], argv, self.root)
+        if self.spool is not None:
+            self.spool.add(uid, service_net.spool_dir(sandbox.pod_dir(pod, self.root)))
         command = self.command_of(c)
         first = c["name"] == pod["spec"]["containers"][0]["name"]
         real = (meta.get("annotations") or {}).get(RUNTIME_ANNOTATION) == "real"

@@ -40,16 +40,20 @@ from typing import Any
 
 from ..kube.quantity import quantity
 from ..paths import state_dir
+from . import service_net
 
 Obj = dict[str, Any]
 
 # The kubelet's defaults (pkg/kubelet/kubelet_pods.go, kind's cluster DNS).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CLUSTER_DOMAIN = "cluster.local"
-CLUSTER_DNS = "10.96.0.10"
+# In the embedded API server's Service range (10.0.0.0/24), as kube-dns's 10.96.0.10 is in kind's.
+CLUSTER_DNS = "10.0.0.10"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # Programs a container's command may name that run for real: Debian's busybox applets, and bash as busybox's sh.
 SHELL_ALIASES = {"bash": "sh"}
+# Raised when what a /bin layer holds changes, so that layers made by an older labkit are not reused.
+LAYER_VERSION = 2
 
 
 def runtime_dir() -> Path:
@@ -61,6 +65,25 @@ def tools() -> tuple[str, str] | None:
     """``(bwrap, busybox)`` on this machine, or None when either is missing (Debian: bubblewrap, busybox-static)."""
     bwrap, busybox = shutil.which("bwrap"), shutil.which("busybox")
     return (bwrap, busybox) if bwrap and busybox else None
+
+
+_shell: list[tuple[str, str]] | None = None
+
+
+def shell_binds() -> list[tuple[str, str]]:
+    """``(host path, sandbox path)`` of Debian's ``dash`` as ``/bin/sh`` and the libraries it loads; [] without dash
+    (busybox's sh then). Debian's static busybox runs its own applets ahead of ``PATH``, so its sh would bypass the
+    Service network's ``wget`` and ``nslookup`` (:mod:`labkit.sim.service_net`); dash looks in ``PATH``."""
+    global _shell
+    if _shell is None:
+        _shell = []
+        dash = shutil.which("dash")
+        if dash:
+            out = subprocess.run(["ldd", dash], capture_output=True, text=True, timeout=10, check=False).stdout
+            libs = re.findall(r"(?:=> )?(/\S+) \(0x", out)
+            if out and libs:
+                _shell = [(os.path.realpath(dash), "/bin/sh"), *((os.path.realpath(lib), lib) for lib in libs)]
+    return _shell
 
 
 MISSING_TOOLS = ("containers cannot run for real here: install Debian's `bubblewrap` and `busybox-static` "
@@ -334,9 +357,10 @@ def pod_dir(pod: Obj, root: Path | None = None) -> Path:
 def programs_layer(root: Path, programs: set[str] | None) -> Path:
     """A read-only ``/bin`` shared by every container with the same programs: busybox's applets the image has, as
     links to ``/bin/busybox`` (made once, not once per container), and ``bash`` as busybox's ``sh``."""
-    names = sorted((applets() if programs is None else applets() & programs) - {"busybox"})
+    names = sorted((applets() if programs is None else applets() & programs) - {"busybox"}
+                   - ({"sh"} if shell_binds() else set()))
     with_bash = "bash" not in applets() and (programs is None or "bash" in programs)
-    key = hashlib.sha256(("\n".join(names) + f"\nbash={with_bash}").encode()).hexdigest()[:16]
+    key = hashlib.sha256(("\n".join(names) + f"\nbash={with_bash}\nv={LAYER_VERSION}").encode()).hexdigest()[:16]
     layer = root / "layers" / key
     if (layer / ".complete").exists():
         return layer
@@ -346,9 +370,12 @@ def programs_layer(root: Path, programs: set[str] | None) -> Path:
     for name in names:
         (tmp / name).symlink_to("/bin/busybox")
     (tmp / "busybox").touch()  # where busybox itself is bound
+    if shell_binds():
+        (tmp / "sh").touch()  # where dash is bound
     if with_bash:
         (tmp / "bash").write_text(BASH_SCRIPT)
         (tmp / "bash").chmod(0o755)
+    service_net.install_clients(tmp, programs)
     (tmp / ".complete").touch()
     try:
         tmp.rename(layer)
@@ -403,10 +430,15 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
             "--hostname", hostname, "--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    argv += ["--bind", str(box.rootfs), "/", "--ro-bind", str(layer), "/bin", "--ro-bind", busybox, "/bin/busybox",
-             "--proc", "/proc", "--dev", "/dev"]
+    argv += ["--bind", str(box.rootfs), "/", "--ro-bind", str(layer), "/bin", "--ro-bind", busybox, "/bin/busybox"]
+    for host, inside in shell_binds():
+        argv += ["--ro-bind", host, inside]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
     for name in ("hosts", "resolv.conf", "hostname"):
         argv += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+    spool = service_net.spool_dir(pdir)
+    spool.mkdir(parents=True, exist_ok=True)
+    argv += ["--bind", str(spool), service_net.SPOOL]
     for mount in container.get("volumeMounts") or []:
         volume = volumes.get(mount.get("name"))
         if volume is None:
@@ -440,9 +472,11 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
 
 
 # `kubectl exec` of a program the container lacks fails as runc fails it (exit code 126), not as a shell would.
-EXEC_SHIM = ('case $1 in */*) [ -x "$1" ] && exec "$@";; *) IFS=:; for d in $PATH; do [ -x "$d/$1" ] && exec "$@"; '
-             'done;; esac; printf \'OCI runtime exec failed: exec failed: unable to start container process: exec: '
-             '"%s": executable file not found in $PATH: unknown\\r\\n\' "$1" >&2; exit 126')
+EXEC_SHIM = ('p=$1; shift; case $p in */*) [ -x "$p" ] && exec "$p" "$@";; *) IFS=:; for d in $PATH; do '
+             '[ -x "$d/$p" ] && exec "$d/$p" "$@"; done;; esac; printf \'OCI runtime exec failed: exec failed: '
+             'unable to start container process: exec: "%s": executable file not found in $PATH: unknown\\r\\n\' "$p" '
+             '>&2; exit 126')
+# (by its path: busybox's sh would run its own applet of that name, not the image's program in PATH.)
 # Debian's busybox has no bash applet: an image with bash gets this script, so `kubectl exec -it POD -- bash` works.
 BASH_SCRIPT = '#!/bin/sh\n# labkit: busybox sh stands in for bash in the simulated container\nexec /bin/sh "$@"\n'
 

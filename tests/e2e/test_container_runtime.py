@@ -264,3 +264,39 @@ def test_port_forward_to_a_port_nothing_listens_on(lab, namespace, forward):
     proc.kill()
     _, err = proc.communicate(timeout=10)
     assert "connect: connection refused" in err
+
+
+def test_the_debug_services_page_from_inside_a_pod(lab, namespace, kubectl):
+    # https://kubernetes.io/docs/tasks/debug/debug-application/debug-service/, its commands as the page gives them
+    # (the page's `kubectl run -it --rm busybox ... sh` session as separate execs).
+    kubectl("create", "deployment", "hostnames", "--image=registry.k8s.io/serve_hostname")
+    kubectl("scale", "deployment", "hostnames", "--replicas=3")
+    kubectl("expose", "deployment", "hostnames", "--port=80", "--target-port=9376")
+    lk.apply(lab, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "busybox"},
+                   "spec": {"containers": [{"name": "busybox", "image": "busybox:1.28",
+                                            "command": ["sleep", "3600"]}]}}, namespace=namespace)
+    lk.wait_for(lab, "Deployment", "hostnames", namespace=namespace, timeout=60,
+                condition="jsonpath={.status.readyReplicas}=3")
+    running(lab, namespace, "busybox")
+    backends = set(kubectl("get", "pods", "-l", "app=hostnames", "-o", "name").stdout.replace("pod/", "").split())
+    answered = until("all 3 endpoints ready", lambda: kubectl("get", "endpointslices", "-l",
+                     "kubernetes.io/service-name=hostnames", "-o", "jsonpath={..endpoints[*].conditions.ready}"
+                     ).stdout.split() == ["true"] * 3, timeout=30)
+    assert answered
+    seen = {kubectl("exec", "busybox", "--", "wget", "-qO-", "hostnames").stdout for _ in range(20)}
+    assert seen <= backends and len(seen) > 1  # kube-proxy spreads them: 20 tries all on one of 3 is ~1e-9
+    fqdn = f"hostnames.{namespace}.svc.cluster.local"
+    assert kubectl("exec", "busybox", "--", "sh", "-c", f"wget -qO- {fqdn}").stdout in backends
+    ip = lab.core.read_namespaced_service("hostnames", namespace).spec.cluster_ip
+    assert kubectl("exec", "busybox", "--", "nslookup", "hostnames").stdout.endswith(
+        f"Name:\t{fqdn}\nAddress: {ip}\n\n")
+    missing = kubectl("exec", "busybox", "--", "nslookup", "hostnamez", check=False)
+    assert missing.returncode == 1 and f"** server can't find hostnamez.{namespace}.svc.cluster.local: NXDOMAIN" \
+        in missing.stdout
+    assert kubectl("exec", "busybox", "--", "wget", "-qO-", "hostnamez", check=False).stderr == (
+        "wget: bad address 'hostnamez'\ncommand terminated with exit code 1\n")
+    # No endpoints: kube-proxy rejects the connection.
+    kubectl("scale", "deployment", "hostnames", "--replicas=0")
+    refused = until("no endpoints", lambda: (p := kubectl("exec", "busybox", "--", "wget", "-qO-", "hostnames",
+                                                          check=False)).returncode and p, timeout=60)
+    assert refused.stderr.startswith(f"wget: can't connect to remote host ({ip}): Connection refused\n")

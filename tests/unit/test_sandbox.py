@@ -44,7 +44,7 @@ def test_etc_hosts_and_resolv_conf_read_as_the_kubelet_writes_them() -> None:
     assert "10.244.1.7\tdb.dbs.shop.svc.cluster.local\tdb\n" in hosts
     assert hosts.endswith("# Entries added by HostAliases.\n127.0.0.1\tfoo.local\n")
     assert sandbox.resolv_conf(_pod()) == ("search shop.svc.cluster.local svc.cluster.local cluster.local\n"
-                                           "nameserver 10.96.0.10\noptions ndots:5\n")
+                                           "nameserver 10.0.0.10\noptions ndots:5\n")
 
 
 def test_the_environment_in_the_kubelets_order() -> None:

@@ -1,0 +1,57 @@
+"""The Service network as sandboxed programs see it (labkit.sim.service_net): names, and wget, curl and nslookup's
+own words and exit codes, without a cluster."""
+
+from __future__ import annotations
+
+from labkit.sim import service_net
+from labkit.sim.service_net import Target
+
+SERVICES = {"shop": {"web": {"metadata": {"name": "web", "namespace": "shop"},
+                             "spec": {"clusterIP": "10.0.0.12", "ports": [{"port": 80}]}},
+                     "headless": {"metadata": {"name": "headless", "namespace": "shop"},
+                                  "spec": {"clusterIP": "None"}}},
+            "default": {"kubernetes": {"metadata": {"name": "kubernetes", "namespace": "default"},
+                                       "spec": {"clusterIP": "10.0.0.1"}}}}
+PODS = [{"metadata": {"name": "db-0", "namespace": "shop"}, "status": {"podIP": "10.244.1.5"}}]
+
+
+def _resolve(name: str) -> Target | None:
+    return service_net.resolve(name, "shop", SERVICES, PODS)
+
+
+def test_names_resolve_as_cluster_dns() -> None:
+    for name in ("web", "web.shop", "web.shop.svc", "web.shop.svc.cluster.local", "10.0.0.12"):
+        target = _resolve(name)
+        assert target is not None and (target.ip, target.fqdn) == ("10.0.0.12", "web.shop.svc.cluster.local"), name
+    assert _resolve("kubernetes.default").ip == "10.0.0.1"
+    assert _resolve("kubernetes") is None  # another namespace's Service needs its namespace
+    assert _resolve("headless") is None and _resolve("nosuch") is None
+    assert _resolve("10.244.1.5").pod is PODS[0]
+
+
+def _fetch(status: int = 200, body: bytes = b"hello\n") -> service_net.Fetch:
+    return lambda target, port, path, agent: (status, body) if port == 80 else "Connection refused"
+
+
+def test_wget_as_busybox_says_it() -> None:
+    quiet = service_net.wget(["-qO-", "http://web"], "shop", _resolve, _fetch())
+    assert (quiet.out, quiet.err, quiet.code, quiet.file) == (b"hello\n", "", 0, "")
+    saved = service_net.wget(["web/page.html"], "shop", _resolve, _fetch())
+    assert saved.file == "page.html" and saved.err.startswith("Connecting to web (10.0.0.12:80)\nsaving to")
+    assert service_net.wget(["-q", "-O", "out.txt", "web"], "shop", _resolve, _fetch()).file == "out.txt"
+    missing = service_net.wget(["-qO-", "web/x"], "shop", _resolve, _fetch(404))
+    assert (missing.err, missing.code) == ("wget: server returned error: HTTP/1.1 404 Not Found\n", 1)
+    refused = service_net.wget(["-qO-", "web:8080"], "shop", _resolve, _fetch())
+    assert refused.err == "wget: can't connect to remote host (10.0.0.12): Connection refused\n"
+    assert service_net.wget(["-qO-", "nosuch"], "shop", _resolve, _fetch()).err == "wget: bad address 'nosuch'\n"
+
+
+def test_curl_and_nslookup_as_they_say_it() -> None:
+    assert service_net.curl(["-s", "http://web"], "shop", _resolve, _fetch()).out == b"hello\n"
+    assert service_net.curl(["-sf", "web"], "shop", _resolve, _fetch(500)).code == 22
+    assert service_net.curl(["nosuch"], "shop", _resolve, _fetch()).err == "curl: (6) Could not resolve host: nosuch\n"
+    found = service_net.nslookup(["web"], "shop", _resolve, "10.0.0.10")
+    assert found.out.decode() == ("Server:\t\t10.0.0.10\nAddress:\t10.0.0.10:53\n\n"
+                                  "Name:\tweb.shop.svc.cluster.local\nAddress: 10.0.0.12\n\n")
+    lost = service_net.nslookup(["nosuch"], "shop", _resolve, "10.0.0.10")
+    assert lost.code == 1 and "** server can't find nosuch.shop.svc.cluster.local: NXDOMAIN\n" in lost.out.decode()
