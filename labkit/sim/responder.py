@@ -177,13 +177,13 @@ class Site:
         url = urllib.parse.urlsplit(target)
         serves = self.serves
         if serves in DOCROOTS:
-            docroot = sandbox.host_path(self.pod, self.container, DOCROOTS[serves], self.root)
             rel = PurePosixPath(urllib.parse.unquote(url.path))
             parts = [p for p in rel.parts if p not in ("/", "..", ".")]
-            found = docroot.joinpath(*parts) if parts else docroot
-            if found.is_dir():
-                found = found / "index.html"
-            if found.is_file() and docroot.resolve() in found.resolve().parents:
+            inside = "/".join([DOCROOTS[serves], *parts])
+            found = sandbox.host_path(self.pod, self.container, inside, self.root)
+            if found is not None and found.is_dir():
+                found = sandbox.host_path(self.pod, self.container, inside + "/index.html", self.root)
+            if found is not None and found.is_file():
                 return 200, found.read_bytes(), "text/html"
             if serves == "nginx":
                 stamp = datetime.now(UTC).strftime("%Y/%m/%d %H:%M:%S")

@@ -384,6 +384,14 @@ def programs_layer(root: Path, programs: set[str] | None) -> Path:
     return layer
 
 
+def contained(base: Path, rel: str) -> Path | None:
+    """``base / rel`` with its symlinks resolved, or None when it resolves outside ``base`` (a container's symlink
+    to a host path must not be followed by the host)."""
+    root = base.resolve()
+    real = (base / _safe_rel(rel)).resolve()
+    return real if real == root or root in real.parents else None
+
+
 def _safe_rel(path: str) -> str:
     """A subPath inside its volume (``..`` parts dropped: the kubelet refuses them)."""
     return "/".join(p for p in PurePosixPath(path).parts if p not in ("..", "/", "."))
@@ -409,17 +417,19 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
     (etc / "hosts").write_text(etc_hosts(pod))
     (etc / "resolv.conf").write_text(resolv_conf(pod))
     (etc / "hostname").write_text(hostname + "\n")
-    if not (box.rootfs / "etc" / "passwd").exists():
-        for sub in ("bin", "sbin", "usr/bin", "usr/sbin", "tmp", "root", "etc", "var/log", "proc", "dev"):
-            (box.rootfs / sub).mkdir(parents=True, exist_ok=True)
-        (box.rootfs / "tmp").chmod(0o1777)
-        (box.rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                                   "nobody:x:65534:65534:nobody:/:/bin/false\n")
-        (box.rootfs / "etc" / "group").write_text("root:x:0:\nnobody:x:65534:\n")
-        for path, text in (image_files or {}).items():
-            target = box.rootfs / _safe_rel(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+    # Each start begins from the image, as a runtime's writable layer does (and nothing the last start left, a
+    # symlink to a host path, is ever written through).
+    shutil.rmtree(box.rootfs, ignore_errors=True)
+    for sub in ("bin", "sbin", "usr/bin", "usr/sbin", "tmp", "root", "etc", "var/log", "proc", "dev"):
+        (box.rootfs / sub).mkdir(parents=True, exist_ok=True)
+    (box.rootfs / "tmp").chmod(0o1777)
+    (box.rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                               "nobody:x:65534:65534:nobody:/:/bin/false\n")
+    (box.rootfs / "etc" / "group").write_text("root:x:0:\nnobody:x:65534:\n")
+    for path, text in (image_files or {}).items():
+        target = box.rootfs / _safe_rel(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
     layer = programs_layer(pdir.parent.parent, programs)
     spec = pod.get("spec") or {}
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
@@ -460,7 +470,9 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
                     vdir.symlink_to(elsewhere, target_is_directory=True)
                 vdir = elsewhere
         vdir.mkdir(parents=True, exist_ok=True)
-        source = vdir / _safe_rel(mount["subPath"]) if mount.get("subPath") else vdir
+        source = contained(vdir, mount["subPath"]) if mount.get("subPath") else vdir
+        if source is None:  # a symlink a container left in the volume: the kubelet refuses it too
+            raise OSError(f"subPath {mount['subPath']!r} of volume {volume['name']!r} leaves the volume")
         if not source.exists():
             source.mkdir(parents=True)
         ro = mount.get("readOnly") or files is not None and not volume.get("emptyDir")
@@ -481,22 +493,24 @@ EXEC_SHIM = ('p=$1; shift; case $p in */*) [ -x "$p" ] && exec "$p" "$@";; *) IF
 BASH_SCRIPT = '#!/bin/sh\n# labkit: busybox sh stands in for bash in the simulated container\nexec /bin/sh "$@"\n'
 
 
-def host_path(pod: Obj, container: Obj, path: str, root: Path | None = None) -> Path:
+def host_path(pod: Obj, container: Obj, path: str, root: Path | None = None) -> Path | None:
     """Where a path inside the container lies on the host: under the volume mounted over it (the longest
-    ``mountPath``), else in the container's root file system."""
+    ``mountPath``), else in the container's root file system; None when a symlink the container made takes it
+    outside those (the host never follows one out)."""
     pdir = pod_dir(pod, root)
     inside = PurePosixPath("/") / _safe_rel(path)
-    best: tuple[int, Path] | None = None
+    best: tuple[int, Path, str] | None = None
     for mount in container.get("volumeMounts") or []:
         mpath = PurePosixPath("/") / _safe_rel(mount.get("mountPath", ""))
         if inside == mpath or mpath in inside.parents:
             folder = pdir / "volumes" / mount["name"]
             if mount.get("subPath"):
                 folder = folder / _safe_rel(mount["subPath"])
-            rest = inside.relative_to(mpath)
             if best is None or len(mpath.parts) > best[0]:
-                best = (len(mpath.parts), folder / rest)
-    return best[1] if best else Sandbox(pdir, container["name"]).rootfs / _safe_rel(path)
+                best = (len(mpath.parts), folder, str(inside.relative_to(mpath)))
+    if best is None:
+        return contained(Sandbox(pdir, container["name"]).rootfs, path)
+    return contained(best[1], best[2])
 
 
 def write_exec_spec(namespace: str, pod: str, container: str, argv: list[str], root: Path | None = None) -> Path:

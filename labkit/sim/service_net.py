@@ -24,6 +24,7 @@ import os
 import random
 import selectors
 import shutil
+import stat
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -38,6 +39,7 @@ Obj = dict[str, Any]
 PROGRAMS = ("wget", "curl", "nslookup")
 SPOOL = "/run/labkit/net"  # where the pod's spool folder is bound in every sandbox
 RING = "ring"              # the FIFO a client writes its request's token to
+REQUEST_MAX = 65536        # a command line longer than this is cut
 # The client gives up after this many 50 ms waits (30 s), as wget's default -T would.
 CLIENT = r'''#!/bin/sh
 # labkit: this program through the lab's Service network (labkit/sim/service_net.py); the sandbox has no network.
@@ -242,7 +244,11 @@ class Spool:
             ring = folder / RING
             if not ring.exists():
                 os.mkfifo(ring, 0o622)
-            fd = os.open(ring, os.O_RDWR | os.O_NONBLOCK)  # read-write: no EOF when a client closes it
+            # read-write: no EOF when a client closes it; not through a link the sandbox may have put there
+            fd = os.open(ring, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW)
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.close(fd)
+                return
             self.rings[uid] = (fd, folder)
             self.selector.register(fd, selectors.EVENT_READ, uid)
 
@@ -271,19 +277,29 @@ class Spool:
                         threading.Thread(target=self._serve, args=(key.data, folder, token), daemon=True).start()
 
     def _serve(self, uid: str, folder: Path, token: str) -> None:
-        request = folder / f"{token}.req"
+        # The folder is the sandbox's to write: never follow a link it left there, never write over a file.
         try:
-            argv = [a.decode(errors="replace") for a in request.read_bytes().split(b"\0")[:-1]]
-            reply = self.answer(uid, argv)
+            fd = os.open(folder / f"{token}.req", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    return
+                data = f.read(REQUEST_MAX)
+        except OSError:
+            return
+        try:
+            reply = self.answer(uid, [a.decode(errors="replace") for a in data.split(b"\0")[:-1]])
         except Exception as exc:  # noqa: BLE001 - a client must get an answer, not hang
             log.warning("service network request %s: %s", token, exc)
             reply = Reply(err=f"{exc}\n", code=1)
-        (folder / f"{token}.out").write_bytes(reply.out)
-        (folder / f"{token}.err").write_text(reply.err)
-        (folder / f"{token}.file").write_text(reply.file)
-        (folder / f"{token}.code").write_text(str(reply.code))
-        request.unlink(missing_ok=True)
-        (folder / f"{token}.done").touch()
+        try:
+            for suffix, content in ((".out", reply.out), (".err", reply.err.encode()), (".file", reply.file.encode()),
+                                    (".code", str(reply.code).encode()), (".done", b"")):
+                fd = os.open(folder / f"{token}{suffix}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(content)
+            (folder / f"{token}.req").unlink(missing_ok=True)
+        except OSError as exc:
+            log.info("service network reply %s not written: %s", token, exc)
 
 
 def install_clients(layer: Path, programs: set[str] | None) -> None:

@@ -239,3 +239,38 @@ def test_port_forward_serves_what_the_other_container_wrote(tmp_path: Path, monk
     assert b"dial tcp4 127.0.0.1:8080: connect: connection refused" in refused and not refused.startswith(b"OK")
     assert forward(b'{"namespace": "shop", "pod": "gone", "uid": "u", "port": 80}\n') == (
         b'pod not found ("gone_shop")\n')
+
+
+def test_the_host_never_follows_a_link_a_container_made(tmp_path: Path, monkeypatch) -> None:
+    from labkit.sim.responder import Site
+    from labkit.sim.service_net import Reply, Spool
+
+    monkeypatch.setattr(pod_logs, "log_root", lambda: tmp_path / "logs")
+    catalog = load_catalog()
+    nginx = {"name": "web", "image": "nginx:1.27"}
+    pod = _pod(containers=[nginx])
+    repo = catalog.repositories["docker.io/library/nginx"]
+    argv = sandbox.prepare(pod, nginx, _objects(), root=tmp_path, image_files=repo.files,
+                           programs=catalog.programs("nginx:1.27"))
+    # The document root replaced by a link to the sandbox's / (which, followed on the host, is the host's /).
+    assert _run(argv, "sh", "-c", "rm -rf /usr/share/nginx/html && ln -s / /usr/share/nginx/html").returncode == 0
+    site = Site(pod, nginx, "nginx", tmp_path)
+    assert site.content("/etc/hostname", request_line="GET /etc/hostname HTTP/1.1")[0] == 404
+    assert sandbox.host_path(pod, nginx, "/usr/share/nginx/html/etc/hostname", tmp_path) is None
+    # A new start of the container begins from the image again.
+    sandbox.prepare(pod, nginx, _objects(), root=tmp_path, image_files=repo.files,
+                    programs=catalog.programs("nginx:1.27"))
+    assert site.content("/", request_line="GET / HTTP/1.1")[0] == 200
+    # The Service network's spool: a reply file the sandbox planted as a link is not written through.
+    victim = tmp_path / "host-file"
+    victim.write_text("untouched")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "t1.req").write_bytes(b"wget\0-qO-\0web\0")
+    (spool / "t1.out").symlink_to(victim)
+    Spool(lambda uid, argv: Reply(out=b"answer"))._serve("uid", spool, "t1")
+    assert victim.read_text() == "untouched"
+    (spool / "t2.req").symlink_to(victim)  # nor is a request read through one
+    asked: list[list[str]] = []
+    Spool(lambda uid, argv: asked.append(argv) or Reply())._serve("uid", spool, "t2")
+    assert asked == [] and not (spool / "t2.done").exists()
