@@ -40,17 +40,15 @@ PROGRAMS = ("wget", "curl", "nslookup")
 SPOOL = "/run/labkit/net"  # where the pod's spool folder is bound in every sandbox
 RING = "ring"              # the FIFO a client writes its request's token to
 REQUEST_MAX = 65536        # a command line longer than this is cut
-# The client gives up after this many 50 ms waits (30 s), as wget's default -T would.
-CLIENT = r'''#!/bin/sh
+# The client waits at most 30 s for its answer. It runs under busybox's own sh (its `read -t`); dash is /bin/sh.
+CLIENT = r'''#!/bin/busybox sh
 # labkit: this program through the lab's Service network (labkit/sim/service_net.py); the sandbox has no network.
 d=/run/labkit/net; t=$(cat /proc/sys/kernel/random/uuid)
+mkfifo "$d/$t.wait" && exec 3<>"$d/$t.wait" || exit 1
 printf '%s\0' "${0##*/}" "$@" > "$d/$t.tmp" && mv "$d/$t.tmp" "$d/$t.req" && echo "$t" > "$d/ring" || exit 1
-i=0
-while [ ! -e "$d/$t.done" ]; do
-  i=$((i+1)); [ $i -gt 600 ] && { echo "${0##*/}: no answer from the lab's Service network" >&2; exit 1; }
-  sleep 0.05
-done
-f=$(cat "$d/$t.file" 2>/dev/null)
+read -t 30 _ <&3
+[ -e "$d/$t.done" ] || { echo "${0##*/}: no answer from the lab's Service network" >&2; rm -f "$d/$t".*; exit 1; }
+f=$(cat "$d/$t.file")
 if [ -n "$f" ]; then cat "$d/$t.out" > "$f"; else cat "$d/$t.out"; fi
 cat "$d/$t.err" >&2
 c=$(cat "$d/$t.code")
@@ -298,6 +296,13 @@ class Spool:
                 with os.fdopen(fd, "wb") as f:
                     f.write(content)
             (folder / f"{token}.req").unlink(missing_ok=True)
+            # Wake the client, which waits on its FIFO (opened read-write before it asked, so this open succeeds).
+            fd = os.open(folder / f"{token}.wait", os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            try:
+                if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                    os.write(fd, b"\n")
+            finally:
+                os.close(fd)
         except OSError as exc:
             log.info("service network reply %s not written: %s", token, exc)
 
