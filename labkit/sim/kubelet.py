@@ -614,6 +614,8 @@ class Daemon:
         self.gone: list[Obj] = []               # pods deleted since the worker last looked
         self._master: Obj | None = None         # default/kubernetes: every container's KUBERNETES_* variables
         self.runtime: Runtime | None = None     # what runs inside the containers (attach_runtime)
+        self._runtime_todo: dict[str, tuple[Obj, bool]] = {}  # uid -> (latest pod, deleted?), for the runtime
+        self._runtime_ready = threading.Condition()
 
     def attach_runtime(self) -> Runtime:
         """Run what is inside the containers too (:mod:`labkit.sim.runtime`), with the ``Logs`` objects it makes."""
@@ -623,6 +625,7 @@ class Daemon:
         self.discovery = client.DiscoveryV1Api(self.api_client)
         self.runtime = Runtime(self.catalog, apply_logs=self._apply_logs, claim_dir=self._claim_dir,
                                on_exit=self._exited, spool=service_net.Spool(self._network_request))
+        threading.Thread(target=self._runtime_loop, name="runtime", daemon=True).start()
         return self.runtime
 
     # -- the Service network, as the sandboxes' wget, curl and nslookup reach it (labkit.sim.service_net)
@@ -815,8 +818,7 @@ class Daemon:
                 gone, self.gone = self.gone, []
             self._write_held()
             for pod in gone:
-                if self.runtime is not None:
-                    self.runtime.forget(pod, remove=True)
+                self._to_runtime(pod, gone=True)
             for uid in todo:
                 pod = self.pods.get(uid)
                 if pod is not None:
@@ -825,12 +827,31 @@ class Daemon:
                     except Exception as exc:  # noqa: BLE001 - one pod's failure must not stop the kubelet
                         log.warning("pod %s/%s: %s", pod["metadata"]["namespace"], pod["metadata"]["name"], exc)
                         self._again(uid, 2.0)
-                    if self.runtime is not None:
-                        try:
-                            self.runtime.sync(pod, self._ns(pod["metadata"]["namespace"]).objects)
-                        except Exception as exc:  # noqa: BLE001 - nor a sandbox's
-                            log.warning("runtime, pod %s/%s: %s", pod["metadata"]["namespace"],
-                                        pod["metadata"]["name"], exc)
+                    self._to_runtime(pod)
+
+    # -- the runtime's own worker: a container's sandbox and log must not hold up the next pod's checks
+    def _to_runtime(self, pod: Obj, *, gone: bool = False) -> None:
+        if self.runtime is None:
+            return
+        with self._runtime_ready:
+            self._runtime_todo[pod["metadata"]["uid"]] = (pod, gone)
+            self._runtime_ready.notify()
+
+    def _runtime_loop(self) -> None:
+        while not self.stopping.is_set():
+            with self._runtime_ready:
+                while not self._runtime_todo and not self.stopping.is_set():
+                    self._runtime_ready.wait(1.0)
+                todo, self._runtime_todo = self._runtime_todo, {}
+            for pod, gone in todo.values():
+                meta = pod["metadata"]
+                try:
+                    if gone:
+                        self.runtime.forget(pod, remove=True)  # type: ignore[union-attr]
+                    else:
+                        self.runtime.sync(pod, self._ns(meta["namespace"]).objects)  # type: ignore[union-attr]
+                except Exception as exc:  # noqa: BLE001 - one sandbox's failure must not stop the others
+                    log.warning("runtime, pod %s/%s: %s", meta["namespace"], meta["name"], exc)
 
     def _again(self, uid: str, seconds: float) -> None:
         with self._lock:
