@@ -57,13 +57,14 @@ def network_free(argv: list[str]) -> bool:
     return not any(p in text for p in NETWORK_PROGRAMS)
 
 
-def start_lines(catalog: Catalog, image: str, at: float) -> list[tuple[float, str, str]]:
-    """What the image prints when it starts (``logs.start`` in the catalog): ``(time, stream, text)``."""
+def start_lines(catalog: Catalog, image: str, at: float, ip: str = "") -> list[tuple[float, str, str]]:
+    """What the image prints when it starts (``start_log`` in the catalog): ``(time, stream, text)``."""
     ref = normalise(image)
     repo = catalog.repositories.get(ref.repo)
     lines = repo.start_log if repo else []
     stamp = datetime.fromtimestamp(at, UTC)
-    values = {"date": stamp.strftime("%Y/%m/%d %H:%M:%S"), "tag": (ref.tag or "latest").split("-")[0]}
+    values = {"date": stamp.strftime("%Y/%m/%d %H:%M:%S"), "tag": (ref.tag or "latest").split("-")[0], "ip": ip,
+              "apache_date": stamp.strftime("%a %b %d %H:%M:%S.%f %Y")}
     out = []
     for stream, text in lines:
         try:
@@ -206,7 +207,8 @@ class Runtime:
         if not fresh:
             return  # this start's output is written already (the kubelet process restarted)
         if command is None:
-            run.write(start_lines(self.catalog, c.get("image", ""), started))
+            run.write(start_lines(self.catalog, c.get("image", ""), started,
+                                  str((pod.get("status") or {}).get("podIP") or "")))
             return
         if len(self.procs) >= MAX_REAL and not (first and real):
             log.warning("%s/%s %s: %d containers run already; this one is modelled", ns, name, c["name"], MAX_REAL)
