@@ -1,45 +1,13 @@
-"""Lesson 02, StatefulSet ordered and partitioned updates (灰度发布): volumes as a pod sees them, and the exercises."""
+"""Lesson 02, StatefulSet ordered and partitioned updates (灰度发布): the exercises (the volumes: `kubectl exec`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from ..errors import LabkitError
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab
 from ..kube.objects import get, live_pods, patch
 from ..kube.rollouts import rollout_state
-
-
-def volume_dir(lab: Lab, claim: str, *, namespace: str) -> Path:
-    """The directory behind a claim on the embedded cluster: the simulated node's disk, on this machine.
-
-    Claim -> its PV (``kubectl get pvc CLAIM -o jsonpath={.spec.volumeName}``) -> the PV's ``hostPath``. On kind the
-    same path is inside the node's container instead, and ``kubectl exec`` reaches it through the pod.
-    """
-    pvc = get(lab, "PersistentVolumeClaim", claim, namespace=namespace, api_version="v1")
-    volume = ((pvc or {}).get("spec") or {}).get("volumeName")
-    if not volume:
-        raise LabkitError(f"claim {claim} in {namespace} is not bound to a volume yet",
-                          fix=f"kubectl -n {namespace} describe pvc {claim}")
-    pv = get(lab, "PersistentVolume", volume, api_version="v1") or {}
-    path = ((pv.get("spec") or {}).get("hostPath") or {}).get("path")
-    if lab.backend != "kwok" or not path or not Path(path).is_dir():
-        raise LabkitError(f"volume {volume} is not a directory on this machine (backend {lab.backend})",
-                          fix=f"kubectl -n {namespace} exec POD -- ls /data   # through the pod that mounts it")
-    return Path(path)
-
-
-def write_on_volume(lab: Lab, claim: str, name: str, text: str, *, namespace: str) -> str:
-    """What ``kubectl exec POD -- sh -c 'echo TEXT > /data/NAME'`` does, done on the embedded node's disk."""
-    (volume_dir(lab, claim, namespace=namespace) / name).write_text(text + "\n")
-    return f"wrote {name} on the volume of claim {claim}"
-
-
-def read_from_volume(lab: Lab, claim: str, name: str, *, namespace: str) -> str:
-    """What ``kubectl exec POD -- cat /data/NAME`` shows, read from the embedded node's disk."""
-    return (volume_dir(lab, claim, namespace=namespace) / name).read_text().rstrip("\n")
 
 
 def _sts_pods(lab: Lab, namespace: str, sts: dict[str, Any]) -> dict[int, Any]:

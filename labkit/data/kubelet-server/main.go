@@ -42,6 +42,7 @@ import (
 const (
 	idleTimeout           = 4 * time.Hour
 	streamCreationTimeout = 30 * time.Second
+	specWait              = 10 * time.Second
 )
 
 // containerSpec is what labkit's kubelet process writes for one running container: how to enter its sandbox.
@@ -69,6 +70,19 @@ func (s *server) spec(namespace, pod, container string) (*containerSpec, error) 
 		return nil, fmt.Errorf("bad sandbox spec for %s/%s/%s", namespace, pod, container)
 	}
 	return &spec, nil
+}
+
+// waitSpec gives a container that has just started the moment its sandbox takes to be made (the status says
+// running a little before labkit's kubelet process has written the spec).
+func (s *server) waitSpec(namespace, pod, container string) (*containerSpec, error) {
+	deadline := time.Now().Add(specWait)
+	for {
+		spec, err := s.spec(namespace, pod, container)
+		if err == nil || time.Now().After(deadline) {
+			return spec, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func splitName(name string) (string, string) {
@@ -176,7 +190,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request, upstream http
 		if len(parts) == 5 {
 			uid = parts[3]
 		}
-		if _, err := s.spec(namespace, pod, container); err != nil {
+		if _, err := s.waitSpec(namespace, pod, container); err != nil {
 			http.Error(w, fmt.Sprintf("container not found (%q)", container), http.StatusNotFound)
 			return
 		}
