@@ -269,8 +269,67 @@ func main() {
 		log.Fatal(err)
 	}
 	log.Printf("labkit kubelet server on %s", *listen)
-	if *certFile != "" {
-		log.Fatal(srv.ServeTLS(ln, *certFile, *keyFile))
+	if *certFile == "" {
+		log.Fatal(srv.Serve(ln))
 	}
-	log.Fatal(srv.Serve(ln))
+	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// HTTPS for the API server, plain HTTP for Prometheus' kubelet job: one port, as KWOK's server serves both.
+	log.Fatal(srv.Serve(newEitherListener(ln, &tls.Config{Certificates: []tls.Certificate{cert},
+		NextProtos: []string{"http/1.1"}})))
+}
+
+// eitherListener hands out each connection as TLS or plain HTTP, by its first byte (0x16: a TLS handshake).
+type eitherListener struct {
+	net.Listener
+	conns chan net.Conn
+	errs  chan error
+}
+
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func newEitherListener(inner net.Listener, cfg *tls.Config) *eitherListener {
+	l := &eitherListener{Listener: inner, conns: make(chan net.Conn), errs: make(chan error, 1)}
+	go func() {
+		for {
+			c, err := inner.Accept()
+			if err != nil {
+				l.errs <- err
+				return
+			}
+			go func() {
+				r := bufio.NewReader(c)
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				first, err := r.Peek(1)
+				_ = c.SetReadDeadline(time.Time{})
+				if err != nil {
+					_ = c.Close()
+					return
+				}
+				pc := &peekedConn{Conn: c, r: r}
+				if first[0] == 0x16 {
+					l.conns <- tls.Server(pc, cfg)
+				} else {
+					l.conns <- pc
+				}
+			}()
+		}
+	}()
+	return l
+}
+
+func (l *eitherListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case err := <-l.errs:
+		return nil, err
+	}
 }
