@@ -60,7 +60,13 @@ def loaded(lab: lk.Lab) -> Iterator[str]:
         name=namespace, labels={"app.kubernetes.io/managed-by": "labkit", "labkit.io/test": "e2e"})))
     try:
         lk.apply(lab, load_objects(APP), namespace=namespace)
-        promql.wait_for_series(f'sum(rate(http_requests_total{{namespace="{namespace}"}}[1m])) > 0', timeout=120)
+        expr = f'sum(rate(http_requests_total{{namespace="{namespace}"}}[1m]))'
+        promql.wait_for_series(f"{expr} > 0", timeout=120)
+        # A panel draws a range (15 minutes, one point a step): the series must be old enough to have a point on a
+        # step, not just two samples now.
+        deadline = time.monotonic() + 60
+        while promql.query_range(expr, minutes=15, step="8s").empty and time.monotonic() < deadline:
+            time.sleep(1)
         yield namespace
     finally:
         lab.core.delete_namespace(namespace, propagation_policy="Background")
