@@ -214,7 +214,8 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request, upstream http
 		portforward.ServePortForward(w, r, s, parts[1]+"/"+parts[2], uid, opts, idleTimeout,
 			streamCreationTimeout, portforward.SupportedProtocols)
 	case parts[0] == "attach":
-		http.Error(w, "attach is not supported on labkit's embedded cluster: use kubectl logs -f", http.StatusNotImplemented)
+		http.Error(w, "kubectl attach is not supported on labkit's embedded cluster (a simulated container has no "+
+			"terminal to attach to): use kubectl logs -f POD, or kubectl exec -it POD -- sh", http.StatusNotImplemented)
 	default:
 		upstream.ServeHTTP(w, r)
 	}
