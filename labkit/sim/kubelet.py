@@ -628,6 +628,54 @@ class Daemon:
         threading.Thread(target=self._runtime_loop, name="runtime", daemon=True).start()
         return self.runtime
 
+    # -- ephemeral containers (`kubectl debug`): the Stages do not know them, so the kubelet process runs them whole
+    def _start_ephemeral(self, pod: Obj) -> None:
+        """Start the ephemeral containers that have no status yet: pull, create, start, as the kubelet does."""
+        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        statuses = list(status.get("ephemeralContainerStatuses") or [])
+        new = [c for c in spec.get("ephemeralContainers") or [] if c["name"] not in {s["name"] for s in statuses}]
+        if not new or status.get("phase") != "Running":
+            return
+        walk = self.walks.get(meta["uid"]) or Walk(meta["uid"], meta["namespace"], meta["name"], seen=time.monotonic())
+        events: list[tuple[str, str, str, str]] = []
+        for c in new:
+            if not self.catalog.exists(c["image"]):
+                message = pull_error(self.catalog, c["image"])
+                statuses.append({"name": c["name"], "image": c["image"], "imageID": "", "ready": False,
+                                 "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull",
+                                                                          "message": message}}})
+                events += [("Normal", "Pulling", c["name"], f'Pulling image "{c["image"]}"'),
+                           ("Warning", "Failed", c["name"], f'Failed to pull image "{c["image"]}": {message}')]
+                continue
+            running = _running(c, meta["uid"], 0, now_iso(), ready=False)
+            running["started"] = False  # what the kubelet reports for an ephemeral container
+            statuses.append(running)
+            events += [*_pull_events(c, self.catalog, True),
+                       ("Normal", "Created", c["name"], "Container created"),
+                       ("Normal", "Started", c["name"], "Container started")]
+        self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], [
+            {"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
+            {"op": "add", "path": "/status/ephemeralContainerStatuses", "value": statuses}],
+            _request_timeout=API_TIMEOUT_S)
+        for etype, reason, container, message in events:
+            self._event(pod, walk, etype, reason, container, message, init=False, ephemeral=True)
+
+    def _ephemeral_ended(self, pod: Obj, container: str, started_at: str, code: int) -> None:
+        meta = pod["metadata"]
+        statuses = (pod.get("status") or {}).get("ephemeralContainerStatuses") or []
+        index = next((i for i, s in enumerate(statuses) if s["name"] == container), None)
+        if index is None:
+            return
+        term = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started_at,
+                "finishedAt": now_iso(), "containerID": statuses[index].get("containerID", "")}
+        try:
+            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], [
+                {"op": "test", "path": f"/status/ephemeralContainerStatuses/{index}/name", "value": container},
+                {"op": "replace", "path": f"/status/ephemeralContainerStatuses/{index}/state",
+                 "value": {"terminated": term}}], _request_timeout=API_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the pod went meanwhile
+            log.info("%s/%s %s: end not recorded: %s", meta["namespace"], meta["name"], container, exc)
+
     # -- the Service network, as the sandboxes' wget, curl and nslookup reach it (labkit.sim.service_net)
     def _network_request(self, uid: str, argv: list[str]) -> service_net.Reply:
         pod = self.pods.get(uid)
@@ -693,6 +741,9 @@ class Daemon:
         if pod is None:
             return
         meta = pod["metadata"]
+        if container in {e["name"] for e in (pod.get("spec") or {}).get("ephemeralContainers") or []}:
+            self._ephemeral_ended(pod, container, started_at, code)
+            return
         try:
             self.core.patch_namespaced_pod(meta["name"], meta["namespace"], [
                 {"op": "test", "path": "/metadata/uid", "value": uid},
@@ -865,6 +916,8 @@ class Daemon:
         if not spec.get("nodeName") or meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
             self.walks.pop(uid, None)
             return
+        if spec.get("ephemeralContainers"):
+            self._start_ephemeral(pod)
         verdict = (meta.get("annotations") or {}).get(KUBELET_ANNOTATION)
         if verdict is None:
             if uid in self.walks or uid in self.released:
@@ -928,7 +981,7 @@ class Daemon:
             self._event(pod, walk, etype, reason, container, message, init=container in inits)
 
     def _event(self, pod: Obj, walk: Walk, etype: str, reason: str, container: str, message: str, *,
-               init: bool) -> None:
+               init: bool, ephemeral: bool = False) -> None:
         """Best effort, as the kubelet's recorder: a repeat raises the count of the same Event."""
         meta = pod["metadata"]
         key = (container, reason, message)
@@ -938,7 +991,8 @@ class Daemon:
         involved: Obj = {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "namespace": meta["namespace"],
                          "uid": meta["uid"], "resourceVersion": meta.get("resourceVersion", "")}
         if container:
-            involved["fieldPath"] = f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
+            kind = "ephemeralContainers" if ephemeral else "initContainers" if init else "containers"
+            involved["fieldPath"] = f"spec.{kind}{{{container}}}"
         body = {"apiVersion": "v1", "kind": "Event",
                 "metadata": {"name": name, "namespace": meta["namespace"]},
                 "involvedObject": involved, "type": etype, "reason": reason, "message": message,

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pty
 import selectors
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -85,6 +87,78 @@ class Process:
     started_at: str          # the container status's startedAt: which start of the container this is
     reports_exit: bool       # the pod's first container: its exit ends the container (sim.labkit.io/exit)
     stopped: bool = False    # the Stages ended it first (a liveness kill, the pod's deletion): no exit to report
+    stdin_fd: int | None = None  # `stdin: true`: where what `kubectl attach` sends goes (a pipe, or the terminal)
+    attach: Attach | None = None
+
+
+class Attach:
+    """`kubectl attach` to one process (a container with ``stdin: true``): a unix socket that labkit's kubelet server
+    dials; what a client sends goes to the process's stdin, what the process prints goes to every client."""
+
+    def __init__(self, path: Path, stdin_fd: int, *, once: bool, tty: bool) -> None:
+        self.path, self.stdin_fd, self.once, self.tty = path, stdin_fd, once, tty
+        self.clients: list[socket.socket] = []
+        self.lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        threading.Thread(target=self._accept, daemon=True, name="attach").start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.clients.append(conn)
+            threading.Thread(target=self._input, args=(conn,), daemon=True, name="attach-in").start()
+
+    def _input(self, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(READ_CHUNK)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            try:
+                os.write(self.stdin_fd, data)
+            except OSError:
+                break
+        if self.once:  # stdinOnce: the first attach's end is the end of the container's stdin
+            self.end_of_input()
+
+    def end_of_input(self) -> None:
+        try:
+            if self.tty:
+                os.write(self.stdin_fd, b"\x04")  # the terminal's end of file
+            else:
+                os.close(self.stdin_fd)
+        except OSError:
+            pass
+
+    def send(self, chunk: bytes) -> None:
+        with self.lock:
+            for conn in list(self.clients):
+                try:
+                    conn.sendall(chunk)
+                except OSError:
+                    self.clients.remove(conn)
+
+    def close(self) -> None:
+        with self.lock:
+            for conn in self.clients:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+            self.clients.clear()
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
 
 
 class Runtime:
@@ -134,9 +208,9 @@ class Runtime:
         if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
             self.forget(pod, remove=False)
             return
-        containers = {c["name"]: c for c in spec.get("containers") or []}
+        containers = {c["name"]: c for c in [*(spec.get("containers") or []), *(spec.get("ephemeralContainers") or [])]}
         changed = False
-        for cs in status.get("containerStatuses") or []:
+        for cs in [*(status.get("containerStatuses") or []), *(status.get("ephemeralContainerStatuses") or [])]:
             c = containers.get(cs["name"])
             if c is None:
                 continue
@@ -201,8 +275,13 @@ class Runtime:
         if self.spool is not None:
             self.spool.add(uid, service_net.spool_dir(sandbox.pod_dir(pod, self.root)))
         command = self.command_of(c)
+        ephemeral = c["name"] in {e["name"] for e in pod["spec"].get("ephemeralContainers") or []}
+        if ephemeral and command is None and not c.get("command") and not c.get("args") and \
+                repo is not None and repo.base == "busybox":
+            command = ["sh"]  # `kubectl debug`'s busybox: its image's CMD
         first = c["name"] == pod["spec"]["containers"][0]["name"]
-        real = (meta.get("annotations") or {}).get(RUNTIME_ANNOTATION) == "real"
+        # The kubelet process ends an ephemeral container itself (the Stages do not know them).
+        real = ephemeral or (meta.get("annotations") or {}).get(RUNTIME_ANNOTATION) == "real"
         started_at = str((cs.get("state") or {}).get("running", {}).get("startedAt") or "")
         if not fresh:
             return  # this start's output is written already (the kubelet process restarted)
@@ -210,23 +289,44 @@ class Runtime:
             run.write(start_lines(self.catalog, c.get("image", ""), started,
                                   str((pod.get("status") or {}).get("podIP") or "")))
             return
-        if len(self.procs) >= MAX_REAL and not (first and real):
+        if len(self.procs) >= MAX_REAL and not ((first or ephemeral) and real):
             log.warning("%s/%s %s: %d containers run already; this one is modelled", ns, name, c["name"], MAX_REAL)
             return
+        stdin, tty = bool(c.get("stdin")), bool(c.get("stdin")) and bool(c.get("tty"))
         try:
-            popen = subprocess.Popen([*argv, *command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+            if tty:  # `kubectl run -it`: the process's terminal, whose other end `kubectl attach` reaches
+                master, slave = pty.openpty()
+                # Its own session without a controlling terminal: the shell says "job control turned off" (made
+                # the terminal's, dash failed to set its process group across the sandbox's PID namespace).
+                popen = subprocess.Popen([*argv, *command], stdin=slave, stdout=slave, stderr=slave,
+                                         start_new_session=True)
+                os.close(slave)
+            else:
+                popen = subprocess.Popen([*argv, *command], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             log.warning("%s/%s %s: could not start: %s", ns, name, c["name"], exc)
-            if first and real:
+            if (first or ephemeral) and real:
                 self.on_exit(uid, c["name"], started_at, 128)
             return
-        proc = Process((uid, c["name"]), popen, path, {"stdout": b"", "stderr": b""}, started_at, first and real)
+        proc = Process((uid, c["name"]), popen, path, {"stdout": b"", "stderr": b""}, started_at,
+                       (first or ephemeral) and real)
+        if stdin:
+            if tty:
+                proc.stdin_fd = master
+            else:  # its own descriptor, so that closing it is the process's end of input, whatever Popen closes
+                proc.stdin_fd = os.dup(popen.stdin.fileno())  # type: ignore[union-attr]
+                popen.stdin.close()  # type: ignore[union-attr]
+            proc.attach = Attach(self.root / "attach" / ns / name / f"{c['name']}.sock", proc.stdin_fd,
+                                 once=bool(c.get("stdinOnce")), tty=tty)
         with self._lock:
             self.procs[proc.key] = proc
-            assert popen.stdout is not None and popen.stderr is not None
-            self._selector.register(popen.stdout, selectors.EVENT_READ, (proc, "stdout"))
-            self._selector.register(popen.stderr, selectors.EVENT_READ, (proc, "stderr"))
+            if tty:
+                self._selector.register(master, selectors.EVENT_READ, (proc, "stdout"))
+            else:
+                assert popen.stdout is not None and popen.stderr is not None
+                self._selector.register(popen.stdout, selectors.EVENT_READ, (proc, "stdout"))
+                self._selector.register(popen.stderr, selectors.EVENT_READ, (proc, "stderr"))
         os.write(self._wake_w, b"x")
         log.info("%s/%s %s: running %s", ns, name, c["name"], " ".join(command)[:120])
 
@@ -236,6 +336,8 @@ class Runtime:
         if proc is None or proc.popen.poll() is not None:
             return
         proc.stopped = True
+        if proc.attach is not None:
+            proc.attach.close()
         try:
             os.killpg(proc.popen.pid, signal.SIGTERM)
             proc.popen.wait(STOP_GRACE_S)
@@ -271,7 +373,10 @@ class Runtime:
                         self._selector.unregister(selkey.fileobj)
                     except (KeyError, ValueError):
                         pass
-                selkey.fileobj.close()  # type: ignore[union-attr]
+                if isinstance(selkey.fileobj, int):
+                    os.close(selkey.fileobj)  # a terminal's master side: EIO once the process has gone
+                else:
+                    selkey.fileobj.close()
                 self._write(proc, stream, b"", final=True)
                 if proc.popen.poll() is None and not any(
                         isinstance(k.data, tuple) and k.data[0] is proc for k in self._selector.get_map().values()):
@@ -280,6 +385,8 @@ class Runtime:
                     except subprocess.TimeoutExpired:
                         pass
                 if proc.popen.poll() is not None:
+                    if proc.attach is not None:
+                        proc.attach.close()
                     with self._lock:
                         if self.procs.get(proc.key) is proc:
                             del self.procs[proc.key]
@@ -292,6 +399,8 @@ class Runtime:
 
     @staticmethod
     def _write(proc: Process, stream: str, chunk: bytes, *, final: bool = False) -> None:
+        if chunk and proc.attach is not None:
+            proc.attach.send(chunk)
         data = proc.buffers[stream] + chunk
         *lines, rest = data.split(b"\n")
         if final and rest:

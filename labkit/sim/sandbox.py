@@ -53,7 +53,7 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # Programs a container's command may name that run for real: Debian's busybox applets, and bash as busybox's sh.
 SHELL_ALIASES = {"bash": "sh"}
 # Raised when what a /bin layer holds changes, so that layers made by an older labkit are not reused.
-LAYER_VERSION = 2
+LAYER_VERSION = 3
 
 
 def runtime_dir() -> Path:
@@ -370,7 +370,7 @@ def programs_layer(root: Path, programs: set[str] | None) -> Path:
     for name in names:
         (tmp / name).symlink_to("/bin/busybox")
     (tmp / "busybox").touch()  # where busybox itself is bound
-    if shell_binds():
+    if shell_binds() and (programs is None or "sh" in programs):
         (tmp / "sh").touch()  # where dash is bound
     if with_bash:
         (tmp / "bash").write_text(BASH_SCRIPT)
@@ -441,7 +441,7 @@ def prepare(pod: Obj, container: Obj, objects: Objects, *, root: Path | None = N
     for key, value in env.items():
         argv += ["--setenv", key, value]
     argv += ["--bind", str(box.rootfs), "/", "--ro-bind", str(layer), "/bin", "--ro-bind", busybox, "/bin/busybox"]
-    for host, inside in shell_binds():
+    for host, inside in shell_binds() if programs is None or "sh" in programs else []:
         argv += ["--ro-bind", host, inside]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     for name in ("hosts", "resolv.conf", "hostname"):

@@ -300,3 +300,41 @@ def test_the_debug_services_page_from_inside_a_pod(lab, namespace, kubectl):
     refused = until("no endpoints", lambda: (p := kubectl("exec", "busybox", "--", "wget", "-qO-", "hostnames",
                                                           check=False)).returncode and p, timeout=60)
     assert refused.stderr.startswith(f"wget: can't connect to remote host ({ip}): Connection refused\n")
+
+
+def test_kubectl_run_i_reaches_the_containers_stdin(lab, namespace, kubectl):
+    # The Debug Services page's `kubectl run -it --rm --restart=Never busybox --image=... sh`, with a script for the
+    # person typing: what is sent reaches the container's stdin, what it prints comes back, and --rm removes it.
+    done = kubectl("run", "-i", "--rm", "--restart=Never", "reader", "--image=busybox:1.36", "--", "sh", "-c",
+                   'read x; echo "got $x"', stdin="hello\n")
+    assert "got hello\n" in done.stdout, (done.stdout, done.stderr)
+    assert kubectl("get", "pod", "reader", check=False).returncode != 0  # deleted
+    # A container without stdin has nothing to attach to, and kubectl says what to use instead.
+    lk.apply(lab, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "quiet"},
+                   "spec": {"containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}},
+             namespace=namespace)
+    running(lab, namespace, "quiet")
+    refused = kubectl("attach", "quiet", check=False)
+    assert refused.returncode != 0 and "kubectl exec -it POD -- sh" in refused.stderr
+
+
+def test_the_debug_running_pods_pages_ephemeral_container(lab, namespace, kubectl):
+    # https://kubernetes.io/docs/tasks/debug/debug-application/debug-running-pod/#ephemeral-container-example
+    kubectl("run", "ephemeral-demo", "--image=registry.k8s.io/pause:3.1", "--restart=Never")
+    running(lab, namespace, "ephemeral-demo")
+    no_shell = kubectl("exec", "ephemeral-demo", "--", "sh", check=False)
+    assert 'exec: "sh": executable file not found in $PATH' in no_shell.stderr
+    debug = kubectl("debug", "-i", "ephemeral-demo", "--image=busybox:1.28", "--target=ephemeral-demo",
+                    stdin="hostname\nexit 3\n", check=False)
+    assert "ephemeral-demo\n" in debug.stdout, (debug.stdout, debug.stderr)
+    name = lab.core.read_namespaced_pod("ephemeral-demo", namespace).spec.ephemeral_containers[0].name
+    def terminated() -> Any:
+        pod = lab.core.read_namespaced_pod("ephemeral-demo", namespace)
+        return next((s.state.terminated for s in pod.status.ephemeral_container_statuses or [] if s.name == name),
+                    None)
+
+    ended = until("the debug container's end", terminated, timeout=30)
+    assert (ended.exit_code, ended.reason) == (3, "Error")
+    events = kubectl("get", "events", "--field-selector", "involvedObject.name=ephemeral-demo", "-o",
+                     "jsonpath={range .items[*]}{.involvedObject.fieldPath} {.reason}{'\\n'}{end}").stdout
+    assert f"spec.ephemeralContainers{{{name}}} Started" in events

@@ -85,6 +85,20 @@ func (s *server) waitSpec(namespace, pod, container string) (*containerSpec, err
 	}
 }
 
+// waitSocket gives a just-started container's attach socket the moment labkit's kubelet process takes to make it.
+func (s *server) waitSocket(path string) bool {
+	deadline := time.Now().Add(specWait)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func splitName(name string) (string, string) {
 	namespace, pod, _ := strings.Cut(name, "/")
 	return namespace, pod
@@ -140,6 +154,46 @@ func (s *server) ExecInContainer(ctx context.Context, name, uid, container strin
 			return utilexec.CodeExitError{Err: err, Code: exitErr.ExitCode()}
 		}
 		return err
+	}
+	return nil
+}
+
+func (s *server) attachSocket(namespace, pod, container string) string {
+	for _, part := range []string{namespace, pod, container} {
+		if part == "" || strings.ContainsAny(part, "/\\") || part == "." || part == ".." {
+			return "/nonexistent"
+		}
+	}
+	return filepath.Join(s.runtimeDir, "attach", namespace, pod, container+".sock")
+}
+
+// AttachContainer joins the container's stdin and output, which labkit's kubelet process relays from its process
+// (remotecommand.Attacher); a terminal's size changes are not passed on.
+func (s *server) AttachContainer(ctx context.Context, name, uid, container string, in io.Reader,
+	out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	namespace, pod := splitName(name)
+	var dialer net.Dialer
+	conn, err := dialer.DialContext(ctx, "unix", s.attachSocket(namespace, pod, container))
+	if err != nil {
+		return fmt.Errorf("container not found (%q)", container)
+	}
+	defer conn.Close()
+	go func() {
+		for range resize {
+		}
+	}()
+	if in != nil {
+		go func() {
+			_, _ = io.Copy(conn, in)
+			if uc, ok := conn.(*net.UnixConn); ok {
+				_ = uc.CloseWrite() // the attached stdin ended (stdinOnce: the container's too)
+			}
+		}()
+	}
+	if out != nil {
+		_, _ = io.Copy(out, conn)
+	} else {
+		_, _ = io.Copy(io.Discard, conn)
 	}
 	return nil
 }
@@ -213,9 +267,25 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request, upstream http
 		}
 		portforward.ServePortForward(w, r, s, parts[1]+"/"+parts[2], uid, opts, idleTimeout,
 			streamCreationTimeout, portforward.SupportedProtocols)
-	case parts[0] == "attach":
-		http.Error(w, "kubectl attach is not supported on labkit's embedded cluster (a simulated container has no "+
-			"terminal to attach to): use kubectl logs -f POD, or kubectl exec -it POD -- sh", http.StatusNotImplemented)
+	case parts[0] == "attach" && (len(parts) == 4 || len(parts) == 5):
+		namespace, pod, container := parts[1], parts[2], parts[len(parts)-1]
+		uid := ""
+		if len(parts) == 5 {
+			uid = parts[3]
+		}
+		if !s.waitSocket(s.attachSocket(namespace, pod, container)) {
+			http.Error(w, fmt.Sprintf("kubectl attach reaches a container that runs with stdin (kubectl run -i, "+
+				"stdin: true) and runs for real on labkit's embedded cluster; %q does not: use kubectl logs -f, or "+
+				"kubectl exec -it POD -- sh", container), http.StatusBadRequest)
+			return
+		}
+		opts, err := remotecommand.NewOptions(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		remotecommand.ServeAttach(w, r, s, namespace+"/"+pod, uid, container, opts, idleTimeout,
+			streamCreationTimeout, remotecommand.SupportedStreamingProtocols)
 	default:
 		upstream.ServeHTTP(w, r)
 	}
