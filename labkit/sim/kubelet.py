@@ -857,6 +857,10 @@ class Daemon:
         for kind in ("configmaps", "secrets", "services", "pods"):
             threading.Thread(target=self._watch, args=(kind,), name=f"watch-{kind}", daemon=True).start()
         self.synced.wait()
+        if self.runtime is not None:
+            with self._lock:
+                alive = set(self.pods)
+            self.runtime.sweep(alive)
         while not self.stopping.is_set():
             with self._lock:
                 while not self._now and not self.gone and not self.stopping.is_set():

@@ -25,6 +25,7 @@ import logging
 import os
 import pty
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -348,6 +349,15 @@ class Runtime:
                 os.killpg(proc.popen.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def sweep(self, alive: set[str]) -> None:
+        """Remove what pods that went while no kubelet process ran left: their sandboxes, exec specs and attach
+        sockets (``alive``: the pod UIDs that exist now)."""
+        for folder in (self.root / "pods").glob("*_*_*"):
+            if folder.name.rsplit("_", 1)[-1] not in alive:
+                shutil.rmtree(folder, ignore_errors=True)
+        for kind in ("exec", "attach"):
+            shutil.rmtree(self.root / kind, ignore_errors=True)  # every running container's is made again
 
     def stop_all(self) -> None:
         for key in list(self.procs):

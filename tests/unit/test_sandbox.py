@@ -274,3 +274,13 @@ def test_the_host_never_follows_a_link_a_container_made(tmp_path: Path, monkeypa
     asked: list[list[str]] = []
     Spool(lambda uid, argv: asked.append(argv) or Reply())._serve("uid", spool, "t2")
     assert asked == [] and not (spool / "t2.done").exists()
+
+
+def test_a_new_kubelet_process_sweeps_what_gone_pods_left(tmp_path: Path) -> None:
+    rt = runtime.Runtime(load_catalog(), apply_logs=lambda body: None, root=tmp_path)
+    for uid in ("uid-alive", "uid-gone"):
+        (tmp_path / "pods" / f"ns_web_{uid}" / "containers").mkdir(parents=True)
+    (tmp_path / "exec" / "ns" / "web").mkdir(parents=True)
+    rt.sweep({"uid-alive"})
+    assert [p.name for p in (tmp_path / "pods").iterdir()] == ["ns_web_uid-alive"]
+    assert not (tmp_path / "exec").exists()
