@@ -9,8 +9,8 @@ KWOK's Stages say *when* a container starts, restarts and stops. This module, ru
 - a container whose command is a busybox program (``sh -c "..."``, ``sleep``, ``echo``: the documentation's
   counters, ``touch``/``rm`` of probe files) runs for real in that sandbox: its output is the container's log, its
   files are what ``kubectl exec`` sees. The Stages stop it when they say the container ended (and start a new one on
-  a restart). Commands that need the network (``wget``, ``nslookup``, ``nc``) stay modelled: the sandbox has no
-  Service network;
+  a restart). A loop over the network (``while sleep 1; do wget ...; done``) stays modelled: it is a client of the
+  workload model; a one-shot ``wget`` or ``nslookup`` goes through the Service network (:mod:`.service_net`);
 - a container the catalog knows how the image logs (nginx's entrypoint) prints those start-up lines;
 - the log files are where a kubelet keeps them (:mod:`labkit.sim.pod_logs`: CRI format, ``/var/log/pods`` and
   ``/var/log/containers``), and each pod gets KWOK's ``Logs`` object, so ``kubectl logs`` (``-c``, ``-f``,
@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import pty
+import re
 import selectors
 import shutil
 import signal
@@ -47,17 +48,20 @@ Obj = dict[str, Any]
 # At most this many containers run for real at once (a 1,000-pod benchmark must not fork 1,000 shells); the rest
 # are modelled, and `labkit status` says so through the log line below.
 MAX_REAL = 150
-# Programs that need the Service network the sandbox does not have: a script that uses one stays modelled.
+# A loop over these is a client of the workload model (`while sleep 0.2; do wget -q -O- http://web; done`), which
+# is the truth for its requests: it stays modelled. A one-shot use (`nslookup web-0.web`) runs for real, through
+# the Service network (labkit.sim.service_net).
 NETWORK_PROGRAMS = ("wget", "curl", "nslookup", "nc ", "ping", "telnet", "dig ", "host ")
+LOOP = re.compile(r"\b(while|until|for)\b")
 # How long a stopped container gets between SIGTERM and SIGKILL (the Stages already waited its grace period).
 STOP_GRACE_S = 1.0
 READ_CHUNK = 65536
 
 
-def network_free(argv: list[str]) -> bool:
-    """Whether a command runs without the network (none of :data:`NETWORK_PROGRAMS` in it)."""
+def client_loop(argv: list[str]) -> bool:
+    """Whether a command loops over network requests (the workload model's client), so stays modelled."""
     text = " ".join(argv) + " "
-    return not any(p in text for p in NETWORK_PROGRAMS)
+    return bool(LOOP.search(text)) and any(p in text for p in NETWORK_PROGRAMS)
 
 
 def start_lines(catalog: Catalog, image: str, at: float, ip: str = "") -> list[tuple[float, str, str]]:
@@ -192,7 +196,7 @@ class Runtime:
         """The argv this container runs for real, or None when it is modelled."""
         repo = self.catalog.repositories.get(normalise(c.get("image", "")).repo)
         command = sandbox.real_command(c, no_entrypoint=repo is not None and repo.base == "busybox")
-        return command if command is not None and network_free(command) else None
+        return command if command is not None and not client_loop(command) else None
 
     def will_run(self, pod: Obj) -> bool:
         """Whether the pod's first container will run for real (decided once, before it starts: the Stages then

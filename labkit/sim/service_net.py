@@ -28,7 +28,7 @@ import stat
 import threading
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ class Target:
     fqdn: str
     service: Obj | None = None
     pod: Obj | None = None
+    also: list[str] = field(default_factory=list)  # a headless Service's other pods' addresses
 
 
 # -- name resolution ------------------------------------------------------------------------------------------------
@@ -82,6 +83,8 @@ class Target:
 def search_names(name: str, namespace: str, domain: str = "cluster.local") -> list[str]:
     """The names resolv.conf's search list tries, in order (ndots:5: a short name is searched first)."""
     name = name.rstrip(".")
+    if name.endswith(f".svc.{domain}"):
+        return [name]
     return [f"{name}.{namespace}.svc.{domain}", f"{name}.svc.{domain}", f"{name}.{domain}", name]
 
 
@@ -104,8 +107,26 @@ def resolve(name: str, namespace: str, services: dict[str, dict[str, Obj]], pods
         parts = fqdn.split(".")
         if len(parts) == 5 and parts[2:] == ["svc", "cluster", "local"]:
             svc = services.get(parts[1], {}).get(parts[0])
-            if svc and (svc.get("spec") or {}).get("clusterIP") not in (None, "", "None"):
+            if not svc:
+                continue
+            if (svc.get("spec") or {}).get("clusterIP") not in (None, "", "None"):
                 return Target(svc["spec"]["clusterIP"], fqdn, service=svc)
+            # A headless Service: its ready pods' own addresses.
+            selector = (svc.get("spec") or {}).get("selector") or {}
+            backends = sorted((p for p in pods if p["metadata"].get("namespace") == parts[1] and selector
+                               and selector.items() <= (p["metadata"].get("labels") or {}).items()
+                               and (p.get("status") or {}).get("podIP")), key=lambda p: p["metadata"]["name"])
+            if backends:
+                return Target(backends[0]["status"]["podIP"], fqdn, pod=backends[0],
+                              also=[p["status"]["podIP"] for p in backends[1:]])
+        if len(parts) == 6 and parts[3:] == ["svc", "cluster", "local"]:
+            # A pod's own name under its subdomain (a StatefulSet's `web-0.web`).
+            for pod in pods:
+                spec = pod.get("spec") or {}
+                if (pod["metadata"].get("namespace"), spec.get("hostname") or pod["metadata"]["name"],
+                        spec.get("subdomain")) == (parts[2], parts[0], parts[1]) and \
+                        (pod.get("status") or {}).get("podIP"):
+                    return Target(pod["status"]["podIP"], fqdn, pod=pod)
     return None
 
 
@@ -218,7 +239,8 @@ def nslookup(args: list[str], namespace: str, resolve_name: Callable[[str], Targ
             search_names(names[0], namespace)
         text = "".join(f"** server can't find {n}: NXDOMAIN\n\n" for n in tried)
         return Reply(out=(head + text).encode(), code=1)
-    return Reply(out=f"{head}Name:\t{target.fqdn}\nAddress: {target.ip}\n\n".encode())
+    answers = "".join(f"Name:\t{target.fqdn}\nAddress: {ip}\n" for ip in [target.ip, *target.also])
+    return Reply(out=f"{head}{answers}\n".encode())
 
 
 # -- the spool: requests from the sandboxes ---------------------------------------------------------------------------

@@ -92,8 +92,9 @@ def test_which_commands_run_for_real() -> None:
     assert sandbox.real_command({"args": ["sh", "-c", "echo hi"]}, no_entrypoint=True) == ["sh", "-c", "echo hi"]
     assert sandbox.real_command({"command": ["/agnhost", "netexec"]}) is None
     assert sandbox.real_command({}) is None
-    assert not runtime.network_free(["sh", "-c", "while sleep 0.2; do wget -q -O- http://frontend; done"])
-    assert runtime.network_free(["sh", "-c", "touch /tmp/healthy; sleep 30"])
+    assert runtime.client_loop(["sh", "-c", "while sleep 0.2; do wget -q -O- http://frontend; done"])
+    assert not runtime.client_loop(["nslookup", "web-0.web"])  # one request: for real, through the Service network
+    assert not runtime.client_loop(["sh", "-c", "touch /tmp/healthy; sleep 30"])
 
 
 def _run(argv: list[str], *command: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

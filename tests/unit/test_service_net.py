@@ -55,3 +55,17 @@ def test_curl_and_nslookup_as_they_say_it() -> None:
                                   "Name:\tweb.shop.svc.cluster.local\nAddress: 10.0.0.12\n\n")
     lost = service_net.nslookup(["nosuch"], "shop", _resolve, "10.0.0.10")
     assert lost.code == 1 and "** server can't find nosuch.shop.svc.cluster.local: NXDOMAIN\n" in lost.out.decode()
+
+
+def test_a_statefulset_pods_own_name_and_its_headless_service() -> None:
+    services = {"shop": {"web": {"metadata": {"name": "web", "namespace": "shop"},
+                                 "spec": {"clusterIP": "None", "selector": {"app": "web"}}}}}
+    pods = [{"metadata": {"name": f"web-{i}", "namespace": "shop", "labels": {"app": "web"}},
+             "spec": {"hostname": f"web-{i}", "subdomain": "web"}, "status": {"podIP": f"10.244.{i}.4"}}
+            for i in range(2)]
+    one = service_net.resolve("web-1.web", "shop", services, pods)
+    assert (one.ip, one.fqdn) == ("10.244.1.4", "web-1.web.shop.svc.cluster.local")
+    every = service_net.nslookup(["web"], "shop", lambda n: service_net.resolve(n, "shop", services, pods),
+                                 "10.0.0.10").out.decode()
+    assert every.endswith("Name:\tweb.shop.svc.cluster.local\nAddress: 10.244.0.4\n"
+                          "Name:\tweb.shop.svc.cluster.local\nAddress: 10.244.1.4\n\n")
