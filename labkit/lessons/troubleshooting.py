@@ -273,6 +273,11 @@ def _settled(lab: Lab, namespace: str) -> tuple[bool, str]:
             have, want = status.get("replicas") or 0, obj["spec"].get("replicas") or 0
             if kind == "ReplicaSet" and have != want:
                 return False, f"replicaset {name}: {have} pods, wants {want}"
+            # The ReplicaSet controller clears a failure to create pods at its next sync after the count is right;
+            # until then a diagnosis still reads the refusal the fix removed.
+            if kind == "ReplicaSet" and any(c.get("type") == "ReplicaFailure" and c.get("status") == "True"
+                                            for c in status.get("conditions") or []):
+                return False, f"replicaset {name}: still reports ReplicaFailure"
             if kind == "Pod" and obj["metadata"].get("deletionTimestamp"):
                 return False, f"pod {name} terminating"
     return True, "settled"
