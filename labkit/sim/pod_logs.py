@@ -169,13 +169,15 @@ class ClientAnswer:
     service_ip: str  # where wget connects (the Service's cluster IP; its name when there is no such Service)
 
 
-def _timestamp(value: str | None) -> float | None:
+def status_time(value: str | None) -> float | None:
+    """A status timestamp (RFC 3339, ``...Z``) as seconds since the epoch; None for none."""
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _container_id(cs: Mapping[str, Any]) -> str:
+def container_id(cs: Mapping[str, Any]) -> str:
+    """A container status's ID without its runtime prefix (``kwok://``, ``containerd://``)."""
     return str(cs.get("containerID") or "").split("://", 1)[-1]
 
 
@@ -262,11 +264,11 @@ class PodLogs:
                 key = (meta["namespace"], meta["name"], cs["name"])
                 seen.add(key)
                 run = self.runs.get(key)
-                cid, running = _container_id(cs), (cs.get("state") or {}).get("running")
+                cid, running = container_id(cs), (cs.get("state") or {}).get("running")
                 if not cid or not running or (run is not None and run.container_id == cid):
                     continue
                 run = Run(meta["namespace"], meta["name"], meta["uid"], cs["name"], int(cs.get("restartCount") or 0),
-                          cid, _timestamp(running.get("startedAt")) or now)
+                          cid, status_time(running.get("startedAt")) or now)
                 self._link(run.namespace, run.pod, run.uid, run.container, run.restart, cid)
                 self._point_current(run.namespace, run.pod, run.uid, run.container, run.restart)
                 self.runs[key] = run

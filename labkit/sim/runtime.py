@@ -220,7 +220,7 @@ class Runtime:
             if c is None:
                 continue
             key = (uid, cs["name"])
-            cid = str(cs.get("containerID") or "").split("://", 1)[-1]
+            cid = pod_logs.container_id(cs)
             running = (cs.get("state") or {}).get("running")
             if not running or not cid:
                 if key in self.starts:
@@ -255,7 +255,7 @@ class Runtime:
         meta = pod["metadata"]
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         restart = int(cs.get("restartCount") or 0)
-        started = _timestamp((cs.get("state") or {}).get("running", {}).get("startedAt")) or time.time()
+        started = pod_logs.status_time((cs.get("state") or {}).get("running", {}).get("startedAt")) or time.time()
         path = pod_logs.link_container_log(pod_logs.log_root(), ns, name, uid, c["name"], restart, cid)
         pod_logs.point_current(ns, name, uid, c["name"], restart)
         run = pod_logs.Run(ns, name, uid, c["name"], restart, cid, started)
@@ -430,8 +430,3 @@ class Runtime:
     def report(self) -> Mapping[str, int]:
         return {"running_for_real": len(self.procs), "sandboxes": len(self.starts)}
 
-
-def _timestamp(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
