@@ -81,8 +81,35 @@ RESET_KINDS = [("HorizontalPodAutoscaler", "autoscaling/v2"), ("CronJob", "batch
 DEFAULT_QUOTA = {"pods": "30", "services": "10", "configmaps": "20", "persistentvolumeclaims": "10",
                  "requests.cpu": "4", "requests.memory": "8Gi", "limits.cpu": "8", "limits.memory": "16Gi",
                  "requests.storage": "20Gi"}
-# Containers that say nothing get these, so that the quota on requests/limits admits them.
-DEFAULT_LIMITS = {"default": {"cpu": "500m", "memory": "512Mi"}, "defaultRequest": {"cpu": "50m", "memory": "64Mi"}}
+# Containers that say nothing get these, so that the quota on requests/limits admits them; `max` refuses one
+# container that would take a shared node's whole capacity (the quota alone allows 4 CPUs in one container).
+DEFAULT_LIMITS = {"default": {"cpu": "500m", "memory": "512Mi"}, "defaultRequest": {"cpu": "50m", "memory": "64Mi"},
+                  "max": {"cpu": "2", "memory": "2Gi"}}
+
+# Pod Security Admission on every student namespace: `baseline` refuses what reaches the node (privileged, host
+# namespaces, hostPath, host ports, added capabilities); the lessons' manifests pass it. `restricted` is what
+# they are warned and audited against (they do not set runAsNonRoot or a seccomp profile, as the course's examples).
+POD_SECURITY = {"enforce": "baseline", "warn": "restricted", "audit": "restricted"}
+POD_SECURITY_LABELS = {**{f"pod-security.kubernetes.io/{mode}": level for mode, level in POD_SECURITY.items()},
+                       **{f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in POD_SECURITY}}
+
+# What RBAC and Pod Security let through, refused in student namespaces by a ValidatingAdmissionPolicy (CEL, in the
+# API server: no webhook to run): the way out through a node's ports, a pod placed past the scheduler.
+GUARD_POLICY = "labkit-student-guard"
+GUARD_VALIDATIONS: list[dict[str, str]] = [
+    {"expression": "request.kind.kind != 'Service' || !has(object.spec.type) || object.spec.type == 'ClusterIP'",
+     "message": "a student's Service is ClusterIP only: NodePort and LoadBalancer open a port on the shared "
+                "cluster's nodes (use `kubectl port-forward` or a ClusterIP Service)",
+     "reason": "Forbidden"},
+    {"expression": "request.kind.kind != 'Service' || !has(object.spec.externalIPs) || "
+                   "size(object.spec.externalIPs) == 0",
+     "message": "a student's Service may not set externalIPs (it would capture traffic to those addresses on "
+                "every node)", "reason": "Forbidden"},
+    {"expression": "request.kind.kind != 'Pod' || request.operation != 'CREATE' || !has(object.spec.nodeName) || "
+                   "object.spec.nodeName == ''",
+     "message": "a student's pod may not name spec.nodeName: that skips the scheduler (and its taints, quotas of "
+                "nodes and cordons); use a nodeSelector or node affinity", "reason": "Forbidden"},
+]
 
 
 @dataclass(frozen=True)
@@ -176,7 +203,8 @@ def student_objects(student: str, *, quota: dict[str, str] | None = None) -> lis
     labels = {**MANAGED_BY, EXTENSION: student}
     meta = {"namespace": student, "labels": labels}
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": student, "labels": labels}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": student,
+                                                               "labels": {**labels, **POD_SECURITY_LABELS}}},
         {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "student", **meta},
          "spec": {"hard": dict(quota or DEFAULT_QUOTA)}},
         {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "student", **meta},
@@ -191,13 +219,34 @@ def student_objects(student: str, *, quota: dict[str, str] | None = None) -> lis
     ]
 
 
+def guard_objects() -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy of :data:`GUARD_VALIDATIONS` and its binding to every student namespace (shared
+    by all classes: it selects namespaces by the ``labkit.io/classroom`` label)."""
+    meta = {"name": GUARD_POLICY, "labels": {**MANAGED_BY, EXTENSION: "shared"}}
+    group = "admissionregistration.k8s.io/v1"
+    return [
+        {"apiVersion": group, "kind": "ValidatingAdmissionPolicy", "metadata": meta, "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                    "operations": ["CREATE", "UPDATE"],
+                                                    "resources": ["pods", "services"]}]},
+            "validations": GUARD_VALIDATIONS}},
+        {"apiVersion": group, "kind": "ValidatingAdmissionPolicyBinding", "metadata": meta, "spec": {
+            "policyName": GUARD_POLICY, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchExpressions": [{"key": EXTENSION,
+                                                                           "operator": "Exists"}]}}}},
+    ]
+
+
 def cluster_objects(students: Iterable[str], prefix: str) -> list[dict[str, Any]]:
-    """The shared read-only ClusterRole and one ClusterRoleBinding per class (``prefix``) naming every student."""
+    """The shared read-only ClusterRole and admission guard, and one ClusterRoleBinding per class (``prefix``)
+    naming every student."""
     labels = {**MANAGED_BY, EXTENSION: prefix}
     return [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": {"name": CLUSTER_ROLE, "labels": {**MANAGED_BY, EXTENSION: "shared"}},
          "rules": CLUSTER_READ_RULES},
+        *guard_objects(),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": f"{CLUSTER_ROLE}-{prefix}", "labels": labels},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CLUSTER_ROLE},
@@ -382,12 +431,17 @@ def delete(lab: Lab, *, prefix: str = "student", out: Path | None = None, timeou
             rbac.delete_cluster_role_binding(f"{CLUSTER_ROLE}-{prefix}")
     except NotFound:
         pass
-    if not class_namespaces(lab):  # the last class gone: the shared ClusterRole too
-        try:
-            with api_errors("deleting the students' ClusterRole", server=lab.server):
-                rbac.delete_cluster_role(CLUSTER_ROLE)
-        except NotFound:
-            pass
+    if not class_namespaces(lab):  # the last class gone: the shared ClusterRole and admission guard too
+        shared = [(rbac.delete_cluster_role, "the students' ClusterRole", CLUSTER_ROLE)]
+        admission = k8s.AdmissionregistrationV1Api(lab.api_client)
+        shared += [(admission.delete_validating_admission_policy_binding, "the guard's binding", GUARD_POLICY),
+                   (admission.delete_validating_admission_policy, "the students' admission guard", GUARD_POLICY)]
+        for remove, what, name in shared:
+            try:
+                with api_errors(f"deleting {what}", server=lab.server):
+                    remove(name)
+            except NotFound:
+                pass
     wait_for_set(lab, "Namespace", namespace=None, label_selector=EXTENSION,  # type: ignore[arg-type]
                  condition=lambda objs: not [o for o in objs if o["metadata"]["name"] in names], timeout=timeout)
     folder = out or default_out()

@@ -15,6 +15,9 @@ from kubernetes import watch
 
 from .client import Lab, api_errors
 
+# How long the last pass after stop() waits for an event already on its way.
+_DRAIN_SECONDS = 0.5
+
 COLUMNS = ["t", "kind", "event", "name", "revision", "phase", "ready", "restarts", "reason", "message", "object"]
 
 
@@ -101,28 +104,33 @@ class Recorder:
         api = self.lab.apps if kind == "ReplicaSet" else self.lab.core
         method = getattr(api, method_name)
         rv: str | None = None
-        while not self._stop.is_set() and time.monotonic() - self.started < self.max_seconds:
+        while True:
+            # After stop(), one last pass takes what the server sent before it: an event in flight when the
+            # lesson's own wait saw the change must still be in the table (a scale-down's second deletion).
+            last = self._stop.is_set() or time.monotonic() - self.started >= self.max_seconds
             w = watch.Watch()
             try:
                 with api_errors(f"watching {kind.lower()}s in {self.namespace}", server=self.lab.server):
                     if rv is None:
                         rv = self._list(kind, method, to_row)
-                    # Short server-side timeouts so that stop() takes effect within about a second.
+                    # Short server-side timeouts so that stop() takes effect within about a second; the last pass
+                    # ends at the first half second without news (a read timeout).
                     for ev in w.stream(method, self.namespace, resource_version=rv, timeout_seconds=1,
-                                       _request_timeout=5):
+                                       _request_timeout=(5, _DRAIN_SECONDS) if last else 5):
                         obj = ev["raw_object"]
                         if ev["type"] == "ERROR":
                             rv = None  # 410 Gone: list again, then watch from there
                             break
                         rv = obj.get("metadata", {}).get("resourceVersion", rv)
                         self._add(kind, ev["type"], to_row(obj))
-                        if self._stop.is_set():
-                            break
             except Exception as exc:  # noqa: BLE001 - a recorder reports, it does not crash the notebook
-                self.errors.append(f"{kind}: {exc}")
-                time.sleep(0.5)
+                if not last:
+                    self.errors.append(f"{kind}: {exc}")
+                    time.sleep(0.5)
             finally:
                 w.stop()
+            if last:
+                return
 
     def _list(self, kind: str, method: Callable[..., Any], to_row: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
         """What exists when recording starts, as LISTED rows at one instant; returns the list's resourceVersion."""

@@ -10,6 +10,7 @@ and real requests on every other student's namespace and on cluster-scoped objec
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -280,10 +282,10 @@ spec:
     assert rows[name]["passed"] == 1 and rows[name]["attempts"] == 2 and "01-recover" in rows[name]["exercises_passed"]
     assert all(r["passed"] == 0 for s, r in rows.items() if s != name)
 
-    with pytest.raises(lk.LabkitError, match="exceeded quota"):  # the quota is real
+    with pytest.raises(lk.LabkitError, match="exceeded quota"):  # the quota is real: 3 x 2 CPUs > 4 requested
         lk.apply(student, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "greedy"}, "spec": {
-            "containers": [{"name": "c", "image": "nginx:1.25", "resources": {"limits": {"cpu": "5"}}}]}},
-            namespace=ns)
+            "containers": [{"name": f"c{i}", "image": "nginx:1.25", "resources": {"limits": {"cpu": "2"}}}
+                           for i in range(3)]}}, namespace=ns)
     with pytest.raises(classroom.ClassroomRefused, match="lesson-05 cannot run for"):
         lk.lesson_namespace(student, "lesson-05")
 
@@ -292,3 +294,118 @@ spec:
     assert not student.core.list_namespaced_pod(ns).items
     kept = {c.metadata.name for c in student.core.list_namespaced_config_map(ns).items}
     assert kept == {classroom.PROGRESS_CONFIGMAP, "kube-root-ca.crt"}
+
+
+def _pod(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+_NGINX = {"name": "c", "image": "nginx:1.27"}
+# Each way from a namespace onto a node (or past the scheduler, or beyond a shared node's size), as a manifest a
+# student could apply; with the words of the refusal the API server must give.
+ESCAPES: dict[str, tuple[dict[str, Any], str]] = {
+    "privileged container": (_pod({"containers": [{**_NGINX, "securityContext": {"privileged": True}}]}, "priv"),
+                             "privileged"),
+    "hostPID": (_pod({"hostPID": True, "containers": [_NGINX]}, "hostpid"), "host namespaces"),
+    "hostNetwork": (_pod({"hostNetwork": True, "containers": [_NGINX]}, "hostnet"), "host namespaces"),
+    "hostIPC": (_pod({"hostIPC": True, "containers": [_NGINX]}, "hostipc"), "host namespaces"),
+    "hostPath of the node's /": (_pod({"containers": [{**_NGINX, "volumeMounts": [{"name": "root",
+                                                                                    "mountPath": "/host"}]}],
+                                       "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}, "hostpath"),
+                                 "hostPath volumes"),
+    "hostPort": (_pod({"containers": [{**_NGINX, "ports": [{"containerPort": 80, "hostPort": 8080}]}]}, "hostport"),
+                 "hostPort"),
+    "added capability SYS_ADMIN": (_pod({"containers": [{**_NGINX, "securityContext": {
+        "capabilities": {"add": ["SYS_ADMIN"]}}}]}, "capadd"), "non-default capabilities"),
+    "unconfined seccomp": (_pod({"securityContext": {"seccompProfile": {"type": "Unconfined"}},
+                                 "containers": [_NGINX]}, "unconfined"), "seccompProfile"),
+    "spec.nodeName past the scheduler": (_pod({"nodeName": "cpu-node-1", "containers": [_NGINX]}, "pinned"),
+                                         "spec.nodeName"),
+    "one container beyond the LimitRange": (_pod({"containers": [{**_NGINX, "resources": {
+        "requests": {"cpu": "3"}, "limits": {"cpu": "3"}}}]}, "huge"), "maximum cpu usage per Container is 2"),
+    "NodePort Service": ({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"}, "spec": {
+        "type": "NodePort", "selector": {"a": "b"}, "ports": [{"port": 80}]}}, "ClusterIP only"),
+    "LoadBalancer Service": ({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"}, "spec": {
+        "type": "LoadBalancer", "selector": {"a": "b"}, "ports": [{"port": 80}]}}, "ClusterIP only"),
+    "Service with externalIPs": ({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext"}, "spec": {
+        "externalIPs": ["10.1.2.3"], "selector": {"a": "b"}, "ports": [{"port": 80}]}}, "externalIPs"),
+}
+
+
+def _refusal(student: lk.Lab, namespace: str, doc: dict[str, Any]) -> tuple[int, str]:
+    """(HTTP status, message) of creating ``doc`` as the student (``kubectl create -f``)."""
+    kind = doc["kind"].lower() + "s"
+    group = "/api/v1" if doc["apiVersion"] == "v1" else f"/apis/{doc['apiVersion']}"
+    status, answer = _call(student, "POST", f"{group}/namespaces/{namespace}/{kind}", body=doc)
+    return status, str(answer.get("message", ""))
+
+
+def test_no_student_manifest_reaches_a_node_or_skips_the_scheduler(lab: lk.Lab, room: dict[str, Any]) -> None:
+    name, student = list(room["students"].items())[-1]
+    wrong = []
+    for what, (doc, words) in ESCAPES.items():
+        status, message = _refusal(student, name, doc)
+        if status != 403 or words not in message:
+            wrong.append(f"{what}: {status} {message[:200]!r} (expected 403 saying {words!r})")
+    # A controller creates the pods of a Deployment: the API server refuses them there, and nothing runs.
+    template = ESCAPES["privileged container"][0]
+    status, _ = _refusal(student, name, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "priv"},
+                                         "spec": {"selector": {"matchLabels": {"a": "priv"}}, "template": {
+                                             "metadata": {"labels": {"a": "priv"}}, "spec": template["spec"]}}})
+    assert status == 201
+    failed = lk.wait_for_set(lab, "ReplicaSet", namespace=name, label_selector="a=priv", timeout=60, condition=lambda
+                             sets: any(c["type"] == "ReplicaFailure" and "PodSecurity" in c.get("message", "")
+                                       for rs in sets for c in (rs.get("status") or {}).get("conditions") or []))
+    assert failed and not lab.core.list_namespaced_pod(name, label_selector="a=priv").items
+    # ... and the student cannot lift the labels that say so.
+    status, message = _call(student, "PATCH", f"/api/v1/namespaces/{name}", body=[
+        {"op": "remove", "path": "/metadata/labels/pod-security.kubernetes.io~1enforce"}],
+        headers={"Content-Type": "application/json-patch+json"})
+    if status != 403:
+        wrong.append(f"relabelling their namespace answered {status}")
+    labels = lab.core.read_namespace(name).metadata.labels
+    assert {k: v for k, v in labels.items() if k.startswith("pod-security")} == classroom.POD_SECURITY_LABELS
+    print(f"{name}: {len(ESCAPES) + 1} escapes refused by the API server (Pod Security baseline, the guard policy, "
+          f"the LimitRange, RBAC); a privileged Deployment makes no pod")
+    assert not wrong, "\n".join(wrong)
+
+
+def _lesson_manifests(lesson: str) -> list[dict[str, Any]]:
+    """Every Kubernetes object a lesson's notebook writes as a YAML string literal in its code cells."""
+    notebook = next((Path(__file__).parents[2] / "notebooks").glob(f"{lesson}_*.ipynb"))
+    found = []
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        try:
+            python = [line for line in source.splitlines() if not line.lstrip().startswith(("!", "%"))]
+            tree = ast.parse("\n".join(python))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "apiVersion:" in node.value:
+                found += [d for d in yaml.safe_load_all(node.value) if isinstance(d, dict) and d.get("kind")]
+    return found
+
+
+@pytest.mark.parametrize("lesson", [k.removeprefix("lesson-") for k, v in classroom.LESSONS.items()
+                                    if v.refused is None])
+def test_the_lessons_a_student_runs_pass_pod_security_and_the_guard(lab: lk.Lab, room: dict[str, Any],
+                                                                    lesson: str) -> None:
+    """Each manifest of the lesson's notebook, and the pod its controller would make, created as the student with a
+    server-side dry run: admission (Pod Security, the guard, the LimitRange) judges it, nothing is stored."""
+    name, student = list(room["students"].items())[-1]
+    docs = _lesson_manifests(lesson)
+    assert docs, f"no manifest found in notebook {lesson}"
+    refused = []
+    for doc in docs:
+        template = ((doc.get("spec") or {}).get("template") or {}).get("spec")
+        for obj in [doc, *([_pod(template, f"{doc['metadata']['name']}-pod")] if template else [])]:
+            kind = obj["kind"].lower() + "s"
+            group = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"
+            status, answer = _call(student, "POST", f"{group}/namespaces/{name}/{kind}?dryRun=All", body=obj)
+            if status != 201:
+                refused.append(f"{obj['kind']}/{obj['metadata']['name']}: {status} {answer.get('message')}")
+    print(f"lesson {lesson}: {len(docs)} manifests admitted for {name}")
+    assert not refused, "\n".join(refused)
