@@ -313,16 +313,17 @@ def merge_result(entries: dict[str, Any], result: Result, *, now: str) -> dict[s
     return {**entries, result.exercise: entry}
 
 
-def progress_rows(reports: dict[str, dict[str, Any] | None],
-                  exercises: Iterable[Exercise]) -> list[dict[str, Any]]:
-    """``labkit classroom status``'s rows: per student, exercises passed out of those a student can run."""
-    runnable = [ex.id for ex in exercises if LESSONS.get(f"lesson-{ex.id.split('-')[0]}", LessonRights("?", "?"))
-                .refused is None]
+def progress_rows(reports: dict[str, dict[str, Any] | None], exercises: Iterable[Exercise], *,
+                  every_lesson: bool = False) -> list[dict[str, Any]]:
+    """``labkit classroom status``'s rows: per student, exercises passed out of those a student can run (all of
+    them with ``every_lesson``: a private lab per student, ``labkit hub``)."""
+    runnable = [ex.id for ex in exercises if every_lesson or LESSONS.get(f"lesson-{ex.id.split('-')[0]}",
+                                                                         LessonRights("?", "?")).refused is None]
     rows = []
     for student, entries in sorted(reports.items()):
         entries = entries or {}
         passed = sorted(k for k, v in entries.items() if v.get("passed") and not v.get("solved_by_test"))
-        last = max((v.get("last_check", "") for v in entries.values()), default="")
+        last = max((v.get("last_check") or v.get("passed_at") or "" for v in entries.values()), default="")
         rows.append({"student": student, "passed": len([p for p in passed if p in runnable]),
                      "of": len(runnable), "attempts": sum(int(v.get("attempts", 0)) for v in entries.values()),
                      "last_check": last or "-", "exercises_passed": " ".join(passed) or "-",

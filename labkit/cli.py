@@ -1,4 +1,4 @@
-"""The ``labkit`` command: up, down, status, doctor, env, diagnose, classroom, prefetch.
+"""The ``labkit`` command: up, down, status, doctor, env, diagnose, classroom, hub, prefetch.
 
 Imports stay light (no Kubernetes client, pandas or plotly): ``labkit env`` and ``labkit status`` answer at once.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,6 +60,10 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     from . import addons
 
     lines = addons.prefetch(progress=_say)
+    if shutil.which("npm"):  # `labkit hub`'s proxy, so that a class's hub starts offline too
+        from .hub import proxy_command
+
+        lines.append(f"configurable-http-proxy: {proxy_command(progress=_say)}")
     _say("\n".join(lines))
     _say(f"every binary the lessons use is in {cache_dir() / 'bin'} ({time.monotonic() - start:.0f} s)")
     return 0
@@ -239,14 +244,22 @@ def cmd_classroom_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_classroom_status(args: argparse.Namespace) -> int:
-    """kubectl get configmap labkit-progress -n STUDENT -o yaml, for each student (labkit.classroom.status)."""
+    """kubectl get configmap labkit-progress -n STUDENT -o yaml, for each student (labkit.classroom.status); with
+    --hub, each student's own lab's progress file (labkit.hub)."""
     from . import classroom
     from .lessons import catalogue
 
-    rows = classroom.status(_admin_lab(args), catalogue().exercises.values(),  # type: ignore[arg-type]
-                            prefix=args.prefix)
+    if args.hub:
+        from . import hub
+
+        students = hub.students_file().read_text().split() if hub.students_file().exists() else []
+        rows = classroom.progress_rows(hub.progress_reports(students), catalogue().exercises.values(),
+                                       every_lesson=True)
+    else:
+        rows = classroom.status(_admin_lab(args), catalogue().exercises.values(),  # type: ignore[arg-type]
+                                prefix=args.prefix)
     if not rows:
-        _say("no student namespaces (labkit classroom create --students N makes them)")
+        _say("no students (labkit classroom create --students N, or labkit hub --students N, makes them)")
         return 0
     cols = ["student", "passed", "of", "attempts", "last_check", "exercises_passed"]
     table = [cols] + [[str(r[c]) for c in cols] for r in rows]
@@ -260,7 +273,22 @@ def cmd_classroom_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hub(args: argparse.Namespace) -> int:
+    """A private lab per student behind JupyterHub on 127.0.0.1 (labkit.hub); runs until Ctrl-C."""
+    from . import classroom, hub
+
+    students = classroom.student_names(args.students, args.prefix)
+    folder = hub.hub_dir() / "passwords"
+    files = hub.ensure_students(students, folder)
+    _say(f"{len(students)} students, each a system user with a private lab; their passwords: {folder}/NAME.password")
+    _say(f"JupyterHub on http://127.0.0.1:{args.port} (Ctrl-C stops it and every student's server and lab); "
+         f"progress: labkit classroom status --hub")
+    return hub.run(students=[f.stem for f in files], port=args.port)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .hub import HUB_PORT
+
     parser = argparse.ArgumentParser(prog="labkit", description="Kubernetes operations lab")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start (or reuse) the lab cluster")
@@ -280,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
                    "lesson waits for a build; safe beside a running lab").set_defaults(func=cmd_prefetch)
     sub.add_parser("gpu-env", help='shell lines for nvitop/gpustat on the lab\'s simulated GPUs: '
                    'eval "$(labkit gpu-env)"').set_defaults(func=cmd_gpu_env)
+    hub_cmd = sub.add_parser("hub", help="JupyterHub with a private lab per student, every lesson included (root)")
+    hub_cmd.add_argument("--students", type=int, required=True, help="how many students (system users PREFIX-NN)")
+    hub_cmd.add_argument("--prefix", default="student", help="user names: PREFIX-01, PREFIX-02, ...")
+    hub_cmd.add_argument("--port", type=int, default=HUB_PORT, help="the hub's port on 127.0.0.1 (and the next two: "
+                         "the proxy's API, the hub)")
+    hub_cmd.set_defaults(func=cmd_hub)
     room = sub.add_parser("classroom", help="one namespace, quota, RBAC and kubeconfig per student on this cluster")
     room_sub = room.add_subparsers(dest="classroom_command", required=True)
     for verb, func, text in (("create", cmd_classroom_create, "make (or renew) the students' namespaces, kubeconfigs"),
@@ -291,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=func)
         if verb != "status":
             p.add_argument("--out", help="folder of the students' kubeconfig files (default: <state dir>/classroom)")
+        else:
+            p.add_argument("--hub", action="store_true", help="the students of `labkit hub` (a private lab each)")
         if verb == "create":
             p.add_argument("--students", type=int, required=True, help="how many students")
             p.add_argument("--token-hours", type=float, default=8.0, help="how long each student's token is valid")

@@ -139,6 +139,7 @@ def record(exercise_id: str, passed: bool) -> None:
     data = _load()
     entry = data.get(exercise_id, {"attempts": 0, "passed": False})
     entry["attempts"] += 1
+    entry["last_check"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if passed and not entry["passed"]:
         entry["passed"] = True
         entry["passed_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -14,6 +14,16 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+def cached_folder(name: str) -> Path:
+    """Where the cached binaries ``bin/NAME`` are: in the read-only cache a machine's admin prepared for every user
+    (``LABKIT_SHARED_CACHE``, e.g. a hub's ``LABKIT_CACHE_DIR=/var/cache/labkit labkit prefetch``) when complete
+    there, else in the user's own cache, where they are got."""
+    shared = os.environ.get("LABKIT_SHARED_CACHE")
+    if shared and (Path(shared) / "bin" / name / ".complete").is_file():
+        return Path(shared) / "bin" / name
+    return cache_dir() / "bin" / name
+
+
 def state_dir() -> Path:
     """The running lab: kubeconfig, kwokctl workdir, pid files, logs."""
     base = os.environ.get("LABKIT_STATE_DIR") or os.path.join(

@@ -43,3 +43,5 @@ PINNED: dict[str, str] = {
 # Jaeger (lesson 10): the module's v1.76.0 tag carries both the v1 binaries (cmd/all-in-one) and Jaeger v2
 # (cmd/jaeger, an OpenTelemetry Collector distribution), which labkit builds.
 JAEGER = "v1.76.0"
+# JupyterHub's proxy for `labkit hub` (npm package configurable-http-proxy).
+CONFIGURABLE_HTTP_PROXY = "5.3.0"

@@ -27,7 +27,7 @@ from .. import state, versions
 from ..cluster import binaries
 from ..cluster.binaries import Component
 from ..errors import BinariesUnavailable
-from ..paths import cache_dir, data_file
+from ..paths import cache_dir, cached_folder, data_file
 from ..settings import OPERATED_NAME, OPERATED_NAMESPACE
 from .base import Addon, Context, PythonModuleAddon, kubectl_apply
 
@@ -68,7 +68,7 @@ NPM_TIMEOUT_S = 900
 
 def ui_dir() -> Path:
     """Where the built UI is cached: ``<cache>/bin/prometheus-ui-VERSION/static/mantine-ui``."""
-    return cache_dir() / "bin" / f"prometheus-ui-{versions.OPERATED_PROMETHEUS_MODULE}"
+    return cached_folder(f"prometheus-ui-{versions.OPERATED_PROMETHEUS_MODULE}")
 
 
 def ensure_ui(progress: binaries.Progress = print) -> Path | None:

