@@ -45,3 +45,5 @@ PINNED: dict[str, str] = {
 JAEGER = "v1.76.0"
 # JupyterHub's proxy for `labkit hub` (npm package configurable-http-proxy).
 CONFIGURABLE_HTTP_PROXY = "5.3.0"
+# The Zero to JupyterHub Helm chart deploy/z2jh/values.yaml is written and validated for.
+Z2JH_CHART = "4.4.0"

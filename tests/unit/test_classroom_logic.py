@@ -212,3 +212,26 @@ def test_report_retries_a_conflict_and_keeps_the_other_writers_attempt(tmp_path:
     entry = json.loads(core.stored.data["01-recover"])
     assert entry["attempts"] == 2 and entry["passed"] is True
     assert core.stored.metadata.labels[classroom.EXTENSION] == "student-05"
+
+
+def test_a_student_namespace_enforces_pod_security_baseline_and_warns_at_restricted() -> None:
+    ns = next(o for o in classroom.student_objects("student-02") if o["kind"] == "Namespace")
+    labels = ns["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
+    # The students' Role may read their Namespace object and nothing more: they cannot lift these labels.
+    rule = next(r for r in classroom.STUDENT_RULES if "namespaces" in r["resources"])
+    assert rule["verbs"] == ["get"]
+    limits = next(o for o in classroom.student_objects("student-02") if o["kind"] == "LimitRange")
+    assert limits["spec"]["limits"][0]["max"] == {"cpu": "2", "memory": "2Gi"}
+
+
+def test_the_guard_policy_binds_to_every_student_namespace_and_denies() -> None:
+    policy, binding = classroom.guard_objects()
+    assert policy["kind"] == "ValidatingAdmissionPolicy" and policy["spec"]["failurePolicy"] == "Fail"
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+        {"key": classroom.EXTENSION, "operator": "Exists"}]
+    assert {d["kind"] for d in classroom.cluster_objects(["s-01"], "s")} >= {"ValidatingAdmissionPolicy",
+                                                                             "ValidatingAdmissionPolicyBinding"}
+    assert len(policy["spec"]["validations"]) == len(classroom.GUARD_VALIDATIONS) == 3
