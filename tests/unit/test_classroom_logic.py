@@ -78,7 +78,10 @@ def test_a_students_role_stays_in_their_namespace_and_cannot_escalate() -> None:
 
 
 def test_the_only_cluster_scoped_grant_is_reading_nodes_and_storage_classes() -> None:
-    role, binding = classroom.cluster_objects(["student-01", "student-02"], "student")
+    objects = {o["kind"]: o for o in classroom.cluster_objects(["student-01", "student-02"], "student")}
+    role, binding = objects["ClusterRole"], objects["ClusterRoleBinding"]
+    assert set(objects) == {"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+                            "ValidatingAdmissionPolicyBinding"}  # the guard grants nothing
     assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]} == {
         (("nodes",), ("get", "list", "watch")), (("storageclasses",), ("get", "list", "watch"))}
     assert [s["namespace"] for s in binding["subjects"]] == ["student-01", "student-02"]
