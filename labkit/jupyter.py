@@ -5,7 +5,7 @@ process of its own session that runs ``labkit up`` (the student's own state dire
 environment the hub gave), then waits for the server's process to end, however it ends (stopped by the student,
 culled for idling, killed), and runs ``labkit down``. Add-ons start on demand, as on a laptop lab.
 
-While the keeper starts the lab, ``lk.connect()`` waits for it (:func:`wait_for_start`) instead of failing.
+While the keeper starts the lab, ``lk.connect()`` waits for it (``state.wait_for_start``) instead of failing.
 """
 
 from __future__ import annotations
@@ -14,44 +14,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from .paths import state_dir
+from .state import alive, starting_file
 
-# How long lk.connect() waits for a lab the keeper is starting: a cold cache builds for minutes, a warm one starts
-# in seconds.
-START_WAIT_S = 900.0
 # How often the keeper looks whether its server is still there.
 POLL_S = 2.0
-
-
-def starting_file() -> Path:
-    """Holds the keeper's pid while it runs ``labkit up``."""
-    return state_dir() / "starting.pid"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def wait_for_start(timeout: float = START_WAIT_S) -> bool:
-    """Wait while a keeper starts this user's lab; True when one was starting (and has finished or given up)."""
-    marker = starting_file()
-    try:
-        pid = int(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    deadline = time.monotonic() + timeout
-    while marker.exists() and _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return True
 
 
 def keep(server_pid: int) -> int:
@@ -66,7 +35,7 @@ def keep(server_pid: int) -> int:
                                      check=False).returncode
         finally:
             marker.unlink(missing_ok=True)
-        while _alive(server_pid):
+        while alive(server_pid):
             time.sleep(POLL_S)
         print(f"server {server_pid} ended; stopping the lab", file=out, flush=True)
         subprocess.run([sys.executable, "-m", "labkit", "down"], stdout=out, stderr=subprocess.STDOUT, check=False)

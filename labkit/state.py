@@ -6,6 +6,7 @@ The only module that reads or writes that file.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,3 +42,38 @@ def forget() -> None:
 def backend() -> str | None:
     """The recorded backend's name, or None."""
     return recorded().get("backend")
+
+
+# How long lk.connect() waits for a lab the keeper is starting: a cold cache builds for minutes, a warm one starts
+# in seconds.
+START_WAIT_S = 900.0
+
+
+def starting_file() -> Path:
+    """Holds the pid of a process starting this lab while it runs ``labkit up``: a hub server's keeper
+    (labkit.jupyter)."""
+    return state_dir() / "starting.pid"
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (someone else's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_for_start(timeout: float = START_WAIT_S) -> bool:
+    """Wait while a keeper starts this user's lab; True when one was starting (and has finished or given up)."""
+    marker = starting_file()
+    try:
+        pid = int(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    deadline = time.monotonic() + timeout
+    while marker.exists() and alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return True

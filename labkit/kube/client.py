@@ -113,7 +113,7 @@ def api_client(kubeconfig: str | Path) -> k8s.ApiClient:
 def connect(kubeconfig: str | Path | None = None, *, timeout: float = 5.0) -> Lab:
     """Connect to the lab (or the kubeconfig given) and check that an API server answers."""
     if kubeconfig is None:
-        from ..jupyter import wait_for_start
+        from ..state import wait_for_start
 
         wait_for_start()  # a hub's single-user server starts its own lab as it starts: wait for that, not fail
     path, backend = _kubeconfig(kubeconfig)

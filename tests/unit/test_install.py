@@ -25,7 +25,8 @@ CI_RUN = ROOT / ".ci" / "run"
 SCANNED = ("labkit", "tests", "benchmarks", "notebooks")
 
 # Import names whose distribution on PyPI is spelled differently.
-DISTRIBUTION = {"yaml": "pyyaml", "pynvml": "nvidia-ml-py", "IPython": "ipython", "jupyter": "jupyter-core"}
+DISTRIBUTION = {"yaml": "pyyaml", "pynvml": "nvidia-ml-py", "IPython": "ipython", "jupyter": "jupyter-core",
+                "websocket": "websocket-client"}
 # Used but not declared, because a declared dependency requires it (checked against installed metadata):
 # the widgets and the kernel are IPython's; the kubernetes client's errors are urllib3's; `jupyter` is JupyterLab's.
 COMES_WITH = {"ipython": ("ipywidgets", "jupyterlab"), "urllib3": ("kubernetes",), "jupyter-core": ("jupyterlab",)}

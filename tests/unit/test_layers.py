@@ -26,12 +26,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("sim",),
     ("addons",),
     ("promql", "cgroups", "exercises", "operations"),
-    ("classroom",),
+    ("classroom", "hub", "jupyter"),
     ("insight",),
     ("figures",),
     ("widgets", "dashboards"),
     ("lessons",),
-    ("cli", "__init__"),
+    ("cli", "__init__", "data"),  # data: JupyterHub's config file (labkit/data/hub), which uses labkit.hub
     ("__main__",),
 ]
 
