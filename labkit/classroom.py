@@ -120,7 +120,8 @@ class LessonRights:
     refused: str | None = None
 
 
-_ASK = "ask your instructor to show it on the projector, or run it on your own lab (`labkit up`)"
+_ASK = ("run it in a lab of your own, where every lesson runs: your laptop's (`labkit up`) or the class hub's (your "
+        "instructor's `labkit hub`, docs/classroom.md); or ask your instructor to show it on the projector")
 # Every lesson namespace (lk.lesson_namespace's name) -> what it needs; tests/unit/test_classroom_logic.py keeps this
 # complete: a new lesson must say here whether a student can run it.
 LESSONS: dict[str, LessonRights] = {
