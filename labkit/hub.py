@@ -100,9 +100,10 @@ def copy_notebooks(spawner: Any) -> None:
 
 
 def ensure_students(names: list[str], folder: Path) -> list[Path]:
-    """A system user per student (``useradd``, a password set with ``chpasswd``) and ``folder/NAME.password``.
+    """A system user per student (``useradd``) with a password (``chpasswd``) in ``folder/NAME.password``.
 
-    Made once: an existing user keeps their home and password. Needs root, as JupyterHub's LocalProcessSpawner does.
+    A student who has a password file keeps that password; one without (a new student, or a new state folder) gets a
+    new one. Homes are kept. Needs root, as JupyterHub's LocalProcessSpawner does.
     """
     if os.geteuid() != 0:
         raise LabkitError("`labkit hub` starts each student's server as their own system user, which needs root",
@@ -115,10 +116,11 @@ def ensure_students(names: list[str], folder: Path) -> list[Path]:
             pwd.getpwnam(name)
         except KeyError:
             subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+        # Their lab's admin kubeconfig and keys live in their home: no other student may read it.
+        Path(pwd.getpwnam(name).pw_dir).chmod(0o700)
+        if not path.exists():
             password = secrets.token_urlsafe(9)
             subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
-            # Their lab's admin kubeconfig and keys live in their home: no other student may read it.
-            Path(pwd.getpwnam(name).pw_dir).chmod(0o700)
             path.touch(mode=0o600)
             path.write_text(password + "\n")
         written.append(path)

@@ -65,9 +65,18 @@ def _namespace_prelude(shared_cache: Path) -> str:
     return "\n".join(lines)
 
 
-def _kill_users() -> None:
+def _remove_students() -> None:
+    """Kill the students' processes, wait until none is left, and remove the users with their homes."""
     for name in STUDENTS:
-        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            continue
+        deadline = time.monotonic() + 30
+        while _processes_of(uid) and time.monotonic() < deadline:
+            subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+            time.sleep(0.5)
+        subprocess.run(["userdel", "--remove", name], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +85,7 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         pytest.fail("this test starts JupyterHub's LocalProcessSpawner, which needs root (CI runs as root)")
     for tool in ("bwrap", "npm", "unshare", "useradd"):
         assert shutil.which(tool), f"{tool} is needed (see .ci/run)"
+    _remove_students()  # left by an earlier run that was killed
     base = tmp_path_factory.mktemp("hub")
     base.chmod(0o755)
     shared = Path(f"/run/labkit-hub-test-cache-{uuid.uuid4().hex[:6]}")
@@ -116,9 +126,7 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
     log.close()
-    _kill_users()
-    for name in STUDENTS:
-        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+    _remove_students()
     shutil.rmtree(shared, ignore_errors=True)
 
 
