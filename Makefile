@@ -31,8 +31,10 @@ up: install  ## start (or reuse) the lab cluster; the first run builds its binar
 down:
 	$(RUN) $(PYTHON) -m labkit down
 
+# JupyterLab's terminals inherit its environment: `labkit env` gives them the lab's KUBECONFIG and kubectl.
 lab: up  ## the lab cluster plus JupyterLab on 127.0.0.1 (LAB_ARGS: more jupyter lab options, e.g. --port=8899)
-	$(RUN) $(PYTHON) -m jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
+	eval "$$($(RUN) $(PYTHON) -m labkit env)" && $(RUN) $(PYTHON) -m jupyter lab --ip=127.0.0.1 --no-browser \
+		--notebook-dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 
 lint:
 	$(LINT)

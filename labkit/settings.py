@@ -7,6 +7,18 @@ import os
 # --- the embedded cluster
 API_PORT_ENV = "LABKIT_API_PORT"
 DEFAULT_API_PORT = 16443
+# The embedded cluster runs Linux binaries, Linux sandboxes (bubblewrap) and /proc; elsewhere, a Linux container.
+UNSUPPORTED_PLATFORM = ("the embedded lab runs on Linux only (its cluster binaries, the containers' sandboxes and "
+                        "the kubelet's /proc readings are Linux's): open this repository in its dev container "
+                        "(.devcontainer/: VS Code's \"Reopen in Container\", or GitHub Codespaces), or on a Linux "
+                        "machine or VM; a cluster of your own works from anywhere with `labkit up --backend current`")
+
+
+def linux() -> bool:
+    """Whether the embedded lab can run here."""
+    import sys
+
+    return sys.platform.startswith("linux")
 
 # --- add-ons
 # How often the lab's Prometheus scrapes and evaluates rules; PromQL windows and GPU-time sums depend on it.

@@ -21,6 +21,7 @@ from typing import Any
 from .. import settings, state, versions
 from ..errors import LabkitError, ManifestError, PortInUse
 from ..paths import bin_dir, data_file, kubeconfig_path, state_dir
+from ..settings import UNSUPPORTED_PLATFORM
 from .health import ApiConnection, ApiError, api_healthy
 from .ports import free_port, port_free
 
@@ -389,6 +390,8 @@ def down(*, progress: Progress = print) -> None:
 
 def up(*, progress: Progress = print) -> Path:
     """Start the embedded cluster (or reuse a healthy one) and return its kubeconfig path."""
+    if not settings.linux():
+        raise LabkitError(f"cannot start the embedded lab on {sys.platform}", fix=UNSUPPORTED_PLATFORM)
     if healthy():
         progress(f"reusing the running embedded lab cluster (API on 127.0.0.1:{api_port()})")
         return kubeconfig_path()
