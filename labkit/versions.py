@@ -31,6 +31,10 @@ OPERATED_PROMETHEUS = "v3.5.0"
 OPERATED_PROMETHEUS_MODULE = "v0.305.0"
 # node-problem-detector (lesson 08): one per simulated node.
 NODE_PROBLEM_DETECTOR = "v1.36.0"
+# Alertmanager (lesson 07), node_exporter (lesson 06): the Prometheus project's releases, else built from source.
+# v0.28.1: the last whose web UI is committed in its module; later ones embed a UI that npm builds (ui/app/dist).
+ALERTMANAGER = "v0.28.1"
+NODE_EXPORTER = "v1.12.1"
 # VictoriaLogs (lesson 09): the log store (UI embedded) and its agent vlagent, from one module (Apache-2.0).
 VICTORIALOGS = "v1.52.1"
 

@@ -1,4 +1,5 @@
-"""Alertmanager (Debian's ``prometheus-alertmanager``) and the webhook receiver its notifications go to (lesson 07).
+"""Alertmanager (the Prometheus project's release, or built from its module) and the webhook receiver its
+notifications go to (lesson 07).
 
 Alertmanager runs alone on 127.0.0.1 (``--cluster.listen-address=`` empty: no gossip port), configured from
 ``labkit/data/alertmanager/alertmanager.yml`` (grouping, an inhibition rule, one webhook receiver); silences go
@@ -7,12 +8,21 @@ through its v2 API or ``amtool``. The receiver is :mod:`labkit.sim.alert_webhook
 
 from __future__ import annotations
 
+from .. import versions
+from ..cluster.binaries import Component, prometheus_project
 from ..paths import data_file
 from .base import Addon, Context, PythonModuleAddon
 
-INSTALL_ALERTMANAGER = ("sudo apt-get install -y prometheus-alertmanager   # Debian/Ubuntu; labkit runs its own on "
-                        "127.0.0.1 (stop the system service it may start: sudo systemctl disable --now "
-                        "prometheus-alertmanager)")
+
+def component() -> Component:
+    """alertmanager and amtool, at the pinned version."""
+    return prometheus_project("alertmanager", versions.ALERTMANAGER,
+                              {"alertmanager": "cmd/alertmanager", "amtool": "cmd/amtool"})
+
+
+def amtool() -> str:
+    """amtool's path in the cache (there once the add-on has started or `labkit prefetch` ran)."""
+    return str(component().dir / "amtool")
 
 
 def alertmanager_config(webhook_url: str) -> str:
@@ -41,9 +51,11 @@ class Alertmanager(Addon):
     ready_path = "/-/ready"
     needs = ("alert-webhook",)
     binary_env = "LABKIT_ALERTMANAGER_BINARY"
-    binary_name = "prometheus-alertmanager"
-    install_hint = INSTALL_ALERTMANAGER
+    binary_name = "alertmanager"
     metrics_job = "alertmanager"
+
+    def component(self) -> Component:
+        return component()
 
     def prepare(self, ctx: Context) -> None:
         webhook = f"http://127.0.0.1:{ctx.ports['alert-webhook']}/alerts"

@@ -1,6 +1,6 @@
 """Node exporter: the host's own metrics (CPU, memory, disk, network, pressure), from a real Prometheus exporter.
 
-Debian's ``prometheus-node-exporter`` (installed with the ``prometheus`` package) on 127.0.0.1, scraped by the lab's
+The Prometheus project's node_exporter (its release, or built from its module) on 127.0.0.1, scraped by the lab's
 Prometheus as job ``node-exporter``. On the embedded backend the simulated nodes have no host of their own, so this is
 the machine that runs the whole lab: one real node, the USE method's data for it. Only the collectors that describe
 that machine's resources run (no systemd, hardware sensors, NFS, ...). Equals ``curl http://127.0.0.1:PORT/metrics``.
@@ -9,6 +9,8 @@ Introduced in notebook 06_prometheus.
 
 from __future__ import annotations
 
+from .. import versions
+from ..cluster.binaries import Component, prometheus_project
 from ..settings import NODE_EXPORTER_JOB
 from .base import Addon, Context
 from .kube_state_metrics import WEB_CONFIG
@@ -24,9 +26,11 @@ class NodeExporter(Addon):
     port_env = "LABKIT_NODE_EXPORTER_PORT"
     ready_path = "/metrics"
     binary_env = "LABKIT_NODE_EXPORTER_BINARY"
-    binary_name = "prometheus-node-exporter"
-    install_hint = "sudo apt-get install -y prometheus-node-exporter   # Debian/Ubuntu (comes with prometheus)"
+    binary_name = "node_exporter"
     metrics_job = NODE_EXPORTER_JOB
+
+    def component(self) -> Component:
+        return prometheus_project("node_exporter", versions.NODE_EXPORTER, {"node_exporter": ""})
 
     def prepare(self, ctx: Context) -> None:
         (ctx.folder / "web-config.yml").write_text(WEB_CONFIG)

@@ -158,6 +158,21 @@ def components() -> list[Component]:
     ]
 
 
+def prometheus_project(name: str, version: str, commands: dict[str, str]) -> Component:
+    """A program of the Prometheus project, laid out as its release tooling (promu) publishes it: one archive
+    ``NAME-VERSION.linux-ARCH.tar.gz`` (version without its ``v``) holding every command, ``sha256sums.txt`` beside
+    it; else built with promu's version flags. ``commands``: binary -> its package's folder in the module ('' for the
+    module's root, as node_exporter's)."""
+    module = f"github.com/prometheus/{name}"
+    bare = version.removeprefix("v")
+    archive = f"{GITHUB}/prometheus/{name}/releases/download/{version}/{name}-{bare}.linux-{_arch()}.tar.gz"
+    flags = " ".join(f"-X github.com/prometheus/common/version.{k}={v}" for k, v in
+                     (("Version", bare), ("Branch", "HEAD"), ("BuildUser", "labkit"), ("Revision", version)))
+    packages = tuple(f"{module}/{folder}".rstrip("/") for folder in commands.values())
+    return Component(name, version, module, packages, tuple(commands), ldflags=f"-s -w {flags}",
+                     downloads=dict.fromkeys(commands, archive))
+
+
 def binary_paths() -> dict[str, Path]:
     """Binary name -> cached path, for every pinned component (whether present or not)."""
     return {b: c.dir / b for c in components() for b in c.binaries}
@@ -544,7 +559,8 @@ def _mirrored(url: str) -> str:
 
 
 def _expected_sha256(url: str) -> str:
-    """The published checksum: ``<artifact>.sha256`` (Kubernetes) or the release's SHA256SUMS (etcd, kwok).
+    """The published checksum: ``<artifact>.sha256`` (Kubernetes) or the release's SHA256SUMS (etcd, kwok),
+    ``checksums.txt`` or ``sha256sums.txt`` (the Prometheus project's promu).
 
     Anything without a published checksum is refused.
     """
@@ -553,7 +569,7 @@ def _expected_sha256(url: str) -> str:
     except OSError:
         pass
     base, name = url.rsplit("/", 1)
-    for sums in ("SHA256SUMS", "checksums.txt"):
+    for sums in ("SHA256SUMS", "checksums.txt", "sha256sums.txt"):
         try:
             text = _fetch(f"{base}/{sums}").decode()
         except OSError:

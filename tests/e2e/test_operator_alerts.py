@@ -16,6 +16,7 @@ import yaml
 
 import labkit as lk
 from labkit import addons, exercises
+from labkit.addons.alertmanager import amtool
 from labkit.addons.prometheus_operated import promtool
 from labkit.exercises import Attempt
 from labkit.lessons import dashboards as lesson
@@ -92,7 +93,7 @@ def test_promtool_accepts_what_the_lab_ships_and_what_the_operator_generates(lab
     proc = subprocess.run([promtool(), "check", "config", "--syntax-only", str(generated)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    am = subprocess.run(["amtool", "check-config", str(Path(addons.addons_dir()) / "alertmanager" /
+    am = subprocess.run([amtool(), "check-config", str(Path(addons.addons_dir()) / "alertmanager" /
                                                          "alertmanager.yml")], capture_output=True, text=True)
     assert am.returncode == 0, am.stdout + am.stderr
     assert data_file("prometheus-operator/prometheus.yaml").exists()

@@ -453,3 +453,32 @@ def test_builds_take_modules_from_the_machines_module_cache_first(tmp_path: Path
     fake_go.chmod(0o755)
     env = binaries._go_env(fake_go)
     assert env["GOPROXY"] == (f"file://{modcache}/cache/download,off" if cached else "off")
+
+
+@pytest.mark.parametrize("name", ["alertmanager", "node_exporter"])
+def test_a_prometheus_project_release_is_got_as_promu_publishes_it(isolated: tuple[str, Path], name: str) -> None:
+    """One archive NAME-VERSION.linux-ARCH.tar.gz with every command in its top folder, and sha256sums.txt."""
+    from labkit.addons import alertmanager, node_exporter
+
+    comp = alertmanager.component() if name == "alertmanager" else node_exporter.NodeExporter().component()
+    url = next(iter(comp.downloads.values()))
+    bare = comp.version.removeprefix("v")
+    assert url.endswith(f"/prometheus/{name}/releases/download/{comp.version}/{name}-{bare}.linux-amd64.tar.gz")
+    folder = f"{name}-{bare}.linux-amd64"
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+        for member in [*comp.binaries, "LICENSE"]:
+            data = f"#!/bin/sh\necho {member}\n".encode()
+            info = tarfile.TarInfo(f"{folder}/{member}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path = isolated[1] / url.split("://", 1)[1].split("/", 1)[1]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(packed.getvalue())
+    (path.parent / "sha256sums.txt").write_text(f"{'0' * 64}  other.tar.gz\n"
+                                                f"{hashlib.sha256(packed.getvalue()).hexdigest()}  {path.name}\n")
+    got = binaries.ensure_component(comp, progress=lambda _m: None)
+    assert sorted(got) == sorted(comp.binaries)
+    for binary, where in got.items():
+        assert where.read_text() == f"#!/bin/sh\necho {binary}\n" and where.stat().st_mode & 0o111
+    assert binaries._memo.taken[comp.name] == "downloaded and verified"

@@ -9,8 +9,10 @@ from pathlib import Path
 import yaml
 
 from labkit import addons, versions
+from labkit.addons import alertmanager
 from labkit.addons.alertmanager import alertmanager_config
 from labkit.addons.base import Context
+from labkit.cluster.binaries import ensure_component
 from labkit.lessons.dashboards import _duration_s
 from labkit.paths import data_file
 from labkit.settings import OPERATED_NAME, OPERATED_NAMESPACE
@@ -75,7 +77,8 @@ def test_alertmanager_runs_alone_on_loopback_and_sends_to_the_webhook(tmp_path: 
 def test_shipped_alertmanager_config_passes_amtool(tmp_path: Path) -> None:
     path = tmp_path / "alertmanager.yml"
     path.write_text(alertmanager_config("http://127.0.0.1:7001/alerts"))
-    proc = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=30)
+    tool = ensure_component(alertmanager.component(), progress=lambda _m: None)["amtool"]  # cached, else got now
+    proc = subprocess.run([str(tool), "check-config", str(path)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
