@@ -33,8 +33,7 @@ down:
 
 # JupyterLab's terminals inherit its environment: `labkit env` gives them the lab's KUBECONFIG and kubectl.
 lab: up  ## the lab cluster plus JupyterLab on 127.0.0.1 (LAB_ARGS: more jupyter lab options, e.g. --port=8899)
-	eval "$$($(RUN) $(PYTHON) -m labkit env)" && $(RUN) $(PYTHON) -m jupyter lab --ip=127.0.0.1 --no-browser \
-		--notebook-dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
+	eval "$$($(RUN) $(PYTHON) -m labkit env)" && $(RUN) $(PYTHON) -m jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 
 lint:
 	$(LINT)

@@ -141,7 +141,7 @@ LESSONS: dict[str, LessonRights] = {
         refused="it creates NodePools and KWOKNodeClasses and watches Karpenter add and remove Nodes: "
                 "cluster-scoped objects every student shares"),
     "lesson-06": LessonRights(
-        "add-ons prometheus, kube-state-metrics, kubernetes-sd (list nodes and pods in every namespace)",
+        "add-ons prometheus (its Kubernetes discovery lists nodes and pods in every namespace), kube-state-metrics",
         refused="its add-ons (Prometheus, kube-state-metrics, service discovery) read every namespace with the "
                 "admin kubeconfig, so its queries would show other students' pods"),
     "lesson-07": LessonRights(

@@ -30,9 +30,6 @@ class PromQLError(LabkitError):
 def prometheus_url() -> str:
     """Base URL of the lab's Prometheus; says how to get one when there is none."""
     state = next(s for s in addons.status() if s.name == "prometheus")
-    if state.state == "missing":
-        raise PrometheusUnavailable("Prometheus is not installed, so the lab has no metrics database",
-                                    fix=f"{addons.INSTALL_PROMETHEUS}; then `labkit up --with prometheus`")
     if state.url is None:
         raise PrometheusUnavailable("the lab's Prometheus is not running",
                                     fix="labkit up --with prometheus   # or lk.addons.require('prometheus')")

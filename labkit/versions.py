@@ -17,16 +17,12 @@ PROMETHEUS_ADAPTER = "v0.12.0"
 KARPENTER = "v1.15.0"
 # kube-state-metrics (lesson 06): object state as metrics, scraped by the lab's Prometheus.
 KUBE_STATE_METRICS = "v2.20.0"
-# Prometheus' module (3.x; tagged v0.<minor>.<patch>): its Kubernetes service discovery, which Debian's Prometheus
-# 2.42 is built without, runs as labkit's kubernetes-sd add-on (lesson 06).
-PROMETHEUS_MODULE = "v0.316.0"
 # Karpenter v1.15.0's go.mod asks for go 1.26.9; the Go proxy serves this toolchain for the build.
 KARPENTER_GO_TOOLCHAIN = "go1.27.3"
 # prometheus-operator (lesson 07): the only version of its module the Go proxy serves here.
 PROMETHEUS_OPERATOR = "v0.85.0"
-# The Prometheus that operator runs (lesson 07): Prometheus 3.5.0, the operator's default version, whose module is
-# tagged v0.305.0 (the version the operator's own go.mod requires). Debian's 2.42 cannot be used there: it is built
-# without kubernetes_sd_configs, which every generated ServiceMonitor/PodMonitor job uses.
+# The lab's Prometheus (lessons 04, 06, 12) and the one prometheus-operator runs (lesson 07): Prometheus 3.5.0, the
+# operator's default version, whose module is tagged v0.305.0 (the version the operator's own go.mod requires).
 OPERATED_PROMETHEUS = "v3.5.0"
 OPERATED_PROMETHEUS_MODULE = "v0.305.0"
 # node-problem-detector (lesson 08): one per simulated node.

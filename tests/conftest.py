@@ -21,3 +21,13 @@ def lab() -> lk.Lab:
     except lk.ClusterUnreachable as exc:
         pytest.fail(f"these tests need the live lab cluster and found none: {exc}\n"
                     "start it with `labkit up --backend kwok` (make test does this)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """The lab's own promtool (the Prometheus build the lab runs): cached, else got now. A declared dependency: it is
+    downloaded or built, never skipped."""
+    from labkit.addons.prometheus_operated import component
+    from labkit.cluster.binaries import ensure_component
+
+    return str(ensure_component(component(), progress=lambda _m: None)["promtool"])

@@ -38,22 +38,21 @@ from .jaeger import Jaeger
 from .karpenter import Karpenter
 from .kube_state_metrics import KubeStateMetrics
 from .kubelet_checks import KubeletChecks
-from .kubernetes_sd import KubernetesSD
 from .local_path import LocalPathProvisioner
 from .node_exporter import NodeExporter
 from .node_problem_detector import NodeProblemDetector
-from .prometheus import INSTALL_PROMETHEUS, Prometheus
+from .prometheus import Prometheus
 from .prometheus_adapter import PrometheusAdapter
 from .prometheus_operated import ConfigReloader, PrometheusOperated
 from .prometheus_operator import PrometheusOperator
 from .victorialogs import LogAgent, VictoriaLogs
 from .workload_model import WorkloadModel
 
-__all__ = ["INSTALL_PROMETHEUS", "REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
+__all__ = ["REGISTRY", "Addon", "AddonStatus", "require", "start", "status", "stop", "url"]
 
 REGISTRY: dict[str, Addon] = {a.name: a for a in (
     AlertWebhook(), Alertmanager(), ConfigReloader(), GpuExporter(), Karpenter(), KubeStateMetrics(), KubeletChecks(),
-    KubernetesSD(), Jaeger(), LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(),
+    Jaeger(), LocalPathProvisioner(), NodeExporter(), NodeProblemDetector(), Prometheus(),
     PrometheusAdapter(), PrometheusOperated(), PrometheusOperator(), WorkloadModel(), VictoriaLogs(), LogAgent())}
 # A deadline, not a wait: on a loaded 2-core machine Karpenter's informers alone took over 90 s to report healthy
 # (the loopback test starts every add-on at once).
@@ -219,8 +218,8 @@ def _ensure_binary(addon: Addon, progress: Progress) -> None:
 
 
 # The order the course (and the e2e suite) first needs each add-on's binary in, so a background prefetch stays ahead.
-PREFETCH_ORDER = ("kube-state-metrics", "prometheus-adapter", "victoria-logs", "karpenter", "node-problem-detector",
-                  "prometheus-operator", "prometheus-operated", "kubernetes-sd", "jaeger")
+PREFETCH_ORDER = ("prometheus", "kube-state-metrics", "prometheus-adapter", "node-exporter", "victoria-logs",
+                  "karpenter", "node-problem-detector", "prometheus-operator", "alertmanager", "jaeger")
 
 
 def prefetch(*, progress: Progress = print) -> list[str]:
@@ -234,7 +233,7 @@ def prefetch(*, progress: Progress = print) -> list[str]:
     done: dict[Path, str] = {}
     for name in order:
         comp = REGISTRY[name].component()
-        if comp is None or comp.dir in done:  # a system binary (Debian's), or a component two add-ons share
+        if comp is None or comp.dir in done:  # a Python add-on, or a component two add-ons share
             continue
         start_s = time.monotonic()
         ensure_component(comp, progress=progress)

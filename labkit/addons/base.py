@@ -108,6 +108,10 @@ class Addon:
 
     def missing(self) -> str | None:
         """Why the add-on cannot start here (with the fix), or None when it can (a component can be built)."""
+        explicit = os.environ.get(self.binary_env) if self.binary_env else None
+        if explicit and not os.access(explicit, os.X_OK):
+            return (f"{self.binary_env}={explicit} is not an executable program; fix: point it at one, or unset "
+                    f"it to run labkit's own")
         if self.binary_name and self.component() is None and self.binary() is None:
             return f"not installed; fix: {self.install_hint}"
         return None

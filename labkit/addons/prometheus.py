@@ -1,12 +1,11 @@
-"""A real Prometheus (Debian's package, or any on PATH) on loopback: the lab's metrics database.
+"""A real Prometheus 3.5 on loopback: the lab's metrics database (the build :mod:`.prometheus_operated` defines: the
+release archive, else built from its module with the service discovery the lab uses; its web UI with it).
 
 What it scrapes, and how it finds it (lesson 06 draws this from the live lab):
 
-- the control plane's own ``/metrics`` through Prometheus' Kubernetes service discovery against the lab's API server
-  (Prometheus runs outside the cluster, so the SD config names the lab's kubeconfig). Debian's Prometheus is built
-  without ``kubernetes_sd_configs``; the ``kubernetes-sd`` add-on runs Prometheus' own SD code and hands its targets
-  over as file_sd, with the same ``__meta_kubernetes_*`` labels, so the jobs below relabel them as a
-  ``kubernetes_sd_configs`` job would. The API server from the ``kubernetes`` Service's
+- the control plane's own ``/metrics`` through Prometheus' Kubernetes service discovery (``kubernetes_sd_configs``)
+  against the lab's API server (Prometheus runs outside the cluster, so the SD config names the lab's kubeconfig,
+  ``kubeconfig_file``, where a pod would use its service account). The API server from the ``kubernetes`` Service's
   EndpointSlice; on the embedded backend also etcd, kube-scheduler and kube-controller-manager, which kwokctl runs
   as local processes: labkit registers a selector-less Service and EndpointSlice for each in ``kube-system`` (as
   kube-prometheus does for kubeadm's control plane), and relabelling points the discovered address at 127.0.0.1,
@@ -22,6 +21,7 @@ What it scrapes, and how it finds it (lesson 06 draws this from the live lab):
   add-on starts, so add-ons started later are scraped without a restart.
 
 Recording rules ship in ``labkit/data/prometheus/rules/``; ``promtool check config`` / ``check rules`` pass on both.
+Equals ``prometheus --config.file=prometheus.yml --web.listen-address=127.0.0.1:PORT``.
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ from typing import Any
 import yaml
 
 from .. import state
+from ..cluster.binaries import Component, Progress
 from ..cluster.health import ApiConnection, ApiError
 from ..errors import WaitTimeout
 from ..paths import data_file
 from ..settings import CONTROL_PLANE_SCRAPE_INTERVAL_S, SCRAPE_INTERVAL
 from .base import Addon, Context
-from .kubernetes_sd import output_dir
+from .prometheus_operated import component as prometheus_component
+from .prometheus_operated import ensure_ui, link_ui
 
-INSTALL_PROMETHEUS = "sudo apt-get install -y prometheus   # Debian/Ubuntu; labkit runs its own, on 127.0.0.1"
 # Control-plane processes found through Services labkit registers in kube-system (embedded backend): job -> Service.
 CONTROL_PLANE_JOBS = {"etcd": "etcd", "kube-scheduler": "kube-scheduler",
                       "kube-controller-manager": "kube-controller-manager"}
@@ -58,9 +59,13 @@ class Prometheus(Addon):
     ready_path = "/-/ready"
     binary_env = "LABKIT_PROMETHEUS_BINARY"
     binary_name = "prometheus"
-    install_hint = INSTALL_PROMETHEUS
     metrics_job = "prometheus"
-    needs = ("kubernetes-sd",)
+
+    def component(self) -> Component:
+        return prometheus_component()
+
+    def ensure_assets(self, progress: Progress) -> None:
+        ensure_ui(progress)
 
     def prepare(self, ctx: Context) -> None:
         ctx.targets.parent.mkdir(parents=True, exist_ok=True)  # Prometheus watches the folder: it must exist first
@@ -70,8 +75,8 @@ class Prometheus(Addon):
         control_plane = register_control_plane(ctx.kubeconfig) if state.backend() == "kwok" else {}
         cluster = ClusterAccess.from_kubeconfig(ctx.kubeconfig, ctx.folder / "tls")
         (ctx.folder / "prometheus.yml").write_text(
-            prometheus_config(ctx.targets.parent, cluster=cluster, rules_dir=rules, control_plane=control_plane,
-                              sd_dir=output_dir(ctx.folder.parent)))
+            prometheus_config(ctx.targets.parent, cluster=cluster, rules_dir=rules, control_plane=control_plane))
+        link_ui(ctx.folder)
 
     def command(self, ctx: Context) -> list[str]:
         binary = self.binary()
@@ -191,9 +196,9 @@ def _tls(cluster: ClusterAccess, *, verify: bool) -> dict[str, Any]:
     return tls
 
 
-def _sd(sd_dir: Path, role: str) -> list[dict[str, Any]]:
-    """The file the kubernetes-sd add-on writes for ``role`` (a ``kubernetes_sd_configs: [{role: ROLE}]``)."""
-    return [{"files": [f"{sd_dir}/{role}.json"], "refresh_interval": "5s"}]
+def _sd(cluster: ClusterAccess, role: str) -> list[dict[str, Any]]:
+    """``kubernetes_sd_configs`` for ``role``, reaching the API server as the lab's kubeconfig does."""
+    return [{"role": role, "kubeconfig_file": str(cluster.kubeconfig)}]
 
 
 def _common_labels() -> list[dict[str, Any]]:
@@ -202,13 +207,12 @@ def _common_labels() -> list[dict[str, Any]]:
             {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"}]
 
 
-def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, Any]],
-                    sd_dir: Path) -> list[dict[str, Any]]:
+def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The scrape jobs found through Kubernetes SD: API server, control plane, kubelet (resource metrics)."""
     jobs: list[dict[str, Any]] = [{
         "job_name": "apiserver",
         "scrape_interval": f"{CONTROL_PLANE_SCRAPE_INTERVAL_S}s",
-        "file_sd_configs": _sd(sd_dir, "endpointslice"),
+        "kubernetes_sd_configs": _sd(cluster, "endpointslice"),
         "scheme": "https",
         "tls_config": _tls(cluster, verify=True),
         "relabel_configs": [
@@ -226,7 +230,7 @@ def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, A
         entry: dict[str, Any] = {
             "job_name": job,
             "scrape_interval": f"{CONTROL_PLANE_SCRAPE_INTERVAL_S}s",
-            "file_sd_configs": _sd(sd_dir, "endpointslice"),
+            "kubernetes_sd_configs": _sd(cluster, "endpointslice"),
             "scheme": "https" if https else "http",
             "metrics_path": str(metric.get("path", "/metrics")),
             "relabel_configs": [
@@ -245,7 +249,7 @@ def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, A
         jobs.append(entry)
     jobs.append({
         "job_name": "kubelet",
-        "file_sd_configs": _sd(sd_dir, "node"),
+        "kubernetes_sd_configs": _sd(cluster, "node"),
         "scheme": "http",
         "relabel_configs": [
             # KWOK's nodes: their kubelet endpoint (InternalIP:daemonEndpoints port) is the KWOK controller.
@@ -263,21 +267,19 @@ def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, A
 
 
 def prometheus_config(targets_dir: Path, *, cluster: ClusterAccess | None = None, rules_dir: Path | None = None,
-                      control_plane: dict[str, dict[str, Any]] | None = None, sd_dir: Path | None = None) -> str:
-    """Prometheus' config: the Kubernetes jobs (with a cluster and the kubernetes-sd folder), one job for the
-    add-ons' file_sd, the rule files."""
+                      control_plane: dict[str, dict[str, Any]] | None = None) -> str:
+    """Prometheus' config: the Kubernetes jobs (with a cluster), one job for the add-ons' file_sd, the rule files."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
     }
     if rules_dir is not None:
         config["rule_files"] = [f"{rules_dir}/*.yaml"]
-    jobs = kubernetes_jobs(cluster, control_plane or {}, sd_dir) if cluster is not None and sd_dir else []
+    jobs = kubernetes_jobs(cluster, control_plane or {}) if cluster is not None else []
     # Each add-on's target group sets its own job label (e.g. dcgm-exporter, kube-state-metrics).
     jobs.append({"job_name": "labkit-addons",
                  "file_sd_configs": [{"files": [f"{targets_dir}/*.json"], "refresh_interval": "5s"}]})
     config["scrape_configs"] = jobs
     return ("# written by labkit; edits are replaced when the add-on starts again\n"
-            "# The Kubernetes jobs read the files of the kubernetes-sd add-on (Prometheus' own Kubernetes SD, run\n"
-            "# beside Debian's Prometheus, which is built without it): in a cluster each `file_sd_configs` below\n"
-            "# would be `kubernetes_sd_configs: [{role: endpointslice | node}]`; same targets, same relabelling.\n"
+            "# Prometheus runs outside the cluster: its Kubernetes discovery reaches the API server through the lab's\n"
+            "# kubeconfig (`kubeconfig_file`), where a Prometheus in a pod would use its service account.\n"
             + yaml.safe_dump(config, sort_keys=False, width=120))

@@ -4,10 +4,10 @@ In a real cluster the operator runs the Prometheus object ``monitoring/lab`` as 
 (containers ``prometheus`` and ``config-reloader``). On the embedded cluster that StatefulSet's pod is simulated, so:
 
 - ``prometheus-operated`` is a second real Prometheus, configured by the operator only, on 127.0.0.1, with
-  ``--web.enable-lifecycle`` for ``/-/reload``. It is Prometheus 3.5.0 built from its module (pinned in
-  :mod:`labkit.versions`), not Debian's 2.42 that the lab's own ``prometheus`` add-on runs: Debian builds Prometheus
-  without ``kubernetes_sd_configs``, and every job the operator generates for a ServiceMonitor or PodMonitor uses it.
-  Its web UI (``/query``, ``/targets``, ``/alerts``) is the same module's ``web/ui/mantine-ui``, built once with npm
+  ``--web.enable-lifecycle`` for ``/-/reload``. It is the same Prometheus 3.5.0 as the lab's own ``prometheus``
+  add-on (pinned in :mod:`labkit.versions`; :func:`component` is defined here and used by both). The release
+  archive's binary serves its own web UI; a build from the module serves (``/query``, ``/targets``, ``/alerts``)
+  the same module's ``web/ui/mantine-ui``, built once with npm
   (:func:`ensure_ui`): a Prometheus built without ``builtinassets`` serves ``static/mantine-ui`` from its working
   folder, so the binary stays unmodified. Without npm, or offline with an empty npm cache, only the UI is missing. It
   applies ``labkit/data/prometheus-operator/prometheus.yaml`` (namespace, ServiceAccount, RBAC, the Prometheus
@@ -52,11 +52,15 @@ def component() -> Component:
         ldflags=f"-s -w -X github.com/prometheus/common/version.Version={version} "
         "-X github.com/prometheus/common/version.Branch=labkit",
         patches=SD_PATCHES,
+        # The release archive (tag v3.5.0; the module's tag is v0.305.0): every SD, and the web UI built in.
+        downloads=binaries.prometheus_project("prometheus", versions.OPERATED_PROMETHEUS,
+                                              {"prometheus": "", "promtool": ""}).downloads,
     )
 
 
 def promtool() -> str:
-    """The promtool of the operated Prometheus (Debian's rejects kubernetes_sd_configs)."""
+    """The lab's promtool (the same build as its Prometheus; there once either Prometheus add-on has started, or
+    `labkit prefetch` ran)."""
     return str(component().dir / "promtool")
 
 
@@ -78,6 +82,8 @@ def ensure_ui(progress: binaries.Progress = print) -> Path | None:
     out = ui_dir()
     if (out / ".complete").exists():
         return out
+    if str(binaries.build_record(component()).get("how", "")).startswith("downloaded"):
+        return None  # the release's binary serves its own UI (built with `builtinassets`)
     npm = shutil.which("npm")
     if npm is None:
         progress("the operated Prometheus' web UI needs npm (Node.js) to build; its HTTP API works without it")
@@ -118,6 +124,15 @@ def ensure_ui(progress: binaries.Progress = print) -> Path | None:
     return out
 
 
+def link_ui(folder: Path) -> None:
+    """Put the built web UI where a Prometheus run in ``folder`` looks for it (``static``, its working folder)."""
+    static = folder / "static"
+    if static.is_symlink() or static.exists():
+        static.unlink()
+    if (ui_dir() / ".complete").exists():
+        static.symlink_to(ui_dir() / "static")
+
+
 # What Prometheus runs with until the operator's config arrives (the real pod's first config is an empty one too).
 PLACEHOLDER = "# waiting for labkit's config-reloader to copy the operator's generated config\nglobal: {}\n"
 
@@ -146,11 +161,7 @@ class PrometheusOperated(Addon):
         config = ctx.folder / "prometheus.yaml"
         if not config.exists():
             config.write_text(PLACEHOLDER)
-        static = ctx.folder / "static"
-        if static.is_symlink() or static.exists():
-            static.unlink()
-        if (ui_dir() / ".complete").exists():
-            static.symlink_to(ui_dir() / "static")
+        link_ui(ctx.folder)
 
     def command(self, ctx: Context) -> list[str]:
         binary = self.binary()

@@ -83,7 +83,7 @@ class Component:
     # Copied at build time from the downloaded module, so nothing fetched lives in labkit's own tree.
     data: tuple[tuple[str, str], ...] = ()
     # labkit's own small Go program (a file under labkit/data) built as the wrapper module's main package, against
-    # ``module`` at ``version`` (the Kubernetes SD for Debian's Prometheus). Needs ``wrapper=True``.
+    # ``module`` at ``version`` (the kubelet server, against k8s.io/cri-streaming). Needs ``wrapper=True``.
     main_go: str = ""
     # Go build tags that leave out parts the lab never uses (node-problem-detector's Stackdriver exporter and its cloud
     # SDKs): a shorter cold build, the same behaviour for what runs.

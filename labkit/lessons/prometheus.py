@@ -1,14 +1,13 @@
 """Lesson 06, cloud-native observability (可观测性) with Prometheus: notebook 06_prometheus's helpers and exercises.
 
-Everything is real except what the pods do: Prometheus (Debian's), its Kubernetes service discovery (Prometheus' own
-code, :mod:`labkit.addons.kubernetes_sd`), the control plane it scrapes, kube-state-metrics, the node exporter.
+Everything is real except what the pods do: Prometheus 3.5 with its Kubernetes service discovery, the control plane it
+scrapes, kube-state-metrics, the node exporter.
 The pods' CPU, memory and request metrics come from KWOK and the workload model (:mod:`labkit.sim.workload`).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
 import time
@@ -23,16 +22,13 @@ import plotly.graph_objects as go
 import yaml
 
 from .. import addons, promql
-from ..addons.kubernetes_sd import output_dir
-from ..errors import LabkitError, WaitTimeout
+from ..addons.prometheus_operated import promtool
+from ..errors import WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..settings import SCRAPE_INTERVAL_S
 
 NAMESPACE = "lesson-06"
 
-
-class PromtoolMissing(LabkitError):
-    """promtool (Debian's prometheus package) is not on PATH."""
 
 # What a full lab's Prometheus scrapes in this lesson, and how each job's targets are found.
 JOBS: dict[str, str] = {
@@ -45,7 +41,6 @@ JOBS: dict[str, str] = {
     "kube-state-metrics-telemetry": "file_sd (add-on)",
     "node-exporter": "file_sd (add-on)",
     "workload-model": "file_sd (add-on)",
-    "kubernetes-sd": "file_sd (add-on)",
     "local-path-provisioner": "file_sd (add-on)",
     "prometheus": "file_sd (add-on)",
 }
@@ -154,10 +149,10 @@ def architecture() -> pd.DataFrame:
         return s.url if s and s.url else (s.state if s else "")
 
     rows = [
-        ("Prometheus server: retrieval (pull), TSDB, PromQL, rule evaluation", "prometheus", "real (Debian 2.42)"),
-        ("service discovery: Kubernetes (Prometheus' own SD code) -> file_sd", "kubernetes-sd", "real (upstream code)"),
+        ("Prometheus server: retrieval (pull), TSDB, PromQL, rule evaluation, Kubernetes service discovery",
+         "prometheus", "real (3.5.0)"),
         ("exporter: kube-state-metrics (objects -> metrics)", "kube-state-metrics", "real (upstream)"),
-        ("exporter: node exporter (the host machine)", "node-exporter", "real (Debian)"),
+        ("exporter: node exporter (the host machine)", "node-exporter", "real (upstream)"),
         ("instrumented app: the pods' requests", "workload-model", "simulated (workload model)"),
     ]
     table = pd.DataFrame([{"part": part, "add-on": name, "where": where(name), "real?": real}
@@ -212,27 +207,10 @@ def wait_for_targets(jobs: tuple[str, ...] = tuple(JOBS), *, timeout: float = 60
         time.sleep(1.0)
 
 
-def discovered(after: dict[str, str]) -> dict[str, str] | None:
-    """What Kubernetes SD handed over for the target that relabelling turned into ``after`` (its file_sd entry).
-
-    Read from the kubernetes-sd add-on's files (``<addons>/kubernetes-sd/discovered/*.json``): Prometheus 2.42's
-    targets API reports some rewritten labels (``__address__``, ``instance``) among the discovered ones.
-    """
-    for path in sorted(output_dir(addons.addons_dir()).glob("*.json")):
-        for group in json.loads(path.read_text()):
-            meta = group["labels"]
-            same_service = (meta.get("__meta_kubernetes_service_name") == after.get("service")
-                            and meta.get("__meta_kubernetes_namespace") == after.get("namespace"))
-            same_node = "node" in after and meta.get("__meta_kubernetes_node_name") == after["node"]
-            if same_service or same_node:
-                return {"__address__": group["targets"][0], **meta}
-    return None
-
-
 def relabelling(job: str) -> pd.DataFrame:
     """One target of ``job``: the labels service discovery found (before) and what relabelling made of them (after).
 
-    After: ``curl .../api/v1/targets`` (``labels``); before: the SD's own output (see :func:`discovered`).
+    Both from ``curl .../api/v1/targets``: ``discoveredLabels`` (before) and ``labels`` (after).
     """
     targets = promql.target_details(job)
     if not targets:
@@ -240,10 +218,19 @@ def relabelling(job: str) -> pd.DataFrame:
                           fix=f"curl {promql.prometheus_url()}/api/v1/targets")
     target = targets[0]
     after = target["labels"]
-    before = discovered(after) or target["discoveredLabels"]
+    before = target["discoveredLabels"]
     rows = [{"label": k, "discovered (before relabelling)": before.get(k, ""), "after relabelling": after.get(k, "")}
             for k in sorted(set(before) | set(after))]
     return pd.DataFrame(rows)
+
+
+def discovery_configs() -> dict[str, list[dict[str, Any]]]:
+    """Each job's ``kubernetes_sd_configs`` in the config Prometheus runs (``/api/v1/status/config``), with only the
+    fields the lab sets (Prometheus prints every default too)."""
+    config = yaml.safe_load(promql.api("/api/v1/status/config")["yaml"])
+    shown = ("role", "kubeconfig_file", "namespaces", "selectors")
+    return {j["job_name"]: [{k: sd[k] for k in shown if sd.get(k)} for sd in j["kubernetes_sd_configs"]]
+            for j in config["scrape_configs"] if j.get("kubernetes_sd_configs")}
 
 
 def relabel_rules(job: str) -> list[dict[str, Any]]:
@@ -422,11 +409,7 @@ def load_rules(text: str) -> list[str]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
         tmp.write(text)
     try:
-        promtool = shutil.which("promtool")
-        if promtool is None:
-            raise PromtoolMissing("promtool is not installed, so labkit cannot check a rule file",
-                                  fix=addons.INSTALL_PROMETHEUS)
-        result = subprocess.run([promtool, "check", "rules", tmp.name], capture_output=True, text=True, timeout=30)
+        result = subprocess.run([promtool(), "check", "rules", tmp.name], capture_output=True, text=True, timeout=30)
     finally:
         Path(tmp.name).unlink(missing_ok=True)
     if result.returncode != 0:

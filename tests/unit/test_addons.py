@@ -35,12 +35,17 @@ def test_registry_entries_are_complete() -> None:
         assert addon.name == name and addon.summary and addon.port_env.startswith("LABKIT_")
 
 
-def test_missing_prometheus_says_how_to_install(monkeypatch) -> None:
+def test_a_wrong_binary_override_says_what_to_do(monkeypatch) -> None:
     monkeypatch.setenv("LABKIT_PROMETHEUS_BINARY", "/nonexistent/prometheus")
     prom = next(s for s in addons.status() if s.name == "prometheus")
-    assert prom.state == "missing" and "apt-get install -y prometheus" in prom.note
-    with pytest.raises(LabkitError, match="apt-get install -y prometheus"):
+    assert prom.state == "missing" and "unset it to run labkit's own" in prom.note
+    with pytest.raises(LabkitError, match="LABKIT_PROMETHEUS_BINARY=/nonexistent/prometheus is not an executable"):
         addons.start(["prometheus"], progress=lambda _m: None)
+
+
+def test_no_addon_needs_a_system_package() -> None:
+    """Every add-on with a program runs a labkit component (downloaded or built), none a distribution's package."""
+    assert not [a.name for a in addons.REGISTRY.values() if a.binary_name and a.component() is None]
 
 
 def test_nothing_running_reads_stopped() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -133,10 +132,7 @@ def test_exporter_labels_the_pod_on_its_gpu_and_mig_instance(cluster) -> None:
     assert any('pod="trainer"' in line and line.endswith(" 90") for line in util)
 
 
-def test_promtool_parses_the_cluster_exposition(cluster) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not found; install it with: apt-get install -y prometheus")
+def test_promtool_parses_the_cluster_exposition(cluster, promtool: str) -> None:
     result = subprocess.run([promtool, "check", "metrics"], input=cluster_metrics(cluster[1], cluster[0]),
                             capture_output=True, text=True, check=False)
     assert result.returncode in (0, 3), result.stdout + result.stderr  # 1 would mean it does not parse

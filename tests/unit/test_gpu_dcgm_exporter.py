@@ -1,7 +1,6 @@
 """dcgm-exporter-compatible metrics: names, types, units and labels of the default counter set."""
 
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -128,10 +127,7 @@ UPSTREAM_STYLE_LINTS = re.compile(
 )
 
 
-def test_promtool_accepts_the_exposition(loaded_fleet, tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not found; install it with: apt-get install -y prometheus")
+def test_promtool_accepts_the_exposition(loaded_fleet, tmp_path, promtool: str):
     inject_xid(loaded_fleet["gpu-node-1"], 1, 48)
     text = fleet_metrics(loaded_fleet, attribution={"gpu-node-1": {0: ("ml", "trainer-0", "main")}})
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)

@@ -17,19 +17,18 @@ import yaml
 from labkit.addons import REGISTRY
 from labkit.addons.base import Context
 from labkit.addons.kube_state_metrics import KubeStateMetrics
-from labkit.addons.kubernetes_sd import output_dir, sd_config
 from labkit.addons.node_exporter import NodeExporter
 from labkit.addons.prometheus import RULES_DIR, ClusterAccess, prometheus_config
+from labkit.addons.prometheus_operated import component as prometheus_component
 from labkit.cluster import kwok_backend
+from labkit.cluster.binaries import ensure_component
 from labkit.paths import data_file
-
-PROMTOOL = shutil.which("promtool")
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    # Declared dependency (Debian's prometheus package ships promtool): a missing one is a failure, not a skip.
-    assert PROMTOOL, "promtool not found: sudo apt-get install -y prometheus"
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
+    """The lab's own promtool (the Prometheus build the lab runs): cached, else got now (a declared dependency)."""
+    promtool = ensure_component(prometheus_component(), progress=lambda _m: None)["promtool"]
+    return subprocess.run([str(promtool), *args], capture_output=True, text=True, timeout=60)
 
 
 def shipped_rule_files() -> list[Path]:
@@ -72,7 +71,7 @@ def _config(tmp_path: Path, cluster: ClusterAccess) -> Path:
     shutil.copytree(data_file(RULES_DIR), rules)
     path = tmp_path / "prometheus.yml"
     path.write_text(prometheus_config(tmp_path / "targets", cluster=cluster, rules_dir=rules,
-                                      control_plane=CONTROL_PLANE, sd_dir=output_dir(tmp_path)))
+                                      control_plane=CONTROL_PLANE))
     return path
 
 
@@ -109,7 +108,8 @@ def test_kubernetes_jobs_discover_and_relabel_like_kube_prometheus(tmp_path: Pat
     assert loopback["target_label"] == "__address__" and loopback["replacement"] == "127.0.0.1:$1"
     kubelet = {r.get("target_label"): r for r in jobs["kubelet"]["relabel_configs"]}
     assert kubelet["__metrics_path__"]["replacement"] == "/metrics/nodes/$1/metrics/resource"
-    assert jobs["kubelet"]["file_sd_configs"][0]["files"] == [f"{output_dir(tmp_path)}/node.json"]
+    assert jobs["kubelet"]["kubernetes_sd_configs"] == [{"role": "node", "kubeconfig_file": str(cluster.kubeconfig)}]
+    assert jobs["apiserver"]["kubernetes_sd_configs"][0]["role"] == "endpointslice"
     assert config["rule_files"] == [f"{tmp_path / 'rules'}/*.yaml"]
 
 
@@ -124,12 +124,6 @@ def test_kubeconfig_with_embedded_certificates_becomes_files(tmp_path: Path) -> 
     access = ClusterAccess.from_kubeconfig(kubeconfig, tmp_path / "tls")
     assert access.address == "127.0.0.1:6443"
     assert access.ca and Path(access.ca).read_bytes() == b"PEM" and access.key and Path(access.key).exists()
-
-
-def test_kubernetes_sd_config_is_prometheus_kubernetes_sd_config(tmp_path: Path) -> None:
-    conf = sd_config(tmp_path / "kubeconfig")
-    assert conf["node"] == {"role": "node", "kubeconfig_file": str(tmp_path / "kubeconfig")}
-    assert conf["endpointslice"]["namespaces"] == {"names": ["default", "kube-system"]}
 
 
 def test_component_metrics_reads_kwokctls_record(tmp_path: Path, monkeypatch) -> None:
