@@ -34,6 +34,15 @@ NODE_EXPORTER = "v1.12.1"
 # VictoriaLogs (lesson 09): the log store (UI embedded) and its agent vlagent, from one module (Apache-2.0).
 VICTORIALOGS = "v1.52.1"
 
+# About how long a component's first build takes with an empty Go build cache on 2 cores (seconds; measured
+# 2026-12-06, Go modules from the proxy): what a lesson says before it waits for one. A build on this machine
+# records its own duration, which is used instead next time (labkit.cluster.binaries.expected_seconds).
+COLD_BUILD_S: dict[str, int] = {
+    "kubernetes": 222, "etcd": 60, "kwok": 90, "metrics-server": 90, "kube-state-metrics": 70,
+    "prometheus-adapter": 146, "victorialogs": 16, "karpenter": 137, "node-problem-detector": 59,
+    "prometheus-operator": 122, "prometheus": 203, "jaeger": 242, "alertmanager": 60, "node_exporter": 30,
+}
+
 PINNED: dict[str, str] = {
     "kubernetes": KUBERNETES,
     "etcd": ETCD,

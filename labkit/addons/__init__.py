@@ -211,8 +211,11 @@ def _ensure_binary(addon: Addon, progress: Progress) -> None:
     """Build (or fetch) the add-on's pinned component and its other assets on first start; cached afterwards."""
     comp = addon.component()
     if comp is not None and addon.binary() is None:
-        from ..cluster.binaries import ensure_component  # imported here: `labkit status` needs none of it
+        from ..cluster.binaries import ensure_component, expected_seconds  # imported here: `labkit status` needs none
 
+        progress(f"add-on {addon.name} needs {comp.name} {comp.version}, which is not in the cache yet: it is "
+                 f"downloaded, or built with Go (about {max(1, round(expected_seconds(comp) / 60))} min here), once. "
+                 "`labkit prefetch` gets every add-on's binaries ahead of the lessons.")
         ensure_component(comp, progress=progress)
     addon.ensure_assets(progress)
 
@@ -260,10 +263,6 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
         if not _alive(_record().get(name, {}).get("pid")):
             _ensure_binary(_addon(name), build_progress or progress)
     kubeconfig = kubeconfig or _lab_kubeconfig()
-    for name in wanted:
-        comp = _addon(name).component()
-        if comp is not None and not comp.cached() and not _addon(name).binary():
-            ensure_component(comp, progress=progress)  # cache, download or Go build (minutes, once)
     addons_dir().mkdir(parents=True, exist_ok=True)
     record = _record()
     started = []

@@ -26,6 +26,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -238,7 +239,10 @@ def _obtain_uncached(comp: Component, progress: Progress) -> str:
         # Said before the build starts: a cold build takes minutes, and a checksum mismatch must not go unnoticed.
         progress(f"{label}: {note}; building with go instead")
         try:
-            _build(comp, go, progress, note=note)
+            with _ticking(f"building {label}", expected_seconds(comp)):
+                start = time.monotonic()
+                _build(comp, go, progress, note=note)
+                _remember_duration(comp, time.monotonic() - start)
         except BinariesUnavailable as exc:
             errors.append(f"build with {go}: {exc}")
         else:
@@ -510,6 +514,63 @@ def _patched_source(go: Path, comp: Component, env: dict[str, str], work: Path) 
     return src
 
 
+def _durations_file() -> Path:
+    return cache_dir() / "durations.json"
+
+
+def expected_seconds(comp: Component) -> int:
+    """About how long getting ``comp`` takes: this machine's last build of it (any version), else the measured
+    cold-build figure in :data:`labkit.versions.COLD_BUILD_S`, else two minutes."""
+    try:
+        seen = json.loads(_durations_file().read_text())
+    except (OSError, ValueError):
+        seen = {}
+    if comp.name in seen:
+        return max(1, int(seen[comp.name]))
+    return versions.COLD_BUILD_S.get(comp.name, 120)
+
+
+def _remember_duration(comp: Component, seconds: float) -> None:
+    try:
+        seen = json.loads(_durations_file().read_text())
+    except (OSError, ValueError):
+        seen = {}
+    seen[comp.name] = round(seconds)
+    try:
+        _durations_file().write_text(json.dumps(seen, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only cache: the estimate stays the measured one
+
+
+@contextlib.contextmanager
+def _ticking(label: str, seconds: int) -> Iterator[None]:
+    """A progress bar on stderr while a build runs: elapsed against the expected time (tqdm; a build reports no
+    finer progress). Says "longer than expected" rather than stopping at 100%."""
+    from tqdm import tqdm
+
+    done = threading.Event()
+    bar = tqdm(total=seconds, desc=label, unit="s", file=sys.stderr, mininterval=1.0, leave=True,
+               bar_format="{desc}: {bar} {n:.0f}/{total:.0f} s (expected){postfix}")
+
+    def tick() -> None:
+        start = time.monotonic()
+        while not done.wait(1.0):
+            elapsed = time.monotonic() - start
+            bar.n = min(elapsed, seconds)
+            if elapsed > seconds:
+                bar.set_postfix_str(f"{elapsed:.0f} s: longer than expected (a busy machine)", refresh=False)
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        bar.close()
+
+
 def _finish(comp: Component, out_dir: Path, *, how: str, seconds: float, note: str = "") -> None:
     """Stamp ``out_dir`` with how it was obtained (and why not otherwise) and move it into place."""
     missing = [b for b in comp.binaries if not (out_dir / b).is_file()]
@@ -545,8 +606,20 @@ def obtained_report() -> list[str]:
 
 
 def _fetch(url: str) -> bytes:
+    """The whole body of ``url``; a bar on stderr (bytes, with an estimate) when it is large."""
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 - release URLs only
-        return resp.read()
+        size = int(resp.headers.get("Content-Length") or 0)
+        if size < 1 << 20:
+            return resp.read()
+        from tqdm import tqdm
+
+        chunks = []
+        with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, mininterval=1.0,
+                  desc=url.rsplit("/", 1)[-1]) as bar:
+            while chunk := resp.read(1 << 16):
+                chunks.append(chunk)
+                bar.update(len(chunk))
+        return b"".join(chunks)
 
 
 def _mirrored(url: str) -> str:

@@ -482,3 +482,16 @@ def test_a_prometheus_project_release_is_got_as_promu_publishes_it(isolated: tup
     for binary, where in got.items():
         assert where.read_text() == f"#!/bin/sh\necho {binary}\n" and where.stat().st_mode & 0o111
     assert binaries._memo.taken[comp.name] == "downloaded and verified"
+
+
+def test_a_build_is_expected_to_take_what_it_took_here_last_time(stub_build: list[str],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from labkit import versions
+    from labkit.addons import alertmanager
+
+    comp = alertmanager.component()
+    assert binaries.expected_seconds(comp) == versions.COLD_BUILD_S["alertmanager"]  # nothing built here yet
+    binaries.ensure_component(comp, progress=lambda _m: None)
+    assert stub_build == ["alertmanager"]
+    assert binaries.expected_seconds(comp) == 1  # the stub "built" it at once, and that is what is remembered now
+    assert "building alertmanager" in capsys.readouterr().err  # the bar, on stderr
