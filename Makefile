@@ -23,7 +23,7 @@ $(VENV_PYTHON):
 # pip's build isolation gives each sdist among the dependencies (gpustat) the build tools it asks for
 # (setuptools_scm), fetched from PyPI, rather than whatever this Python happens to have.
 install: $(filter $(VENV_PYTHON),$(PYTHON))  ## the labkit package and its Python dependencies (editable)
-	$(PYTHON) -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m pip install --quiet -e '.[test]' -c constraints.txt
 
 up: install  ## start (or reuse) the lab cluster; the first run builds its binaries (about 10 min on 2 cores)
 	$(RUN) $(PYTHON) -m labkit up

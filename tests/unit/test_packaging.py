@@ -122,3 +122,22 @@ def test_no_file_in_the_repository_names_this_machines_folders() -> None:
     found = [(name, m) for name in tracked if (ROOT / name).is_file()
              for m in machine if m in (ROOT / name).read_text(errors="ignore")]
     assert found == []
+
+
+def test_every_dependency_has_a_range_and_a_tested_version_inside_it() -> None:
+    """pyproject says what may work (a range with an upper bound); constraints.txt what the tests ran with."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[name.strip().lower()] = version.strip()
+    for req in reqs:
+        assert any(s.operator == "<" for s in req.specifier), f"{req} has no upper bound"
+        assert req.name.lower() in pinned, f"constraints.txt has no tested version of {req.name}"
+        tested = pinned[req.name.lower()]
+        assert req.specifier.contains(tested), f"{req.name}=={tested} is outside {req}"
+    assert set(pinned) == {r.name.lower() for r in reqs}, "constraints.txt lists something pyproject does not"
