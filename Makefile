@@ -54,5 +54,5 @@ test: install  ## lint, unit + e2e + every notebook under nbval (strict), then e
 test-browser: install  ## every notebook in a real browser as a learner runs it (needs chromium and chromium-driver)
 	env -u LABKIT_IN_TEST $(RUN) $(PYTHON) -m pytest tests/browser -p no:cacheprovider
 
-bench: install  ## prints build, start-up, memory and rollout figures (see README)
+bench: install  ## prints build, start-up, memory and rollout figures (see docs/benchmarks.md)
 	$(RUN) $(PYTHON) benchmarks/lab_benchmark.py
