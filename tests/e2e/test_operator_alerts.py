@@ -71,7 +71,7 @@ def test_an_alert_reaches_the_webhook_grouped(lab: lk.Lab, namespace: str) -> No
     assert len(pods) == 2
     # One notification carries both pods' alerts: grouped by alertname and namespace (a first one may carry only
     # the alert that fired first, when the two fire more than group_wait apart).
-    got = lesson.wait_notification(namespace, "ShopPodBusy", after=after, pods=pods, timeout=90)
+    got = lesson.wait_notification(namespace, "ShopPodBusy", after=after, pods=pods, timeout=150)  # a loaded CI
     busy = got[(got.status == "firing") & got.group.str.contains("alertname=ShopPodBusy")]
     assert pods in [set(listed.split(",")) for listed in busy.pods], busy
     assert busy.group.nunique() == 1, busy  # one group: alertname and namespace, not one per pod
