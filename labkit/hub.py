@@ -78,6 +78,28 @@ def students_python() -> str:
     return sys.executable
 
 
+def closed_to_others(path: Path) -> Path | None:
+    """The first folder on the way to ``path`` that other users cannot enter (no ``o+x``), if any."""
+    for folder in [*reversed(path.parents), path] if path.is_dir() else reversed(path.parents):
+        if not folder.stat().st_mode & 0o001:
+            return folder
+    return None
+
+
+def check_reachable() -> None:
+    """Refuse to start when students could not run this Python or read labkit (e.g. a Python in root's home)."""
+    for what, path in (("this Python", Path(sys.executable).resolve()), ("the Python packages", Path(sys.prefix)),
+                       ("labkit", Path(__file__).resolve().parent)):
+        closed = closed_to_others(path)
+        if closed is not None:
+            raise LabkitError(
+                f"students could not run their servers: {what} ({path}) is inside {closed}, which other users "
+                "cannot enter",
+                fix="install labkit where every user can read it, e.g. `python3 -m venv /opt/labkit && "
+                    "/opt/labkit/bin/pip install 'labkit[hub]'` (or this checkout), then run "
+                    "`sudo /opt/labkit/bin/labkit hub ...`")
+
+
 def lab_environment() -> dict[str, Any]:
     """``Spawner.environment``: what makes a student's lab their own (values called with the spawner)."""
     return {
@@ -148,6 +170,7 @@ def progress_reports(students: list[str]) -> dict[str, dict[str, Any] | None]:
 
 def run(*, students: list[str], port: int = HUB_PORT) -> int:
     """Run JupyterHub on 127.0.0.1:PORT in the foreground with :func:`config_file` for these students."""
+    check_reachable()
     proxy = proxy_command()
     hub_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
     students_file().write_text("".join(f"{s}\n" for s in students))
