@@ -73,6 +73,16 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     from . import addons
 
     lines = addons.prefetch(progress=_say)
+    if args.export:
+        from pathlib import Path
+
+        from .cluster.binaries import export_mirror
+
+        written = export_mirror(addons.all_components(), Path(args.export))
+        lines.append(f"mirror: {len(written)} release artifacts under {args.export}; serve it (e.g. `python3 -m "
+                     f"http.server -d {args.export} 8080`) and set LABKIT_RELEASE_MIRROR=http://HOST:8080 on each "
+                     "machine. Components without an upstream release are not in it: copy the cache to each machine "
+                     "as LABKIT_SHARED_CACHE instead")
     if shutil.which("npm"):  # `labkit hub`'s proxy, so that a class's hub starts offline too
         from .hub import proxy_command
 
@@ -359,8 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     diag.add_argument("-n", "--namespace", help="one namespace (default: the whole cluster)")
     diag.add_argument("--json", action="store_true", help="print the findings as JSON (for scripts)")
     diag.set_defaults(func=cmd_diagnose)
-    sub.add_parser("prefetch", help="get every binary the lessons use (the add-ons' too) into the cache now, so no "
-                   "lesson waits for a build; safe beside a running lab").set_defaults(func=cmd_prefetch)
+    pre = sub.add_parser("prefetch", help="get every binary the lessons use (the add-ons' too) into the cache now, so "
+                         "no lesson waits for a build; safe beside a running lab")
+    pre.add_argument("--export", metavar="DIR", help="then lay the cache out as the release hosts do, in DIR: a mirror "
+                     "for a room without internet (LABKIT_RELEASE_MIRROR)")
+    pre.set_defaults(func=cmd_prefetch)
     sub.add_parser("gpu-env", help='shell lines for nvitop/gpustat on the lab\'s simulated GPUs: '
                    'eval "$(labkit gpu-env)"').set_defaults(func=cmd_gpu_env)
     hub_cmd = sub.add_parser("hub", help="JupyterHub with a private lab per student, every lesson included (root)")

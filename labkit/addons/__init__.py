@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import state
-from ..cluster.binaries import ensure_component
+from ..cluster.binaries import Component, ensure_component
 from ..cluster.ports import free_port, port_free
 from ..errors import ClusterUnreachable, LabkitError, PortInUse
 from ..paths import kubeconfig_path, state_dir
@@ -223,6 +223,18 @@ def _ensure_binary(addon: Addon, progress: Progress) -> None:
 # The order the course (and the e2e suite) first needs each add-on's binary in, so a background prefetch stays ahead.
 PREFETCH_ORDER = ("prometheus", "kube-state-metrics", "prometheus-adapter", "node-exporter", "victoria-logs",
                   "karpenter", "node-problem-detector", "prometheus-operator", "alertmanager", "jaeger")
+
+
+def all_components() -> list[Component]:
+    """Every component the lab and its add-ons use: the core cluster's, then each add-on's (once each)."""
+    from ..cluster.binaries import components
+
+    found = {c.dir: c for c in components()}
+    for addon in REGISTRY.values():
+        comp = addon.component()
+        if comp is not None:
+            found.setdefault(comp.dir, comp)
+    return list(found.values())
 
 
 def prefetch(*, progress: Progress = print) -> list[str]:

@@ -590,6 +590,37 @@ def build_record(comp: Component) -> dict[str, object]:
     return json.loads(stamp.read_text()) if stamp.exists() else {}
 
 
+def export_mirror(comps: list[Component], folder: Path) -> list[Path]:
+    """Lay out cached components as their upstream release hosts do, under ``folder``: a mirror for a room without
+    internet (serve it with any HTTP server; ``LABKIT_RELEASE_MIRROR=http://HOST:PORT`` on each machine).
+
+    A bare binary is written as is; an archive is packed again with every binary the upstream archive holds, in its
+    top folder. Beside each artifact, ``ARTIFACT.sha256`` of what was written: the mirror vouches for the binaries
+    this cache verified or built, which is what it can honestly vouch for. Components without an upstream download
+    are left out (a shared cache serves those: ``LABKIT_SHARED_CACHE``). Returns the artifacts written."""
+    written = []
+    for comp in comps:
+        if not comp.downloads or not comp.cached():
+            continue
+        by_url: dict[str, list[str]] = {}
+        for binary, url in comp.downloads.items():
+            by_url.setdefault(url, []).append(binary)
+        for url, binaries_there in by_url.items():
+            target = folder / url.split("://", 1)[1].split("/", 1)[1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if url.endswith(".tar.gz"):
+                top = target.name.removesuffix(".tar.gz")
+                with tarfile.open(target, "w:gz") as tar:
+                    for binary in binaries_there:
+                        tar.add(comp.dir / binary, arcname=f"{top}/{binary}")
+            else:
+                shutil.copyfile(comp.dir / binaries_there[0], target)
+            target.with_name(target.name + ".sha256").write_text(
+                f"{hashlib.sha256(target.read_bytes()).hexdigest()}  {target.name}\n")
+            written.append(target)
+    return written
+
+
 def obtained_report() -> list[str]:
     """One line per component: name, version, how it entered the cache, seconds that took (and why not downloaded)."""
     lines = []

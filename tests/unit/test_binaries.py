@@ -495,3 +495,26 @@ def test_a_build_is_expected_to_take_what_it_took_here_last_time(stub_build: lis
     assert stub_build == ["alertmanager"]
     assert binaries.expected_seconds(comp) == 1  # the stub "built" it at once, and that is what is remembered now
     assert "building alertmanager" in capsys.readouterr().err  # the bar, on stderr
+
+
+def test_an_exported_cache_is_a_mirror_another_machine_downloads_from(isolated: tuple[str, Path], tmp_path: Path,
+                                                                      stub_build: list[str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """labkit prefetch --export: one cache (here with a stub build) laid out as the release hosts do; a machine with
+    an empty cache and LABKIT_RELEASE_MIRROR then downloads and verifies from it, for an archive and a bare binary."""
+    from labkit.addons import alertmanager
+
+    mirror_url, mirror_root = isolated
+    comps = [alertmanager.component(), _component("kwok")]
+    for comp in comps:
+        binaries.ensure_component(comp, progress=lambda _m: None)  # "built" (stub): no release reachable
+    written = binaries.export_mirror(comps, mirror_root)
+    assert sorted(p.name for p in written) == sorted(["alertmanager-0.28.1.linux-amd64.tar.gz", "kwok-linux-amd64",
+                                                      "kwokctl-linux-amd64"])
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "room-machine-cache"))  # another machine: nothing cached
+    monkeypatch.setenv("LABKIT_NO_BUILD", "1")
+    monkeypatch.setattr(binaries, "_memo", binaries._RunMemo())
+    for comp in comps:
+        got = binaries.ensure_component(comp, progress=lambda _m: None)
+        assert all(path.read_text() == "#!/bin/sh\necho built\n" for path in got.values())
+        assert binaries._memo.taken[comp.name] == "downloaded and verified"
