@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from .paths import state_dir
-from .state import alive, starting_file
+from .state import process_alive, starting_file
 
 # How often the keeper looks whether its server is still there.
 POLL_S = 2.0
@@ -35,7 +35,7 @@ def keep(server_pid: int) -> int:
                                      check=False).returncode
         finally:
             marker.unlink(missing_ok=True)
-        while alive(server_pid):
+        while process_alive(server_pid):
             time.sleep(POLL_S)
         print(f"server {server_pid} ended; stopping the lab", file=out, flush=True)
         subprocess.run([sys.executable, "-m", "labkit", "down"], stdout=out, stderr=subprocess.STDOUT, check=False)

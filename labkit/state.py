@@ -55,15 +55,21 @@ def starting_file() -> Path:
     return state_dir() / "starting.pid"
 
 
-def alive(pid: int) -> bool:
-    """Whether a process with this pid exists (someone else's counts)."""
+def process_alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie (someone else's counts): `labkit status`, `labkit down`, a
+    keeper's watch."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed component whose parent has not reaped it yet is a zombie: dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def wait_for_start(timeout: float = START_WAIT_S) -> bool:
@@ -74,6 +80,6 @@ def wait_for_start(timeout: float = START_WAIT_S) -> bool:
     except (OSError, ValueError):
         return False
     deadline = time.monotonic() + timeout
-    while marker.exists() and alive(pid) and time.monotonic() < deadline:
+    while marker.exists() and process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     return True

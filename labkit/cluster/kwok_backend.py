@@ -22,6 +22,7 @@ from .. import settings, state, versions
 from ..errors import LabkitError, ManifestError, PortInUse
 from ..paths import bin_dir, data_file, kubeconfig_path, state_dir
 from ..settings import UNSUPPORTED_PLATFORM
+from ..state import process_alive
 from .health import ApiConnection, ApiError, api_healthy
 from .ports import free_port, port_free
 
@@ -286,22 +287,6 @@ def _pids() -> list[int]:
         except (OSError, ValueError):
             continue
     return pids
-
-
-def process_alive(pid: int) -> bool:
-    """True unless the process is gone or a zombie (`labkit status`, `labkit down`)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A killed component whose parent has not reaped it yet is a zombie: dead for our purposes.
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def running_pids() -> list[int]:
