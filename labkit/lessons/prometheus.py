@@ -25,6 +25,7 @@ from .. import addons, promql
 from ..addons.prometheus_operated import promtool
 from ..errors import WaitTimeout
 from ..exercises import Attempt, Exercise
+from ..kube.client import Lab
 from ..settings import SCRAPE_INTERVAL_S
 
 NAMESPACE = "lesson-06"
@@ -204,6 +205,22 @@ def wait_for_targets(jobs: tuple[str, ...] = tuple(JOBS), *, timeout: float = 60
                               f"{missing or 'none'}; down: {seen}",
                               last_seen=table, fix=f"open {promql.prometheus_url()}/targets, or `curl "
                               f"{promql.prometheus_url()}/api/v1/targets`; `labkit status` shows the add-ons")
+        time.sleep(1.0)
+
+
+def kubelet_targets(lab: Lab, *, timeout: float = 60.0) -> pd.DataFrame:
+    """The ``kubelet`` job's targets once there is one per node, as ``kubectl get nodes`` lists them now.
+
+    Nodes come and go (lesson 05's Karpenter); discovery follows a watch, and Prometheus applies new targets every few
+    seconds, so a moment after a change the two differ. Waits up to ``timeout``, then returns what it has (the
+    difference shows in the table)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        table = targets_table()
+        kubelet = table[table.job == "kubelet"].reset_index(drop=True)
+        nodes = {n.metadata.name for n in lab.core.list_node().items}
+        if set(kubelet.instance) == nodes or time.monotonic() > deadline:
+            return kubelet
         time.sleep(1.0)
 
 
