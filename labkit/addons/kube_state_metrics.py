@@ -50,12 +50,15 @@ class KubeStateMetrics(Addon):
 
     def component(self) -> Component:
         from ..cluster.binaries import Component
+        from ..cluster.oci import Image
 
         v = versions.KUBE_STATE_METRICS
         # The Go proxy refuses this module's version list, which `go install module@version` asks for; the
         # wrapper module (require the exact version, then `go build`) does not need it.
         return Component("kube-state-metrics", v, "k8s.io/kube-state-metrics/v2", ("k8s.io/kube-state-metrics/v2",),
-                         ("kube-state-metrics",), wrapper=True,
+                         ("kube-state-metrics",), wrapper=True, image=Image(
+                             f"registry.k8s.io/kube-state-metrics/kube-state-metrics:{v}",
+                             {"kube-state-metrics": "/kube-state-metrics"}),
                          ldflags=f"-s -w -X {_VERSION_PKG}.Version={v.lstrip('v')} "
                          f"-X k8s.io/kube-state-metrics/v2/pkg/app.ClientGoVersion={versions.KUBERNETES_STAGING}")
 

@@ -59,11 +59,14 @@ class PrometheusAdapter(Addon):
 
     def component(self) -> Component:
         from ..cluster.binaries import Component
+        from ..cluster.oci import Image
 
         # The Go proxy refuses this module's version list, which `go install module@version` asks for; the
         # wrapper module (require the exact version, then `go build`) does not need it.
         return Component("prometheus-adapter", versions.PROMETHEUS_ADAPTER, "sigs.k8s.io/prometheus-adapter",
-                         ("sigs.k8s.io/prometheus-adapter/cmd/adapter",), ("adapter",), wrapper=True)
+                         ("sigs.k8s.io/prometheus-adapter/cmd/adapter",), ("adapter",), wrapper=True,
+                         image=Image(f"registry.k8s.io/prometheus-adapter/prometheus-adapter:"
+                                     f"{versions.PROMETHEUS_ADAPTER}", {"adapter": "/adapter"}))
 
     def prepare(self, ctx: Context) -> None:
         (ctx.folder / "rules.yaml").write_text(data_file("prometheus-adapter/rules.yaml").read_text())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import versions
 from ..cluster.binaries import Component
+from ..cluster.oci import Image
 from .base import Addon, Context, kubectl_apply
 
 
@@ -23,6 +24,8 @@ def component() -> Component:
         ldflags=f"-s -w -X github.com/prometheus/common/version.Version={versions.PROMETHEUS_OPERATOR.lstrip('v')}",
         wrapper=True, staging_version=versions.PROMETHEUS_OPERATOR,
         data=(("example/prometheus-operator-crd", "crds"),),
+        image=Image(f"quay.io/prometheus-operator/prometheus-operator:{versions.PROMETHEUS_OPERATOR}",
+                    {"operator": "/bin/operator"}),
     )
 
 

