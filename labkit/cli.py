@@ -72,7 +72,12 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     start = time.monotonic()
     from . import addons
 
-    lines = addons.prefetch(progress=_say)
+    if args.list:
+        from .cluster.binaries import sources_table
+
+        print(sources_table(addons.all_components()))
+        return 0
+    lines = addons.prefetch(progress=_say, jobs=args.jobs)
     if args.export:
         from pathlib import Path
 
@@ -373,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
                          "no lesson waits for a build; safe beside a running lab")
     pre.add_argument("--export", metavar="DIR", help="then lay the cache out as the release hosts do, in DIR: a mirror "
                      "for a room without internet (LABKIT_RELEASE_MIRROR)")
+    pre.add_argument("--list", action="store_true", help="only say what it would get, from where, verified how, and "
+                     "about how long a cold Go build of each takes")
+    pre.add_argument("--jobs", type=int, metavar="N", help="builds at once (default 2: one compiles while the other "
+                     "fetches its Go modules)")
     pre.set_defaults(func=cmd_prefetch)
     sub.add_parser("gpu-env", help='shell lines for nvitop/gpustat on the lab\'s simulated GPUs: '
                    'eval "$(labkit gpu-env)"').set_defaults(func=cmd_gpu_env)

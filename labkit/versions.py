@@ -52,6 +52,8 @@ PINNED: dict[str, str] = {
 # Jaeger (lesson 10): the module's v1.76.0 tag carries both the v1 binaries (cmd/all-in-one) and Jaeger v2
 # (cmd/jaeger, an OpenTelemetry Collector distribution), which labkit builds.
 JAEGER = "v1.76.0"
+# The Jaeger v2 release cut from the same commit: its archive (web UI embedded) is attached to the v1.76.0 release.
+JAEGER_V2 = "v2.13.0"
 # JupyterHub's proxy for `labkit hub` (npm package configurable-http-proxy).
 CONFIGURABLE_HTTP_PROXY = "5.3.0"
 # The Zero to JupyterHub Helm chart deploy/z2jh/values.yaml is written and validated for.

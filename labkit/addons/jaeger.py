@@ -1,14 +1,15 @@
 """Jaeger: a real trace store and query API (链路追踪) on loopback, for lesson 10.
 
-Runs Jaeger v2 (``github.com/jaegertracing/jaeger`` ``cmd/jaeger``, pinned in :mod:`labkit.versions`, built with Go
-on first start): an OpenTelemetry Collector distribution with an OTLP/HTTP receiver, in-memory storage and Jaeger's
-query service. Its web UI's assets are not in the Go module, so the lab reads traces through the query service's
-HTTP API (``curl 127.0.0.1:PORT/api/services``, ``/api/traces``, ``/api/dependencies``). Every listener (query
-HTTP and gRPC, OTLP/HTTP, the health check) is written into its config on 127.0.0.1; the collector's own
-telemetry has no listener (metrics level ``none``). The OTLP port is kept in ``<folder>/otlp-port`` for the
-workload model, which sends the spans (:mod:`labkit.sim.traces`). On the embedded cluster it also receives OTLP/gRPC
-on the port ``labkit up`` gave the API server and etcd for their own spans (``control_plane_otlp_port`` in the lab's
-record; :data:`labkit.cluster.kwok_backend.TRACING_SAMPLING_PER_MILLION` says what they send).
+Runs Jaeger v2 (``github.com/jaegertracing/jaeger`` ``cmd/jaeger``, pinned in :mod:`labkit.versions`; the release
+archive, else built with Go on first start): an OpenTelemetry Collector distribution with an OTLP/HTTP receiver,
+in-memory storage and Jaeger's query service. The release embeds the web UI; the Go module lacks its assets (npm
+builds them), so a Go build serves none, and the lesson reads traces through the query service's HTTP API (``curl
+127.0.0.1:PORT/api/services``, ``/api/traces``, ``/api/dependencies``). Every listener (query HTTP and gRPC,
+OTLP/HTTP, the health check) is written into its config on 127.0.0.1; the collector's own telemetry has no listener
+(metrics level ``none``). The OTLP port is kept in ``<folder>/otlp-port`` for the workload model, which sends the
+spans (:mod:`labkit.sim.traces`). On the embedded cluster it also receives OTLP/gRPC on the port ``labkit up`` gave
+the API server and etcd for their own spans (``control_plane_otlp_port`` in the lab's record;
+:data:`labkit.cluster.kwok_backend.TRACING_SAMPLING_PER_MILLION` says what they send).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from .. import state, versions
-from ..cluster.binaries import Component
+from ..cluster.binaries import GITHUB, Component, arch
 from ..cluster.ports import free_port, port_free
 from ..errors import LabkitError
 from .base import Addon, Context
@@ -27,12 +28,19 @@ OTLP_PORT_FILE = "otlp-port"
 
 
 def component() -> Component:
-    """Jaeger v2, built through a wrapper module (its go.mod has a ``replace``, which ``go install`` refuses)."""
+    """Jaeger v2: the release archive, else built through a wrapper module (its go.mod has a ``replace``, which
+    ``go install`` refuses)."""
+    v2 = versions.JAEGER_V2.removeprefix("v")
     return Component(NAME, versions.JAEGER, "github.com/jaegertracing/jaeger",
                      ("github.com/jaegertracing/jaeger/cmd/jaeger",), ("jaeger",),
                      ldflags=f"-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion="
                              f"{versions.JAEGER}",
-                     wrapper=True, staging_version=versions.JAEGER)
+                     wrapper=True, staging_version=versions.JAEGER,
+                     # Jaeger's release tooling (scripts/build/package-deploy.sh) attaches the v2 archive to the v1
+                     # tag's release, with one checksum file for every archive.
+                     downloads={"jaeger": f"{GITHUB}/jaegertracing/jaeger/releases/download/{versions.JAEGER}/"
+                                f"jaeger-{v2}-linux-{arch()}.tar.gz#jaeger"},
+                     checksum=f"jaeger-{v2}.sha256sum.txt")
 
 
 def config(*, query_port: int, grpc_port: int, otlp_port: int, health_port: int,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import versions
-from ..cluster.binaries import Component
+from ..cluster.binaries import GITHUB, Component, arch
 from ..cluster.health import api_server
 from ..cluster.ports import free_port
 from ..paths import data_file
@@ -43,11 +43,16 @@ def component() -> Component:
     The Go proxy refuses this module's version list (which ``go install module@version`` asks for); a wrapper module
     that requires the exact version does not need it.
     """
-    return Component("node-problem-detector", versions.NODE_PROBLEM_DETECTOR, "k8s.io/node-problem-detector",
+    v = versions.NODE_PROBLEM_DETECTOR
+    return Component("node-problem-detector", v, "k8s.io/node-problem-detector",
                      ("k8s.io/node-problem-detector/cmd/nodeproblemdetector",), ("node-problem-detector",),
                      ldflags=f"-s -w -X k8s.io/node-problem-detector/pkg/version.version="
                              f"{versions.NODE_PROBLEM_DETECTOR}",
-                     wrapper=True, data=(("config", "config"),), tags=("disable_stackdriver_exporter",))
+                     wrapper=True, data=(("config", "config"),), tags=("disable_stackdriver_exporter",),
+                     # The Makefile's release tarball: bin/ and config/ at its root; its only published checksum
+                     # is the asset digest of GitHub's release API.
+                     downloads={"node-problem-detector": f"{GITHUB}/kubernetes/node-problem-detector/releases/"
+                                f"download/{v}/node-problem-detector-{v}-linux_{arch()}.tar.gz"})
 
 
 class NodeProblemDetector(PythonModuleAddon):

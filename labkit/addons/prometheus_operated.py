@@ -55,6 +55,7 @@ def component() -> Component:
         # The release archive (tag v3.5.0; the module's tag is v0.305.0): every SD, and the web UI built in.
         downloads=binaries.prometheus_project("prometheus", versions.OPERATED_PROMETHEUS,
                                               {"prometheus": "", "promtool": ""}).downloads,
+        checksum="sha256sums.txt",
     )
 
 

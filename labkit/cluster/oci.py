@@ -103,9 +103,14 @@ class _Session:
         return str(answer.get("token") or answer.get("access_token") or "")
 
 
-def extract(image: Image, base: str, out_dir: Path, read: Reader, *, arch: str) -> None:
+def extract(image: Image, base: str, out_dir: Path, read: Reader, *, arch: str,
+            folders: dict[str, Path] | None = None) -> set[str]:
     """Write ``image.files`` from the ``linux/arch`` image into ``out_dir`` (mode 755); ``base`` replaces
-    ``https://HOST`` (a mirror keeps the registry's paths). Raises BinariesUnavailable, or the network's errors."""
+    ``https://HOST`` (a mirror keeps the registry's paths). The files of each of ``folders`` (folder in the image ->
+    local folder) that the layers read hold are written too; returns the folders found. Raises
+    BinariesUnavailable, or the network's errors."""
+    folders = {posixpath.normpath(k).strip("/"): v for k, v in (folders or {}).items()}
+    found: set[str] = set()
     session = _Session(read)
     url = f"{base}/v2/{image.repository}/manifests/{image.tag}"
     body, headers = session.get(url, INDEX_TYPES + IMAGE_TYPES)
@@ -123,12 +128,18 @@ def extract(image: Image, base: str, out_dir: Path, read: Reader, *, arch: str) 
     wanted = {posixpath.normpath(path).lstrip("/"): name for name, path in image.files.items()}
     for layer in reversed(manifest.get("layers", [])):  # the top layer first: the binary is usually copied last
         blob = _verified(session, f"{base}/v2/{image.repository}/blobs/{layer['digest']}", layer["digest"], ())
-        for path, data in _files_in_layer(blob, set(wanted), image.reference).items():
-            target = out_dir / wanted.pop(path)
-            target.write_bytes(data)
-            target.chmod(0o755)
+        for path, data in _files_in_layer(blob, set(wanted), set(folders), image.reference).items():
+            if path in wanted:
+                target = out_dir / wanted.pop(path)
+                target.write_bytes(data)
+                target.chmod(0o755)
+                continue
+            folder, name = posixpath.split(path)
+            folders[folder].mkdir(parents=True, exist_ok=True)
+            (folders[folder] / name).write_bytes(data)
+            found.add(folder)
         if not wanted:
-            return
+            return found
     raise BinariesUnavailable(f"{image.reference} has no {', '.join('/' + p for p in sorted(wanted))}")
 
 
@@ -146,8 +157,9 @@ def _verified(session: _Session, url: str, digest: str, accept: tuple[str, ...])
     return body
 
 
-def _files_in_layer(blob: bytes, wanted: set[str], reference: str) -> dict[str, bytes]:
-    """The wanted regular files this layer holds; a whiteout of one (``.wh.NAME``) means a lower layer's is gone."""
+def _files_in_layer(blob: bytes, wanted: set[str], folders: set[str], reference: str) -> dict[str, bytes]:
+    """The wanted regular files this layer holds, and those right inside ``folders``; a whiteout of a wanted file
+    (``.wh.NAME``) means a lower layer's is gone."""
     found: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
@@ -156,7 +168,7 @@ def _files_in_layer(blob: bytes, wanted: set[str], reference: str) -> dict[str, 
                 folder, base = posixpath.split(path)
                 if base.startswith(".wh.") and posixpath.join(folder, base[4:]) in wanted:
                     raise BinariesUnavailable(f"{reference} deletes /{posixpath.join(folder, base[4:])}")
-                if path in wanted and member.isfile():
+                if (path in wanted or folder in folders) and member.isfile():
                     extracted = tar.extractfile(member)
                     assert extracted is not None  # a regular file always has content
                     found[path] = extracted.read()
@@ -165,16 +177,21 @@ def _files_in_layer(blob: bytes, wanted: set[str], reference: str) -> dict[str, 
     return found
 
 
-def write_image(image: Image, binaries: dict[str, Path], root: Path, *, arch: str) -> list[Path]:
+def write_image(image: Image, binaries: dict[str, Path], root: Path, *, arch: str,
+                folders: dict[str, Path] | None = None) -> list[Path]:
     """Lay ``binaries`` out under ``root`` as a one-layer ``linux/arch`` image tagged ``image.tag``, with the
-    distribution API's paths (``v2/REPO/manifests/TAG``, ``v2/REPO/blobs/DIGEST``). Returns the files written."""
+    distribution API's paths (``v2/REPO/manifests/TAG``, ``v2/REPO/blobs/DIGEST``); the files of ``folders``
+    (folder in the image -> local folder) go in too. Returns the files written."""
+    entries = [(posixpath.normpath(path).lstrip("/"), binaries[name]) for name, path in sorted(image.files.items())]
+    for inside, local in sorted((folders or {}).items()):
+        entries += [(f"{inside.strip('/')}/{f.name}", f) for f in sorted(local.iterdir()) if f.is_file()]
     tar_bytes = io.BytesIO()
     with tarfile.open(fileobj=tar_bytes, mode="w") as tar:
-        for name, path in sorted(image.files.items()):
-            info = tar.gettarinfo(str(binaries[name]), arcname=posixpath.normpath(path).lstrip("/"))
+        for arcname, local_file in entries:
+            info = tar.gettarinfo(str(local_file), arcname=arcname)
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            with open(binaries[name], "rb") as handle:
+            with open(local_file, "rb") as handle:
                 tar.addfile(info, handle)
     layer = gzip.compress(tar_bytes.getvalue(), mtime=0)
     config = json.dumps({"architecture": arch, "os": "linux", "config": {},

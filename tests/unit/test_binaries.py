@@ -92,6 +92,9 @@ def stub_build(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         out.mkdir(parents=True, exist_ok=True)
         for b in comp.binaries:
             (out / b).write_text("#!/bin/sh\necho built\n")
+        for _inside, dest in comp.data:
+            (out / dest).mkdir()
+            (out / dest / "from-the-module.yaml").write_text("kind: Thing\n")
         binaries._finish(comp, out, how="built with go", seconds=0.0, note=note)
         built.append(comp.name)
 
@@ -699,3 +702,62 @@ def test_a_github_asset_without_a_checksum_file_is_verified_by_the_release_apis_
     shutil.rmtree(comp.dir)
     with pytest.raises(BinariesUnavailable, match="checksum mismatch"):
         binaries.ensure_component(comp, progress=lambda _m: None)
+
+
+def test_jaegers_release_archive_is_verified_by_its_own_checksum_file(isolated: tuple[str, Path]) -> None:
+    """package-deploy.sh: jaeger-V2-linux-ARCH.tar.gz on the v1 tag's release, `shasum -b` lines in one file."""
+    from labkit.addons import jaeger
+
+    comp = jaeger.component()
+    url = comp.downloads["jaeger"].partition("#")[0]
+    v2 = versions.JAEGER_V2.removeprefix("v")
+    assert url.endswith(f"/jaegertracing/jaeger/releases/download/{versions.JAEGER}/jaeger-{v2}-linux-amd64.tar.gz")
+    archive = _layer({f"jaeger-{v2}-linux-amd64/jaeger": b"#!/bin/sh\necho jaeger\n",
+                      f"jaeger-{v2}-linux-amd64/example-hotrod": b"hotrod"})
+    path = isolated[1] / url.split("://", 1)[1].split("/", 1)[1]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(archive)
+    (path.parent / f"jaeger-{v2}.sha256sum.txt").write_text(f"{hashlib.sha256(archive).hexdigest()} *{path.name}\n")
+    got = binaries.ensure_component(comp, progress=lambda _m: None)
+    assert got["jaeger"].read_text() == "#!/bin/sh\necho jaeger\n"
+
+
+def test_node_problem_detectors_tarball_brings_its_config_folder(isolated: tuple[str, Path]) -> None:
+    """The Makefile's tarball has bin/ and config/ at its root; GitHub's asset digest is its published checksum."""
+    from labkit.addons import node_problem_detector
+
+    comp = node_problem_detector.component()
+    url = comp.downloads["node-problem-detector"]
+    assert url.endswith(f"/download/{comp.version}/node-problem-detector-{comp.version}-linux_amd64.tar.gz")
+    archive = _layer({"bin/node-problem-detector": b"#!/bin/sh\necho npd\n", "bin/log-counter": b"x",
+                      "config/kernel-monitor.json": b"{}", "test/bin/problem-maker": b"y"})
+    path = isolated[1] / url.split("://", 1)[1].split("/", 1)[1]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(archive)
+    api = isolated[1] / "repos" / "kubernetes" / "node-problem-detector" / "releases" / "tags" / comp.version
+    api.parent.mkdir(parents=True)
+    api.write_text(json.dumps({"assets": [{"name": path.name, "digest": _sha(archive)}]}))
+    got = binaries.ensure_component(comp, progress=lambda _m: None)
+    assert got["node-problem-detector"].read_text() == "#!/bin/sh\necho npd\n"
+    assert sorted(p.name for p in (comp.dir / "config").iterdir()) == ["kernel-monitor.json"]
+
+
+def test_an_exported_mirror_carries_the_data_folders_of_archives_and_images(
+        isolated: tuple[str, Path], tmp_path: Path, stub_build: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """node-problem-detector's config/ (in its tarball) and prometheus-operator's CRDs (which its image lacks):
+    a room machine with no Go and no internet gets both from the mirror."""
+    from labkit.addons import node_problem_detector, prometheus_operator
+
+    comps = [node_problem_detector.component(), prometheus_operator.component()]
+    for comp in comps:
+        binaries.ensure_component(comp, progress=lambda _m: None)
+    binaries.export_mirror(comps, isolated[1])
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "room-machine-cache"))
+    monkeypatch.setenv("LABKIT_NO_BUILD", "1")
+    monkeypatch.setattr(binaries, "_memo", binaries._RunMemo())
+    monkeypatch.setattr(binaries, "_go_toolchain", lambda _p: None)
+    for comp in comps:
+        binaries.ensure_component(comp, progress=lambda _m: None)
+        assert comp.cached() and binaries._memo.taken[comp.name] == "downloaded and verified"
+        for _inside, dest in comp.data:
+            assert (comp.dir / dest / "from-the-module.yaml").read_text() == "kind: Thing\n"
