@@ -141,3 +141,13 @@ def test_every_dependency_has_a_range_and_a_tested_version_inside_it() -> None:
         tested = pinned[req.name.lower()]
         assert req.specifier.contains(tested), f"{req.name}=={tested} is outside {req}"
     assert set(pinned) == {r.name.lower() for r in reqs}, "constraints.txt lists something pyproject does not"
+
+
+def test_the_docs_table_of_binary_sources_is_what_the_code_does() -> None:
+    """docs/addons.md's table is `labkit prefetch --list`'s output: a new component or version updates both."""
+    from labkit.addons import all_components
+    from labkit.cluster.binaries import sources_table
+
+    page = (ROOT / "docs" / "addons.md").read_text()
+    table = page.split("<!-- sources: labkit prefetch --list -->\n", 1)[1].split("\n<!-- end sources -->", 1)[0]
+    assert table == sources_table(all_components()), "regenerate it with `labkit prefetch --list`"
