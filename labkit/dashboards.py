@@ -19,7 +19,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +35,13 @@ from .settings import DATASOURCE_SCRAPE_INTERVAL_S, SCRAPE_INTERVAL_S
 
 SUPPORTED = ("timeseries", "stat", "gauge", "bargauge", "table", "heatmap")
 # Older panel types drawn as the type Grafana itself migrates them to when it loads a dashboard (Grafana 11 turns
-# the Angular "graph" panel into a time series).
-MIGRATED = {"graph": "timeseries"}
+# the Angular panels into their React successors; a singlestat that shows a gauge becomes a gauge).
+MIGRATED = {"graph": "timeseries", "singlestat": "stat", "table-old": "table"}
+# A singlestat's valueName as the stat panel's reducer Grafana's migration gives it.
+SINGLESTAT_REDUCERS = {"current": "lastNotNull", "avg": "mean", "total": "sum", "first": "firstNotNull",
+                       "max": "max", "min": "min", "delta": "delta", "diff": "diff", "range": "range"}
+# Grafana's built-in datasources: they name no Prometheus and work on any Grafana.
+BUILTIN_DATASOURCES = ("-- Mixed --", "-- Grafana --", "-- Dashboard --", "grafana", "datasource")
 DASHBOARD_DIR = Path(__file__).parent / "data" / "dashboards"
 GRID_COLUMNS = 24  # gridPos.w is in 24ths of the dashboard's width
 GRID_UNIT_PX = 30  # one gridPos.h unit, as Grafana draws it
@@ -106,6 +111,8 @@ class Panel:
     @property
     def kind(self) -> str:
         """The type it is drawn as (``graph`` -> ``timeseries``, as Grafana migrates it)."""
+        if self.type == "singlestat" and (self.raw.get("gauge") or {}).get("show"):
+            return "gauge"
         return MIGRATED.get(self.type, self.type)
 
     @property
@@ -114,6 +121,9 @@ class Panel:
 
     @property
     def options(self) -> Mapping[str, Any]:
+        if self.type == "singlestat":
+            calc = SINGLESTAT_REDUCERS.get(str(self.raw.get("valueName") or "avg"), "mean")
+            return {"reduceOptions": {"calcs": [calc]}}
         return self.raw.get("options") or {}
 
     @property
@@ -233,6 +243,15 @@ def _panel(raw: Mapping[str, Any], row: str | None) -> Panel:
         axis = (raw.get("yaxes") or [{}])[0] or {}
         defaults = {**defaults, "unit": axis.get("format"), "min": axis.get("min"), "max": axis.get("max"),
                     "decimals": axis.get("decimals", raw.get("decimals"))}
+    elif raw.get("type") == "singlestat":  # unit in "format", thresholds as "80,90" with one colour more
+        gauge = raw.get("gauge") or {}
+        colors = list(raw.get("colors") or ["green", "orange", "red"])
+        levels = [None, *(_number(v) for v in str(raw.get("thresholds") or "").split(",") if v.strip())]
+        steps = [{"value": v, "color": colors[min(i, len(colors) - 1)]} for i, v in enumerate(levels)]
+        defaults = {**defaults, "unit": raw.get("format"), "decimals": raw.get("decimals"),
+                    "min": gauge.get("minValue"), "max": gauge.get("maxValue"),
+                    "thresholds": {"mode": "absolute", "steps": steps}}
+        thresholds = defaults["thresholds"]
     decimals = defaults.get("decimals")
     return Panel(
         id=raw.get("id"), title=str(raw.get("title") or f"(untitled {raw.get('type')} panel {raw.get('id')})"),
@@ -275,10 +294,8 @@ def parse(model: Mapping[str, Any], *, source: str = "<dict>") -> Dashboard:
     """A :class:`Dashboard` from Grafana's JSON model (a dict, as ``json.load`` gives it)."""
     if "spec" in model and "panels" not in model:  # a Kubernetes-style resource (dashboard.grafana.app/v1)
         model = model["spec"]
-    if "rows" in model and "panels" not in model:
-        raise DashboardError(f"{source} uses Grafana's pre-5.0 'rows' layout (schemaVersion "
-                             f"{model.get('schemaVersion')}), which labkit does not read",
-                             fix="import it into any Grafana 5+ and export it again: Grafana migrates it to 'panels'")
+    if "rows" in model and "panels" not in model:  # Grafana before 5.0: migrated on load, as Grafana does
+        model = {**model, "panels": panels_from_rows(model.get("rows") or [])}
     rows: list[Row] = []
     loose: list[Panel] = []
     current: dict[str, Any] | None = None
@@ -308,6 +325,49 @@ def parse(model: Mapping[str, Any], *, source: str = "<dict>") -> Dashboard:
         schema_version=model.get("schemaVersion"), variables=tuple(_variable(v) for v in templating),
         rows=tuple(rows), time_from=str((model.get("time") or {}).get("from") or "now-15m"), raw=model,
         source=source)
+
+
+# Grafana's grid: a cell is 30 px high with 8 px between cells (what a pre-5.0 row's pixel height becomes).
+_OLD_CELL_PX = 30 + 8
+
+
+def _grid_height(px: Any) -> int:
+    try:
+        return max(1, math.ceil(float(str(px).removesuffix("px")) / _OLD_CELL_PX))
+    except ValueError:
+        return 8
+
+
+def panels_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Grafana's migration of the pre-5.0 ``rows`` layout (schemaVersion 16): each row's panels flow left to right on
+    the 24-column grid (``span`` of 12 -> ``w`` of 24), wrapping; a row panel heads each row when there are several
+    or one shows its title; a collapsed row keeps its panels inside."""
+    ids = [p.get("id") for r in rows for p in r.get("panels") or [] if isinstance(p.get("id"), int)]
+    next_id = max(ids, default=0) + 1
+    show_rows = len(rows) > 1 or any(r.get("showTitle") or r.get("collapse") for r in rows)
+    panels: list[dict[str, Any]] = []
+    y = 0
+    for row in rows:
+        row_height = _grid_height(row.get("height") or 250)
+        holder = None
+        if show_rows:
+            holder = {"id": next_id, "type": "row", "title": str(row.get("title") or ""), "panels": [],
+                      "collapsed": bool(row.get("collapse")), "gridPos": {"x": 0, "y": y, "w": GRID_COLUMNS, "h": 1}}
+            next_id += 1
+            panels.append(holder)
+            y += 1
+        x = tallest = 0
+        for old in row.get("panels") or []:
+            w = min(GRID_COLUMNS, max(1, round(float(old.get("span") or 12) * GRID_COLUMNS / 12)))
+            h = _grid_height(old["height"]) if old.get("height") else row_height
+            if x + w > GRID_COLUMNS:
+                x, y, tallest = 0, y + tallest, 0
+            new = {k: v for k, v in old.items() if k not in ("span", "height")}
+            new["gridPos"] = {"x": x, "y": y, "w": w, "h": h}
+            (holder["panels"] if holder is not None and holder["collapsed"] else panels).append(new)
+            x, tallest = x + w, max(tallest, h)
+        y += tallest
+    return panels
 
 
 def load(name_or_path: str | Path | Mapping[str, Any]) -> Dashboard:
@@ -1035,78 +1095,131 @@ def panel_figure(dashboard: Dashboard | str | Path | Mapping[str, Any], title: s
 # --- would Grafana import it? --------------------------------------------------------------------------------------
 
 _UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+# What Grafana does with a finding on import.
+REFUSED = "refused"  # the import fails: fix it first
+BREAKS = "breaks"  # it imports, but a panel or query does not work as written
+REWRITTEN = "rewritten"  # Grafana fixes it itself on import (migrates, re-flows, renumbers): nothing to do
 
 
-def validate(dashboard: Dashboard | str | Path | Mapping[str, Any]) -> list[str]:
-    """What would keep Grafana from importing the dashboard unchanged, one line each (empty: it imports as it is).
+@dataclass(frozen=True)
+class Finding:
+    """One thing Grafana's import would refuse, leave broken, or rewrite; ``verdict`` says which."""
 
-    What Grafana rejects (no title, a bad uid, an id set), what it rewrites on import (an older schemaVersion it
-    migrates, panels outside the 24 columns or overlapping, which it moves), and what breaks once imported (panel
-    ids used twice, a refId shared by two queries, a datasource that is not the ``$datasource`` variable or an
-    ``__inputs`` entry, a ``$variable`` no variable defines)."""
+    verdict: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.verdict})" if self.verdict == REWRITTEN else self.message
+
+
+def review(dashboard: Dashboard | str | Path | Mapping[str, Any]) -> list[Finding]:
+    """Everything Grafana's import would say about the dashboard, each with what it does about it.
+
+    Refused: no title, a uid that is not 1-40 letters, digits, '-' or '_', ``panels`` not a list. Breaks once
+    imported: a datasource named by a uid or name that only the exporting Grafana had (not a datasource variable,
+    an ``__inputs`` entry, the default, or a built-in such as ``-- Mixed --``), a ``$variable`` nothing defines, a
+    variable defined twice, a refId shared by two queries, a panel without a type. Rewritten by Grafana (nothing to
+    do): an older schemaVersion or the pre-5.0 rows layout (migrated), an ``id`` (import assigns one), panel ids used
+    twice (renumbered), targets without a refId (lettered), panels overlapping or past the 24 columns (re-flowed)."""
     model = dict(dashboard.raw) if isinstance(dashboard, Dashboard) else _read(dashboard)[0]
-    problems = []
-    for key, kind in (("title", str), ("panels", list), ("schemaVersion", int), ("templating", dict),
-                      ("time", dict)):
-        if not isinstance(model.get(key), kind):
-            problems.append(f"'{key}' is missing or not a {kind.__name__}")
-    if isinstance(model.get("schemaVersion"), int) and model["schemaVersion"] < MIN_SCHEMA_VERSION:
-        problems.append(f"schemaVersion {model['schemaVersion']} is older than {MIN_SCHEMA_VERSION}")
+    if "spec" in model and "panels" not in model:
+        model = dict(model["spec"])
+    found: list[Finding] = []
+
+    def say(verdict: str, message: str) -> None:
+        found.append(Finding(verdict, message))
+
+    if not isinstance(model.get("title"), str) or not model["title"].strip():
+        say(REFUSED, "'title' is missing: Grafana's import asks for one")
     if model.get("uid") is not None and not _UID.match(str(model["uid"])):
-        problems.append(f"uid {model['uid']!r} must be 1-40 letters, digits, '-' or '_'")
+        say(REFUSED, f"uid {model['uid']!r} must be 1-40 letters, digits, '-' or '_'")
+    if "rows" in model and "panels" not in model:
+        say(REWRITTEN, f"the pre-5.0 rows layout (schemaVersion {model.get('schemaVersion')}): Grafana migrates it "
+                       "to panels on the grid")
+        model["panels"] = panels_from_rows(model.get("rows") or [])
+    if not isinstance(model.get("panels"), list):
+        say(REFUSED, "'panels' is missing or not a list")
+    version = model.get("schemaVersion")
+    if isinstance(version, int) and version < MIN_SCHEMA_VERSION:
+        say(REWRITTEN, f"schemaVersion {version} is older than {MIN_SCHEMA_VERSION}: Grafana migrates it on import")
     if model.get("id") is not None:
-        problems.append("'id' must be null in a file meant for import (Grafana assigns it)")
+        say(REWRITTEN, "'id' is set: the import assigns its own")
     templating = ((model.get("templating") or {}).get("list") or []) if isinstance(model.get("templating"), dict) \
         else []
     names = [v.get("name") for v in templating]
-    for name in {n for n in names if names.count(n) > 1}:
-        problems.append(f"variable ${name} is defined twice")
+    for name in sorted({str(n) for n in names if names.count(n) > 1}):
+        say(BREAKS, f"variable ${name} is defined twice: the second hides the first")
     # A datasource is named by a datasource variable, or by an input that Grafana's import dialog asks for
     # (``__inputs``, written by "Export for sharing externally").
     ds_vars = {v.get("name") for v in templating if v.get("type") == "datasource"} | {
         i.get("name") for i in model.get("__inputs") or [] if i.get("type") == "datasource"}
-    defined = set(names) | {"__interval", "__interval_ms", "__rate_interval", "__range", "__range_s", "__range_ms"}
-    flat: list[dict[str, Any]] = []
-    for p in model.get("panels") or []:
-        flat.append(p)
-        flat.extend(p.get("panels") or [] if p.get("type") == "row" else [])
-    ids = [p.get("id") for p in flat]
-    for pid in {i for i in ids if ids.count(i) > 1}:
-        problems.append(f"panel id {pid} is used by more than one panel")
+    defined = set(names) | {"__interval", "__interval_ms", "__rate_interval", "__range", "__range_s", "__range_ms",
+                            "__dashboard", "__from", "__to", "__org", "__user"}
+    panels = model.get("panels") if isinstance(model.get("panels"), list) else []
+    flat = [p for top in panels for p in [top, *(top.get("panels") or [] if top.get("type") == "row" else [])]]
+    ids = [p.get("id") for p in flat if p.get("id") is not None]
+    for pid in sorted({i for i in ids if ids.count(i) > 1}, key=str):
+        say(REWRITTEN, f"panel id {pid} is used by more than one panel: Grafana renumbers them")
     for p in flat:
-        where = f"panel {p.get('id')} {p.get('title')!r}"
-        if not isinstance(p.get("id"), int):
-            problems.append(f"{where} has no integer id")
-        if not p.get("type"):
-            problems.append(f"{where} has no type")
-        g = p.get("gridPos")
-        if not isinstance(g, dict) or not all(isinstance(g.get(k), int) for k in "xywh"):
-            problems.append(f"{where}: gridPos needs integer x, y, w, h")
-        elif not (0 <= g["x"] < GRID_COLUMNS and 1 <= g["w"] <= GRID_COLUMNS and g["x"] + g["w"] <= GRID_COLUMNS
-                  and g["y"] >= 0 and g["h"] >= 1):
-            problems.append(f"{where}: gridPos {g} is outside the 24-column grid")
-        if p.get("type") == "row":
-            continue
-        ds = p.get("datasource")
-        uses = ([ds] if p.get("targets") else []) + [t.get("datasource") for t in p.get("targets") or []
-                                                     if t.get("datasource")]
-        for d in uses:
-            uid = (d or {}).get("uid") if isinstance(d, dict) else d
-            if not isinstance(uid, str) or not uid.startswith("$") or uid.strip("${}") not in ds_vars:
-                problems.append(f"{where}: datasource {d!r} should be "
-                                '{"type": "prometheus", "uid": "${datasource}"} with a datasource variable '
-                                "(or an __inputs entry)")
-                break
-        refs = [t.get("refId") for t in p.get("targets") or []]
-        if len(refs) != len(set(refs)) or None in refs:
-            problems.append(f"{where}: every target needs its own refId")
-        for t in p.get("targets") or []:
-            for m in _VAR.finditer(str(t.get("expr", ""))):
-                name = m.group(1) or m.group(3) or m.group(4)
-                if name not in defined:
-                    problems.append(f"{where}: query uses ${name}, which no variable defines")
-    problems += _overlaps(model.get("panels") or [])
-    return problems
+        _review_panel(p, ds_vars, defined, say)
+    for message in _overlaps(panels):
+        say(REWRITTEN, message + ": Grafana's grid moves it down")
+    return found
+
+
+def _review_panel(p: Mapping[str, Any], ds_vars: set[Any], defined: set[Any],
+                  say: Callable[[str, str], None]) -> None:
+    where = f"panel {p.get('id')} {p.get('title')!r}"
+    if not p.get("type"):
+        say(BREAKS, f"{where} has no type: Grafana shows 'panel plugin not found'")
+    g = p.get("gridPos")
+    if not isinstance(g, dict) or not all(isinstance(g.get(k), int) for k in "xywh"):
+        say(REWRITTEN, f"{where}: no integer gridPos x, y, w, h: Grafana places it")
+    elif not (0 <= g["x"] < GRID_COLUMNS and 1 <= g["w"] <= GRID_COLUMNS and g["x"] + g["w"] <= GRID_COLUMNS
+              and g["y"] >= 0 and g["h"] >= 1):
+        say(REWRITTEN, f"{where}: gridPos {g} is outside the 24-column grid: Grafana fits it in")
+    if p.get("type") == "row":
+        return
+    targets = [t for t in p.get("targets") or [] if isinstance(t, dict)]
+    panel_ds = p.get("datasource")
+    mixed = _datasource_uid(panel_ds) == "-- Mixed --"
+    for ds in ([] if mixed else [panel_ds] if targets else []) + [t.get("datasource") for t in targets
+                                                                   if t.get("datasource") is not None]:
+        if not _portable_datasource(ds, ds_vars):
+            say(BREAKS, f"{where}: datasource {ds!r} exists only on the Grafana it came from; use "
+                        '{"type": "prometheus", "uid": "${datasource}"} with a datasource variable (or an __inputs '
+                        "entry)")
+            break
+    if mixed and any(t.get("datasource") is None for t in targets):
+        say(BREAKS, f"{where}: a '-- Mixed --' panel needs a datasource on each target")
+    refs = [t.get("refId") for t in targets if t.get("refId")]
+    if len(refs) != len(set(refs)):
+        say(BREAKS, f"{where}: two targets share a refId: expressions and transformations can name only one")
+    if len(refs) < len(targets):
+        say(REWRITTEN, f"{where}: a target has no refId: Grafana letters it")
+    for t in targets:
+        for m in _VAR.finditer(str(t.get("expr", ""))):
+            name = m.group(1) or m.group(3) or m.group(4)
+            if name not in defined:
+                say(BREAKS, f"{where}: query uses ${name}, which no variable defines")
+
+
+def _datasource_uid(ds: Any) -> Any:
+    return ds.get("uid") if isinstance(ds, dict) else ds
+
+
+def _portable_datasource(ds: Any, ds_vars: set[Any]) -> bool:
+    """True for a datasource that works on any Grafana: none (the default), a built-in, a variable or an input."""
+    uid = _datasource_uid(ds)
+    if uid is None or uid in BUILTIN_DATASOURCES:
+        return True
+    return isinstance(uid, str) and uid.startswith("$") and uid.strip("${}").split(":")[0] in ds_vars
+
+
+def validate(dashboard: Dashboard | str | Path | Mapping[str, Any]) -> list[str]:
+    """What keeps the dashboard from working once imported into Grafana, one line each (empty: it works as it is):
+    the findings of :func:`review` that Grafana refuses or leaves broken, not those it rewrites itself."""
+    return [str(f) for f in review(dashboard) if f.verdict != REWRITTEN]
 
 
 def _overlaps(panels: list[dict[str, Any]]) -> list[str]:
@@ -1169,7 +1282,7 @@ def check_panel(dashboard: str | Path | Mapping[str, Any], title: str, *,
         return str(exc)
     problems = validate(board)
     if problems:
-        return "Grafana would not import it as it is: " + "; ".join(problems)
+        return "Grafana would refuse it, or import it broken: " + "; ".join(problems)
     try:
         panel = board.panel(title)
     except DashboardError as exc:
@@ -1404,6 +1517,6 @@ def _since(board: Dashboard) -> str:
     return span
 
 
-__all__ = ["MIGRATED", "SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Panel", "Variable", "add_panel",
-           "check_panel", "figure", "format_value", "load", "panel_data", "panel_figure", "parse", "render", "shipped",
-           "validate"]
+__all__ = ["MIGRATED", "SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Finding", "Panel", "Variable",
+           "add_panel", "check_panel", "figure", "format_value", "load", "panel_data", "panel_figure", "parse",
+           "render", "review", "shipped", "validate"]
