@@ -31,6 +31,7 @@ from ..errors import LabkitError, NotFound, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.apply import apply
 from ..kube.client import Lab, api_errors
+from ..paths import data_file
 from ..settings import OPERATED_NAME, OPERATED_NAMESPACE
 
 # What lesson 07 runs: the operator, its Prometheus with the reloader stand-in, Alertmanager and the receiver;
@@ -40,6 +41,8 @@ MONITORING = OPERATED_NAMESPACE
 PROMETHEUS = OPERATED_NAME
 SECRET = f"prometheus-{OPERATED_NAME}"
 GROUP, VERSION = "monitoring.coreos.com", "v1"
+# The lesson's PrometheusRules (checked by `promtool check rules` and `promtool test rules` in the unit tests).
+RULES_DIR = "prometheus-operator/rules"
 
 
 def start(lab: Lab, namespace: str | None = None) -> dict[str, str]:
@@ -455,40 +458,9 @@ spec:
 """
 
 # Alerts on the shop's traffic: one per busy pod (warning), and one for the whole Service (critical), which
-# Alertmanager's inhibition rule lets silence the warnings about the same Service.
-SHOP_RULES = """
-apiVersion: monitoring.coreos.com/v1
-kind: PrometheusRule
-metadata:
-  name: shop-alerts
-spec:
-  groups:
-  - name: shop
-    rules:
-    - alert: ShopPodBusy
-      expr: sum by (namespace, service, pod) (rate(http_requests_total{service="shop"}[10s])) > 1
-      for: 4s
-      labels: {severity: warning}
-      annotations:
-        summary: "{{ $labels.pod }} serves {{ $value | humanize }} requests/s"
-"""
-
-SHOP_CRITICAL_RULE = """
-apiVersion: monitoring.coreos.com/v1
-kind: PrometheusRule
-metadata:
-  name: shop-critical
-spec:
-  groups:
-  - name: shop-critical
-    rules:
-    - alert: ShopOverloaded
-      expr: sum by (namespace, service) (rate(http_requests_total{service="shop"}[10s])) > 5
-      for: 4s
-      labels: {severity: critical}
-      annotations:
-        summary: "the shop Service serves {{ $value | humanize }} requests/s"
-"""
+# Alertmanager's inhibition rule lets silence the warnings about the same Service. PrometheusRules, as files.
+SHOP_RULES = data_file(f"{RULES_DIR}/shop-alerts.yaml").read_text()
+SHOP_CRITICAL_RULE = data_file(f"{RULES_DIR}/shop-critical.yaml").read_text()
 
 # The exercise's broken Deployment: its image does not exist, so its pod never becomes available.
 PAYMENTS_APP = """
@@ -512,22 +484,7 @@ spec:
 # --- exercise: an alert for Deployments with unavailable replicas --------------------------------------------------
 
 METRIC = "kube_deployment_status_replicas_unavailable"
-SOLUTION_RULE = """apiVersion: monitoring.coreos.com/v1
-kind: PrometheusRule
-metadata:
-  name: deployment-alerts
-spec:
-  groups:
-  - name: deployments
-    rules:
-    - alert: DeploymentReplicasUnavailable
-      expr: kube_deployment_status_replicas_unavailable > 0
-      for: 1m
-      labels:
-        severity: warning
-      annotations:
-        summary: "{{ $labels.namespace }}/{{ $labels.deployment }}: {{ $value }} replica(s) unavailable"
-"""
+SOLUTION_RULE = data_file(f"{RULES_DIR}/deployment-alerts.yaml").read_text()
 
 
 def _duration_s(text: str | None) -> float:

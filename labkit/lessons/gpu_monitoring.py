@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+import yaml
 
 from .. import promql
 from ..errors import LabkitError, WaitTimeout
@@ -33,6 +34,7 @@ from ..operations import pod_resources as pod_resources
 from ..operations import replace_board as replace_board
 from ..operations import reset_gpu as reset_gpu
 from ..operations import restore_gpu_nodes as restore_gpu_nodes
+from ..paths import data_file
 from ..settings import DEFAULT_GPU_PROFILE, SCRAPE_INTERVAL_S
 from ..sim.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, fake_pynvml_env, nvml_mode, reason_names
 from ..sim.gpu.attribution import pod_pid
@@ -418,26 +420,21 @@ def gpu_time_by_namespace(table: pd.DataFrame) -> pd.DataFrame:
 
 # --- faults: XID, ECC, row remapping; health, per-job statistics, and what an operator does ------------------
 
-# The alerting rules, written as dcgm-exporter users write them (the same groups go in a kube-prometheus
-# PrometheusRule's spec). The lab's Prometheus loads no rule files: the lesson evaluates each expression with
-# PromQL; lesson 07 wires rules to Alertmanager.
-FAULT_RULES = {
-    "GpuXidError": ("DCGM_FI_DEV_XID_ERRORS > 0", "critical",
-                    "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} reported XID {{ $value }}"),
-    "GpuEccDoubleBitError": ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL > 0", "critical",
-                             "uncorrectable ECC error on GPU {{ $labels.gpu }} of {{ $labels.Hostname }}"),
-    "GpuRowRemapFailure": ("DCGM_FI_DEV_ROW_REMAP_FAILURE > 0", "critical",
-                           "row remapping failed on GPU {{ $labels.gpu }} of {{ $labels.Hostname }}: RMA the board"),
-}
+# The alerting rules, written as dcgm-exporter users write them: a rule file the lab's Prometheus loads (beside lesson
+# 06's recording rules); the lesson also evaluates each expression with PromQL to show what would fire, per GPU.
+FAULT_RULES_FILE = "prometheus/rules/gpu-faults.yaml"
+
+
+def fault_rules() -> dict[str, tuple[str, str, str]]:
+    """alert name -> (expression, severity, summary), read from the rule file."""
+    groups = yaml.safe_load(data_file(FAULT_RULES_FILE).read_text())["groups"]
+    return {r["alert"]: (r["expr"], r["labels"]["severity"], r["annotations"]["summary"])
+            for g in groups for r in g["rules"]}
 
 
 def fault_rules_yaml() -> str:
-    """The rules as a Prometheus rule file (``promtool check rules FILE`` accepts it)."""
-    lines = ["groups:", "- name: gpu-faults", "  rules:"]
-    for name, (expr, severity, summary) in FAULT_RULES.items():
-        lines += [f"  - alert: {name}", f"    expr: {expr}", "    for: 0m", f"    labels: {{severity: {severity}}}",
-                  f"    annotations: {{summary: '{summary}'}}"]
-    return "\n".join(lines) + "\n"
+    """The rule file itself (``promtool check rules FILE`` accepts it)."""
+    return data_file(FAULT_RULES_FILE).read_text()
 
 
 def firing_alerts(*, node: str | None = None) -> pd.DataFrame:
@@ -445,7 +442,7 @@ def firing_alerts(*, node: str | None = None) -> pd.DataFrame:
 
     Same as ``curl 'http://127.0.0.1:PORT/api/v1/query?query=DCGM_FI_DEV_XID_ERRORS > 0'`` per rule."""
     rows = []
-    for name, (expr, _, _) in FAULT_RULES.items():
+    for name, (expr, _, _) in fault_rules().items():
         frame = promql.query(f"max by (Hostname, gpu) ({expr})")
         for row in frame.itertuples():
             if node is None or row.Hostname == node:

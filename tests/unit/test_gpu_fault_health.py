@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from labkit.lessons.gpu_monitoring import FAULT_RULES, diagnostics, fault_rules_yaml, health_checks, process_stats
+from labkit.lessons.gpu_monitoring import diagnostics, fault_rules, fault_rules_yaml, health_checks, process_stats
 from labkit.sim.gpu import FakeMachine, FakeNvml, inject_xid, node_metrics, reset_gpu, start_exporter
 from labkit.sim.gpu.faults import replace_board
 from labkit.sim.gpu.real_pynvml import pynvml as N
@@ -126,10 +126,10 @@ def test_process_stats_integrates_power_over_the_job() -> None:
 
 def test_rule_file_names_dcgm_exporter_metrics() -> None:
     text = fault_rules_yaml()
-    for name, (expr, _, _) in FAULT_RULES.items():
+    for name, (expr, _, _) in fault_rules().items():
         assert f"alert: {name}" in text and f"expr: {expr}" in text
     assert {"DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "DCGM_FI_DEV_ROW_REMAP_FAILURE"} <= {
-        expr.split()[0] for expr, _, _ in FAULT_RULES.values()}
+        expr.split()[0] for expr, _, _ in fault_rules().values()}
 
 
 def test_promtool_accepts_the_rule_file(tmp_path, promtool: str) -> None:
