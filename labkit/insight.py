@@ -1045,7 +1045,7 @@ def _container_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: st
                            f"by the kernel: raise the limit (or fix the leak)", ev,
                            f"kubectl -n {ns} set resources {kind.lower()}/{name} -c {cname} --limits=memory={doubled}",
                            queries=[("memory working set", f'container_memory_working_set_bytes{{namespace="{ns}",'
-                                                           f'pod="{pname}"}}')])
+                                                           f'pod="{pname}", container="{cname}"}}')])
         if reason == "CrashLoopBackOff" or (last.get("exitCode") and cs.get("restartCount")):
             code = last.get("exitCode")
             ev = [Evidence("pod status", f"container {cname}: {reason or 'restarted'}, restartCount "

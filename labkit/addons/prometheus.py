@@ -14,9 +14,12 @@ What it scrapes, and how it finds it (lesson 06 draws this from the live lab):
   the node's resource metrics at ``/metrics/nodes/NODE/metrics/resource`` (the ``Metric`` in
   ``labkit/data/kwok-metrics.yaml``): ``container_cpu_usage_seconds_total`` and ``container_memory_working_set_bytes``
   with cAdvisor's names and ``namespace``/``pod``/``container`` labels, from the very endpoint metrics-server reads,
-  so ``kubectl top``, the HPA and PromQL agree. (A second KWOK ``Metric`` at a ``/metrics/cadvisor`` path does not
-  work in KWOK v0.8.0: it keeps one metrics registry per node, shared by every ``Metric`` object, and two objects
-  with the same metric names fight over it.)
+  so ``kubectl top``, the HPA and PromQL agree. With the workload model running (it starts with the embedded
+  cluster), Prometheus scrapes each node's cAdvisor metrics instead, as kube-prometheus does
+  (``metrics_path="/metrics/cadvisor"``): the same container usage, read from that endpoint, plus the pods' own
+  cgroups (``container=""``), the network and CFS throttling (:mod:`labkit.sim.cadvisor`; the model serves it, since
+  KWOK v0.8.0 keeps one metrics registry per node for every ``Metric`` object and a second one repeating
+  cAdvisor's names fights the first);
 - the add-ons that serve metrics through file_sd: one file per add-on under ``<addons>/targets/``, written when that
   add-on starts, so add-ons started later are scraped without a restart.
 
@@ -44,6 +47,7 @@ from ..settings import CONTROL_PLANE_SCRAPE_INTERVAL_S, SCRAPE_INTERVAL
 from .base import Addon, Context
 from .prometheus_operated import component as prometheus_component
 from .prometheus_operated import ensure_ui, link_ui
+from .workload_model import WorkloadModel
 
 # Control-plane processes found through Services labkit registers in kube-system (embedded backend): job -> Service.
 CONTROL_PLANE_JOBS = {"etcd": "etcd", "kube-scheduler": "kube-scheduler",
@@ -74,8 +78,10 @@ class Prometheus(Addon):
         shutil.copytree(data_file(RULES_DIR), rules)
         control_plane = register_control_plane(ctx.kubeconfig) if state.backend() == "kwok" else {}
         cluster = ClusterAccess.from_kubeconfig(ctx.kubeconfig, ctx.folder / "tls")
+        model = ctx.ports.get(WorkloadModel.name)  # it starts with the embedded cluster and serves cAdvisor's metrics
         (ctx.folder / "prometheus.yml").write_text(
-            prometheus_config(ctx.targets.parent, cluster=cluster, rules_dir=rules, control_plane=control_plane))
+            prometheus_config(ctx.targets.parent, cluster=cluster, rules_dir=rules, control_plane=control_plane,
+                              cadvisor=f"127.0.0.1:{model}" if model else None))
         link_ui(ctx.folder)
 
     def command(self, ctx: Context) -> list[str]:
@@ -207,8 +213,10 @@ def _common_labels() -> list[dict[str, Any]]:
             {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"}]
 
 
-def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The scrape jobs found through Kubernetes SD: API server, control plane, kubelet (resource metrics)."""
+def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, Any]],
+                    cadvisor: str | None = None) -> list[dict[str, Any]]:
+    """The scrape jobs found through Kubernetes SD: API server, control plane, kubelet (resource metrics, and
+    cAdvisor's from ``cadvisor``, the workload model's host:port, when it runs)."""
     jobs: list[dict[str, Any]] = [{
         "job_name": "apiserver",
         "scrape_interval": f"{CONTROL_PLANE_SCRAPE_INTERVAL_S}s",
@@ -247,6 +255,10 @@ def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, A
             # kube-prometheus skips verification too); the client certificate is the lab's admin.
             entry["tls_config"] = _tls(cluster, verify=False)
         jobs.append(entry)
+    # The kubelet as kube-prometheus scrapes it: cAdvisor's endpoint (job="kubelet", metrics_path="/metrics/cadvisor"),
+    # which the workload model serves for KWOK's nodes (labkit.sim.cadvisor); without the model, the resource
+    # endpoint KWOK serves (the same container series, without the pods' own cgroups and the network).
+    path, address = ("/metrics/cadvisor", cadvisor) if cadvisor else ("/metrics/resource", None)
     jobs.append({
         "job_name": "kubelet",
         "kubernetes_sd_configs": _sd(cluster, "node"),
@@ -256,25 +268,26 @@ def kubernetes_jobs(cluster: ClusterAccess, control_plane: dict[str, dict[str, A
             {"source_labels": ["__meta_kubernetes_node_annotation_kwok_x_k8s_io_node"], "regex": "fake",
              "action": "keep"},
             {"source_labels": ["__meta_kubernetes_node_name"], "target_label": "__metrics_path__",
-             "replacement": "/metrics/nodes/$1/metrics/resource"},
+             "replacement": "/nodes/$1/metrics/cadvisor" if cadvisor else "/metrics/nodes/$1/metrics/resource"},
+            *([{"target_label": "__address__", "replacement": address}] if address else []),
             {"source_labels": ["__meta_kubernetes_node_name"], "target_label": "node"},
             # Every node's kubelet is the same host:port here; name the target after its node instead.
             {"source_labels": ["__meta_kubernetes_node_name"], "target_label": "instance"},
-            {"target_label": "metrics_path", "replacement": "/metrics/resource"},
+            {"target_label": "metrics_path", "replacement": path},
         ],
     })
     return jobs
 
 
 def prometheus_config(targets_dir: Path, *, cluster: ClusterAccess | None = None, rules_dir: Path | None = None,
-                      control_plane: dict[str, dict[str, Any]] | None = None) -> str:
+                      control_plane: dict[str, dict[str, Any]] | None = None, cadvisor: str | None = None) -> str:
     """Prometheus' config: the Kubernetes jobs (with a cluster), one job for the add-ons' file_sd, the rule files."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
     }
     if rules_dir is not None:
         config["rule_files"] = [f"{rules_dir}/*.yaml"]
-    jobs = kubernetes_jobs(cluster, control_plane or {}) if cluster is not None else []
+    jobs = kubernetes_jobs(cluster, control_plane or {}, cadvisor) if cluster is not None else []
     # Each add-on's target group sets its own job label (e.g. dcgm-exporter, kube-state-metrics).
     jobs.append({"job_name": "labkit-addons",
                  "file_sd_configs": [{"files": [f"{targets_dir}/*.json"], "refresh_interval": "5s"}]})

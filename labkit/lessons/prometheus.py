@@ -363,7 +363,9 @@ def recorded_vs_query(record: str, expr: str, *, key: str, expect: set[str], tol
 
 # --- the exercises -------------------------------------------------------------------------------------------------
 
-CPU_REFERENCE = 'sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace="{ns}"}}[1m]))'
+# container!="": cAdvisor also reports each pod's own cgroup (container=""), the sum of its containers; counted as
+# well, it would double every pod's CPU (the classic mistake with cAdvisor's series).
+CPU_REFERENCE = 'sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace="{ns}", container!=""}}[1m]))'
 P99_RECORD = "service:http_request_duration_seconds:p99_1m"
 P99_REFERENCE = ('histogram_quantile(0.99, sum by (service, le) '
                  '(rate(http_request_duration_seconds_bucket{{namespace="{ns}"}}[1m])))')
@@ -404,8 +406,10 @@ CPU_QUERY = Exercise(
     task="Write a PromQL expression for the CPU (in cores, averaged over the last minute) that each pod in namespace "
          "lesson-06 uses: one series per pod, labelled `pod`.",
     hint="container_cpu_usage_seconds_total is a counter of CPU-seconds: rate() over [1m] turns it into cores; "
-         "select the namespace with {namespace=\"lesson-06\"} and keep only the pod label with sum by (pod) (...)",
-    solution='sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="lesson-06"}[1m]))',
+         "select the namespace with {namespace=\"lesson-06\"}, leave out each pod's own cgroup (container=\"\", "
+         "the sum of its containers: counting it too doubles the answer) with container!=\"\", and keep only the "
+         "pod label with sum by (pod) (...)",
+    solution='sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="lesson-06", container!=""}[1m]))',
     check=_check_cpu_query,
     solve=lambda a: CPU_REFERENCE.format(ns=a.namespace),
 )

@@ -63,12 +63,16 @@ import re
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..cluster.stages import Catalog, load_catalog
+from ..cluster.topology import METRICS_PATH as RESOURCE_METRICS_PATH
 from ..kube.quantity import optional_quantity
+from . import cadvisor
+from .cadvisor import CfsCounters
 from .calls import MAX_DEPTH, Key, calls_of, latency_faults
 from .declared import KWOK_USAGE_CPU, KWOK_USAGE_MEMORY, declared, limit
 from .loopback_http import JSON, OK, PROMETHEUS_TEXT, Answer, LoopbackServer
@@ -435,6 +439,17 @@ def render_pod_metrics(counters: Counters, namespace: str, pod: str) -> str:
 POD_ROUTE = re.compile(r"^/pods/([a-z0-9][-a-z0-9]*)/([a-z0-9][-a-z0-9.]*)/metrics$")
 
 
+def busy_shares(loads: Iterable[PodLoad], servers: Mapping[Key, Server]) -> dict[Key, float]:
+    """(namespace, pod) -> the share of its serving container's CPU limit its load uses (pods with a limit)."""
+    out = {}
+    for ld in loads:
+        server = servers.get((ld.namespace, ld.pod))
+        limit = server.containers[0].cpu_limit_m if server and server.containers else None
+        if server is not None and limit:
+            out[(ld.namespace, ld.pod)] = (ld.cpu_m - server.idle_cpu_m) / limit
+    return out
+
+
 def resource_usage(load: PodLoad, server: Server) -> dict[str, Any]:
     """KWOK's ResourceUsage for one busy pod (same name as the pod, owned by it)."""
     usage = {"cpu": {"value": f"{round(load.cpu_m)}m"}, "memory": {"value": f"{round(load.memory / 2**20)}Mi"}}
@@ -485,6 +500,8 @@ class Model:
         if self.pod_logs is not None:
             self.pod_logs.watch(self.core)
         self.counters = Counters()
+        self.cfs = CfsCounters()  # the kubelet's cAdvisor endpoint (labkit.sim.cadvisor)
+        self.on_node: dict[str, list[dict[str, Any]]] = {}  # node -> its Running pods
         self.snapshot = Snapshot()
         self.running: set[tuple[str, str]] = set()  # (namespace, pod) of every Running pod: each answers its route
         self.written: dict[tuple[str, str], dict[str, Any]] = {}
@@ -524,8 +541,12 @@ class Model:
         loads = self._with_calls(loads, running, servers, endpoints, raw)
         with self.lock:
             self.counters.advance(loads, dt, alive=servers)
+            self.cfs.advance(running, busy_shares(loads, servers), dt)
             self.snapshot = Snapshot(time.time(), clients, loads)
             self.running = set(servers)
+            self.on_node = {}
+            for p in running:
+                self.on_node.setdefault(p["spec"].get("nodeName") or "", []).append(p)
         if self.kwok_usage:
             busy = {(ld.namespace, ld.pod) for ld in loads}
             declaring = [d for p in running if (key := (p["metadata"]["namespace"], p["metadata"]["name"])) not in busy
@@ -623,6 +644,27 @@ class Model:
                     continue
             del self.written[key]
 
+    def _cadvisor(self, node: str) -> Answer | None:
+        """cAdvisor's metrics for ``node``: usage from KWOK's resource endpoint for it, read now."""
+        try:
+            status = self.core.read_node(node).status
+        except Exception:  # noqa: BLE001 - no such node (gone since the scrape was planned): nothing to serve
+            return None
+        address = next((a.address for a in status.addresses or [] if a.type == "InternalIP"), "127.0.0.1")
+        url = f"http://{address}:{status.daemon_endpoints.kubelet_endpoint.port}" \
+              f"{RESOURCE_METRICS_PATH.format(name=node)}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - KWOK on loopback
+                resource = cadvisor.parse_resource_metrics(resp.read().decode())
+        except OSError as exc:
+            log.warning("cannot read %s: %s", url, exc)
+            return None
+        with self.lock:
+            pods = list(self.on_node.get(node, []))
+            requests = {key: s.requests for key, s in self.counters.series.items()}
+            cfs = dict(self.cfs.by_container)
+        return Answer(cadvisor.render(pods, resource, requests, cfs), PROMETHEUS_TEXT)
+
     def _create(self, body: dict[str, Any], plural: str = "resourceusages") -> None:
         from kubernetes.client.exceptions import ApiException
 
@@ -652,7 +694,10 @@ class Model:
         self.stopping.set()
 
     def answer(self, path: str) -> Answer | None:
-        """``/metrics`` (all pods), ``/metrics/pods/NS/POD`` routes, ``/state`` and ``/healthz``."""
+        """``/metrics`` (all pods), ``/metrics/pods/NS/POD`` routes, ``/nodes/NODE/metrics/cadvisor`` (the kubelet's
+        cAdvisor endpoint, :mod:`labkit.sim.cadvisor`), ``/state`` and ``/healthz``."""
+        if (node := cadvisor.ROUTE.match(path)) and self.kwok_usage:
+            return self._cadvisor(node[1])
         with self.lock:
             if path == "/metrics":
                 errors = self.pod_logs.render_error_metrics() if self.pod_logs is not None else ""

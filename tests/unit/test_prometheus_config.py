@@ -71,7 +71,7 @@ def _config(tmp_path: Path, cluster: ClusterAccess) -> Path:
     shutil.copytree(data_file(RULES_DIR), rules)
     path = tmp_path / "prometheus.yml"
     path.write_text(prometheus_config(tmp_path / "targets", cluster=cluster, rules_dir=rules,
-                                      control_plane=CONTROL_PLANE))
+                                      control_plane=CONTROL_PLANE, cadvisor="127.0.0.1:18099"))
     return path
 
 
@@ -107,7 +107,15 @@ def test_kubernetes_jobs_discover_and_relabel_like_kube_prometheus(tmp_path: Pat
     loopback = jobs["etcd"]["relabel_configs"][-1]
     assert loopback["target_label"] == "__address__" and loopback["replacement"] == "127.0.0.1:$1"
     kubelet = {r.get("target_label"): r for r in jobs["kubelet"]["relabel_configs"]}
-    assert kubelet["__metrics_path__"]["replacement"] == "/metrics/nodes/$1/metrics/resource"
+    # cAdvisor's endpoint, which the workload model serves, labelled as kube-prometheus labels the kubelet's.
+    assert kubelet["__address__"]["replacement"] == "127.0.0.1:18099"
+    assert kubelet["__metrics_path__"]["replacement"] == "/nodes/$1/metrics/cadvisor"
+    assert kubelet["metrics_path"]["replacement"] == "/metrics/cadvisor"
+    without_model = yaml.safe_load(prometheus_config(tmp_path / "targets", cluster=cluster))
+    resource = {r.get("target_label"): r for j in without_model["scrape_configs"] if j["job_name"] == "kubelet"
+                for r in j["relabel_configs"]}
+    assert resource["__metrics_path__"]["replacement"] == "/metrics/nodes/$1/metrics/resource"
+    assert "__address__" not in resource  # KWOK, as discovered
     assert jobs["kubelet"]["kubernetes_sd_configs"] == [{"role": "node", "kubeconfig_file": str(cluster.kubeconfig)}]
     assert jobs["apiserver"]["kubernetes_sd_configs"][0]["role"] == "endpointslice"
     assert config["rule_files"] == [f"{tmp_path / 'rules'}/*.yaml"]
