@@ -237,17 +237,13 @@ def all_components() -> list[Component]:
     return list(found.values())
 
 
-# Builds at once in `labkit prefetch`: while one fetches Go modules (network-bound), the other compiles.
-PREFETCH_JOBS = 2
-
-
 def prefetch(*, progress: Progress = print, jobs: int | None = None) -> list[str]:
     """Get every binary the lab and its add-ons use into the cache now (``labkit prefetch``): the core cluster's
     first, then each add-on's in the order the lessons need them, ``jobs`` at a time. Safe beside a running lab or
     lesson (they share each build through a lock). Returns one line per component: how this run got it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..cluster.binaries import components
+    from ..cluster.binaries import BUILD_JOBS, components
 
     work: dict[Path, tuple[Component, Addon | None]] = {c.dir: (c, None) for c in components()}
     for name in [*PREFETCH_ORDER, *(n for n in REGISTRY if n not in PREFETCH_ORDER)]:
@@ -263,7 +259,7 @@ def prefetch(*, progress: Progress = print, jobs: int | None = None) -> list[str
         return f"{comp.name} {comp.version}{f' (for {addon.name})' if addon else ''}: ready in " \
                f"{time.monotonic() - start_s:.0f} s"
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs or PREFETCH_JOBS), thread_name_prefix="prefetch") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, jobs or BUILD_JOBS), thread_name_prefix="prefetch") as pool:
         futures = [pool.submit(get, comp, addon) for comp, addon in work.values()]
         return [f.result() for f in futures]
 

@@ -208,3 +208,36 @@ def k8s_custom(lab: lk.Lab) -> Any:
     from kubernetes import client as k8s
 
     return k8s.CustomObjectsApi(lab.api_client)
+
+
+def test_the_kubelets_cadvisor_endpoint_is_scraped_as_kube_prometheus_scrapes_it(lab: lk.Lab, loaded: str) -> None:
+    """One kubelet target per node at metrics_path="/metrics/cadvisor"; cAdvisor's labels from the pod; each pod's
+    own cgroup sums its containers; network and CFS throttling follow the load."""
+    nodes = {n.metadata.name for n in lab.core.list_node().items}
+    targets = lesson.kubelet_targets(lab)
+    assert set(targets.instance) == nodes and (targets.health == "up").all(), targets
+    paths = {t["labels"].get("metrics_path") for t in promql.target_details() if t["labels"].get("job") == "kubelet"}
+    assert paths == {"/metrics/cadvisor"}
+    pod = next(p for p in lab.core.list_namespaced_pod(loaded).items
+               if p.metadata.name.startswith("checkout-") and p.metadata.name != "checkout-client")
+    name = pod.metadata.name
+    series = lesson.wait_for_value(f'container_cpu_usage_seconds_total{{namespace="{loaded}", pod="{name}"}}',
+                                   lambda f: len(f) >= 2, timeout=90, what="checkout's container and pod cgroup")
+    row = series[series.container == "checkout"].iloc[0]
+    status = next(s for s in pod.status.container_statuses if s.name == "checkout")
+    cid = status.container_id.split("://")[-1]
+    assert (row["name"], row["image"], row["job"]) == (cid, status.image, "kubelet")
+    assert row["id"].endswith(f"/pod{pod.metadata.uid}/{cid}") and row["id"].startswith("/kubepods")
+    pod_cgroup = series[series.container == ""].value.iloc[0]
+    assert abs(pod_cgroup - series[series.container != ""].value.sum()) <= 1e-6 * max(pod_cgroup, 1.0)
+    selector = f'namespace="{loaded}", pod="{name}"'
+    ratio = lesson.wait_for_value(
+        f"rate(container_network_transmit_bytes_total{{{selector}}}[30s])"
+        f" / rate(container_network_receive_bytes_total{{{selector}}}[30s])",
+        lambda f: not f.empty and f.value.iloc[0] > 0, timeout=90, what="checkout's network")
+    assert abs(ratio.value.iloc[0] - 853 / 110) < 0.1, ratio  # an answer out per request in
+    throttled = lesson.wait_for_value(
+        f'rate(container_cpu_cfs_throttled_periods_total{{{selector}, container="checkout"}}[30s])'
+        f' / rate(container_cpu_cfs_periods_total{{{selector}, container="checkout"}}[30s])',
+        lambda f: not f.empty and f.value.iloc[0] > 0.5, timeout=90, what="checkout throttled at its CPU limit")
+    assert throttled.value.iloc[0] <= 1.0
