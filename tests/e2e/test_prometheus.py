@@ -218,11 +218,15 @@ def test_the_kubelets_cadvisor_endpoint_is_scraped_as_kube_prometheus_scrapes_it
     assert set(targets.instance) == nodes and (targets.health == "up").all(), targets
     paths = {t["labels"].get("metrics_path") for t in promql.target_details() if t["labels"].get("job") == "kubelet"}
     assert paths == {"/metrics/cadvisor"}
-    pod = next(p for p in lab.core.list_namespaced_pod(loaded).items
-               if p.metadata.name.startswith("checkout-") and p.metadata.name != "checkout-client")
+    lk.rollout_status(lab, "checkout", namespace=loaded)
+    pod = next(p for p in lab.core.list_namespaced_pod(loaded, label_selector="app=checkout").items
+               if not p.metadata.deletion_timestamp)
     name = pod.metadata.name
+    # Prometheus keeps no empty label: the pod's own cgroup (container="") comes without a container label.
     series = lesson.wait_for_value(f'container_cpu_usage_seconds_total{{namespace="{loaded}", pod="{name}"}}',
-                                   lambda f: len(f) >= 2, timeout=90, what="checkout's container and pod cgroup")
+                                   lambda f: "container" in f and {"checkout", ""} <= set(f.container.fillna("")),
+                                   timeout=90, what="checkout's container and pod cgroup")
+    series["container"] = series.container.fillna("")
     row = series[series.container == "checkout"].iloc[0]
     status = next(s for s in pod.status.container_statuses if s.name == "checkout")
     cid = status.container_id.split("://")[-1]
