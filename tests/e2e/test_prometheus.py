@@ -172,6 +172,10 @@ def test_cpu_query_exercise_both_ways(lab: lk.Lab, loaded: str) -> None:
     assert not raw.passed and "aggregate" in raw.problems[0]
     broken = lk.check(lab, "06-cpu-by-pod", namespace=loaded, answer="sum by (pod) (rate(")
     assert not broken.passed
+    # cAdvisor's pod cgroups (container="") counted too: every pod's CPU twice, as on a real cluster.
+    doubled = lk.check(lab, "06-cpu-by-pod", namespace=loaded,
+                       answer=f'sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace="{loaded}"}}[1m]))')
+    assert not doubled.passed and "expected about" in "\n".join(doubled.problems), doubled.problems
     answer = lessons.catalogue().get("06-cpu-by-pod").solve(exercises.Attempt(lab, loaded))
     assert lk.check(lab, "06-cpu-by-pod", namespace=loaded, answer=answer).passed
 
