@@ -210,7 +210,9 @@ def with_cluster(backend: str) -> list[str]:
 def _ensure_binary(addon: Addon, progress: Progress) -> None:
     """Build (or fetch) the add-on's pinned component and its other assets on first start; cached afterwards."""
     comp = addon.component()
-    if comp is not None and addon.binary() is None:
+    # The component, not addon.binary(): a Python add-on that runs a component (node-problem-detector's supervisor)
+    # has no binary of its own, and a cached component must say nothing to the learner (notebook outputs).
+    if comp is not None and not comp.cached() and addon.binary() is None:
         from ..cluster.binaries import ensure_component, expected_seconds  # imported here: `labkit status` needs none
 
         progress(f"add-on {addon.name} needs {comp.name} {comp.version}, which is not in the cache yet: it is "
