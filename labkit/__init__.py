@@ -7,8 +7,9 @@ name that needs them is touched.
 Layout, bottom to top (each layer imports only from layers below it; tests/unit/test_layers.py keeps it so):
 ``errors, paths, versions, settings`` -> ``state`` -> ``cluster`` (provisioning) -> ``sim`` (simulated GPUs) ->
 ``addons`` (Prometheus, exporters) -> ``kube`` (client, apply, waits, tables, rollouts, events) ->
-``promql, cgroups, exercises, operations`` (lab operations lessons share) -> ``classroom`` (students' namespaces) ->
-``insight`` -> ``figures`` -> ``widgets, dashboards`` -> ``lessons`` (one module per notebook) -> ``cli``.
+``promql, cgroups, exercises, operations`` (lab operations lessons share) -> ``course`` (the lessons' record) ->
+``classroom`` (students' namespaces) -> ``insight`` -> ``figures`` -> ``widgets, dashboards`` -> ``lessons`` (one
+module per notebook) -> ``cli``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     "Lab": "labkit.kube.client:Lab", "connect": "labkit.kube.client:connect",
     "apply": "labkit.kube.apply:apply", "delete": "labkit.kube.apply:delete",
     "load_manifests": "labkit.kube.apply:load_manifests",
-    "lesson_namespace": "labkit.classroom:lesson_namespace", "wait_for": "labkit.kube.wait:wait_for",
+    "lesson_namespace": "labkit.lessons:lesson_namespace", "wait_for": "labkit.kube.wait:wait_for",
     "wait_default_service_account": "labkit.kube.namespaces:wait_default_service_account",
     "wait_for_set": "labkit.kube.wait:wait_for_set",
     "wait_nodes_ready": "labkit.kube.nodes:wait_nodes_ready", "cordon": "labkit.kube.nodes:cordon",
@@ -91,7 +92,6 @@ if TYPE_CHECKING:  # what editors and type checkers see
         versions,
         widgets,
     )
-    from .classroom import lesson_namespace
     from .errors import (
         ClusterUnreachable,
         LabkitError,
@@ -123,6 +123,6 @@ if TYPE_CHECKING:  # what editors and type checkers see
     from .kube.shell import use_lab_kubectl
     from .kube.tables import nodes_table, pod_usage_table, pods_table
     from .kube.wait import wait_for, wait_for_set
-    from .lessons import check, progress, solution
+    from .lessons import check, lesson_namespace, progress, solution
     from .lessons.lab_tour import lab_parts
     from .sim import gpu

@@ -22,17 +22,16 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .course import Lesson, LessonRights
 from .errors import LabkitError, NotFound
-from .exercises import Exercise, Result
+from .exercises import Result
 from .kube.client import Lab, api_errors
 from .kube.namespaces import MANAGED_BY
-from .kube.namespaces import lesson_namespace as _lesson_namespace
 from .kube.wait import wait_for_set
 from .paths import state_dir
 
@@ -112,61 +111,8 @@ GUARD_VALIDATIONS: list[dict[str, str]] = [
 ]
 
 
-@dataclass(frozen=True)
-class LessonRights:
-    """What a lesson needs beyond its own namespace; ``refused`` says why a student cannot run it (None: can)."""
-
-    cluster_scoped: str
-    refused: str | None = None
-
-
 _ASK = ("run it in a lab of your own, where every lesson runs: your laptop's (`labkit up`) or the class hub's (your "
         "instructor's `labkit hub`, docs/classroom.md); or ask your instructor to show it on the projector")
-# Every lesson namespace (lk.lesson_namespace's name) -> what it needs; tests/unit/test_classroom_logic.py keeps this
-# complete: a new lesson must say here whether a student can run it.
-LESSONS: dict[str, LessonRights] = {
-    "lesson-00": LessonRights("reads nodes (get/list/watch nodes: granted to students, read-only)"),
-    "lesson-01": LessonRights("none"),
-    "lesson-02": LessonRights(
-        "get persistentvolumes; writes a file on the simulated node's disk on the lab's machine",
-        refused="its volume section reads PersistentVolumes (cluster-scoped: they name every student's claims) and "
-                "writes on the embedded node's disk, which only the lab's own machine reaches"),
-    "lesson-03": LessonRights("none"),
-    "lesson-04": LessonRights(
-        "add-ons workload-model, prometheus, prometheus-adapter; the APIService v1beta1.custom.metrics.k8s.io",
-        refused="its add-ons run beside the cluster with the admin kubeconfig and register the cluster-scoped "
-                "APIService v1beta1.custom.metrics.k8s.io"),
-    "lesson-05": LessonRights(
-        "create/delete NodePools, KWOKNodeClasses (cluster-scoped); nodes; the Karpenter add-on",
-        refused="it creates NodePools and KWOKNodeClasses and watches Karpenter add and remove Nodes: "
-                "cluster-scoped objects every student shares"),
-    "lesson-06": LessonRights(
-        "add-ons prometheus (its Kubernetes discovery lists nodes and pods in every namespace), kube-state-metrics",
-        refused="its add-ons (Prometheus, kube-state-metrics, service discovery) read every namespace with the "
-                "admin kubeconfig, so its queries would show other students' pods"),
-    "lesson-07": LessonRights(
-        "prometheus-operator CRDs; the namespace monitoring; add-ons",
-        refused="it installs prometheus-operator's CustomResourceDefinitions and works in the shared namespace "
-                "`monitoring`"),
-    "lesson-08": LessonRights(
-        "nodes/status (node conditions); node-problem-detector add-on; the nodes' kernel logs",
-        refused="it makes nodes report problems (node conditions, cluster-scoped) that every student's pods see"),
-    "lesson-09": LessonRights(
-        "add-ons victoria-logs, log-agent (read every namespace's pods and their log files)",
-        refused="its log agents ship every namespace's logs into one store with the admin kubeconfig, so its queries "
-                "would show other students' logs"),
-    "lesson-10": LessonRights(
-        "add-ons jaeger, workload-model (traces of every namespace's simulated requests)",
-        refused="its Jaeger holds the traces of every namespace's simulated requests, so its queries would show "
-                "other students' services"),
-    "lesson-11": LessonRights(
-        "lists nodes, StorageClasses and pods in every namespace (lk.diagnose); taints nodes in its scenarios",
-        refused="its insight engine reads every namespace and the nodes, and its scenarios taint and break shared "
-                "nodes"),
-    "lesson-12": LessonRights(
-        "cordon/drain nodes (patch nodes, evict pods of every namespace); GPU add-ons",
-        refused="it cordons and drains GPU nodes (patch nodes, evictions in every namespace)"),
-}
 
 
 class ClassroomRefused(LabkitError):
@@ -187,12 +133,12 @@ def student_names(students: int, prefix: str = "student") -> list[str]:
     return [f"{prefix}-{i:0{width}d}" for i in range(1, students + 1)]
 
 
-def refusal(lesson: str, student: str) -> str | None:
-    """Why ``student`` cannot run ``lesson`` (its namespace name, e.g. ``lesson-05``), or None when they can."""
-    rights = LESSONS.get(lesson)
+def refusal(lesson: str, student: str, rights: LessonRights | None) -> str | None:
+    """Why ``student`` cannot run ``lesson`` (its namespace name, e.g. ``lesson-05``) with what its record says it
+    needs (``rights``; None: no lesson record names it), or None when they can."""
     if rights is None:
-        return (f"{lesson} is not in labkit.classroom.LESSONS, so nobody has said whether a student's rights are "
-                f"enough for it")
+        return (f"{lesson} is no lesson's namespace (labkit.lessons.records()), so nobody has said whether a "
+                f"student's rights are enough for it")
     if rights.refused is None:
         return None
     return (f"{lesson} cannot run for {student}: {rights.refused}. A student's kubeconfig has rights only inside "
@@ -314,12 +260,12 @@ def merge_result(entries: dict[str, Any], result: Result, *, now: str) -> dict[s
     return {**entries, result.exercise: entry}
 
 
-def progress_rows(reports: dict[str, dict[str, Any] | None], exercises: Iterable[Exercise], *,
+def progress_rows(reports: dict[str, dict[str, Any] | None], lessons: Iterable[Lesson], *,
                   every_lesson: bool = False) -> list[dict[str, Any]]:
     """``labkit classroom status``'s rows: per student, exercises passed out of those a student can run (all of
     them with ``every_lesson``: a private lab per student, ``labkit hub``)."""
-    runnable = [ex.id for ex in exercises if every_lesson or LESSONS.get(f"lesson-{ex.id.split('-')[0]}",
-                                                                         LessonRights("?", "?")).refused is None]
+    runnable = [ex.id for lesson in lessons for ex in lesson.exercises
+                if every_lesson or lesson.rights.refused is None]
     rows = []
     for student, entries in sorted(reports.items()):
         entries = entries or {}
@@ -463,9 +409,9 @@ def read_reports(lab: Lab, prefix: str | None = None) -> dict[str, dict[str, Any
     return {s: ({k: json.loads(v) for k, v in data[s].items()} if s in data else None) for s in students}
 
 
-def status(lab: Lab, exercises: Iterable[Exercise], *, prefix: str | None = None) -> list[dict[str, Any]]:
+def status(lab: Lab, lessons: Iterable[Lesson], *, prefix: str | None = None) -> list[dict[str, Any]]:
     """Every student's progress (``kubectl get configmap labkit-progress -n STUDENT -o yaml`` for each)."""
-    return progress_rows(read_reports(lab, prefix), exercises)
+    return progress_rows(read_reports(lab, prefix), lessons)
 
 
 # ---------------------------------------------------------------- what a student's notebook calls
@@ -498,16 +444,12 @@ def reset_namespace(lab: Lab, namespace: str, *, timeout: float = 90.0) -> None:
         wait_for_set(lab, kind, namespace=namespace, condition=lambda objs: not objs, timeout=timeout)
 
 
-def lesson_namespace(lab: Lab, name: str, *, timeout: float = 90.0) -> str:
-    """The lesson's namespace, reset: ``lesson-NN`` for the lab's admin, the student's own one in classroom mode.
-
-    Same as ``kubectl delete namespace NAME --wait; kubectl create namespace NAME``, or for a student
-    ``kubectl delete deploy,sts,pod,svc,pvc,cm --all -n STUDENT``.
-    """
+def student_namespace(lab: Lab, lesson: str, rights: LessonRights | None, *, timeout: float = 90.0) -> str:
+    """A student's namespace, emptied for ``lesson`` (``kubectl delete deploy,sts,pod,svc,pvc,cm --all -n
+    STUDENT``); refused, with the reason, when the lesson's ``rights`` are more than a student has."""
     who = student(lab)
-    if who is None:
-        return _lesson_namespace(lab, name, timeout=timeout)
-    why = refusal(name, who)
+    assert who is not None  # lk.lesson_namespace asks only in classroom mode
+    why = refusal(lesson, who, rights)
     if why:
         raise ClassroomRefused(why, fix=_ASK)
     reset_namespace(lab, who, timeout=timeout)

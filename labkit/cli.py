@@ -312,17 +312,15 @@ def cmd_classroom_status(args: argparse.Namespace) -> int:
     """kubectl get configmap labkit-progress -n STUDENT -o yaml, for each student (labkit.classroom.status); with
     --hub, each student's own lab's progress file (labkit.hub)."""
     from . import classroom
-    from .lessons import catalogue
+    from .lessons import records
 
     if args.hub:
         from . import hub
 
         students = hub.students_file().read_text().split() if hub.students_file().exists() else []
-        rows = classroom.progress_rows(hub.progress_reports(students), catalogue().exercises.values(),
-                                       every_lesson=True)
+        rows = classroom.progress_rows(hub.progress_reports(students), records(), every_lesson=True)
     else:
-        rows = classroom.status(_admin_lab(args), catalogue().exercises.values(),  # type: ignore[arg-type]
-                                prefix=args.prefix)
+        rows = classroom.status(_admin_lab(args), records(), prefix=args.prefix)  # type: ignore[arg-type]
     if not rows:
         _say("no students (labkit classroom create --students N, or labkit hub --students N, makes them)")
         return 0

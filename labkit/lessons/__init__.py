@@ -1,12 +1,14 @@
-"""One module per notebook: that lesson's helpers, figures and exercises.
+"""One module per notebook: that lesson's helpers, figures and exercises, and its record (``LESSON``).
 
-A new lesson is one module here (listed in :data:`LESSONS`), one notebook and one test file. The exercises of every
-lesson are collected here, explicitly, into one catalogue: ``lk.check``, ``lk.solution`` and ``lk.progress`` read it.
+A new lesson is one module here (ending with ``LESSON = Lesson(...)``, :mod:`labkit.course`), one notebook and one
+test file. :func:`records` finds every module's record; the exercise catalogue (``lk.check``, ``lk.solution``,
+``lk.progress``), classroom mode's refusals and progress, the README's lesson table and the browser test read them.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from functools import cache
 from types import ModuleType
 from typing import Any
@@ -14,35 +16,49 @@ from typing import Any
 import pandas as pd
 
 from .. import classroom
+from ..course import Lesson
 from ..exercises import Attempt, Catalogue, Result
+from ..kube.client import Lab
+from ..kube.namespaces import lesson_namespace as reset_namespace
 
-# Notebook number -> lesson module (under labkit.lessons), in course order.
-LESSONS: dict[str, str] = {
-    "00": "lab_tour",
-    "01": "deployment_rollouts",
-    "02": "statefulset_canary",
-    "03": "health_probes",
-    "04": "hpa",
-    "05": "node_autoscaling",
-    "06": "prometheus",
-    "07": "dashboards",
-    "08": "node_problems",
-    "09": "cluster_logging",
-    "10": "tracing",
-    "11": "troubleshooting",
-    "12": "gpu_monitoring",
-}
+
+@cache
+def _lessons() -> dict[str, tuple[Lesson, ModuleType]]:
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if isinstance(record := getattr(module, "LESSON", None), Lesson):
+            found[record.number] = (record, module)
+    return dict(sorted(found.items()))
+
+
+def records() -> tuple[Lesson, ...]:
+    """Every lesson's record, in course order (each module of this package that declares ``LESSON``)."""
+    return tuple(record for record, _ in _lessons().values())
 
 
 def lesson(number: str) -> ModuleType:
     """The module behind notebook ``number`` (``lk.lessons.lesson("12")``)."""
-    return importlib.import_module(f"{__name__}.{LESSONS[number]}")
+    return _lessons()[number][1]
 
 
 @cache
 def catalogue() -> Catalogue:
     """Every lesson's exercises, in course order."""
-    return Catalogue(ex for number in LESSONS for ex in getattr(lesson(number), "EXERCISES", []))
+    return Catalogue(ex for record in records() for ex in record.exercises)
+
+
+def lesson_namespace(lab: Lab, name: str, *, timeout: float = 90.0) -> str:
+    """The lesson's namespace, reset: ``lesson-NN`` for the lab's admin, the student's own one in classroom mode
+    (refused, with the reason, for a lesson whose record says a student's rights are not enough).
+
+    Same as ``kubectl delete namespace NAME --wait; kubectl create namespace NAME``, or for a student
+    ``kubectl delete deploy,sts,pod,svc,pvc,cm --all -n STUDENT``.
+    """
+    if classroom.student(lab) is None:
+        return reset_namespace(lab, name, timeout=timeout)
+    rights = {r.namespace: r.rights for r in records()}
+    return classroom.student_namespace(lab, name, rights.get(name), timeout=timeout)
 
 
 def check(lab: Any, exercise_id: str, *, namespace: str, answer: Any = None) -> Result:

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from .. import addons
+from ..course import Lesson, LessonRights
 from ..errors import LabkitError
 from ..exercises import Attempt, Exercise
 from ..kube.apply import apply
@@ -341,3 +342,16 @@ EXERCISES = [Exercise(
     check=_check_error_pod,
     solve=lambda a: (_pods_with_error(scope(a.lab, a.namespace)) or [None])[0],
 )]
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "09_logging",
+    "cluster logging (集群日志): `kubectl logs` (`--previous`, `-l`, `--since`, `-f`), structured logs, "
+    "node-level agent vs sidecar vs direct shipping, vlagent -> VictoriaLogs, LogsQL into pandas (errors "
+    "by pod, one request id across services), logs agreeing with metrics",
+    LessonRights("add-ons victoria-logs, log-agent (read every namespace's pods and their log files)",
+                 refused="its log agents ship every namespace's logs into one store with the admin "
+                         "kubeconfig, so its queries would show other students' logs"),
+    exercises=tuple(EXERCISES),
+)

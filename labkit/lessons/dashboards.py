@@ -27,6 +27,7 @@ import yaml
 
 from .. import addons
 from ..addons.prometheus_operated import promtool as operated_promtool
+from ..course import Lesson, LessonRights
 from ..errors import LabkitError, NotFound, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.apply import apply
@@ -618,3 +619,17 @@ EXERCISES = [
         solve=solve_dashboard_panel,
     ),
 ]
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "07_dashboards",
+    "prometheus-operator (ServiceMonitor -> generated config -> scraped by the Prometheus it runs), "
+    "PrometheusRule -> alert -> Alertmanager (grouping, inhibition, silences) -> a webhook receiver (告警), "
+    "and Grafana-model dashboards rendered live (Grafana 可视化)",
+    LessonRights("prometheus-operator CRDs; the namespace monitoring; add-ons",
+                 refused="it installs prometheus-operator's CustomResourceDefinitions and works in the "
+                         "shared namespace `monitoring`"),
+    addons=tuple(ADDONS),
+    exercises=tuple(EXERCISES),
+)

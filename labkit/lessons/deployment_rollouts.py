@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..course import Lesson, LessonRights
 from ..exercises import Attempt, Exercise
 from ..kube.objects import get, patch
 from ..kube.rollouts import rollout_state, rollout_undo
@@ -91,3 +92,12 @@ kubectl -n lesson-01 rollout status deployment/api""",
 )
 
 EXERCISES = [ROLLOUT_V3, RECOVER]
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "01_deployment_rollouts",
+    "rolling update, Recreate, history, pause/resume, a bad rollout and undo (更新, 回滚)",
+    LessonRights("none"),
+    exercises=tuple(EXERCISES),
+)

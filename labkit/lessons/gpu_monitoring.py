@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 import yaml
 
 from .. import promql
+from ..course import Lesson, LessonRights
 from ..errors import LabkitError, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.apply import apply
@@ -825,3 +826,17 @@ def prometheus_snapshot() -> pd.DataFrame:
 def gpu_dashboard(*, interval_s: float = SCRAPE_INTERVAL_S) -> Dashboard:
     """A live dashboard of every GPU in the lab's cluster, from Prometheus (stop it with its button or ``.stop()``)."""
     return Dashboard(prometheus_snapshot, key="gpu", panels=PANELS, interval_s=interval_s)
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "12_gpu_monitoring",
+    "NVML, DCGM, dcgm-exporter, Prometheus, device plugin, pod-resources, sharing, clocks, power limits "
+    "and overclocking; a GPU fault (ECC, row remap, XID 79) seen in NVML, the exporter and an alert, then "
+    "cordon, drain, reset, `dcgmi health`- and `dcgmi diag`-style verdicts (modelled from the one GPU "
+    "state) and the RMA",
+    LessonRights("cordon/drain nodes (patch nodes, evict pods of every namespace); GPU add-ons",
+                 refused="it cordons and drains GPU nodes (patch nodes, evictions in every namespace)"),
+    addons=tuple(ADDONS),
+    exercises=tuple(EXERCISES),
+)

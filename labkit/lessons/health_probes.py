@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..course import Lesson, LessonRights
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab
 from ..kube.objects import get, live_pods, patch
@@ -98,3 +99,12 @@ startupProbe:
 )
 
 EXERCISES = [FIX_READINESS, STARTUP_PROBE]
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "03_health_probes",
+    "liveness, readiness and startup probes (探针检查机制)",
+    LessonRights("none"),
+    exercises=tuple(EXERCISES),
+)

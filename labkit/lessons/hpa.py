@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from kubernetes import watch
 
 from ..addons import url as addon_url
+from ..course import Lesson, LessonRights
 from ..errors import NotFound
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
@@ -514,3 +515,15 @@ kubectl -n lesson-04 describe hpa billing     # ScalingActive True: ValidMetricF
 
 EXERCISES = [RPS_HPA, MISSING_REQUEST]
 
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "04_hpa",
+    "HorizontalPodAutoscaler (弹性伸缩): the docs' walkthrough on CPU, scale-down via `behavior`, the "
+    "algorithm, custom metrics through prometheus-adapter",
+    LessonRights("add-ons workload-model, prometheus, prometheus-adapter; the APIService "
+                 "v1beta1.custom.metrics.k8s.io",
+                 refused="its add-ons run beside the cluster with the admin kubeconfig and register the "
+                         "cluster-scoped APIService v1beta1.custom.metrics.k8s.io"),
+    exercises=tuple(EXERCISES),
+)

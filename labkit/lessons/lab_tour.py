@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..course import Lesson, LessonRights
 from ..kube.client import Lab
 
 _PARTS = [
@@ -27,3 +28,11 @@ def lab_parts(lab: Lab) -> pd.DataFrame:
     column = {"kwok": 2, "kind": 3}.get(lab.backend, 4)
     return pd.DataFrame([(p[0], p[1], p[column]) for p in _PARTS],
                         columns=["component", "role", f"on this lab ({lab.backend})"])
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "00_lab_tour",
+    "what is real and simulated, nodes, versions, a first Deployment with kubectl beside each step",
+    LessonRights("reads nodes (get/list/watch nodes: granted to students, read-only)"),
+)

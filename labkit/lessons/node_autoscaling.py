@@ -15,6 +15,7 @@ import pandas as pd
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from .. import addons
+from ..course import Lesson, LessonRights
 from ..errors import NotFound, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
@@ -258,3 +259,15 @@ kubectl -n lesson-05 rollout status deployment/render""",
 )
 
 EXERCISES = [RENDER_FITS]
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "05_node_autoscaling",
+    "pods that fit no node (FailedScheduling), a node pool, scale-up and scale-down by a real node "
+    "autoscaler (Karpenter; the Cluster Autoscaler's model beside it) (节点伸缩)",
+    LessonRights("create/delete NodePools, KWOKNodeClasses (cluster-scoped); nodes; the Karpenter add-on",
+                 refused="it creates NodePools and KWOKNodeClasses and watches Karpenter add and remove "
+                         "Nodes: cluster-scoped objects every student shares"),
+    exercises=tuple(EXERCISES),
+)

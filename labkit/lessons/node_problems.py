@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import addons
 from ..addons.node_problem_detector import CUSTOM_DIR, PLUGINS_DIR, component, custom_stamp
+from ..course import Lesson, LessonRights
 from ..errors import ManifestError, NotFound, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
@@ -285,3 +286,15 @@ def problem_metrics(node: str) -> pd.DataFrame:
             parsed = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
             rows.append({"metric": name, **{k: v.strip('"') for k, v in parsed.items()}, "value": float(value)})
     return pd.DataFrame(rows)
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "08_node_problem_detector",
+    "node-problem-detector (节点问题检测): temporary problems as Events, permanent ones as NodeConditions, "
+    "upstream's rules, cordon/drain/reboot as a remediation controller would, a custom plugin monitor",
+    LessonRights("nodes/status (node conditions); node-problem-detector add-on; the nodes' kernel logs",
+                 refused="it makes nodes report problems (node conditions, cluster-scoped) that every "
+                         "student's pods see"),
+    exercises=tuple(EXERCISES),
+)

@@ -23,6 +23,7 @@ import yaml
 
 from .. import addons, promql
 from ..addons.prometheus_operated import promtool
+from ..course import Lesson, LessonRights
 from ..errors import WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab
@@ -502,3 +503,19 @@ P99_RULE = Exercise(
 )
 
 EXERCISES = [CPU_QUERY, P99_RULE]
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "06_prometheus",
+    "observability (可观测性): Prometheus' architecture from the live lab (targets, pull, service discovery "
+    "and relabelling, TSDB), PromQL into pandas, recording rules, USE/RED/golden signals, control-plane "
+    "and kube-state-metrics metrics",
+    LessonRights("add-ons prometheus (its Kubernetes discovery lists nodes and pods in every namespace), "
+                 "kube-state-metrics",
+                 refused="its add-ons (Prometheus, kube-state-metrics, service discovery) read every "
+                         "namespace with the admin kubeconfig, so its queries would show other students' "
+                         "pods"),
+    addons=tuple(ADDONS),
+    exercises=tuple(EXERCISES),
+)

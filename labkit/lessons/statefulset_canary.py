@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..course import Lesson, LessonRights
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab
 from ..kube.objects import get, live_pods, patch
@@ -90,3 +91,15 @@ kubectl -n lesson-02 rollout status statefulset/db""",
 )
 
 EXERCISES = [CANARY_ONE, FINISH_ROLLOUT]
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "02_statefulset_canary",
+    "ordered updates, partition canaries (灰度发布), rollback, PV data that does not roll back",
+    LessonRights("get persistentvolumes; writes a file on the simulated node's disk on the lab's machine",
+                 refused="its volume section reads PersistentVolumes (cluster-scoped: they name every "
+                         "student's claims) and writes on the embedded node's disk, which only the lab's "
+                         "own machine reaches"),
+    exercises=tuple(EXERCISES),
+)

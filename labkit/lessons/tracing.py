@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from .. import addons
 from ..addons.jaeger import control_plane_port, otlp_endpoint
 from ..cluster.kwok_backend import TRACING_CONFIG_FILE
+from ..course import Lesson, LessonRights
 from ..errors import LabkitError
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
@@ -408,3 +409,16 @@ EXERCISES = [
         solve=lambda attempt: _live_culprit(attempt.namespace)[0],
     ),
 ]
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "10_tracing",
+    "tracing (链路追踪) with a real Jaeger: a trace's spans and parent/child links, one request's waterfall, "
+    "the service topology (调用拓扑) from Jaeger's dependencies, a latency fault found as the slow service's "
+    "own time, and a `kubectl create` traced through the API server into etcd",
+    LessonRights("add-ons jaeger, workload-model (traces of every namespace's simulated requests)",
+                 refused="its Jaeger holds the traces of every namespace's simulated requests, so its "
+                         "queries would show other students' services"),
+    exercises=tuple(EXERCISES),
+)

@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from .. import addons
+from ..course import Lesson, LessonRights
 from ..errors import LabkitError, NotFound, WaitFailed, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..insight import Diagnosis, diagnose
@@ -515,3 +516,17 @@ EXERCISES = [
         solve=_solve("crash-loop"),
     ),
 ]
+
+
+# The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
+LESSON = Lesson(
+    "11_troubleshooting",
+    "common cluster troubleshooting (常见集群排错): a method (symptom → scope → evidence → cause → fix) with "
+    "kubectl first, injected failure scenarios told only by their symptom, an insight engine like CIE "
+    "(容器洞察引擎, `lk.diagnose`), exercises fixed with kubectl only",
+    LessonRights("lists nodes, StorageClasses and pods in every namespace (lk.diagnose); taints nodes in "
+                 "its scenarios",
+                 refused="its insight engine reads every namespace and the nodes, and its scenarios taint "
+                         "and break shared nodes"),
+    exercises=tuple(EXERCISES),
+)

@@ -26,7 +26,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 import labkit as lk
-from labkit import classroom, exercises
+from labkit import classroom, exercises, lessons
 from labkit.kube.rollouts import rollout_undo, set_image
 from labkit.lessons import catalogue
 
@@ -389,8 +389,7 @@ def _lesson_manifests(lesson: str) -> list[dict[str, Any]]:
     return found
 
 
-@pytest.mark.parametrize("lesson", [k.removeprefix("lesson-") for k, v in classroom.LESSONS.items()
-                                    if v.refused is None])
+@pytest.mark.parametrize("lesson", [r.number for r in lessons.records() if r.rights.refused is None])
 def test_the_lessons_a_student_runs_pass_pod_security_and_the_guard(lab: lk.Lab, room: dict[str, Any],
                                                                     lesson: str) -> None:
     """Each manifest of the lesson's notebook, and the pod its controller would make, created as the student with a

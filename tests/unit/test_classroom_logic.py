@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from labkit import classroom
+from labkit import classroom, lessons
 from labkit.errors import LabkitError
 from labkit.exercises import Result
 from labkit.kube.client import Lab
-from labkit.lessons import LESSONS, catalogue
+from labkit.lessons import records
 
 
 def _admin(ca: str = "ca.crt") -> dict[str, Any]:
@@ -39,18 +39,18 @@ def test_student_names_are_padded_so_they_sort_and_the_prefix_must_be_a_namespac
 
 
 def test_every_lesson_says_whether_a_student_can_run_it() -> None:
-    """A new lesson must be added to classroom.LESSONS (rights it needs, or why a student is refused)."""
-    missing = [f"lesson-{n}" for n in LESSONS if f"lesson-{n}" not in classroom.LESSONS]
-    assert not missing, f"add these to labkit.classroom.LESSONS: {missing}"
-    assert {k for k, v in classroom.LESSONS.items() if v.refused is None} == {"lesson-00", "lesson-01", "lesson-03"}
+    """Each lesson's record says what it needs beyond its namespace, and why a student is refused (or not)."""
+    assert all(r.rights.cluster_scoped for r in records())
+    assert {r.namespace for r in records() if r.rights.refused is None} == {"lesson-00", "lesson-01", "lesson-03"}
 
 
 def test_a_refusal_names_the_lesson_the_student_the_cluster_scoped_right_and_what_to_ask() -> None:
-    assert classroom.refusal("lesson-01", "student-07") is None
-    why = classroom.refusal("lesson-05", "student-07")
+    rights = {r.namespace: r.rights for r in records()}
+    assert classroom.refusal("lesson-01", "student-07", rights["lesson-01"]) is None
+    why = classroom.refusal("lesson-05", "student-07", rights["lesson-05"])
     assert why is not None
     assert "lesson-05" in why and "student-07" in why and "NodePools" in why and "cluster-scoped" in why
-    assert "nobody has said" in (classroom.refusal("lesson-99", "student-07") or "")
+    assert "nobody has said" in (classroom.refusal("lesson-99", "student-07", None) or "")
     assert "instructor" in classroom._ASK
 
 
@@ -108,8 +108,8 @@ def test_outside_classroom_mode_lesson_namespace_is_the_lab_one_and_nothing_is_r
     admin = tmp_path / "admin.kubeconfig"
     admin.write_text(yaml.safe_dump(_admin()))
     called = []
-    monkeypatch.setattr(classroom, "_lesson_namespace", lambda lab, name, timeout: called.append(name) or name)
-    assert classroom.lesson_namespace(_lab(admin), "lesson-05") == "lesson-05" and called == ["lesson-05"]
+    monkeypatch.setattr(lessons, "reset_namespace", lambda lab, name, timeout: called.append(name) or name)
+    assert lessons.lesson_namespace(_lab(admin), "lesson-05") == "lesson-05" and called == ["lesson-05"]
     assert classroom.report(_lab(admin), Result("01-recover", passed=True)) is False
     assert classroom.student(_lab(None)) is None
 
@@ -121,11 +121,11 @@ def test_a_student_is_refused_a_cluster_scoped_lesson_before_anything_is_deleted
                                                                 token="T", expires="?")))
     monkeypatch.setattr(classroom, "reset_namespace", lambda *a, **k: pytest.fail("must not reset"))
     with pytest.raises(classroom.ClassroomRefused, match="lesson-12 cannot run for student-03") as exc:
-        classroom.lesson_namespace(_lab(path), "lesson-12")
+        lessons.lesson_namespace(_lab(path), "lesson-12")
     assert "cordon" in str(exc.value) and "instructor" in str(exc.value)
     reset: list[str] = []
     monkeypatch.setattr(classroom, "reset_namespace", lambda lab, ns, timeout: reset.append(ns))
-    assert classroom.lesson_namespace(_lab(path), "lesson-01") == "student-03" and reset == ["student-03"]
+    assert lessons.lesson_namespace(_lab(path), "lesson-01") == "student-03" and reset == ["student-03"]
     monkeypatch.setenv("LABKIT_CLASSROOM", "0")
     assert classroom.student(_lab(path)) is None
 
@@ -140,13 +140,12 @@ def test_progress_counts_attempts_keeps_the_first_pass_and_flags_test_runs() -> 
 
 
 def test_status_rows_count_only_exercises_a_student_can_run_and_not_test_runs() -> None:
-    exercises = list(catalogue().exercises.values())
     reports = {"student-02": None,
                "student-01": {"01-recover": {"passed": True, "attempts": 2, "last_check": "t2"},
                               "03-startup-probe": {"passed": True, "attempts": 1, "last_check": "t9",
                                                    "solved_by_test": True},
                               "05-render-fits": {"passed": True, "attempts": 1, "last_check": "t1"}}}
-    rows = classroom.progress_rows(reports, exercises)
+    rows = classroom.progress_rows(reports, records())
     assert [r["student"] for r in rows] == ["student-01", "student-02"]
     first = rows[0]
     assert first["passed"] == 1 and first["of"] == 4 and first["attempts"] == 4 and first["last_check"] == "t9"

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sim",),
     ("addons",),
     ("promql", "cgroups", "exercises", "operations"),
+    ("course",),  # the lessons' record type: what a lesson is, needs and lets a student do
     ("classroom", "hub", "jupyter"),
     ("insight",),
     ("figures",),

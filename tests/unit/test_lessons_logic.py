@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -109,7 +110,7 @@ def test_result_text_says_what_is_wrong_and_the_hint():
 def test_every_exercise_has_task_hint_solution_and_a_test_solver():
     for ex in lessons.catalogue().exercises.values():
         assert ex.task and ex.hint and ex.solution and ex.solve, ex.id
-        assert ex.id[:2] in lessons.LESSONS, f"{ex.id} is not named after its lesson's number"
+        assert ex.id[:2] in {r.number for r in lessons.records()}, f"{ex.id} is not named after its lesson's number"
 
 
 def _counting_exercise(passes_after: int):
@@ -166,3 +167,21 @@ def test_stage_files_are_kwok_stages_with_unique_names():
                 names.append(item["metadata"]["name"])
     assert len(names) == len(set(names))
     assert {"labkit-node-initialize", "labkit-node-heartbeat", "labkit-pod-delete", "labkit-pod-complete"} <= set(names)
+
+
+def test_a_lesson_is_its_module_notebook_and_test_the_rest_reads_its_record() -> None:
+    """What reads a lesson's record (labkit.course.Lesson): the notebooks on disk, the README's table, the exercise
+    catalogue, classroom mode and the browser test. A new lesson is one module, one notebook, one test file."""
+    root = Path(__file__).resolve().parents[2]
+    records = lessons.records()
+    assert [r.number for r in records] == [f"{i:02d}" for i in range(len(records))]
+    on_disk = sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [r.notebook for r in records] == on_disk
+    readme = (root / "README.md").read_text()
+    table = readme.split("<!-- lessons:", 1)[1].split("-->\n", 1)[1].split("\n<!-- end lessons -->", 1)[0]
+    assert table.splitlines() == ["| notebook | topic |", "| --- | --- |",
+                                  *(f"| `{r.notebook}` | {r.topic} |" for r in records)]
+    assert {ex.id[:2] for ex in lessons.catalogue().exercises.values()} <= {r.number for r in records}
+    assert all(ex in lessons.catalogue().exercises.values() for r in records for ex in r.exercises)
+    browser = (root / "tests" / "browser" / "test_notebooks_in_browser.py").read_text()
+    assert "records()" in browser  # the browser pass runs the notebooks the records name
