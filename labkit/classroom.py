@@ -6,9 +6,10 @@ Role + RoleBinding, and writes a kubeconfig whose user is a short-lived token fo
 API, as ``kubectl create token``). The kubeconfig's context names the student's namespace and carries a
 ``labkit.io/classroom`` extension, which is how a notebook knows it runs for a student:
 
-- :func:`lesson_namespace` (``lk.lesson_namespace``) then returns the student's own namespace, emptied of the previous
-  lesson's objects, instead of deleting and re-creating ``lesson-NN`` (which needs cluster-scoped rights); lessons
-  that need cluster-scoped objects or the lab's add-ons are refused with the reason (:data:`LESSONS`).
+- :func:`student_namespace` (``lk.lesson_namespace`` in classroom mode) then returns the student's own namespace,
+  emptied of the previous lesson's objects, instead of deleting and re-creating ``lesson-NN`` (which needs
+  cluster-scoped rights); lessons that need cluster-scoped objects or the lab's add-ons are refused with the reason
+  (the rights in each lesson's record, :class:`labkit.course.LessonRights`).
 - :func:`report` (called by ``lk.check``) writes the student's exercise results into the ConfigMap
   ``labkit-progress`` in their namespace; ``labkit classroom status`` reads every student's. Results are reported by
   the student's own notebook: a student can edit that ConfigMap, so it is a progress report, not an exam record.
