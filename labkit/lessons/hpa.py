@@ -27,6 +27,7 @@ from ..kube.client import Lab, api_errors
 from ..kube.objects import get, live_pods, patch
 from ..kube.quantity import optional_quantity
 from ..kube.rollouts import rollout_state
+from ..kube.tables import pods_table
 from ..settings import LOCAL_HTTP_TIMEOUT_S
 
 TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance: no scaling while metric/target is within 10 % of 1
@@ -297,6 +298,20 @@ def model_state() -> pd.DataFrame:
     table = pd.DataFrame(pods, columns=["namespace", "pod", "service", "rps", "latency_s", "inflight", "cpu_m",
                                         "memory"])
     return table[["namespace", "pod", "service", "rps", "latency_s", "cpu_m"]].round(3)
+
+
+def shared_load(lab: Lab, namespace: str, service: str, selector: str, *,
+                timeout: float = 60.0) -> tuple[pd.DataFrame, set[str]]:
+    """The model's state for ``service`` and its Ready pods, once every pod under load is a Ready endpoint and the
+    requests are shared evenly: a moment after the HPA adds a pod the two differ (its endpoint is not Ready yet).
+    Waits up to ``timeout``, then returns what it has (the difference shows)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = model_state().query(f"service == '{service}'")
+        ready = set(pods_table(lab, namespace, label_selector=selector).query("ready == '1/1'").pod)
+        if (set(state.pod) <= ready and state.rps.round(3).nunique() == 1) or time.monotonic() > deadline:
+            return state, ready
+        time.sleep(1.0)
 
 
 def custom_metric(lab: Lab, namespace: str, metric: str) -> pd.DataFrame:
