@@ -45,7 +45,7 @@ test: install  ## lint, unit + e2e + every notebook under nbval (strict), then e
 	$(LINT)
 	$(RUN) $(PYTHON) -m labkit up --backend kwok
 # LABKIT_IN_TEST=1: each exercise check proves NOT YET, applies the solution, then waits for PASS (as stored).
-	LABKIT_IN_TEST=1 $(RUN) $(PYTHON) -m pytest tests notebooks $(NBVAL) --ignore=tests/browser
+	LABKIT_IN_TEST=1 $(RUN) $(PYTHON) -m pytest tests notebooks $(NBVAL) --ignore=tests/browser --durations=15
 	$(MAKE) test-browser PYTHON="$(PYTHON)"
 
 # As a learner runs them (no LABKIT_IN_TEST): JupyterLab served by `make lab`, each notebook opened in headless
