@@ -21,7 +21,7 @@ from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
 from ..kube.objects import get, live_pods, patch
 
-LESSON = "lesson-05"
+NAMESPACE = "lesson-05"
 POOL = "lesson-05"
 # The NodePool labels and taints its nodes with this key; pods that want the pool select and tolerate it.
 POOL_KEY = "labkit.io/node-pool"
@@ -151,7 +151,7 @@ def wait_pool_claims(lab: Lab, count: int, *, pool: str = POOL, timeout: float =
         time.sleep(0.5)
 
 
-def remove_node_pools(lab: Lab, *, selector: str = f"labkit.io/lesson={LESSON}", timeout: float = 90.0) -> int:
+def remove_node_pools(lab: Lab, *, selector: str = f"labkit.io/lesson={NAMESPACE}", timeout: float = 90.0) -> int:
     """Delete lesson 05's NodePools and node classes and wait until their NodeClaims and Nodes are gone.
 
     Same as ``kubectl delete nodepools,kwoknodeclasses -l labkit.io/lesson=lesson-05 --wait`` followed by

@@ -39,7 +39,7 @@ from ..operations import NPD_CONDITIONS, inject_fault, pod_resources, reboot, re
 from ..paths import data_file
 from ..sim import node_logs
 
-LESSON = "lesson-11"
+NAMESPACE = "lesson-11"
 # kubectl's resource names -> (kind, apiVersion), for the scenarios' fields.
 KINDS = {"deployment": ("Deployment", "apps/v1"), "service": ("Service", "v1"), "node": ("Node", "v1"),
          "replicaset": ("ReplicaSet", "apps/v1"), "horizontalpodautoscaler": ("HorizontalPodAutoscaler",
@@ -103,7 +103,7 @@ def not_shown() -> pd.DataFrame:
 
 
 def namespace_of(name: str) -> str:
-    return f"{LESSON}-{name}"
+    return f"{NAMESPACE}-{name}"
 
 
 # --- faults outside the namespace ---------------------------------------------------------------------------
@@ -175,7 +175,8 @@ def remove_namespaces(lab: Lab) -> list[str]:
     """Delete every scenario namespace (``kubectl delete namespace -l labkit.io/lesson`` for lesson-11-*), without
     waiting: what the fixed scenarios still hold (CPU, GPUs) goes back to the lab."""
     with api_errors("listing namespaces", server=lab.server):
-        names = [n.metadata.name for n in lab.core.list_namespace().items if n.metadata.name.startswith(LESSON + "-")]
+        names = [n.metadata.name for n in lab.core.list_namespace().items
+                 if n.metadata.name.startswith(NAMESPACE + "-")]
     for name in names:
         with contextlib.suppress(NotFound), api_errors(f"deleting namespace {name}", server=lab.server):
             lab.core.delete_collection_namespaced_pod(name, grace_period_seconds=0)

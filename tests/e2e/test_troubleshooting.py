@@ -76,7 +76,7 @@ def test_each_exercise_fails_unsolved_and_passes_fixed(lab: lk.Lab, exercise: st
             "11-fix-crash": "crash-loop"}[exercise]
     ns = l11.inject(lab, name)
     try:
-        attempt = exercises.Attempt(lab, l11.LESSON)
+        attempt = exercises.Attempt(lab, l11.NAMESPACE)
         assert ex.check(attempt), "the check passed on the broken lab"
         ex.solve(attempt)  # type: ignore[misc]
         l11.wait_state(lab, ns, l11.scenario(name).fixed, timeout=90)

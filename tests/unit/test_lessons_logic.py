@@ -185,3 +185,14 @@ def test_a_lesson_is_its_module_notebook_and_test_the_rest_reads_its_record() ->
     assert all(ex in lessons.catalogue().exercises.values() for r in records for ex in r.exercises)
     browser = (root / "tests" / "browser" / "test_notebooks_in_browser.py").read_text()
     assert "records()" in browser  # the browser pass runs the notebooks the records name
+
+
+def test_each_lesson_module_names_its_record_once() -> None:
+    """``LESSON`` is the record: a module that also used the name for something else (a namespace) lost it."""
+    import ast
+
+    for path in (Path(lessons.__file__).parent).glob("*.py"):
+        tree = ast.parse(path.read_text())
+        assigned = [n for n in tree.body if isinstance(n, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "LESSON" for t in n.targets)]
+        assert len(assigned) <= 1, f"{path.name} assigns LESSON {len(assigned)} times"
