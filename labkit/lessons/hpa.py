@@ -314,6 +314,20 @@ def shared_load(lab: Lab, namespace: str, service: str, selector: str, *,
         time.sleep(1.0)
 
 
+def settled_metric(lab: Lab, namespace: str, metric: str, *, pods: str, at_least: int, below: float,
+                   timeout: float = 60.0) -> pd.DataFrame:
+    """The custom metric of the pods whose names start with ``pods``, once at least ``at_least`` of them have a value
+    and every value is under ``below``: just after a scale-out the new pods' rates are still ramping and the old ones
+    still carry the load of the moment before. Waits up to ``timeout``, then returns what it has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        values = custom_metric(lab, namespace, metric)
+        values = values[values.pod.str.startswith(pods)]
+        if (len(values) >= at_least and (values.value < below).all()) or time.monotonic() > deadline:
+            return values
+        time.sleep(2.0)
+
+
 def custom_metric(lab: Lab, namespace: str, metric: str) -> pd.DataFrame:
     """Every pod's value of a custom metric, through the API server and prometheus-adapter.
 
