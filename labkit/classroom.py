@@ -445,11 +445,9 @@ def reset_namespace(lab: Lab, namespace: str, *, timeout: float = 90.0) -> None:
         wait_for_set(lab, kind, namespace=namespace, condition=lambda objs: not objs, timeout=timeout)
 
 
-def student_namespace(lab: Lab, lesson: str, rights: LessonRights | None, *, timeout: float = 90.0) -> str:
-    """A student's namespace, emptied for ``lesson`` (``kubectl delete deploy,sts,pod,svc,pvc,cm --all -n
+def student_namespace(lab: Lab, who: str, lesson: str, rights: LessonRights | None, *, timeout: float = 90.0) -> str:
+    """Student ``who``'s namespace, emptied for ``lesson`` (``kubectl delete deploy,sts,pod,svc,pvc,cm --all -n
     STUDENT``); refused, with the reason, when the lesson's ``rights`` are more than a student has."""
-    who = student(lab)
-    assert who is not None  # lk.lesson_namespace asks only in classroom mode
     why = refusal(lesson, who, rights)
     if why:
         raise ClassroomRefused(why, fix=_ASK)

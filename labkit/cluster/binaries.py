@@ -647,11 +647,7 @@ def export_mirror(comps: list[Component], folder: Path) -> list[Path]:
         if comp.image is not None:
             written += write_image(comp.image, {b: comp.dir / b for b in comp.image.files}, folder, arch=arch(),
                                    folders={inside: comp.dir / dest for inside, dest in comp.data})
-        by_url: dict[str, dict[str, str]] = {}
-        for binary, upstream in comp.downloads.items():
-            url, _, member = upstream.partition("#")
-            by_url.setdefault(url, {})[binary] = member or binary
-        for url, members in by_url.items():
+        for url, members in _archives(comp).items():
             target = folder / url.split("://", 1)[1].split("/", 1)[1]
             target.parent.mkdir(parents=True, exist_ok=True)
             if url.endswith((".tar.gz", ".tgz")):
@@ -676,7 +672,7 @@ def source_of(comp: Component) -> str:
     if not comp.downloads:
         why = "patched source" if comp.patches else "labkit's own program" if comp.main_go else "no release binary"
         return f"none: Go build ({why})"
-    urls = sorted({u.partition("#")[0] for u in comp.downloads.values()})
+    urls = sorted(_archives(comp))
     return f"{urllib.parse.urlsplit(urls[0]).netloc}: {', '.join(u.rsplit('/', 1)[1] for u in urls)} ({comp.checksum})"
 
 
@@ -825,11 +821,7 @@ def _download_into(comp: Component, out_dir: Path, progress: Progress) -> None:
                 raise BinariesUnavailable(f"{comp.name}'s {', '.join(d for d, _ in comp.data)} come from its Go "
                                           "module: no Go toolchain to fetch it")
             _copy_module_data(go, comp, _go_env(go, comp), _build_folder(comp), out_dir)
-    by_url: dict[str, dict[str, str]] = {}  # one archive can hold several binaries: fetched once
-    for binary, upstream in comp.downloads.items():
-        url, _, member = upstream.partition("#")
-        by_url.setdefault(url, {})[binary] = member or binary
-    for upstream, members in by_url.items():
+    for upstream, members in _archives(comp).items():  # one archive can hold several binaries: fetched once
         url = _mirrored(upstream)
         progress(f"downloading {', '.join(members)} {comp.version} from {url}")
         data = _fetch(url)
@@ -843,6 +835,16 @@ def _download_into(comp: Component, out_dir: Path, progress: Progress) -> None:
             _unpack(data, members, comp.data, out_dir, url)
         for binary in members:
             (out_dir / binary).chmod(0o755)
+
+
+def _archives(comp: Component) -> dict[str, dict[str, str]]:
+    """Each upstream file of ``comp``'s release -> {binary: its name inside} (``URL#member``; the binary's own name
+    when no member is given)."""
+    by_url: dict[str, dict[str, str]] = {}
+    for binary, upstream in comp.downloads.items():
+        url, _, member = upstream.partition("#")
+        by_url.setdefault(url, {})[binary] = member or binary
+    return by_url
 
 
 def _unpack(archive: bytes, members: dict[str, str], data: tuple[tuple[str, str], ...], out_dir: Path,

@@ -55,10 +55,11 @@ def lesson_namespace(lab: Lab, name: str, *, timeout: float = 90.0) -> str:
     Same as ``kubectl delete namespace NAME --wait; kubectl create namespace NAME``, or for a student
     ``kubectl delete deploy,sts,pod,svc,pvc,cm --all -n STUDENT``.
     """
-    if classroom.student(lab) is None:
+    who = classroom.student(lab)
+    if who is None:
         return reset_namespace(lab, name, timeout=timeout)
     rights = {r.namespace: r.rights for r in records()}
-    return classroom.student_namespace(lab, name, rights.get(name), timeout=timeout)
+    return classroom.student_namespace(lab, who, name, rights.get(name), timeout=timeout)
 
 
 def check(lab: Any, exercise_id: str, *, namespace: str, answer: Any = None) -> Result:
