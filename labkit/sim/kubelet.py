@@ -691,6 +691,9 @@ class Daemon:
         def resolve_name(name: str) -> service_net.Target | None:
             return service_net.resolve(name, namespace, services, pods)
 
+        def resolve_host(name: str) -> service_net.Target | None:  # /etc/hosts first, as libc resolves
+            return service_net.from_hosts_file(name, pod) or resolve_name(name)
+
         def fetch(target: service_net.Target, port: int, path: str, agent: str) -> tuple[int, bytes] | str:
             return self._fetch(pod, target, port, path, agent)
 
@@ -698,8 +701,8 @@ class Daemon:
         if program == "nslookup":
             return service_net.nslookup(args, namespace, resolve_name, CLUSTER_DNS)
         if program == "curl":
-            return service_net.curl(args, namespace, resolve_name, fetch)
-        return service_net.wget(args, namespace, resolve_name, fetch)
+            return service_net.curl(args, namespace, resolve_host, fetch)
+        return service_net.wget(args, namespace, resolve_host, fetch)
 
     def _fetch(self, client_pod: Obj, target: service_net.Target, port: int, path: str,
                agent: str) -> tuple[int, bytes] | str:
@@ -729,7 +732,8 @@ class Daemon:
         if site is None:
             return "Connection refused"
         line = f"GET {path} HTTP/1.1"
-        client_ip = (client_pod.get("status") or {}).get("podIP") or "127.0.0.1"
+        client_ip = "127.0.0.1" if target.ip == "127.0.0.1" else (client_pod.get("status") or {}).get("podIP") \
+            or "127.0.0.1"
         status, body, _ = site.content(path, request_line=line, client=client_ip, host=target.fqdn)
         site.access_log(line, status, len(body), client=client_ip, agent=agent)
         return status, body

@@ -9,8 +9,10 @@ KWOK's Stages say *when* a container starts, restarts and stops. This module, ru
 - a container whose command is a busybox program (``sh -c "..."``, ``sleep``, ``echo``: the documentation's
   counters, ``touch``/``rm`` of probe files) runs for real in that sandbox: its output is the container's log, its
   files are what ``kubectl exec`` sees. The Stages stop it when they say the container ended (and start a new one on
-  a restart). A loop over the network (``while sleep 1; do wget ...; done``) stays modelled: it is a client of the
-  workload model; a one-shot ``wget`` or ``nslookup`` goes through the Service network (:mod:`.service_net`);
+  a restart). A command that requests a URL over and over (``while sleep 1; do wget ...; done``) stays modelled:
+  it is a client of the workload model (:func:`labkit.sim.workload.request_loop`); any other use of the network
+  (``nslookup web-0.web``, a ``for`` loop over pod IPs) runs for real through the Service network
+  (:mod:`.service_net`);
 - a container the catalog knows how the image logs (nginx's entrypoint) prints those start-up lines;
 - the log files are where a kubelet keeps them (:mod:`labkit.sim.pod_logs`: CRI format, ``/var/log/pods`` and
   ``/var/log/containers``), and each pod gets KWOK's ``Logs`` object, so ``kubectl logs`` (``-c``, ``-f``,
@@ -24,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import pty
-import re
 import selectors
 import shutil
 import signal
@@ -40,6 +41,7 @@ from typing import Any
 
 from ..cluster.stages import RUNTIME_ANNOTATION, Catalog, normalise
 from . import pod_logs, sandbox, service_net
+from .workload import request_loop
 
 log = logging.getLogger("labkit.sim.runtime")
 
@@ -48,20 +50,9 @@ Obj = dict[str, Any]
 # At most this many containers run for real at once (a 1,000-pod benchmark must not fork 1,000 shells); the rest
 # are modelled, and `labkit status` says so through the log line below.
 MAX_REAL = 150
-# A loop over these is a client of the workload model (`while sleep 0.2; do wget -q -O- http://web; done`), which
-# is the truth for its requests: it stays modelled. A one-shot use (`nslookup web-0.web`) runs for real, through
-# the Service network (labkit.sim.service_net).
-NETWORK_PROGRAMS = ("wget", "curl", "nslookup", "nc ", "ping", "telnet", "dig ", "host ")
-LOOP = re.compile(r"\b(while|until|for)\b")
 # How long a stopped container gets between SIGTERM and SIGKILL (the Stages already waited its grace period).
 STOP_GRACE_S = 1.0
 READ_CHUNK = 65536
-
-
-def client_loop(argv: list[str]) -> bool:
-    """Whether a command loops over network requests (the workload model's client), so stays modelled."""
-    text = " ".join(argv) + " "
-    return bool(LOOP.search(text)) and any(p in text for p in NETWORK_PROGRAMS)
 
 
 def start_lines(catalog: Catalog, image: str, at: float, ip: str = "") -> list[tuple[float, str, str]]:
@@ -196,7 +187,8 @@ class Runtime:
         """The argv this container runs for real, or None when it is modelled."""
         repo = self.catalog.repositories.get(normalise(c.get("image", "")).repo)
         command = sandbox.real_command(c, no_entrypoint=repo is not None and repo.base == "busybox")
-        return command if command is not None and not client_loop(command) else None
+        # A loop of requests to a Service is the workload model's client, which is the truth for its requests.
+        return command if command is not None and request_loop(command) is None else None
 
     def will_run(self, pod: Obj) -> bool:
         """Whether the pod's first container will run for real (decided once, before it starts: the Stages then

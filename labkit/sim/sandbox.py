@@ -53,7 +53,7 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # Programs a container's command may name that run for real: Debian's busybox applets, and bash as busybox's sh.
 SHELL_ALIASES = {"bash": "sh"}
 # Raised when what a /bin layer holds changes, so that layers made by an older labkit are not reused.
-LAYER_VERSION = 3
+LAYER_VERSION = 4
 
 
 def runtime_dir() -> Path:
@@ -360,7 +360,9 @@ def programs_layer(root: Path, programs: set[str] | None) -> Path:
     names = sorted((applets() if programs is None else applets() & programs) - {"busybox"}
                    - ({"sh"} if shell_binds() else set()))
     with_bash = "bash" not in applets() and (programs is None or "bash" in programs)
-    key = hashlib.sha256(("\n".join(names) + f"\nbash={with_bash}\nv={LAYER_VERSION}").encode()).hexdigest()[:16]
+    apt = [name for name in APT_PROGRAMS if programs is not None and name in programs]
+    key = hashlib.sha256(("\n".join(names) + f"\nbash={with_bash}\napt={apt}\nv={LAYER_VERSION}").encode()
+                         ).hexdigest()[:16]
     layer = root / "layers" / key
     if (layer / ".complete").exists():
         return layer
@@ -375,6 +377,9 @@ def programs_layer(root: Path, programs: set[str] | None) -> Path:
     if with_bash:
         (tmp / "bash").write_text(BASH_SCRIPT)
         (tmp / "bash").chmod(0o755)
+    for name in apt:
+        (tmp / name).write_text(APT_SCRIPT)
+        (tmp / name).chmod(0o755)
     service_net.install_clients(tmp, programs)
     (tmp / ".complete").touch()
     try:
@@ -491,6 +496,42 @@ EXEC_SHIM = ('p=$1; shift; case $p in */*) [ -x "$p" ] && exec "$p" "$@";; *) IF
 # (by its path: busybox's sh would run its own applet of that name, not the image's program in PATH.)
 # Debian's busybox has no bash applet: an image with bash gets this script, so `kubectl exec -it POD -- bash` works.
 BASH_SCRIPT = '#!/bin/sh\n# labkit: busybox sh stands in for bash in the simulated container\nexec /bin/sh "$@"\n'
+# A Debian-based image's apt and apt-get, as they answer on a cluster with no route to the internet (the lab has
+# none): `apt-get update` cannot resolve the mirrors and keeps going; `install` finds no package, since the image's
+# package lists were removed when it was built (as nginx's and most images' are).
+APT_PROGRAMS = ("apt-get", "apt")
+APT_SCRIPT = r"""#!/bin/sh
+# labkit: apt on a simulated cluster that has no route to the internet
+op=; pkgs=; for a in "$@"; do case $a in -*) ;; *) if [ -z "$op" ]; then op=$a; else pkgs="$pkgs $a"; fi;; esac; done
+case $op in
+update)
+  n=1
+  for s in "debian bookworm" "debian bookworm-updates" "debian-security bookworm-security"; do
+    echo "Ign:$n http://deb.debian.org/${s% *} ${s#* } InRelease"; n=$((n+1)); done
+  n=1
+  for s in "debian bookworm" "debian bookworm-updates" "debian-security bookworm-security"; do
+    echo "Err:$n http://deb.debian.org/${s% *} ${s#* } InRelease"
+    echo "  Temporary failure resolving 'deb.debian.org'"; n=$((n+1)); done
+  echo "Reading package lists... Done"
+  for s in "debian bookworm" "debian bookworm-updates" "debian-security bookworm-security"; do
+    echo "W: Failed to fetch http://deb.debian.org/${s% *}/dists/${s#* }/InRelease  Temporary failure resolving 'deb.debian.org'" >&2; done
+  echo "W: Some index files failed to download. They have been ignored, or old ones used instead." >&2
+  exit 0;;
+install|reinstall|upgrade|dist-upgrade|full-upgrade)
+  echo "Reading package lists... Done"; echo "Building dependency tree... Done"; echo "Reading state information... Done"
+  missing=0
+  for p in $pkgs; do
+    if command -v "$p" >/dev/null; then echo "$p is already the newest version."
+    else echo "E: Unable to locate package $p" >&2; missing=1; fi; done
+  [ $missing = 0 ] && echo "0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded."
+  [ $missing = 0 ] || exit 100; exit 0;;
+clean|autoclean) exit 0;;
+"")
+  echo "apt 2.6.1 (amd64)"; echo "Usage: ${0##*/} [options] command" >&2; exit 1;;
+*)
+  echo "E: Invalid operation $op" >&2; exit 100;;
+esac
+"""
 
 
 def host_path(pod: Obj, container: Obj, path: str, root: Path | None = None) -> Path | None:

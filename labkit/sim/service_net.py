@@ -130,6 +130,22 @@ def resolve(name: str, namespace: str, services: dict[str, dict[str, Obj]], pods
     return None
 
 
+LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback", "127.0.0.1", "::1")
+
+
+def from_hosts_file(name: str, pod: Obj) -> Target | None:
+    """``name`` as the pod's ``/etc/hosts`` answers it (libc reads it before DNS, so wget and curl do; nslookup asks
+    DNS only): loopback and the pod's own hostname are the pod itself."""
+    spec = pod.get("spec") or {}
+    hostname = spec.get("hostname") or pod["metadata"]["name"]
+    own = {hostname, f"{hostname}.{spec['subdomain']}.{pod['metadata'].get('namespace', 'default')}.svc.cluster.local"
+           } if spec.get("subdomain") else {hostname}
+    if name in LOOPBACK_NAMES:
+        return Target("127.0.0.1", name, pod=pod)
+    ip = (pod.get("status") or {}).get("podIP")
+    return Target(ip, name, pod=pod) if name in own and ip else None
+
+
 # -- the programs ---------------------------------------------------------------------------------------------------
 
 Fetch = Callable[[Target, int, str, str], tuple[int, bytes] | str]

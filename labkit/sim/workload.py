@@ -131,21 +131,30 @@ def parse_client(pod: Mapping[str, Any]) -> Client | None:
     meta, spec = pod.get("metadata", {}), pod.get("spec", {})
     namespace = meta.get("namespace", "default")
     for container in spec.get("containers", []):
-        words = [*(container.get("command") or []), *(container.get("args") or [])]
-        text = " ".join(words)
-        if not re.search(r"\b(wget|curl)\b", text) or "while" not in text:
+        loop = request_loop([*(container.get("command") or []), *(container.get("args") or [])])
+        if loop is None:
             continue
-        url = _URL.search(text)
-        if not url:
-            continue
-        host = url.group(1).lower()
+        host, think_s = loop
         parts = host.split(".")
         # http://svc, http://svc.ns, http://svc.ns.svc, http://svc.ns.svc.cluster.local
         service_ns = parts[1] if len(parts) >= 2 and parts[1] != "svc" else namespace
-        sleep = _SLEEP.search(text)
-        return Client(namespace, meta.get("name", ""), service_ns, parts[0],
-                      think_s=float(sleep.group(1)) if sleep else 0.0, container=container.get("name", ""))
+        return Client(namespace, meta.get("name", ""), service_ns, parts[0], think_s=think_s,
+                      container=container.get("name", ""))
     return None
+
+
+def request_loop(words: list[str]) -> tuple[str, float] | None:
+    """``(host, think seconds)`` of a command that requests a URL over and over (``while sleep T; do wget ...
+    http://svc; done``), else None. Such a loop is this model's client; the container runtime runs every other
+    command for real (:mod:`labkit.sim.runtime`), a finite ``for`` loop over ``wget`` included."""
+    text = " ".join(words)
+    if not re.search(r"\b(wget|curl)\b", text) or not re.search(r"\bwhile\b", text):
+        return None
+    url = _URL.search(text)
+    if not url:
+        return None
+    sleep = _SLEEP.search(text)
+    return url.group(1).lower(), float(sleep.group(1)) if sleep else 0.0
 
 
 def client_answers(clients: Iterable[Client], loads: Iterable[PodLoad], endpoints: Mapping[Key, list[str]],

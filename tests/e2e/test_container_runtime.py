@@ -172,6 +172,32 @@ def test_exec_shows_the_containers_world(lab, namespace, kubectl):
     assert probe.returncode != 0
 
 
+# https://kubernetes.io/docs/tasks/debug/debug-application/get-shell-running-container/ (application/shell-demo.yaml)
+SHELL_DEMO = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shell-demo"},
+              "spec": {"volumes": [{"name": "shared-data", "emptyDir": {}}],
+                       "containers": [{"name": "nginx", "image": "nginx", "volumeMounts": [
+                           {"name": "shared-data", "mountPath": "/usr/share/nginx/html"}]}]}}
+
+
+def test_the_get_a_shell_pages_session(lab, namespace, kubectl):
+    lk.apply(lab, SHELL_DEMO, namespace=namespace)
+    running(lab, namespace, "shell-demo")
+    assert {"bin", "etc", "usr", "proc", "tmp"} <= set(kubectl("exec", "shell-demo", "--", "ls", "/").stdout.split())
+    kubectl("exec", "shell-demo", "--", "/bin/bash", "-c",
+            "echo 'Hello shell demo' > /usr/share/nginx/html/index.html")
+    # curl to localhost is the pod's own nginx, which logs the request from 127.0.0.1.
+    assert kubectl("exec", "shell-demo", "--", "curl", "-s", "http://localhost/").stdout == "Hello shell demo\n"
+    assert until("the access log line", lambda: '127.0.0.1 - - [' in kubectl("logs", "shell-demo").stdout and
+                 '"GET / HTTP/1.1" 200 17 "-" "curl/7.88.1"' in kubectl("logs", "shell-demo").stdout, timeout=10)
+    # The lab has no route to the internet: apt answers as on such a cluster, and finds no package to install.
+    update = kubectl("exec", "shell-demo", "--", "apt-get", "update")
+    assert "Temporary failure resolving 'deb.debian.org'" in update.stdout
+    assert "W: Some index files failed to download." in update.stderr
+    install = kubectl("exec", "shell-demo", "--", "apt-get", "install", "-y", "procps", check=False)
+    assert install.returncode == 100 and "E: Unable to locate package procps" in install.stderr
+    assert kubectl("exec", "shell-demo", "--", "env").stdout.count("HOSTNAME=shell-demo\n") == 1
+
+
 def test_the_probes_tutorials_file_is_there_and_then_gone(lab, namespace, kubectl):
     # https://kubernetes.io/docs/tasks/configure-pod-container/configure-liveness-readiness-startup-probes/
     # (pods/probe/exec-liveness.yaml), as published; what the tutorial has the reader look at inside it.
@@ -296,6 +322,14 @@ def test_the_debug_services_page_from_inside_a_pod(lab, namespace, kubectl):
         in missing.stdout
     assert kubectl("exec", "busybox", "--", "wget", "-qO-", "hostnamez", check=False).stderr == (
         "wget: bad address 'hostnamez'\ncommand terminated with exit code 1\n")
+    # The page's loop over the backends' pod IPs, as a pod's own script: it ends, so it runs for real (it is not a
+    # client loop of the workload model) and its log is what each backend answered.
+    ips = kubectl("get", "pods", "-l", "app=hostnames", "-o", "jsonpath={.items[*].status.podIP}").stdout.split()
+    kubectl("run", "each-backend", "--image=busybox:1.28", "--restart=Never", "--command", "--", "sh", "-c",
+            f"for ip in {' '.join(ips)}; do wget -qO- $ip:9376; echo; done")
+    lk.wait_for(lab, "Pod", "each-backend", namespace=namespace, timeout=60,
+                condition="jsonpath={.status.phase}=Succeeded")
+    assert set(kubectl("logs", "each-backend").stdout.split()) == backends
     # No endpoints: kube-proxy rejects the connection.
     kubectl("scale", "deployment", "hostnames", "--replicas=0")
     refused = until("no endpoints", lambda: (p := kubectl("exec", "busybox", "--", "wget", "-qO-", "hostnames",

@@ -17,6 +17,7 @@ import pytest
 from labkit.cluster.stages import load_catalog
 from labkit.sim import pod_logs, runtime, sandbox
 from labkit.sim.sandbox import Objects
+from labkit.sim.workload import request_loop
 
 
 def _pod(**spec: object) -> dict:
@@ -92,9 +93,11 @@ def test_which_commands_run_for_real() -> None:
     assert sandbox.real_command({"args": ["sh", "-c", "echo hi"]}, no_entrypoint=True) == ["sh", "-c", "echo hi"]
     assert sandbox.real_command({"command": ["/agnhost", "netexec"]}) is None
     assert sandbox.real_command({}) is None
-    assert runtime.client_loop(["sh", "-c", "while sleep 0.2; do wget -q -O- http://frontend; done"])
-    assert not runtime.client_loop(["nslookup", "web-0.web"])  # one request: for real, through the Service network
-    assert not runtime.client_loop(["sh", "-c", "touch /tmp/healthy; sleep 30"])
+    assert request_loop(["sh", "-c", "while sleep 0.2; do wget -q -O- http://frontend; done"]) == ("frontend", 0.2)
+    assert request_loop(["nslookup", "web-0.web"]) is None  # one request: for real, through the Service network
+    assert request_loop(["sh", "-c", "touch /tmp/healthy; sleep 30"]) is None
+    # The Debug Services page's loop over the backends' IPs ends: it runs for real, not as a modelled client.
+    assert request_loop(["sh", "-c", "for ip in 10.244.1.2 10.244.2.2; do wget -qO- $ip:9376; done"]) is None
 
 
 def _run(argv: list[str], *command: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -285,3 +288,20 @@ def test_a_new_kubelet_process_sweeps_what_gone_pods_left(tmp_path: Path) -> Non
     rt.sweep({"uid-alive"})
     assert [p.name for p in (tmp_path / "pods").iterdir()] == ["ns_web_uid-alive"]
     assert not (tmp_path / "exec").exists()
+
+
+def test_apt_answers_as_on_a_cluster_with_no_internet(tmp_path) -> None:
+    script = tmp_path / "apt-get"
+    script.write_text(sandbox.APT_SCRIPT)
+    update = subprocess.run(["sh", str(script), "update"], capture_output=True, text=True)
+    assert update.returncode == 0 and "Temporary failure resolving 'deb.debian.org'" in update.stdout
+    install = subprocess.run(["sh", str(script), "install", "-y", "no-such-tool"], capture_output=True, text=True)
+    assert install.returncode == 100 and install.stderr == "E: Unable to locate package no-such-tool\n"
+    present = subprocess.run(["sh", str(script), "install", "sh"], capture_output=True, text=True)
+    assert present.returncode == 0 and "sh is already the newest version." in present.stdout
+
+
+def test_a_debian_images_bin_has_apt(tmp_path) -> None:
+    layer = sandbox.programs_layer(tmp_path, {"sh", "ls", "apt-get", "apt"})
+    assert (layer / "apt-get").read_text() == sandbox.APT_SCRIPT
+    assert not (sandbox.programs_layer(tmp_path, {"sh", "ls"}) / "apt-get").exists()

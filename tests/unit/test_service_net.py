@@ -69,3 +69,14 @@ def test_a_statefulset_pods_own_name_and_its_headless_service() -> None:
                                  "10.0.0.10").out.decode()
     assert every.endswith("Name:\tweb.shop.svc.cluster.local\nAddress: 10.244.0.4\n"
                           "Name:\tweb.shop.svc.cluster.local\nAddress: 10.244.1.4\n\n")
+
+
+def test_the_pods_hosts_file_before_dns() -> None:
+    pod = {"metadata": {"name": "web-0", "namespace": "shop"}, "spec": {"hostname": "web-0", "subdomain": "web"},
+           "status": {"podIP": "10.244.1.9"}}
+    for name in ("localhost", "127.0.0.1", "::1"):
+        target = service_net.from_hosts_file(name, pod)
+        assert target is not None and (target.ip, target.pod) == ("127.0.0.1", pod), name
+    assert service_net.from_hosts_file("web-0", pod).ip == "10.244.1.9"
+    assert service_net.from_hosts_file("web-0.web.shop.svc.cluster.local", pod).ip == "10.244.1.9"
+    assert service_net.from_hosts_file("web", pod) is None  # not in /etc/hosts: cluster DNS answers it

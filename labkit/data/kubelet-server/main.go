@@ -274,6 +274,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request, upstream http
 			uid = parts[3]
 		}
 		if !s.waitSocket(s.attachSocket(namespace, pod, container)) {
+			if _, err := s.spec(namespace, pod, container); err != nil {
+				// It ended before kubectl came to attach (kubectl run -i of a short command): the kubelet's words,
+				// and kubectl falls back to the container's log.
+				http.Error(w, fmt.Sprintf("container not found (%q)", container), http.StatusNotFound)
+				return
+			}
 			http.Error(w, fmt.Sprintf("kubectl attach reaches a container that runs with stdin (kubectl run -i, "+
 				"stdin: true) and runs for real on labkit's embedded cluster; %q does not: use kubectl logs -f, or "+
 				"kubectl exec -it POD -- sh", container), http.StatusBadRequest)
