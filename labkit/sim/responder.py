@@ -87,6 +87,20 @@ def refused(port: int, pod_uid: str) -> str:
             "connect: connection refused")
 
 
+def not_modelled(pod: Obj, port: int) -> str | None:
+    """Why nothing answers on a port a running container declares but whose program does not run here (mongod,
+    redis): said plainly, rather than the ``connection refused`` that would claim it is not listening."""
+    running = {cs["name"] for cs in (pod.get("status") or {}).get("containerStatuses") or []
+               if (cs.get("state") or {}).get("running")}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c["name"] in running and port in {p.get("containerPort") for p in c.get("ports") or []}:
+            return (f"error forwarding port {port} to container {c['name']!r} ({c.get('image', '')}): its program "
+                    "does not run on labkit's embedded cluster (no container engine); port-forward answers for the "
+                    "images labkit models (nginx, httpd, php-apache, agnhost, serve_hostname: "
+                    "labkit/data/stages/README.md). Use kind or a real cluster for this one")
+    return None
+
+
 class Responder:
     """A loopback server for the kubelet server's port-forward connections."""
 
@@ -114,7 +128,8 @@ class Responder:
         pod = self.pod(namespace, name)
         if pod is None:
             return f'pod not found ("{name}_{namespace}")'
-        return site_on(pod, port, self.catalog, self.root) or refused(port, pod["metadata"]["uid"])
+        return site_on(pod, port, self.catalog, self.root) or not_modelled(pod, port) \
+            or refused(port, pod["metadata"]["uid"])
 
     def _connection(self, conn: socket.socket) -> None:
         with conn:

@@ -514,12 +514,13 @@ update)
     echo "  Temporary failure resolving 'deb.debian.org'"; n=$((n+1)); done
   echo "Reading package lists... Done"
   for s in "debian bookworm" "debian bookworm-updates" "debian-security bookworm-security"; do
-    echo "W: Failed to fetch http://deb.debian.org/${s% *}/dists/${s#* }/InRelease  Temporary failure resolving 'deb.debian.org'" >&2; done
+    echo "W: Failed to fetch http://deb.debian.org/${s% *}/dists/${s#* }/InRelease  Temporary failure resolving" \
+      "'deb.debian.org'" >&2; done
   echo "W: Some index files failed to download. They have been ignored, or old ones used instead." >&2
   exit 0;;
 install|reinstall|upgrade|dist-upgrade|full-upgrade)
-  echo "Reading package lists... Done"; echo "Building dependency tree... Done"; echo "Reading state information... Done"
-  missing=0
+  echo "Reading package lists... Done"; echo "Building dependency tree... Done"
+  echo "Reading state information... Done"; missing=0
   for p in $pkgs; do
     if command -v "$p" >/dev/null; then echo "$p is already the newest version."
     else echo "E: Unable to locate package $p" >&2; missing=1; fi; done

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from labkit.cluster.stages import load_catalog
-from labkit.sim import pod_logs, runtime, sandbox
+from labkit.sim import pod_logs, responder, runtime, sandbox
 from labkit.sim.sandbox import Objects
 from labkit.sim.workload import request_loop
 
@@ -305,3 +305,17 @@ def test_a_debian_images_bin_has_apt(tmp_path) -> None:
     layer = sandbox.programs_layer(tmp_path, {"sh", "ls", "apt-get", "apt"})
     assert (layer / "apt-get").read_text() == sandbox.APT_SCRIPT
     assert not (sandbox.programs_layer(tmp_path, {"sh", "ls"}) / "apt-get").exists()
+
+
+def test_port_forward_says_which_programs_do_not_run_here() -> None:
+    # The Port Forwarding page's mongo: it declares 27017, but mongod does not run in the lab; refusing the
+    # connection would say nothing listens there.
+    pod = {"metadata": {"name": "mongo-1", "uid": "u1"},
+           "spec": {"containers": [{"name": "mongo", "image": "mongo:4.2", "ports": [{"containerPort": 27017}]}]},
+           "status": {"containerStatuses": [{"name": "mongo",
+                                             "state": {"running": {"startedAt": "2026-12-06T10:00:00Z"}}}]}}
+    said = responder.not_modelled(pod, 27017)
+    assert said is not None and "'mongo' (mongo:4.2): its program does not run on labkit's embedded cluster" in said
+    assert responder.not_modelled(pod, 8080) is None  # nothing declared there: containerd's connection refused
+    pod["status"]["containerStatuses"][0]["state"] = {"waiting": {}}
+    assert responder.not_modelled(pod, 27017) is None
