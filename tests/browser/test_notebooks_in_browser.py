@@ -7,6 +7,8 @@ A screenshot of each notebook goes to build/browser/ (the first figure or widget
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import time
 from collections.abc import Callable
@@ -16,8 +18,16 @@ import pytest
 
 from labkit.lessons import records
 
-# The notebooks the lessons' records name (labkit.course.Lesson), in course order.
+# The notebooks the lessons' records name (labkit.course.Lesson), in course order; with LABKIT_NOTEBOOK_ORDER=shuffled
+# (as `make test` runs this pass, on a lab of its own) in an order drawn from LABKIT_SHUFFLE_SEED (else a new seed,
+# printed in the test ids): no notebook may rely on another having run before it.
 NOTEBOOKS = [Path(__file__).resolve().parents[2] / "notebooks" / f"{r.notebook}.ipynb" for r in records()]
+if os.environ.get("LABKIT_NOTEBOOK_ORDER") == "shuffled":
+    SEED = int(os.environ.get("LABKIT_SHUFFLE_SEED") or random.SystemRandom().randrange(10**6))
+    random.Random(SEED).shuffle(NOTEBOOKS)
+    IDS = [f"{n.stem}@seed{SEED}" for n in NOTEBOOKS]
+else:
+    IDS = [n.stem for n in NOTEBOOKS]
 RUN_ALL_S = 900            # the slowest notebook runs in about 150 s alone; a loaded machine is slower
 INTERACTION_S = 120
 POLL_S = 1.0
@@ -264,7 +274,7 @@ INTERACTIONS: dict[str, Callable[[NotebookPage, dict], None]] = {
 }
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=IDS)
 def test_a_learner_runs_the_notebook_in_the_browser(jupyter, browser, screenshots, notebook: Path) -> None:
     page = NotebookPage(browser, jupyter, notebook, screenshots)
     page.open()
