@@ -76,12 +76,13 @@ def _context(entries: str, _file_versions: tuple[tuple[str, int], ...]) -> ssl.S
     return sslctx
 
 
-# The API server's readiness as the lab needs it. Excluded: RBAC's default roles and bindings, which the API server
-# keeps creating for 1-2 s after it starts serving on a busy machine. Nothing in the lab waits on them: labkit,
-# kwokctl's components and the learner's kubectl all authenticate as system:masters, whom the API server
-# authorizes before RBAC is asked. Without the exclusion a lab just started would look unhealthy to the next
-# `labkit up`, which would then replace it as stale.
+# Whether a lab found running is alive (``api_healthy``). Excluded: RBAC's default roles and bindings, which the API
+# server keeps creating for 1-2 s after it starts serving on a busy machine; without the exclusion a lab another
+# `labkit up` is just starting would look stale to this one, which would replace it.
 READYZ = "/readyz?exclude=poststarthook/rbac/bootstrap-roles"
+# What `labkit up` waits for before it says "lab ready" (``wait_nodes_ready``): every check, the default roles
+# included, as a script or a classroom that binds a student to `edit` at once needs them.
+READYZ_ALL = "/readyz?verbose"
 
 
 class ApiError(OSError):
@@ -188,9 +189,9 @@ def node_ready(node: dict) -> bool:
 
 
 def _readyz_failures(api: ApiConnection) -> list[str]:
-    """The API server's failing readiness checks ([] when /readyz answers ok, see :data:`READYZ`)."""
+    """The API server's failing readiness checks, every one of them ([] when /readyz answers ok)."""
     try:
-        status, body = api.request("GET", READYZ + "&verbose")
+        status, body = api.request("GET", READYZ_ALL)
     except OSError as exc:
         return [str(exc)]
     if status == 200:
@@ -202,7 +203,7 @@ def _readyz_failures(api: ApiConnection) -> list[str]:
 def wait_nodes_ready(kubeconfig: Path, *, timeout: float = 60.0) -> int:
     """Block until every node is Ready and the API server is ready; return how many nodes.
 
-    ``kubectl wait nodes --all --for=condition=Ready`` plus ``/readyz`` (:data:`READYZ`), polled together.
+    ``kubectl wait nodes --all --for=condition=Ready`` plus ``/readyz`` (:data:`READYZ_ALL`), polled together.
     """
     deadline = time.monotonic() + timeout
     not_ready: list[str] = []
