@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 
 from . import addons
-from .errors import LabkitError
+from .errors import LabkitError, ManifestError, NotFound
 from .kube.client import Lab, api_errors
 from .kube.nodes import cordon
 from .kube.objects import get
-from .kube.wait import wait_for, wait_for_set
+from .kube.wait import poll, wait_for, wait_for_set
 from .sim import node_logs
 
 # --- node problems -------------------------------------------------------------------------------------------
@@ -55,6 +55,36 @@ def wait_condition(lab: Lab, node: str, kind: str, status: str = "True", *, reas
         return cond.get("status") == status and (reason is None or cond.get("reason") == reason)
 
     return node_condition(wait_for(lab, "Node", node, condition=done, timeout=timeout), kind)
+
+
+def remove_condition(lab: Lab, node: str, cond_type: str, *, timeout: float = 30.0) -> None:
+    """Delete every ``cond_type`` condition from ``node``'s status, and return once a fresh read shows none.
+
+    The patch names each condition by its index and tests its type first, so it never deletes another one. Other
+    writers (each node's NPD, KWOK's heartbeat) rewrite the list meanwhile; then the test fails (422), and the list is
+    read again and the patch retried, as ``kubectl patch --subresource=status`` by hand would be.
+    """
+    def attempt() -> tuple[bool, str]:
+        try:
+            conditions = (get(lab, "Node", node).get("status") or {}).get("conditions") or []
+        except NotFound:
+            return True, "node gone"
+        indices = [i for i, c in enumerate(conditions) if c.get("type") == cond_type]
+        if not indices:
+            return True, "removed"
+        ops: list[dict[str, Any]] = []
+        for index in reversed(indices):
+            ops += [{"op": "test", "path": f"/status/conditions/{index}/type", "value": cond_type},
+                    {"op": "remove", "path": f"/status/conditions/{index}"}]
+        try:
+            with api_errors(f"removing {cond_type} from {node}", server=lab.server):
+                lab.core.patch_node_status(node, ops)
+        except ManifestError as exc:  # the list changed between our read and our patch
+            return False, str(exc)
+        return False, "patched; reading it again"
+
+    poll(attempt, timeout=timeout, what=lambda seen: f"{cond_type} still on node {node} after {timeout:.0f}s: {seen}",
+         fix=f"kubectl describe node {node}   # who keeps writing {cond_type}?", interval=0.2)
 
 
 def wait_npd_ready(lab: Lab, *, timeout: float = 60.0) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .. import state
@@ -68,9 +68,17 @@ def lab_kubeconfig() -> Path | None:
     return kubeconfig_path() if kubeconfig_path().exists() else None
 
 
-def env_lines() -> list[str]:
-    """Shell lines for ``eval "$(labkit env)"``: the lab's kubeconfig and its pinned kubectl first on PATH."""
+def env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (else this process's environment) with the lab's kubeconfig and its pinned kubectl first on PATH:
+    what ``eval "$(labkit env)"`` gives a shell, for a subprocess."""
     kc = lab_kubeconfig()
     if kc is None:
         raise ClusterUnreachable("no lab is running, so there is no kubeconfig to point at", fix="labkit up")
+    base = dict(os.environ if base is None else base)
+    return {**base, "KUBECONFIG": str(kc), "PATH": f"{bin_dir()}:{base.get('PATH', '')}"}
+
+
+def env_lines() -> list[str]:
+    """Shell lines for ``eval "$(labkit env)"``: the lab's kubeconfig and its pinned kubectl first on PATH."""
+    kc = env({})["KUBECONFIG"]
     return [f"export KUBECONFIG={kc}", f'export PATH="{bin_dir()}:$PATH"']

@@ -1,4 +1,4 @@
-"""Nodes for notebooks, through the lab's client: readiness, cordon, drain (``labkit up`` uses the lighter
+"""Nodes for notebooks, through the lab's client: readiness, cordon, taints, drain (``labkit up`` uses the lighter
 ``cluster.health``)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 
 from ..errors import WaitTimeout
 from .client import Lab, api_errors
-from .objects import patch
+from .objects import get, patch
 
 
 def _is_ready(node: object) -> bool:
@@ -37,6 +37,26 @@ def wait_nodes_ready(lab: Lab, *, timeout: float = 60.0) -> int:
 def cordon(lab: Lab, node: str, *, unschedulable: bool = True) -> None:
     """``kubectl cordon NODE`` (``unschedulable=False``: ``kubectl uncordon NODE``)."""
     patch(lab, "Node", node, {"spec": {"unschedulable": unschedulable or None}})
+
+
+def taint(lab: Lab, node: str, key: str, effect: str, value: str | None = None) -> None:
+    """``kubectl taint nodes NODE KEY=VALUE:EFFECT`` (an existing taint with that key is replaced)."""
+    taints = [t for t in _taints(lab, node) if t.get("key") != key]
+    patch(lab, "Node", node, {"spec": {"taints": [*taints, {"key": key, "value": value, "effect": effect}]}},
+          patch_type="merge")
+
+
+def untaint(lab: Lab, node: str, key: str) -> None:
+    """``kubectl taint nodes NODE KEY-`` (no error when the node or the taint is gone)."""
+    taints = _taints(lab, node)
+    if any(t.get("key") == key for t in taints):
+        patch(lab, "Node", node, {"spec": {"taints": [t for t in taints if t.get("key") != key] or None}},
+              patch_type="merge")
+
+
+def _taints(lab: Lab, node: str) -> list[dict]:
+    obj = get(lab, "Node", node, api_version="v1") or {}
+    return (obj.get("spec") or {}).get("taints") or []
 
 
 def drain(lab: Lab, node: str) -> list[str]:

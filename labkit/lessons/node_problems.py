@@ -19,13 +19,13 @@ import pandas as pd
 from .. import addons
 from ..addons.node_problem_detector import CUSTOM_DIR, PLUGINS_DIR, component, custom_stamp
 from ..course import Lesson, LessonRights
-from ..errors import ManifestError, NotFound, WaitTimeout
+from ..errors import NotFound, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab, api_errors
 from ..kube.nodes import cordon
 from ..kube.objects import get
-from ..kube.wait import poll, wait_for_set
-from ..operations import NPD_CONDITIONS, node_condition, reboot, wait_condition
+from ..kube.wait import wait_for_set
+from ..operations import NPD_CONDITIONS, node_condition, reboot, remove_condition, wait_condition
 
 # Lab operations this lesson teaches, reached from its notebook as l08.wait_npd_ready and so on.
 from ..operations import node_conditions as node_conditions
@@ -171,36 +171,6 @@ def clear_nodes(lab: Lab, nodes: list[str]) -> None:
         remove_condition(lab, node, CLOCK_CONDITION)
         if any(node_condition(node_obj, c).get("status") == "True" for c in NPD_CONDITIONS):
             reboot(lab, node)
-
-
-def remove_condition(lab: Lab, node: str, cond_type: str, *, timeout: float = 30.0) -> None:
-    """Delete every ``cond_type`` condition from ``node``'s status, and return once a fresh read shows none.
-
-    The patch names each condition by its index and tests its type first, so it never deletes another one. Other
-    writers (each node's NPD, KWOK's heartbeat) rewrite the list meanwhile; then the test fails (422), and the list is
-    read again and the patch retried, as ``kubectl patch --subresource=status`` by hand would be.
-    """
-    def attempt() -> tuple[bool, str]:
-        try:
-            conditions = (get(lab, "Node", node).get("status") or {}).get("conditions") or []
-        except NotFound:
-            return True, "node gone"
-        indices = [i for i, c in enumerate(conditions) if c.get("type") == cond_type]
-        if not indices:
-            return True, "removed"
-        ops: list[dict[str, Any]] = []
-        for index in reversed(indices):
-            ops += [{"op": "test", "path": f"/status/conditions/{index}/type", "value": cond_type},
-                    {"op": "remove", "path": f"/status/conditions/{index}"}]
-        try:
-            with api_errors(f"removing {cond_type} from {node}", server=lab.server):
-                lab.core.patch_node_status(node, ops)
-        except ManifestError as exc:  # the list changed between our read and our patch
-            return False, str(exc)
-        return False, "patched; reading it again"
-
-    poll(attempt, timeout=timeout, what=lambda seen: f"{cond_type} still on node {node} after {timeout:.0f}s: {seen}",
-         fix=f"kubectl describe node {node}   # who keeps writing {cond_type}?", interval=0.2)
 
 
 CLOCK_MONITOR = {

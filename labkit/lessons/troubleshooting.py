@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,12 @@ import pandas as pd
 import yaml
 
 from .. import addons
+from ..cluster import backends
 from ..course import Lesson, LessonRights
 from ..errors import LabkitError, NotFound, WaitFailed, WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..insight import Diagnosis, diagnose
+from ..kube import nodes
 from ..kube.apply import apply
 from ..kube.client import Lab, api_errors
 from ..kube.namespaces import lesson_namespace
@@ -108,24 +109,6 @@ def namespace_of(name: str) -> str:
 
 # --- faults outside the namespace ---------------------------------------------------------------------------
 
-def _taint(lab: Lab, spec: dict[str, Any], *, add: bool) -> None:
-    """``kubectl taint nodes NODE KEY=VALUE:EFFECT`` (``add=False``: the same with a trailing ``-``)."""
-    node = get(lab, "Node", spec["node"], api_version="v1")
-    if node is None:
-        return
-    taints = [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != spec["key"]]
-    if add:
-        taints.append({"key": spec["key"], "value": spec.get("value"), "effect": spec["effect"]})
-    patch(lab, "Node", spec["node"], {"spec": {"taints": taints or None}}, api_version="v1", patch_type="merge")
-
-
-def _uncordon(lab: Lab, node: str) -> None:
-    """``kubectl uncordon NODE``."""
-    obj = get(lab, "Node", node, api_version="v1")
-    if obj and (obj.get("spec") or {}).get("unschedulable"):
-        patch(lab, "Node", node, {"spec": {"unschedulable": None}}, api_version="v1")
-
-
 def _gpus_of(namespace: str, node: str) -> list[int]:
     held = pod_resources(namespace=namespace)
     return sorted({int(g) for g in held[held["node"] == node]["gpu"].dropna()}) or [0]
@@ -133,7 +116,7 @@ def _gpus_of(namespace: str, node: str) -> list[int]:
 
 def _inject_fault(lab: Lab, sc: Scenario, namespace: str) -> None:
     if taint := sc.fault.get("taint"):
-        _taint(lab, taint, add=True)
+        nodes.taint(lab, taint["node"], taint["key"], taint["effect"], taint.get("value"))
     if problem := sc.fault.get("node_problem"):
         wait_npd_ready(lab)
         node_logs.inject(problem["node"], problem["problem"])
@@ -148,14 +131,14 @@ def clean_up(lab: Lab, names: list[str] | None = None) -> None:
     gpu_nodes: set[str] = set()
     for sc in (scenario(n) for n in (names or list(all_scenarios()))):
         if taint := sc.fault.get("taint"):
-            _taint(lab, taint, add=False)
+            nodes.untaint(lab, taint["node"], taint["key"])
         if (problem := sc.fault.get("node_problem")) and addons.url("node-problem-detector"):
             node = get(lab, "Node", problem["node"], api_version="v1") or {}
             if any(c.get("status") == "True" for c in (node.get("status") or {}).get("conditions") or []
                    if c.get("type") in NPD_CONDITIONS):
                 reboot(lab, problem["node"])
         if problem:
-            _uncordon(lab, problem["node"])
+            nodes.cordon(lab, problem["node"], unschedulable=False)
         if xid := sc.fault.get("gpu_xid"):
             gpu_nodes.add(xid["node"])
         for sc_name in (sc.cleanup or {}).get("storageclass", "").split():
@@ -168,7 +151,7 @@ def clean_up(lab: Lab, names: list[str] | None = None) -> None:
     if gpu_nodes and addons.url("gpu-exporter"):
         restore_gpu_nodes(lab)  # faulty boards replaced, GPU nodes uncordoned (lesson 12's undo too)
     for node in gpu_nodes:
-        _uncordon(lab, node)
+        nodes.cordon(lab, node, unschedulable=False)
 
 
 def remove_namespaces(lab: Lab) -> list[str]:
@@ -342,21 +325,9 @@ def inject_many(lab: Lab, names: list[str], *, timeout: float = 90.0) -> dict[st
         return dict(zip(names, pool.map(lambda n: inject(lab, n, timeout=timeout), names), strict=True))
 
 
-def lab_env() -> dict[str, str]:
-    """The environment a shell needs for the lab's kubectl (what ``eval "$(labkit env)"`` sets)."""
-    from ..cluster import backends
-
-    env = dict(os.environ)
-    for line in backends.env_lines():
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
-            env[key] = os.path.expandvars(value.strip("'\""))
-    return env
-
-
 def run_fix(command: str, *, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run a finding's fix in bash with the lab's kubectl, as a learner would paste it into a terminal."""
-    done = subprocess.run(["bash", "-c", command], env=lab_env(), capture_output=True, text=True,  # noqa: S603
+    done = subprocess.run(["bash", "-c", command], env=backends.env(), capture_output=True, text=True,  # noqa: S603
                           timeout=timeout, check=False)
     if done.returncode:
         raise LabkitError(f"the fix failed (exit {done.returncode}): {command}\n{done.stdout}{done.stderr}")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import labkit as lk
-from labkit import addons, exercises
+from labkit import addons, exercises, operations
 from labkit.cluster.topology import load_topology
 from labkit.kube.objects import get
 from labkit.lessons import node_problems as l08
@@ -136,7 +136,7 @@ def test_a_stale_condition_is_removed_while_others_rewrite_the_list(lab: lk.Lab)
     writer = threading.Thread(target=shift_the_list, daemon=True)
     writer.start()
     try:
-        l08.remove_condition(lab, node, stale)
+        operations.remove_condition(lab, node, stale)
     finally:
         stop.set()
         writer.join(timeout=10)

@@ -72,14 +72,18 @@ def _make_recipes() -> dict[str, list[str]]:
     """Makefile target -> its recipe lines (tab-indented lines after `target:`)."""
     recipes: dict[str, list[str]] = {}
     target = None
+    continued = False
     for line in _code_lines(MAKEFILE):
-        if line.startswith("\t") and target:
+        if continued and target:  # a recipe line that goes on after a backslash is one shell line
+            recipes[target][-1] = recipes[target][-1][:-1] + " " + line.strip()
+        elif line.startswith("\t") and target:
             recipes[target].append(line.strip())
         elif m := re.match(r"^([\w.$()/-]+)\s*:(?!=)", line):
             target = m.group(1)
             recipes[target] = []
         elif line.strip():
             target = None
+        continued = line.rstrip().endswith("\\")
     return recipes
 
 
@@ -128,7 +132,7 @@ def test_makefile_runs_tools_with_its_own_python() -> None:
                     f"Makefile `{target}` runs `{command[0]}` from PATH; write `$(PYTHON) -m ...`\n{line}")
 
 
-def test_make_test_runs_notebooks_strictly_then_as_a_learner_in_a_browser() -> None:
+def test_make_test_runs_notebooks_strictly_and_beside_them_as_a_learner_in_a_browser() -> None:
     variables = _make_variables()
     recipes = _make_recipes()
     lines = [_expand(line, variables) for line in recipes["test"]]
@@ -136,7 +140,12 @@ def test_make_test_runs_notebooks_strictly_then_as_a_learner_in_a_browser() -> N
     learner = next((i for i, line in enumerate(lines) if "test-browser" in line), None)
     assert strict is not None, "make test: no strict nbval pass (LABKIT_IN_TEST=1 ... --nbval)"
     assert "--ignore=tests/browser" in lines[strict], "make test: the strict pass must leave the browser tests out"
-    assert learner is not None and learner > strict, "make test: no learner's pass (test-browser) after the strict one"
+    assert learner is not None, "make test: no learner's pass (test-browser)"
+    # Beside the strict pass, on a lab of its own, the notebooks shuffled; and make test fails when either pass fails.
+    assert learner == strict and lines[strict].index("test-browser") < lines[strict].index("LABKIT_IN_TEST=1"), (
+        "make test: the browser pass starts in the background before the strict pass")
+    assert "LABKIT_STATE_DIR=" in lines[strict] and "LABKIT_NOTEBOOK_ORDER=shuffled" in lines[strict]
+    assert re.search(r"\[ \$\$strict -eq 0 \] && \[ \"\$\$\(cat build/browser-pass.rc\)\" = 0 \]$", lines[strict])
     browser = [_expand(line, variables) for line in recipes["test-browser"]]
     assert any("-u LABKIT_IN_TEST" in line and "pytest tests/browser" in line for line in browser), (
         "make test-browser: the learner's pass must run tests/browser without LABKIT_IN_TEST")
