@@ -133,10 +133,10 @@ def _status_report() -> dict[str, object]:
     from .cluster import kwok_backend
 
     info = state.recorded()
-    kubeconfig = backends.lab_kubeconfig()
-    report: dict[str, object] = {"backend": info.get("backend"), "kubeconfig": str(kubeconfig) if kubeconfig else None,
+    kubeconfig = state.lab_kubeconfig()
+    report: dict[str, object] = {"backend": info.backend, "kubeconfig": str(kubeconfig) if kubeconfig else None,
                                  "pinned": dict(versions.PINNED), "components": {}, "addons": []}
-    if info.get("backend", "kwok") == "kwok":
+    if (info.backend or "kwok") == "kwok":
         report["components"] = kwok_backend.component_pids()
     for addon in addons.status():
         held = KubeletChecks.held(addons.addons_dir() / addon.name) \

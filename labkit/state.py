@@ -1,4 +1,5 @@
-"""The running lab's record (``<state dir>/backend.json``): which backend runs and where its kubeconfig is.
+"""The running lab's record (``<state dir>/backend.json``): which backend runs, where its kubeconfig is, and the
+ports the embedded cluster's helpers use (:class:`LabState`).
 
 The only module that reads or writes that file.
 """
@@ -8,29 +9,64 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .paths import state_dir
+from .paths import kubeconfig_path, state_dir
 
 
 def _file() -> Path:
     return state_dir() / "backend.json"
 
 
-def recorded() -> dict[str, Any]:
-    """What ``labkit up`` recorded ({} when no lab is recorded or the file is damaged)."""
+@dataclass(frozen=True)
+class LabState:
+    """What ``labkit up`` recorded: the backend, and for the embedded (kwok) one the ports and files its helpers use.
+    An empty record (no lab, or a damaged file) has ``backend`` None."""
+
+    backend: str | None = None
+    created: float = 0.0
+    kubeconfig: Path | None = None     # the "current" backend's own kubeconfig (kwok and kind: paths.kubeconfig_path)
+    api_port: int | None = None
+    kubelet_port: int | None = None
+    kwok_server_port: int | None = None
+    pki: Path | None = None
+    control_plane_otlp_port: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabState:
+        known = {f.name: f.type for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("kubeconfig", "pki"):
+            if values.get(key):
+                values[key] = Path(values[key])
+        return cls(**values)
+
+
+def recorded() -> LabState:
+    """What ``labkit up`` recorded (an empty :class:`LabState` when no lab is recorded or the file is damaged)."""
     try:
-        return json.loads(_file().read_text())
-    except (OSError, ValueError):
-        return {}
+        return LabState.from_json(json.loads(_file().read_text()))
+    except (OSError, ValueError, TypeError):
+        return LabState()
+
+
+def lab_kubeconfig() -> Path | None:
+    """The running lab's kubeconfig, whatever the backend (None when no lab is recorded and none was started here).
+    The one place that decides it: the CLI, the add-ons and the Python client all ask here."""
+    info = recorded()
+    if info.backend == "current":
+        return info.kubeconfig
+    return kubeconfig_path() if kubeconfig_path().exists() else None
 
 
 def record(backend: str, **details: Any) -> None:
     """Record the backend that now runs (``labkit up``)."""
     state_dir().mkdir(parents=True, exist_ok=True)
     tmp = _file().with_suffix(".tmp")
-    tmp.write_text(json.dumps({"backend": backend, "created": time.time(), **details}))
+    tmp.write_text(json.dumps({"backend": backend, "created": time.time(),
+                               **{k: str(v) if isinstance(v, Path) else v for k, v in details.items()}}))
     tmp.replace(_file())  # atomic: a reader never sees half a record
 
 
@@ -41,7 +77,7 @@ def forget() -> None:
 
 def backend() -> str | None:
     """The recorded backend's name, or None."""
-    return recorded().get("backend")
+    return recorded().backend
 
 
 # How long lk.connect() waits for a lab the keeper is starting: a cold cache builds for minutes, a warm one starts

@@ -30,7 +30,7 @@ from .. import state
 from ..cluster.binaries import Component, ensure_component
 from ..cluster.ports import free_port, port_free
 from ..errors import ClusterUnreachable, LabkitError, PortInUse
-from ..paths import kubeconfig_path, state_dir
+from ..paths import state_dir
 from .alertmanager import Alertmanager, AlertWebhook
 from .base import Addon, Context
 from .gpu_exporter import GpuExporter
@@ -195,9 +195,8 @@ def _spawn(addon: Addon, ctx: Context) -> int:
 
 
 def _lab_kubeconfig() -> Path:
-    info = state.recorded()
-    path = Path(info["kubeconfig"]) if info.get("kubeconfig") else kubeconfig_path()
-    if not path.exists():
+    path = state.lab_kubeconfig()
+    if path is None or not path.exists():
         raise ClusterUnreachable("add-ons need the lab cluster, and none is running", fix="labkit up")
     return path
 

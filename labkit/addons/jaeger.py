@@ -77,7 +77,7 @@ def config(*, query_port: int, grpc_port: int, otlp_port: int, health_port: int,
 def control_plane_port() -> int | None:
     """The OTLP/gRPC port the lab's API server and etcd send their spans to, or None (kind, a kubeconfig, or a lab
     started before labkit traced its control plane: ``labkit down && labkit up`` turns it on)."""
-    port = state.recorded().get("control_plane_otlp_port")
+    port = state.recorded().control_plane_otlp_port
     return int(port) if port else None
 
 

@@ -72,7 +72,7 @@ class Karpenter(Addon):
         return component()
 
     def missing(self) -> str | None:
-        backend = state.recorded().get("backend")
+        backend = state.recorded().backend
         if backend and backend != "kwok":
             return (f"Karpenter's KWOK provider needs the embedded (kwok) backend, whose KWOK controller makes its "
                     f"nodes Ready; this lab runs {backend}")

@@ -42,9 +42,9 @@ class KubeletChecks(PythonModuleAddon):
         args = ["--kubeconfig", str(ctx.kubeconfig), "--port", str(ctx.port), "--state", str(ctx.folder)]
         cluster = state.recorded()
         binary = self.binary()
-        if binary and cluster.get("kubelet_port") and cluster.get("kwok_server_port") and cluster.get("pki"):
-            args += ["--server-binary", binary, "--kubelet-port", str(cluster["kubelet_port"]),
-                     "--kwok-server", f"127.0.0.1:{cluster['kwok_server_port']}", "--pki", str(cluster["pki"])]
+        if binary and cluster.kubelet_port and cluster.kwok_server_port and cluster.pki:
+            args += ["--server-binary", binary, "--kubelet-port", str(cluster.kubelet_port),
+                     "--kwok-server", f"127.0.0.1:{cluster.kwok_server_port}", "--pki", str(cluster.pki)]
         return args
 
     @staticmethod

@@ -187,7 +187,7 @@ class ConfigReloader(PythonModuleAddon):
                 "--folder", str(ctx.folder.parent / "prometheus-operated"),
                 "--prometheus-url", f"http://127.0.0.1:{ctx.ports['prometheus-operated']}",
                 "--alertmanager", f"127.0.0.1:{ctx.ports['alertmanager']}", "--port", str(ctx.port)]
-        if state.recorded().get("backend", "kwok") == "kwok":
+        if (state.recorded().backend or "kwok") == "kwok":
             # Simulated pods: nothing answers on their IPs, so their scrapes go to the workload model's routes.
             args += ["--workload-port", str(ctx.ports["workload-model"])]
         return args

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import state
 from ..errors import ClusterUnreachable
-from ..paths import bin_dir, kubeconfig_path
+from ..paths import bin_dir
 from . import kind_backend, kwok_backend
 from .health import api_healthy
 
@@ -49,7 +49,7 @@ def _use_current(progress: Callable[[str], None]) -> Path:
 
 
 def down(*, progress: Callable[[str], None] = print) -> None:
-    backend = state.recorded().get("backend", "kwok")
+    backend = state.backend() or "kwok"
     if backend == "kind":
         kind_backend.down(progress=progress)
     elif backend == "current":
@@ -60,18 +60,10 @@ def down(*, progress: Callable[[str], None] = print) -> None:
         state.forget()
 
 
-def lab_kubeconfig() -> Path | None:
-    """Where the running lab's kubeconfig is, whatever the backend."""
-    info = state.recorded()
-    if info.get("backend") == "current":
-        return Path(info["kubeconfig"])
-    return kubeconfig_path() if kubeconfig_path().exists() else None
-
-
 def env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (else this process's environment) with the lab's kubeconfig and its pinned kubectl first on PATH:
     what ``eval "$(labkit env)"`` gives a shell, for a subprocess."""
-    kc = lab_kubeconfig()
+    kc = state.lab_kubeconfig()
     if kc is None:
         raise ClusterUnreachable("no lab is running, so there is no kubeconfig to point at", fix="labkit up")
     base = dict(os.environ if base is None else base)

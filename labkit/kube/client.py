@@ -21,7 +21,6 @@ from kubernetes.dynamic import DynamicClient
 
 from .. import state
 from ..errors import ClusterUnreachable, LabkitError, ManifestError, NotFound
-from ..paths import kubeconfig_path
 
 
 def _kubeconfig(explicit: str | Path | None) -> tuple[Path | None, str]:
@@ -30,11 +29,8 @@ def _kubeconfig(explicit: str | Path | None) -> tuple[Path | None, str]:
         return Path(explicit), "current"
     if os.environ.get("LABKIT_KUBECONFIG"):
         return Path(os.environ["LABKIT_KUBECONFIG"]), "current"
-    recorded = state.recorded()
-    if recorded.get("backend") == "current" and recorded.get("kubeconfig"):
-        return Path(recorded["kubeconfig"]), "current"
-    if kubeconfig_path().exists():
-        return kubeconfig_path(), recorded.get("backend", "kwok")
+    if (lab := state.lab_kubeconfig()) is not None:
+        return lab, state.backend() or "kwok"
     env = os.environ.get("KUBECONFIG")
     default = Path(env.split(os.pathsep)[0]) if env else Path.home() / ".kube" / "config"
     return (default if default.exists() else None), "current"

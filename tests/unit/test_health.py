@@ -46,3 +46,19 @@ def test_a_lab_that_never_gets_its_roles_says_which_check_fails(monkeypatch, tmp
     monkeypatch.setattr(health, "ApiConnection", lambda *_a, **_k: FakeApi(failing=10**6))
     with pytest.raises(WaitTimeout, match="API server checks failing: poststarthook/rbac/bootstrap-roles"):
         health.wait_nodes_ready(tmp_path / "kubeconfig", timeout=0.3)
+
+
+def test_the_labs_record_is_typed_and_names_one_kubeconfig(monkeypatch, tmp_path) -> None:
+    from labkit import state
+
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(tmp_path))
+    assert state.recorded() == state.LabState() and state.lab_kubeconfig() is None
+    state.record("kwok", api_port=6443, kubelet_port=10250, pki=tmp_path / "pki", unknown="kept out")
+    info = state.recorded()
+    assert (info.backend, info.api_port, info.pki) == ("kwok", 6443, tmp_path / "pki")
+    (tmp_path / "kubeconfig").write_text("{}")
+    assert state.lab_kubeconfig() == tmp_path / "kubeconfig"
+    state.record("current", kubeconfig=tmp_path / "theirs.yaml")
+    assert state.lab_kubeconfig() == tmp_path / "theirs.yaml"
+    (tmp_path / "backend.json").write_text("{damaged")
+    assert state.recorded().backend is None

@@ -14,6 +14,7 @@ from labkit.addons.base import Context
 from labkit.addons.karpenter import LOOPBACK_PATCHES, Karpenter, component, crds_dir, instance_types_json
 from labkit.cluster.binaries import apply_patch
 from labkit.errors import BinariesUnavailable
+from labkit.state import LabState
 
 # What Karpenter v1.15.0's pkg/operator/operator.go says around its two listeners (copied from the module).
 OPERATOR_EXCERPT = """\t\tMetrics: server.Options{
@@ -87,7 +88,7 @@ def test_registry_has_karpenter_and_it_is_not_started_by_labkit_up() -> None:
 
 
 def test_karpenter_refuses_a_backend_without_kwok(monkeypatch) -> None:
-    monkeypatch.setattr("labkit.state.recorded", lambda: {"backend": "kind"})
+    monkeypatch.setattr("labkit.state.recorded", lambda: LabState(backend="kind"))
     assert "kwok" in (Karpenter().missing() or "")
-    monkeypatch.setattr("labkit.state.recorded", lambda: {"backend": "kwok"})
+    monkeypatch.setattr("labkit.state.recorded", lambda: LabState(backend="kwok"))
     assert Karpenter().missing() is None
