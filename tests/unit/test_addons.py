@@ -12,6 +12,7 @@ from typing import ClassVar
 import pytest
 
 from labkit import addons
+from labkit.addons import supervisor
 from labkit.addons.base import Addon, Context
 from labkit.addons.prometheus import prometheus_config
 from labkit.cluster.ports import free_port
@@ -64,7 +65,7 @@ def test_busy_fixed_port_raises_port_in_use_with_the_fix(monkeypatch) -> None:
         holder.listen()
         monkeypatch.setenv("LABKIT_PROMETHEUS_PORT", str(port))
         with pytest.raises(PortInUse, match="unset LABKIT_PROMETHEUS_PORT"):
-            addons._pick_port(addons.REGISTRY["prometheus"], None)
+            supervisor._pick_port(addons.REGISTRY["prometheus"], None)
 
 
 class _HttpServer(Addon):
@@ -96,17 +97,17 @@ def test_start_reuse_and_stop_real_processes(monkeypatch, tmp_path: Path) -> Non
     assert [s.name for s in first] == ["test-http", "test-dependent"] and all(s.state == "running" for s in first)
     assert all(m.split(":")[1].strip().startswith("started") for m in said), said
     targets = (tmp_path / "addons" / "targets" / "test-http.json").read_text()
-    assert f"127.0.0.1:{addons._record()['test-http']['port']}" in targets and '"job": "test-http"' in targets
+    assert f"127.0.0.1:{supervisor._record()['test-http']['port']}" in targets and '"job": "test-http"' in targets
 
-    pids = {n: i["pid"] for n, i in addons._record().items()}
+    pids = {n: i["pid"] for n, i in supervisor._record().items()}
     said.clear()
     addons.start(["test-http"], progress=said.append)
-    assert said and "reusing" in said[0] and addons._record()["test-http"]["pid"] == pids["test-http"]
+    assert said and "reusing" in said[0] and supervisor._record()["test-http"]["pid"] == pids["test-http"]
     assert addons.require("test-http") == {"test-http": first[0].url}
 
     addons.stop(progress=said.append)
     deadline = time.monotonic() + 5
-    while any(addons._alive(p) for p in pids.values()) and time.monotonic() < deadline:
+    while any(supervisor._alive(p) for p in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(addons._alive(p) for p in pids.values()), "an add-on process survived stop()"
+    assert not any(supervisor._alive(p) for p in pids.values()), "an add-on process survived stop()"
     assert not (tmp_path / "addons").exists()

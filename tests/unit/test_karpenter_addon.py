@@ -75,7 +75,7 @@ def test_command_line_names_the_lab_folder_and_only_ports(tmp_path: Path) -> Non
     (ctx.folder / "metrics-port").write_text("23456\n")
     karp = Karpenter()
     args = Karpenter._arguments(ctx)
-    # The add-on folder on the command line is how labkit knows the process is this lab's (addons._alive).
+    # The add-on folder on the command line is how labkit knows the process is this lab's (addons.supervisor._alive).
     assert str(ctx.folder) in " ".join(args)
     assert args[args.index("--health-probe-port") + 1] == "12345" and args[args.index("--metrics-port") + 1] == "23456"
     env = karp.env(ctx)
