@@ -10,6 +10,7 @@ import pytest
 
 from labkit import insight
 from labkit.insight import Evidence, Snapshot, analyze
+from labkit.kube.quantity import format_quantity, quantity
 
 NS = "shop"
 
@@ -719,16 +720,16 @@ def test_evidence_sources_plug_in_and_a_failing_one_is_a_note() -> None:
     s = snap(pods=[p], deployments=[dep])
     findings = analyze(s)
     before = len(findings[0].evidence)
-    saved = dict(insight._EVIDENCE_SOURCES)
+    saved = dict(insight.evidence._EVIDENCE_SOURCES)
     try:
-        insight._EVIDENCE_SOURCES.clear()  # Prometheus' source would look for the lab's Prometheus
+        insight.evidence._EVIDENCE_SOURCES.clear()  # Prometheus' source would look for the lab's Prometheus
         insight.register_evidence_source("logs", lambda _s, f: [Evidence("logs", "connection refused",
                                                                          "logsql: _stream:{pod=web-a}")])
         insight.register_evidence_source("traces", lambda _s, f: (_ for _ in ()).throw(OSError("jaeger down")))
         notes = insight.collect_evidence(s, findings)
     finally:
-        insight._EVIDENCE_SOURCES.clear()
-        insight._EVIDENCE_SOURCES.update(saved)
+        insight.evidence._EVIDENCE_SOURCES.clear()
+        insight.evidence._EVIDENCE_SOURCES.update(saved)
     assert findings[0].evidence[before].source == "logs"
     assert notes == ["evidence source 'traces' failed: jaeger down"]
 
@@ -736,7 +737,7 @@ def test_evidence_sources_plug_in_and_a_failing_one_is_a_note() -> None:
 @pytest.mark.parametrize(("text", "resource", "back"), [("500m", "cpu", "500m"), ("2", "cpu", "2"),
                                                          ("1Gi", "memory", "1024Mi"), ("3", "pods", "3")])
 def test_quantities_read_and_write_as_kubectl_does(text: str, resource: str, back: str) -> None:
-    assert insight.format_quantity(resource, insight.quantity(text)) == back
+    assert format_quantity(resource, quantity(text)) == back
 
 
 def test_every_scenario_names_a_known_cause_and_benchmark_ones_stay_out_of_the_drill() -> None:
