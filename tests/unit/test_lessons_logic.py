@@ -196,3 +196,20 @@ def test_each_lesson_module_names_its_record_once() -> None:
         assigned = [n for n in tree.body if isinstance(n, ast.Assign)
                     and any(isinstance(t, ast.Name) and t.id == "LESSON" for t in n.targets)]
         assert len(assigned) <= 1, f"{path.name} assigns LESSON {len(assigned)} times"
+
+
+def test_every_notebook_reaches_labkit_one_way() -> None:
+    """One import idiom: ``import labkit as lk``, and a lesson's own helpers as ``lk.lessons.lesson("NN")`` (the
+    Chinese edition's notebooks copy these cells, so there is one way to read)."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    for record in lessons.records():
+        cells = json.loads((root / "notebooks" / f"{record.notebook}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        imports = re.findall(r"^\s*(?:import labkit\b.*|from labkit\b.*)$", code, re.M)
+        assert imports and all(line.strip().startswith("import labkit as lk") for line in imports), \
+            (record.notebook, imports)
+        helpers = set(re.findall(r'lk\.lessons\.lesson\("(\d\d)"\)', code))
+        assert helpers <= {record.number}, (record.notebook, helpers)  # its own lesson's helpers, never another's
