@@ -12,18 +12,24 @@ import pandas as pd
 
 ROOT = Path("/sys/fs/cgroup")
 # What cAdvisor turns each file into (the metric a learner will query in Prometheus).
-V2_FILES = {"cpu.stat": "container_cpu_usage_seconds_total (usage_usec)",
-            "memory.current": "container_memory_usage_bytes", "memory.max": "container_spec_memory_limit_bytes",
-            "memory.stat": "container_memory_working_set_bytes (from anon, file, inactive_file)",
+V2_FILES = {"cpu.stat": "", "memory.current": "container_memory_usage_bytes",
+            "memory.max": "container_spec_memory_limit_bytes",
+            "memory.stat": "subtracted from usage: container_memory_working_set_bytes",
             "pids.current": "container_processes"}
 V1_FILES = {"cpuacct/cpuacct.usage": "container_cpu_usage_seconds_total (nanoseconds)",
-            "cpu/cpu.stat": "container_cpu_cfs_throttled_periods_total (nr_throttled)",
-            "memory/memory.usage_in_bytes": "container_memory_usage_bytes",
+            "cpu/cpu.stat": "", "memory/memory.usage_in_bytes": "container_memory_usage_bytes",
             "memory/memory.limit_in_bytes": "container_spec_memory_limit_bytes",
-            "memory/memory.stat": "container_memory_working_set_bytes (from rss, cache, inactive_file)",
+            "memory/memory.stat": "subtracted from usage: container_memory_working_set_bytes",
             "pids/pids.current": "container_processes"}
-_STAT_KEYS = {"usage_usec", "user_usec", "system_usec", "nr_throttled", "throttled_usec", "anon", "file",
-              "inactive_file", "rss", "cache", "total_inactive_file", "nr_periods"}
+# The keys of the key-value files that cAdvisor reads, and what each becomes (cpu.stat's keys are different metrics).
+STAT_METRICS = {"usage_usec": "container_cpu_usage_seconds_total (microseconds)",
+                "user_usec": "container_cpu_user_seconds_total", "system_usec": "container_cpu_system_seconds_total",
+                "nr_periods": "container_cpu_cfs_periods_total (CFS periods with a quota)",
+                "nr_throttled": "container_cpu_cfs_throttled_periods_total",
+                "throttled_usec": "container_cpu_cfs_throttled_seconds_total (microseconds)",
+                "throttled_time": "container_cpu_cfs_throttled_seconds_total (nanoseconds)",
+                "rss": "container_memory_rss", "anon": "container_memory_rss", "cache": "container_memory_cache",
+                "file": "container_memory_cache", "inactive_file": "", "total_inactive_file": ""}
 
 
 def cgroup_paths(pid: int | str = "self") -> dict[str, str]:
@@ -48,19 +54,22 @@ def _locate(controller_dir: Path, path: str) -> Path:
 
 
 def cgroup_stats(pid: int | str = "self") -> pd.DataFrame:
-    """One row per counter: file, key, value and the cAdvisor metric it becomes. Missing files are skipped."""
+    """One row per counter: the cgroup it was read in, file, key, value and the cAdvisor metric it becomes. Missing
+    files are skipped. A cgroup of ``/`` is the root cgroup: the whole machine's counters, not one process's (a
+    process that no runtime or systemd put in a cgroup of its own is there, as this lab's are)."""
     paths = cgroup_paths(pid)
     rows = []
     if cgroup_version() == 2:
         base = _locate(ROOT, paths.get("", "/"))
-        files = {base / name: (name, metric) for name, metric in V2_FILES.items()}
+        files = {base / name: (name, metric, paths.get("", "/")) for name, metric in V2_FILES.items()}
     else:
         files = {}
         for name, metric in V1_FILES.items():
             controller, filename = name.split("/")
             key = "cpu" if controller == "cpuacct" and "cpuacct" not in paths else controller
-            files[_locate(ROOT / controller, paths.get(key, paths.get(controller, "/"))) / filename] = (name, metric)
-    for file, (name, metric) in files.items():
+            path = paths.get(key, paths.get(controller, "/"))
+            files[_locate(ROOT / controller, path) / filename] = (name, metric, path)
+    for file, (name, metric, path) in files.items():
         try:
             text = file.read_text().strip()
         except OSError:
@@ -68,11 +77,12 @@ def cgroup_stats(pid: int | str = "self") -> pd.DataFrame:
         if text and " " in text.splitlines()[0]:  # key-value files (cpu.stat, memory.stat)
             for line in text.splitlines():
                 key, value = line.split()[:2]
-                if key in _STAT_KEYS:
-                    rows.append({"file": name, "key": key, "value": value, "cadvisor_metric": metric})
+                if key in STAT_METRICS:
+                    rows.append({"cgroup": path, "file": name, "key": key, "value": value,
+                                 "cadvisor_metric": STAT_METRICS[key] or metric})
         else:
-            rows.append({"file": name, "key": "", "value": text, "cadvisor_metric": metric})
-    return pd.DataFrame(rows, columns=["file", "key", "value", "cadvisor_metric"])
+            rows.append({"cgroup": path, "file": name, "key": "", "value": text, "cadvisor_metric": metric})
+    return pd.DataFrame(rows, columns=["cgroup", "file", "key", "value", "cadvisor_metric"])
 
 
 def proc_cpu_seconds(pid: int | str = "self") -> float:

@@ -27,7 +27,7 @@ from ..kube.client import Lab, api_errors
 from ..kube.objects import get, live_pods, patch
 from ..kube.quantity import optional_quantity
 from ..kube.rollouts import rollout_state
-from ..kube.tables import pods_table
+from ..kube.tables import pod_usage_table, pods_table
 from ..settings import LOCAL_HTTP_TIMEOUT_S
 
 TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance: no scaling while metric/target is within 10 % of 1
@@ -312,6 +312,20 @@ def shared_load(lab: Lab, namespace: str, service: str, selector: str, *,
         if (set(state.pod) <= ready and state.rps.round(3).nunique() == 1) or time.monotonic() > deadline:
             return state, ready
         time.sleep(1.0)
+
+
+def wait_until_top_lists(lab: Lab, namespace: str, selector: str, *, timeout: float = 90.0) -> pd.DataFrame:
+    """``kubectl top pods -l SELECTOR``'s data once metrics-server lists every Running pod the selector names: it lists
+    a new pod only after two scrapes of it (15 s apart), so right after a scale-out it shows fewer pods than run.
+    Waits up to ``timeout``, then returns what it has (the difference shows)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = set(pods_table(lab, namespace, label_selector=selector).query("phase == 'Running'").pod)
+        usage = pod_usage_table(lab, namespace)
+        usage = usage[usage.pod.isin(running)]
+        if (running and running <= set(usage.pod)) or time.monotonic() > deadline:
+            return usage.reset_index(drop=True)
+        time.sleep(2.0)
 
 
 def settled_metric(lab: Lab, namespace: str, metric: str, *, pods: str, at_least: int, below: float,
