@@ -213,3 +213,24 @@ def test_every_notebook_reaches_labkit_one_way() -> None:
             (record.notebook, imports)
         helpers = set(re.findall(r'lk\.lessons\.lesson\("(\d\d)"\)', code))
         assert helpers <= {record.number}, (record.notebook, helpers)  # its own lesson's helpers, never another's
+
+
+def test_every_lesson_says_where_it_lives_on_huawei_cloud() -> None:
+    """Each notebook ends with its table from docs/huawei-cloud.md (the one copy that is edited): what the lesson ran
+    and the CCE feature that does it, each row citing Huawei Cloud's public documentation or saying it found none."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "huawei-cloud.md").read_text()
+    tables = dict(re.findall(r"^## (\d\d) \w+\n\n(\|.*?)(?=\n\n## |\Z)", doc, re.S | re.M))
+    for record in lessons.records():
+        cells = json.loads((root / "notebooks" / f"{record.notebook}.ipynb").read_text())["cells"]
+        last = "".join(cells[-1]["source"])
+        assert cells[-1]["cell_type"] == "markdown" and last.startswith("## Where it lives on Huawei Cloud"), \
+            record.notebook
+        table = tables[record.number].strip()
+        assert table in last, f"{record.notebook}: its Huawei Cloud table differs from docs/huawei-cloud.md"
+        rows = table.splitlines()[2:]
+        assert len(rows) >= 2 and all("support.huaweicloud.com" in r or "no public page found" in r for r in rows), \
+            (record.notebook, rows)
