@@ -54,3 +54,18 @@ def progress_file() -> Path:
 def data_file(name: str) -> Path:
     """A file shipped inside the package (labkit/data/...)."""
     return Path(__file__).parent / "data" / name
+
+
+def write_atomic(path: Path, text: str, *, mode: int | None = None) -> Path:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half of one (Prometheus
+    reading its targets, a check reading a node's clock, the next ``labkit`` reading the lab's record). The parent
+    folder is made; concurrent writers each use their own temporary name."""
+    import threading
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    if mode is not None:
+        tmp.chmod(mode)
+    os.replace(tmp, path)
+    return path

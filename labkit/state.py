@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .paths import kubeconfig_path, state_dir
+from .paths import kubeconfig_path, state_dir, write_atomic
 
 
 def _file() -> Path:
@@ -63,11 +63,8 @@ def lab_kubeconfig() -> Path | None:
 
 def record(backend: str, **details: Any) -> None:
     """Record the backend that now runs (``labkit up``)."""
-    state_dir().mkdir(parents=True, exist_ok=True)
-    tmp = _file().with_suffix(".tmp")
-    tmp.write_text(json.dumps({"backend": backend, "created": time.time(),
-                               **{k: str(v) if isinstance(v, Path) else v for k, v in details.items()}}))
-    tmp.replace(_file())  # atomic: a reader never sees half a record
+    write_atomic(_file(), json.dumps({"backend": backend, "created": time.time(),
+                                      **{k: str(v) if isinstance(v, Path) else v for k, v in details.items()}}))
 
 
 def forget() -> None:

@@ -24,7 +24,7 @@ from .. import versions
 from ..cluster.binaries import GITHUB, Component, arch
 from ..cluster.health import api_server
 from ..cluster.ports import free_port
-from ..paths import data_file
+from ..paths import data_file, write_atomic
 from ..sim.node_logs import kernel_log, node_root
 from . import per_node
 from .base import Context, PythonModuleAddon
@@ -173,11 +173,7 @@ class DaemonSet(PerNode):
         """Prometheus' file_sd targets: each node's NPD metrics port."""
         groups = [{"targets": [f"127.0.0.1:{a.extra['metrics_port']}"], "labels": {"job": JOB, "node": a.node}}
                   for a in self.agents.values()]
-        target = Path(self.args.targets)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(groups, indent=1))
-        tmp.replace(target)
+        write_atomic(Path(self.args.targets), json.dumps(groups, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:

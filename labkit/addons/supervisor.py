@@ -23,7 +23,7 @@ from typing import Any
 from .. import state
 from ..cluster.ports import free_port, port_free
 from ..errors import ClusterUnreachable, LabkitError, PortInUse
-from ..paths import state_dir
+from ..paths import state_dir, write_atomic
 from .base import Addon, Context
 from .registry import REGISTRY, Progress, ensure_binary, registered, with_needs
 
@@ -62,10 +62,7 @@ def _record() -> dict[str, Any]:
 
 
 def _save(record: dict[str, Any]) -> None:
-    addons_dir().mkdir(parents=True, exist_ok=True)
-    tmp = addons_dir() / "addons.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(addons_dir() / "addons.json")
+    write_atomic(addons_dir() / "addons.json", json.dumps(record, indent=1))
     for name, info in record.items():
         (addons_dir() / f"{name}.pid").write_text(f"{info['pid']}\n")
 
@@ -128,10 +125,7 @@ def _write_targets(addon: Addon, ctx: Context | None) -> None:
     groups = addon.scrape_targets(ctx) if ctx else []
     if ctx and not groups:
         return  # the add-on writes its own targets (the GPU exporter: one per GPU node)
-    target = _targets_dir() / f"{addon.name}.json"
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(groups, indent=1))
-    tmp.replace(target)  # atomic, so Prometheus never reads half a file
+    write_atomic(_targets_dir() / f"{addon.name}.json", json.dumps(groups, indent=1))  # Prometheus reads it any time
 
 
 def _spawn(addon: Addon, ctx: Context) -> int:

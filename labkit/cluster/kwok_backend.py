@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import settings, state, versions
 from ..errors import LabkitError, ManifestError, PortInUse
-from ..paths import bin_dir, data_file, kubeconfig_path, state_dir
+from ..paths import bin_dir, data_file, kubeconfig_path, state_dir, write_atomic
 from ..settings import UNSUPPORTED_PLATFORM
 from ..state import process_alive
 from .health import ApiConnection, ApiError, api_healthy
@@ -271,11 +271,7 @@ def write_gate(binary: Path, *, component: str = "kwok-controller") -> Path:
     text = KWOK_GATE.format(python=sys.executable, kwok=str(binary), port=api_port(), pki=str(cluster_dir() / "pki"),
                             ready_path=ready_path, need_items=need_items, wait_s=API_WAIT_S * 2, component=component)
     path = gate_path(component)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o755)
-    tmp.replace(path)
+    write_atomic(path, text, mode=0o755)
     return path
 
 

@@ -30,7 +30,7 @@ from ..operations import NPD_CONDITIONS, node_condition, reboot, remove_conditio
 # Lab operations this lesson teaches, reached from its notebook as l08.wait_npd_ready and so on.
 from ..operations import node_conditions as node_conditions
 from ..operations import wait_npd_ready as wait_npd_ready
-from ..paths import data_file
+from ..paths import data_file, write_atomic
 from ..settings import LOCAL_HTTP_TIMEOUT_S
 from ..sim import node_logs
 
@@ -107,11 +107,7 @@ def install_custom_monitor(name: str, config: dict[str, Any] | str) -> Path:
     text = config if isinstance(config, str) else json.dumps(config, indent=1)
     json.loads(text)  # a typo fails here, with the line and column, not inside eight NPDs
     folder = custom_monitors_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    path = write_atomic(folder / f"{name}.json", text)
     wait_detectors_reloaded()
     return path
 

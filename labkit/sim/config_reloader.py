@@ -46,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from ..paths import write_atomic
 from .loopback_http import JSON, OK, Answer, LoopbackServer
 
 log = logging.getLogger("labkit.sim.config_reloader")
@@ -176,10 +177,10 @@ class Reloader:
         for rel, body in rules.items():  # rules first: the config that names them must find them
             target = rules_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target, body)
+            write_atomic(target, body)
         for stale in [p for p in rules_dir.rglob("*.yaml") if str(p.relative_to(rules_dir)) not in rules]:
             stale.unlink()
-        _atomic_write(self.config_file, text)
+        write_atomic(self.config_file, text)
         error = self.reload()
         with self.lock:
             self.digest = digest if error is None else ""  # a failed reload is retried next pass
@@ -224,10 +225,6 @@ class Reloader:
         return None
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -60,7 +60,7 @@ from ..cluster.stages import (
     pull_error,
 )
 from ..kube.watch import list_and_watch
-from ..paths import state_dir
+from ..paths import state_dir, write_atomic
 from . import service_net
 from .declared import oom_killed
 from .loopback_http import JSON, Answer, run_daemon
@@ -1032,10 +1032,7 @@ class Daemon:
         held = self.held()
         if self.held_file is None or held == self._held_written:
             return
-        self.held_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.held_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(held, indent=1) + "\n")
-        tmp.replace(self.held_file)
+        write_atomic(self.held_file, json.dumps(held, indent=1) + "\n")
         self._held_written = held
 
 

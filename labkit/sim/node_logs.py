@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..errors import LabkitError
-from ..paths import data_file, state_dir
+from ..paths import data_file, state_dir, write_atomic
 
 KERNEL_LOG = "kern.log"
 
@@ -84,10 +84,7 @@ def set_clock_offset(node: str, seconds: float) -> Path:
     text = ("Reference ID    : C0A80001 (ntp.lab)\nStratum         : 3\n"
             f"System time     : {abs(seconds):.9f} seconds {side} of NTP time\n"
             "Leap status     : Normal\n")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # a check running at this moment reads the old file or the new one, never half
-    return path
+    return write_atomic(path, text)  # a check running at this moment reads the old file or the new one
 
 
 def rotate_kernel_log(node: str) -> Path:

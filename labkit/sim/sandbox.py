@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..kube.quantity import quantity
-from ..paths import state_dir
+from ..paths import state_dir, write_atomic
 from . import service_net
 
 Obj = dict[str, Any]
@@ -558,12 +558,8 @@ def host_path(pod: Obj, container: Obj, path: str, root: Path | None = None) -> 
 def write_exec_spec(namespace: str, pod: str, container: str, argv: list[str], root: Path | None = None) -> Path:
     """What labkit's kubelet server reads to run ``kubectl exec`` in this container (``exec/<ns>/<pod>/<c>.json``):
     the sandbox's argv, then the shim above; the server appends the command."""
-    path = (root or runtime_dir()) / "exec" / namespace / pod / f"{container}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"argv": [*argv, "/bin/busybox", "sh", "-c", EXEC_SHIM, "exec"]}))
-    tmp.replace(path)
-    return path
+    return write_atomic((root or runtime_dir()) / "exec" / namespace / pod / f"{container}.json",
+                        json.dumps({"argv": [*argv, "/bin/busybox", "sh", "-c", EXEC_SHIM, "exec"]}))
 
 
 def remove_exec_specs(namespace: str, pod: str, root: Path | None = None) -> None:

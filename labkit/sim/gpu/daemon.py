@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import PortInUse
+from labkit.paths import write_atomic
 from labkit.settings import DCGM_EXPORTER_JOB, DEFAULT_GPU_PROFILE
 from labkit.sim.gpu import FakeMachine, available_profiles
 from labkit.sim.gpu.attribution import Allocator, GpuNode, GpuPod, cluster_metrics, configure_machine
@@ -95,10 +96,7 @@ class Daemon:
                    "labels": {"job": DCGM_EXPORTER_JOB, "__metrics_path__": f"/metrics/{name}", "instance": name,
                               "node": name}}
                   for name in sorted(self.exporter.fleet)]
-        self.targets.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.targets.with_name(f".{self.targets.name}.tmp")
-        tmp.write_text(json.dumps(groups, indent=1))
-        tmp.replace(self.targets)  # atomic, so Prometheus never reads half a file
+        write_atomic(self.targets, json.dumps(groups, indent=1))  # Prometheus reads it any time
 
     def _apply(self, nodes: list[GpuNode] | None = None) -> None:
         gpu_pods = []
