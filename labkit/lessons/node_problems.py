@@ -1,4 +1,4 @@
-"""Lesson 08, node-problem-detector (节点问题检测): notebook 08_node_problem_detector's helpers and exercise.
+"""Lesson 08, node-problem-detector (节点问题检测器): notebook 08_node_problem_detector's helpers and exercise.
 
 Every simulated node has a real node-problem-detector (the ``node-problem-detector`` add-on) reading that node's
 kernel log; :func:`inject` makes the node's kernel report a problem (:mod:`labkit.sim.node_logs`). NPD reports a
@@ -257,7 +257,7 @@ def problem_metrics(node: str) -> pd.DataFrame:
 # The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.
 LESSON = Lesson(
     "08_node_problem_detector",
-    "node-problem-detector (节点问题检测): temporary problems as Events, permanent ones as NodeConditions, "
+    "node-problem-detector (节点问题检测器): temporary problems as Events, permanent ones as NodeConditions, "
     "upstream's rules, cordon/drain/reboot as a remediation controller would, a custom plugin monitor",
     LessonRights("nodes/status (node conditions); node-problem-detector add-on; the nodes' kernel logs",
                  refused="it makes nodes report problems (node conditions, cluster-scoped) that every "
