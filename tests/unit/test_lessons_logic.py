@@ -234,3 +234,17 @@ def test_every_lesson_says_where_it_lives_on_huawei_cloud() -> None:
         rows = table.splitlines()[2:]
         assert len(rows) >= 2 and all("support.huaweicloud.com" in r or "no public page found" in r for r in rows), \
             (record.notebook, rows)
+
+
+def test_every_lesson_with_exercises_says_why_its_stored_check_passes() -> None:
+    """A learner reads PASS under an empty answer cell in the stored notebook: a "Your turn" note says why."""
+    import json
+
+    root = Path(__file__).resolve().parents[2]
+    for record in lessons.records():
+        if not record.exercises:
+            continue
+        cells = json.loads((root / "notebooks" / f"{record.notebook}.ipynb").read_text())["cells"]
+        texts = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+        notes = [t for t in texts if "*Your turn:*" in t]
+        assert notes and all("LABKIT_IN_TEST=1" in n for n in notes), record.notebook
