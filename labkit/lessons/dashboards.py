@@ -406,57 +406,9 @@ def promtool_check_rules(rule: dict[str, Any]) -> str:
 
 # An instrumented app (its pods' /metrics: http_requests_total, http_request_duration_seconds), its Service with a
 # named port, and a client that loops requests against it (load, as in lesson 04).
-SHOP_APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: shop}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: shop}
-  template:
-    metadata:
-      labels: {app: shop}
-    spec:
-      containers:
-      - name: shop
-        image: nginx:1.27
-        ports: [{name: web, containerPort: 80}]
-        resources:
-          limits: {cpu: "1"}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: shop
-  labels: {app: shop}
-spec:
-  selector: {app: shop}
-  ports: [{name: web, port: 80, targetPort: web}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: shop-client}
-spec:
-  containers:
-  - name: client
-    image: busybox:1.36
-    command: ["/bin/sh", "-c", "while sleep 0.05; do wget -q -O- http://shop; done"]
-"""
+SHOP_APP = data_file("lessons/07/shop.yaml").read_text()
 
-SERVICE_MONITOR = """
-apiVersion: monitoring.coreos.com/v1
-kind: ServiceMonitor
-metadata:
-  name: shop
-spec:
-  selector:
-    matchLabels: {app: shop}      # Services with this label ...
-  endpoints:
-  - port: web                     # ... their port named `web`, on every ready pod behind it
-    path: /metrics
-    interval: 2s
-"""
+SERVICE_MONITOR = data_file("lessons/07/service-monitor.yaml").read_text()
 
 # Alerts on the shop's traffic: one per busy pod (warning), and one for the whole Service (critical), which
 # Alertmanager's inhibition rule lets silence the warnings about the same Service. PrometheusRules, as files.
@@ -464,22 +416,9 @@ SHOP_RULES = data_file(f"{RULES_DIR}/shop-alerts.yaml").read_text()
 SHOP_CRITICAL_RULE = data_file(f"{RULES_DIR}/shop-critical.yaml").read_text()
 
 # The exercise's broken Deployment: its image does not exist, so its pod never becomes available.
-PAYMENTS_APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: payments}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: payments}
-  template:
-    metadata:
-      labels: {app: payments}
-    spec:
-      containers:
-      - name: payments
-        image: registry.example.com/payments:does-not-exist
-"""
+PAYMENTS_APP = data_file("lessons/07/payments.yaml").read_text()
+# Both apps, as the notebook applies them at its top.
+APPS = SHOP_APP + "---\n" + PAYMENTS_APP
 
 
 # --- exercise: an alert for Deployments with unavailable replicas --------------------------------------------------

@@ -28,6 +28,7 @@ from ..kube.objects import get, live_pods, patch
 from ..kube.quantity import optional_quantity
 from ..kube.rollouts import rollout_state
 from ..kube.tables import pod_usage_table, pods_table
+from ..paths import data_file
 from ..settings import LOCAL_HTTP_TIMEOUT_S
 
 TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance: no scaling while metric/target is within 10 % of 1
@@ -368,71 +369,11 @@ def read_hpa(lab: Lab, namespace: str, name: str) -> dict[str, Any]:
 
 # The exercises' apps. The notebook applies them at its top, so that by the time a learner reaches the exercises
 # their pods have metrics (metrics-server needs two 15 s scrapes of a new pod) and `billing` shows its problem.
-SHOP_APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: shop}
-spec:
-  selector:
-    matchLabels: {app: shop}
-  template:
-    metadata:
-      labels: {app: shop}
-    spec:
-      containers:
-      - name: shop
-        image: nginx:1.27
-        resources:
-          requests: {cpu: 100m}
-          limits: {cpu: "1"}
----
-apiVersion: v1
-kind: Service
-metadata: {name: shop}
-spec:
-  selector: {app: shop}
-  ports: [{port: 80}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: shop-client}
-spec:
-  containers:
-  - name: client
-    image: busybox:1.36
-    command: ["/bin/sh", "-c", "while sleep 0.05; do wget -q -O- http://shop; done"]
-"""
+SHOP_APP = data_file("lessons/04/shop.yaml").read_text()
 
-BILLING_APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: billing}
-spec:
-  selector:
-    matchLabels: {app: billing}
-  template:
-    metadata:
-      labels: {app: billing}
-    spec:
-      containers:
-      - name: billing
-        image: registry.k8s.io/hpa-example   # no resources: no CPU request
----
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {name: billing}
-spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: billing}
-  minReplicas: 1
-  maxReplicas: 5
-  metrics:
-  - type: Resource
-    resource:
-      name: cpu
-      target: {type: Utilization, averageUtilization: 50}
-"""
+BILLING_APP = data_file("lessons/04/billing.yaml").read_text()
 
-EXERCISE_APPS = SHOP_APP + "---" + BILLING_APP
+EXERCISE_APPS = SHOP_APP + "---\n" + BILLING_APP
 
 
 def _condition(hpa: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ..course import Lesson, LessonRights
 from ..errors import WaitTimeout
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab
+from ..paths import data_file
 from ..settings import SCRAPE_INTERVAL_S
 
 NAMESPACE = "lesson-06"
@@ -49,95 +50,10 @@ JOBS: dict[str, str] = {
 ADDONS = ("prometheus", "kube-state-metrics", "node-exporter", "workload-model")
 
 # Two services with load from client pods: a quick one and a slow one (a small CPU limit: each request waits longer).
-APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: frontend}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: frontend}
-  template:
-    metadata:
-      labels: {app: frontend}
-    spec:
-      containers:
-      - name: frontend
-        image: nginx:1.27
-        resources:
-          requests: {cpu: 100m, memory: 64Mi}
-          limits: {cpu: "1"}
----
-apiVersion: v1
-kind: Service
-metadata: {name: frontend}
-spec:
-  selector: {app: frontend}
-  ports: [{port: 80}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: checkout}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: checkout}
-  template:
-    metadata:
-      labels: {app: checkout}
-    spec:
-      containers:
-      - name: checkout
-        image: nginx:1.27
-        resources:
-          requests: {cpu: 100m, memory: 64Mi}
-          limits: {cpu: 150m}
----
-apiVersion: v1
-kind: Service
-metadata: {name: checkout}
-spec:
-  selector: {app: checkout}
-  ports: [{port: 80}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: frontend-client}
-spec:
-  containers:
-  - name: client
-    image: busybox:1.36
-    command: ["/bin/sh", "-c", "while sleep 0.01; do wget -q -O- http://frontend; done"]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: checkout-client}
-spec:
-  containers:
-  - name: client
-    image: busybox:1.36
-    command: ["/bin/sh", "-c", "while sleep 0.01; do wget -q -O- http://checkout; done"]
-"""
+APP = data_file("lessons/06/shop.yaml").read_text()
 
 # A Deployment that cannot become available: no node has 64 CPUs, so its pods stay Pending.
-TOO_BIG = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: too-big}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: too-big}
-  template:
-    metadata:
-      labels: {app: too-big}
-    spec:
-      containers:
-      - name: app
-        image: nginx:1.27
-        resources:
-          requests: {cpu: "64"}
-"""
+TOO_BIG = data_file("lessons/06/too-big.yaml").read_text()
 
 
 # --- the architecture, from the live lab ---------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_promtool_accepts_what_the_lab_ships_and_what_the_operator_generates(lab
 
 
 def test_unavailable_alert_exercise_both_ways(lab: lk.Lab, namespace: str) -> None:
-    lk.apply(lab, lesson.SHOP_APP + "---" + lesson.PAYMENTS_APP, namespace=namespace)
+    lk.apply(lab, lesson.APPS, namespace=namespace)
     attempt = Attempt(lab, namespace)
     assert lesson.check_unavailable_alert(attempt)  # nothing written yet: NOT YET
     lesson.solve_unavailable_alert(attempt)
@@ -112,7 +112,7 @@ def test_unavailable_alert_exercise_both_ways(lab: lk.Lab, namespace: str) -> No
 
 
 def test_unavailable_alert_exercise_names_what_is_wrong(lab: lk.Lab, namespace: str) -> None:
-    lk.apply(lab, lesson.SHOP_APP + "---" + lesson.PAYMENTS_APP, namespace=namespace)
+    lk.apply(lab, lesson.APPS, namespace=namespace)
     attempt = Attempt(lab, namespace)
     slow = yaml.safe_load(lesson.SOLUTION_RULE)
     slow["spec"]["groups"][0]["rules"][0]["for"] = "5m"
@@ -130,7 +130,7 @@ def test_unavailable_alert_exercise_names_what_is_wrong(lab: lk.Lab, namespace: 
 
 
 def test_dashboard_panel_exercise_both_ways(lab: lk.Lab, namespace: str) -> None:
-    lk.apply(lab, lesson.SHOP_APP + "---" + lesson.PAYMENTS_APP, namespace=namespace)
+    lk.apply(lab, lesson.APPS, namespace=namespace)
     attempt = Attempt(lab, namespace)
     assert lesson.check_dashboard_panel(attempt)  # no answer given
     wrong = lk.dashboards.add_panel("workloads", {**lesson.PANEL, "title": "Something else"})
