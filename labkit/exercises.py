@@ -31,6 +31,28 @@ class Attempt:
     namespace: str
     answer: Any = None
 
+    def require(self, kind: str, name: str, *, api_version: str, why: str = "") -> dict[str, Any]:
+        """The object in the lesson's namespace. When it is missing the check ends here, and its one problem is
+        "there is no KIND `NAME` in this namespace" (and ``why``, e.g. which cell makes it)."""
+        from .kube.objects import get
+
+        obj = get(self.lab, kind, name, namespace=self.namespace, api_version=api_version)
+        if obj is None:
+            raise Missing(f"there is no {kind} `{name}` in this namespace{f' ({why})' if why else ''}")
+        return obj
+
+
+class Missing(Exception):
+    """What a check needs is not in the namespace: the problem it reports (:meth:`Attempt.require`)."""
+
+
+def problems_of(exercise: Exercise, attempt: Attempt) -> list[str]:
+    """What the exercise's check finds wrong ([] is a PASS); a missing object is the one problem."""
+    try:
+        return exercise.check(attempt)
+    except Missing as exc:
+        return [str(exc)]
+
 
 @dataclass(frozen=True)
 class Exercise:
@@ -98,16 +120,16 @@ class Catalogue:
         failed_unsolved = None
         if solved:
             # Prove both sides: the check must fail on the lab as the notebook left it, then pass once solved.
-            failed_unsolved = bool(ex.check(attempt))
+            failed_unsolved = bool(problems_of(ex, attempt))
             answer = ex.solve(attempt)  # type: ignore[misc]
             if answer is not None:
                 attempt = Attempt(attempt.lab, attempt.namespace, answer)
-        problems = ex.check(attempt)
+        problems = problems_of(ex, attempt)
         deadline = time.monotonic() + timeout
         # The solution was just applied: controllers need a moment; re-check until it passes or the deadline.
         while solved and problems and time.monotonic() < deadline:
             time.sleep(0.5)
-            problems = ex.check(attempt)
+            problems = problems_of(ex, attempt)
         result = Result(exercise_id, passed=not problems, problems=problems, hint=ex.hint if problems else "",
                         solved_by_test=solved, failed_unsolved=failed_unsolved)
         record(exercise_id, result.passed)

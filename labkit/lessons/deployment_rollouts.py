@@ -6,7 +6,7 @@ from typing import Any
 
 from ..course import Lesson, LessonRights
 from ..exercises import Attempt, Exercise
-from ..kube.objects import get, patch
+from ..kube.objects import patch
 from ..kube.rollouts import rollout_state, rollout_undo
 
 
@@ -21,10 +21,7 @@ def _resolve(value: Any, replicas: int, *, round_up: bool) -> int:
 
 
 def _check_rollout_v3(attempt: Attempt) -> list[str]:
-    lab, namespace = attempt.lab, attempt.namespace
-    dep = get(lab, "Deployment", "web", namespace=namespace, api_version="apps/v1")
-    if dep is None:
-        return ["there is no Deployment `web` in this namespace"]
+    dep = attempt.require("Deployment", "web", api_version="apps/v1")
     problems = []
     images = [c["image"] for c in dep["spec"]["template"]["spec"]["containers"]]
     if images[0] != "nginx:1.27":
@@ -62,10 +59,7 @@ kubectl -n lesson-01 rollout status deployment/web""",
 
 
 def _check_recover(attempt: Attempt) -> list[str]:
-    lab, namespace = attempt.lab, attempt.namespace
-    dep = get(lab, "Deployment", "api", namespace=namespace, api_version="apps/v1")
-    if dep is None:
-        return ["there is no Deployment `api` in this namespace"]
+    dep = attempt.require("Deployment", "api", api_version="apps/v1")
     problems = []
     image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
     if "does-not-exist" in image:

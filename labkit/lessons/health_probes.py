@@ -7,7 +7,7 @@ from typing import Any
 from ..course import Lesson, LessonRights
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab
-from ..kube.objects import get, live_pods, patch
+from ..kube.objects import live_pods, patch
 from ..kube.rollouts import rollout_state
 
 
@@ -26,9 +26,7 @@ def _ready_pods_problems(lab: Lab, namespace: str, name: str, dep: dict[str, Any
 
 def _check_fix_readiness(attempt: Attempt) -> list[str]:
     lab, namespace = attempt.lab, attempt.namespace
-    dep = get(lab, "Deployment", "shop", namespace=namespace, api_version="apps/v1")
-    if dep is None:
-        return ["there is no Deployment `shop` in this namespace"]
+    dep = attempt.require("Deployment", "shop", api_version="apps/v1")
     container = dep["spec"]["template"]["spec"]["containers"][0]
     probe = container.get("readinessProbe")
     if not probe:
@@ -59,9 +57,7 @@ kubectl -n lesson-03 get endpointslices -l kubernetes.io/service-name=shop""",
 
 def _check_startup(attempt: Attempt) -> list[str]:
     lab, namespace = attempt.lab, attempt.namespace
-    dep = get(lab, "Deployment", "slow", namespace=namespace, api_version="apps/v1")
-    if dep is None:
-        return ["there is no Deployment `slow` in this namespace"]
+    dep = attempt.require("Deployment", "slow", api_version="apps/v1")
     container = dep["spec"]["template"]["spec"]["containers"][0]
     problems = []
     if not container.get("livenessProbe"):

@@ -382,9 +382,7 @@ def _condition(hpa: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def _check_rps_hpa(attempt: Attempt) -> list[str]:
     lab, namespace = attempt.lab, attempt.namespace
-    hpa = get(lab, "HorizontalPodAutoscaler", "shop", namespace=namespace, api_version="autoscaling/v2")
-    if hpa is None:
-        return ["there is no HorizontalPodAutoscaler `shop` in this namespace"]
+    hpa = attempt.require("HorizontalPodAutoscaler", "shop", api_version="autoscaling/v2")
     spec, problems = hpa["spec"], []
     ref = spec.get("scaleTargetRef") or {}
     if (ref.get("kind"), ref.get("name")) != ("Deployment", "shop"):

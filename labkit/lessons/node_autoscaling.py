@@ -202,9 +202,7 @@ def _force_remove(lab: Lab, pool: str) -> None:
 
 def _check_render_fits(attempt: Attempt) -> list[str]:
     lab, namespace = attempt.lab, attempt.namespace
-    dep = get(lab, "Deployment", "render", namespace=namespace, api_version="apps/v1")
-    if dep is None:
-        return ["there is no Deployment `render` in this namespace (run the cell above the exercise)"]
+    dep = attempt.require("Deployment", "render", api_version="apps/v1", why="run the cell above the exercise")
     spec = dep["spec"]["template"]["spec"]
     if (spec.get("nodeSelector") or {}).get(POOL_KEY) != POOL:
         return [f"keep `render`'s nodeSelector {POOL_KEY}: {POOL}: the task is to change the node pool, "

@@ -7,7 +7,7 @@ from typing import Any
 from ..course import Lesson, LessonRights
 from ..exercises import Attempt, Exercise
 from ..kube.client import Lab
-from ..kube.objects import get, live_pods, patch
+from ..kube.objects import live_pods, patch
 from ..kube.rollouts import rollout_state
 
 
@@ -19,9 +19,7 @@ def _sts_pods(lab: Lab, namespace: str, sts: dict[str, Any]) -> dict[int, Any]:
 
 def _check_canary(attempt: Attempt) -> list[str]:
     lab, namespace = attempt.lab, attempt.namespace
-    sts = get(lab, "StatefulSet", "db", namespace=namespace, api_version="apps/v1")
-    if sts is None:
-        return ["there is no StatefulSet `db` in this namespace"]
+    sts = attempt.require("StatefulSet", "db", api_version="apps/v1")
     replicas = sts["spec"].get("replicas", 1)
     status = sts.get("status") or {}
     problems = []
@@ -61,10 +59,7 @@ kubectl -n lesson-02 rollout status statefulset/db""",
 
 
 def _check_finish(attempt: Attempt) -> list[str]:
-    lab, namespace = attempt.lab, attempt.namespace
-    sts = get(lab, "StatefulSet", "db", namespace=namespace, api_version="apps/v1")
-    if sts is None:
-        return ["there is no StatefulSet `db` in this namespace"]
+    sts = attempt.require("StatefulSet", "db", api_version="apps/v1")
     problems = []
     image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
     if image != "nginx:1.27":

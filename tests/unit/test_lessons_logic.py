@@ -248,3 +248,23 @@ def test_every_lesson_with_exercises_says_why_its_stored_check_passes() -> None:
         texts = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
         notes = [t for t in texts if "*Your turn:*" in t]
         assert notes and all("LABKIT_IN_TEST=1" in n for n in notes), record.notebook
+
+
+def test_a_check_whose_object_is_missing_says_so(monkeypatch) -> None:
+    """Attempt.require: the one problem a check reports when what it looks at is not in the namespace."""
+    from labkit import exercises
+    from labkit.kube import objects
+
+    found: dict[str, dict] = {}
+    monkeypatch.setattr(objects, "get", lambda lab, kind, name, **kw: found.get(name))
+
+    def check(attempt: exercises.Attempt) -> list[str]:
+        dep = attempt.require("Deployment", "render", api_version="apps/v1", why="run the cell above the exercise")
+        return [] if dep["spec"]["replicas"] == 2 else ["not 2 replicas"]
+
+    ex = exercises.Exercise(id="xx-demo", task="t", hint="h", solution="s", check=check)
+    attempt = exercises.Attempt(lab=None, namespace="ns")
+    assert exercises.problems_of(ex, attempt) == [
+        "there is no Deployment `render` in this namespace (run the cell above the exercise)"]
+    found["render"] = {"spec": {"replicas": 2}}
+    assert exercises.problems_of(ex, attempt) == []
