@@ -94,7 +94,34 @@ startupProbe:
                                                        "periodSeconds": 5, "failureThreshold": 10}}]}}}}),
 )
 
-EXERCISES = [FIX_READINESS, STARTUP_PROBE]
+def _check_tcp_probe(attempt: Attempt) -> list[str]:
+    lab, namespace = attempt.lab, attempt.namespace
+    dep = attempt.require("Deployment", "gateway", api_version="apps/v1", why="run the cell that creates it")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    tcp = (container.get("readinessProbe") or {}).get("tcpSocket")
+    if not tcp:
+        return ["keep a tcpSocket readiness probe: the task is to point it at the right port"]
+    problems = []
+    if tcp.get("port") not in (80, "80", "http"):
+        problems.append(f"the probe connects to port {tcp.get('port')}, where nothing listens: nginx listens on 80")
+    return problems + _ready_pods_problems(lab, namespace, "gateway", dep)
+
+
+TCP_PROBE = Exercise(
+    id="03-tcp-probe",
+    task="Deployment `gateway` never becomes Ready: its TCP readiness probe (4层 tcp socket 探针) connects to a port "
+         "nginx does not listen on. Point the probe at the port nginx listens on, keeping it a tcpSocket probe.",
+    hint="`kubectl describe pod -l app=gateway` shows `Readiness probe failed: dial tcp ...: connection refused` "
+         "and the port; nginx listens on 80",
+    solution="""kubectl -n lesson-03 patch deployment gateway --type=json -p \
+  '[{"op":"replace","path":"/spec/template/spec/containers/0/readinessProbe/tcpSocket/port","value":80}]'
+kubectl -n lesson-03 rollout status deployment/gateway""",
+    check=_check_tcp_probe,
+    solve=lambda a: patch(a.lab, "Deployment", "gateway", namespace=a.namespace, body={"spec": {"template": {
+        "spec": {"containers": [{"name": "gateway", "readinessProbe": {"tcpSocket": {"port": 80}}}]}}}}),
+)
+
+EXERCISES = [FIX_READINESS, STARTUP_PROBE, TCP_PROBE]
 
 
 # The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.

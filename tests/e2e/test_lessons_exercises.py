@@ -89,6 +89,17 @@ def test_startup_probe(lab, namespace):
     assert lk.check(lab, "03-startup-probe", namespace=namespace).passed
 
 
+def test_tcp_probe(lab, namespace):
+    lk.apply(lab, deployment("gateway", "nginx:1.27", readinessProbe={"tcpSocket": {"port": 8080},
+                                                                     "periodSeconds": 2}), namespace=namespace)
+    lk.wait_for(lab, "Deployment", "gateway", namespace=namespace, condition="jsonpath={.status.replicas}=2")
+    wrong = lk.check(lab, "03-tcp-probe", namespace=namespace)
+    assert not wrong.passed and any("port 8080, where nothing listens" in p for p in wrong.problems) and wrong.hint
+    solve(lab, "03-tcp-probe", namespace)
+    rollouts.rollout_status(lab, "gateway", namespace=namespace, timeout=60)
+    assert lk.check(lab, "03-tcp-probe", namespace=namespace).passed
+
+
 def test_canary_then_finish(lab, namespace):
     lk.apply(lab, statefulset("nginx:1.25"), namespace=namespace)
     rollouts.rollout_status(lab, "db", namespace=namespace, kind="statefulset")
