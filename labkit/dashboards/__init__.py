@@ -15,7 +15,7 @@ Introduced in notebook 07_dashboards.
 from __future__ import annotations
 
 from .data import has_data, legend, panel_data
-from .exercise import add_panel, check_panel
+from .editing import add_panel, check_panel
 from .figures import figure, panel_figure, reduce, table_frame
 from .model import (
     ALL,

@@ -17,25 +17,17 @@ import plotly.graph_objects as go
 from .. import promql
 from ..errors import LabkitError
 from .data import panel_data
-from .exercise import add_panel, check_panel
-from .figures import figure, panel_figure, since
+from .figures import figure, since
 from .model import (
     ALL,
     GRID_COLUMNS,
     GRID_UNIT_PX,
-    MIGRATED,
     SUPPORTED,
     Dashboard,
-    DashboardError,
     Panel,
     Row,
-    Variable,
     load,
-    parse,
-    shipped,
 )
-from .review import Finding, review, validate
-from .units import format_value
 from .variables import Choice, TimeRange, duration_seconds, resolve
 
 TIME_RANGES = ("5m", "15m", "30m", "1h", "3h", "6h")
@@ -237,10 +229,3 @@ def render(dashboard: Dashboard | str | Path | Mapping[str, Any], *,
     then each open row's panels are queried (see :func:`panel_data`); collapsed rows are queried when opened."""
     board = dashboard if isinstance(dashboard, Dashboard) else load(dashboard)
     return DashboardView(board, variables=variables, time_range=time_range or since(board))
-
-
-
-
-__all__ = ["MIGRATED", "SUPPORTED", "Dashboard", "DashboardError", "DashboardView", "Finding", "Panel", "Variable",
-           "add_panel", "check_panel", "figure", "format_value", "load", "panel_data", "panel_figure", "parse",
-           "render", "review", "shipped", "validate"]

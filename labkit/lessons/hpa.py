@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+import yaml
 from kubernetes import watch
 
 from ..addons import url as addon_url
@@ -495,7 +496,62 @@ kubectl -n lesson-04 describe hpa billing     # ScalingActive True: ValidMetricF
                                                         "resources": {"requests": {"cpu": "100m"}}}]}}}}),
 )
 
-EXERCISES = [RPS_HPA, MISSING_REQUEST]
+# Section 4 and its exercise: memory as the HPA's metric.
+CACHE_APP = data_file("lessons/04/cache.yaml").read_text()
+SESSIONS_APP = data_file("lessons/04/sessions.yaml").read_text()
+MEMORY_HPA_SOLUTION = """apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: sessions}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: sessions}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+  - type: Resource
+    resource:
+      name: memory
+      target: {type: Utilization, averageUtilization: 80}
+"""
+
+
+def _check_memory_hpa(attempt: Attempt) -> list[str]:
+    hpa = attempt.require("HorizontalPodAutoscaler", "sessions", api_version="autoscaling/v2")
+    spec, problems = hpa["spec"], []
+    ref = spec.get("scaleTargetRef") or {}
+    if (ref.get("kind"), ref.get("name")) != ("Deployment", "sessions"):
+        problems.append(f"it scales {ref.get('kind')}/{ref.get('name')}, not Deployment/sessions")
+    memory = [m["resource"]["target"] for m in spec.get("metrics") or []
+              if m.get("type") == "Resource" and m["resource"].get("name") == "memory"]
+    if not memory:
+        problems.append("it has no Resource metric on memory")
+    elif memory[0].get("type") != "Utilization" or memory[0].get("averageUtilization") != 80:
+        problems.append(f"its memory target is {memory[0]}; the task asks for Utilization, averageUtilization 80")
+    if (spec.get("minReplicas", 1), spec.get("maxReplicas")) != (1, 3):
+        problems.append(f"it scales between {spec.get('minReplicas', 1)} and {spec.get('maxReplicas')}; the task "
+                        "asks for 1 to 3")
+    if problems:
+        return problems
+    # Its first sync (15 s at most) reads the pods' memory from metrics-server: 60 % of the request, under 80 %.
+    current = [m["resource"]["current"] for m in (hpa.get("status") or {}).get("currentMetrics") or []
+               if m.get("type") == "Resource" and m["resource"].get("name") == "memory"]
+    if not current:
+        return ["the HPA has not read the pods' memory yet: its next sync is at most 15 s away (kubectl describe hpa "
+                "sessions)"]
+    return []
+
+
+MEMORY_HPA = Exercise(
+    id="04-memory-hpa",
+    task="Deployment `sessions` holds 60 MiB per pod against a 100 MiB memory request. Write an HPA `sessions` that "
+         "scales it on memory: average utilization 80 %, between 1 and 3 replicas.",
+    hint="kubectl autoscale only knows CPU: write the autoscaling/v2 YAML (metrics: type Resource, resource name "
+         "memory, target type Utilization) and apply it; then `kubectl get hpa sessions` shows `memory: 60%/80%`",
+    solution=MEMORY_HPA_SOLUTION + "# kubectl -n lesson-04 apply -f this file; kubectl -n lesson-04 get hpa sessions",
+    check=_check_memory_hpa,
+    solve=lambda a: _apply_doc(a, yaml.safe_load(MEMORY_HPA_SOLUTION)),
+)
+
+EXERCISES = [RPS_HPA, MISSING_REQUEST, MEMORY_HPA]
 
 
 # The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 import labkit as lk
 from labkit import exercises, lessons
@@ -98,6 +99,24 @@ def test_tcp_probe(lab, namespace):
     solve(lab, "03-tcp-probe", namespace)
     rollouts.rollout_status(lab, "gateway", namespace=namespace, timeout=60)
     assert lk.check(lab, "03-tcp-probe", namespace=namespace).passed
+
+
+def test_memory_hpa(lab, namespace):
+    from labkit.lessons import hpa
+
+    lk.apply(lab, hpa.SESSIONS_APP, namespace=namespace)
+    rollouts.rollout_status(lab, "sessions", namespace=namespace, timeout=60)
+    missing = lk.check(lab, "04-memory-hpa", namespace=namespace)
+    assert missing.problems == ["there is no HorizontalPodAutoscaler `sessions` in this namespace"]
+    wrong = yaml.safe_load(hpa.MEMORY_HPA_SOLUTION)
+    wrong["spec"]["metrics"][0]["resource"]["name"] = "cpu"
+    lk.apply(lab, wrong, namespace=namespace)
+    assert "it has no Resource metric on memory" in lk.check(lab, "04-memory-hpa", namespace=namespace).problems
+    solve(lab, "04-memory-hpa", namespace)
+    lk.wait_for(lab, "HorizontalPodAutoscaler", "sessions", namespace=namespace, timeout=90,
+                api_version="autoscaling/v2",
+                condition="jsonpath={.status.currentMetrics[0].resource.current.averageUtilization}=60")
+    assert lk.check(lab, "04-memory-hpa", namespace=namespace).passed
 
 
 def test_canary_then_finish(lab, namespace):

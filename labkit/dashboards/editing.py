@@ -1,4 +1,5 @@
-"""The exercise check (part of :mod:`labkit.dashboards`)."""
+"""Editing a dashboard: add a panel to its JSON model, and say what is wrong with one on the live lab (lesson 07's
+exercise check uses it; part of :mod:`labkit.dashboards`)."""
 
 from __future__ import annotations
 
