@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -65,6 +66,38 @@ def test_recover(lab, namespace):
     solve(lab, "01-recover", namespace)
     rollouts.rollout_status(lab, "api", namespace=namespace, timeout=60)
     assert lk.check(lab, "01-recover", namespace=namespace).passed
+
+
+def test_first_pod(lab, namespace):
+    missing = lk.check(lab, "00-first-pod", namespace=namespace)
+    assert missing.problems == ["there is no Pod `greeter` in this namespace"]
+    lk.apply(lab, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "greeter"},
+                   "spec": {"restartPolicy": "Never", "containers": [
+                       {"name": "greeter", "image": "busybox:1.36", "args": ["echo", "hi"]}]}}, namespace=namespace)
+    lk.wait_for(lab, "Pod", "greeter", namespace=namespace, timeout=60, condition="jsonpath={.status.phase}=Succeeded")
+    wrong = lk.check(lab, "00-first-pod", namespace=namespace)
+    assert wrong.problems == ["greeter's log (kubectl logs greeter) is 'hi', not 'hello from labkit'"]
+    lab.core.delete_namespaced_pod("greeter", namespace, grace_period_seconds=0)
+    lk.wait_for(lab, "Pod", "greeter", namespace=namespace, timeout=60, condition="delete")
+    solve(lab, "00-first-pod", namespace)
+    lk.wait_for(lab, "Pod", "greeter", namespace=namespace, timeout=60, condition="jsonpath={.status.phase}=Succeeded")
+    assert lk.check(lab, "00-first-pod", namespace=namespace).passed
+
+
+def test_expose(lab, namespace):
+    lk.apply(lab, deployment("hello", "nginx:1.27", replicas=5), namespace=namespace)
+    lk.apply(lab, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello"},
+                   "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}, namespace=namespace)
+    assert any("not the Deployment's pods" in p for p in lk.check(lab, "00-expose", namespace=namespace).problems)
+    lab.core.delete_namespaced_service("hello", namespace)
+    solve(lab, "00-expose", namespace)
+    rollouts.rollout_status(lab, "hello", namespace=namespace, timeout=60)
+    passed = None
+    for _ in range(60):  # the EndpointSlice controller lists the 5 pods a moment after they are Ready
+        if (passed := lk.check(lab, "00-expose", namespace=namespace)).passed:
+            break
+        time.sleep(1)
+    assert passed is not None and passed.passed, passed
 
 
 def test_fix_readiness(lab, namespace):
