@@ -222,7 +222,59 @@ CLOCK_EXERCISE = Exercise(
     solve=lambda a: install_custom_monitor("clock", CLOCK_MONITOR),
 )
 
-EXERCISES = [CLOCK_EXERCISE]
+# Exercise 08-event-or-condition: two problems on one node, not named; the learner tells them apart with kubectl.
+MYSTERY_NODE = "cpu-node-3"
+MYSTERY_PROBLEMS = ("task-hung", "readonly-filesystem")
+
+
+def start_mystery(lab: Lab, *, timeout: float = 60.0) -> str:
+    """Make ``MYSTERY_NODE``'s kernel report two problems (which ones, the learner finds out), and return once NPD has
+    reported both: one as an Event, one as a NodeCondition."""
+    for problem in MYSTERY_PROBLEMS:
+        inject(MYSTERY_NODE, problem)
+    wait_event(lab, MYSTERY_NODE, "TaskHung", timeout=timeout)
+    wait_condition(lab, MYSTERY_NODE, "ReadonlyFilesystem", "True", timeout=timeout)
+    return MYSTERY_NODE
+
+
+def _mystery_truth(lab: Lab) -> dict[str, list[str]]:
+    events = node_events(lab, node=MYSTERY_NODE, source="kernel-monitor")
+    node = get(lab, "Node", MYSTERY_NODE) or {}
+    return {"event": sorted(set(events.reason)),
+            "condition": sorted(c for c in NPD_CONDITIONS if node_condition(node, c).get("status") == "True")}
+
+
+def _check_event_or_condition(attempt: Attempt) -> list[str]:
+    truth = _mystery_truth(attempt.lab)
+    if not truth["event"] or not truth["condition"]:
+        return [f"{MYSTERY_NODE} shows no problem yet: run the cell that starts this exercise"]
+    answer = attempt.answer if isinstance(attempt.answer, dict) else {}
+    problems = []
+    if answer.get("event") not in truth["event"]:
+        problems.append(f"the Event's reason is not {answer.get('event')!r}: kubectl get events -n default "
+                        f"--field-selector involvedObject.name={MYSTERY_NODE}")
+    if answer.get("condition") not in truth["condition"]:
+        problems.append(f"the NodeCondition that is True is not {answer.get('condition')!r}: kubectl describe node "
+                        f"{MYSTERY_NODE} (Conditions)")
+    return problems
+
+
+EVENT_OR_CONDITION = Exercise(
+    id="08-event-or-condition",
+    task=f"The cell above made {MYSTERY_NODE}'s kernel report two problems. NPD reported one as an Event and one as "
+         "a NodeCondition. With kubectl only, find the Event's reason and the condition's type, and give them as "
+         "answer={'event': ..., 'condition': ...}.",
+    hint="an Event about a node lives in namespace default (kubectl get events -n default --field-selector "
+         f"involvedObject.name={MYSTERY_NODE}); a condition is in kubectl describe node {MYSTERY_NODE}, among the "
+         "ones that are True and not Ready",
+    solution=f"""kubectl get events -n default --field-selector involvedObject.name={MYSTERY_NODE},source=kernel-monitor
+kubectl describe node {MYSTERY_NODE} | sed -n '/Conditions/,/Addresses/p'
+answer = {{"event": "TaskHung", "condition": "ReadonlyFilesystem"}}""",
+    check=_check_event_or_condition,
+    solve=lambda a: {"event": "TaskHung", "condition": "ReadonlyFilesystem"},
+)
+
+EXERCISES = [CLOCK_EXERCISE, EVENT_OR_CONDITION]
 
 
 

@@ -152,3 +152,17 @@ def _get(url: str | None) -> str:
     assert url, "the node-problem-detector add-on is not running"
     with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback)
         return resp.read().decode()
+
+
+def test_the_event_or_condition_exercise_needs_both_right(lab: lk.Lab, npd: list[str]) -> None:
+    ex = l08.EVENT_OR_CONDITION
+    assert l08.start_mystery(lab, timeout=60) == l08.MYSTERY_NODE
+    try:
+        assert ex.check(exercises.Attempt(lab, "default")) != []  # no answer
+        swapped = ex.check(exercises.Attempt(lab, "default", answer={"event": "ReadonlyFilesystem",
+                                                                      "condition": "TaskHung"}))
+        assert len(swapped) == 2 and "kubectl describe node" in swapped[1]
+        right = ex.solve(exercises.Attempt(lab, "default"))
+        assert ex.check(exercises.Attempt(lab, "default", answer=right)) == []
+    finally:
+        l08.reboot(lab, l08.MYSTERY_NODE)
