@@ -101,6 +101,10 @@ def reboot(lab: Lab, node: str, *, timeout: float = 60.0) -> dict[str, Any]:
     after a reboot), resetting the permanent conditions to their defaults. Returns the KernelDeadlock condition.
     """
     node_logs.rotate_kernel_log(node)
+    # Every permanent condition back to its default, not only KernelDeadlock: a read-only filesystem alone leaves
+    # KernelDeadlock False throughout, and waiting on it would return before the NPD had started again.
+    wait_for(lab, "Node", node, timeout=timeout, api_version="v1",
+             condition=lambda n: all(node_condition(n, c).get("status") == "False" for c in NPD_CONDITIONS))
     return wait_condition(lab, node, "KernelDeadlock", "False", timeout=timeout)
 
 
