@@ -36,7 +36,7 @@ class LabState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabState:
-        known = {f.name: f.type for f in fields(cls)}
+        known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for key in ("kubeconfig", "pki"):
             if values.get(key):
