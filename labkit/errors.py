@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from .i18n import _
+
 
 class LabkitError(Exception):
     """Base class; the message is written for a learner, not for a debugger."""
 
     def __init__(self, message: str, *, fix: str | None = None):
         self.fix = fix
-        super().__init__(message + (f"\n  fix: {fix}" if fix else ""))
+        super().__init__(message + ("\n  " + _("fix: {fix}").format(fix=fix) if fix else ""))
 
 
 class ClusterUnreachable(LabkitError):

@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import addons
 from .errors import LabkitError, ManifestError, NotFound
+from .i18n import _
 from .kube.client import Lab, api_errors
 from .kube.nodes import cordon
 from .kube.objects import get
@@ -35,7 +36,7 @@ def node_condition(node: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 def node_conditions(lab: Lab, *, types: tuple[str, ...] | None = None) -> pd.DataFrame:
     """One row per node and condition type (``kubectl describe nodes``' Conditions, all nodes at once)."""
-    with api_errors("listing nodes", server=lab.server):
+    with api_errors(_("listing nodes"), server=lab.server):
         nodes = lab.core.list_node().items
     rows = [{"node": n.metadata.name, "type": c.type, "status": c.status, "reason": c.reason,
              "message": (c.message or "")[:90]}
@@ -77,14 +78,18 @@ def remove_condition(lab: Lab, node: str, cond_type: str, *, timeout: float = 30
             ops += [{"op": "test", "path": f"/status/conditions/{index}/type", "value": cond_type},
                     {"op": "remove", "path": f"/status/conditions/{index}"}]
         try:
-            with api_errors(f"removing {cond_type} from {node}", server=lab.server):
+            with api_errors(_("removing {condition} from {node}").format(condition=cond_type, node=node),
+                            server=lab.server):
                 lab.core.patch_node_status(node, ops)
         except ManifestError as exc:  # the list changed between our read and our patch
             return False, str(exc)
         return False, "patched; reading it again"
 
-    poll(attempt, timeout=timeout, what=lambda seen: f"{cond_type} still on node {node} after {timeout:.0f}s: {seen}",
-         fix=f"kubectl describe node {node}   # who keeps writing {cond_type}?", interval=0.2)
+    poll(attempt, timeout=timeout,
+         what=lambda seen: _("{condition} still on node {node} after {timeout:.0f}s: {seen}").format(
+             condition=cond_type, node=node, timeout=timeout, seen=seen),
+         fix=f"kubectl describe node {node}   # " + _("who keeps writing {condition}?").format(condition=cond_type),
+         interval=0.2)
 
 
 def wait_npd_ready(lab: Lab, *, timeout: float = 60.0) -> pd.DataFrame:
@@ -115,16 +120,14 @@ def exporter_url() -> str:
     """The lab's GPU exporter's ``/metrics`` URL; its other paths (``/nvml``, ``/faults``) sit beside it."""
     url = addons.url("gpu-exporter")
     if url is None:
-        raise LabkitError("the lab's GPU exporter is not running", fix="labkit up --with gpu-exporter,prometheus")
+        raise LabkitError(_("the lab's GPU exporter is not running"), fix="labkit up --with gpu-exporter,prometheus")
     return url
 
 
 def _gpu_post(node: str, body: dict[str, Any]) -> dict[str, Any]:
-    base = exporter_url().removesuffix("/metrics")
-    request = urllib.request.Request(f"{base}/faults/{node}", data=json.dumps(body).encode(), method="POST",  # noqa: S310
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 -- loopback
-        return json.loads(resp.read())
+    from .sim.gpu.shared import post_fault
+
+    return post_fault(exporter_url().removesuffix("/metrics"), node, body)
 
 
 def inject_fault(node: str, gpu: int, *, xid: int | None = None, ecc_uncorrected: int = 0) -> dict[str, Any]:
@@ -148,7 +151,8 @@ def reset_gpu(node: str, gpu: int, *, wait_s: float = 0.0) -> dict[str, Any]:
     deadline = time.monotonic() + wait_s
     while procs := fetch_state(exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["processes"] or []:
         if time.monotonic() >= deadline:
-            raise LabkitError(f"GPU {gpu} of {node} is in use by {[p['name'] for p in procs]}; nvidia-smi -r refuses",
+            raise LabkitError(_("GPU {gpu} of {node} is in use by {processes}; nvidia-smi -r refuses").format(
+                                  gpu=gpu, node=node, processes=[p["name"] for p in procs]),
                               fix=f"kubectl cordon {node}; kubectl drain {node} --ignore-daemonsets")
         time.sleep(0.5)
     return _gpu_post(node, {"gpu": gpu, "reset": True})
@@ -159,10 +163,21 @@ def replace_board(node: str, gpu: int) -> dict[str, Any]:
     return _gpu_post(node, {"gpu": gpu, "replace": True})
 
 
+def restore_gpu_settings(node: str, gpu: int) -> dict[str, Any]:
+    """A GPU's clocks and power limit back to the board's defaults (``nvidia-smi -rgc -i GPU``, ``-rac`` and ``-pl``
+    with the default limit) in the one state the exporter owns; returns its settings."""
+    from .sim.gpu.shared import post_settings
+
+    return post_settings(exporter_url().removesuffix("/metrics"), node, {"gpu": gpu, "defaults": True})
+
+
 def restore_gpu_nodes(lab: Any) -> list[str]:
-    """Every simulated GPU gets a fresh board and GPU nodes are uncordoned (``kubectl uncordon``), undoing the
-    faults of an earlier run (lesson 12's fault section and exercise, lesson 11's GPU scenario). Returns the nodes
-    uncordoned."""
+    """Every simulated GPU gets a fresh board and its default clocks and power limit, and GPU nodes are uncordoned
+    (``kubectl uncordon``) and lose a time-slicing label (``kubectl label node N nvidia.com/device-plugin.config-``),
+    undoing the faults, ``nvidia-smi -lgc``/``-pl`` and sharing of an earlier run (lesson 12's fault, clock and
+    sharing sections and exercise, lesson 11's GPU scenario). Returns the nodes uncordoned."""
+    from .sim.gpu.device_plugin import CONFIG_LABEL
+    from .sim.gpu.device_plugin import SHARING_STRATEGY as SHARING
     from .sim.gpu.faults import FaultState
     from .sim.gpu.shared import fetch_state
 
@@ -172,10 +187,18 @@ def restore_gpu_nodes(lab: Any) -> list[str]:
         for gpu, device in enumerate(fetch_state(base, node)["devices"]):
             if device["faults"] != FaultState().__dict__:
                 replace_board(node, gpu)
+            restore_gpu_settings(node, gpu)
         obj = get(lab, "Node", node, api_version="v1")
         if obj and obj["spec"].get("unschedulable"):
             cordon(lab, node, unschedulable=False)
             uncordoned.append(node)
+        if obj and CONFIG_LABEL in (obj["metadata"].get("labels") or {}):
+            with api_errors(_("labelling node {node}").format(node=node), server=lab.server):
+                lab.core.patch_node(node, {"metadata": {"labels": {CONFIG_LABEL: None}}})
+            # The lab's device plugin gives the node its own devices back within seconds: wait, so that the
+            # lesson's pods are not placed on replicas that are about to go.
+            wait_for(lab, "Node", node, api_version="v1", timeout=30,
+                     condition=lambda n: n is not None and n["metadata"]["labels"].get(SHARING) != "time-slicing")
     return uncordoned
 
 

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 
+from .i18n import _
+
 # --- the embedded cluster
 API_PORT_ENV = "LABKIT_API_PORT"
 DEFAULT_API_PORT = 16443
-# The embedded cluster runs Linux binaries, Linux sandboxes (bubblewrap) and /proc; elsewhere, a Linux container.
-UNSUPPORTED_PLATFORM = ("the embedded lab runs on Linux only (its cluster binaries, the containers' sandboxes and "
-                        "the kubelet's /proc readings are Linux's): open this repository in its dev container "
-                        "(.devcontainer/: VS Code's \"Reopen in Container\", or GitHub Codespaces), or on a Linux "
-                        "machine or VM; a cluster of your own works from anywhere with `labkit up --backend current`")
+
+
+def unsupported_platform() -> str:
+    """Where the lab runs instead, in the learner's language: the embedded cluster runs Linux binaries, Linux
+    sandboxes (bubblewrap) and /proc; elsewhere, a Linux container."""
+    return _("the embedded lab runs on Linux only (its cluster binaries, the containers' sandboxes and "
+             "the kubelet's /proc readings are Linux's): open this repository in its dev container "
+             "(.devcontainer/: VS Code's \"Reopen in Container\", or GitHub Codespaces), or on a Linux "
+             "machine or VM; a cluster of your own works from anywhere with `labkit up --backend current`")
 
 
 def linux() -> bool:
@@ -63,5 +69,6 @@ def api_port() -> int:
 
 
 def in_test() -> bool:
-    """True when notebooks run under test (``LABKIT_IN_TEST=1``): exercises apply their solution before checking."""
+    """True when notebooks run under test (``LABKIT_IN_TEST=1``): exercises apply their solution before checking, and
+    a binary's first build reports to a log, not to the cell."""
     return os.environ.get(IN_TEST_ENV) == "1"

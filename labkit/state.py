@@ -84,7 +84,7 @@ START_WAIT_S = 900.0
 
 def starting_file() -> Path:
     """Holds the pid of a process starting this lab while it runs ``labkit up``: a hub server's keeper
-    (labkit.jupyter)."""
+    (labkit.course.jupyter)."""
     return state_dir() / "starting.pid"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .base import Addon
 from .registry import REGISTRY, all_components, prefetch, with_cluster
-from .supervisor import AddonStatus, addons_dir, require, start, status, stop, url
+from .supervisor import AddonStatus, addons_dir, export_urls, require, start, status, stop, url, url_variables
 
-__all__ = ["REGISTRY", "Addon", "AddonStatus", "addons_dir", "all_components", "prefetch", "require", "start",
-           "status", "stop", "url", "with_cluster"]
+__all__ = ["REGISTRY", "Addon", "AddonStatus", "addons_dir", "all_components", "export_urls", "prefetch", "require",
+           "start", "status", "stop", "url", "url_variables", "with_cluster"]

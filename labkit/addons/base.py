@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import LabkitError
+from ..i18n import _
 
 if TYPE_CHECKING:
     from ..cluster.binaries import Component
@@ -110,10 +111,10 @@ class Addon:
         """Why the add-on cannot start here (with the fix), or None when it can (a component can be built)."""
         explicit = os.environ.get(self.binary_env) if self.binary_env else None
         if explicit and not os.access(explicit, os.X_OK):
-            return (f"{self.binary_env}={explicit} is not an executable program; fix: point it at one, or unset "
-                    f"it to run labkit's own")
+            return _("{variable}={value} is not an executable program; fix: point it at one, or unset it to run "
+                     "labkit's own").format(variable=self.binary_env, value=explicit)
         if self.binary_name and self.component() is None and self.binary() is None:
-            return f"not installed; fix: {self.install_hint}"
+            return _("not installed; fix: {hint}").format(hint=self.install_hint)
         return None
 
     def command(self, ctx: Context) -> list[str]:

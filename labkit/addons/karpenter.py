@@ -20,6 +20,7 @@ import yaml
 from .. import state, versions
 from ..cluster.binaries import Component
 from ..cluster.ports import free_port
+from ..i18n import _
 from ..paths import data_file
 from .base import Addon, Context, kubectl_apply
 
@@ -74,8 +75,8 @@ class Karpenter(Addon):
     def missing(self) -> str | None:
         backend = state.recorded().backend
         if backend and backend != "kwok":
-            return (f"Karpenter's KWOK provider needs the embedded (kwok) backend, whose KWOK controller makes its "
-                    f"nodes Ready; this lab runs {backend}")
+            return _("Karpenter's KWOK provider needs the embedded (kwok) backend, whose KWOK controller makes its "
+                     "nodes Ready; this lab runs {backend}").format(backend=backend)
         return super().missing()
 
     def prepare(self, ctx: Context) -> None:

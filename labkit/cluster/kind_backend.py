@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import state
 from ..errors import LabkitError
+from ..i18n import _
 from ..paths import kubeconfig_path, state_dir
 from ..settings import GPU_RESOURCE
 from .topology import gpu_labels
@@ -33,17 +34,17 @@ def default_config() -> Path:
 def docker_usable() -> tuple[bool, str]:
     """Whether kind can run here, and why not when it cannot."""
     if not shutil.which("kind"):
-        return False, "`kind` is not on PATH"
+        return False, _("`{program}` is not on PATH").format(program="kind")
     if not shutil.which("docker"):
-        return False, "`docker` is not on PATH"
+        return False, _("`{program}` is not on PATH").format(program="docker")
     try:
         proc = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
                               text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"`docker info` failed: {exc}"
+        return False, _("`docker info` failed: {error}").format(error=exc)
     if proc.returncode != 0:
-        return False, "no Docker daemon answers (`docker info` failed)"
-    return True, f"kind and Docker {proc.stdout.strip()} are available"
+        return False, _("no Docker daemon answers (`docker info` failed)")
+    return True, _("kind and Docker {version} are available").format(version=proc.stdout.strip())
 
 
 def create_command(config: Path) -> list[str]:
@@ -66,8 +67,8 @@ def gpu_patch_commands() -> list[list[str]]:
 def up(*, config: Path | None = None, progress: Callable[[str], None] = print) -> Path:
     ok, why = docker_usable()
     if not ok:
-        raise LabkitError(f"the kind backend cannot run: {why}",
-                          fix="install Docker and kind, or use the embedded cluster: `labkit up --backend kwok`")
+        raise LabkitError(_("the kind backend cannot run: {why}").format(why=why),
+                          fix=_("install Docker and kind, or use the embedded cluster: `labkit up --backend kwok`"))
     state_dir().mkdir(parents=True, exist_ok=True)
     existing = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True).stdout.split()
     if CLUSTER in existing:

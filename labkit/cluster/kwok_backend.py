@@ -20,8 +20,8 @@ from typing import Any
 
 from .. import settings, state, versions
 from ..errors import LabkitError, ManifestError, PortInUse
+from ..i18n import _
 from ..paths import bin_dir, data_file, kubeconfig_path, state_dir, write_atomic
-from ..settings import UNSUPPORTED_PLATFORM
 from ..state import process_alive
 from .health import ApiConnection, ApiError, api_healthy
 from .ports import free_port, port_free
@@ -372,7 +372,7 @@ def down(*, progress: Progress = print) -> None:
 def up(*, progress: Progress = print) -> Path:
     """Start the embedded cluster (or reuse a healthy one) and return its kubeconfig path."""
     if not settings.linux():
-        raise LabkitError(f"cannot start the embedded lab on {sys.platform}", fix=UNSUPPORTED_PLATFORM)
+        raise LabkitError(f"cannot start the embedded lab on {sys.platform}", fix=settings.unsupported_platform())
     if healthy():
         progress(f"reusing the running embedded lab cluster (API on 127.0.0.1:{api_port()})")
         return kubeconfig_path()
@@ -551,7 +551,7 @@ def check_components(*, progress: Progress = print) -> None:
         log = cluster_dir() / "logs" / f"{dead[0]}.log"
         raise LabkitError(f"{', '.join(dead)} exited while the lab started, twice; last lines of its log ({log}):\n"
                           + "\n".join(_log_tail(dead[0])),
-                          fix="labkit down && labkit up   # and `labkit doctor` if it happens again")
+                          fix="labkit down && labkit up   # " + _("and `labkit doctor` if it happens again"))
 
 
 def _log_tail(component: str, lines: int = 3) -> list[str]:

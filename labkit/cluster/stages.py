@@ -167,6 +167,8 @@ class Repository:
     start_log: list[tuple[str, str]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     serves: str | None = None
+    # NVIDIA's CUDA images set NVIDIA_REQUIRE_CUDA=cuda>=X.Y, X.Y being the CUDA of their tag: this pattern's group.
+    cuda_from_tag: str | None = None
 
     def has_tag(self, tag: str) -> bool:
         if tag in self.tags:
@@ -255,6 +257,15 @@ class Catalog:
         folder, _, name = program.rpartition("/")
         return folder in PATH_DIRS and name in programs
 
+    def image_env(self, image: str) -> dict[str, str]:
+        """The environment the image sets that the lab acts on (today: a CUDA image's ``NVIDIA_REQUIRE_CUDA``)."""
+        ref = normalise(image)
+        repo = self.repositories.get(ref.repo)
+        if repo is None or not repo.cuda_from_tag or not ref.tag:
+            return {}
+        match = re.search(repo.cuda_from_tag, ref.tag)
+        return {"NVIDIA_REQUIRE_CUDA": f"cuda>={match.group(1)}"} if match else {}
+
     def userland(self, image: str) -> str:
         ref = normalise(image)
         repo = self.repositories.get(ref.repo)
@@ -324,6 +335,12 @@ class Catalog:
             repo.files.update({str(k): str(v) for k, v in (spec.get("files") or {}).items()})
             if spec.get("serves") is not None:
                 repo.serves = str(spec["serves"])
+            if spec.get("cuda_from_tag") is not None:
+                pattern = str(spec["cuda_from_tag"])
+                if re.compile(pattern).groups != 1:
+                    raise ManifestError(f"{source}: {name}.cuda_from_tag {pattern!r} needs one group, the CUDA version",
+                                        fix=r"e.g. '^(\d+\.\d+)' for a tag such as 12.4.1-base-ubuntu22.04")
+                repo.cuda_from_tag = pattern
             if spec.get("size_bytes") is not None:
                 repo.size_bytes = int(spec["size_bytes"])
             if spec.get("userland") is not None:

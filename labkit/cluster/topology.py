@@ -12,6 +12,12 @@ from ..errors import ManifestError
 from ..paths import data_file
 from ..settings import GPU_RESOURCE, SHARED_GPU_RESOURCE
 
+# The NVIDIA driver on every GPU node unless its `gpu:` entry says `driver:` and `cuda:` (the CUDA version that driver
+# supports, as nvidia-smi's header says it). The simulated GPUs, the node labels and the container toolkit's start-up
+# check all read it from here.
+DEFAULT_GPU_DRIVER = "550.127.05"
+DEFAULT_GPU_CUDA = "12.4"
+
 # metrics-server asks each node's kubelet for /metrics/resource; KWOK serves the simulated one here.
 METRICS_PATH = "/metrics/nodes/{name}/metrics/resource"
 
@@ -49,8 +55,17 @@ def gpu_labels(gpu: dict[str, Any]) -> dict[str, str]:
         "nvidia.com/gpu.deploy.dcgm-exporter": "true",
         "nvidia.com/mig.capable": str(gpu.get("mig_capable", True)).lower(),
     }
+    driver, cuda = str(gpu.get("driver", DEFAULT_GPU_DRIVER)), str(gpu.get("cuda", DEFAULT_GPU_CUDA))
+    major, minor, revision = (driver.split(".") + ["", "", ""])[:3]
+    labels |= {"nvidia.com/cuda.driver-version.full": driver, "nvidia.com/cuda.driver-version.major": major,
+               "nvidia.com/cuda.driver-version.minor": minor, "nvidia.com/cuda.driver-version.revision": revision,
+               "nvidia.com/cuda.runtime-version.full": cuda,
+               "nvidia.com/cuda.runtime-version.major": cuda.split(".")[0],
+               "nvidia.com/cuda.runtime-version.minor": (cuda.split(".") + ["0"])[1]}
     if gpu.get("mig"):
         labels["nvidia.com/mig.strategy"] = "mixed"
+    # GPU feature discovery states the sharing of every GPU node: replicas 1 and strategy none when unshared.
+    labels["nvidia.com/gpu.replicas"], labels["nvidia.com/gpu.sharing-strategy"] = "1", "none"
     if gpu.get("sharing") == "time-slicing":
         labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
         labels["nvidia.com/gpu.replicas"] = str(gpu.get("replicas", 4))

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from .. import promql
+from ..observability import promql
 from .model import Dashboard, Panel
 from .variables import Choice, TimeRange, duration, duration_seconds, interpolate, resolve
 

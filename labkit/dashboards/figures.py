@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..i18n import _
 from .data import has_data, panel_data
 from .model import (
     GRID_UNIT_PX,
@@ -336,8 +337,9 @@ def panel_figure(dashboard: Dashboard | str | Path | Mapping[str, Any], title: s
     time_range = time_range or since(board)
     panel = board.panel(title)
     if not panel.supported:
-        raise DashboardError(f"panel {title!r} is of type {panel.type!r}, which labkit's renderer does not draw",
-                             fix="supported types: " + ", ".join(SUPPORTED))
+        raise DashboardError(_("panel {title!r} is of type {type!r}, which labkit's renderer does not draw").format(
+                                 title=title, type=panel.type),
+                             fix=_("supported types: {types}").format(types=", ".join(SUPPORTED)))
     fig = figure(panel, panel_data(board, panel, variables=variables, time_range=time_range))
     return fig
 

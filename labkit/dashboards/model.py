@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabkitError
+from ..i18n import _
 
 SUPPORTED = ("timeseries", "stat", "gauge", "bargauge", "table", "heatmap")
 # Older panel types drawn as the type Grafana itself migrates them to when it loads a dashboard (Grafana 11 turns
@@ -169,8 +170,9 @@ class Dashboard:
         for p in self.panels:
             if p.title == title:
                 return p
-        raise DashboardError(f"dashboard {self.title!r} has no panel titled {title!r}",
-                             fix="its panels: " + ", ".join(repr(p.title) for p in self.panels))
+        raise DashboardError(_("dashboard {dashboard!r} has no panel titled {title!r}").format(dashboard=self.title,
+                                                                                               title=title),
+                             fix=_("its panels: {panels}").format(panels=", ".join(repr(p.title) for p in self.panels)))
 
 
 def shipped() -> list[str]:
@@ -190,13 +192,14 @@ def read(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     if isinstance(source, str) and source in shipped():
         path = shipped_path(source)
     if not path.is_file():
-        raise DashboardError(f"no dashboard {str(source)!r}: not a shipped one and no such file",
-                             fix="lk.dashboards.shipped() lists the lab's; or give the path of a JSON file")
+        raise DashboardError(_("no dashboard {source!r}: not a shipped one and no such file").format(
+                                 source=str(source)),
+                             fix=_("lk.dashboards.shipped() lists the lab's; or give the path of a JSON file"))
     try:
         return json.loads(path.read_text()), str(path)
     except ValueError as exc:
-        raise DashboardError(f"{path} is not valid JSON: {exc}",
-                             fix=f"python -m json.tool {path}   # shows where") from None
+        raise DashboardError(_("{path} is not valid JSON: {error}").format(path=path, error=exc),
+                             fix=f"python -m json.tool {path}   # " + _("shows where")) from None
 
 
 def number(value: Any) -> float | None:

@@ -8,8 +8,9 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from .. import promql
 from ..errors import LabkitError
+from ..i18n import _
+from ..observability import promql
 from ..settings import DATASOURCE_SCRAPE_INTERVAL_S, SCRAPE_INTERVAL_S
 from .model import ALL, POINTS, Dashboard, DashboardError, Variable, number
 
@@ -61,7 +62,8 @@ def duration_seconds(text: str) -> float:
     """A Prometheus/Grafana duration in seconds: ``"1m30s"`` -> 90."""
     parts = _DURATION.findall(text.strip())
     if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise DashboardError(f"{text!r} is not a duration", fix='write it as Prometheus does: "30s", "5m", "1h"')
+        raise DashboardError(_("{text!r} is not a duration").format(text=text),
+                             fix=_('write it as Prometheus does: "30s", "5m", "1h"'))
     return sum(float(n) * _DURATION_S[u] for n, u in parts)
 
 
@@ -131,11 +133,12 @@ def _variable_options(variable: Variable, choices: Mapping[str, Choice], window:
                                   isinstance(v, str)) + "} " + f"{row['value']:g}") for row in
                  frame.to_dict("records")]
     else:
-        raise DashboardError(f"variable ${variable.name}: labkit reads query variables written as "
-                             f"label_values(...), metrics(...) or query_result(...), not {variable.query!r}",
-                             fix="write it as label_values(metric{selector}, label)")
+        raise DashboardError(_("variable ${name}: labkit reads query variables written as label_values(...), "
+                               "metrics(...) or query_result(...), not {query!r}").format(name=variable.name,
+                                                                                          query=variable.query),
+                             fix=_("write it as label_values(metric{selector}, label)"))
     if variable.regex:
-        body, _, flags = variable.regex.strip().removeprefix("/").rpartition("/")  # Grafana writes /re/flags
+        body, _slash, flags = variable.regex.strip().removeprefix("/").rpartition("/")  # Grafana writes /re/flags
         pattern = re.compile(body or flags, re.I if "i" in flags and body else 0)
         kept = []
         for value in found:

@@ -14,8 +14,9 @@ import ipywidgets as w
 import pandas as pd
 import plotly.graph_objects as go
 
-from .. import promql
 from ..errors import LabkitError
+from ..i18n import _
+from ..observability import promql
 from .data import panel_data
 from .figures import figure, since
 from .model import (
@@ -65,8 +66,8 @@ class DashboardView(w.VBox):
         self._busy = False
         self._status = w.HTML()
         self._time = w.Dropdown(options=sorted({*TIME_RANGES, time_range}, key=duration_seconds), value=time_range,
-                                description="time range", layout=w.Layout(width="200px"))
-        self._refresh = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="100px"))
+                                description=_("time range"), layout=w.Layout(width="200px"))
+        self._refresh = w.Button(description=_("refresh"), icon="refresh", layout=w.Layout(width="100px"))
         self._refresh.on_click(lambda _b: self.draw())
         self._time.observe(lambda _c: self.draw(), names="value")
         self._dropdowns: dict[str, w.Dropdown] = {}
@@ -76,9 +77,9 @@ class DashboardView(w.VBox):
         self._pick(variables or {})
         note = ""
         if self.unsupported:
-            note = ("<div style='color:#8a6d3b'>not drawn by labkit's renderer (it draws "
-                    + ", ".join(SUPPORTED) + "): " + ", ".join(f"<b>{html.escape(t)}</b> ({html.escape(k)})"
-                                                      for t, k in self.unsupported) + "</div>")
+            panels = ", ".join(f"<b>{html.escape(t)}</b> ({html.escape(k)})" for t, k in self.unsupported)
+            note = ("<div style='color:#8a6d3b'>" + _("not drawn by labkit's renderer (it draws {types}): {panels}")
+                    .format(types=", ".join(SUPPORTED), panels=panels) + "</div>")
         header = w.HTML(f"<h3 style='margin:4px 0'>{html.escape(dashboard.title)}</h3>{note}")
         controls = w.HBox([*self._dropdowns.values(), self._time, self._refresh])
         body = [self._section(i, row) for i, row in enumerate(dashboard.rows)]
@@ -143,7 +144,7 @@ class DashboardView(w.VBox):
 
     def _grid(self, row: Row) -> w.Widget:
         if not row.panels:
-            return w.HTML("<i>empty row</i>")
+            return w.HTML(f"<i>{_('empty row')}</i>")
         top = min(p.grid.y for p in row.panels)
         height = max(p.grid.y + p.grid.h for p in row.panels) - top
         grid = w.GridspecLayout(height, GRID_COLUMNS, height=f"{height * GRID_UNIT_PX + 8}px",

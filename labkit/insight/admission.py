@@ -8,6 +8,7 @@ import re
 import shlex
 from typing import Any
 
+from ..i18n import _
 from ..kube.quantity import format_quantity, quantity
 from .findings import Evidence, Finding
 from .objects import PATCHABLE, condition_of, deployment, event_evidence, events_for, jsonpatch, owner, subject_of, tail
@@ -34,7 +35,7 @@ def _retry(ns: str, rname: str) -> str:
     # The ReplicaSet controller retries refused creates with exponential back-off (minutes, after a burst of
     # refusals); any change to the ReplicaSet makes it sync at once, so a fix outside it touches it after.
     return (f"kubectl -n {ns} annotate replicaset {rname} --overwrite troubleshooting.labkit.io/retry=\"$(date +%s)\""
-            "   # retry now, not after the controller's back-off")
+            "   # " + _("retry now, not after the controller's back-off"))
 
 
 def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
@@ -101,14 +102,15 @@ def replicaset_findings(snap: Snapshot) -> list[Finding]:
             need = {r: used.get(r, 0) + req[r] * max(missing, 1) for r in req
                     if used.get(r, 0) + req[r] > lim.get(r, 0)}
             hard = {r: format_quantity(r, v) for r, v in need.items()}
-            ev.append(Evidence("resourcequota", f"quota {m['q']}: used {m['used']} of {m['lim']}; each pod asks "
-                               f"{m['req']}; {missing} pod(s) missing",
+            ev.append(Evidence("resourcequota", _("quota {quota}: used {used} of {limited}; each pod asks {requested}; "
+                                                  "{missing} pod(s) missing").format(
+                quota=m["q"], used=m["used"], limited=m["lim"], requested=m["req"], missing=missing),
                                f"kubectl -n {ns} describe resourcequota {m['q']}"))
             fix = (f"kubectl -n {ns} patch resourcequota {m['q']} --type=merge -p "
                    f"{shlex.quote(json.dumps({'spec': {'hard': hard}}))}\n" + _retry(ns, rname))
-            found.append(Finding("QuotaExceeded", subject_of(kind, name), ns, f"ResourceQuota {m['q']} is full: "
-                                 f"{missing} pod(s) cannot be created; raise the quota (or ask less per pod, or run "
-                                 f"fewer)", ev, fix))
+            found.append(Finding("QuotaExceeded", subject_of(kind, name), ns, _(
+                "ResourceQuota {quota} is full: {missing} pod(s) cannot be created; raise the quota (or ask less per "
+                "pod, or run fewer)").format(quota=m["q"], missing=missing), ev, fix))
         elif (hits := list(_LIMIT.finditer(message))):
             dep = deployment(snap, ns, name) if kind == "Deployment" else None
             spec = ((dep or rs).get("spec") or {}).get("template", {}).get("spec") or {}
@@ -121,49 +123,55 @@ def replicaset_findings(snap: Snapshot) -> list[Finding]:
                     args.append(f"--requests={h['res']}={h['edge']}")
             ev.append(Evidence("limitrange", "; ".join(h.group(0) for h in hits),
                                f"kubectl -n {ns} describe limitrange"))
-            found.append(Finding("LimitRangeViolation", subject_of(kind, name), ns, "a LimitRange in the namespace "
-                                 "refuses the pods: " + "; ".join(f"{h['res']} {h['what']} {h['value']} is above the "
-                                                          f"{h['bound']} {h['edge']}" if h["bound"] == "maximum" else
-                                                          f"{h['res']} {h['what']} {h['value']} is below the minimum "
-                                                          f"{h['edge']}" for h in hits), ev,
+            words = {"limit": _("limit"), "request": _("request")}
+            broken = "; ".join(
+                (_("{resource} {what} {value} is above the maximum {edge}") if h["bound"] == "maximum" else
+                 _("{resource} {what} {value} is below the minimum {edge}")).format(
+                    resource=h["res"], what=words.get(h["what"], h["what"]), value=h["value"], edge=h["edge"])
+                for h in hits)
+            found.append(Finding("LimitRangeViolation", subject_of(kind, name), ns, _(
+                "a LimitRange in the namespace refuses the pods: {problems}").format(problems=broken), ev,
                                  f"kubectl -n {ns} set resources {kind.lower()}/{name} -c {cname} "
                                  + " ".join(dict.fromkeys(args))))
         elif (m := _NO_SA.search(message)):
             sa = m["sa"]
             have = sorted(meta(a)["name"] for a in snap.serviceaccounts if meta(a).get("namespace") == ns)
-            ev.append(Evidence("serviceaccount", f"no ServiceAccount {sa} in {ns}; it has: {', '.join(have) or 'none'}",
+            ev.append(Evidence("serviceaccount", _("no {kind} {name} in {namespace}; it has: {names}").format(
+                kind="ServiceAccount", name=sa, namespace=ns, names=", ".join(have) or _("none")),
                                f"kubectl -n {ns} get serviceaccounts"))
             close = difflib.get_close_matches(sa, [a for a in have if a != "default"], n=1, cutoff=0.6)
             if close and kind in PATCHABLE:
-                why = f"{close[0]!r} exists: run them as that"
+                why = _("{name!r} exists: run them as that").format(name=close[0])
                 fix = jsonpatch(ns, kind, name, [{"op": "replace", "path": "/spec/template/spec/serviceAccountName",
                                                    "value": close[0]}])
             else:
-                why = "create it (and bind the Role it needs), or name one that exists"
+                why = _("create it (and bind the Role it needs), or name one that exists")
                 fix = f"kubectl -n {ns} create serviceaccount {sa}\n" + _retry(ns, rname)
-            found.append(Finding("ServiceAccountNotFound", subject_of(kind, name), ns,
-                                 f"its pods run as ServiceAccount "
-                                 f"{sa}, which does not exist, so the API server refuses them ({missing} missing): "
-                                 f"{why}", ev, fix))
+            found.append(Finding("ServiceAccountNotFound", subject_of(kind, name), ns, _(
+                "its pods run as ServiceAccount {account}, which does not exist, so the API server refuses them "
+                "({missing} missing): {why}").format(account=sa, missing=missing, why=why), ev, fix))
         elif (m := _PSA.search(message)):
             dep = deployment(snap, ns, name) if kind == "Deployment" else None
             spec = ((dep or rs).get("spec") or {}).get("template", {}).get("spec") or {}
             patch, changed, manual = _psa_patch(spec, m["checks"])
-            ev.append(Evidence("namespace", f"namespace {ns} enforces Pod Security level {m['level']} "
-                               f"({m['version']}); the pods fail: {tail(m['checks'], 200)}",
+            ev.append(Evidence("namespace", _("namespace {namespace} enforces Pod Security level {level} ({version}); "
+                                              "the pods fail: {checks}").format(
+                namespace=ns, level=m["level"], version=m["version"], checks=tail(m["checks"], 200)),
                                f"kubectl get namespace {ns} --show-labels"))
             fix = (f"kubectl -n {ns} patch {kind.lower()}/{name} --type=strategic -p "
                    f"{shlex.quote(json.dumps({'spec': {'template': {'spec': patch}}}))}" if patch else
-                   f"kubectl -n {ns} edit {kind.lower()}/{name}   # make the pod template meet {m['level']}")
+                   f"kubectl -n {ns} edit {kind.lower()}/{name}   # "
+                   + _("make the pod template meet {level}").format(level=m["level"]))
             if patch and kind == "ReplicaSet":
                 fix += "\n" + _retry(ns, rname)
             if manual and patch:
-                fix += f"\n# by hand (the pods need a redesign, or another namespace): {'; '.join(manual)}"
-            found.append(Finding("PodSecurityViolation", subject_of(kind, name), ns, f"namespace {ns} enforces Pod "
-                                 f"Security {m['level']!r} and the pod template breaks it "
-                                 f"({', '.join(changed + [x.split(' (')[0] for x in manual])}), so no pod is "
-                                 f"created ({missing} missing): change the pods, not the namespace's level",
-                                 ev, fix))
+                fix += "\n# " + _("by hand (the pods need a redesign, or another namespace): {checks}").format(
+                    checks="; ".join(manual))
+            found.append(Finding("PodSecurityViolation", subject_of(kind, name), ns, _(
+                "namespace {namespace} enforces Pod Security {level!r} and the pod template breaks it ({checks}), so "
+                "no pod is created ({missing} missing): change the pods, not the namespace's level").format(
+                    namespace=ns, level=m["level"], checks=", ".join(changed + [x.split(" (")[0] for x in manual]),
+                    missing=missing), ev, fix))
     return found
 
 

@@ -9,8 +9,9 @@ import re
 import shlex
 from typing import Any
 
+from ..i18n import _
 from ..kube.quantity import format_quantity, quantity
-from .findings import EXIT_CODES, Evidence, Finding
+from .findings import Evidence, Finding, exit_meaning
 from .objects import (
     PATCHABLE,
     awaited_service,
@@ -56,15 +57,17 @@ def _probe_fix(snap: Snapshot, kind: str, ns: str, name: str, spec: dict[str, An
         number = names.get(port, port)
         base = f"/spec/template/spec/containers/{i}/{probe_kind}/{handler}"
         if declared and number not in declared and ("refused" in output or "dial tcp" in output):
-            return (f"it checks port {port}, but the container listens on {declared[0]} (connection refused)",
+            return (_("it checks port {port}, but the container listens on {declared} (connection refused)").format(
+                port=port, declared=declared[0]),
                     jsonpatch(ns, kind, name, [{"op": "replace", "path": f"{base}/port", "value": declared[0]}]))
         if handler == "httpGet" and "statuscode: 404" in output:
-            return (f"it asks for {probe[handler].get('path', '/')}, which the app answers with 404",
+            return (_("it asks for {path}, which the app answers with 404").format(
+                path=probe[handler].get("path", "/")),
                     jsonpatch(ns, kind, name, [{"op": "replace", "path": f"{base}/path", "value": "/"}]))
     if can_undo(snap, kind, ns, name):
-        return "the probe started failing with the latest revision", undo_command(ns, name)
-    return ("the app does not answer the probe", f"kubectl -n {ns} edit {kind.lower()}/{name}   # fix the {probe_kind}"
-            " (what it checks, or initialDelaySeconds/failureThreshold)")
+        return _("the probe started failing with the latest revision"), undo_command(ns, name)
+    return (_("the app does not answer the probe"), f"kubectl -n {ns} edit {kind.lower()}/{name}   # "
+            + _("fix the {probe} (what it checks, or initialDelaySeconds/failureThreshold)").format(probe=probe_kind))
 
 
 _PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName")
@@ -73,9 +76,22 @@ _MISSING_OBJECT = re.compile(r'(?P<kind>configmap|secret) "(?P<name>[^"]+)" not 
 _MISSING_KEY = re.compile(r"couldn't find key (?P<key>\S+) in (?P<kind>ConfigMap|Secret) (?P<ns>[^/\s]+)/(?P<name>\S+)")
 # runc's words, passed on by containerd: `exec: "curl": executable file not found in $PATH`
 _EXEC = re.compile(r'exec: "(?P<exe>[^"]+)": (?P<why>[^:]+)')
+# The NVIDIA container toolkit's hook, passed on by runc: `requirement error: unsatisfied condition: cuda>=12.6`
+_REQUIREMENT = re.compile(r"requirement error: unsatisfied condition: (?P<condition>[^,\s]+)")
+# GPU feature discovery's label: the newest CUDA the node's driver supports.
+_NODE_CUDA = "nvidia.com/cuda.runtime-version.full"
 # What a small image has instead (busybox and alpine have wget and sh, not curl and bash).
 _INSTEAD = {"curl": "wget", "bash": "sh"}
 INIT_STUCK_S = 300  # an init container still running after this long is stuck, not slow
+
+
+def _container(init: bool, cname: Any) -> str:
+    """"init container NAME" or "container NAME", in the learner's language."""
+    return (_("init container {name}") if init else _("container {name}")).format(name=cname)
+
+
+def _rolled_back(summary: str) -> str:
+    return _("{summary}; it started with the latest revision: roll back, then fix it").format(summary=summary)
 
 
 def _state_evidence(ns: str, pname: str, init: bool, line: str) -> Evidence:
@@ -93,17 +109,20 @@ def _image_finding(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, cs
                    spec: dict[str, Any], events: list[dict[str, Any]], init: bool) -> Finding:
     ns, pname, cname = meta(pod)["namespace"], meta(pod)["name"], cs.get("name")
     waiting = (cs.get("state") or {}).get("waiting") or {}
-    where = "init container" if init else "container"
-    ev = [_state_evidence(ns, pname, init, f"{where} {cname}: waiting {waiting.get('reason')}: "
-                          f"{(waiting.get('message') or '')[:200]}".rstrip(": "))]
+    reason = f"{waiting.get('reason')}: {(waiting.get('message') or '')[:200]}".rstrip(": ")  # the kubelet's words
+    ev = [_state_evidence(ns, pname, init, _("{container}: waiting {reason}").format(
+        container=_container(init, cname), reason=reason))]
     ev += [event_evidence(e, ns) for e in events if e.get("reason") == "Failed"
            and "Failed to pull" in (e.get("message") or "")][-1:]
     image = next((c.get("image") for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
                   if c.get("name") == cname), "")
-    return Finding("ImagePullBackOff", subject_of(kind, name), ns,
-                   f"image {cs.get('image') or image!r} cannot be pulled"
-                   + (f" for init container {cname} (Init:{waiting.get('reason')})" if init else "")
-                   + ": the name or tag does not exist in the registry (or needs credentials)", ev,
+    pulled = cs.get("image") or image
+    summary = (_("image {image!r} cannot be pulled for init container {name} (Init:{reason}): the name or tag does not "
+                 "exist in the registry (or needs credentials)").format(image=pulled, name=cname,
+                                                                        reason=waiting.get("reason"))
+               if init else _("image {image!r} cannot be pulled: the name or tag does not exist in the registry (or "
+                              "needs credentials)").format(image=pulled))
+    return Finding("ImagePullBackOff", subject_of(kind, name), ns, summary, ev,
                    _image_fix(snap, kind, ns, name, cname, image))
 
 
@@ -112,25 +131,28 @@ def _config_error(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, cs:
     """CreateContainerConfigError: the kubelet cannot build the container's environment from what it names."""
     ns, pname, cname = meta(pod)["namespace"], meta(pod)["name"], cs.get("name")
     message = ((cs.get("state") or {}).get("waiting") or {}).get("message") or ""
-    where = "init container" if init else "container"
-    ev = [_state_evidence(ns, pname, init, f"{where} {cname}: waiting CreateContainerConfigError: {message[:200]}")]
+    ev = [_state_evidence(ns, pname, init, _("{container}: waiting {reason}").format(
+        container=_container(init, cname), reason=f"CreateContainerConfigError: {message[:200]}"))]
     ev += [event_evidence(e, ns) for e in events if e.get("reason") == "Failed" and message
            and message in (e.get("message") or "")][-1:]
     subject = subject_of(kind, name)
     m = _MISSING_KEY.search(message) or _MISSING_OBJECT.search(message)
     if not m:
-        return Finding("CreateContainerConfigError", subject, ns, f"the kubelet cannot build {where} {cname}'s "
-                       f"configuration: {message[:160]}", ev, f"kubectl -n {ns} describe pod {pname}")
+        return Finding("CreateContainerConfigError", subject, ns, _(
+            "the kubelet cannot build {container}'s configuration: {message}").format(
+                container=_container(init, cname), message=message[:160]), ev, f"kubectl -n {ns} describe pod {pname}")
     obj_kind, obj = m["kind"].lower(), m["name"]
     key = m.groupdict().get("key")
     refs = env_refs(spec, obj_kind, obj, key)
     for r in refs:
-        ev.append(Evidence("pod spec", f"container {r['container']}: {r['text']}",
+        ev.append(Evidence("pod spec", _("container {name}: {reference}").format(name=r["container"],
+                                                                                   reference=r["text"]),
                            template_command(ns, kind, name, pname, r["field"])))
     why, fix = config_fix(snap, ns, kind, name, obj_kind, obj, key, refs, ev)
     users = list(dict.fromkeys(r["container"] for r in refs)) or [cname]
-    return Finding("CreateContainerConfigError", subject, ns, f"{'containers' if len(users) > 1 else 'container'} "
-                   f"{', '.join(users)} cannot start: {'their' if len(users) > 1 else 'its'} env {why}", ev, fix)
+    summary = (_("containers {names} cannot start: their env {why}").format(names=", ".join(users), why=why)
+               if len(users) > 1 else _("container {name} cannot start: its env {why}").format(name=users[0], why=why))
+    return Finding("CreateContainerConfigError", subject, ns, summary, ev, fix)
 
 
 def _start_failure(cs: dict[str, Any]) -> dict[str, Any]:
@@ -152,13 +174,17 @@ def _start_error(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, cs: 
     failed = _start_failure(cs)
     message = failed.get("message") or ""
     waiting = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
-    where = "init container" if init else "container"
+    where = _container(init, cname)
     group = "initContainers" if init else "containers"
     now = ((cs.get("state") or {}).get("terminated") or {}).get("reason") == "StartError"
-    ev = [Evidence("pod status", f"{where} {cname}: {('waiting ' + waiting + ', ') if waiting else ''}"
-                   f"{'' if now else 'last '}terminated {failed.get('reason')}, exit code {failed.get('exitCode')}, "
-                   f"restartCount {cs.get('restartCount', 0)}: {tail(message, 200)}",
-                   _last_state_command(ns, pname, init))]
+    state = (_("terminated {reason}") if now else _("last terminated {reason}")).format(reason=failed.get("reason"))
+    if waiting:
+        state = _("waiting {reason}, {state}").format(reason=waiting, state=state)
+    ev = [Evidence("pod status", _("{container}: {state}, exit code {code}, restartCount {restarts}: {message}").format(
+        container=where, state=state, code=failed.get("exitCode"), restarts=cs.get("restartCount", 0),
+        message=tail(message, 200)), _last_state_command(ns, pname, init))]
+    if requirement := _REQUIREMENT.search(message):
+        return _requirement_error(snap, pod, kind, name, cname, where, requirement["condition"], ev, events)
     m = _EXEC.search(message)
     exe = m["exe"] if m else ""
     ev += [event_evidence(e, ns) for e in events if e.get("reason") == "Failed"
@@ -167,11 +193,14 @@ def _start_error(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, cs: 
     command, args = list(container.get("command") or []), list(container.get("args") or [])
     image = container.get("image") or cs.get("image") or ""
     if command or args:
-        ev.append(Evidence("pod spec", f"{where} {cname} runs {json.dumps(command + args)} in image {image}",
+        ev.append(Evidence("pod spec", _("{container} runs {command} in image {image}").format(
+            container=where, command=json.dumps(command + args), image=image),
                            template_command(ns, kind, name, pname, f'{group}[?(@.name=="{cname}")].command')))
-    why = (m["why"] if m else "the runtime refused it").strip()
-    summary = (f"{where} {cname} cannot start: exec {exe!r}: {why}" if exe else f"{where} {cname} cannot start: "
-               f"{tail(message, 120)}") + (f" (image {image})" if image else "")
+    why = m["why"].strip() if m else _("the runtime refused it")  # runc's words, else labkit's
+    summary = (_("{container} cannot start: exec {exe!r}: {why}").format(container=where, exe=exe, why=why) if exe
+               else _("{container} cannot start: {message}").format(container=where, message=tail(message, 120)))
+    if image:
+        summary = _("{summary} (image {image})").format(summary=summary, image=image)
     base = exe.rsplit("/", 1)[-1]
     instead = _INSTEAD.get(base) if "not found" in why else None
     urls = [a for a in command[1:] + args if "://" in a]
@@ -181,22 +210,49 @@ def _start_error(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, cs: 
     if instead and command and command[0] == exe:
         # curl -s URL -> wget -qO- URL (the URLs kept, curl's flags dropped); bash ... -> sh ...
         new = ["wget", "-qO-", *urls] if base == "curl" else [instead, *command[1:], *args]
-        summary += f"; the image has {instead}: run {shlex.join(new)} instead (or use an image that has {base})"
+        summary = _("{summary}; the image has {instead}: run {command} instead (or use an image that has "
+                    "{missing})").format(summary=summary, instead=instead, command=shlex.join(new), missing=base)
         if kind in PATCHABLE:
             base_path = f"/spec/template/spec/{group}/{i}"
             fix = jsonpatch(ns, kind, name, [{"op": "replace", "path": f"{base_path}/command", "value": new}]
                              + ([{"op": "remove", "path": f"{base_path}/args"}] if args else []))
         elif kind == "Pod":
-            fix = (f"kubectl -n {ns} get pod {pname} -o yaml > {pname}.yaml   # in it, set {where} {cname}'s command "
-                   f"to {json.dumps(new)}" + (" and drop its args" if args else "")
-                   + f"\nkubectl -n {ns} replace --force -f {pname}.yaml   # a pod's command cannot change: this "
-                   "deletes and re-creates it")
+            edit_it = (_("in it, set {container}'s command to {command} and drop its args") if args else
+                       _("in it, set {container}'s command to {command}")).format(container=where,
+                                                                                  command=json.dumps(new))
+            fix = (f"kubectl -n {ns} get pod {pname} -o yaml > {pname}.yaml   # {edit_it}"
+                   f"\nkubectl -n {ns} replace --force -f {pname}.yaml   # "
+                   + _("a pod's command cannot change: this deletes and re-creates it"))
     if not fix and can_undo(snap, kind, ns, name):
-        summary += "; it started with the latest revision: roll back, then fix it"
+        summary = _rolled_back(summary)
         fix = undo_command(ns, name)
     if not fix:
-        fix = (f"kubectl -n {ns} edit {kind.lower()}/{name}   # {where} {cname}: run an executable "
-               f"{image or 'the image'} has, or use an image that has {exe or 'it'}")
+        fix = (f"kubectl -n {ns} edit {kind.lower()}/{name}   # "
+               + _("{container}: run an executable {image} has, or use an image that has {exe}").format(
+                   container=where, image=image or _("the image"), exe=exe or _("it")))
+    return Finding("StartError", subject_of(kind, name), ns, summary, ev, fix)
+
+
+def _requirement_error(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, cname: str, where: str,
+                       condition: str, ev: list[Evidence], events: list[dict[str, Any]]) -> Finding:
+    """StartError from the NVIDIA runtime's hook: the image needs a newer CUDA than the node's driver supports.
+    ``where`` names the container ("container NAME", in the learner's language)."""
+    ns, node_name = meta(pod)["namespace"], (pod.get("spec") or {}).get("nodeName", "")
+    node = next((n for n in snap.nodes if meta(n)["name"] == node_name), {})
+    cuda = (meta(node).get("labels") or {}).get(_NODE_CUDA) if node else None
+    # The hook's own words come last in runc's long message: the evidence keeps them, not containerd's prefix.
+    ev += [event_evidence({**e, "message": "... " + e["message"][e["message"].find("nvidia-container-cli"):]}, ns)
+           for e in events if e.get("reason") == "Failed" and condition in (e.get("message") or "")][-1:]
+    if cuda:
+        ev.append(Evidence("node labels", f"{node_name}: {_NODE_CUDA}={cuda}",
+                           f"kubectl get node {node_name} -L {_NODE_CUDA}"))
+    summary = _("{container} cannot start: its image requires {condition} and the NVIDIA driver on {node} supports "
+                "CUDA {cuda}; the NVIDIA runtime refuses it").format(
+                    container=where, condition=condition, node=node_name or _("its node"),
+                    cuda=cuda or _("an older version"))
+    fix = (f"kubectl -n {ns} set image {kind.lower()}/{name} {cname}=IMAGE   # "
+           + _("an image built for CUDA {cuda} or older; or upgrade the node's driver ({command})").format(
+               cuda=cuda or _("the driver supports"), command=f"kubectl get nodes -L {_NODE_CUDA}"))
     return Finding("StartError", subject_of(kind, name), ns, summary, ev, fix)
 
 
@@ -210,21 +266,28 @@ def _service_wait(snap: Snapshot, ns: str, kind: str, name: str, pname: str, i: 
         return None
     svc, names = awaited
     cname = container.get("name")
-    ev.append(Evidence("pod spec", f"init container {cname} waits for {svc}: {tail(shlex.join(command + args), 200)}",
+    ev.append(Evidence("pod spec", _("init container {name} waits for {service}: {command}").format(
+        name=cname, service=svc, command=tail(shlex.join(command + args), 200)),
                        template_command(ns, kind, name, pname, f'initContainers[?(@.name=="{cname}")].command')))
-    ev.append(Evidence("services", f"no Service {svc} in {ns}, so its name never resolves; {ns} has: "
-                       f"{', '.join(names) or 'none'}", f"kubectl -n {ns} get services"))
+    ev.append(Evidence("services", _("no Service {service} in {namespace}, so its name never resolves; {namespace} "
+                                     "has: {services}").format(service=svc, namespace=ns,
+                                                               services=", ".join(names) or _("none")),
+                       f"kubectl -n {ns} get services"))
     close = difflib.get_close_matches(svc, names, n=1, cutoff=0.6)
     if close and kind in PATCHABLE:
         word = re.compile(rf"\b{re.escape(svc)}\b")
         base = f"/spec/template/spec/initContainers/{i}"
         ops = [{"op": "replace", "path": f"{base}/{field_name}", "value": [word.sub(close[0], a) for a in values]}
                for field_name, values in (("command", command), ("args", args)) if any(word.search(a) for a in values)]
-        return (f"it waits for Service {svc}, which does not exist; {close[0]} does: wait for that",
-                jsonpatch(ns, kind, name, ops))
-    meant = f"; if it means {close[0]}, fix its command (the pod must be re-created)" if close else ""
-    return (f"it waits for Service {svc}, which does not exist in {ns}: create it (or deploy what provides it){meant}",
-            f"kubectl -n {ns} create service clusterip {svc} --tcp=80:80   # the ports and selector of the real one")
+        return (_("it waits for Service {service}, which does not exist; {close} does: wait for that").format(
+            service=svc, close=close[0]), jsonpatch(ns, kind, name, ops))
+    why = (_("it waits for Service {service}, which does not exist in {namespace}: create it (or deploy what provides "
+             "it); if it means {close}, fix its command (the pod must be re-created)").format(
+                 service=svc, namespace=ns, close=close[0]) if close else
+           _("it waits for Service {service}, which does not exist in {namespace}: create it (or deploy what provides "
+             "it)").format(service=svc, namespace=ns))
+    return (why, f"kubectl -n {ns} create service clusterip {svc} --tcp=80:80   # "
+            + _("the ports and selector of the real one"))
 
 
 def _init_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, spec: dict[str, Any],
@@ -255,47 +318,55 @@ def _init_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, sp
         if reason == "CrashLoopBackOff" or terminated or failed:
             code = failed.get("exitCode")
             shown = ("Init:CrashLoopBackOff" if reason == "CrashLoopBackOff" else "Init:Error" if terminated else
-                     f"Init:{statuses.index(cs)}/{len(statuses)}, running again after a failure")
-            ev = [Evidence("pod status", f"init container {cname}: {shown}, restartCount {cs.get('restartCount', 0)}, "
-                           f"last exit code {code} ({failed.get('reason', '')}: "
-                           f"{EXIT_CODES.get(code, 'the process chose it')})",
+                     _("Init:{index}/{count}, running again after a failure").format(index=statuses.index(cs),
+                                                                                    count=len(statuses)))
+            ev = [Evidence("pod status", _("init container {name}: {state}, restartCount {restarts}, last exit code "
+                                           "{code} ({reason}: {meaning})").format(
+                               name=cname, state=shown, restarts=cs.get("restartCount", 0), code=code,
+                               reason=failed.get("reason", ""), meaning=exit_meaning(code, _("the process chose it"))),
                            _last_state_command(ns, pname, True)),
-                  Evidence("logs", "what the init container printed before it exited",
+                  Evidence("logs", _("what the init container printed before it exited"),
                            f"kubectl -n {ns} logs {pname} -c {cname}" + (" --previous" if not terminated else ""))]
             ev += [event_evidence(e, ns) for e in events if e.get("reason") == "BackOff"][-1:]
             waits = _service_wait(snap, ns, kind, name, pname, i, container, ev)
-            summary = (f"init container {cname} exits with code {code} ({EXIT_CODES.get(code, 'its own choice')}), so "
-                       f"the pod's containers never start")
+            summary = _("init container {name} exits with code {code} ({meaning}), so the pod's containers never "
+                        "start").format(name=cname, code=code, meaning=exit_meaning(code, _("its own choice")))
             if waits:
                 why, fix = waits
-                summary += f": {why}"
+                summary = _("{summary}: {why}").format(summary=summary, why=why)
             elif can_undo(snap, kind, ns, name):
-                summary += "; it started with the latest revision: roll back, then fix it"
+                summary = _rolled_back(summary)
                 fix = undo_command(ns, name)
             else:
                 fix = (f"kubectl -n {ns} logs {pname} -c {cname}" + (" --previous" if not terminated else "")
-                       + "   # read why, then fix its command or what it needs")
+                       + "   # " + _("read why, then fix its command or what it needs"))
             return Finding("InitContainerFailing", subject, ns, summary, ev, fix)
         if "running" in state and condition_of(pod, "Initialized").get("status") == "False":
             cond = condition_of(pod, "Initialized")
             started = (state.get("running") or {}).get("startedAt")
             lasted = seconds_since(snap, started)
-            ev = [Evidence("pod condition", f"Initialized=False {cond.get('reason')}: {cond.get('message', '')} "
-                           f"(kubectl shows Init:{statuses.index(cs)}/{len(statuses)})",
+            running = (_("init container {name} has been running since {started}").format(name=cname, started=started)
+                       if lasted is None else
+                       _("init container {name} has been running since {started} ({minutes:.0f} min)").format(
+                           name=cname, started=started, minutes=lasted / 60))
+            initialized = _("Initialized=False {reason}: {message} (kubectl shows Init:{index}/{count})").format(
+                reason=cond.get("reason"), message=cond.get("message", ""), index=statuses.index(cs),
+                count=len(statuses))
+            ev = [Evidence("pod condition", initialized,
                            f"kubectl -n {ns} get pod {pname}"),
-                  Evidence("pod status", f"init container {cname} has been running since {started}"
-                           + (f" ({lasted / 60:.0f} min)" if lasted is not None else ""),
-                           f"kubectl -n {ns} logs {pname} -c {cname}   # what it is waiting for")]
+                  Evidence("pod status", running,
+                           f"kubectl -n {ns} logs {pname} -c {cname}   # " + _("what it is waiting for"))]
             waits = _service_wait(snap, ns, kind, name, pname, i, container, ev)
             if waits:
                 why, fix = waits
             elif lasted is not None and lasted > INIT_STUCK_S:
-                why, fix = ("it has not finished in time", f"kubectl -n {ns} logs {pname} -c {cname}   # what it "
-                            "waits for; then provide that, or fix its command")
+                why, fix = (_("it has not finished in time"), f"kubectl -n {ns} logs {pname} -c {cname}   # "
+                            + _("what it waits for; then provide that, or fix its command"))
             else:
                 return None
-            return Finding("InitContainerBlocked", subject, ns, f"init container {cname} keeps running, so the pod's "
-                           f"containers never start: {why}", ev, fix)
+            return Finding("InitContainerBlocked", subject, ns, _("init container {name} keeps running, so the pod's "
+                                                                  "containers never start: {why}").format(
+                                                                      name=cname, why=why), ev, fix)
         return None  # init containers run one at a time: the later ones have not started
     return None
 
@@ -324,7 +395,8 @@ def failed_mount(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> F
     event = ([e for e in mounts if _MOUNT.search(e.get("message") or "")] or mounts)[-1]
     waiting = sorted({((cs.get("state") or {}).get("waiting") or {}).get("reason", "")
                       for cs in status.get("containerStatuses") or []} - {""}) or ["ContainerCreating"]
-    ev = [Evidence("pod status", f"pod {pname} is Pending, its containers waiting {', '.join(waiting)}",
+    ev = [Evidence("pod status", _("pod {pod} is Pending, its containers waiting {reasons}").format(
+        pod=pname, reasons=", ".join(waiting)),
                    f"kubectl -n {ns} get pod {pname}"), event_evidence(event, ns)]
     subject = subject_of(kind, name)
     m = _MOUNT.search(event.get("message") or "")
@@ -333,18 +405,21 @@ def failed_mount(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> F
                      (0, {}))
     source = "configMap" if "configMap" in volume else "secret" if "secret" in volume else ""
     if not m or not source:
-        return Finding("FailedMount", subject, ns, f"a volume of the pod cannot be mounted: "
-                       f"{(event.get('message') or '')[:160]}", ev, f"kubectl -n {ns} describe pod {pname}")
+        return Finding("FailedMount", subject, ns, _("a volume of the pod cannot be mounted: {message}").format(
+            message=(event.get("message") or "")[:160]), ev, f"kubectl -n {ns} describe pod {pname}")
     vol, err = m["volume"], m["error"]
     src = volume[source]
     obj = src.get("name") if source == "configMap" else src.get("secretName")
     obj_kind = source.lower()
-    users = [f"{c.get('name')} at {vm.get('mountPath')}" for c in (spec.get("initContainers") or [])
-             + (spec.get("containers") or []) for vm in c.get("volumeMounts") or [] if vm.get("name") == vol]
+    users = [_("{container} at {path}").format(container=c.get("name"), path=vm.get("mountPath"))
+             for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
+             for vm in c.get("volumeMounts") or [] if vm.get("name") == vol]
     items = src.get("items") or []
-    ev.append(Evidence("pod spec", f"volume {vol} is {source} {obj}"
-                       + (f" (items {', '.join(str(it.get('key')) for it in items)})" if items else "")
-                       + f", mounted by {', '.join(users) or 'no container'}",
+    mounted = ", ".join(users) or _("no container")
+    ev.append(Evidence("pod spec", _("volume {volume} is {source} {object} (items {keys}), mounted by {users}").format(
+        volume=vol, source=source, object=obj, keys=", ".join(str(it.get("key")) for it in items), users=mounted)
+                       if items else _("volume {volume} is {source} {object}, mounted by {users}").format(
+        volume=vol, source=source, object=obj, users=mounted),
                        template_command(ns, kind, name, pname, f'volumes[?(@.name=="{vol}")]')))
     base = f"/spec/template/spec/volumes/{i}/{source}"
     key = (km := _MOUNT_KEY.search(err)) and km["key"]
@@ -356,11 +431,12 @@ def failed_mount(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> F
         refs = [{"container": None, "volume": vol, "key": None, "key_path": None, "optional_path": f"{base}/optional",
                  "name_path": f"{base}/{'name' if source == 'configMap' else 'secretName'}"}]
     if key is None and not _MISSING_OBJECT.search(err):
-        return Finding("FailedMount", subject, ns, f"volume {vol} ({source} {obj}) cannot be mounted: {err[:160]}",
+        return Finding("FailedMount", subject, ns, _("volume {volume} ({source} {object}) cannot be mounted: {error}")
+                       .format(volume=vol, source=source, object=obj, error=err[:160]),
                        ev, f"kubectl -n {ns} describe pod {pname}")
     why, fix = config_fix(snap, ns, kind, name, obj_kind, obj, key, refs, ev)
-    return Finding("FailedMount", subject, ns, f"volume {vol} cannot be mounted, so the pod stays ContainerCreating: "
-                   f"it {why}", ev, fix)
+    return Finding("FailedMount", subject, ns, _("volume {volume} cannot be mounted, so the pod stays "
+                                                 "ContainerCreating: it {why}").format(volume=vol, why=why), ev, fix)
 
 
 def container_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> Finding | None:
@@ -389,46 +465,53 @@ def container_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: str
                 e.get("reason") == "Unhealthy" and "Liveness" in (e.get("message") or "") for e in events)):
             unhealthy = [e for e in events if e.get("reason") == "Unhealthy" and "Liveness" in (e.get("message") or "")]
             ev = [event_evidence(e, ns) for e in unhealthy[-1:] + killed_by_probe[-1:]]
-            ev.append(Evidence("pod status", f"container {cname}: restartCount {cs.get('restartCount', 0)}, last exit "
-                               f"code {last.get('exitCode', '?')} ({last.get('reason', '')})",
+            ev.append(Evidence("pod status", _("container {name}: restartCount {restarts}, last exit code {code} "
+                                               "({reason})").format(name=cname, restarts=cs.get("restartCount", 0),
+                                                                    code=last.get("exitCode", "?"),
+                                                                    reason=last.get("reason", "")),
                                f"kubectl -n {ns} get pod {pname} -o "
                                f"jsonpath='{{.status.containerStatuses[*].lastState}}'"))
             output = " ".join(e.get("message") or "" for e in unhealthy)
             why, fix = _probe_fix(snap, kind, ns, name, spec, "livenessProbe", output)
-            return Finding("LivenessProbeFailing", subject, ns, f"the liveness probe fails and the kubelet kills the "
-                           f"container: {why}", ev, fix,
-                           queries=[("restarts", f'kube_pod_container_status_restarts_total{{namespace="{ns}",'
+            return Finding("LivenessProbeFailing", subject, ns, _("the liveness probe fails and the kubelet kills the "
+                                                                  "container: {why}").format(why=why), ev, fix,
+                           queries=[(_("restarts"), f'kube_pod_container_status_restarts_total{{namespace="{ns}",'
                                                  f'pod="{pname}"}}')])
         if last.get("reason") == "OOMKilled":
             limit = next(((c.get("resources") or {}).get("limits") or {}).get("memory") for c in
                          spec.get("containers") or [] if c.get("name") == cname)
-            ev = [Evidence("pod status", f"container {cname}: last terminated OOMKilled, exit code "
-                           f"{last.get('exitCode')}, restartCount {cs.get('restartCount', 0)}, memory limit {limit}",
+            killed = _("container {name}: last terminated OOMKilled, exit code {code}, restartCount {restarts}, "
+                       "memory limit {limit}").format(name=cname, code=last.get("exitCode"),
+                                                      restarts=cs.get("restartCount", 0), limit=limit)
+            ev = [Evidence("pod status", killed,
                            f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.containerStatuses[*].lastState}}'")]
             doubled = format_quantity("memory", 2 * quantity(limit)) if limit else "512Mi"
-            return Finding("OOMKilled", subject, ns, f"the container outgrew its memory limit ({limit}) and was killed "
-                           f"by the kernel: raise the limit (or fix the leak)", ev,
+            summary = _("the container outgrew its memory limit ({limit}) and was killed by the kernel: raise the "
+                        "limit (or fix the leak)").format(limit=limit)
+            return Finding("OOMKilled", subject, ns, summary, ev,
                            f"kubectl -n {ns} set resources {kind.lower()}/{name} -c {cname} --limits=memory={doubled}",
-                           queries=[("memory working set", f'container_memory_working_set_bytes{{namespace="{ns}",'
+                           queries=[(_("memory working set"), f'container_memory_working_set_bytes{{namespace="{ns}",'
                                                            f'pod="{pname}", container="{cname}"}}')])
         if reason == "CrashLoopBackOff" or (last.get("exitCode") and cs.get("restartCount")):
             code = last.get("exitCode")
-            ev = [Evidence("pod status", f"container {cname}: {reason or 'restarted'}, restartCount "
-                           f"{cs.get('restartCount', 0)}, last exit code {code} ({last.get('reason', '')}: "
-                           f"{EXIT_CODES.get(code, 'the process chose it')})",
+            ev = [Evidence("pod status", _("container {name}: {state}, restartCount {restarts}, last exit code {code} "
+                                           "({reason}: {meaning})").format(
+                               name=cname, state=reason or _("restarted"), restarts=cs.get("restartCount", 0),
+                               code=code, reason=last.get("reason", ""),
+                               meaning=exit_meaning(code, _("the process chose it"))),
                            f"kubectl -n {ns} get pod {pname} -o jsonpath='{{.status.containerStatuses[*].lastState}}'"),
-                  Evidence("logs", "what the process printed before it exited",
+                  Evidence("logs", _("what the process printed before it exited"),
                            f"kubectl -n {ns} logs {pname} -c {cname} --previous")]
             ev += [event_evidence(e, ns) for e in events if e.get("reason") == "BackOff"][-1:]
             undo = can_undo(snap, kind, ns, name)
             fix = undo_command(ns, name) if undo else (
-                f"kubectl -n {ns} logs {pname} -c {cname} --previous   # read why, then fix the command or the config "
-                "it needs")
-            return Finding("CrashLoopBackOff", subject, ns, f"the process exits with code {code} "
-                           f"({EXIT_CODES.get(code, 'its own choice')})" + (
-                               "; it started with the latest revision: roll back, then fix it" if undo else ""),
-                           ev, fix, queries=[("restarts", f'kube_pod_container_status_restarts_total{{namespace="{ns}",'
-                                                          f'pod="{pname}"}}')])
+                f"kubectl -n {ns} logs {pname} -c {cname} --previous   # "
+                + _("read why, then fix the command or the config it needs"))
+            summary = _("the process exits with code {code} ({meaning})").format(
+                code=code, meaning=exit_meaning(code, _("its own choice")))
+            return Finding("CrashLoopBackOff", subject, ns, _rolled_back(summary) if undo else summary, ev, fix,
+                           queries=[(_("restarts"), f'kube_pod_container_status_restarts_total{{namespace="{ns}",'
+                                                    f'pod="{pname}"}}')])
     if status.get("phase") == "Running" and not pod_ready(pod):
         unhealthy = [e for e in events if e.get("reason") == "Unhealthy" and "Readiness" in (e.get("message") or "")]
         if unhealthy:
@@ -438,8 +521,8 @@ def container_findings(snap: Snapshot, pod: dict[str, Any], kind: str, name: str
             ev += _service_endpoints_evidence(snap, pod)
             output = " ".join(e.get("message") or "" for e in unhealthy)
             why, fix = _probe_fix(snap, kind, ns, name, spec, "readinessProbe", output)
-            return Finding("ReadinessProbeFailing", subject, ns, f"the pods run but never turn Ready, so no Service "
-                           f"sends them traffic: {why}", ev, fix)
+            summary = _("the pods run but never turn Ready, so no Service sends them traffic: {why}").format(why=why)
+            return Finding("ReadinessProbeFailing", subject, ns, summary, ev, fix)
     return None
 
 
@@ -456,7 +539,8 @@ def _service_endpoints_evidence(snap: Snapshot, pod: dict[str, Any]) -> list[Evi
         if selected(labels, (svc.get("spec") or {}).get("selector") or {}):
             name, ns = meta(svc)["name"], meta(svc)["namespace"]
             ready = ready_endpoints(snap, ns, name)
-            out.append(Evidence("endpoints", f"service {name} has {ready} ready endpoint(s)",
+            out.append(Evidence("endpoints", _("service {name} has {ready} ready endpoint(s)").format(name=name,
+                                                                                                  ready=ready),
                                 f"kubectl -n {ns} get endpointslices -l kubernetes.io/service-name={name}"))
     return out
 

@@ -6,7 +6,8 @@ import difflib
 import re
 from typing import Any
 
-from .findings import EXIT_CODES, Evidence, Finding
+from ..i18n import _
+from .findings import Evidence, Finding, exit_meaning
 from .objects import condition_of, deployment, event_evidence, events_for, jsonpatch, revisions, tail, undo_command
 from .snapshot import Snapshot, meta
 
@@ -30,30 +31,37 @@ def _hpa_target(snap: Snapshot, hpa: dict[str, Any], cond: dict[str, Any]) -> Fi
            if e.get("reason") == "FailedGetScale"][-1:]
     if "no matches for kind" in message or tkind not in _SCALABLE:
         kinds = difflib.get_close_matches(tkind, list(_SCALABLE), n=1, cutoff=0.5)
-        ev.append(Evidence("api resources", f"no kind {tkind!r} has a scale subresource here"
-                           + (f"; {kinds[0]} does" if kinds else ""), "kubectl api-resources --api-group=apps"))
+        ev.append(Evidence("api resources", _("no kind {kind!r} has a scale subresource here; {meant} does").format(
+            kind=tkind, meant=kinds[0]) if kinds else _("no kind {kind!r} has a scale subresource here").format(
+                kind=tkind), "kubectl api-resources --api-group=apps"))
         fix = (jsonpatch(ns, "HorizontalPodAutoscaler", name, [{"op": "replace", "path": "/spec/scaleTargetRef/kind",
                                                                   "value": kinds[0]}]) if kinds else
-               f"kubectl -n {ns} edit hpa {name}   # spec.scaleTargetRef: the kind and name of a workload that exists")
-        return Finding("HPATargetNotFound", f"horizontalpodautoscaler/{name}", ns, f"its scaleTargetRef names kind "
-                       f"{tkind!r}, which cannot be scaled" + (f" (meant: {kinds[0]}?)" if kinds else ""), ev, fix)
+               f"kubectl -n {ns} edit hpa {name}   # "
+               + _("spec.scaleTargetRef: the kind and name of a workload that exists"))
+        summary = (_("its scaleTargetRef names kind {kind!r}, which cannot be scaled (meant: {meant}?)").format(
+            kind=tkind, meant=kinds[0]) if kinds else _("its scaleTargetRef names kind {kind!r}, which cannot be "
+                                                        "scaled").format(kind=tkind))
+        return Finding("HPATargetNotFound", f"horizontalpodautoscaler/{name}", ns, summary, ev, fix)
     pool = snap.deployments if tkind == "Deployment" else snap.replicasets if tkind == "ReplicaSet" else []
     have = sorted(meta(o)["name"] for o in pool if meta(o).get("namespace") == ns)
     close = difflib.get_close_matches(tname, have, n=3, cutoff=0.6)
-    listed = (f"the closest: {', '.join(close)}" if close else f"it has: {', '.join(have) or 'none'}") \
-        if pool or tkind in ("Deployment", "ReplicaSet") else "(not read by the engine: list them)"
-    ev.append(Evidence(_SCALABLE[tkind], f"no {tkind} {tname} in {ns}; {listed}", f"kubectl -n {ns} get "
-                       f"{_SCALABLE[tkind]}"))
+    listed = (_("the closest: {names}").format(names=", ".join(close)) if close else
+              _("it has: {names}").format(names=", ".join(have) or _("none"))) \
+        if pool or tkind in ("Deployment", "ReplicaSet") else _("(not read by the engine: list them)")
+    ev.append(Evidence(_SCALABLE[tkind], _("no {kind} {name} in {namespace}; {listed}").format(
+        kind=tkind, name=tname, namespace=ns, listed=listed), f"kubectl -n {ns} get {_SCALABLE[tkind]}"))
     if close:
         fix = jsonpatch(ns, "HorizontalPodAutoscaler", name, [{"op": "replace", "path": "/spec/scaleTargetRef/name",
                                                                 "value": close[0]}])
-        why = f"{close[0]} exists: point it there"
+        why = _("{name} exists: point it there").format(name=close[0])
     else:
-        fix = (f"kubectl -n {ns} get {_SCALABLE[tkind]}   # then set the HPA's spec.scaleTargetRef.name to one of them "
-               f"(kubectl -n {ns} edit hpa {name})")
-        why = "point it at the workload it should scale (or create that workload)"
-    return Finding("HPATargetNotFound", f"horizontalpodautoscaler/{name}", ns, f"its scaleTargetRef names {tkind} "
-                   f"{tname}, which does not exist, so it cannot read or change a replica count: {why}", ev, fix)
+        fix = (f"kubectl -n {ns} get {_SCALABLE[tkind]}   # "
+               + _("then set the HPA's spec.scaleTargetRef.name to one of them ({command})").format(
+                   command=f"kubectl -n {ns} edit hpa {name}"))
+        why = _("point it at the workload it should scale (or create that workload)")
+    return Finding("HPATargetNotFound", f"horizontalpodautoscaler/{name}", ns, _(
+        "its scaleTargetRef names {kind} {name}, which does not exist, so it cannot read or change a replica count: "
+        "{why}").format(kind=tkind, name=tname, why=why), ev, fix)
 
 
 def hpa_findings(snap: Snapshot) -> list[Finding]:
@@ -84,9 +92,11 @@ def hpa_findings(snap: Snapshot) -> list[Finding]:
         if lacking or (no_request and not dep):
             if not lacking:  # the target is not in the snapshot: the condition names the container
                 lacking = [(no_request["container"], no_request["resource"])]
-            ev.append(Evidence("deployment", f"container(s) {', '.join(sorted({c for c, _ in lacking}))} of "
-                               f"{target.get('kind', '').lower()}/{target.get('name')} request no "
-                               f"{', '.join(sorted({r for _, r in lacking}))}: utilization is usage / request",
+            ev.append(Evidence("deployment", _("container(s) {containers} of {workload} request no {resources}: "
+                                               "utilization is usage / request").format(
+                containers=", ".join(sorted({c for c, _r in lacking})),
+                workload=f"{target.get('kind', '').lower()}/{target.get('name')}",
+                resources=", ".join(sorted({r for _c, r in lacking}))),
                                f"kubectl -n {ns} get deployment {target.get('name')} -o "
                                f"jsonpath='{{.spec.template.spec.containers[*].resources}}'"))
             defaults = {"cpu": "100m", "memory": "128Mi"}
@@ -95,7 +105,7 @@ def hpa_findings(snap: Snapshot) -> list[Finding]:
             # `set resources` without -c sets every container: name the one that lacks it when others have theirs
             only = f" -c {names[0]}" if len(names) == 1 and (not dep or len(containers) > 1) else ""
             fix = f"kubectl -n {ns} set resources deployment/{target.get('name')}{only} --requests={flags}"
-            why = "its target's containers have no resource request, so there is no utilization to compute"
+            why = _("its target's containers have no resource request, so there is no utilization to compute")
         elif (mtype := _METRIC_TYPES.get(cond.get("reason", ""))):
             external = mtype == "External"
             api = "v1beta1.external.metrics.k8s.io" if external else "v1beta1.custom.metrics.k8s.io"
@@ -107,18 +117,22 @@ def hpa_findings(snap: Snapshot) -> list[Finding]:
             path = (f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}" if external else
                     f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{ns}/{plural}/{described.get('name')}/{metric}"
                     if mtype == "Object" else f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{ns}/pods/*/{metric}")
-            ev.append(Evidence("metrics api", f"whether {api} serves {metric} for the target's pods",
-                               f"kubectl get --raw '{path}'"))
-            fix = (f"kubectl get apiservice {api}   # the adapter (prometheus-adapter) must be Available and have a "
-                   f"rule for {metric}")
-            why = f"the {'external' if external else 'custom'} metrics API returns no {metric}"
+            ev.append(Evidence("metrics api", _("whether {api} serves {metric} for the target's pods").format(
+                api=api, metric=metric), f"kubectl get --raw '{path}'"))
+            fix = (f"kubectl get apiservice {api}   # "
+                   + _("the adapter (prometheus-adapter) must be Available and have a rule for {metric}").format(
+                       metric=metric))
+            why = (_("the external metrics API returns no {metric}") if external else
+                   _("the custom metrics API returns no {metric}")).format(metric=metric)
         else:
-            ev.append(Evidence("metrics api", "whether the metrics pipeline answers for these pods",
-                               f"kubectl -n {ns} top pods   # and: kubectl get apiservice v1beta1.metrics.k8s.io"))
-            fix = "kubectl get apiservice v1beta1.metrics.k8s.io   # metrics-server (or the adapter) must be Available"
-            why = "the metrics API returns nothing for its pods"
+            ev.append(Evidence("metrics api", _("whether the metrics pipeline answers for these pods"),
+                               f"kubectl -n {ns} top pods   # "
+                               + _("and: {command}").format(command="kubectl get apiservice v1beta1.metrics.k8s.io")))
+            fix = ("kubectl get apiservice v1beta1.metrics.k8s.io   # "
+                   + _("metrics-server (or the adapter) must be Available"))
+            why = _("the metrics API returns nothing for its pods")
         found.append(Finding("HPAWithoutMetrics", f"horizontalpodautoscaler/{name}", ns,
-                             f"the autoscaler cannot compute a replica count: {why}", ev, fix))
+                             _("the autoscaler cannot compute a replica count: {why}").format(why=why), ev, fix))
     return found
 
 
@@ -151,11 +165,15 @@ def job_findings(snap: Snapshot) -> list[Finding]:
                 if t.get("exitCode"):
                     exits.append((meta(p)["name"], cs.get("name"), t))
         codes = dict.fromkeys(t["exitCode"] for _, _, t in exits)
-        meaning = "; ".join(f"exit code {c} ({EXIT_CODES.get(c, 'the process chose it')})" for c in codes)
+        meaning = "; ".join(_("exit code {code} ({meaning})").format(
+            code=c, meaning=exit_meaning(c, _("the process chose it"))) for c in codes)
         if exits:
-            shown = "; ".join(f"{pod}/{c} exit {t['exitCode']} ({t.get('reason', '')})" for pod, c, t in exits[:3])
-            ev.append(Evidence("pods", f"{len({pod for pod, _, _ in exits})} pod(s) failed: {shown}"
-                               + (f" and {len(exits) - 3} more" if len(exits) > 3 else ""),
+            shown = "; ".join(_("{pod}/{container} exit {code} ({reason})").format(
+                pod=pod, container=c, code=t["exitCode"], reason=t.get("reason", "")) for pod, c, t in exits[:3])
+            failed = len({pod for pod, _c, _t in exits})
+            ev.append(Evidence("pods", _("{count} pod(s) failed: {exits} and {more} more").format(
+                count=failed, exits=shown, more=len(exits) - 3) if len(exits) > 3 else _(
+                    "{count} pod(s) failed: {exits}").format(count=failed, exits=shown),
                                f"kubectl -n {ns} get pods -l batch.kubernetes.io/job-name={name} -o custom-columns="
                                "POD:.metadata.name,EXIT:.status.containerStatuses[*].state.terminated.exitCode,"
                                "REASON:.status.containerStatuses[*].state.terminated.reason"))
@@ -164,20 +182,27 @@ def job_findings(snap: Snapshot) -> list[Finding]:
                 ev.append(Evidence("pod status", f"StartError: {tail(started.get('message') or '', 200)}",
                                    f"kubectl -n {ns} describe pods -l batch.kubernetes.io/job-name={name}"))
         if reason == "BackoffLimitExceeded":
-            summary = (f"the Job gave up after {status.get('failed', len(exits))} failed pod(s) (backoffLimit "
-                       f"{spec.get('backoffLimit', 6)})" + (f": its command ends with {meaning}" if meaning else ""))
-            look = f"kubectl -n {ns} logs job/{name}   # why its pods failed; fix the command (or what it needs)"
+            failed, limit = status.get("failed", len(exits)), spec.get("backoffLimit", 6)
+            summary = (_("the Job gave up after {failed} failed pod(s) (backoffLimit {limit}): its command ends with "
+                         "{meaning}").format(failed=failed, limit=limit, meaning=meaning) if meaning else
+                       _("the Job gave up after {failed} failed pod(s) (backoffLimit {limit})").format(
+                           failed=failed, limit=limit))
+            look = (f"kubectl -n {ns} logs job/{name}   # "
+                    + _("why its pods failed; fix the command (or what it needs)"))
         elif reason == "DeadlineExceeded":
-            summary = (f"the Job ran longer than its activeDeadlineSeconds ({spec.get('activeDeadlineSeconds')} s), "
-                       f"so its pods were stopped: make it faster, or give it longer")
-            look = (f"kubectl -n {ns} logs job/{name}   # how far it got; raise spec.activeDeadlineSeconds (or make it "
-                    f"faster) in its manifest")
+            summary = _("the Job ran longer than its activeDeadlineSeconds ({seconds} s), so its pods were stopped: "
+                        "make it faster, or give it longer").format(seconds=spec.get("activeDeadlineSeconds"))
+            look = (f"kubectl -n {ns} logs job/{name}   # "
+                    + _("how far it got; raise spec.activeDeadlineSeconds (or make it faster) in its manifest"))
         else:
-            summary = f"the Job failed ({reason}): {cond.get('message', '')}" + (f"; {meaning}" if meaning else "")
-            look = f"kubectl -n {ns} logs job/{name}   # why its pods failed"
+            summary = (_("the Job failed ({reason}): {message}; {meaning}") if meaning else
+                       _("the Job failed ({reason}): {message}")).format(reason=reason,
+                                                                         message=cond.get("message", ""),
+                                                                         meaning=meaning)
+            look = f"kubectl -n {ns} logs job/{name}   # " + _("why its pods failed")
         # A Job's pod template cannot be changed: once fixed in its manifest, the Job is run anew.
-        fix = (f"{look}\n# then run it anew (a Job's pod template cannot change): "
-               f"kubectl -n {ns} delete job {name} && kubectl -n {ns} apply -f JOB-MANIFEST.yaml")
+        fix = (f"{look}\n# " + _("then run it anew (a Job's pod template cannot change): {command}").format(
+            command=f"kubectl -n {ns} delete job {name} && kubectl -n {ns} apply -f JOB-MANIFEST.yaml"))
         found.append(Finding("JobFailed", f"job/{name}", ns, summary, ev, fix))
     return found
 
@@ -198,14 +223,16 @@ def deployment_findings(snap: Snapshot) -> list[Finding]:
             new = revs[-1]
             images = ",".join(c.get("image", "") for c in new["spec"]["template"]["spec"].get("containers") or [])
             rev = (meta(new).get("annotations") or {}).get("deployment.kubernetes.io/revision")
-            ev.append(Evidence("rollout history", f"revision {rev} ({meta(new)['name']}, image {images}): "
-                               f"{(new.get('status') or {}).get('readyReplicas', 0) or 0} of "
-                               f"{new['spec'].get('replicas', 0)} ready", f"kubectl -n {ns} rollout history "
-                               f"deployment/{name}"))
+            ev.append(Evidence("rollout history", _("revision {revision} ({replicaset}, image {images}): {ready} of "
+                                                    "{replicas} ready").format(
+                revision=rev, replicaset=meta(new)["name"], images=images,
+                ready=(new.get("status") or {}).get("readyReplicas", 0) or 0, replicas=new["spec"].get("replicas", 0)),
+                f"kubectl -n {ns} rollout history deployment/{name}"))
         undo = len(revs) >= 2
-        found.append(Finding("ProgressDeadlineExceeded", f"deployment/{name}", ns, "the rollout has stopped: its new "
-                             "pods did not become available within progressDeadlineSeconds" + (
-                                 "; the previous revision worked: roll back, then fix the new one" if undo else ""),
+        summary = (_("the rollout has stopped: its new pods did not become available within progressDeadlineSeconds; "
+                     "the previous revision worked: roll back, then fix the new one") if undo else
+                   _("the rollout has stopped: its new pods did not become available within progressDeadlineSeconds"))
+        found.append(Finding("ProgressDeadlineExceeded", f"deployment/{name}", ns, summary,
                              ev, undo_command(ns, name) if undo else f"kubectl -n {ns} describe deployment {name}"))
     return found
 

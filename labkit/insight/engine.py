@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..i18n import _
 from .admission import replicaset_findings
 from .containers import container_findings, failed_mount
 from .controllers import deployment_findings, hpa_findings, job_findings
@@ -49,7 +50,7 @@ def rank(findings: list[Finding]) -> list[Finding]:
             if other is not f:
                 f.explains.append(other.cause)
                 f.evidence += other.evidence[:2]
-                f.summary += f" (the new pods: {other.cause})"
+                f.summary = _("{summary} (the new pods: {cause})").format(summary=f.summary, cause=other.cause)
     for f in findings:
         absorbed = any(g.cause == "ProgressDeadlineExceeded" and f is not g and f.cause in g.explains
                        and (g.namespace, g.subject) == (f.namespace, f.subject) for g in findings)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .. import addons, promql
+from .. import addons
 from ..errors import LabkitError
+from ..i18n import _
 from ..kube.client import Lab
+from ..observability import promql
 from .engine import analyze
 from .findings import Diagnosis, Evidence, Finding
 from .snapshot import Snapshot, snapshot
@@ -46,7 +48,7 @@ def collect_evidence(snap: Snapshot, findings: list[Finding]) -> list[str]:
             try:
                 finding.evidence += list(source(snap, finding))
             except (LabkitError, OSError, ValueError, KeyError) as exc:
-                notes.append(f"evidence source {name!r} failed: {exc}")
+                notes.append(_("evidence source {name!r} failed: {error}").format(name=name, error=exc))
                 break
     return notes
 
@@ -66,5 +68,5 @@ def diagnose(lab: Lab | None = None, namespace: str | None = None) -> Diagnosis:
     findings = analyze(snap)
     notes = collect_evidence(snap, findings)
     if not snap.gpu_source:
-        notes.append("GPU exporter not running: XID errors not checked (labkit up --with gpu-exporter)")
+        notes.append(_("GPU exporter not running: XID errors not checked (labkit up --with gpu-exporter)"))
     return Diagnosis(namespace, findings, notes)

@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..i18n import _
+
 # Every cause the engine can name, with the kubectl-level symptom that goes with it.
 CAUSES: dict[str, str] = {
     "ProgressDeadlineExceeded": "a rollout that stopped making progress (its new revision's pods never became ready)",
@@ -55,6 +57,17 @@ EXIT_CODES = {1: "a general application error", 2: "misuse of a shell builtin", 
               139: "a segmentation fault (SIGSEGV)", 143: "terminated by SIGTERM"}
 
 
+def exit_meaning(code: Any, otherwise: str) -> str:
+    """What exit code ``code`` means (:data:`EXIT_CODES`) in the learner's language; ``otherwise`` for a code of the
+    process's own."""
+    meanings = {1: _("a general application error"), 2: _("misuse of a shell builtin"),
+                126: _("the command is not executable"), 127: _("the command was not found"),
+                128: _("the runtime could not start the command (StartError)"),
+                137: _("killed by SIGKILL (the OOM killer, or the kubelet)"),
+                139: _("a segmentation fault (SIGSEGV)"), 143: _("terminated by SIGTERM")}
+    return meanings.get(code, otherwise)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """One fact behind a finding: where it comes from, what it says, and the command that shows it."""
@@ -88,9 +101,10 @@ class Finding:
             self.score = SCORES.get(self.cause, 10)
 
     def __str__(self) -> str:
-        lines = [f"{self.cause} ({self.subject}, namespace {self.namespace or '-'}): {self.summary}"]
-        lines += [f"  evidence {e}" for e in self.evidence]
-        lines.append("  fix: " + self.fix.replace("\n", "\n       "))
+        lines = [_("{cause} ({subject}, namespace {namespace}): {summary}").format(
+            cause=self.cause, subject=self.subject, namespace=self.namespace or "-", summary=self.summary)]
+        lines += [_("  evidence {evidence}").format(evidence=e) for e in self.evidence]
+        lines.append(_("  fix: {fix}").format(fix=self.fix.replace("\n", "\n       ")))
         return "\n".join(lines)
 
 
@@ -117,12 +131,15 @@ class Diagnosis:
         return pd.DataFrame(rows, columns=["rank", "cause", "subject", "namespace", "summary", "evidence", "fix"])
 
     def __str__(self) -> str:
-        where = f"namespace {self.namespace}" if self.namespace else "the whole cluster"
+        where = _("namespace {namespace}").format(namespace=self.namespace) if self.namespace else _(
+            "the whole cluster")
         if not self.findings:
-            return f"diagnose {where}: no problem found" + "".join(f"\n  note: {n}" for n in self.notes)
-        parts = [f"diagnose {where}: {len(self.findings)} finding(s), most likely root cause first"]
+            return _("diagnose {where}: no problem found").format(where=where) + "".join(
+                "\n  " + _("note: {note}").format(note=n) for n in self.notes)
+        parts = [_("diagnose {where}: {count} finding(s), most likely root cause first").format(
+            where=where, count=len(self.findings))]
         parts += [f"{i + 1}. {f}" for i, f in enumerate(self.findings)]
-        parts += [f"note: {n}" for n in self.notes]
+        parts += [_("note: {note}").format(note=n) for n in self.notes]
         return "\n".join(parts)
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..i18n import _
 from .findings import NPD_STANDARD, Evidence, Finding
 from .objects import event_evidence, live
 from .snapshot import XID_METRIC, Snapshot, meta
@@ -36,9 +37,9 @@ def _drain(snap: Snapshot, node: str) -> str:
 
 def _pods_line(snap: Snapshot, node: str) -> Evidence:
     pods = _scope_pods_on(snap, node) if snap.namespace else _workload_pods_on(snap, node)
-    names = ", ".join(f"{meta(p)['namespace']}/{meta(p)['name']}" for p in pods[:6]) or "none"
-    return Evidence("pods", f"pods on {node}: {names}", f"kubectl get pods -A -o wide --field-selector "
-                                                          f"spec.nodeName={node}")
+    names = ", ".join(f"{meta(p)['namespace']}/{meta(p)['name']}" for p in pods[:6]) or _("none")
+    return Evidence("pods", _("pods on {node}: {pods}").format(node=node, pods=names),
+                    f"kubectl get pods -A -o wide --field-selector spec.nodeName={node}")
 
 
 def node_findings(snap: Snapshot) -> list[Finding]:
@@ -63,10 +64,12 @@ def node_findings(snap: Snapshot) -> list[Finding]:
             ev += [event_evidence(e, None) for e in snap.node_events
                    if (e.get("involvedObject") or {}).get("name") == name and e.get("reason") == c.get("reason")][-1:]
             ev.append(_pods_line(snap, name))
-            found.append(Finding(code, f"node/{name}", snap.namespace or "", f"node {name} reports {ctype} "
-                                 f"({c.get('reason')}); its pods are at risk: drain it (it is cordoned first), "
-                                 f"repair or reboot it, then `kubectl uncordon {name}`", ev, _drain(snap, name),
-                                 queries=[("NPD's gauge", f'problem_gauge{{type="{ctype}"}} > 0')]
+            found.append(Finding(code, f"node/{name}", snap.namespace or "", _(
+                "node {node} reports {condition} ({reason}); its pods are at risk: drain it (it is cordoned first), "
+                "repair or reboot it, then `kubectl uncordon {node}`").format(node=name, condition=ctype,
+                                                                             reason=c.get("reason")),
+                                 ev, _drain(snap, name),
+                                 queries=[(_("NPD's gauge"), f'problem_gauge{{type="{ctype}"}} > 0')]
                                  if code == "NodeProblem" else []))
     nodes = {meta(n)["name"]: n for n in snap.nodes}
     by_node: dict[str, list[dict[str, Any]]] = {}
@@ -79,11 +82,14 @@ def node_findings(snap: Snapshot) -> list[Finding]:
         ev = [Evidence("dcgm-exporter", row["line"], f"curl -s {snap.gpu_source} | grep {XID_METRIC}") for row in rows]
         ev.append(_pods_line(snap, node_name))
         what = ", ".join(f"GPU {r['gpu']} XID {r['xid']}" for r in rows)
-        lost = " (79: fallen off the bus, its jobs are lost)" if any(r["xid"] == 79 for r in rows) else ""
-        found.append(Finding("GPUXidError", f"node/{node_name}", snap.namespace or "",
-                             f"{node_name} reports {what}{lost}; drain the node, reset the GPU (nvidia-smi -r) or "
-                             f"replace it, then `kubectl uncordon {node_name}`", ev, _drain(snap, node_name),
-                             queries=[("XID per GPU", f'{XID_METRIC}{{Hostname="{node_name}"}} > 0')]))
+        summary = (_("{node} reports {errors} (79: fallen off the bus, its jobs are lost); drain the node, reset the "
+                     "GPU (nvidia-smi -r) or replace it, then `kubectl uncordon {node}`")
+                   if any(r["xid"] == 79 for r in rows) else
+                   _("{node} reports {errors}; drain the node, reset the GPU (nvidia-smi -r) or replace it, then "
+                     "`kubectl uncordon {node}`")).format(node=node_name, errors=what)
+        found.append(Finding("GPUXidError", f"node/{node_name}", snap.namespace or "", summary, ev,
+                             _drain(snap, node_name),
+                             queries=[(_("XID per GPU"), f'{XID_METRIC}{{Hostname="{node_name}"}} > 0')]))
     return found
 
 

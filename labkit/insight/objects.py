@@ -11,6 +11,7 @@ import re
 import shlex
 from typing import Any
 
+from ..i18n import _
 from ..kube.quantity import quantity
 from .findings import Evidence
 from .snapshot import Snapshot, meta
@@ -175,13 +176,15 @@ def env_refs(spec: dict[str, Any], obj_kind: str, obj: str, key: str | None) -> 
                     refs.append({"container": cname, "field": f"{shown}.env", "key": ref.get("key"),
                                  "name_path": f"{path}/name", "key_path": f"{path}/key",
                                  "optional_path": f"{path}/optional",
-                                 "text": f"env {env.get('name')} from {key_ref} {obj}/{ref.get('key')}"})
+                                 "text": _("env {variable} from {ref} {object}/{key}").format(
+                                     variable=env.get("name"), ref=key_ref, object=obj, key=ref.get("key"))})
             for j, src in enumerate(c.get("envFrom") or []):
                 if (src.get(all_ref) or {}).get("name") == obj and key is None:
                     path = f"{base}/envFrom/{j}/{all_ref}"
                     refs.append({"container": cname, "field": f"{shown}.envFrom", "key": None,
                                  "name_path": f"{path}/name", "key_path": None, "optional_path": f"{path}/optional",
-                                 "text": f"envFrom {all_ref} {obj} (every key as a variable)"})
+                                 "text": _("envFrom {ref} {object} (every key as a variable)").format(
+                                     ref=all_ref, object=obj)})
     return refs
 
 
@@ -194,38 +197,47 @@ def config_fix(snap: Snapshot, ns: str, kind: str, name: str, obj_kind: str, obj
     have = {meta(o)["name"]: o for o in (snap.configmaps if obj_kind == "configmap" else snap.secrets)
             if meta(o).get("namespace") == ns}
     patchable = kind in PATCHABLE and bool(refs)
-    alternative = ("\n# or, if the app can run without it: " + jsonpatch(ns, kind, name, [
-        {"op": "add", "path": r["optional_path"], "value": True} for r in refs])) if patchable else ""
+    alternative = ("\n# " + _("or, if the app can run without it: {command}").format(command=jsonpatch(
+        ns, kind, name, [{"op": "add", "path": r["optional_path"], "value": True} for r in refs]))) if patchable else ""
     if key is None:
-        evidence.append(Evidence(obj_kind, f"no {word} {obj} in {ns}; it has: {', '.join(sorted(have)) or 'none'}",
+        evidence.append(Evidence(obj_kind, _("no {kind} {name} in {namespace}; it has: {names}").format(
+            kind=word, name=obj, namespace=ns, names=", ".join(sorted(have)) or _("none")),
                                  f"kubectl -n {ns} get {obj_kind}s"))
         close = difflib.get_close_matches(obj, sorted(have), n=1, cutoff=0.6)
         if close and patchable:
-            return (f"names {word} {obj!r}, which does not exist; {close[0]!r} does: point it there",
+            return (_("names {kind} {name!r}, which does not exist; {close!r} does: point it there").format(
+                kind=word, name=obj, close=close[0]),
                     jsonpatch(ns, kind, name, [{"op": "replace", "path": r["name_path"], "value": close[0]}
                                                 for r in refs]))
         keys = list(dict.fromkeys(r["key"] for r in refs if r.get("key")))
         if obj_kind == "secret" and keys and set(keys) <= {"tls.crt", "tls.key"}:
-            create = f"kubectl -n {ns} create secret tls {obj} --cert=tls.crt --key=tls.key   # your certificate files"
+            create = (f"kubectl -n {ns} create secret tls {obj} --cert=tls.crt --key=tls.key   # "
+                      + _("your certificate files"))
         else:
             create = f"kubectl -n {ns} create {'configmap' if obj_kind == 'configmap' else 'secret generic'} {obj}"
             create += "".join(f" --from-literal={k}=VALUE" for k in keys) + (
-                "   # VALUE: what the app expects" if keys else
-                " --from-file=PATH   # the file(s) the app reads" if any(r.get("volume") for r in refs) else
-                " --from-literal=KEY=VALUE   # the variables the app expects")
-        return f"names {word} {obj!r}, which does not exist in {ns}: create it", create + alternative
+                "   # " + _("VALUE: what the app expects") if keys else
+                " --from-file=PATH   # " + _("the file(s) the app reads") if any(r.get("volume") for r in refs) else
+                " --from-literal=KEY=VALUE   # " + _("the variables the app expects"))
+        why = _("names {kind} {name!r}, which does not exist in {namespace}: create it").format(
+            kind=word, name=obj, namespace=ns)
+        return why, create + alternative
     keys = sorted((have.get(obj) or {}).get("data") or {})
     if obj in have:
-        evidence.append(Evidence(obj_kind, f"{word} {obj} has the key(s) {', '.join(keys) or 'none'}, not {key}",
+        evidence.append(Evidence(obj_kind, _("{kind} {name} has the key(s) {keys}, not {key}").format(
+            kind=word, name=obj, keys=", ".join(keys) or _("none"), key=key),
                                  f"kubectl -n {ns} describe {obj_kind} {obj}"))
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     if close and patchable and all(r.get("key_path") for r in refs):
-        return (f"asks {word} {obj} for key {key!r}, which it does not have; it has {close[0]!r}: ask for that",
+        return (_("asks {kind} {name} for key {key!r}, which it does not have; it has {close!r}: ask for that").format(
+            kind=word, name=obj, key=key, close=close[0]),
                 jsonpatch(ns, kind, name, [{"op": "replace", "path": r["key_path"], "value": close[0]} for r in refs]))
     field_name = "data" if obj_kind == "configmap" else "stringData"
-    return (f"asks {word} {obj} for key {key!r}, which it does not have: add the key",
+    return (_("asks {kind} {name} for key {key!r}, which it does not have: add the key").format(
+        kind=word, name=obj, key=key),
             f"kubectl -n {ns} patch {obj_kind} {obj} --type=merge -p "
-            f"{shlex.quote(json.dumps({field_name: {key: 'VALUE'}}))}   # VALUE: what the app expects" + alternative)
+            f"{shlex.quote(json.dumps({field_name: {key: 'VALUE'}}))}   # " + _("VALUE: what the app expects")
+            + alternative)
 
 
 # A command that waits for a name to resolve: `until nslookup myservice; do sleep 2; done` (the documentation's init

@@ -6,6 +6,7 @@ import contextlib
 import re
 from typing import Any
 
+from ..i18n import _
 from ..kube.quantity import format_quantity
 from .findings import Evidence, Finding
 from .objects import (
@@ -50,13 +51,18 @@ def unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> 
         free = unrequested(snap, resource)
         best = max(free.values(), default=0)
         want = requests(pod, resource)
-        evidence.append(Evidence("node allocatable", f"the pod asks for {want:g} {resource}; the most any node has "
-                                 f"free is {best:g} ({', '.join(f'{n}: {v:g}' for n, v in sorted(free.items()) if v)})",
+        evidence.append(Evidence("node allocatable", _("the pod asks for {want:g} {resource}; the most any node has "
+                                                       "free is {best:g} ({nodes})").format(
+            want=want, resource=resource, best=best,
+            nodes=", ".join(f"{n}: {v:g}" for n, v in sorted(free.items()) if v)),
                                  "kubectl describe nodes | grep -A8 'Allocated resources'"))
         fix = (f"kubectl -n {ns} set resources {target} -c {cname} --limits={resource}={int(best)}" if best >= 1 else
-               "kubectl get pods -A -o wide --field-selector spec.nodeName=NODE   # free GPUs first, or add a node")
-        return Finding("InsufficientGPU", subject, ns, f"{want:g} {resource} requested; no node has that many free "
-                       f"(at most {best:g}): ask for what a node has, or add GPU nodes", evidence, fix)
+               "kubectl get pods -A -o wide --field-selector spec.nodeName=NODE   # "
+               + _("free GPUs first, or add a node"))
+        return Finding("InsufficientGPU", subject, ns, _("{want:g} {resource} requested; no node has that many free "
+                                                         "(at most {best:g}): ask for what a node has, or add GPU "
+                                                         "nodes").format(want=want, resource=resource, best=best),
+                       evidence, fix)
     for resource, code in (("cpu", "InsufficientCPU"), ("memory", "InsufficientMemory")):
         if has(f"Insufficient {resource}"):
             free = unrequested(snap, resource)
@@ -64,13 +70,14 @@ def unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> 
             want = requests(pod, resource)
             step = 0.1 if resource == "cpu" else 2**26
             fits = max(int(best / 2 / step) * step, step)  # half what the roomiest node has free: room to spare
-            evidence.append(Evidence("node allocatable", f"the pod requests {format_quantity(resource, want)} "
-                                     f"{resource}; the most any node has unrequested is "
-                                     f"{format_quantity(resource, best)}",
+            evidence.append(Evidence("node allocatable", _("the pod requests {want} {resource}; the most any node "
+                                                           "has unrequested is {best}").format(
+                want=format_quantity(resource, want), resource=resource, best=format_quantity(resource, best)),
                                      "kubectl describe nodes | grep -A8 'Allocated resources'"))
-            return Finding(code, subject, ns, f"requests {format_quantity(resource, want)} {resource}, more than "
-                           f"any node has free ({format_quantity(resource, best)}): request less (kubectl top shows "
-                           f"what it uses) or add nodes", evidence,
+            return Finding(code, subject, ns, _("requests {want} {resource}, more than any node has free ({best}): "
+                                                "request less (kubectl top shows what it uses) or add nodes").format(
+                want=format_quantity(resource, want), resource=resource, best=format_quantity(resource, best)),
+                           evidence,
                            f"kubectl -n {ns} set resources {target} -c {cname} "
                            f"--requests={resource}={format_quantity(resource, fits)}")
     if has("untolerated taint"):
@@ -85,13 +92,15 @@ def unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> 
                 if t.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(pod_spec, t):
                     value = f"={t['value']}" if t.get("value") else ""
                     nname = meta(node)["name"]
-                    evidence.append(Evidence("node taint", f"{nname} matches the pod's node selector/affinity and has "
-                                             f"taint {t['key']}{value}:{t['effect']}, which the pod does not tolerate",
+                    evidence.append(Evidence("node taint", _(
+                        "{node} matches the pod's node selector/affinity and has taint {taint}, which the pod does "
+                        "not tolerate").format(node=nname, taint=f"{t['key']}{value}:{t['effect']}"),
                                              f"kubectl get node {nname} -o jsonpath='{{.spec.taints}}'"))
                     fixes.append(f"kubectl taint nodes {nname} {t['key']}{value}:{t['effect']}-")
         if fixes:
-            return Finding("UntoleratedTaint", subject, ns, "the nodes the pod may run on carry a taint it does not "
-                           "tolerate: remove the taint if its reason is over (or give the pod a toleration)",
+            return Finding("UntoleratedTaint", subject, ns, _("the nodes the pod may run on carry a taint it does not "
+                                                              "tolerate: remove the taint if its reason is over (or "
+                                                              "give the pod a toleration)"),
                            evidence, "\n".join(fixes))
     if has("didn't match Pod's node affinity/selector"):
         ops, shown = [], []
@@ -107,14 +116,15 @@ def unschedulable(snap: Snapshot, pod: dict[str, Any], kind: str, name: str) -> 
                     if expr.get("operator") == "In":
                         shown.append(f"{expr['key']} in ({','.join(expr.get('values') or [])})")
         for sel in shown:
-            evidence.append(Evidence("nodes", f"no node has labels matching {sel}",
+            evidence.append(Evidence("nodes", _("no node has labels matching {selector}").format(selector=sel),
                                      f"kubectl get nodes -l '{sel}' --show-labels"))
         fix = jsonpatch(ns, kind, name, ops) if kind == "Deployment" and ops else \
-            "kubectl get nodes --show-labels   # then fix the pod's nodeSelector/affinity, or label a node"
-        return Finding("NodeAffinityMismatch", subject, ns, f"its node selector/affinity ({'; '.join(shown)}) matches "
-                       f"no node: drop or correct the rule, or label the nodes meant for it", evidence, fix)
-    return Finding("Unschedulable", subject, ns, f"the scheduler says: {head.strip()[:160]}", evidence,
-                   f"kubectl -n {ns} describe pod {pname}")
+            "kubectl get nodes --show-labels   # " + _("then fix the pod's nodeSelector/affinity, or label a node")
+        return Finding("NodeAffinityMismatch", subject, ns, _("its node selector/affinity ({rules}) matches no node: "
+                                                              "drop or correct the rule, or label the nodes meant for "
+                                                              "it").format(rules="; ".join(shown)), evidence, fix)
+    return Finding("Unschedulable", subject, ns, _("the scheduler says: {message}").format(message=head.strip()[:160]),
+                   evidence, f"kubectl -n {ns} describe pod {pname}")
 
 
 def _expression_matches(labels: dict[str, str], expr: dict[str, Any]) -> bool:
@@ -161,38 +171,44 @@ def _unbound_pvc(snap: Snapshot, pod: dict[str, Any], kind: str, name: str, evid
     claims = [v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
               if v.get("persistentVolumeClaim")]
     fix = f"kubectl -n {ns} describe pvc"
-    summary = "a PersistentVolumeClaim of the pod is not bound"
+    summary = _("a PersistentVolumeClaim of the pod is not bound")
     for claim in claims:
         pvc = next((p for p in snap.pvcs if meta(p).get("name") == claim and meta(p).get("namespace") == ns), None)
         if pvc is None:
-            evidence.append(Evidence("pvc", f"persistentvolumeclaim {claim} does not exist",
+            evidence.append(Evidence("pvc", _("persistentvolumeclaim {claim} does not exist").format(claim=claim),
                                      f"kubectl -n {ns} get pvc {claim}"))
-            summary = f"the pod mounts claim {claim}, which does not exist"
+            summary = _("the pod mounts claim {claim}, which does not exist").format(claim=claim)
             continue
         phase = (pvc.get("status") or {}).get("phase")
         if phase == "Bound":
             continue
         sc = (pvc.get("spec") or {}).get("storageClassName")
-        evidence.append(Evidence("pvc", f"persistentvolumeclaim {claim} is {phase}, storageClassName {sc}",
+        evidence.append(Evidence("pvc", _("persistentvolumeclaim {claim} is {phase}, storageClassName {storageclass}")
+                                 .format(claim=claim, phase=phase, storageclass=sc),
                                  f"kubectl -n {ns} get pvc {claim}"))
         evidence += [event_evidence(e, ns) for e in events_for(snap, "PersistentVolumeClaim", claim, ns)[-1:]]
         classes = {meta(s)["name"]: s for s in snap.storageclasses}
         if sc and sc not in classes:
             default = next((s for s in snap.storageclasses if (meta(s).get("annotations") or {}).get(
                 "storageclass.kubernetes.io/is-default-class") == "true"), None)
-            evidence.append(Evidence("storageclass", f"no StorageClass {sc}; the cluster has: "
-                                     f"{', '.join(sorted(classes)) or 'none'}", "kubectl get storageclass"))
-            summary = (f"claim {claim} asks for StorageClass {sc!r}, which does not exist: create that class (below), "
-                       f"or recreate the claim with an existing one"
-                       + (f" ({meta(default)['name']})" if default else ""))
+            evidence.append(Evidence("storageclass", _("no StorageClass {storageclass}; the cluster has: {names}")
+                                     .format(storageclass=sc, names=", ".join(sorted(classes)) or _("none")),
+                                     "kubectl get storageclass"))
+            summary = (_("claim {claim} asks for StorageClass {storageclass!r}, which does not exist: create that "
+                         "class (below), or recreate the claim with an existing one ({default})").format(
+                             claim=claim, storageclass=sc, default=meta(default)["name"]) if default else
+                       _("claim {claim} asks for StorageClass {storageclass!r}, which does not exist: create that "
+                         "class (below), or recreate the claim with an existing one").format(claim=claim,
+                                                                                             storageclass=sc))
             if default:
                 fix = (f"kubectl apply -f - <<'EOF'\napiVersion: storage.k8s.io/v1\nkind: StorageClass\n"
                        f"metadata: {{name: {sc}}}\nprovisioner: {default['provisioner']}\n"
                        f"volumeBindingMode: {default.get('volumeBindingMode', 'Immediate')}\n"
                        f"reclaimPolicy: {default.get('reclaimPolicy', 'Delete')}\nEOF")
         else:
-            summary = f"claim {claim} is {phase}: no PersistentVolume matches it and its class provisions none"
-            fix = f"kubectl -n {ns} describe pvc {claim}   # then provide a matching PV or a provisioning class"
+            summary = _("claim {claim} is {phase}: no PersistentVolume matches it and its class provisions "
+                        "none").format(claim=claim, phase=phase)
+            fix = f"kubectl -n {ns} describe pvc {claim}   # " + _("then provide a matching PV or a provisioning class")
     return Finding("UnboundPVC", subject_of(kind, name), ns, summary, evidence, fix)
 
 

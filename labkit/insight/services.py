@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from ..i18n import _
 from .containers import ready_endpoints, selected
 from .findings import Evidence, Finding
 from .objects import jsonpatch, live
@@ -28,20 +29,23 @@ def service_findings(snap: Snapshot) -> list[Finding]:
             if score > best_score:
                 best, best_score = labels, score
         sel_text = ",".join(f"{k}={v}" for k, v in selector.items())
-        ev = [Evidence("service", f"service {name} selects {sel_text}",
+        ev = [Evidence("service", _("service {name} selects {selector}").format(name=name, selector=sel_text),
                       f"kubectl -n {ns} get service {name} -o jsonpath='{{.spec.selector}}'"),
-              Evidence("pods", f"no pod in {ns} has labels {sel_text}", f"kubectl -n {ns} get pods -l {sel_text}"),
-              Evidence("endpoints", f"service {name} has {ready_endpoints(snap, ns, name)} ready endpoint(s)",
+              Evidence("pods", _("no pod in {namespace} has labels {selector}").format(namespace=ns, selector=sel_text),
+                       f"kubectl -n {ns} get pods -l {sel_text}"),
+              Evidence("endpoints", _("service {name} has {ready} ready endpoint(s)").format(
+                  name=name, ready=ready_endpoints(snap, ns, name)),
                        f"kubectl -n {ns} get endpointslices -l kubernetes.io/service-name={name}")]
         if best:
-            ev.append(Evidence("pods", "the pods it most likely means carry "
-                               + ",".join(f"{k}={v}" for k, v in best.items()),
-                               f"kubectl -n {ns} get pods --show-labels"))
+            ev.append(Evidence("pods", _("the pods it most likely means carry {labels}").format(
+                labels=",".join(f"{k}={v}" for k, v in best.items())), f"kubectl -n {ns} get pods --show-labels"))
             fix = jsonpatch(ns, "Service", name, [{"op": "replace", "path": "/spec/selector", "value": best}])
         else:
-            fix = f"kubectl -n {ns} get pods --show-labels   # then set the Service's selector to their labels"
-        found.append(Finding("ServiceSelectorMismatch", f"service/{name}", ns, f"its selector {sel_text} matches no "
-                             f"pod, so it has no endpoints and every request to it fails", ev, fix))
+            fix = (f"kubectl -n {ns} get pods --show-labels   # "
+                   + _("then set the Service's selector to their labels"))
+        found.append(Finding("ServiceSelectorMismatch", f"service/{name}", ns, _(
+            "its selector {selector} matches no pod, so it has no endpoints and every request to it fails").format(
+                selector=sel_text), ev, fix))
     return found + _service_ports(snap)
 
 
@@ -87,25 +91,30 @@ def _service_ports(snap: Snapshot) -> list[Finding]:
                    for p in declared):
                 continue
             meant = _port_meant(target, sp.get("port"), declared)
-            has = ", ".join(f"{p.get('name') or '(unnamed)'}={p.get('containerPort')}" for p in declared)
+            has = ", ".join(f"{p.get('name') or _('(unnamed)')}={p.get('containerPort')}" for p in declared)
             sel_text = ",".join(f"{k}={v}" for k, v in selector.items())
-            ev = [Evidence("service", f"service {name} port {sp.get('port')} targets {target!s}",
+            ev = [Evidence("service", _("service {name} port {port} targets {target!s}").format(
+                name=name, port=sp.get("port"), target=target),
                            f"kubectl -n {ns} get service {name} -o jsonpath='{{.spec.ports}}'"),
-                  Evidence("pods", f"its {len(pods)} pod(s) ({sel_text}) declare the ports {has}",
+                  Evidence("pods", _("its {count} pod(s) ({selector}) declare the ports {ports}").format(
+                      count=len(pods), selector=sel_text, ports=has),
                            f"kubectl -n {ns} get pods -l {sel_text} "
                            f"-o jsonpath='{{.items[0].spec.containers[*].ports}}'")]
             if named:
                 listed = ready_endpoints(snap, ns, name)
-                ev.append(Evidence("endpoints", f"service {name}'s EndpointSlices list {listed} ready pod(s) with no "
-                                   f"port for {target!r}, so no traffic reaches them",
+                ev.append(Evidence("endpoints", _("service {name}'s EndpointSlices list {listed} ready pod(s) with no "
+                                                  "port for {target!r}, so no traffic reaches them").format(
+                    name=name, listed=listed, target=target),
                                    f"kubectl -n {ns} get endpointslices -l kubernetes.io/service-name={name} "
                                    f"-o jsonpath='{{.items[*].ports}}'; kubectl -n {ns} get endpoints {name}"))
             fix = jsonpatch(ns, "Service", name, [{"op": "replace", "path": f"/spec/ports/{i}/targetPort",
                                                     "value": meant}])
-            what = "no pod has a port named" if named else "no container declares port"
-            found.append(Finding("ServicePortMismatch", f"service/{name}", ns, f"its port {sp.get('port')} targets "
-                                 f"{target!s}, but {what} {target!s} (they declare {has}), so connections to it are "
-                                 f"refused", ev, fix))
+            summary = (_("its port {port} targets {target!s}, but no pod has a port named {target!s} (they declare "
+                         "{ports}), so connections to it are refused") if named else
+                       _("its port {port} targets {target!s}, but no container declares port {target!s} (they declare "
+                         "{ports}), so connections to it are refused")).format(port=sp.get("port"), target=target,
+                                                                               ports=has)
+            found.append(Finding("ServicePortMismatch", f"service/{name}", ns, summary, ev, fix))
     return found
 
 

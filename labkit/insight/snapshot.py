@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import addons
+from ..i18n import _
 from ..kube.client import Lab, api_errors
 
 
@@ -50,7 +51,7 @@ class Snapshot:
 
 def _items(lab: Lab, api_version: str, kind: str, namespace: str | None, **kw: Any) -> list[dict[str, Any]]:
     res = lab.dynamic.resources.get(api_version=api_version, kind=kind)
-    with api_errors(f"listing {kind}", server=lab.server):
+    with api_errors(_("listing {kind}").format(kind=kind), server=lab.server):
         listing = res.get(namespace=namespace if res.namespaced else None, **kw)
     return lab.api_client.sanitize_for_serialization(listing.to_dict()).get("items") or []
 

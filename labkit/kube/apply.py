@@ -13,6 +13,7 @@ import yaml
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from ..errors import ManifestError, NotFound
+from ..i18n import _
 from .client import Lab, api_errors
 
 FIELD_MANAGER = "labkit"
@@ -29,18 +30,21 @@ def load_manifests(source: str | Path | dict[str, Any] | list[dict[str, Any]]) -
     if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
         path = Path(text)
         if not path.exists():
-            raise ManifestError(f"no such manifest file: {path}", fix="check the path (it is relative to the notebook)")
+            raise ManifestError(_("no such manifest file: {path}").format(path=path),
+                                fix=_("check the path (it is relative to the notebook)"))
         text, where = path.read_text(), str(path)
     try:
         docs = [d for d in yaml.safe_load_all(text) if d]
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{where} is not valid YAML: {exc}",
-                            fix="check indentation (spaces, not tabs) around the line shown") from None
+        raise ManifestError(_("{where} is not valid YAML: {error}").format(where=where, error=exc),
+                            fix=_("check indentation (spaces, not tabs) around the line shown")) from None
     for doc in docs:
         if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
-            raise ManifestError(f"{where}: every document needs `apiVersion` and `kind`; got {str(doc)[:80]!r}")
+            raise ManifestError(_("{where}: every document needs `apiVersion` and `kind`; got {doc!r}")
+                                .format(where=where, doc=str(doc)[:80]))
         if not doc.get("metadata", {}).get("name"):
-            raise ManifestError(f"{where}: {doc['kind']} has no metadata.name", fix="add `metadata: {name: ...}`")
+            raise ManifestError(_("{where}: {kind} has no metadata.name").format(where=where, kind=doc["kind"]),
+                                fix=_("add `metadata: {name: ...}`"))
     return docs
 
 
@@ -50,9 +54,10 @@ def _resource(lab: Lab, doc: dict[str, Any]) -> Any:
     except ResourceNotFoundError:
         known = sorted({r.kind for r in lab.dynamic.resources.search() if getattr(r, "kind", None)})
         close = difflib.get_close_matches(doc["kind"], known, n=1)
-        hint = f"did you mean `kind: {close[0]}`?" if close else "`kubectl api-resources` lists the kinds served"
-        raise ManifestError(f"this cluster serves no kind {doc['kind']!r} in apiVersion {doc['apiVersion']!r}",
-                            fix=hint) from None
+        hint = (_("did you mean `kind: {kind}`?").format(kind=close[0]) if close
+                else _("`kubectl api-resources` lists the kinds served"))
+        raise ManifestError(_("this cluster serves no kind {kind!r} in apiVersion {api_version!r}")
+                            .format(kind=doc["kind"], api_version=doc["apiVersion"]), fix=hint) from None
 
 
 def apply(lab: Lab, source: str | Path | dict[str, Any] | list[dict[str, Any]], *,
@@ -69,7 +74,7 @@ def apply(lab: Lab, source: str | Path | dict[str, Any] | list[dict[str, Any]], 
             ns = doc.get("metadata", {}).get("namespace") or namespace or "default"
             doc = {**doc, "metadata": {**doc["metadata"], "namespace": ns}}
         name = doc["metadata"]["name"]
-        with api_errors(f"applying {doc['kind']}/{name}", server=lab.server):
+        with api_errors(_("applying {kind}/{name}").format(kind=doc['kind'], name=name), server=lab.server):
             res.server_side_apply(body=doc, name=name, namespace=ns, field_manager=FIELD_MANAGER,
                                   force_conflicts=True)
         applied.append(f"{doc['kind'].lower()}/{name}")
@@ -85,7 +90,7 @@ def delete(lab: Lab, source: str | Path | dict[str, Any] | list[dict[str, Any]],
         ns = (doc.get("metadata", {}).get("namespace") or namespace or "default") if res.namespaced else None
         name = doc["metadata"]["name"]
         try:
-            with api_errors(f"deleting {doc['kind']}/{name}", server=lab.server):
+            with api_errors(_("deleting {kind}/{name}").format(kind=doc['kind'], name=name), server=lab.server):
                 res.delete(name=name, namespace=ns)
             deleted.append(f"{doc['kind'].lower()}/{name}")
         except NotFound:

@@ -21,6 +21,7 @@ from kubernetes.dynamic import DynamicClient
 
 from .. import state
 from ..errors import ClusterUnreachable, LabkitError, ManifestError, NotFound
+from ..i18n import _
 
 
 def _kubeconfig(explicit: str | Path | None) -> tuple[Path | None, str]:
@@ -37,16 +38,18 @@ def _kubeconfig(explicit: str | Path | None) -> tuple[Path | None, str]:
 
 
 @contextlib.contextmanager
-def api_errors(what: str, *, server: str = "the lab's API server") -> Iterator[None]:
-    """Convert client exceptions raised inside the block into labkit errors."""
+def api_errors(what: str, *, server: str | None = None) -> Iterator[None]:
+    """Convert client exceptions raised inside the block into labkit errors (``what``: what the block does, as the
+    start of their message; ``server``: whose API, by default the lab's)."""
     try:
         yield
     except ApiException as exc:
         raise from_api_exception(exc, what) from None
     except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
         raise ClusterUnreachable(
-            f"{server} stopped answering while {what} ({type(exc).__name__})",
-            fix="`labkit status` tells whether the cluster is up; `labkit up` starts it again",
+            _("{server} stopped answering while {what} ({error})").format(
+                server=server or _("the lab's API server"), what=what, error=type(exc).__name__),
+            fix=_("`labkit status` tells whether the cluster is up; `labkit up` starts it again"),
         ) from None
 
 
@@ -57,13 +60,15 @@ def from_api_exception(exc: ApiException, what: str) -> LabkitError:
         body = json.loads(exc.body or "{}")
         message = body.get("message", message)
     if exc.status == 404:
-        return NotFound(f"{what}: not found ({message})")
+        return NotFound(_("{what}: not found ({message})").format(what=what, message=message))
     if exc.status in (400, 422):
-        return ManifestError(f"{what}: the API server rejected it: {message}",
-                             fix="fix the field named above in your manifest and apply it again")
+        return ManifestError(_("{what}: the API server rejected it: {message}").format(what=what, message=message),
+                             fix=_("fix the field named above in your manifest and apply it again"))
     if exc.status == 403:
-        return LabkitError(f"{what}: forbidden: {message}", fix="check your kubeconfig's user and RBAC")
-    return LabkitError(f"{what}: API error {exc.status}: {message}")
+        return LabkitError(_("{what}: forbidden: {message}").format(what=what, message=message),
+                           fix=_("check your kubeconfig's user and RBAC"))
+    return LabkitError(_("{what}: API error {status}: {message}").format(what=what, status=exc.status,
+                                                                         message=message))
 
 
 @dataclass
@@ -87,13 +92,13 @@ class Lab:
     @property
     def dynamic(self) -> DynamicClient:
         if self._dynamic is None:
-            with api_errors("reading the API's resource list"):
+            with api_errors(_("reading the API's resource list")):
                 self._dynamic = DynamicClient(self.api_client)
         return self._dynamic
 
     def version(self) -> dict[str, Any]:
         """The API server's version info, as `kubectl version` shows it."""
-        with api_errors("asking the server for its version", server=self.server):
+        with api_errors(_("asking the server for its version"), server=self.server):
             info = k8s.VersionApi(self.api_client).get_code(_request_timeout=5)
         return {"gitVersion": info.git_version, "platform": info.platform, "goVersion": info.go_version}
 
@@ -115,14 +120,14 @@ def connect(kubeconfig: str | Path | None = None, *, timeout: float = 5.0) -> La
     path, backend = _kubeconfig(kubeconfig)
     if path is None or not path.exists():
         raise ClusterUnreachable(
-            "no lab cluster is running and no kubeconfig was found",
-            fix="start the lab with `labkit up` (or `make lab`), then run this cell again",
+            _("no lab cluster is running and no kubeconfig was found"),
+            fix=_("start the lab with `labkit up` (or `make lab`), then run this cell again"),
         )
     try:
         api_client = k8s_config.new_client_from_config(config_file=str(path))
     except (k8s_config.ConfigException, OSError, ValueError) as exc:
-        raise ClusterUnreachable(f"cannot read kubeconfig {path}: {exc}",
-                                 fix="`labkit up` writes a fresh one; `labkit env` prints where") from None
+        raise ClusterUnreachable(_("cannot read kubeconfig {path}: {error}").format(path=path, error=exc),
+                                 fix=_("`labkit up` writes a fresh one; `labkit env` prints where")) from None
     # Fail fast instead of urllib3's three silent retries when nothing listens.
     api_client.configuration.retries = 0
     server = api_client.configuration.host
@@ -130,7 +135,7 @@ def connect(kubeconfig: str | Path | None = None, *, timeout: float = 5.0) -> La
         k8s.VersionApi(api_client).get_code(_request_timeout=timeout)
     except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, ApiException) as exc:
         raise ClusterUnreachable(
-            f"no Kubernetes API answers at {server} ({type(exc).__name__})",
-            fix="start the lab with `labkit up`; `labkit status` shows what is running",
+            _("no Kubernetes API answers at {server} ({error})").format(server=server, error=type(exc).__name__),
+            fix=_("start the lab with `labkit up`; `labkit status` shows what is running"),
         ) from None
     return Lab(api_client=api_client, kubeconfig=path, backend=backend, server=server)

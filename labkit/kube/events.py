@@ -1,6 +1,6 @@
 """Record what happens in a namespace from watch events, as a pandas table (``kubectl get -w`` for a lesson).
 
-Introduced in notebook 01_deployment_rollouts. ``labkit.figures`` draws these tables.
+Introduced in notebook 01_deployment_rollouts. ``labkit.display.figures`` draws these tables.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 from kubernetes import watch
 
+from ..i18n import _
 from .client import Lab, api_errors
 
 # How long the last pass after stop() waits for an event already on its way.
@@ -110,7 +111,9 @@ class Recorder:
             last = self._stop.is_set() or time.monotonic() - self.started >= self.max_seconds
             w = watch.Watch()
             try:
-                with api_errors(f"watching {kind.lower()}s in {self.namespace}", server=self.lab.server):
+                with api_errors(_("watching {kind}s in {namespace}").format(kind=kind.lower(),
+                                                                            namespace=self.namespace),
+                                server=self.lab.server):
                     if rv is None:
                         rv = self._list(kind, method, to_row)
                     # Short server-side timeouts so that stop() takes effect within about a second; the last pass

@@ -8,6 +8,7 @@ from __future__ import annotations
 from kubernetes import client as k8s
 
 from ..errors import NotFound, WaitTimeout
+from ..i18n import _
 from .client import Lab, api_errors
 from .wait import wait_for
 
@@ -20,18 +21,19 @@ def lesson_namespace(lab: Lab, name: str, *, timeout: float = 90.0) -> str:
     Same as ``kubectl delete namespace NAME --wait; kubectl create namespace NAME``.
     """
     try:
-        with api_errors(f"resetting namespace {name}", server=lab.server):
+        with api_errors(_("resetting namespace {name}").format(name=name), server=lab.server):
             lab.core.delete_namespace(name, propagation_policy="Background")
     except NotFound:
         pass
     try:
         wait_for(lab, "Namespace", name, condition="delete", timeout=timeout)
     except WaitTimeout as exc:
-        raise WaitTimeout(f"namespace {name} is still there after {timeout:.0f}s", last_seen=exc.last_seen,
-                          fix=f"kubectl get all -n {name}   # what is left; "
-                              f"kubectl get namespace {name} -o yaml   # its finalizers") from None
+        raise WaitTimeout(_("namespace {name} is still there after {timeout:.0f}s").format(name=name, timeout=timeout),
+                          last_seen=exc.last_seen,
+                          fix=f"kubectl get all -n {name}   # " + _("what is left; {command}").format(
+                              command=f"kubectl get namespace {name} -o yaml   # " + _("its finalizers"))) from None
     body = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={**MANAGED_BY, "labkit.io/lesson": name}))
-    with api_errors(f"creating namespace {name}", server=lab.server):
+    with api_errors(_("creating namespace {name}").format(name=name), server=lab.server):
         lab.core.create_namespace(body)
     wait_default_service_account(lab, name)
     return name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from ..errors import WaitTimeout
+from ..i18n import _
 from .client import Lab, api_errors
 from .objects import get, patch
 
@@ -22,13 +23,14 @@ def wait_nodes_ready(lab: Lab, *, timeout: float = 60.0) -> int:
     """
     deadline = time.monotonic() + timeout
     while True:
-        with api_errors("listing nodes", server=lab.server):
+        with api_errors(_("listing nodes"), server=lab.server):
             nodes = lab.core.list_node().items
         not_ready = [n.metadata.name for n in nodes if not _is_ready(n)]
         if nodes and not not_ready:
             return len(nodes)
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"nodes not Ready after {timeout:.0f}s: {', '.join(not_ready) or 'no nodes registered'}",
+            raise WaitTimeout(_("nodes not Ready after {timeout:.0f}s: {nodes}").format(
+                                  timeout=timeout, nodes=", ".join(not_ready) or _("no nodes registered")),
                               last_seen=not_ready, fix="kubectl describe nodes; labkit status")
         # Node status flips within a second on KWOK; polling keeps this simple and bounded.
         time.sleep(0.25)
@@ -65,7 +67,7 @@ def drain(lab: Lab, node: str) -> list[str]:
     Same as ``kubectl drain NODE --ignore-daemonsets --delete-emptydir-data`` (after :func:`cordon`): an Eviction
     per pod, so PodDisruptionBudgets are honoured; DaemonSet pods stay, as with ``--ignore-daemonsets``.
     """
-    with api_errors(f"listing pods on {node}", server=lab.server):
+    with api_errors(_("listing pods on {node}").format(node=node), server=lab.server):
         pods = lab.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
         # A namespace being deleted refuses Evictions (no new content) and takes its pods away by itself.
         going = {ns.metadata.name for ns in lab.core.list_namespace().items
@@ -78,7 +80,8 @@ def drain(lab: Lab, node: str) -> list[str]:
             continue
         body = {"apiVersion": "policy/v1", "kind": "Eviction",
                 "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace}}
-        with api_errors(f"evicting {pod.metadata.namespace}/{pod.metadata.name}", server=lab.server):
+        with api_errors(_("evicting {namespace}/{pod}").format(namespace=pod.metadata.namespace, pod=pod.metadata.name),
+                        server=lab.server):
             lab.core.create_namespaced_pod_eviction(pod.metadata.name, pod.metadata.namespace, body)
         evicted.append(pod.metadata.name)
     return evicted

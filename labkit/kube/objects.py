@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import NotFound
+from ..i18n import _
 from .client import Lab, api_errors
 
 
@@ -18,7 +19,7 @@ def get(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
     """The object as a dict, or None when it does not exist (``kubectl get KIND NAME -o json --ignore-not-found``)."""
     res = _resource(lab, kind, api_version)
     try:
-        with api_errors(f"reading {kind.lower()}/{name}", server=lab.server):
+        with api_errors(_("reading {kind}/{name}").format(kind=kind.lower(), name=name), server=lab.server):
             return res.get(name=name, namespace=namespace if res.namespaced else None).to_dict()
     except NotFound:
         return None
@@ -34,7 +35,7 @@ def patch(lab: Lab, kind: str, name: str, body: dict[str, Any], *, namespace: st
     Custom resources (a NodePool, say) take only ``merge``: strategic merge needs the built-in types' schemas.
     """
     res = _resource(lab, kind, api_version)
-    with api_errors(f"patching {kind.lower()}/{name}", server=lab.server):
+    with api_errors(_("patching {kind}/{name}").format(kind=kind.lower(), name=name), server=lab.server):
         res.patch(name=name, namespace=namespace if res.namespaced else None, body=body,
                   content_type=PATCH_TYPES[patch_type])
 
@@ -42,6 +43,6 @@ def patch(lab: Lab, kind: str, name: str, body: dict[str, Any], *, namespace: st
 def live_pods(lab: Lab, namespace: str, selector: dict[str, str]) -> list[Any]:
     """Pods matching the labels that are not being deleted (``kubectl get pods -l k=v``)."""
     sel = ",".join(f"{k}={v}" for k, v in selector.items())
-    with api_errors(f"listing pods in {namespace}", server=lab.server):
+    with api_errors(_("listing pods in {namespace}").format(namespace=namespace), server=lab.server):
         return [p for p in lab.core.list_namespaced_pod(namespace, label_selector=sel).items
                 if not p.metadata.deletion_timestamp]

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import LabkitError, NotFound
+from ..i18n import _
 from .client import Lab, api_errors
 from .wait import deployment_failed, wait_for
 
@@ -34,14 +35,14 @@ def _kind(kind: str) -> str:
 
 
 def _read(lab: Lab, kind: str, name: str, namespace: str) -> Any:
-    with api_errors(f"reading {kind.lower()}/{name}", server=lab.server):
+    with api_errors(_("reading {kind}/{name}").format(kind=kind.lower(), name=name), server=lab.server):
         if kind == "Deployment":
             return lab.apps.read_namespaced_deployment(name, namespace)
         return lab.apps.read_namespaced_stateful_set(name, namespace)
 
 
 def _patch(lab: Lab, kind: str, name: str, namespace: str, body: Any) -> None:
-    with api_errors(f"patching {kind.lower()}/{name}", server=lab.server):
+    with api_errors(_("patching {kind}/{name}").format(kind=kind.lower(), name=name), server=lab.server):
         if kind == "Deployment":
             lab.apps.patch_namespaced_deployment(name, namespace, body)
         else:
@@ -104,7 +105,7 @@ def rollout_status(lab: Lab, name: str, *, namespace: str, kind: str = "deployme
 def _replicasets(lab: Lab, name: str, namespace: str) -> list[Any]:
     dep = _read(lab, "Deployment", name, namespace)
     selector = ",".join(f"{k}={v}" for k, v in (dep.spec.selector.match_labels or {}).items())
-    with api_errors(f"listing replicasets of deployment/{name}", server=lab.server):
+    with api_errors(_("listing replicasets of deployment/{name}").format(name=name), server=lab.server):
         items = lab.apps.list_namespaced_replica_set(namespace, label_selector=selector).items
     owned = [rs for rs in items if any(o.uid == dep.metadata.uid for o in rs.metadata.owner_references or [])]
     return sorted(owned, key=lambda rs: int((rs.metadata.annotations or {}).get(REVISION, 0)))
@@ -112,7 +113,7 @@ def _replicasets(lab: Lab, name: str, namespace: str) -> list[Any]:
 
 def _revisions(lab: Lab, name: str, namespace: str) -> list[Any]:
     sts = _read(lab, "StatefulSet", name, namespace)
-    with api_errors(f"listing controllerrevisions of statefulset/{name}", server=lab.server):
+    with api_errors(_("listing controllerrevisions of statefulset/{name}").format(name=name), server=lab.server):
         items = lab.apps.list_namespaced_controller_revision(namespace).items
     owned = [r for r in items if any(o.uid == sts.metadata.uid for o in r.metadata.owner_references or [])]
     return sorted(owned, key=lambda r: r.revision)
@@ -165,8 +166,8 @@ def rollout_undo(lab: Lab, name: str, *, namespace: str, to_revision: int | None
         return f"statefulset.apps/{name} rolled back"
     dep = _read(lab, kind, name, namespace)
     if dep.spec.paused:
-        raise LabkitError(f"you cannot rollback a paused deployment; resume it first with "
-                          f"`kubectl rollout resume deployment/{name}` and try again")
+        raise LabkitError(_("you cannot rollback a paused deployment; resume it first with "
+                            "`kubectl rollout resume deployment/{name}` and try again").format(name=name))
     sets = _replicasets(lab, name, namespace)
     target = _pick(sets, [int((rs.metadata.annotations or {}).get(REVISION, 0)) for rs in sets], to_revision, name)
     template = lab.api_client.sanitize_for_serialization(target.spec.template)
@@ -186,16 +187,19 @@ def rollout_undo(lab: Lab, name: str, *, namespace: str, to_revision: int | None
 
 def _pick(items: list[Any], numbers: list[int], to_revision: int | None, name: str) -> Any:
     if not items:
-        raise NotFound(f"{name} has no revisions yet")
+        raise NotFound(_("{name} has no revisions yet").format(name=name))
     if to_revision is None or to_revision == 0:
         if len(items) < 2:
-            raise LabkitError(f"no rollout history found for {name}: there is no previous revision to go back to")
+            raise LabkitError(_("no rollout history found for {name}: there is no previous revision to go back to")
+                              .format(name=name))
         return items[-2]
     for item, number in zip(items, numbers, strict=True):
         if number == to_revision:
             return item
-    raise NotFound(f"unable to find the specified revision {to_revision} of {name}; it has {numbers}",
-                   fix=f"kubectl rollout history {name}   # lists the revisions kept (revisionHistoryLimit)")
+    raise NotFound(_("unable to find the specified revision {to_revision} of {name}; it has {numbers}")
+                   .format(to_revision=to_revision, name=name, numbers=numbers),
+                   fix=f"kubectl rollout history {name}   # "
+                   + _("lists the revisions kept (revisionHistoryLimit)"))
 
 
 def rollout_pause(lab: Lab, name: str, *, namespace: str) -> str:
@@ -240,7 +244,8 @@ def set_image(lab: Lab, name: str, *, namespace: str, image: str, container: str
     names = [c.name for c in obj.spec.template.spec.containers]
     target = container or names[0]
     if target not in names:
-        raise NotFound(f"{kind.lower()}/{name} has no container {target!r}; it has {names}")
+        raise NotFound(_("{kind}/{name} has no container {target!r}; it has {names}")
+                       .format(kind=kind.lower(), name=name, target=target, names=names))
     body: dict[str, Any] = {"spec": {"template": {"spec": {"containers": [{"name": target, "image": image}]}}}}
     if change_cause:
         body["metadata"] = {"annotations": {CHANGE_CAUSE: change_cause}}
@@ -272,7 +277,7 @@ def pods_by_revision(lab: Lab, name: str, *, namespace: str, kind: str = "deploy
     else:
         revision_of = {rs.metadata.name: int((rs.metadata.annotations or {}).get(REVISION, 0))
                        for rs in _replicasets(lab, name, namespace)}
-    with api_errors(f"listing pods in {namespace}", server=lab.server):
+    with api_errors(_("listing pods in {namespace}").format(namespace=namespace), server=lab.server):
         pods = lab.core.list_namespaced_pod(namespace).items
     rows = []
     for p in pods:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..i18n import _
 from ..settings import GPU_RESOURCE, MIG_RESOURCE_PREFIX, SHARED_GPU_RESOURCE
 from .client import Lab, api_errors
 from .quantity import quantity
@@ -21,7 +22,7 @@ def nodes_table(lab: Lab) -> pd.DataFrame:
 
     Same data as ``kubectl get nodes -o wide``.
     """
-    with api_errors("listing nodes", server=lab.server):
+    with api_errors(_("listing nodes"), server=lab.server):
         nodes = lab.core.list_node().items
     rows = []
     for n in nodes:
@@ -45,7 +46,7 @@ def nodes_table(lab: Lab) -> pd.DataFrame:
 
 def pods_table(lab: Lab, namespace: str, *, label_selector: str | None = None) -> pd.DataFrame:
     """One row per pod: phase, readiness, node, restarts. Same data as ``kubectl get pods -o wide``."""
-    with api_errors(f"listing pods in {namespace}", server=lab.server):
+    with api_errors(_("listing pods in {namespace}").format(namespace=namespace), server=lab.server):
         pods = lab.core.list_namespaced_pod(namespace, label_selector=label_selector).items
     rows = []
     for p in pods:
@@ -66,7 +67,7 @@ def pod_usage_table(lab: Lab, namespace: str) -> pd.DataFrame:
     """CPU (millicores) and memory (MiB) per pod from metrics-server, as ``kubectl top pods`` shows."""
     from kubernetes import client as k8s
 
-    with api_errors(f"reading pod metrics in {namespace}", server=lab.server):
+    with api_errors(_("reading pod metrics in {namespace}").format(namespace=namespace), server=lab.server):
         data = k8s.CustomObjectsApi(lab.api_client).list_namespaced_custom_object(
             "metrics.k8s.io", "v1beta1", namespace, "pods")
     rows = []

@@ -16,6 +16,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from ..errors import NotFound, WaitFailed, WaitTimeout
+from ..i18n import _
 from .client import Lab, api_errors
 
 Predicate = Callable[[dict[str, Any] | None], bool]
@@ -36,7 +37,8 @@ def poll(check: Callable[[], tuple[bool, T]], *, timeout: float, what: str | Cal
         if done:
             return seen
         if time.monotonic() > deadline:
-            message = what(seen) if callable(what) else f"{what} within {timeout:.0f}s"
+            message = what(seen) if callable(what) else _("{what} within {timeout:.0f}s").format(what=what,
+                                                                                                   timeout=timeout)
             raise WaitTimeout(message, last_seen=seen, fix=fix)
         time.sleep(interval)
 
@@ -71,10 +73,10 @@ def parse_condition(spec: str | Predicate) -> Predicate:
         return lambda obj: obj is None
     if spec.startswith("condition="):
         body = spec[len("condition="):]
-        cond_type, _, status = body.partition("=")
+        cond_type, _eq, status = body.partition("=")
         return lambda obj: obj is not None and has_condition(obj, cond_type, status or "True")
     if spec.startswith("jsonpath="):
-        path, _, expected = spec[len("jsonpath="):].rpartition("=")
+        path, _eq, expected = spec[len("jsonpath="):].rpartition("=")
         return lambda obj: obj is not None and str(_jsonpath(obj, path)) == expected
     raise ValueError(f"unknown wait condition {spec!r}: use condition=X, jsonpath={{.path}}=value, or delete")
 
@@ -128,11 +130,12 @@ def wait_for(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
     ns = namespace if res.namespaced else None
     deadline = time.monotonic() + timeout
     ns_flag = f" -n {namespace}" if ns else ""
-    cond_text = condition if isinstance(condition, str) else "the condition"
+    cond_text = condition if isinstance(condition, str) else _("the condition")
 
     def check(obj: dict[str, Any] | None) -> bool:
         if fail_when and (reason := fail_when(obj)):
-            raise WaitFailed(f"{kind}/{name} will not become {cond_text}: {reason}",
+            raise WaitFailed(_("{kind}/{name} will not become {condition}: {reason}").format(
+                kind=kind, name=name, condition=cond_text, reason=reason),
                              fix=f"kubectl describe {kind.lower()}/{name}{ns_flag}")
         return predicate(obj)
 
@@ -141,7 +144,7 @@ def wait_for(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
     def relist() -> str | None:
         # NotFound is raised by api_errors as it converts the 404, so it is caught outside the block.
         try:
-            with api_errors(f"waiting for {kind}/{name}", server=lab.server):
+            with api_errors(_("waiting for {kind}/{name}").format(kind=kind, name=name), server=lab.server):
                 box["obj"] = res.get(name=name, namespace=ns).to_dict()
         except NotFound:
             box["obj"] = None
@@ -154,9 +157,11 @@ def wait_for(lab: Lab, kind: str, name: str, *, namespace: str | None = None,
                         namespace=ns, name=name):
         return box["obj"]
     raise WaitTimeout(
-        f"{kind}/{name} did not reach {cond_text} within {timeout:.0f}s; last seen: {_summary(box['obj'])}",
+        _("{kind}/{name} did not reach {condition} within {timeout:.0f}s; last seen: {last_seen}").format(
+            kind=kind, name=name, condition=cond_text, timeout=timeout, last_seen=_summary(box["obj"])),
         last_seen=box["obj"],
-        fix=f"kubectl describe {kind.lower()}/{name}{ns_flag}   # and: kubectl get events{ns_flag}",
+        fix=f"kubectl describe {kind.lower()}/{name}{ns_flag}   # "
+            + _("and: {command}").format(command=f"kubectl get events{ns_flag}"),
     )
 
 
@@ -178,7 +183,7 @@ def wait_for_set(lab: Lab, kind: str, *, namespace: str, label_selector: str = "
     objects: dict[str, dict[str, Any]] = {}
 
     def relist() -> str | None:
-        with api_errors(f"listing {kind} {shown}", server=lab.server):
+        with api_errors(_("listing {kind} {shown}").format(kind=kind, shown=shown), server=lab.server):
             listing = res.get(namespace=namespace, **selectors).to_dict()
         objects.clear()
         objects.update({o["metadata"]["name"]: o for o in listing.get("items") or []})
@@ -194,9 +199,9 @@ def wait_for_set(lab: Lab, kind: str, *, namespace: str, label_selector: str = "
     if _list_then_watch(lab, res, f"{kind} {shown}", deadline, relist, on_event,
                         lambda: condition(list(objects.values())), namespace=namespace, **selectors):
         return list(objects.values())
-    names = ", ".join(sorted(objects)) or "none"
-    raise WaitTimeout(f"{kind} objects {shown} did not reach the condition within {timeout:.0f}s; "
-                      f"last seen: {names}", last_seen=list(objects.values()),
+    names = ", ".join(sorted(objects)) or _("none")
+    raise WaitTimeout(_("{kind} objects {shown} did not reach the condition within {timeout:.0f}s; last seen: {names}")
+                      .format(kind=kind, shown=shown, timeout=timeout, names=names), last_seen=list(objects.values()),
                       fix=f"kubectl -n {namespace} get {kind.lower()} {shown} -o yaml")
 
 
@@ -214,7 +219,7 @@ def _list_then_watch(lab: Lab, res: Any, what: str, deadline: float, relist: Cal
             return False
         w = watch.Watch()
         try:
-            with api_errors(f"watching {what}", server=lab.server):
+            with api_errors(_("watching {what}").format(what=what), server=lab.server):
                 for event in _watch(lab, res, w, remaining, resource_version=rv, **selectors):
                     if event["type"] == "ERROR":
                         break  # e.g. 410 Gone: the resourceVersion is too old; re-list, then watch again

@@ -15,9 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from .. import classroom
-from ..course import Lesson
-from ..exercises import Attempt, Catalogue, Result
+from ..course import Lesson, classroom
+from ..course.exercises import Attempt, Catalogue, Result
 from ..kube.client import Lab
 from ..kube.namespaces import lesson_namespace as reset_namespace
 
@@ -34,7 +33,7 @@ def _lessons() -> dict[str, tuple[Lesson, ModuleType]]:
 
 def records() -> tuple[Lesson, ...]:
     """Every lesson's record, in course order (each module of this package that declares ``LESSON``)."""
-    return tuple(record for record, _ in _lessons().values())
+    return tuple(record for record, _module in _lessons().values())
 
 
 def lesson(number: str) -> ModuleType:
@@ -81,4 +80,6 @@ def solution(exercise_id: str) -> Any:
 def progress(prefix: str = "") -> pd.DataFrame:
     """Every exercise (or those whose id starts with ``prefix``): passed or not, and how many checks it took."""
     rows = [r for r in catalogue().progress_rows() if r["exercise"].startswith(prefix)]
+    # The column names stay English in every language: they are names code uses (``lk.progress()[["exercise",
+    # "passed"]]``, the same cell in both editions); the tasks in them are the learner's language.
     return pd.DataFrame(rows, columns=["exercise", "task", "passed", "attempts"])

@@ -20,8 +20,9 @@ import pandas as pd
 
 from .. import addons
 from ..course import Lesson, LessonRights
+from ..course.exercises import Attempt, Exercise
 from ..errors import LabkitError
-from ..exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.apply import apply
 from ..kube.client import Lab, api_errors
 from ..kube.objects import patch
@@ -32,8 +33,10 @@ from ..sim.pod_logs import ERROR_MESSAGE_ANNOTATION, ERROR_RATE_ANNOTATION
 STORE, AGENT = "victoria-logs", "log-agent"
 # Fields vlagent gives every record (vector's kubernetes_logs names); the first three are its stream fields.
 NS, POD, CONTAINER = "kubernetes.pod_namespace", "kubernetes.pod_name", "kubernetes.container_name"
-INJECTED_ERROR = "payment gateway timeout after 3000ms"
+INJECTED_ERROR = "payment gateway timeout after 3000ms"  # the walkthrough's fault, in one orders pod
+EXERCISE_ERROR = "inventory lookup failed: upstream returned 503"  # the exercise's, in a pod the learner must find
 EXERCISE_ID = "09-find-error-pod"
+QUERY_EXERCISE_ID = "09-errors-query"
 SHOP_PODS = 7  # frontend x2, orders x3, load-generator, worker
 
 SHOP = """\
@@ -112,7 +115,7 @@ def agents() -> pd.DataFrame:
     """One vlagent per node (on a real cluster: ``kubectl get pods -n logging -l app=vlagent -o wide``)."""
     url = addons.url(AGENT)
     if url is None:
-        raise LabkitError("the log agents are not running", fix="l09.start_logging()  # labkit up --with log-agent")
+        raise LabkitError(_("the log agents are not running"), fix="l09.start_logging()  # labkit up --with log-agent")
     with urllib.request.urlopen(url, timeout=LOCAL_HTTP_TIMEOUT_S) as resp:  # noqa: S310 - loopback
         state = json.loads(resp.read())
     return pd.DataFrame([{"node": node, "healthy": s["healthy"], "pid": s["pid"], "port": s["port"]}
@@ -154,7 +157,8 @@ def logs(lab: Lab, namespace: str, pod: str, *, container: str | None = None, pr
         options["since_seconds"] = since_seconds
     if tail is not None:
         options["tail_lines"] = tail
-    with api_errors(f"reading the log of pod {namespace}/{pod}", server=lab.server):
+    with api_errors(_("reading the log of pod {namespace}/{pod}").format(namespace=namespace, pod=pod),
+                    server=lab.server):
         return str(lab.core.read_namespaced_pod_log(pod, namespace, **options))
 
 
@@ -173,8 +177,8 @@ def parse_json_lines(text: str) -> pd.DataFrame:
 def _store() -> str:
     url = addons.url(STORE)
     if url is None:
-        raise LabkitError("VictoriaLogs is not running", fix="lk.addons.require('victoria-logs')  # or: labkit up "
-                          "--with log-agent")
+        raise LabkitError(_("VictoriaLogs is not running"), fix="lk.addons.require('victoria-logs')  # "
+                          + _("or: {command}").format(command="labkit up --with log-agent"))
     return url
 
 
@@ -190,8 +194,9 @@ def query(logsql: str, *, limit: int | None = None) -> pd.DataFrame:
         with urllib.request.urlopen(request, timeout=LOCAL_HTTP_TIMEOUT_S) as resp:  # noqa: S310 - loopback
             text = resp.read().decode()
     except urllib.error.HTTPError as exc:
-        raise LabkitError(f"VictoriaLogs refused the query {logsql!r}: {exc.read().decode()[:300]}",
-                          fix="check the syntax: https://docs.victoriametrics.com/victorialogs/logsql/") from None
+        raise LabkitError(_("VictoriaLogs refused the query {logsql!r}: {error}").format(
+                              logsql=logsql, error=exc.read().decode()[:300]),
+                          fix=_("check the syntax: https://docs.victoriametrics.com/victorialogs/logsql/")) from None
     frame = pd.DataFrame([json.loads(line) for line in text.splitlines() if line.strip()])
     for column in frame.columns:
         if column in ("n", "errors", "lines") or column.startswith("count"):
@@ -202,7 +207,7 @@ def query(logsql: str, *, limit: int | None = None) -> pd.DataFrame:
 def scope(lab: Lab, namespace: str) -> str:
     """The LogsQL filter for this run of the lesson: its namespace, since that namespace was created (the store
     keeps the logs of an earlier run's pods, of the same namespace name, as it should)."""
-    with api_errors(f"reading namespace {namespace}", server=lab.server):
+    with api_errors(_("reading namespace {namespace}").format(namespace=namespace), server=lab.server):
         created = lab.core.read_namespace(namespace).metadata.creation_timestamp
     return f"{NS}:{namespace} _time:>={created.strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
@@ -215,9 +220,10 @@ def wait_shipped(where: str, *, pods: int, timeout: float = 60.0) -> pd.DataFram
         frame = query(logsql)
         return len(frame) >= pods, frame
 
-    frame = poll(check, timeout=timeout, what=f"logs of {pods} pods ({where}) not in VictoriaLogs",
-                  fix=f"curl {_store()}/select/logsql/query -d 'query={logsql}'; "
-                      f"curl {addons.url(AGENT)}   # each node's vlagent and its log")
+    frame = poll(check, timeout=timeout,
+                 what=_("logs of {pods} pods ({where}) not in VictoriaLogs").format(pods=pods, where=where),
+                 fix=f"curl {_store()}/select/logsql/query -d 'query={logsql}'; "
+                     f"curl {addons.url(AGENT)}   # " + _("each node's vlagent and its log"))
     return frame.sort_values(POD).reset_index(drop=True)
 
 
@@ -241,8 +247,8 @@ def forwarded_request(where: str) -> str:
     frame = query(f"{where} request_id:* | stats by (request_id) count_uniq(service) services "
                   "| filter services:=2 | limit 1")
     if frame.empty:
-        raise LabkitError(f"no request id ({where}) logged by two services yet",
-                          fix="wait a few seconds for the load generator's requests to be shipped, then run again")
+        raise LabkitError(_("no request id ({where}) logged by two services yet").format(where=where),
+                          fix=_("wait a few seconds for the load generator's requests to be shipped, then run again"))
     return str(frame.request_id.iloc[0])
 
 
@@ -273,17 +279,29 @@ def logs_vs_metrics(lab: Lab, namespace: str, *, timeout: float = 30.0) -> pd.Da
         return (not table.empty and (table.http_requests_total == table["request lines in the store"]).all(),
                 table)
 
-    return poll(check, timeout=timeout, what="request lines in the store and http_requests_total do not agree",
+    return poll(check, timeout=timeout, what=_("request lines in the store and http_requests_total do not agree"),
                  fix=f"curl {_store()}/select/logsql/query -d 'query={NS}:{namespace} status:* | stats by ({POD}) "
                      "count()'")
 
 
 def stop_load(lab: Lab, namespace: str) -> None:
     """Delete the load generator; same as ``kubectl delete pod load-generator -n NAMESPACE --wait``."""
-    with api_errors("deleting the load generator", server=lab.server):
+    with api_errors(_("deleting the load generator"), server=lab.server):
         lab.core.delete_namespaced_pod("load-generator", namespace, grace_period_seconds=0)
     wait_for_set(lab, "Pod", namespace=namespace, label_selector="app=load-generator",
                  condition=lambda pods: not pods, timeout=30)
+
+
+def _serving_pods(lab: Lab, namespace: str, app: str) -> list[str]:
+    with api_errors(_("listing the {app} pods").format(app=app), server=lab.server):
+        return sorted(p.metadata.name for p in lab.core.list_namespaced_pod(namespace, label_selector=f"app={app}")
+                      .items if not p.metadata.deletion_timestamp)
+
+
+def _fail(lab: Lab, namespace: str, pod: str, message: str | None, rate: float) -> None:
+    """The workload model's fault knob on one pod (``message`` None: take it off)."""
+    annotations = {ERROR_RATE_ANNOTATION: str(rate) if message else None, ERROR_MESSAGE_ANNOTATION: message}
+    patch(lab, "Pod", pod, {"metadata": {"annotations": annotations}}, namespace=namespace)
 
 
 def inject_error(lab: Lab, namespace: str, *, rate: float = 0.3) -> None:
@@ -292,56 +310,121 @@ def inject_error(lab: Lab, namespace: str, *, rate: float = 0.3) -> None:
     Same as ``kubectl annotate pod ORDERS_POD workload.labkit.io/error-rate=0.3
     workload.labkit.io/error-message='...'`` (the workload model's fault knob).
     """
-    with api_errors("listing the orders pods", server=lab.server):
-        pods = sorted(p.metadata.name for p in lab.core.list_namespaced_pod(namespace, label_selector="app=orders")
-                      .items if not p.metadata.deletion_timestamp)
-    victim = random.choice(pods)  # noqa: S311 - an exercise, not cryptography
-    patch(lab, "Pod", victim, {"metadata": {"annotations": {ERROR_RATE_ANNOTATION: str(rate),
-                                                            ERROR_MESSAGE_ANNOTATION: INJECTED_ERROR}}},
-          namespace=namespace)
+    victim = random.choice(_serving_pods(lab, namespace, "orders"))  # noqa: S311 - an exercise, not cryptography
+    _fail(lab, namespace, victim, INJECTED_ERROR, rate)
 
 
-def wait_errors(where: str, *, timeout: float = 60.0) -> int:
-    """Block until the store holds an error line of the injected fault; return how many there are."""
-    logsql = f'{where} level:error "{INJECTED_ERROR}" | stats count() n'
+def start_exercise(lab: Lab, namespace: str, *, rate: float = 0.3) -> None:
+    """The exercises' fault: the walkthrough's fault taken off, the load generator back (section 6 deleted it), and
+    one serving pod, frontend or orders, chosen at random and not shown, failing ``rate`` of its requests with an
+    error the walkthrough never showed. Same as ``kubectl annotate pod POD workload.labkit.io/error-...-``, then
+    ``kubectl apply -n NAMESPACE -f shop.yaml``, then the annotation on a pod you are not told."""
+    serving = _serving_pods(lab, namespace, "frontend") + _serving_pods(lab, namespace, "orders")
+    for pod in serving:
+        _fail(lab, namespace, pod, None, 0)
+    deploy_shop(lab, namespace)
+    _fail(lab, namespace, random.choice(serving), EXERCISE_ERROR, rate)  # noqa: S311 - an exercise
+    wait_errors(scope(lab, namespace), message=EXERCISE_ERROR, timeout=90)
+
+
+def wait_errors(where: str, *, message: str = INJECTED_ERROR, timeout: float = 60.0) -> int:
+    """Block until the store holds an error line with ``message``; return how many there are."""
+    logsql = f'{where} level:error "{message}" | stats count() n'
 
     def check() -> tuple[bool, int]:
         frame = query(logsql)
         n = int(frame.n.iloc[0]) if not frame.empty else 0
         return n > 0, n
 
-    return poll(check, timeout=timeout, what=f"no {INJECTED_ERROR!r} line in VictoriaLogs",
+    return poll(check, timeout=timeout, what=_("no {message!r} line in VictoriaLogs").format(message=message),
                  fix=f"curl {_store()}/select/logsql/query -d 'query={logsql}'")
 
 
-def _pods_with_error(where: str) -> list[str]:
-    frame = query(f'{where} level:error "{INJECTED_ERROR}" | stats by ({POD}) count() n')
+def _pods_with_error(where: str, message: str = EXERCISE_ERROR) -> list[str]:
+    frame = query(f'{where} level:error "{message}" | stats by ({POD}) count() n')
     return sorted(frame[POD]) if not frame.empty else []
 
 
 def _check_error_pod(attempt: Attempt) -> list[str]:
     culprits = _pods_with_error(scope(attempt.lab, attempt.namespace))
     if not culprits:
-        return [f"no pod of {attempt.namespace} has logged {INJECTED_ERROR!r} yet: run the cell that injects it, "
-                "and let the load generator run"]
+        return [_("no pod of {namespace} has logged the exercise's error yet: run l09.start_exercise(lab, ns), and "
+                  "give the load generator a few seconds").format(namespace=attempt.namespace)]
     if not attempt.answer:
-        return ["give the pod's name: lk.check('09-find-error-pod', answer='orders-...')"]
+        return [_("give the pod's name: answer = \"frontend-...\" or \"orders-...\"")]
     if attempt.answer not in culprits:
-        return [f"{attempt.answer!r} did not log {INJECTED_ERROR!r}"]
+        return [_("{answer!r} has logged no error since the exercise started").format(answer=attempt.answer)]
     return []
 
 
-EXERCISES = [Exercise(
-    id=EXERCISE_ID,
-    task=f"One orders pod has started to fail requests with {INJECTED_ERROR!r}. Find which pod, from the logs in "
-         "VictoriaLogs (not from its annotations), and give its name as the answer.",
-    hint="l09.query(...) with a LogsQL filter on the namespace, level:error and the phrase in quotes, then "
-         "`| stats by (kubernetes.pod_name) count()`; or open the store's UI at /select/vmui.",
-    solution=f'l09.query(f\'{{l09.scope(lab, ns)}} level:error "{INJECTED_ERROR}" '
-             "| stats by (kubernetes.pod_name) count() n')",
-    check=_check_error_pod,
-    solve=lambda a: (_pods_with_error(scope(a.lab, a.namespace)) or [None])[0],
-)]
+def _errors_per_pod(frame: pd.DataFrame) -> dict[str, float]:
+    """A stats answer's pods and counts: the pod column, and the one numeric column beside it."""
+    if frame.empty or POD not in frame.columns:
+        return {}
+    numbers = [c for c in frame.columns if c != POD and pd.to_numeric(frame[c], errors="coerce").notna().all()]
+    if len(numbers) != 1:
+        return {}
+    return dict(zip(frame[POD], pd.to_numeric(frame[numbers[0]]), strict=True))
+
+
+def _check_errors_query(attempt: Attempt) -> list[str]:
+    if not isinstance(attempt.answer, str) or not attempt.answer.strip():
+        return [_("give your LogsQL query as a string: my_query = '...'")]
+    try:
+        answered = _errors_per_pod(query(attempt.answer))
+    except LabkitError as exc:
+        return [str(exc)]
+    # the store's own count, read after the learner's: lines only arrive, so theirs can be lower, never higher
+    where = scope(attempt.lab, attempt.namespace)
+    expected = _errors_per_pod(query(f"{where} level:error | stats by ({POD}) count() errors"))
+    if not expected:
+        return [_("no pod of this run has logged an error yet: run l09.start_exercise(lab, ns) first")]
+    if not answered:
+        return [_("the answer should be one row per pod: a column {pod} and one count beside it (`| stats by (...) "
+                  "count() errors`)").format(pod=POD)]
+    current = set(_serving_pods(attempt.lab, attempt.namespace, "frontend")
+                  + _serving_pods(attempt.lab, attempt.namespace, "orders"))
+    counted = {pod: n for pod, n in answered.items() if pod in current}
+    problems = []
+    if extra := sorted(set(counted) - set(expected)):
+        problems.append(_("your query counts pods that logged no error line: {extra} (filter on the level field)")
+                        .format(extra=', '.join(extra)))
+    if missing := sorted(set(expected) - set(counted)):
+        problems.append(_("pods that logged errors are missing from your answer: {missing} (filter on this "
+                          "lesson's namespace, field {ns})").format(missing=', '.join(missing), ns=NS))
+    if not problems and any(counted[pod] > expected[pod] for pod in counted):
+        problems.append(_("your counts are higher than the error lines the store holds for this run: count only "
+                          "lines at level error"))
+    return problems
+
+
+EXERCISES = [
+    Exercise(
+        id=EXERCISE_ID,
+        task="After l09.start_exercise(lab, ns), one serving pod of lesson-09 (frontend or orders: you are not "
+             "told which) fails some of its requests with an error the walkthrough never showed. Find which pod, "
+             "from the logs in VictoriaLogs (not from its annotations), and give its name as the answer.",
+        hint="a LogsQL query on this lesson's namespace and level:error, grouped by pod and message: "
+             "`| stats by (kubernetes.pod_name, _msg) count()`; the walkthrough's own fault is gone. Or open the "
+             "store's UI at $VICTORIA_LOGS_URL/select/vmui.",
+        solution="l09.query(f'{l09.scope(lab, ns)} level:error | stats by (kubernetes.pod_name, _msg) count() n')\n"
+                 f"# the pod whose _msg is {EXERCISE_ERROR!r}",
+        check=_check_error_pod,
+        solve=lambda a: (_pods_with_error(scope(a.lab, a.namespace)) or [None])[0],
+    ),
+    Exercise(
+        id=QUERY_EXERCISE_ID,
+        task="Write the LogsQL query an alert on logs would run: per pod of namespace lesson-09, the number of "
+             "lines at level error. Give the query as a string; the check runs it against VictoriaLogs and "
+             "compares its answer with the store's.",
+        hint="filter on the namespace field (kubernetes.pod_namespace:lesson-09) and on level:error, then "
+             "`| stats by (kubernetes.pod_name) count() errors`; try it first with l09.query(my_query)",
+        solution="my_query = 'kubernetes.pod_namespace:lesson-09 level:error "
+                 "| stats by (kubernetes.pod_name) count() errors'",
+        check=_check_errors_query,
+        solve=lambda a: f"{NS}:{a.namespace} level:error | stats by ({POD}) count() errors",
+    ),
+]
 
 
 # The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.

@@ -28,10 +28,12 @@ import yaml
 from .. import addons
 from ..addons.prometheus_operated import promtool as operated_promtool
 from ..course import Lesson, LessonRights
+from ..course.exercises import Attempt, Exercise
 from ..errors import LabkitError, NotFound, WaitTimeout
-from ..exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.apply import apply
 from ..kube.client import Lab, api_errors
+from ..kube.wait import wait_for
 from ..paths import data_file
 from ..settings import OPERATED_NAME, OPERATED_NAMESPACE
 
@@ -53,6 +55,12 @@ def start(lab: Lab, namespace: str | None = None) -> dict[str, str]:
     urls = addons.require(*[a for a in ADDONS if a in addons.REGISTRY])
     if "kube-state-metrics" in urls:
         apply(lab, scrape_config_for_addons())
+    # On a lab just started, the operator is still reconciling: wait until its Prometheus runs and says so
+    # (kubectl -n monitoring wait prometheus/lab --for=condition=Available), so the first tables show it running.
+    wait_for(lab, "Prometheus", PROMETHEUS, namespace=MONITORING, api_version=f"{GROUP}/{VERSION}",
+             condition="condition=Available", timeout=120)
+    wait_for(lab, "StatefulSet", f"prometheus-{PROMETHEUS}", namespace=MONITORING, api_version="apps/v1",
+             condition="jsonpath={.status.readyReplicas}=1", timeout=120)
     if namespace:
         reset_alertmanager(namespace)
     return urls
@@ -96,14 +104,15 @@ def generated_config(lab: Lab) -> str:
     Same as ``kubectl -n monitoring get secret prometheus-lab -o jsonpath='{.data.prometheus\\.yaml\\.gz}' |
     base64 -d | gunzip``.
     """
-    with api_errors(f"reading Secret {MONITORING}/{SECRET}", server=lab.server):
+    with api_errors(_("reading Secret {namespace}/{name}").format(namespace=MONITORING, name=SECRET),
+                    server=lab.server):
         secret = lab.core.read_namespaced_secret(SECRET, MONITORING)
     return gzip.decompress(base64.b64decode((secret.data or {})["prometheus.yaml.gz"])).decode()
 
 
 def crds(lab: Lab) -> pd.DataFrame:
     """The operator's CustomResourceDefinitions, name and kind (``kubectl get crd | grep monitoring.coreos.com``)."""
-    with api_errors("listing CRDs", server=lab.server):
+    with api_errors(_("listing CRDs"), server=lab.server):
         res = lab.dynamic.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
         items = res.get().items
     rows = [{"name": c.metadata.name, "kind": c.spec.names.kind, "version": c.spec.versions[0].name}
@@ -116,7 +125,7 @@ def statefulset_story(lab: Lab) -> pd.DataFrame:
 
     Same as ``kubectl -n monitoring get pods -l operator.prometheus.io/name=lab -o wide`` plus each container's image.
     """
-    with api_errors("listing the operated Prometheus' pods", server=lab.server):
+    with api_errors(_("listing the operated Prometheus' pods"), server=lab.server):
         pods = lab.core.list_namespaced_pod(MONITORING, label_selector=f"operator.prometheus.io/name={PROMETHEUS}")
     simulated = lab.backend == "kwok"
     rows = []
@@ -135,7 +144,7 @@ def pod_metrics(namespace: str, pod: str) -> str:
     Prometheus scrapes it): ``curl http://127.0.0.1:PORT/pods/NAMESPACE/POD/metrics``."""
     base = addons.url("workload-model")
     if base is None:
-        raise LabkitError("the workload model is not running", fix="labkit up --with workload-model")
+        raise LabkitError(_("the workload model is not running"), fix="labkit up --with workload-model")
     url = base.rsplit("/", 1)[0] + f"/pods/{namespace}/{pod}/metrics"
     with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - the lab's own add-on on loopback
         return resp.read().decode()
@@ -147,9 +156,10 @@ def job_of(config: str | dict[str, Any], name: str) -> dict[str, Any]:
     for job in doc.get("scrape_configs") or []:
         if job["job_name"] == name:
             return job
-    raise NotFound(f"no scrape job {name!r}; jobs: {[j['job_name'] for j in doc.get('scrape_configs') or []]}",
-                   fix="kubectl get servicemonitors,podmonitors -A; the operator says why it skipped one in its "
-                   f"log, {addons.addons_dir() / 'prometheus-operator.log'}")
+    raise NotFound(_("no scrape job {name!r}; jobs: {jobs}").format(
+                       name=name, jobs=[j["job_name"] for j in doc.get("scrape_configs") or []]),
+                   fix=_("kubectl get servicemonitors,podmonitors -A; the operator says why it skipped one in its "
+                         "log, {log}").format(log=addons.addons_dir() / "prometheus-operator.log"))
 
 
 def jobs(config: str) -> list[str]:
@@ -160,7 +170,7 @@ def jobs(config: str) -> list[str]:
 def operated_url() -> str:
     url = addons.url("prometheus-operated")
     if url is None:
-        raise LabkitError("the operated Prometheus is not running", fix="labkit up --with config-reloader")
+        raise LabkitError(_("the operated Prometheus is not running"), fix="labkit up --with config-reloader")
     return url
 
 
@@ -209,9 +219,12 @@ def wait_for_job(job: str, *, timeout: float = 60.0) -> None:
         if job in seen:
             return
         time.sleep(0.5)
-    raise WaitTimeout(f"the operated Prometheus has not loaded job {job!r} within {timeout:.0f}s; it runs {seen}",
-                      last_seen=seen, fix=f"curl {addons.url('config-reloader')}  # the reloader's last error; "
-                      "kubectl -n monitoring get secret prometheus-lab; kubectl get servicemonitors -A")
+    raise WaitTimeout(_("the operated Prometheus has not loaded job {job!r} within {timeout:.0f}s; it runs {seen}")
+                      .format(job=job, timeout=timeout, seen=seen),
+                      last_seen=seen,
+                      fix=f"curl {addons.url('config-reloader')}  # "
+                      + _("the reloader's last error; {command}").format(
+                          command="kubectl -n monitoring get secret prometheus-lab; kubectl get servicemonitors -A"))
 
 
 # --- targets, queries, rules, alerts of the operated Prometheus ----------------------------------------------------
@@ -236,8 +249,9 @@ def wait_targets_up(job_prefix: str, count: int, *, timeout: float = 60.0) -> pd
         if len(table) >= count and (table.health == "up").sum() >= count:
             return table
         time.sleep(0.5)
-    raise WaitTimeout(f"fewer than {count} targets of {job_prefix!r} up within {timeout:.0f}s",
-                      last_seen=table.to_dict("records"), fix=f"open {operated_url()}/targets")
+    raise WaitTimeout(_("fewer than {count} targets of {job_prefix!r} up within {timeout:.0f}s").format(
+                          count=count, job_prefix=job_prefix, timeout=timeout),
+                      last_seen=table.to_dict("records"), fix=_("open {url}/targets").format(url=operated_url()))
 
 
 def query(expr: str) -> pd.DataFrame:
@@ -258,8 +272,9 @@ def wait_query(expr: str, done: Callable[[pd.DataFrame], bool], *, timeout: floa
         if done(table):
             return table
         time.sleep(0.5)
-    raise WaitTimeout(f"{expr!r} did not reach the expected answer within {timeout:.0f}s",
-                      last_seen=table.to_dict("records"), fix=f"run it at {operated_url()}/graph")
+    raise WaitTimeout(_("{expr!r} did not reach the expected answer within {timeout:.0f}s").format(
+                          expr=expr, timeout=timeout),
+                      last_seen=table.to_dict("records"), fix=_("run it at {url}/graph").format(url=operated_url()))
 
 
 def rules() -> pd.DataFrame:
@@ -283,7 +298,7 @@ def alerts(alertname: str | None = None) -> pd.DataFrame:
 def alertmanager_url() -> str:
     url = addons.url("alertmanager")
     if url is None:
-        raise LabkitError("Alertmanager is not running", fix="labkit up --with alertmanager")
+        raise LabkitError(_("Alertmanager is not running"), fix="labkit up --with alertmanager")
     return url
 
 
@@ -309,7 +324,8 @@ def wait_alertmanager(namespace: str, done: Callable[[pd.DataFrame], bool], *,
         if len(table) and done(table):
             return table
         time.sleep(0.5)
-    raise WaitTimeout(f"Alertmanager's alerts in {namespace} did not reach the expected state within {timeout:.0f}s",
+    raise WaitTimeout(_("Alertmanager's alerts in {namespace} did not reach the expected state within "
+                        "{timeout:.0f}s").format(namespace=namespace, timeout=timeout),
                       last_seen=table.to_dict("records"),
                       fix=f"amtool alert query --alertmanager.url={alertmanager_url()}")
 
@@ -347,7 +363,7 @@ def notifications(namespace: str | None = None, *, after: int = 0) -> pd.DataFra
     notification after sequence number ``after``, with the alerts it carried."""
     url = addons.url("alert-webhook")
     if url is None:
-        raise LabkitError("the webhook receiver is not running", fix="labkit up --with alert-webhook")
+        raise LabkitError(_("the webhook receiver is not running"), fix="labkit up --with alert-webhook")
     rows = []
     for record in _get(url.rsplit("/", 1)[0], "/notifications"):
         n = record["notification"]
@@ -384,11 +400,17 @@ def wait_notification(namespace: str, alertname: str, *, after: int, status: str
         if match.any():
             return table
         time.sleep(0.5)
-    raise WaitTimeout(f"no {status} notification of {alertname} in {namespace}"
-                      f"{f' carrying {sorted(pods)}' if pods else ''} within {timeout:.0f}s",
-                      last_seen=table.to_dict("records"),
-                      fix=f"look at the alert in Prometheus ({operated_url()}/alerts) and Alertmanager "
-                      f"({alertmanager_url()}); amtool alert query --alertmanager.url={alertmanager_url()}")
+    if pods:
+        message = _("no {status} notification of {alertname} in {namespace} carrying {pods} within "
+                    "{timeout:.0f}s").format(status=status, alertname=alertname, namespace=namespace,
+                                             pods=sorted(pods), timeout=timeout)
+    else:
+        message = _("no {status} notification of {alertname} in {namespace} within {timeout:.0f}s").format(
+            status=status, alertname=alertname, namespace=namespace, timeout=timeout)
+    raise WaitTimeout(message, last_seen=table.to_dict("records"),
+                      fix=_("look at the alert in Prometheus ({prometheus}/alerts) and Alertmanager "
+                            "({alertmanager}); amtool alert query --alertmanager.url={alertmanager}").format(
+                          prometheus=operated_url(), alertmanager=alertmanager_url()))
 
 
 def promtool_check_rules(rule: dict[str, Any]) -> str:
@@ -434,7 +456,7 @@ def _duration_s(text: str | None) -> float:
 
 
 def _prometheus_rules(lab: Lab, namespace: str) -> list[dict[str, Any]]:
-    with api_errors(f"listing PrometheusRules in {namespace}", server=lab.server):
+    with api_errors(_("listing PrometheusRules in {namespace}").format(namespace=namespace), server=lab.server):
         res = lab.dynamic.resources.get(api_version=f"{GROUP}/{VERSION}", kind="PrometheusRule")
         return [r.to_dict() for r in res.get(namespace=namespace).items]
 
@@ -448,30 +470,32 @@ def check_unavailable_alert(attempt: Attempt) -> list[str]:
                   for g in pr["spec"].get("groups") or [] for r in g.get("rules") or []
                   if "alert" in r and METRIC in str(r.get("expr", ""))]
     if not candidates:
-        return [f"no PrometheusRule in namespace {ns} has an alerting rule on {METRIC} "
-                f"(kubectl -n {ns} get prometheusrules -o yaml)"]
+        return [_("no PrometheusRule in namespace {ns} has an alerting rule on {metric} (kubectl -n {ns} get "
+                  "prometheusrules -o yaml)").format(ns=ns, metric=METRIC)]
     timed = [c for c in candidates if _duration_s(c[2].get("for")) == 60]
     if not timed:
-        return [f"alert {c[2]['alert']} has for: {c[2].get('for', '(none)')}; the task asks that the replicas stay "
-                "unavailable for 1 minute before it fires" for c in candidates]
+        return [_("alert {alert} has for: {duration}; the task asks that the replicas stay unavailable for 1 minute "
+                  "before it fires").format(alert=c[2]["alert"], duration=c[2].get("for", _("(none)")))
+                for c in candidates]
     name = timed[0][2]["alert"]
     loaded = rules()
     mine = loaded[(loaded.rule == name) & loaded.file.str.startswith(f"{ns}-")]
     if mine.empty:
-        return [f"the operated Prometheus has not loaded alert {name} yet (operator -> rule ConfigMap -> "
-                "config-reloader -> /-/reload takes a few seconds; check again)"]
+        return [_("the operated Prometheus has not loaded alert {name} yet (operator -> rule ConfigMap -> "
+                  "config-reloader -> /-/reload takes a few seconds; check again)").format(name=name)]
     if (mine.health == "err").any():
-        return [f"Prometheus cannot evaluate {name}: {mine.error.iloc[0]}"]
+        return [_("Prometheus cannot evaluate {name}: {error}").format(name=name, error=mine.error.iloc[0])]
     active = alerts(name)
     found = {(a.get("namespace"), a.get("deployment")): state for a, state in zip(active.labels, active.state,
                                                                                    strict=True)}
     problems = []
     if found.get((ns, "payments")) not in ("pending", "firing"):
         seen = query(METRIC + '{namespace="' + ns + '"}').to_dict("records")
-        problems.append(f"{name} is not active for Deployment {ns}/payments, whose replica is unavailable "
-                        f"(Prometheus sees: {seen})")
+        problems.append(_("{name} is not active for Deployment {ns}/payments, whose replica is unavailable "
+                          "(Prometheus sees: {seen})").format(name=name, ns=ns, seen=seen))
     if found.get((ns, "shop")):
-        problems.append(f"{name} is also active for {ns}/shop, whose replicas are all available: compare with > 0")
+        problems.append(_("{name} is also active for {ns}/shop, whose replicas are all available: compare with > 0")
+                        .format(name=name, ns=ns))
     return problems
 
 
@@ -517,14 +541,14 @@ def check_dashboard_panel(attempt: Attempt) -> list[str]:
     from .. import dashboards
 
     if attempt.answer is None:
-        return ["pass your dashboard as answer=: its JSON model (a dict) or the path of your .json file"]
+        return [_("pass your dashboard as answer=: its JSON model (a dict) or the path of your .json file")]
     try:
         board = dashboards.load(attempt.answer)
         panel = board.panel(PANEL_TITLE)
     except LabkitError as exc:
         return [str(exc)]
     if not any(METRIC in t.expr for t in panel.targets):
-        return [f"panel {PANEL_TITLE!r} does not query {METRIC}"]
+        return [_("panel {panel_title!r} does not query {metric}").format(panel_title=PANEL_TITLE, metric=METRIC)]
     problem = dashboards.check_panel(attempt.answer, PANEL_TITLE, variables={"namespace": attempt.namespace},
                                      time_range="5m")
     return [problem] if problem else []

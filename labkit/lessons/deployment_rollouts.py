@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..course import Lesson, LessonRights
-from ..exercises import Attempt, Exercise
+from ..course.exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.objects import patch
 from ..kube.rollouts import rollout_state, rollout_undo
 
@@ -25,18 +26,19 @@ def _check_rollout_v3(attempt: Attempt) -> list[str]:
     problems = []
     images = [c["image"] for c in dep["spec"]["template"]["spec"]["containers"]]
     if images[0] != "nginx:1.27":
-        problems.append(f"the pods run {images[0]}, not nginx:1.27")
+        problems.append(_("the pods run {image}, not nginx:1.27").format(image=images[0]))
     strategy = dep["spec"].get("strategy") or {}
     if strategy.get("type", "RollingUpdate") != "RollingUpdate":
-        problems.append(f"the strategy is {strategy.get('type')}, which stops every pod at once")
+        problems.append(_("the strategy is {type}, which stops every pod at once").format(type=strategy.get('type')))
     else:
         rolling = strategy.get("rollingUpdate") or {}
         unavailable = _resolve(rolling.get("maxUnavailable"), dep["spec"].get("replicas", 1), round_up=False)
         if unavailable > 1:
-            problems.append(f"maxUnavailable allows {unavailable} pods down at once; at most 1 is asked")
+            problems.append(_("maxUnavailable allows {unavailable} pods down at once; at most 1 is asked")
+                            .format(unavailable=unavailable))
     done, message = rollout_state(dep)
     if not done:
-        problems.append(f"the rollout is not finished: {message}")
+        problems.append(_("the rollout is not finished: {message}").format(message=message))
     return problems
 
 
@@ -63,12 +65,12 @@ def _check_recover(attempt: Attempt) -> list[str]:
     problems = []
     image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
     if "does-not-exist" in image:
-        problems.append(f"`api` still asks for {image}, an image that cannot be pulled")
+        problems.append(_("`api` still asks for {image}, an image that cannot be pulled").format(image=image))
     if dep["spec"].get("paused"):
-        problems.append("`api` is paused, so nothing you change rolls out")
+        problems.append(_("`api` is paused, so nothing you change rolls out"))
     done, message = rollout_state(dep)
     if not done:
-        problems.append(f"the rollout is not finished: {message}")
+        problems.append(_("the rollout is not finished: {message}").format(message=message))
     return problems
 
 

@@ -14,19 +14,22 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 import yaml
 
-from .. import promql
 from ..course import Lesson, LessonRights
+from ..course.exercises import Attempt, Exercise
+from ..display.widgets import Dashboard
 from ..errors import LabkitError, WaitTimeout
-from ..exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.apply import apply
 from ..kube.nodes import cordon, drain
 from ..kube.objects import get
+from ..observability import promql
 from ..operations import exporter_url
 
 # Lab operations this lesson teaches, reached from its notebook as g12.inject_fault and so on.
@@ -36,12 +39,17 @@ from ..operations import replace_board as replace_board
 from ..operations import reset_gpu as reset_gpu
 from ..operations import restore_gpu_nodes as restore_gpu_nodes
 from ..paths import data_file
-from ..settings import DEFAULT_GPU_PROFILE, SCRAPE_INTERVAL_S
-from ..sim.gpu import FakeMachine, FakeNvml, Workload, degrade_cooling, fake_pynvml_env, nvml_mode, reason_names
+from ..settings import DEFAULT_GPU_PROFILE, GPU_RESOURCE, SCRAPE_INTERVAL_S
+from ..sim.gpu import FakeMachine, FakeNvml, Workload, dcgm, degrade_cooling, fake_pynvml_env, nvml_mode, reason_names
 from ..sim.gpu.attribution import pod_pid
+
+# The health and diagnostic model lives with the simulation (dcgmi prints it too); these names stay lesson 12's.
+from ..sim.gpu.dcgm import DIAG_DURATION as DIAG_DURATION
+from ..sim.gpu.dcgm import DIAG_TESTS as DIAG_TESTS
+from ..sim.gpu.dcgm import HEALTH_SYSTEMS as HEALTH_SYSTEMS
+from ..sim.gpu.dcgm import PCIE_REPLAY_WARN as PCIE_REPLAY_WARN
 from ..sim.gpu.machine import FakeProcess
 from ..sim.gpu.real_pynvml import pynvml as N
-from ..widgets import Dashboard
 
 NA = "n/a"
 
@@ -164,6 +172,16 @@ def terminal_env(node: str) -> dict[str, str]:
     return env
 
 
+def use_gpu_node(node: str = "gpu-node-1") -> dict[str, str]:
+    """Make this kernel's ``!nvidia-smi``, ``!dcgmi``, ``!nvitop`` and pynvml subprocesses look at one GPU node of the
+    lab (``eval "$(labkit gpu-env)"; export LABKIT_FAKE_GPU_NODE=NODE`` in a shell); returns the variables it set.
+
+    On a host with real GPUs nothing is shadowed and nothing changes."""
+    changed = {name: value for name, value in terminal_env(node).items() if os.environ.get(name) != value}
+    os.environ.update(changed)
+    return changed
+
+
 def run_tool(*args: str, node: str = "gpu-node-1", timeout: float = 120) -> str:
     """Run an NVML client in its own process, as in a terminal beside the lab; returns what it prints.
 
@@ -171,8 +189,10 @@ def run_tool(*args: str, node: str = "gpu-node-1", timeout: float = 120) -> str:
     result = subprocess.run([sys.executable, "-m", *args], env=terminal_env(node), capture_output=True, text=True,
                             timeout=timeout, check=False)
     if result.returncode != 0:
-        raise LabkitError(f"`{' '.join(args)}` failed (exit {result.returncode}): {result.stderr.strip()[-800:]}",
-                          fix="run it yourself: eval \"$(labkit gpu-env)\"; " + " ".join(args))
+        raise LabkitError(_("`{command}` failed (exit {code}): {error}").format(
+                              command=" ".join(args), code=result.returncode, error=result.stderr.strip()[-800:]),
+                          fix=_("run it yourself: eval \"$(labkit gpu-env)\"; {command}").format(
+                              command=" ".join(args)))
     return result.stdout
 
 
@@ -181,7 +201,8 @@ def pod_process_id(lab: Any, name: str, namespace: str) -> int:
     then a stable number above Linux's largest pid: the pod's container is simulated)."""
     pod = get(lab, "Pod", name, namespace=namespace)
     if pod is None:
-        raise LabkitError(f"no pod {namespace}/{name}", fix=f"kubectl get pods -n {namespace}")
+        raise LabkitError(_("no pod {namespace}/{name}").format(namespace=namespace, name=name),
+                          fix=f"kubectl get pods -n {namespace}")
     return pod_pid(pod["metadata"]["uid"])
 
 
@@ -190,7 +211,8 @@ def nvitop_devices(node: str = "gpu-node-1") -> pd.DataFrame:
     probe = subprocess.run([sys.executable, "-c", _NVITOP_PROBE], env=terminal_env(node), capture_output=True,
                            text=True, timeout=120, check=False)
     if probe.returncode != 0:
-        raise LabkitError(f"nvitop's API failed: {probe.stderr.strip()[-800:]}", fix="pip install nvitop")
+        raise LabkitError(_("nvitop's API failed: {error}").format(error=probe.stderr.strip()[-800:]),
+                          fix="pip install nvitop")
     return pd.DataFrame(json.loads(probe.stdout))
 
 
@@ -387,8 +409,9 @@ def gpu_time_by_pod(*, window: str = "10m", namespace: str | None = None) -> pd.
 
     """
     frames = []
+    at = time.time()  # both queries at one instant: a scrape between them would move the window's edge
     for column, expr in gpu_time_queries(window).items():
-        frame = promql.query(expr)
+        frame = promql.query(expr, at=at)
         if frame.empty:
             continue
         frames.append(frame.set_index(["namespace", "pod"])["value"].rename(column))
@@ -407,7 +430,8 @@ def since_started(lab: Any, namespace: str, pod: str, *, cap: str = "5m") -> str
     obj = get(lab, "Pod", pod, namespace=namespace, api_version="v1")
     started = (obj or {}).get("status", {}).get("startTime")
     if not started:
-        raise LabkitError(f"pod {namespace}/{pod} has not started", fix=f"kubectl get pod -n {namespace} {pod}")
+        raise LabkitError(_("pod {namespace}/{pod} has not started").format(namespace=namespace, pod=pod),
+                          fix=f"kubectl get pod -n {namespace} {pod}")
     cap_s = int(cap[:-1]) * {"s": 1, "m": 60, "h": 3600}[cap[-1]]
     return f"{min(int(time.time() - pd.Timestamp(started).timestamp()) + 1, cap_s)}s"
 
@@ -443,7 +467,7 @@ def firing_alerts(*, node: str | None = None) -> pd.DataFrame:
 
     Same as ``curl 'http://127.0.0.1:PORT/api/v1/query?query=DCGM_FI_DEV_XID_ERRORS > 0'`` per rule."""
     rows = []
-    for name, (expr, _, _) in fault_rules().items():
+    for name, (expr, _severity, _text) in fault_rules().items():
         frame = promql.query(f"max by (Hostname, gpu) ({expr})")
         for row in frame.itertuples():
             if node is None or row.Hostname == node:
@@ -459,9 +483,11 @@ def wait_for_alerts(alerts: set[str], *, node: str, timeout: float = 60.0) -> pd
         if alerts <= set(frame["alert"]):
             return frame
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"alerts {sorted(alerts)} not all firing for {node} after {timeout:.0f}s; "
-                              f"firing: {frame.to_dict('records')}",
-                              fix=f"check the exporter: curl {exporter_url()}/{node} | grep -e XID -e ECC -e REMAP")
+            raise WaitTimeout(_("alerts {alerts} not all firing for {node} after {timeout:.0f}s; firing: {firing}")
+                              .format(alerts=sorted(alerts), node=node, timeout=timeout,
+                                      firing=frame.to_dict("records")),
+                              fix=_("check the exporter: curl {url}/{node} | grep -e XID -e ECC -e REMAP").format(
+                                  url=exporter_url(), node=node))
         time.sleep(0.5)
 
 
@@ -495,30 +521,11 @@ def nvml_errors(node: str, gpu: int) -> dict[str, Any]:
         api.nvmlShutdown()
 
 
-HEALTH_SYSTEMS = ("PCIe", "Memory", "SM")
-PCIE_REPLAY_WARN = 100
-
-
 def health_checks(faults: dict[str, Any]) -> pd.DataFrame:
     """``dcgmi health -c`` for one GPU from its fault record (``/nvml/<node>`` devices[i].faults): per system
     PASS, WARN or FAIL with what to do. A model of DCGM's background health watches, not DCGM."""
-    def one(system: str) -> tuple[str, str]:
-        if system == "PCIe":
-            if faults["lost"]:
-                return "FAIL", "GPU has fallen off the bus (XID 79): drain, then reset the GPU or power-cycle the node"
-            if faults["pcie_replays"] > PCIE_REPLAY_WARN:
-                return "WARN", f"{faults['pcie_replays']} PCIe replays: reseat the board or check the riser"
-        if system == "Memory":
-            if faults["remap_failure"]:
-                return "FAIL", "row remapping failed (no spare rows): the board needs RMA; a reset does not fix it"
-            if faults["volatile_uncorrected"]:
-                return "FAIL", f"{faults['volatile_uncorrected']} uncorrectable (double-bit) ECC errors: drain, reset"
-            if faults["remap_pending"]:
-                return "WARN", "a row remap is pending: it takes effect at the next GPU reset"
-        if system == "SM" and faults["last_xid"] in (13, 43) and not faults["lost"]:
-            return "WARN", f"XID {faults['last_xid']}: an application fault; look at the job before the GPU"
-        return "PASS", ""
-    return pd.DataFrame([{"system": s, "result": r, "detail": d} for s in HEALTH_SYSTEMS for r, d in [one(s)]])
+    return pd.DataFrame([asdict(check) for check in dcgm.health_checks(faults)],
+                        columns=["system", "result", "detail"])
 
 
 def gpu_health(node: str, gpu: int) -> pd.DataFrame:
@@ -528,47 +535,12 @@ def gpu_health(node: str, gpu: int) -> pd.DataFrame:
     return health_checks(fetch_state(exporter_url().removesuffix("/metrics"), node)["devices"][gpu]["faults"])
 
 
-# `dcgmi diag -r LEVEL`: the active diagnostic's tests per run level (each level adds to the one before), and about
-# how long the level takes on real hardware (DCGM's documentation: quick, medium, long).
-_DEPLOYMENT = ("Denylist", "NVML Library", "Permissions and OS Blocks", "Persistence Mode", "Environment Variables",
-               "Page Retirement/Row Remap", "Compute Processes", "Inforom")
-DIAG_TESTS = {1: tuple(("Deployment", t) for t in _DEPLOYMENT),
-              2: (("Integration", "PCIe"), ("Hardware", "GPU Memory")),
-              3: (("Stress", "Targeted Stress"), ("Stress", "Targeted Power"), ("Stress", "Memory Bandwidth"),
-                  ("Hardware", "Diagnostic"))}
-DIAG_DURATION = {1: "seconds", 2: "about 2 minutes", 3: "about 30 minutes"}
-
-
 def diagnostics(faults: dict[str, Any], processes: int, *, level: int = 1) -> pd.DataFrame:
     """``dcgmi diag -r LEVEL`` for one GPU from its fault record and how many processes use it: per test PASS, FAIL
     or SKIP with the reason. A model of DCGM's active diagnostic (which takes the GPU for itself), not DCGM: a lost
     GPU fails the deployment checks and skips the rest; a GPU in use fails "Compute Processes" and is not stressed."""
-    if level not in DIAG_TESTS:
-        raise LabkitError(f"dcgmi diag has run levels 1, 2 and 3, not {level!r}",
-                          fix="g12.gpu_diag(node, gpu, level=2)")
-    rows = []
-    blocked = ""
-    for lvl in range(1, level + 1):
-        for category, test in DIAG_TESTS[lvl]:
-            result, why = "PASS", ""
-            if blocked:
-                result, why = "SKIP", blocked
-            elif test == "NVML Library" and faults["lost"]:
-                result, why = "FAIL", "GPU is lost (XID 79: fallen off the bus): reset it or power-cycle the node"
-                blocked = "an earlier test failed"
-            elif test == "Page Retirement/Row Remap" and faults["remap_failure"]:
-                result, why = "FAIL", "row remapping failed: no spare rows left (RMA)"
-            elif test == "Page Retirement/Row Remap" and faults["remap_pending"]:
-                result, why = "FAIL", "a row remap is pending: reset the GPU, then run the diagnostic again"
-            elif test == "Compute Processes" and processes:
-                result, why = "FAIL", f"{processes} process(es) use the GPU: drain the node first"
-                blocked = "the GPU is in use"
-            elif test == "PCIe" and faults["pcie_replays"] > PCIE_REPLAY_WARN:
-                result, why = "FAIL", f"{faults['pcie_replays']} PCIe replays: reseat the board or check the riser"
-            elif test == "GPU Memory" and faults["volatile_uncorrected"]:
-                result, why = "FAIL", f"{faults['volatile_uncorrected']} uncorrectable ECC errors in the memory test"
-            rows.append({"level": lvl, "category": category, "test": test, "result": result, "detail": why})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([asdict(result) for result in dcgm.diagnostics(faults, processes, level=level)],
+                        columns=["level", "category", "test", "result", "detail"])
 
 
 def gpu_diag(node: str, gpu: int, *, level: int = 1) -> pd.DataFrame:
@@ -607,7 +579,8 @@ def job_stats(lab: Any, namespace: str, pods: Sequence[str]) -> pd.DataFrame:
                                                   ("gpu_util", "DCGM_FI_DEV_GPU_UTIL")))
         pod_obj = get(lab, "Pod", pod, namespace=namespace, api_version="v1")
         if pod_obj is None or not (pod_obj.get("status") or {}).get("startTime"):
-            raise LabkitError(f"pod {namespace}/{pod} has not started", fix=f"kubectl get pod -n {namespace} {pod}")
+            raise LabkitError(_("pod {namespace}/{pod} has not started").format(namespace=namespace, pod=pod),
+                              fix=f"kubectl get pod -n {namespace} {pod}")
         started = pd.Timestamp(pod_obj["status"]["startTime"]).timestamp()
         frame = promql.query_range(expr, minutes=max(time.time() - started, 1.0) / 60)
         samples = (frame.pivot(index="time", columns="field", values="value").dropna().reset_index()
@@ -628,17 +601,19 @@ def lost_gpu_nodes() -> list[str]:
 def _check_xid_node(attempt: Attempt) -> list[str]:
     nodes = lost_gpu_nodes()
     if not nodes:
-        return ["no GPU reports XID 79 right now: run the cell that injects it"]
+        return [_("no GPU reports XID 79 right now: run the cell that injects it")]
     problems = []
     for node in nodes:
         obj = get(attempt.lab, "Node", node, api_version="v1") or {}
         if not obj.get("spec", {}).get("unschedulable"):
-            problems.append(f"{node} (its GPU fell off the bus) is still schedulable: kubectl cordon {node}")
+            problems.append(_("{node} (its GPU fell off the bus) is still schedulable: kubectl cordon {node}")
+                            .format(node=node))
         pods = attempt.lab.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
         left = [f"{p.metadata.namespace}/{p.metadata.name}" for p in pods
                 if not any(o.kind == "DaemonSet" for o in p.metadata.owner_references or [])]
         if left:
-            problems.append(f"pods still on {node}: {left}; kubectl drain {node} --ignore-daemonsets")
+            problems.append(_("pods still on {node}: {left}; kubectl drain {node} --ignore-daemonsets")
+                            .format(node=node, left=left))
     return problems
 
 
@@ -677,11 +652,13 @@ def _top_memory_pod(namespace: str) -> str | None:
 def _check_top_memory_pod(attempt: Attempt) -> list[str]:
     top = _top_memory_pod(attempt.namespace)
     if top is None:
-        return [f"Prometheus has no GPU memory series for namespace {attempt.namespace} yet; wait one scrape"]
+        return [_("Prometheus has no GPU memory series for namespace {namespace} yet; wait one scrape")
+                .format(namespace=attempt.namespace)]
     if attempt.answer is None:
-        return ["no answer yet: set `answer` to a pod name"]
+        return [_("no answer yet: set `answer` to a pod name")]
     if attempt.answer != top:
-        return [f"{attempt.answer!r} is not the pod using the most GPU memory in {attempt.namespace}"]
+        return [_("{answer!r} is not the pod using the most GPU memory in {namespace}")
+                .format(answer=attempt.answer, namespace=attempt.namespace)]
     return []
 
 
@@ -711,13 +688,14 @@ spec:
 def _check_mig_pod(attempt: Attempt, name: str = "mig-job") -> list[str]:
     pod = get(attempt.lab, "Pod", name, namespace=attempt.namespace, api_version="v1")
     if pod is None:
-        return [f"no pod {name} in {attempt.namespace} yet"]
+        return [_("no pod {name} in {namespace} yet").format(name=name, namespace=attempt.namespace)]
     limits = (pod["spec"]["containers"][0].get("resources") or {}).get("limits") or {}
     if limits.get(MIG_SLICE) != "1":
-        return [f"{name} asks for {limits}; it should ask for {MIG_SLICE}: 1"]
+        return [_("{name} asks for {limits}; it should ask for {mig_slice}: 1")
+                .format(name=name, limits=limits, mig_slice=MIG_SLICE)]
     phase = (pod.get("status") or {}).get("phase")
     if phase != "Running":
-        return [f"{name} is {phase}; `kubectl describe pod {name}` says why"]
+        return [_("{name} is {phase}; `kubectl describe pod {name}` says why").format(name=name, phase=phase)]
     return []
 
 
@@ -728,6 +706,64 @@ MIG_POD = Exercise(
     solution=f"kubectl -n lesson-12 apply -f - <<'EOF'{MIG_JOB}EOF",
     check=_check_mig_pod,
     solve=lambda a: apply(a.lab, MIG_JOB, namespace=a.namespace),
+)
+
+
+CUDA_APP = """
+apiVersion: v1
+kind: Pod
+metadata: {name: cuda-app}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - name: cuda
+    image: nvidia/cuda:12.4.1-base-ubuntu22.04
+    command: ["nvidia-smi"]
+    resources: {limits: {nvidia.com/gpu: 1}}
+"""
+
+
+def _refusal(pod: dict[str, Any]) -> str | None:
+    """The NVIDIA runtime's unsatisfied condition from the pod's container status (now or last), or None."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        for state in (status.get("state") or {}, status.get("lastState") or {}):
+            message = (state.get("terminated") or {}).get("message") or ""
+            if "unsatisfied condition: " in message:
+                return message.split("unsatisfied condition: ", 1)[1].split(",", 1)[0]
+    return None
+
+
+def _check_cuda_app(attempt: Attempt, name: str = "cuda-app") -> list[str]:
+    pod = get(attempt.lab, "Pod", name, namespace=attempt.namespace, api_version="v1")
+    if pod is None:
+        return [_("no pod {name} in {namespace} yet").format(name=name, namespace=attempt.namespace)]
+    container = pod["spec"]["containers"][0]
+    limits = (container.get("resources") or {}).get("limits") or {}
+    if str(limits.get(GPU_RESOURCE, "0")) in ("0", ""):
+        return [_("{name} asks for no GPU: give it {resource}: 1 under resources.limits")
+                .format(name=name, resource=GPU_RESOURCE)]
+    if "cuda" not in container.get("image", ""):
+        return [_("{name} runs {image}, not a CUDA image (nvidia/cuda:...)").format(name=name,
+                                                                                  image=container.get("image"))]
+    if condition := _refusal(pod):
+        return [_("the NVIDIA runtime refuses {image} ({condition}): pick the CUDA version the nodes' driver supports "
+                  "(kubectl get nodes -L nvidia.com/cuda.runtime-version.full), then delete and re-create the pod")
+                .format(image=container.get("image"), condition=condition)]
+    phase = (pod.get("status") or {}).get("phase")
+    if phase not in ("Running", "Succeeded"):
+        return [_("{name} is {phase}; `kubectl describe pod {name}` says why").format(name=name, phase=phase)]
+    return []
+
+
+CUDA_IMAGE = Exercise(
+    id="12-cuda-image",
+    task="Run a pod `cuda-app` in lesson-12 that holds one nvidia.com/gpu and runs nvidia-smi in an nvidia/cuda "
+         "image the NVIDIA runtime accepts on this lab's GPU nodes.",
+    hint="kubectl get nodes -L nvidia.com/cuda.runtime-version.full says which CUDA the driver supports; an image "
+         "built for that CUDA or an older one starts",
+    solution=f"kubectl -n lesson-12 apply -f - <<'EOF'{CUDA_APP}EOF",
+    check=_check_cuda_app,
+    solve=lambda a: apply(a.lab, CUDA_APP, namespace=a.namespace),
 )
 
 
@@ -757,7 +793,7 @@ def quiz_questions() -> pd.DataFrame:
 def grade_quiz(answers: dict[str, str | None]) -> pd.DataFrame:
     """Mark each answer right, wrong or unanswered (the right answers stay hidden until ``lk.solution``)."""
     rows = []
-    for key, (_, _, right) in QUIZ.items():
+    for key, (_question, _choices, right) in QUIZ.items():
         given = answers.get(key)
         rows.append({"question": key, "answer": given or "-",
                      "result": "unanswered" if not given else ("right" if given == right else "wrong")})
@@ -766,7 +802,9 @@ def grade_quiz(answers: dict[str, str | None]) -> pd.DataFrame:
 
 def _check_quiz(attempt: Attempt) -> list[str]:
     graded = grade_quiz(attempt.answer or {})
-    return [f"{row.question}: {row.result}" for row in graded.itertuples() if row.result != "right"]
+    verdicts = {"wrong": _("wrong"), "unanswered": _("unanswered")}
+    return [_("{question}: {result}").format(question=row.question, result=verdicts.get(row.result, row.result))
+            for row in graded.itertuples() if row.result != "right"]
 
 
 QUIZ_DRIVER_FIRMWARE = Exercise(
@@ -778,7 +816,7 @@ QUIZ_DRIVER_FIRMWARE = Exercise(
     solve=lambda a: {k: right for k, (_, _, right) in QUIZ.items()},
 )
 
-EXERCISES = [TOP_MEMORY_POD, MIG_POD, QUIZ_DRIVER_FIRMWARE, XID_NODE]
+EXERCISES = [TOP_MEMORY_POD, MIG_POD, CUDA_IMAGE, QUIZ_DRIVER_FIRMWARE, XID_NODE]
 
 
 def exporter_lines(metric: str, *, namespace: str) -> list[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..course import Lesson, LessonRights
-from ..exercises import Attempt, Exercise
+from ..course.exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.client import Lab
 from ..kube.objects import live_pods, patch
 from ..kube.rollouts import rollout_state
@@ -18,9 +19,9 @@ def _ready_pods_problems(lab: Lab, namespace: str, name: str, dep: dict[str, Any
     problems = []
     done, message = rollout_state(dep)
     if not done:
-        problems.append(f"`{name}` is not fully rolled out: {message}")
+        problems.append(_("`{name}` is not fully rolled out: {message}").format(name=name, message=message))
     if unready:
-        problems.append(f"pods not Ready yet: {', '.join(sorted(unready))}")
+        problems.append(_("pods not Ready yet: {unready}").format(unready=', '.join(sorted(unready))))
     return problems
 
 
@@ -30,13 +31,15 @@ def _check_fix_readiness(attempt: Attempt) -> list[str]:
     container = dep["spec"]["template"]["spec"]["containers"][0]
     probe = container.get("readinessProbe")
     if not probe:
-        return ["`shop` has no readinessProbe any more: keep the probe, fix what it asks for"]
+        return [_("`shop` has no readinessProbe any more: keep the probe, fix what it asks for")]
     problems = []
     http = probe.get("httpGet") or {}
     if http and http.get("path", "/") not in ("/", "/index.html"):
-        problems.append(f"the readiness probe asks nginx for {http.get('path')}, which nginx answers with 404")
+        problems.append(_("the readiness probe asks nginx for {path}, which nginx answers with 404")
+                        .format(path=http.get('path')))
     if http and http.get("port") not in (80, "80", "http"):
-        problems.append(f"the readiness probe knocks on port {http.get('port')}; nginx listens on 80")
+        problems.append(_("the readiness probe knocks on port {port}; nginx listens on 80")
+                        .format(port=http.get('port')))
     return problems + _ready_pods_problems(lab, namespace, "shop", dep)
 
 
@@ -61,19 +64,21 @@ def _check_startup(attempt: Attempt) -> list[str]:
     container = dep["spec"]["template"]["spec"]["containers"][0]
     problems = []
     if not container.get("livenessProbe"):
-        problems.append("keep the liveness probe: the point is to protect it, not to remove it")
+        problems.append(_("keep the liveness probe: the point is to protect it, not to remove it"))
     startup = container.get("startupProbe")
     if not startup:
-        problems.append("`slow` has no startupProbe, so the liveness probe kills it before it has started")
+        problems.append(_("`slow` has no startupProbe, so the liveness probe kills it before it has started"))
     else:
         budget = startup.get("initialDelaySeconds", 0) + startup.get("periodSeconds", 10) * (
             startup.get("failureThreshold", 3) - 1)
         if budget < 20:
-            problems.append(f"the startup probe gives up after about {budget}s, but the app needs 20s to start")
+            problems.append(_("the startup probe gives up after about {budget}s, but the app needs 20s to start")
+                            .format(budget=budget))
     pods = live_pods(lab, namespace, dep["spec"]["selector"].get("matchLabels") or {})
     restarted = [p.metadata.name for p in pods if sum(s.restart_count for s in p.status.container_statuses or [])]
     if restarted:
-        problems.append(f"pods restarted (so the probes still kill them): {', '.join(sorted(restarted))}")
+        problems.append(_("pods restarted (so the probes still kill them): {restarted}")
+                        .format(restarted=', '.join(sorted(restarted))))
     return problems + _ready_pods_problems(lab, namespace, "slow", dep)
 
 
@@ -100,10 +105,11 @@ def _check_tcp_probe(attempt: Attempt) -> list[str]:
     container = dep["spec"]["template"]["spec"]["containers"][0]
     tcp = (container.get("readinessProbe") or {}).get("tcpSocket")
     if not tcp:
-        return ["keep a tcpSocket readiness probe: the task is to point it at the right port"]
+        return [_("keep a tcpSocket readiness probe: the task is to point it at the right port")]
     problems = []
     if tcp.get("port") not in (80, "80", "http"):
-        problems.append(f"the probe connects to port {tcp.get('port')}, where nothing listens: nginx listens on 80")
+        problems.append(_("the probe connects to port {port}, where nothing listens: nginx listens on 80")
+                        .format(port=tcp.get('port')))
     return problems + _ready_pods_problems(lab, namespace, "gateway", dep)
 
 

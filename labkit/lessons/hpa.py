@@ -22,8 +22,9 @@ from kubernetes import watch
 
 from ..addons import url as addon_url
 from ..course import Lesson, LessonRights
+from ..course.exercises import Attempt, Exercise
 from ..errors import NotFound
-from ..exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.client import Lab, api_errors
 from ..kube.objects import get, live_pods, patch
 from ..kube.quantity import optional_quantity
@@ -281,7 +282,7 @@ def hpa_timeline(table: pd.DataFrame, *, title: str = "kubectl get hpa -w") -> g
 
 def hpa_events(lab: Lab, namespace: str, name: str) -> pd.DataFrame:
     """The HPA's events, oldest first (the Events section of ``kubectl describe hpa NAME``)."""
-    with api_errors(f"listing events of hpa/{name}", server=lab.server):
+    with api_errors(_("listing events of hpa/{name}").format(name=name), server=lab.server):
         items = lab.core.list_namespaced_event(
             namespace, field_selector=f"involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name={name}").items
     rows = [{"type": e.type, "reason": e.reason, "count": e.count or 1, "message": e.message,
@@ -350,7 +351,7 @@ def custom_metric(lab: Lab, namespace: str, metric: str) -> pd.DataFrame:
     Same as ``kubectl get --raw /apis/custom.metrics.k8s.io/v1beta1/namespaces/NS/pods/*/METRIC``.
     """
     path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/*/{metric}"
-    with api_errors(f"reading {metric} from custom.metrics.k8s.io", server=lab.server):
+    with api_errors(_("reading {metric} from custom.metrics.k8s.io").format(metric=metric), server=lab.server):
         body = lab.dynamic.request("GET", path).to_dict()
     rows = [{"pod": i["describedObject"]["name"], "metric": i["metricName"], "value": optional_quantity(i["value"])}
             for i in body.get("items", [])]
@@ -361,7 +362,8 @@ def read_hpa(lab: Lab, namespace: str, name: str) -> dict[str, Any]:
     """The HPA as the API serves it (``kubectl get hpa NAME -o json``)."""
     obj = get(lab, "HorizontalPodAutoscaler", name, namespace=namespace, api_version="autoscaling/v2")
     if obj is None:
-        raise NotFound(f"there is no HorizontalPodAutoscaler {name} in namespace {namespace}",
+        raise NotFound(_("there is no HorizontalPodAutoscaler {name} in namespace {namespace}").format(
+                           name=name, namespace=namespace),
                        fix=f"kubectl -n {namespace} get hpa")
     return obj
 
@@ -387,31 +389,35 @@ def _check_rps_hpa(attempt: Attempt) -> list[str]:
     spec, problems = hpa["spec"], []
     ref = spec.get("scaleTargetRef") or {}
     if (ref.get("kind"), ref.get("name")) != ("Deployment", "shop"):
-        problems.append(f"it scales {ref.get('kind')}/{ref.get('name')}, not Deployment/shop")
+        problems.append(_("it scales {kind}/{name}, not Deployment/shop")
+                        .format(kind=ref.get('kind'), name=ref.get('name')))
     pods_metrics = [m["pods"] for m in spec.get("metrics") or [] if m.get("type") == "Pods"
                     and m["pods"]["metric"]["name"] == "http_requests_per_second"]
     if not pods_metrics:
-        problems.append("no `type: Pods` metric named http_requests_per_second (a per-pod average)")
+        problems.append(_("no `type: Pods` metric named http_requests_per_second (a per-pod average)"))
     else:
         target = pods_metrics[0]["target"]
         value = optional_quantity(target.get("averageValue"))
         if target.get("type") != "AverageValue" or value is None:
-            problems.append("the target should be `type: AverageValue` with an `averageValue`")
+            problems.append(_("the target should be `type: AverageValue` with an `averageValue`"))
         elif value > 5:
-            problems.append(f"the target is {target['averageValue']} requests/s per pod; keep it at 5 or less")
+            problems.append(_("the target is {average_value} requests/s per pod; keep it at 5 or less")
+                            .format(average_value=target['averageValue']))
     if spec.get("maxReplicas", 0) < 4:
-        problems.append(f"maxReplicas is {spec.get('maxReplicas')}: give it room to grow (at least 4)")
+        problems.append(_("maxReplicas is {max_replicas}: give it room to grow (at least 4)")
+                        .format(max_replicas=spec.get('maxReplicas')))
     if problems:
         return problems
     active = _condition(hpa, "ScalingActive")
     if active.get("status") == "False":
-        return [f"the HPA cannot read its metric: {active.get('reason')}: {active.get('message')}"]
+        return [_("the HPA cannot read its metric: {reason}: {message}")
+                .format(reason=active.get('reason'), message=active.get('message'))]
     if not active:
         # Not synced yet (a new HPA waits up to 15 s): ask the API the controller will ask.
         values = custom_metric(lab, namespace, "http_requests_per_second")
         if not values.pod.str.startswith("shop-").any():
-            return ["custom.metrics.k8s.io has no http_requests_per_second for shop's pods yet: is shop-client "
-                    "running?"]
+            return [_("custom.metrics.k8s.io has no http_requests_per_second for shop's pods yet: is shop-client "
+                      "running?")]
     return problems
 
 
@@ -456,28 +462,28 @@ def _check_missing_request(attempt: Attempt) -> list[str]:
     dep = get(lab, "Deployment", "billing", namespace=namespace, api_version="apps/v1")
     hpa = get(lab, "HorizontalPodAutoscaler", "billing", namespace=namespace, api_version="autoscaling/v2")
     if dep is None or hpa is None:
-        return ["Deployment `billing` and its HPA `billing` must both exist (run the cell above)"]
+        return [_("Deployment `billing` and its HPA `billing` must both exist (run the cell above)")]
     problems = []
     targets = [m for m in hpa["spec"].get("metrics") or [] if m.get("type") == "Resource"
                and m["resource"]["name"] == "cpu" and m["resource"]["target"].get("type") == "Utilization"]
     if not targets:
-        problems.append("keep the HPA on CPU utilization: the point is to make it work, not to replace it")
+        problems.append(_("keep the HPA on CPU utilization: the point is to make it work, not to replace it"))
     for c in dep["spec"]["template"]["spec"]["containers"]:
         if not ((c.get("resources") or {}).get("requests") or {}).get("cpu"):
-            problems.append(f"container `{c['name']}` has no CPU request, so there is nothing to take a "
-                            "utilization percentage of")
+            problems.append(_("container `{name}` has no CPU request, so there is nothing to take a utilization "
+                              "percentage of").format(name=c['name']))
     if problems:
         return problems
     done, message = rollout_state(dep)
     if not done:
-        return [f"`billing` is still rolling out: {message}"]
+        return [_("`billing` is still rolling out: {message}").format(message=message)]
     # What the HPA divides by: the CPU requests of the pods it selects. Once every pod has one, its next sync (every
     # 15 s) computes utilization; `kubectl describe hpa billing` then no longer says "missing request".
     pods = live_pods(lab, namespace, dep["spec"]["selector"].get("matchLabels") or {})
     without = sorted(p.metadata.name for p in pods if any(
         not ((c.resources and c.resources.requests) or {}).get("cpu") for c in p.spec.containers))
     if without:
-        return [f"pods still without a CPU request: {', '.join(without)}"]
+        return [_("pods still without a CPU request: {without}").format(without=', '.join(without))]
     return []
 
 
@@ -519,24 +525,26 @@ def _check_memory_hpa(attempt: Attempt) -> list[str]:
     spec, problems = hpa["spec"], []
     ref = spec.get("scaleTargetRef") or {}
     if (ref.get("kind"), ref.get("name")) != ("Deployment", "sessions"):
-        problems.append(f"it scales {ref.get('kind')}/{ref.get('name')}, not Deployment/sessions")
+        problems.append(_("it scales {kind}/{name}, not Deployment/sessions")
+                        .format(kind=ref.get('kind'), name=ref.get('name')))
     memory = [m["resource"]["target"] for m in spec.get("metrics") or []
               if m.get("type") == "Resource" and m["resource"].get("name") == "memory"]
     if not memory:
-        problems.append("it has no Resource metric on memory")
+        problems.append(_("it has no Resource metric on memory"))
     elif memory[0].get("type") != "Utilization" or memory[0].get("averageUtilization") != 80:
-        problems.append(f"its memory target is {memory[0]}; the task asks for Utilization, averageUtilization 80")
+        problems.append(_("its memory target is {memory}; the task asks for Utilization, averageUtilization 80")
+                        .format(memory=memory[0]))
     if (spec.get("minReplicas", 1), spec.get("maxReplicas")) != (1, 3):
-        problems.append(f"it scales between {spec.get('minReplicas', 1)} and {spec.get('maxReplicas')}; the task "
-                        "asks for 1 to 3")
+        problems.append(_("it scales between {min_replicas} and {max_replicas}; the task asks for 1 to 3")
+                        .format(min_replicas=spec.get('minReplicas', 1), max_replicas=spec.get('maxReplicas')))
     if problems:
         return problems
     # Its first sync (15 s at most) reads the pods' memory from metrics-server: 60 % of the request, under 80 %.
     current = [m["resource"]["current"] for m in (hpa.get("status") or {}).get("currentMetrics") or []
                if m.get("type") == "Resource" and m["resource"].get("name") == "memory"]
     if not current:
-        return ["the HPA has not read the pods' memory yet: its next sync is at most 15 s away (kubectl describe hpa "
-                "sessions)"]
+        return [_("the HPA has not read the pods' memory yet: its next sync is at most 15 s away (kubectl describe "
+                  "hpa sessions)")]
     return []
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import pandas as pd
 
 from ..course import Lesson, LessonRights
-from ..exercises import Attempt, Exercise
+from ..course.exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.apply import apply
 from ..kube.client import Lab, api_errors
 
@@ -43,11 +44,13 @@ def _check_first_pod(attempt: Attempt) -> list[str]:
     pod = attempt.require("Pod", "greeter", api_version="v1")
     phase = (pod.get("status") or {}).get("phase")
     if phase != "Succeeded":
-        return [f"pod greeter is {phase}: it should print its line and exit (restartPolicy: Never), so Succeeded"]
-    with api_errors("reading greeter's log", server=attempt.lab.server):
+        return [_("pod greeter is {phase}: it should print its line and exit (restartPolicy: Never), so Succeeded")
+                .format(phase=phase)]
+    with api_errors(_("reading greeter's log"), server=attempt.lab.server):
         log = attempt.lab.core.read_namespaced_pod_log("greeter", attempt.namespace)
     if GREETING not in log:
-        return [f"greeter's log (kubectl logs greeter) is {log.strip()!r}, not {GREETING!r}"]
+        return [_("greeter's log (kubectl logs greeter) is {log!r}, not {greeting!r}")
+                .format(log=log.strip(), greeting=GREETING)]
     return []
 
 
@@ -71,17 +74,19 @@ def _check_expose(attempt: Attempt) -> list[str]:
     svc = attempt.require("Service", "hello", api_version="v1", why="expose Deployment hello")
     problems = []
     if (svc["spec"].get("selector") or {}) != {"app": "hello"}:
-        problems.append(f"Service hello selects {svc['spec'].get('selector')}, not the Deployment's pods (app=hello)")
+        problems.append(_("Service hello selects {selector}, not the Deployment's pods (app=hello)")
+                        .format(selector=svc['spec'].get('selector')))
     if [p.get("port") for p in svc["spec"].get("ports") or []] != [80]:
-        problems.append("Service hello should listen on port 80 (nginx's port)")
+        problems.append(_("Service hello should listen on port 80 (nginx's port)"))
     from kubernetes import client
 
-    with api_errors("listing Service hello's EndpointSlices", server=attempt.lab.server):
+    with api_errors(_("listing Service hello's EndpointSlices"), server=attempt.lab.server):
         slices = client.DiscoveryV1Api(attempt.lab.api_client).list_namespaced_endpoint_slice(
             attempt.namespace, label_selector="kubernetes.io/service-name=hello").items
     ready = [e for s_ in slices for e in s_.endpoints or [] if e.conditions is None or e.conditions.ready]
     if not problems and len(ready) != 5:
-        problems.append(f"Service hello has {len(ready)} ready endpoints; Deployment hello runs 5 pods")
+        problems.append(_("Service hello has {n_ready} ready endpoints; Deployment hello runs 5 pods")
+                        .format(n_ready=len(ready)))
     return problems
 
 

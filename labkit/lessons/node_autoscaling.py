@@ -16,10 +16,12 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from .. import addons
 from ..course import Lesson, LessonRights
+from ..course.exercises import Attempt, Exercise
 from ..errors import NotFound, WaitTimeout
-from ..exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.client import Lab, api_errors
 from ..kube.objects import get, live_pods, patch
+from ..kube.quantity import optional_quantity
 
 NAMESPACE = "lesson-05"
 POOL = "lesson-05"
@@ -35,7 +37,7 @@ BIG_FLAVOR = "c7.2xlarge.2"
 
 def _list(lab: Lab, kind: str, api_version: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
     res = lab.dynamic.resources.get(api_version=api_version, kind=kind)
-    with api_errors(f"listing {kind}s", server=lab.server):
+    with api_errors(_("listing {kind}s").format(kind=kind), server=lab.server):
         return [i.to_dict() for i in res.get(label_selector=label_selector).items]
 
 
@@ -59,13 +61,13 @@ def nodeclaims_table(lab: Lab, *, pool: str = POOL) -> pd.DataFrame:
 
 def pool_nodes(lab: Lab, *, pool: str = POOL) -> list[Any]:
     """The Nodes Karpenter created for ``pool`` (``kubectl get nodes -l karpenter.sh/nodepool=POOL``)."""
-    with api_errors("listing nodes", server=lab.server):
+    with api_errors(_("listing nodes"), server=lab.server):
         return lab.core.list_node(label_selector=f"{NODEPOOL_LABEL}={pool}").items
 
 
 def nodes_by_pool(lab: Lab) -> pd.DataFrame:
     """How many nodes the lab has, by node pool (``kubectl get nodes -L karpenter.sh/nodepool``)."""
-    with api_errors("listing nodes", server=lab.server):
+    with api_errors(_("listing nodes"), server=lab.server):
         nodes = lab.core.list_node().items
     pools = [(n.metadata.labels or {}).get(NODEPOOL_LABEL, "(topology.yaml)") for n in nodes]
     return pd.Series(pools, name="pool").value_counts().rename("nodes").rename_axis("pool").reset_index()
@@ -76,7 +78,7 @@ def scheduling_events(lab: Lab, namespace: str) -> pd.DataFrame:
 
     Same as ``kubectl get events -n NS --field-selector involvedObject.kind=Pod --sort-by=.lastTimestamp``.
     """
-    with api_errors(f"listing events in {namespace}", server=lab.server):
+    with api_errors(_("listing events in {namespace}").format(namespace=namespace), server=lab.server):
         events = lab.core.list_namespaced_event(namespace, field_selector="involvedObject.kind=Pod").items
     rows = [{"reason": e.reason, "from": (e.source.component if e.source else None) or e.reporting_component or "",
              "pod": e.involved_object.name, "message": (e.message or "").split("\n")[0][:110],
@@ -104,7 +106,8 @@ def wait_unschedulable(lab: Lab, namespace: str, *, app: str, count: int, timeou
     deadline = time.monotonic() + timeout
     while len(table := unschedulable_pods(lab, namespace, app=app)) < count:
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"{len(table)} of {count} pods of {app} are Unschedulable after {timeout:.0f}s",
+            raise WaitTimeout(_("{found} of {count} pods of {app} are Unschedulable after {timeout:.0f}s").format(
+                                  found=len(table), count=count, app=app, timeout=timeout),
                               fix=f"kubectl get pods -n {namespace} -l app={app} -o wide")
         time.sleep(0.25)
     return table
@@ -122,10 +125,12 @@ def wait_pool_nodes(lab: Lab, count: int, *, pool: str = POOL, timeout: float = 
         if len(nodes) == count and len(ready) == count:
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
-            raise WaitTimeout(f"node pool {pool} has {len(nodes)} nodes ({len(ready)} Ready), not {count}, after "
-                              f"{timeout:.0f}s", last_seen=[n.metadata.name for n in nodes],
-                              fix=f"kubectl get nodeclaims,nodes -l {NODEPOOL_LABEL}={pool}; "
-                                  f"kubectl describe nodepool {pool}; the add-on's log: labkit status")
+            raise WaitTimeout(_("node pool {pool} has {nodes} nodes ({ready} Ready), not {count}, after "
+                                "{timeout:.0f}s").format(pool=pool, nodes=len(nodes), ready=len(ready), count=count,
+                                                         timeout=timeout),
+                              last_seen=[n.metadata.name for n in nodes],
+                              fix=_("kubectl get nodeclaims,nodes -l {label}={pool}; kubectl describe nodepool {pool}; "
+                                    "the add-on's log: labkit status").format(label=NODEPOOL_LABEL, pool=pool))
         time.sleep(0.5)
 
 
@@ -143,8 +148,10 @@ def wait_pool_claims(lab: Lab, count: int, *, pool: str = POOL, timeout: float =
         if (live.ready == "True").sum() >= count and (live.ready == "True").all():
             return table
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"node pool {pool} has {(live.ready == 'True').sum()} Ready NodeClaims of {len(live)}, "
-                              f"wanted {count} and none launching, after {timeout:.0f}s",
+            raise WaitTimeout(_("node pool {pool} has {ready} Ready NodeClaims of {claims}, wanted {count} and none "
+                                "launching, after {timeout:.0f}s").format(pool=pool, ready=(live.ready == "True").sum(),
+                                                                          claims=len(live), count=count,
+                                                                          timeout=timeout),
                               last_seen=table.to_dict("records"),
                               fix=f"kubectl get nodeclaims -l {NODEPOOL_LABEL}={pool} -o wide; "
                                   f"kubectl describe nodepool {pool}")
@@ -167,22 +174,24 @@ def remove_node_pools(lab: Lab, *, selector: str = f"labkit.io/lesson={NAMESPACE
     running = addons.url(ADDON) is not None
     for kind, api_version in (("NodePool", KARPENTER_API), ("KWOKNodeClass", KWOK_CLASS_API)):
         res = lab.dynamic.resources.get(api_version=api_version, kind=kind)
-        with api_errors(f"deleting {kind}s", server=lab.server):
+        with api_errors(_("deleting {kind}s").format(kind=kind), server=lab.server):
             res.delete(label_selector=selector)
     deadline = time.monotonic() + timeout
     for pool in pools:
         claims = lambda pool=pool: _list(lab, "NodeClaim", KARPENTER_API,  # noqa: E731
                                           label_selector=f"{NODEPOOL_LABEL}={pool}")
         res = lab.dynamic.resources.get(api_version=KARPENTER_API, kind="NodeClaim")
-        with api_errors("deleting NodeClaims", server=lab.server):
+        with api_errors(_("deleting NodeClaims"), server=lab.server):
             res.delete(label_selector=f"{NODEPOOL_LABEL}={pool}")
         while claims() or pool_nodes(lab, pool=pool):
             if not running:
                 _force_remove(lab, pool)
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"node pool {pool}'s NodeClaims or nodes are still there after {timeout:.0f}s",
-                                  fix=f"kubectl get nodeclaims,nodes -l {NODEPOOL_LABEL}={pool}; "
-                                      "labkit status (is the karpenter add-on running?)")
+                raise WaitTimeout(_("node pool {pool}'s NodeClaims or nodes are still there after {timeout:.0f}s")
+                                  .format(pool=pool, timeout=timeout),
+                                  fix=_("kubectl get nodeclaims,nodes -l {label}={pool}; "
+                                        "labkit status (is the karpenter add-on running?)").format(
+                                      label=NODEPOOL_LABEL, pool=pool))
             time.sleep(0.5)
     return nodes_before
 
@@ -192,10 +201,10 @@ def _force_remove(lab: Lab, pool: str) -> None:
     unfinalize = {"metadata": {"finalizers": None}}
     for nc in _list(lab, "NodeClaim", KARPENTER_API, label_selector=f"{NODEPOOL_LABEL}={pool}"):
         res = lab.dynamic.resources.get(api_version=KARPENTER_API, kind="NodeClaim")
-        with api_errors("clearing NodeClaim finalizers", server=lab.server):
+        with api_errors(_("clearing NodeClaim finalizers"), server=lab.server):
             res.patch(name=nc["metadata"]["name"], body=unfinalize, content_type="application/merge-patch+json")
     for node in pool_nodes(lab, pool=pool):
-        with api_errors("removing a pool node", server=lab.server):
+        with api_errors(_("removing a pool node"), server=lab.server):
             lab.core.patch_node(node.metadata.name, unfinalize)
             lab.core.delete_node(node.metadata.name)
 
@@ -205,26 +214,30 @@ def _check_render_fits(attempt: Attempt) -> list[str]:
     dep = attempt.require("Deployment", "render", api_version="apps/v1", why="run the cell above the exercise")
     spec = dep["spec"]["template"]["spec"]
     if (spec.get("nodeSelector") or {}).get(POOL_KEY) != POOL:
-        return [f"keep `render`'s nodeSelector {POOL_KEY}: {POOL}: the task is to change the node pool, "
-                "not to move the workload onto other nodes"]
+        return [_("keep `render`'s nodeSelector {pool_key}: {pool}: the task is to change the node pool, not to "
+                  "move the workload onto other nodes").format(pool_key=POOL_KEY, pool=POOL)]
     pool = get(lab, "NodePool", POOL, api_version=KARPENTER_API)
     if pool is None:
-        return [f"NodePool {POOL} is gone: apply it again (the cell with `kind: NodePool` in section 2)"]
+        return [_("NodePool {pool} is gone: apply it again (the cell with `kind: NodePool` in section 2)")
+                .format(pool=POOL)]
     problems = []
     pods = live_pods(lab, namespace, dep["spec"]["selector"].get("matchLabels") or {})
     pending = sorted(p.metadata.name for p in pods if not p.spec.node_name)
     if pending:
         flavors = [v for r in pool["spec"]["template"]["spec"].get("requirements", []) if r.get("key") == INSTANCE_TYPE
                    for v in r.get("values", [])]
-        problems.append(f"pods still Pending: {', '.join(pending)}; each asks for 6 CPUs and NodePool {POOL} may "
-                        f"only create {', '.join(flavors) or 'any flavor'}")
+        problems.append(_("pods still Pending: {pending}; each asks for 6 CPUs and NodePool {pool} may only create "
+                          "{flavors}")
+                        .format(pending=", ".join(pending), pool=POOL, flavors=", ".join(flavors) or _("any flavor")))
     pool_node_names = {n.metadata.name for n in pool_nodes(lab)}
     elsewhere = sorted(p.metadata.name for p in pods if p.spec.node_name and p.spec.node_name not in pool_node_names)
     if elsewhere:
-        problems.append(f"pods placed outside node pool {POOL}: {', '.join(elsewhere)}")
+        problems.append(_("pods placed outside node pool {pool}: {elsewhere}")
+                        .format(pool=POOL, elsewhere=', '.join(elsewhere)))
     available = (dep.get("status") or {}).get("availableReplicas") or 0
     if not problems and available < dep["spec"].get("replicas", 1):
-        problems.append(f"`render` has {available} of {dep['spec'].get('replicas', 1)} replicas available yet")
+        problems.append(_("`render` has {available} of {replicas} replicas available yet")
+                        .format(available=available, replicas=dep['spec'].get('replicas', 1)))
     return problems
 
 
@@ -256,7 +269,47 @@ kubectl -n lesson-05 rollout status deployment/render""",
     solve=_grow_flavors,
 )
 
-EXERCISES = [RENDER_FITS]
+POOL_CPU_CAP = 8  # the budget the second exercise asks for, in vCPUs
+UNDERUSED = "WhenEmptyOrUnderutilized"
+
+
+def _check_pool_budget(attempt: Attempt) -> list[str]:
+    pool = get(attempt.lab, "NodePool", POOL, api_version=KARPENTER_API)
+    if pool is None:
+        return [_("NodePool {pool} is gone: apply it again (the cell with `kind: NodePool` in section 2)")
+                .format(pool=POOL)]
+    problems = []
+    cap = optional_quantity((pool["spec"].get("limits") or {}).get("cpu"))
+    if cap is None or not 0 < cap <= POOL_CPU_CAP:
+        problems.append(_("the pool's CPU limit is {cap}: cap it at {pool_cpu_cap} vCPUs (spec.limits)")
+                        .format(cap=_("not set") if cap is None else f"{cap:g}", pool_cpu_cap=POOL_CPU_CAP))
+    policy = (pool["spec"].get("disruption") or {}).get("consolidationPolicy")
+    if policy != UNDERUSED:
+        problems.append(_("consolidationPolicy is {policy!r}: Karpenter then removes only empty nodes; the task "
+                          "wants under-used nodes consolidated too").format(policy=policy))
+    return problems
+
+
+def _set_budget(attempt: Attempt) -> None:
+    patch(attempt.lab, "NodePool", POOL, api_version=KARPENTER_API, patch_type="merge",
+          body={"spec": {"limits": {"cpu": str(POOL_CPU_CAP)}, "disruption": {"consolidationPolicy": UNDERUSED}}})
+
+
+POOL_BUDGET = Exercise(
+    id="05-pool-budget",
+    task=f"Finance caps node pool `lesson-05`: it may never hold more than {POOL_CPU_CAP} vCPUs, and Karpenter should "
+         "also consolidate nodes that are under-used, not only empty ones. Change the NodePool with kubectl.",
+    hint="`kubectl explain nodepool.spec.limits` and `kubectl explain nodepool.spec.disruption.consolidationPolicy` "
+         "(Karpenter's CRDs carry their documentation); then `kubectl patch nodepool lesson-05 --type=merge -p ...` "
+         "or `kubectl edit nodepool lesson-05`",
+    solution=f"""kubectl patch nodepool lesson-05 --type=merge -p \\
+  '{{"spec":{{"limits":{{"cpu":"{POOL_CPU_CAP}"}},"disruption":{{"consolidationPolicy":"{UNDERUSED}"}}}}}}'
+kubectl get nodepool lesson-05 -o jsonpath='{{.spec.limits}} {{.spec.disruption.consolidationPolicy}}'""",
+    check=_check_pool_budget,
+    solve=_set_budget,
+)
+
+EXERCISES = [RENDER_FITS, POOL_BUDGET]
 
 
 # The lesson's record (labkit.course): what the README, the catalogue and classroom mode read.

@@ -19,8 +19,9 @@ import pandas as pd
 from .. import addons
 from ..addons.node_problem_detector import CUSTOM_DIR, PLUGINS_DIR, component, custom_stamp
 from ..course import Lesson, LessonRights
+from ..course.exercises import Attempt, Exercise
 from ..errors import NotFound, WaitTimeout
-from ..exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.client import Lab, api_errors
 from ..kube.nodes import cordon
 from ..kube.objects import get
@@ -73,7 +74,7 @@ def rules() -> pd.DataFrame:
 def node_events(lab: Lab, *, node: str | None = None, source: str | None = None) -> pd.DataFrame:
     """Events about nodes, oldest first (``kubectl get events --field-selector involvedObject.kind=Node``)."""
     selector = "involvedObject.kind=Node" + (f",involvedObject.name={node}" if node else "")
-    with api_errors("listing node events", server=lab.server):
+    with api_errors(_("listing node events"), server=lab.server):
         events = lab.core.list_event_for_all_namespaces(field_selector=selector).items
     rows = [{"node": e.involved_object.name, "type": e.type, "reason": e.reason,
              "source": e.source.component if e.source else "", "message": (e.message or "")[:100],
@@ -134,9 +135,11 @@ def wait_detectors_reloaded(*, timeout: float = 30.0) -> None:
         if not table.empty and not stale:
             return
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"node-problem-detectors not restarted with the custom monitors within {timeout:.0f}s: "
-                              f"{', '.join(stale) or 'none running'}", last_seen=stale,
-                              fix="labkit status   # and the add-on's log named there")
+            raise WaitTimeout(_("node-problem-detectors not restarted with the custom monitors within "
+                                "{timeout:.0f}s: {stale}").format(timeout=timeout,
+                                                                  stale=", ".join(stale) or _("none running")),
+                              last_seen=stale,
+                              fix="labkit status   # " + _("and the add-on's log named there"))
         time.sleep(0.2)  # the add-on's state is a plain HTTP page: nothing to watch
 
 
@@ -151,7 +154,7 @@ def clear_nodes(lab: Lab, nodes: list[str]) -> None:
     involvedObject.kind=Node,source=kernel-monitor``, and so on for each monitor)."""
     remove_custom_monitors()
     for monitor in MONITOR_SOURCES:
-        with api_errors("deleting old node-problem events", server=lab.server):
+        with api_errors(_("deleting old node-problem events"), server=lab.server):
             lab.core.delete_collection_namespaced_event(
                 EVENT_NAMESPACE, field_selector=f"involvedObject.kind=Node,source={monitor}")
     for node in nodes:
@@ -185,11 +188,12 @@ def _check_clock_monitor(attempt: Attempt) -> list[str]:
     mine = [c for c in installed if any(r.get("condition") == CLOCK_CONDITION and r.get("type") == "permanent"
                                         for r in c.get("rules") or [])]
     if not mine:
-        return [f"no custom plugin monitor in {custom_monitors_dir()} has a permanent rule for condition "
-                f"{CLOCK_CONDITION}"]
+        return [_("no custom plugin monitor in {custom_monitors_dir} has a permanent rule for condition "
+                  "{clock_condition}")
+                .format(custom_monitors_dir=custom_monitors_dir(), clock_condition=CLOCK_CONDITION)]
     # Checked live: one node's clock drifts on purpose; its NPD must say so, a node in sync must not.
     lab = attempt.lab
-    with api_errors("listing nodes", server=lab.server):
+    with api_errors(_("listing nodes"), server=lab.server):
         names = sorted(n.metadata.name for n in lab.core.list_node().items)
     drifting, in_sync = names[0], names[1]
     node_logs.set_clock_offset(drifting, 0.9)
@@ -198,11 +202,13 @@ def _check_clock_monitor(attempt: Attempt) -> list[str]:
         try:
             wait_condition(lab, drifting, CLOCK_CONDITION, "True", timeout=25)
         except WaitTimeout:
-            return [f"{drifting}'s clock is 0.9 s off, but its condition {CLOCK_CONDITION} did not turn True within "
-                    f"25 s (invoke_interval short enough? the script's exit status 1 for 'problem'?)"]
+            return [_("{drifting}'s clock is 0.9 s off, but its condition {clock_condition} did not turn True "
+                      "within 25 s (invoke_interval short enough? the script's exit status 1 for 'problem'?)")
+                    .format(drifting=drifting, clock_condition=CLOCK_CONDITION)]
         other = node_condition(get(lab, "Node", in_sync), CLOCK_CONDITION)
         if other.get("status") == "True":
-            return [f"{in_sync}'s clock is in sync, yet its {CLOCK_CONDITION} is True: the rule fires for every node"]
+            return [_("{in_sync}'s clock is in sync, yet its {clock_condition} is True: the rule fires for every "
+                      "node").format(in_sync=in_sync, clock_condition=CLOCK_CONDITION)]
     finally:
         node_logs.set_clock_offset(drifting, 0.001)
     return []
@@ -247,15 +253,18 @@ def _mystery_truth(lab: Lab) -> dict[str, list[str]]:
 def _check_event_or_condition(attempt: Attempt) -> list[str]:
     truth = _mystery_truth(attempt.lab)
     if not truth["event"] or not truth["condition"]:
-        return [f"{MYSTERY_NODE} shows no problem yet: run the cell that starts this exercise"]
+        return [_("{mystery_node} shows no problem yet: run the cell that starts this exercise")
+                .format(mystery_node=MYSTERY_NODE)]
     answer = attempt.answer if isinstance(attempt.answer, dict) else {}
     problems = []
     if answer.get("event") not in truth["event"]:
-        problems.append(f"the Event's reason is not {answer.get('event')!r}: kubectl get events -n default "
-                        f"--field-selector involvedObject.name={MYSTERY_NODE}")
+        problems.append(_("the Event's reason is not {event!r}: kubectl get events -n default --field-selector "
+                          "involvedObject.name={mystery_node}")
+                        .format(event=answer.get('event'), mystery_node=MYSTERY_NODE))
     if answer.get("condition") not in truth["condition"]:
-        problems.append(f"the NodeCondition that is True is not {answer.get('condition')!r}: kubectl describe node "
-                        f"{MYSTERY_NODE} (Conditions)")
+        problems.append(_("the NodeCondition that is True is not {condition!r}: kubectl describe node "
+                          "{mystery_node} (Conditions)")
+                        .format(condition=answer.get('condition'), mystery_node=MYSTERY_NODE))
     return problems
 
 

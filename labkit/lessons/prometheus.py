@@ -21,12 +21,14 @@ import plotly.express as px
 import plotly.graph_objects as go
 import yaml
 
-from .. import addons, promql
+from .. import addons
 from ..addons.prometheus_operated import promtool
 from ..course import Lesson, LessonRights
+from ..course.exercises import Attempt, Exercise
 from ..errors import WaitTimeout
-from ..exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.client import Lab
+from ..observability import promql
 from ..paths import data_file
 from ..settings import SCRAPE_INTERVAL_S
 
@@ -118,10 +120,12 @@ def wait_for_targets(jobs: tuple[str, ...] = tuple(JOBS), *, timeout: float = 60
             return table[table.job.isin(jobs)].reset_index(drop=True)
         if time.monotonic() > deadline:
             seen = down[["job", "instance", "last_error"]].to_dict("records")
-            raise WaitTimeout(f"Prometheus targets not all up after {timeout:.0f}s: no target yet for "
-                              f"{missing or 'none'}; down: {seen}",
-                              last_seen=table, fix=f"open {promql.prometheus_url()}/targets, or `curl "
-                              f"{promql.prometheus_url()}/api/v1/targets`; `labkit status` shows the add-ons")
+            raise WaitTimeout(_("Prometheus targets not all up after {timeout:.0f}s: no target yet for "
+                                "{missing}; down: {seen}").format(timeout=timeout, missing=missing or _("none"),
+                                                                  seen=seen),
+                              last_seen=table, fix=_("open {url}/targets, or `curl {url}/api/v1/targets`; "
+                                                     "`labkit status` shows the add-ons").format(
+                                                         url=promql.prometheus_url()))
         time.sleep(1.0)
 
 
@@ -148,7 +152,7 @@ def relabelling(job: str) -> pd.DataFrame:
     """
     targets = promql.target_details(job)
     if not targets:
-        raise WaitTimeout(f"Prometheus has no target for job {job!r}", last_seen=None,
+        raise WaitTimeout(_("Prometheus has no target for job {job!r}").format(job=job), last_seen=None,
                           fix=f"curl {promql.prometheus_url()}/api/v1/targets")
     target = targets[0]
     after = target["labels"]
@@ -241,8 +245,10 @@ def wait_for_value(expr: str, ok: Any, *, timeout: float = 60.0, what: str = "")
     frame = promql.query(expr)
     while not ok(frame):
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"{what or expr!r}: not there after {timeout:.0f}s", last_seen=frame,
-                              fix=f"run the query in the Prometheus UI: {promql.prometheus_url()}/graph")
+            raise WaitTimeout(_("{what!r}: not there after {timeout:.0f}s").format(what=what or expr, timeout=timeout),
+                              last_seen=frame,
+                              fix=_("run the query in the Prometheus UI: {url}/graph").format(
+                                  url=promql.prometheus_url()))
         time.sleep(SCRAPE_INTERVAL_S / 2)
         frame = promql.query(expr)
     return frame
@@ -271,10 +277,13 @@ def recorded_vs_query(record: str, expr: str, *, key: str, expect: set[str], tol
                 if len(table) == len(expect) and table.agree.all():
                     return table
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"{record!r} and {expr!r} did not agree within {tolerance:.0%} for {expect} "
-                              f"after {timeout:.0f}s", last_seen=table if not table.empty else recorded,
-                              fix=f"compare both in the Prometheus UI: {promql.prometheus_url()}/graph; "
-                              "`curl .../api/v1/rules` shows the rule's last evaluation and error")
+            raise WaitTimeout(_("{record!r} and {expr!r} did not agree within {tolerance:.0%} for {expect} "
+                                "after {timeout:.0f}s").format(record=record, expr=expr, tolerance=tolerance,
+                                                               expect=expect, timeout=timeout),
+                              last_seen=table if not table.empty else recorded,
+                              fix=_("compare both in the Prometheus UI: {url}/graph; "
+                                    "`curl .../api/v1/rules` shows the rule's last evaluation and error").format(
+                                  url=promql.prometheus_url()))
         time.sleep(SCRAPE_INTERVAL_S / 2)
 
 
@@ -290,31 +299,35 @@ P99_REFERENCE = ('histogram_quantile(0.99, sum by (service, le) '
 
 def _compare(answer: pd.DataFrame, reference: pd.DataFrame, key: str, *, tolerance: float) -> list[str]:
     if answer.empty:
-        return ["the query returns no series"]
+        return [_("the query returns no series")]
     if key not in answer.columns:
-        return [f"the series have no `{key}` label (keep it with `by ({key})`): labels are "
-                f"{sorted(c for c in answer.columns if c not in ('time', 'value'))}"]
+        return [_("the series have no `{key}` label (keep it with `by ({key})`): labels are {labels}")
+                .format(key=key, labels=sorted(c for c in answer.columns if c not in ('time', 'value')))]
     extra = sorted(set(answer.columns) - {key, "time", "value"})
     if extra:
-        return [f"one series per {key}, nothing else: aggregate the other labels away ({', '.join(extra)})"]
+        return [_("one series per {key}, nothing else: aggregate the other labels away ({extra})")
+                .format(key=key, extra=', '.join(extra))]
     want, got = reference.set_index(key)["value"], answer.groupby(key)["value"].sum()
     problems = []
     if set(want.index) != set(got.index):
-        problems.append(f"{key}s differ: expected {sorted(want.index)}, got {sorted(got.index)}")
+        problems.append(_("{key}s differ: expected {expected}, got {got}")
+                        .format(key=key, expected=sorted(want.index), got=sorted(got.index)))
     for k in sorted(set(want.index) & set(got.index)):
         if abs(got[k] - want[k]) > tolerance * max(abs(want[k]), 1e-9):
-            problems.append(f"{key} {k}: {got[k]:.4g}, expected about {want[k]:.4g}")
+            problems.append(_("{key} {k}: {got:.4g}, expected about {want:.4g}")
+                            .format(key=key, k=k, got=got[k], want=want[k]))
     return problems
 
 
 def _check_cpu_query(attempt: Attempt) -> list[str]:
     if not attempt.answer or not str(attempt.answer).strip():
-        return ["no query yet: set `my_query` to your PromQL expression and run the check again"]
+        return [_("no query yet: set `my_query` to your PromQL expression and run the check again")]
     try:
-        answer = promql.query(str(attempt.answer))
+        at = time.time()  # the learner's query and the reference see the same samples
+        answer = promql.query(str(attempt.answer), at=at)
     except promql.PromQLError as exc:
         return [str(exc).splitlines()[0]]
-    reference = promql.query(CPU_REFERENCE.format(ns=attempt.namespace))
+    reference = promql.query(CPU_REFERENCE.format(ns=attempt.namespace), at=at)
     return _compare(answer, reference, "pod", tolerance=0.1)
 
 
@@ -380,7 +393,7 @@ def _evaluated_since(record: str, since: pd.Timestamp) -> dict[str, Any] | None:
 
 def _check_p99_rule(attempt: Attempt) -> list[str]:
     if not attempt.answer or not str(attempt.answer).strip():
-        return ["no rule file yet: set `my_rules` to your rule file (YAML) and run the check again"]
+        return [_("no rule file yet: set `my_rules` to your rule file (YAML) and run the check again")]
     loaded_at = pd.Timestamp.now(tz=UTC)
     problems = load_rules(str(attempt.answer))
     if problems:
@@ -388,9 +401,10 @@ def _check_p99_rule(attempt: Attempt) -> list[str]:
     # What it records from its first evaluation after the reload on (older samples may come from an earlier version).
     rule = _evaluated_since(P99_RECORD, loaded_at)
     if rule is None:
-        return [f"Prometheus loaded your file, but no rule records `{P99_RECORD}`"]
+        return [_("Prometheus loaded your file, but no rule records `{p99_record}`").format(p99_record=P99_RECORD)]
     if rule.get("health") == "err":
-        return [f"the rule fails when Prometheus evaluates it: {rule.get('lastError')}"]
+        return [_("the rule fails when Prometheus evaluates it: {last_error}")
+                .format(last_error=rule.get('lastError'))]
     # Only samples written since the reload (an earlier version's series stay visible until marked stale), compared
     # with the answer at the moment the rule evaluated.
     recorded = promql.query(f"{P99_RECORD} and timestamp({P99_RECORD}) > {loaded_at.timestamp():.3f}")

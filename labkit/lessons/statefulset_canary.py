@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..course import Lesson, LessonRights
-from ..exercises import Attempt, Exercise
+from ..course.exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.client import Lab
 from ..kube.objects import live_pods, patch
 from ..kube.rollouts import rollout_state
@@ -25,20 +26,23 @@ def _check_canary(attempt: Attempt) -> list[str]:
     problems = []
     image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
     if image != "nginx:1.27":
-        problems.append(f"the template asks for {image}, not nginx:1.27")
+        problems.append(_("the template asks for {image}, not nginx:1.27").format(image=image))
     partition = ((sts["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition", 0)
     if partition != replicas - 1:
-        problems.append(f"partition is {partition}: with {replicas} replicas, partition {replicas - 1} updates "
-                        f"exactly one pod (ordinal {replicas - 1})")
+        problems.append(_("partition is {partition}: with {replicas} replicas, partition {last} updates exactly "
+                          "one pod (ordinal {last})")
+                        .format(partition=partition, replicas=replicas, last=replicas - 1))
     pods = _sts_pods(lab, namespace, sts)
     update, current = status.get("updateRevision"), status.get("currentRevision")
     on_new = sorted(i for i, p in pods.items() if (p.metadata.labels or {}).get("controller-revision-hash") == update)
     if update != current and on_new != [replicas - 1]:
-        problems.append(f"pods on the new revision: ordinals {on_new}; the canary is ordinal {replicas - 1} only")
+        problems.append(_("pods on the new revision: ordinals {on_new}; the canary is ordinal {last} only")
+                        .format(on_new=on_new, last=replicas - 1))
     if update == current and partition == replicas - 1 and image == "nginx:1.27":
-        problems.append("every pod is on the same revision: the canary needs the others left on the old one")
+        problems.append(_("every pod is on the same revision: the canary needs the others left on the old one"))
     if status.get("readyReplicas", 0) < replicas:
-        problems.append(f"only {status.get('readyReplicas', 0)} of {replicas} pods are Ready")
+        problems.append(_("only {ready_replicas} of {replicas} pods are Ready")
+                        .format(ready_replicas=status.get('readyReplicas', 0), replicas=replicas))
     return problems
 
 
@@ -63,13 +67,14 @@ def _check_finish(attempt: Attempt) -> list[str]:
     problems = []
     image = sts["spec"]["template"]["spec"]["containers"][0]["image"]
     if image != "nginx:1.27":
-        problems.append(f"the template asks for {image}, not nginx:1.27")
+        problems.append(_("the template asks for {image}, not nginx:1.27").format(image=image))
     partition = ((sts["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition", 0)
     if partition:
-        problems.append(f"partition is still {partition}, so ordinals below it keep the old revision")
+        problems.append(_("partition is still {partition}, so ordinals below it keep the old revision")
+                        .format(partition=partition))
     done, message = rollout_state(sts)
     if not done:
-        problems.append(f"the rollout is not finished: {message}")
+        problems.append(_("the rollout is not finished: {message}").format(message=message))
     return problems
 
 

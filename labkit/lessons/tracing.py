@@ -8,6 +8,7 @@ HTTP API, the same the Jaeger UI makes (``curl 'http://127.0.0.1:PORT/api/traces
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import time
@@ -23,13 +24,14 @@ from .. import addons
 from ..addons.jaeger import control_plane_port, otlp_endpoint
 from ..cluster.kwok_backend import TRACING_CONFIG_FILE
 from ..course import Lesson, LessonRights
+from ..course.exercises import Attempt, Exercise
 from ..errors import LabkitError
-from ..exercises import Attempt, Exercise
+from ..i18n import _
 from ..kube.client import Lab, api_errors
-from ..kube.objects import patch
+from ..kube.objects import get, patch
 from ..kube.wait import poll
 from ..paths import state_dir
-from ..sim.calls import LATENCY_FAULT_ANNOTATION
+from ..sim.calls import LATENCY_FAULT_ANNOTATION, parse_duration
 from ..sim.traces import SPAN_KIND_CLIENT, Span, send
 
 ADDON = "jaeger"
@@ -99,7 +101,8 @@ def jaeger_url() -> str:
     """Where the lab's Jaeger query API answers (``labkit status`` shows it)."""
     url = addons.url(ADDON)
     if url is None:
-        raise LabkitError("Jaeger is not running", fix='lk.addons.require("jaeger")   # or: labkit up --with jaeger')
+        raise LabkitError(_("Jaeger is not running"), fix='lk.addons.require("jaeger")   # '
+                          + _("or: {command}").format(command="labkit up --with jaeger"))
     return url
 
 
@@ -111,8 +114,9 @@ def api(path: str, **params: Any) -> Any:
         with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - the lab's loopback Jaeger
             return json.loads(resp.read())["data"]
     except urllib.error.HTTPError as exc:
-        raise LabkitError(f"Jaeger answered {exc.code} to {url}: {exc.read()[:300]!r}",
-                          fix=f"curl -s '{url}'   # and: labkit status") from exc
+        raise LabkitError(_("Jaeger answered {code} to {url}: {body!r}").format(code=exc.code, url=url,
+                                                                                body=exc.read()[:300]),
+                          fix=f"curl -s '{url}'   # " + _("and: {command}").format(command="labkit status")) from exc
 
 
 def services() -> list[str]:
@@ -148,11 +152,18 @@ def wait_traces(service: str = ENTRY, *, namespace: str | None = None, count: in
                             limit=max(count, 20))
         return len(found) >= count, found
 
-    return poll(check, timeout=timeout,
-                what=lambda found: f"Jaeger has {len(found)} traces through {service} (wanted {count}) after "
-                                   f"{timeout:.0f}s" + (f" in namespace {namespace}" if namespace else ""),
-                fix=f"curl -s '{jaeger_url()}/api/traces?service={service}&lookback=5m' | head"
-                    "   # and: kubectl get pods -n lesson-10; labkit status (workload-model, jaeger)")
+    def too_few(found: list[dict[str, Any]]) -> str:
+        if namespace:
+            return _("Jaeger has {found} traces through {service} (wanted {count}) after {timeout:.0f}s in namespace "
+                     "{namespace}").format(found=len(found), service=service, count=count, timeout=timeout,
+                                           namespace=namespace)
+        return _("Jaeger has {found} traces through {service} (wanted {count}) after {timeout:.0f}s").format(
+            found=len(found), service=service, count=count, timeout=timeout)
+
+    return poll(check, timeout=timeout, what=too_few,
+                fix=f"curl -s '{jaeger_url()}/api/traces?service={service}&lookback=5m' | head   # "
+                    + _("and: {command}").format(command="kubectl get pods -n lesson-10; labkit status "
+                                                         "(workload-model, jaeger)"))
 
 
 def spans(trace: dict[str, Any]) -> pd.DataFrame:
@@ -190,7 +201,7 @@ def call_edges(trace: dict[str, Any]) -> set[tuple[str, str]]:
     """(caller service, called service) for each SERVER span whose parent is another service's CLIENT span."""
     table = spans(trace).set_index("span")
     edges = set()
-    for _, row in table[table.kind == "server"].iterrows():
+    for _index, row in table[table.kind == "server"].iterrows():
         if row.parent in table.index and table.loc[row.parent, "service"] != row.service:
             edges.add((str(table.loc[row.parent, "service"]), str(row.service)))
     return edges
@@ -248,7 +259,7 @@ def traced_create(lab: Lab, namespace: str) -> str:
     so the trace starts where the request did. Returns the trace id (``curl .../api/traces/ID``)."""
     trace_id, span_id = f"{random.getrandbits(128):032x}", f"{random.getrandbits(64) or 1:016x}"
     start = time.time()
-    with api_errors("creating a configmap", server=lab.server):
+    with api_errors(_("creating a configmap"), server=lab.server):
         made = lab.core.create_namespaced_config_map(namespace, {"metadata": {"generateName": "traced-"},
                                                                  "data": {"traced": "yes"}},
                                                      _headers={"traceparent": f"00-{trace_id}-{span_id}-01"})
@@ -257,7 +268,7 @@ def traced_create(lab: Lab, namespace: str) -> str:
                 {"http.request.method": "POST", "k8s.configmap.name": made.metadata.name})
     endpoint = otlp_endpoint(addons.addons_dir() / ADDON)
     if endpoint is None:
-        raise LabkitError("Jaeger has no OTLP endpoint yet", fix='lk.addons.require("jaeger")')
+        raise LabkitError(_("Jaeger has no OTLP endpoint yet"), fix='lk.addons.require("jaeger")')
     send(endpoint, [span])
     return trace_id
 
@@ -274,10 +285,12 @@ def wait_trace(trace_id: str, *, services: tuple[str, ...] = (CLIENT, *CONTROL_P
         seen = {p["serviceName"] for p in trace.get("processes", {}).values()}
         return set(services) <= seen, (seen, trace)
 
-    _, trace = poll(check, timeout=timeout,
-                    what=lambda seen: f"trace {trace_id} has spans from {sorted(seen[0]) or 'nobody'}, not yet "
-                                      f"from {sorted(set(services) - seen[0])}, after {timeout:.0f}s",
-                    fix=f"curl -s '{jaeger_url()}/api/traces/{trace_id}' | head -c 600")
+    _seen, trace = poll(
+        check, timeout=timeout,
+        what=lambda seen: _("trace {trace_id} has spans from {seen}, not yet from {missing}, after {timeout:.0f}s")
+        .format(trace_id=trace_id, seen=sorted(seen[0]) or _("nobody"), missing=sorted(set(services) - seen[0]),
+                timeout=timeout),
+        fix=f"curl -s '{jaeger_url()}/api/traces/{trace_id}' | head -c 600")
     return trace
 
 
@@ -313,7 +326,7 @@ def topology_figure(deps: pd.DataFrame) -> go.Figure:
     each edge labelled with its call count."""
     names = sorted(set(deps.parent) | set(deps.child))
     level = {n: 0 for n in names}
-    for _ in names:  # longest path from a root: a service sits one column right of its deepest caller
+    for _round in names:  # longest path from a root: a service sits one column right of its deepest caller
         for p, c in zip(deps.parent, deps.child, strict=True):
             level[c] = max(level[c], level[p] + 1)
     columns: dict[int, list[str]] = {}
@@ -380,13 +393,53 @@ def _live_culprit(namespace: str) -> tuple[str | None, int]:
 
 def check_slow_service(attempt: Attempt) -> list[str]:
     if attempt.namespace not in _exercise_since:
-        return ["no fault injected yet: run l10.start_exercise(lab, namespace=ns) first"]
+        return [_("no fault injected yet: run l10.start_exercise(lab, namespace=ns) first")]
     if not attempt.answer:
-        return ["pass the Service's name as answer=\"...\""]
+        return [_("pass the Service's name as answer=\"...\"")]
     culprit, n = _live_culprit(attempt.namespace)
     if str(attempt.answer).strip().lower() != culprit:
-        return [f"{attempt.answer!r} is not where the time goes in the {n} slow traces through {ENTRY} since the "
-                "fault: its own spans are not the slowest (a slow parent may only be waiting for a slow child)"]
+        return [_("{answer!r} is not where the time goes in the {n} slow traces through {entry} since the fault: "
+                  "its own spans are not the slowest (a slow parent may only be waiting for a slow child)")
+                .format(answer=attempt.answer, n=n, entry=ENTRY)]
+    return []
+
+
+REPRODUCE_SERVICE, REPRODUCE_MIN_S = "catalog", 0.1  # the reproduced regression: catalog, at least 100 ms
+
+
+def _last_changed(obj: dict[str, Any]) -> float:
+    """When an object was last written (its newest managedFields entry; kubectl annotate writes one), unix seconds."""
+    times = [dt.datetime.fromisoformat(f["time"].replace("Z", "+00:00")).timestamp()
+             for f in obj["metadata"].get("managedFields") or [] if f.get("time")]
+    return max(times, default=0.0)
+
+
+def _reproduce(attempt: Attempt) -> None:
+    patch(attempt.lab, "Service", REPRODUCE_SERVICE, {"metadata": {"annotations": {LATENCY_FAULT_ANNOTATION: "150ms"}}},
+          namespace=attempt.namespace)
+
+
+def check_reproduced_latency(attempt: Attempt) -> list[str]:
+    """Service catalog carries an added latency of at least 100 ms, and Jaeger shows it as catalog's own time."""
+    service = get(attempt.lab, "Service", REPRODUCE_SERVICE, namespace=attempt.namespace)
+    if service is None:
+        return [_("no Service {reproduce_service} in {namespace}: run the cells of section 1 first")
+                .format(reproduce_service=REPRODUCE_SERVICE, namespace=attempt.namespace)]
+    added = parse_duration((service["metadata"].get("annotations") or {}).get(LATENCY_FAULT_ANNOTATION))
+    if added < REPRODUCE_MIN_S:
+        return [_("Service {service} adds {ms:.0f} ms to its requests; the regression to reproduce adds 150 ms (the "
+                  "annotation {annotation} on the Service)")
+                .format(service=REPRODUCE_SERVICE, ms=added * 1000, annotation=LATENCY_FAULT_ANNOTATION)]
+    since = max(time.time() - 60, _last_changed(service))  # traces from before the annotation prove nothing
+    try:
+        slow = wait_traces(ENTRY, namespace=attempt.namespace, since=since, min_duration="100ms", count=3, timeout=20)
+    except LabkitError:
+        return [_("no trace through {entry} since the annotation took 100 ms or more: is the load generator "
+                  "running? (kubectl -n {namespace} get deploy)").format(entry=ENTRY, namespace=attempt.namespace)]
+    own = self_times(slow).set_index("service").mean_self_ms
+    if own.get(REPRODUCE_SERVICE, 0) < REPRODUCE_MIN_S * 1000:
+        return [_("the slow traces spend their time elsewhere: {service}'s own time is {ms:.0f} ms")
+                .format(service=REPRODUCE_SERVICE, ms=own.get(REPRODUCE_SERVICE, 0))]
     return []
 
 
@@ -407,6 +460,20 @@ EXERCISES = [
         solution=SOLUTION,
         check=check_slow_service,
         solve=lambda attempt: _live_culprit(attempt.namespace)[0],
+    ),
+    Exercise(
+        id="10-reproduce-latency",
+        task="The catalog team reports that their next version adds 150 ms to every request. Reproduce that in the "
+             "lab with one kubectl command on Service catalog (no helper), then see it in Jaeger as catalog's own "
+             "time; the check reads the Service and the traces since you changed it.",
+        hint=f"section 4 slowed payment with an annotation on its Service: `kubectl annotate service ... "
+             f"{LATENCY_FAULT_ANNOTATION}=...`; l10.self_times(l10.wait_traces(\"frontend\", namespace=ns, "
+             "min_duration=\"100ms\", since=time.time() - 30)) shows whose own time grew",
+        solution=f"!kubectl -n lesson-10 annotate service catalog {LATENCY_FAULT_ANNOTATION}=150ms --overwrite\n"
+                 "l10.self_times(l10.wait_traces(\"frontend\", namespace=ns, min_duration=\"100ms\", "
+                 "since=time.time() - 30, count=3))",
+        check=check_reproduced_latency,
+        solve=_reproduce,
     ),
 ]
 

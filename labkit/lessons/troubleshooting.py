@@ -26,8 +26,9 @@ import yaml
 from .. import addons
 from ..cluster import backends
 from ..course import Lesson, LessonRights
+from ..course.exercises import Attempt, Exercise
 from ..errors import LabkitError, NotFound, WaitFailed, WaitTimeout
-from ..exercises import Attempt, Exercise
+from ..i18n import _
 from ..insight import Diagnosis, diagnose
 from ..kube import nodes
 from ..kube.apply import apply
@@ -90,7 +91,8 @@ def scenario(name: str) -> Scenario:
     try:
         return all_scenarios(benchmark=True)[name]
     except KeyError:
-        raise LabkitError(f"no scenario {name!r}", fix=f"one of: {', '.join(all_scenarios(benchmark=True))}") from None
+        raise LabkitError(_("no scenario {name!r}").format(name=name),
+                          fix=_("one of: {names}").format(names=", ".join(all_scenarios(benchmark=True)))) from None
 
 
 def symptoms() -> pd.DataFrame:
@@ -143,7 +145,7 @@ def clean_up(lab: Lab, names: list[str] | None = None) -> None:
             gpu_nodes.add(xid["node"])
         for sc_name in (sc.cleanup or {}).get("storageclass", "").split():
             try:
-                with api_errors(f"deleting storageclass {sc_name}", server=lab.server):
+                with api_errors(_("deleting storageclass {name}").format(name=sc_name), server=lab.server):
                     lab.dynamic.resources.get(api_version="storage.k8s.io/v1", kind="StorageClass").delete(
                         name=sc_name)
             except NotFound:
@@ -157,11 +159,12 @@ def clean_up(lab: Lab, names: list[str] | None = None) -> None:
 def remove_namespaces(lab: Lab) -> list[str]:
     """Delete every scenario namespace (``kubectl delete namespace -l labkit.io/lesson`` for lesson-11-*), without
     waiting: what the fixed scenarios still hold (CPU, GPUs) goes back to the lab."""
-    with api_errors("listing namespaces", server=lab.server):
+    with api_errors(_("listing namespaces"), server=lab.server):
         names = [n.metadata.name for n in lab.core.list_namespace().items
                  if n.metadata.name.startswith(NAMESPACE + "-")]
     for name in names:
-        with contextlib.suppress(NotFound), api_errors(f"deleting namespace {name}", server=lab.server):
+        with contextlib.suppress(NotFound), api_errors(_("deleting namespace {name}").format(name=name),
+                                                       server=lab.server):
             lab.core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
             lab.core.delete_namespace(name, propagation_policy="Background")
     return names
@@ -171,7 +174,7 @@ def remove_namespaces(lab: Lab) -> list[str]:
 
 def _pods(lab: Lab, namespace: str, selector: str) -> list[dict[str, Any]]:
     res = lab.dynamic.resources.get(api_version="v1", kind="Pod")
-    with api_errors(f"listing pods -l {selector}", server=lab.server):
+    with api_errors(_("listing pods -l {selector}").format(selector=selector), server=lab.server):
         return [p for p in res.get(namespace=namespace, label_selector=selector).to_dict().get("items") or []
                 if not p["metadata"].get("deletionTimestamp")]
 
@@ -194,7 +197,7 @@ def _state(lab: Lab, namespace: str, spec: dict[str, Any]) -> tuple[bool, str]:
         return bool(hit), f"{len(hit)} pods waiting {want}"
     if cond.startswith("event="):
         reason = cond.split("=", 1)[1]
-        with api_errors("listing events", server=lab.server):
+        with api_errors(_("listing events"), server=lab.server):
             events = lab.core.list_namespaced_event(namespace, field_selector=f"reason={reason}").items
         return bool(events), f"{len(events)} {reason} events"
     if cond == "endpoints":
@@ -207,7 +210,7 @@ def _state(lab: Lab, namespace: str, spec: dict[str, Any]) -> tuple[bool, str]:
     if cond == "gpu-xid":
         from ..insight import gpu_metrics
 
-        rows, _ = gpu_metrics()
+        rows = gpu_metrics()[0]
         return any(r["node"] == name for r in rows), f"XID rows: {rows}"
     obj = get(lab, kind, name, namespace=namespace, api_version=API_VERSIONS.get(kind))
     if cond in ("rolled-out", "no-restarts") or cond.startswith("off-node="):
@@ -240,8 +243,10 @@ def wait_state(lab: Lab, namespace: str, spec: dict[str, Any], *, timeout: float
         except WaitTimeout as exc:
             return False, str(exc)
 
-    return poll(check, timeout=timeout, what=lambda seen: f"{what or spec} not reached in {namespace} within "
-                f"{timeout:.0f}s; last seen: {seen}", fix=f"kubectl -n {namespace} get all,events")
+    return poll(check, timeout=timeout,
+                what=lambda seen: _("{what} not reached in {namespace} within {timeout:.0f}s; last seen: {seen}")
+                .format(what=what or spec, namespace=namespace, timeout=timeout, seen=seen),
+                fix=f"kubectl -n {namespace} get all,events")
 
 
 def _settled(lab: Lab, namespace: str) -> tuple[bool, str]:
@@ -249,7 +254,7 @@ def _settled(lab: Lab, namespace: str) -> tuple[bool, str]:
     old revision's pods gone), no pod terminating. Until then a diagnosis may still see what the fix replaces."""
     for kind in ("Deployment", "ReplicaSet", "Pod"):
         res = lab.dynamic.resources.get(api_version="v1" if kind == "Pod" else "apps/v1", kind=kind)
-        with api_errors(f"listing {kind}s in {namespace}", server=lab.server):
+        with api_errors(_("listing {kind}s in {namespace}").format(kind=kind, namespace=namespace), server=lab.server):
             items = res.get(namespace=namespace).to_dict().get("items") or []
         for obj in items:
             name, status = obj["metadata"]["name"], obj.get("status") or {}
@@ -271,7 +276,8 @@ def _settled(lab: Lab, namespace: str) -> tuple[bool, str]:
 def wait_settled(lab: Lab, namespace: str, *, timeout: float = 60.0) -> str:
     """Block until :func:`_settled` holds: after a fix, before the diagnosis that judges it."""
     return poll(lambda: _settled(lab, namespace), timeout=timeout,
-                what=lambda seen: f"{namespace} did not settle within {timeout:.0f}s; last seen: {seen}",
+                what=lambda seen: _("{namespace} did not settle within {timeout:.0f}s; last seen: {seen}").format(
+                    namespace=namespace, timeout=timeout, seen=seen),
                 fix=f"kubectl -n {namespace} get deploy,rs,pods")
 
 
@@ -281,7 +287,7 @@ def reset_namespace(lab: Lab, namespace: str) -> str:
     """:func:`labkit.lesson_namespace`, faster: the old pods go first with no grace period (``kubectl delete pods
     --all --grace-period=0 --force``), so the namespace controller does not wait out their 30 s grace periods."""
     try:
-        with api_errors(f"deleting the pods of {namespace}", server=lab.server):
+        with api_errors(_("deleting the pods of {namespace}").format(namespace=namespace), server=lab.server):
             lab.core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
     except NotFound:
         pass
@@ -308,19 +314,19 @@ def inject(lab: Lab, name: str, *, namespace: str | None = None, timeout: float 
                 wait_for(lab, "Deployment", doc["metadata"]["name"], namespace=ns, condition="condition=Available",
                          timeout=timeout)
     for target, body in (sc.then or {}).items():  # kubectl patch KIND/NAME -p BODY: the change that breaks it
-        kind, _, obj = target.partition("/")
+        kind, _slash, obj = target.partition("/")
         patch(lab, KINDS[kind][0], obj, body, namespace=ns, api_version=KINDS[kind][1])
     if sc.node_level:
         _inject_fault(lab, sc, ns)
     for settle in sc.settle if isinstance(sc.settle, list) else [sc.settle]:  # a pair has one symptom per fault
-        wait_state(lab, ns, settle, timeout=timeout, what=f"the symptom of {name}")
+        wait_state(lab, ns, settle, timeout=timeout, what=_("the symptom of {name}").format(name=name))
     return ns
 
 
 def inject_many(lab: Lab, names: list[str], *, timeout: float = 90.0) -> dict[str, str]:
     """:func:`inject` several namespaced scenarios at once (each in its own namespace); return name -> namespace."""
     if any(scenario(n).node_level for n in names):
-        raise LabkitError("node-level scenarios drain nodes: inject them one at a time with inject()")
+        raise LabkitError(_("node-level scenarios drain nodes: inject them one at a time with inject()"))
     with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
         return dict(zip(names, pool.map(lambda n: inject(lab, n, timeout=timeout), names), strict=True))
 
@@ -330,7 +336,8 @@ def run_fix(command: str, *, timeout: float = 60.0) -> subprocess.CompletedProce
     done = subprocess.run(["bash", "-c", command], env=backends.env(), capture_output=True, text=True,  # noqa: S603
                           timeout=timeout, check=False)
     if done.returncode:
-        raise LabkitError(f"the fix failed (exit {done.returncode}): {command}\n{done.stdout}{done.stderr}")
+        raise LabkitError(_("the fix failed (exit {code}): {command}\n{stdout}{stderr}").format(
+            code=done.returncode, command=command, stdout=done.stdout, stderr=done.stderr))
     return done
 
 
@@ -369,7 +376,8 @@ def drill(lab: Lab, names: list[str] | None = None, *, fix: bool = True, workers
             result.before = diagnose(lab, result.namespace)
             if fix and result.before.top is not None and sc.fixed:
                 run_fix(result.before.top.fix)
-                wait_state(lab, result.namespace, sc.fixed, timeout=timeout, what=f"the fix of {sc.name}")
+                wait_state(lab, result.namespace, sc.fixed, timeout=timeout,
+                           what=_("the fix of {name}").format(name=sc.name))
                 result.fixed = True
                 # The fix's rollout must be over (the old revision's pending pod gone) before the verdict, or a busy
                 # machine sees the cause it just fixed.
@@ -382,7 +390,7 @@ def drill(lab: Lab, names: list[str] | None = None, *, fix: bool = True, workers
                 clean_up(lab, [sc.name])
             if not keep:  # what a fixed scenario holds (GPUs, CPU) goes back before the node-level ones run
                 with contextlib.suppress(NotFound):
-                    with api_errors(f"deleting namespace {result.namespace}", server=lab.server):
+                    with api_errors(_("deleting namespace {name}").format(name=result.namespace), server=lab.server):
                         lab.core.delete_namespace(result.namespace, propagation_policy="Background")
         result.seconds = time.monotonic() - started
         return result
@@ -411,18 +419,21 @@ def _exercise_check(name: str) -> Any:
         sc = scenario(name)
         ns = namespace_of(name)
         if get(attempt.lab, "Namespace", ns, api_version="v1") is None:
-            return [f"there is no namespace {ns}: run the cell that injects {name!r} first"]
+            return [_("there is no namespace {ns}: run the cell that injects {name!r} first")
+                    .format(ns=ns, name=name)]
         try:
             ok, seen = _state(attempt.lab, ns, sc.fixed)
         except (LabkitError, WaitTimeout) as exc:
             ok, seen = False, str(exc)
-        problems = [] if ok else [f"not fixed yet: {seen}"]
+        problems = [] if ok else [_("not fixed yet: {seen}").format(seen=seen)]
         still = [f for f in diagnose(attempt.lab, ns).findings if f.cause == sc.cause]
-        problems += [f"the cluster still shows {f.cause} on {f.subject}: {f.summary}" for f in still]
+        problems += [_("the cluster still shows {cause} on {subject}: {summary}").format(
+            cause=f.cause, subject=f.subject, summary=f.summary) for f in still]
         for doc in yaml.safe_load_all(sc.manifests):
             if doc and get(attempt.lab, doc["kind"], doc["metadata"]["name"], namespace=ns,
                            api_version=doc["apiVersion"]) is None:
-                problems.append(f"{doc['kind']} {doc['metadata']['name']} is gone: fix it, do not delete it")
+                problems.append(_("{kind} {name} is gone: fix it, do not delete it")
+                                .format(kind=doc['kind'], name=doc['metadata']['name']))
         return problems
 
     return check

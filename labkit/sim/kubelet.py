@@ -12,7 +12,9 @@ the way kubelet 1.36's ``SyncPod`` does, in its order:
    its command exits non-zero, ``Init:ErrImagePull`` when its image does not exist; native sidecars
    (``restartPolicy: Always``) start and keep running;
 3. each container: its environment (``env[].valueFrom``, ``envFrom``) -> ``CreateContainerConfigError``; its
-   program (``command[0]``) in the image -> ``StartError`` (exit code 128), then ``CrashLoopBackOff``.
+   program (``command[0]``) in the image, and on a GPU node the NVIDIA runtime's check of the image's
+   ``NVIDIA_REQUIRE_CUDA`` against the node's driver (:mod:`labkit.sim.nvidia_toolkit`) -> ``StartError``
+   (exit code 128), then ``CrashLoopBackOff``.
 
 For every pod it writes the annotation ``sim.labkit.io/kubelet``: ``passed`` when nothing stands in the way (the
 Stages then pull and start the containers, as before), ``held`` while one of the above holds it; then this process
@@ -45,6 +47,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +64,7 @@ from ..cluster.stages import (
 )
 from ..kube.watch import list_and_watch
 from ..paths import state_dir, write_atomic
-from . import service_net
+from . import nvidia_toolkit, service_net
 from .declared import oom_killed
 from .loopback_http import JSON, Answer, run_daemon
 from .responder import Responder, site_on
@@ -87,6 +90,8 @@ BACKOFF_FIRST_S, BACKOFF_MAX_S = 10.0, 300.0
 # An init container whose command runs for no stated time still takes a moment (and shows Init:0/N meanwhile).
 INIT_MIN_S = 1.0
 API_TIMEOUT_S = 10
+# Pods last: the other caches are filled before the first pod is decided.
+WATCHED = ("nodes", "configmaps", "secrets", "services", "pods")
 RUNC_PREFIX = ("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create "
                "failed: unable to start container process: error during container init: ")
 
@@ -167,8 +172,12 @@ def mount_problems(pod: Obj, ns: Namespace) -> list[tuple[str, str]]:
     return found
 
 
-def start_problem(container: Obj, catalog: Catalog) -> str | None:
-    """What runc says when the container's program is not in its image (StartError); None when it starts."""
+def start_problem(container: Obj, catalog: Catalog, node_labels: Mapping[str, str] | None = None) -> str | None:
+    """What runc says when the container cannot start (StartError): the NVIDIA runtime hook refuses it on that node
+    (``node_labels``: the node's, GPU feature discovery's among them), or its program is not in the image; None when
+    it starts."""
+    if hook := nvidia_toolkit.start_problem(container, catalog.image_env(container.get("image", "")), node_labels):
+        return f"{RUNC_PREFIX}{hook}"
     command = container.get("command") or []
     if not command:
         return None  # the image's own entrypoint
@@ -233,7 +242,7 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def pod_verdict(pod: Obj, ns: Namespace, catalog: Catalog) -> str:
+def pod_verdict(pod: Obj, ns: Namespace, catalog: Catalog, node_labels: Mapping[str, str] | None = None) -> str:
     """``passed`` when the Stages can run the pod as it is; ``held`` when this process must walk it."""
     spec = pod.get("spec") or {}
     if mount_problems(pod, ns):
@@ -243,7 +252,7 @@ def pod_verdict(pod: Obj, ns: Namespace, catalog: Catalog) -> str:
     for c in spec.get("containers") or []:
         if not catalog.exists(c.get("image", "")):
             return PASSED  # the pull fails first: the Stages' ErrImagePull
-        if env_problem(c, pod["metadata"]["namespace"], ns) or start_problem(c, catalog):
+        if env_problem(c, pod["metadata"]["namespace"], ns) or start_problem(c, catalog, node_labels):
             return HELD
     return PASSED
 
@@ -335,10 +344,15 @@ def _pull_events(c: Obj, catalog: Catalog, first: bool) -> list[tuple[str, str, 
 
 
 class Kubelet:
-    """Walks held pods: decides each step from the pod, its namespace's objects and the catalog (no API calls)."""
+    """Walks held pods: decides each step from the pod, its namespace's objects, its node's labels and the catalog
+    (no API calls)."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, node_labels: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.catalog = catalog
+        self.node_labels = node_labels if node_labels is not None else {}
+
+    def _start_problem(self, pod: Obj, c: Obj) -> str | None:
+        return start_problem(c, self.catalog, self.node_labels.get(pod["spec"].get("nodeName", "")))
 
     def step(self, walk: Walk, pod: Obj, ns: Namespace, now: float) -> Step:
         spec = pod["spec"]
@@ -393,7 +407,7 @@ class Kubelet:
                 return self._status(walk, pod, events=events, again_in=CONFIG_RETRY_S)
             events += _pull_events(c, self.catalog, restarts == 0)
             events.append(("Normal", "Created", name, "Container created"))
-            if why := start_problem(c, self.catalog):
+            if why := self._start_problem(pod, c):
                 walk.why = f"init container {name}: {why}"
                 events.append(("Warning", "Failed", name, f"Error: {why}"))
                 return self._crashed(walk, pod, c, 128, "StartError", "1970-01-01T00:00:00Z", why, events,
@@ -456,7 +470,7 @@ class Kubelet:
                 walk.statuses[name] = {**_waiting(c, "CreateContainerConfigError", why, restarts),
                                        "_due": now + CONFIG_RETRY_S}
                 continue
-            if why := start_problem(c, self.catalog):
+            if why := self._start_problem(pod, c):
                 blocked = True
                 whys.append(f"container {name}: {why}")
                 events += [*_pull_events(c, self.catalog, first_pull),
@@ -595,7 +609,8 @@ class Daemon:
 
         self.api_client = api_client(kubeconfig)
         self.core = client.CoreV1Api(self.api_client)
-        self.kubelet = Kubelet(catalog)
+        self.node_labels: dict[str, dict[str, str]] = {}  # node name -> labels (the NVIDIA runtime's check reads them)
+        self.kubelet = Kubelet(catalog, self.node_labels)
         self.catalog = catalog
         self.namespaces: dict[str, Namespace] = {}
         self.pods: dict[str, Obj] = {}          # uid -> latest pod
@@ -824,6 +839,13 @@ class Daemon:
             self._now |= {uid for uid, w in self.walks.items() if w.namespace == ns}
             self._lock.notify_all()
 
+    def _on_node(self, kind_event: str, node: Obj) -> None:
+        name = node["metadata"]["name"]
+        if kind_event == "DELETED":
+            self.node_labels.pop(name, None)
+        else:
+            self.node_labels[name] = dict(node["metadata"].get("labels") or {})
+
     def _on_pod(self, kind_event: str, pod: Obj) -> None:
         uid = pod["metadata"]["uid"]
         with self._lock:
@@ -843,22 +865,24 @@ class Daemon:
         lister = {"pods": self.core.list_pod_for_all_namespaces,
                   "configmaps": self.core.list_config_map_for_all_namespaces,
                   "secrets": self.core.list_secret_for_all_namespaces,
-                  "services": self.core.list_service_for_all_namespaces}[kind]
-        on = self._on_pod if kind == "pods" else (lambda event, obj: self._on_object(kind, event, obj))
+                  "services": self.core.list_service_for_all_namespaces,
+                  "nodes": self.core.list_node}[kind]
+        on = {"pods": self._on_pod, "nodes": self._on_node}.get(kind) or (
+            lambda event, obj: self._on_object(kind, event, obj))
         for change in list_and_watch(lister, plain=self.api_client.sanitize_for_serialization,
                                      stopping=self.stopping, what=kind):
             if change.type == "LISTED":
                 for obj in change.objects:
                     on("ADDED", obj)
                 self._kinds_synced.add(kind)
-                if self._kinds_synced >= {"pods", "configmaps", "secrets", "services"}:
+                if self._kinds_synced >= set(WATCHED):
                     self.synced.set()
             elif change.obj is not None:
                 on(change.type, change.obj)
 
     # -- the worker
     def run(self) -> None:
-        for kind in ("configmaps", "secrets", "services", "pods"):
+        for kind in WATCHED:
             threading.Thread(target=self._watch, args=(kind,), name=f"watch-{kind}", daemon=True).start()
         self.synced.wait()
         if self.runtime is not None:
@@ -930,7 +954,7 @@ class Daemon:
         if verdict is None:
             if uid in self.walks or uid in self.released:
                 return  # decided already: this event is older than the annotation written then
-            verdict = pod_verdict(pod, self._ns(ns), self.catalog)
+            verdict = pod_verdict(pod, self._ns(ns), self.catalog, self.node_labels.get(spec["nodeName"]))
             marks = {KUBELET_ANNOTATION: verdict}
             first = (spec.get("containers") or [{}])[0]
             # The Stages' crash rule then ends it with exit 137, OOMKilled.

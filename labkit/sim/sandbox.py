@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..i18n import _
 from ..kube.quantity import quantity
 from ..paths import state_dir, write_atomic
 from . import service_net
@@ -88,6 +89,13 @@ def shell_binds() -> list[tuple[str, str]]:
 
 MISSING_TOOLS = ("containers cannot run for real here: install Debian's `bubblewrap` and `busybox-static` "
                  "(apt-get install bubblewrap busybox-static), then `labkit down && labkit up`")
+
+
+def missing_tools_fix() -> str:
+    """MISSING_TOOLS's fix (after its colon), in the learner's language: `labkit doctor` prints it."""
+    return _("install Debian's `bubblewrap` and `busybox-static` (apt-get install bubblewrap busybox-static), "
+             "then `labkit down && labkit up`")
+
 
 _applets: set[str] | None = None
 

@@ -8,7 +8,6 @@ A screenshot of each notebook goes to build/browser/ (the first figure or widget
 from __future__ import annotations
 
 import os
-import random
 import re
 import time
 from collections.abc import Callable
@@ -16,18 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from labkit.course import notebook_order
+from labkit.i18n import CHINESE, catalogue
 from labkit.lessons import records
 
 # The notebooks the lessons' records name (labkit.course.Lesson), in course order; with LABKIT_NOTEBOOK_ORDER=shuffled
 # (as `make test` runs this pass, on a lab of its own) in an order drawn from LABKIT_SHUFFLE_SEED (else a new seed,
-# printed in the test ids): no notebook may rely on another having run before it.
-NOTEBOOKS = [Path(__file__).resolve().parents[2] / "notebooks" / f"{r.notebook}.ipynb" for r in records()]
-if os.environ.get("LABKIT_NOTEBOOK_ORDER") == "shuffled":
-    SEED = int(os.environ.get("LABKIT_SHUFFLE_SEED") or random.SystemRandom().randrange(10**6))
-    random.Random(SEED).shuffle(NOTEBOOKS)
-    IDS = [f"{n.stem}@seed{SEED}" for n in NOTEBOOKS]
-else:
-    IDS = [n.stem for n in NOTEBOOKS]
+# printed in the test ids): no notebook may rely on another having run before it. LABKIT_BROWSER_EDITION=zh-CN runs
+# the Chinese edition (notebooks/zh-CN/), as `make test` does: the strict pass runs the English one.
+EDITION = os.environ.get("LABKIT_BROWSER_EDITION", "")
+# The widgets' labels in the edition's language (its notebooks set LABKIT_LANG=zh_CN, so labkit labels in Chinese)
+LABELS = catalogue(CHINESE) if EDITION == "zh-CN" else {}
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS, SEED = notebook_order([NOTEBOOK_DIR / EDITION / f"{r.notebook}.ipynb" for r in records()])
+IDS = [n.stem if SEED is None else f"{n.stem}@seed{SEED}" for n in NOTEBOOKS]
 RUN_ALL_S = 900            # the slowest notebook runs in about 150 s alone; a loaded machine is slower
 INTERACTION_S = 120
 POLL_S = 1.0
@@ -75,9 +76,10 @@ class NotebookPage:
 
     def open(self) -> None:
         # a workspace of its own per notebook: only this notebook opens, whatever an earlier one left open
-        self.driver.get(f"{self.jupyter.url}/lab/workspaces/{self.notebook.stem}/tree/{self.notebook.name}"
+        path = self.notebook.relative_to(NOTEBOOK_DIR).as_posix()   # JupyterLab serves notebooks/
+        self.driver.get(f"{self.jupyter.url}/lab/workspaces/{self.notebook.stem}/tree/{path}"
                         f"?token={self.jupyter.token}")
-        self.wait(lambda s: s and s["path"] == self.notebook.name and s["ready"] and s["kernel"] == "idle",
+        self.wait(lambda s: s and s["path"] == path and s["ready"] and s["kernel"] == "idle",
                   timeout=180, what="the notebook open with its kernel idle")
         self.driver.execute_script("window.jupyterapp.shell.collapseLeft()")   # the notebook, full width
 
@@ -207,6 +209,11 @@ def _until(check: Callable[[], object], *, what: str, timeout: float = INTERACTI
     return value
 
 
+def label(text: str) -> str:
+    """A widget's label as this edition's notebooks show it."""
+    return LABELS.get(text, text)
+
+
 def set_image_changes_the_pods(page: NotebookPage, state: dict) -> None:
     """Notebook 01's rollout panel: type an image, press "set image", press "refresh" until the pods list shows it."""
     cell = _cell_of(state, "panel = lk.widgets.RolloutPanel")
@@ -215,12 +222,12 @@ def set_image_changes_the_pods(page: NotebookPage, state: dict) -> None:
     page.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", field)
     field.clear()
     field.send_keys(image)
-    _find(page.driver, cell, "button", "set image").click()
+    _find(page.driver, cell, "button", label("set image")).click()
     _until(lambda: any(f"set image deployment/web *={image}" in e.text for e in _cells_html(page, cell)),
            what="the kubectl line in the panel's log")
 
     def pods_on_new_image() -> bool:
-        _find(page.driver, cell, "button", "refresh").click()
+        _find(page.driver, cell, "button", label("refresh")).click()
         tables = [e.text for e in _cells_html(page, cell) if e.text.lstrip().startswith("pod")]   # pods by revision
         return any(image in t for t in tables)
 
@@ -260,9 +267,9 @@ def dashboard_updates_and_stops(page: NotebookPage, state: dict) -> None:
     assert plots and all(p["drawn"] and p["points"] for p in plots), f"dashboard figure not drawn: {plots}"
     page.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", editor)   # Shift+Enter moved on
     page.screenshot("gpu-dashboard")
-    _find(page.driver, cell, "button", "Stop").click()
+    _find(page.driver, cell, "button", label("Stop")).click()
     stopped = _until(lambda: re.search(r"stopped after (\d+) updates", status()), what="'stopped after N updates'")
-    assert not _find(page.driver, cell, "button", "Stop").is_enabled(), "the Stop button stays pressable"
+    assert not _find(page.driver, cell, "button", label("Stop")).is_enabled(), "the Stop button stays pressable"
     # Stopped means no redraw for several intervals: an absence, which only watching for a while can show.
     time.sleep(3 * 2)
     assert re.search(r"stopped after (\d+) updates", status()).group(0) == stopped.group(0), status()

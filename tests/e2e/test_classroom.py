@@ -26,7 +26,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 import labkit as lk
-from labkit import classroom, exercises, lessons
+from labkit import lessons
+from labkit.course import classroom, exercises
 from labkit.kube.rollouts import rollout_undo, set_image
 
 pytestmark = pytest.mark.e2e

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 import labkit as lk
-from labkit import addons, promql
+from labkit import addons
 from labkit import dashboards as dash
 from labkit.kube.rollouts import scale
+from labkit.observability import promql
 
 pytestmark = pytest.mark.e2e
 

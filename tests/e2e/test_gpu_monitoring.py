@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 import labkit as lk
-from labkit import addons, promql
+from labkit import addons
 from labkit.cluster.ports import free_port
+from labkit.observability import promql
 
 
 def _gpu_pod(name: str, resource: str = "nvidia.com/gpu", *, memory_mib: int = 30000) -> dict:
@@ -208,3 +209,76 @@ def test_fault_path_from_injection_to_nvml_exporter_prometheus_and_rules(lab, na
     finally:
         g12.restore_gpu_nodes(lab)
 
+
+
+def test_a_cuda_image_newer_than_the_driver_is_refused_named_and_fixed(lab, namespace) -> None:
+    """The NVIDIA runtime's check through the real API: the kubelet's StartError, the insight engine's reading of
+    it, and exercise 12-cuda-image failing on the refused image and passing on one the driver supports."""
+    import yaml
+
+    from labkit.course.exercises import Attempt
+    from labkit.lessons import gpu_monitoring as g12
+
+    refused = yaml.safe_load(g12.CUDA_APP.replace("12.4.1", "12.6.3"))
+    lk.apply(lab, refused, namespace=namespace)
+    lk.wait_for(lab, "Pod", "cuda-app", namespace=namespace, timeout=60,
+                condition="jsonpath={.status.containerStatuses[0].lastState.terminated.reason}=StartError")
+    (problem,) = g12.CUDA_IMAGE.check(Attempt(lab, namespace))
+    assert "nvidia/cuda:12.6.3-base-ubuntu22.04 (cuda>=12.6)" in problem, problem
+    first = lk.diagnose(lab, namespace).findings[0]
+    assert first.cause == "StartError" and "requires cuda>=12.6" in first.summary, first
+    assert "supports CUDA 12.4" in first.summary and "set image pod/cuda-app" in first.fix, first
+    lk.delete(lab, refused, namespace=namespace)
+    lk.wait_for(lab, "Pod", "cuda-app", namespace=namespace, condition="delete", timeout=60)
+    lk.apply(lab, g12.CUDA_APP, namespace=namespace)
+    lk.wait_for(lab, "Pod", "cuda-app", namespace=namespace, condition="jsonpath={.status.phase}=Succeeded",
+                timeout=60)
+    assert g12.CUDA_IMAGE.check(Attempt(lab, namespace)) == []
+
+
+def test_time_slicing_switched_on_by_a_node_label_shares_one_gpus_memory(lab, namespace, running_addons) -> None:
+    """The GPU Operator's way through the real API: a ConfigMap of device-plugin configurations and a node label
+    that picks one. The node then advertises 4 replicas per GPU, two pods land on one GPU, and its memory is one
+    pool: NVML's process list and DCGM_FI_DEV_FB_USED add the pods up. Removing the label gives the devices back."""
+    import yaml
+
+    from labkit.operations import pod_resources
+    from labkit.sim.gpu import device_plugin as dp
+
+    config = {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}}}
+    lk.apply(lab, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dp.CONFIG_NAMESPACE}},
+                   {"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": dp.CONFIG_NAME, "namespace": dp.CONFIG_NAMESPACE},
+                    "data": {"any": yaml.safe_dump(config)}}])
+    held = set(pod_resources().node)
+    node = next(n for n in ("gpu-node-2", "gpu-node-1") if n not in held)  # a node no other test's pod holds
+    lab.core.patch_node(node, {"metadata": {"labels": {dp.CONFIG_LABEL: "any"}}})
+    try:
+        lk.wait_for(lab, "Node", node, api_version="v1", timeout=30,
+                    condition=lambda n: n is not None and n["status"]["allocatable"].get("nvidia.com/gpu") == "8")
+        obj = lab.core.read_node(node)
+        assert obj.metadata.labels["nvidia.com/gpu.replicas"] == "4"
+        assert obj.metadata.labels["nvidia.com/gpu.product"].endswith("-SHARED")
+        for name in ("share-a", "share-b", "share-c"):
+            pod = _gpu_pod(name, memory_mib=25000)
+            pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+            lk.apply(lab, pod, namespace=namespace)
+        for name in ("share-a", "share-b", "share-c"):
+            lk.wait_for(lab, "Pod", name, namespace=namespace, condition="condition=Ready", timeout=60)
+        deadline = time.monotonic() + 30
+        while len(held := pod_resources(namespace=namespace)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert set(held.resource) == {"nvidia.com/gpu"} and len(held) == 3, held
+        by_gpu = held.groupby("gpu").pod.apply(sorted).to_dict()
+        # Spread over both GPUs, then stacked; which pod goes where follows the order they started (a busy machine
+        # may start share-c before share-b), as the kubelet allocates devices when it admits each pod.
+        assert sorted(len(pods) for pods in by_gpu.values()) == [1, 2], by_gpu
+        gpu, stacked = next((gpu, pods) for gpu, pods in by_gpu.items() if len(pods) == 2)
+        used = promql.wait_for_series(f'DCGM_FI_DEV_FB_USED{{Hostname="{node}",gpu="{gpu}",namespace="{namespace}"}} '
+                                      '== 50000', timeout=30)
+        assert set(used.pod) == set(stacked), used  # one pool: each pod's series shows the GPU's total
+    finally:
+        lab.core.patch_node(node, {"metadata": {"labels": {dp.CONFIG_LABEL: None}}})
+    lk.wait_for(lab, "Node", node, api_version="v1", timeout=30,
+                condition=lambda n: n is not None and n["status"]["allocatable"].get("nvidia.com/gpu") == "2")
+    assert lab.core.read_node(node).metadata.labels["nvidia.com/gpu.sharing-strategy"] == "none"

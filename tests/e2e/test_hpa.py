@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import labkit as lk
-from labkit import addons, exercises, lessons
+from labkit import addons, lessons
+from labkit.course import exercises
 from labkit.kube.objects import get
 from labkit.kube.rollouts import scale
 from labkit.lessons import hpa as lesson

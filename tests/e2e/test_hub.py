@@ -27,8 +27,8 @@ import pytest
 import requests
 import websocket
 
-from labkit import hub
 from labkit.cluster.ports import free_port, port_free
+from labkit.course import hub
 from labkit.paths import cache_dir
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ def _blocked_ancestor(path: Path) -> Path | None:
 
 def _namespace_prelude(shared_cache: Path) -> str:
     """Shell lines, run in a private mount namespace, that let students run this Python and read the binary cache."""
-    needed = {Path(p).resolve() for p in (sys.executable, sys.prefix, Path(hub.__file__).parents[1])}
+    needed = {Path(p).resolve() for p in (sys.executable, sys.prefix, Path(hub.__file__).parents[2])}
     lines = ["set -e", "mount --make-rprivate /", f"mkdir -p {shared_cache}",
              f"mount --bind -o ro {cache_dir()} {shared_cache}"]
     for blocked in sorted({b for p in needed if (b := _blocked_ancestor(p)) is not None}):
@@ -93,7 +93,7 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     while not (port_free(port + 1) and port_free(port + 2)):  # the proxy's API and the hub take the next two
         port = free_port()
     env = dict(os.environ, LABKIT_STATE_DIR=str(base / "hub-state"), LABKIT_SHARED_CACHE=str(shared),
-               LABKIT_HUB_NOTEBOOKS=str(Path(hub.__file__).parents[1] / "notebooks"))
+               LABKIT_HUB_NOTEBOOKS=str(hub.notebooks_source()))
     for key in ("LABKIT_API_PORT", "LABKIT_KUBECONFIG", "KUBECONFIG", "LABKIT_IN_TEST"):
         env.pop(key, None)
     hub.proxy_command()  # installed (once) before the clock of the hub's start runs

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 import labkit as lk
-from labkit import exercises, lessons
+from labkit import lessons
+from labkit.course import exercises
 from labkit.kube import rollouts
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 import labkit as lk
-from labkit import exercises
 from labkit.cluster.binaries import binary_paths
+from labkit.course import exercises
 from labkit.lessons import cluster_logging as l09
 from labkit.paths import kubeconfig_path
 
@@ -103,20 +103,33 @@ def test_a_request_id_is_logged_by_both_services(lab: lk.Lab, shop: str) -> None
     assert path.set_index("service").pod["frontend"] in _pods(lab, shop, "frontend")
 
 
-def test_exercise_fails_unsolved_and_passes_with_the_pod_that_logged_the_error(lab: lk.Lab, shop: str) -> None:
-    ex = lk.lessons.catalogue().get(l09.EXERCISE_ID)
-    assert ex.check(exercises.Attempt(lab, shop, answer="orders-x"))  # nothing injected yet
-    l09.inject_error(lab, shop, rate=0.5)
+def test_the_exercises_fail_unsolved_and_pass_with_the_pod_and_the_query(lab: lk.Lab, shop: str) -> None:
+    find, count = (lk.lessons.catalogue().get(i) for i in (l09.EXERCISE_ID, l09.QUERY_EXERCISE_ID))
     where = l09.scope(lab, shop)
+    # the walkthrough's fault is not the exercise's: its pod is no answer, and the exercise has not started
+    l09.inject_error(lab, shop, rate=0.5)
     assert l09.wait_errors(where, timeout=60) > 0
-    culprit = l09.errors_by_pod(where).pod.iloc[0]
-    annotated = [p for p in _pods(lab, shop, "orders") if (lab.core.read_namespaced_pod(p, shop).metadata.annotations
-                                                          or {}).get(l09.ERROR_RATE_ANNOTATION)]
-    assert annotated == [culprit]
-    wrong = next(p for p in _pods(lab, shop, "orders") if p != culprit)
-    assert ex.check(exercises.Attempt(lab, shop, answer=None))
-    assert ex.check(exercises.Attempt(lab, shop, answer=wrong))
-    assert ex.check(exercises.Attempt(lab, shop, answer=culprit)) == []
+    walkthrough = l09.errors_by_pod(where).pod.iloc[0]
+    assert find.check(exercises.Attempt(lab, shop, answer=walkthrough))
+
+    l09.start_exercise(lab, shop, rate=0.5)   # waits until the store holds the exercise's error
+    annotated = {p: (lab.core.read_namespaced_pod(p, shop).metadata.annotations or {}).get(
+        l09.ERROR_MESSAGE_ANNOTATION) for p in _pods(lab, shop, "frontend") + _pods(lab, shop, "orders")}
+    culprits = [p for p, message in annotated.items() if message == l09.EXERCISE_ERROR]
+    assert len(culprits) == 1 and l09.INJECTED_ERROR not in annotated.values(), annotated
+    wrong = next(p for p in annotated if p != culprits[0])
+    assert find.check(exercises.Attempt(lab, shop, answer=None))
+    assert find.check(exercises.Attempt(lab, shop, answer=wrong))
+    assert find.check(exercises.Attempt(lab, shop, answer=culprits[0])) == []
+
+    # the query: a count of every line, or of errors in no pod, is not the answer; the per-pod error count is
+    ns_field, pod_field = l09.NS, l09.POD
+    assert count.check(exercises.Attempt(lab, shop, answer=None))
+    assert count.check(exercises.Attempt(lab, shop, answer=f"{ns_field}:{shop} | stats by ({pod_field}) count() n"))
+    assert count.check(exercises.Attempt(lab, shop, answer=f"{ns_field}:{shop} level:error | stats count() n"))
+    assert count.check(exercises.Attempt(lab, shop, answer="level:error | stats by (")), "a syntax error is reported"
+    assert count.check(exercises.Attempt(
+        lab, shop, answer=f"{ns_field}:{shop} level:error | stats by ({pod_field}) count() errors")) == []
 
 
 def test_request_lines_agree_with_http_requests_total(lab: lk.Lab, shop: str) -> None:

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 import labkit as lk
-from labkit import addons, exercises, operations
+from labkit import addons, operations
 from labkit.cluster.topology import load_topology
+from labkit.course import exercises
 from labkit.kube.objects import get
 from labkit.lessons import node_problems as l08
 

@@ -15,10 +15,12 @@ import pytest
 import yaml
 
 import labkit as lk
-from labkit import addons, exercises
+from labkit import addons
 from labkit.addons.alertmanager import amtool
 from labkit.addons.prometheus_operated import promtool
-from labkit.exercises import Attempt
+from labkit.course import exercises
+from labkit.course.exercises import Attempt
+from labkit.errors import WaitTimeout
 from labkit.lessons import dashboards as lesson
 from labkit.paths import data_file
 
@@ -63,7 +65,8 @@ def test_a_servicemonitor_becomes_config_and_its_pods_are_scraped(lab: lk.Lab, n
 
 
 def test_an_alert_reaches_the_webhook_grouped(lab: lk.Lab, namespace: str) -> None:
-    _shop(lab, namespace)
+    job = _shop(lab, namespace)
+    lesson.wait_targets_up(job, 2, timeout=90)  # both pods scraped before the rule's clock starts
     after = lesson.last_seq()
     rule = yaml.safe_load(lesson.SHOP_RULES)
     lk.apply(lab, rule, namespace=namespace)
@@ -71,7 +74,13 @@ def test_an_alert_reaches_the_webhook_grouped(lab: lk.Lab, namespace: str) -> No
     assert len(pods) == 2
     # One notification carries both pods' alerts: grouped by alertname and namespace (a first one may carry only
     # the alert that fired first, when the two fire more than group_wait apart).
-    got = lesson.wait_notification(namespace, "ShopPodBusy", after=after, pods=pods, timeout=150)  # a loaded CI
+    try:
+        got = lesson.wait_notification(namespace, "ShopPodBusy", after=after, pods=pods, timeout=150)  # loaded CI
+    except WaitTimeout as timeout:  # once in CI, with nothing else to go on: say where the alerts stood too
+        timeout.last_seen = {"notifications": timeout.last_seen,
+                             "prometheus": lesson.alerts("ShopPodBusy").to_dict("records"),
+                             "targets": lesson.targets(job).to_dict("records")}
+        raise
     busy = got[(got.status == "firing") & got.group.str.contains("alertname=ShopPodBusy")]
     assert pods in [set(listed.split(",")) for listed in busy.pods], busy
     assert busy.group.nunique() == 1, busy  # one group: alertname and namespace, not one per pod

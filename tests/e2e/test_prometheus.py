@@ -17,10 +17,12 @@ import pytest
 import yaml
 
 import labkit as lk
-from labkit import addons, exercises, lessons, promql
+from labkit import addons, lessons
 from labkit.addons.prometheus import RULES_DIR
+from labkit.course import exercises
 from labkit.errors import WaitTimeout
 from labkit.lessons import prometheus as lesson
+from labkit.observability import promql
 from labkit.paths import data_file
 
 pytestmark = pytest.mark.e2e

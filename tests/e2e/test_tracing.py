@@ -5,12 +5,13 @@ service's own time; lesson 10's exercise fails unsolved and passes with the serv
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
 
 import labkit as lk
-from labkit import exercises
+from labkit.course import exercises
 from labkit.lessons import tracing as l10
 
 pytestmark = pytest.mark.e2e
@@ -89,6 +90,22 @@ def test_exercise_fails_unsolved_and_passes_with_the_service_the_traces_name(lab
     assert not wrong.passed and wrong.hint
     assert lk.check(lab, "10-slow-service", namespace=shop, answer=culprit).passed
     assert exercises.Catalogue(l10.EXERCISES).get("10-slow-service").solve is not None
+
+
+def test_the_reproduce_latency_exercise_wants_the_annotation_and_catalogs_own_time(
+        lab: lk.Lab, shop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LABKIT_IN_TEST", raising=False)
+    l10.clear_latency(lab, namespace=shop)
+    assert not lk.check(lab, "10-reproduce-latency", namespace=shop).passed  # nothing changed yet
+    l10.inject_latency(lab, "catalog", namespace=shop, delay="20ms")
+    too_little = lk.check(lab, "10-reproduce-latency", namespace=shop)
+    assert not too_little.passed and "20 ms" in " ".join(too_little.problems)
+    # what the learner types, with the lab's own kubectl
+    kubectl = lk.use_lab_kubectl(lab)
+    subprocess.run([kubectl, "-n", shop, "annotate", "service", "catalog",
+                    f"{l10.LATENCY_FAULT_ANNOTATION}=150ms", "--overwrite"], check=True, capture_output=True)
+    assert lk.check(lab, "10-reproduce-latency", namespace=shop).passed
+    l10.clear_latency(lab, namespace=shop)
 
 
 def test_a_sampled_request_is_traced_through_the_api_server_into_etcd_and_no_other(lab: lk.Lab,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 import labkit as lk
-from labkit import exercises
+from labkit.course import exercises
 from labkit.lessons import troubleshooting as l11
 
 pytestmark = pytest.mark.e2e

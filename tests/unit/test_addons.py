@@ -3,6 +3,7 @@ real loopback process standing in for an add-on."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -111,3 +112,29 @@ def test_start_reuse_and_stop_real_processes(monkeypatch, tmp_path: Path) -> Non
         time.sleep(0.05)
     assert not any(supervisor._alive(p) for p in pids.values()), "an add-on process survived stop()"
     assert not (tmp_path / "addons").exists()
+
+
+def test_running_addons_urls_become_shell_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervisor, "status", lambda: [
+        supervisor.AddonStatus("prometheus-operated", "running", 1, "http://127.0.0.1:9090"),
+        supervisor.AddonStatus("jaeger", "stopped", None, None),
+        supervisor.AddonStatus("gpu-exporter", "starting", 2, "http://127.0.0.1:9400/metrics"),
+    ])
+    for name in ("PROMETHEUS_OPERATED_URL", "GPU_EXPORTER_URL"):
+        monkeypatch.setenv(name, "unset")  # restored after the test, whatever export_urls writes
+    assert supervisor.url_variables() == {"PROMETHEUS_OPERATED_URL": "http://127.0.0.1:9090",
+                                          "GPU_EXPORTER_URL": "http://127.0.0.1:9400/metrics"}
+    supervisor.export_urls()
+    assert os.environ["PROMETHEUS_OPERATED_URL"] == "http://127.0.0.1:9090"
+
+
+def test_a_build_is_reported_on_stderr_to_a_learner_and_in_a_log_under_test(tmp_path, monkeypatch, capsys) -> None:
+    """A cold cache builds while notebooks run: under test the line must not become a cell's stderr output."""
+    monkeypatch.delenv("LABKIT_IN_TEST", raising=False)
+    supervisor._say_build("jaeger v1: building with go")
+    assert capsys.readouterr().err == "jaeger v1: building with go\n"
+    monkeypatch.setenv("LABKIT_IN_TEST", "1")
+    supervisor._say_build("jaeger v1: another labkit process is getting it; waiting for that")
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "addons" / "builds.log").read_text().endswith(
+        " jaeger v1: another labkit process is getting it; waiting for that\n")

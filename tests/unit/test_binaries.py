@@ -489,16 +489,28 @@ def test_a_prometheus_project_release_is_got_as_promu_publishes_it(isolated: tup
 
 
 def test_a_build_is_expected_to_take_what_it_took_here_last_time(stub_build: list[str],
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from labkit import versions
     from labkit.addons import alertmanager
 
+    monkeypatch.delenv("LABKIT_IN_TEST", raising=False)  # as a learner builds: under test the bar is off
     comp = alertmanager.component()
     assert binaries.expected_seconds(comp) == versions.COLD_BUILD_S["alertmanager"]  # nothing built here yet
     binaries.ensure_component(comp, progress=lambda _m: None)
     assert stub_build == ["alertmanager"]
     assert binaries.expected_seconds(comp) == 1  # the stub "built" it at once, and that is what is remembered now
     assert "building alertmanager" in capsys.readouterr().err  # the bar, on stderr
+
+
+def test_under_test_a_build_shows_no_bar(stub_build: list[str], capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook cell's stored output must not depend on whether the binary cache was warm."""
+    from labkit.addons import alertmanager
+
+    monkeypatch.setenv("LABKIT_IN_TEST", "1")
+    binaries.ensure_component(alertmanager.component(), progress=lambda _m: None)
+    assert stub_build == ["alertmanager"] and capsys.readouterr().err == ""
 
 
 def test_an_exported_cache_is_a_mirror_another_machine_downloads_from(isolated: tuple[str, Path], tmp_path: Path,

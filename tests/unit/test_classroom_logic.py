@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from labkit import classroom, lessons
+from labkit import lessons
+from labkit.course import classroom
+from labkit.course.exercises import Result
 from labkit.errors import LabkitError
-from labkit.exercises import Result
 from labkit.kube.client import Lab
 from labkit.lessons import records
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from labkit import dashboards as dash
-from labkit import promql
+from labkit.observability import promql
 from labkit.sim.gpu import dcgm_exporter
 
 FIXTURE = Path(__file__).parent / "fixtures" / "grafana-export.json"

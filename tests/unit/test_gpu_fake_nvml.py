@@ -211,3 +211,24 @@ def test_entry_point_env_switch(monkeypatch):
     monkeypatch.delenv("LABKIT_FAKE_GPU")
     mode = nvml_mode(refresh=True)
     assert mode.mode == ("real" if _driver_present() else "fake") and mode.reason
+
+
+@pytest.mark.parametrize("memory_bound", [0.1, 0.3, 0.7])
+def test_dcgm_tensor_activity_times_the_clock_is_the_work_rate(memory_bound: float) -> None:
+    """DCGM_FI_PROF_PIPE_TENSOR_ACTIVE is a share of elapsed time: a locked-down clock leaves it as high or higher,
+    and only its product with the SM clock falls, by the job's throughput (less for memory-bound work)."""
+    rate, throughput, active = {}, {}, {}
+    for clock in (1980, 1200):
+        machine = FakeMachine(count=1, node="bench", seed=0)
+        api = FakeNvml(machine)
+        api.nvmlInit()
+        handle = api.nvmlDeviceGetHandleByIndex(0)
+        api.nvmlDeviceSetGpuLockedClocks(handle, clock, clock)
+        machine.set_workload(0, Workload(100, 40_000, memory_bound))
+        machine.step(120)
+        sample, reading = machine.sample(0), api.labkit_profiling(handle)
+        active[clock], throughput[clock] = reading.tensor_active, sample.throughput
+        rate[clock] = reading.tensor_active * sample.sm_clock_mhz
+    assert active[1200] >= active[1980]
+    assert rate[1200] / rate[1980] == pytest.approx(throughput[1200] / throughput[1980], rel=1e-6)
+    assert 1200 / 1980 < rate[1200] / rate[1980] < 1  # diminishing returns: the work falls less than the clock

@@ -28,3 +28,24 @@ def test_power_limit_trades_speed_for_energy_with_a_sweet_spot():
     assert table.loc[700, "reasons"] == "none" and (table.loc[[500, 300, 200], "reasons"] == "SwPowerCap").all()
     assert table.loc[500, "throughput"] > table.loc[500, "gpu_power_w"] / table.loc[700, "gpu_power_w"]
     assert table["server_kj_per_job"].idxmin() == 300  # the rest of the server makes very slow jobs cost again
+
+
+def test_gpu_time_reads_allocated_and_busy_seconds_at_one_instant(monkeypatch):
+    """A scrape landing between the two queries must not shift one window's edge and not the other's."""
+    import pandas as pd
+
+    from labkit.observability import promql
+
+    scrapes = [1000.0 + 2 * i for i in range(6)]   # the trainer's samples, 95 % busy, every 2 s
+    clock = iter([1010.9, 1012.1])                  # a slow machine: over a second between the two queries
+
+    def query(expr, *, at=None, timeout=10.0):
+        now = at if at is not None else next(clock)
+        seen = [t for t in scrapes if now - 10 < t <= now]   # window "10s"
+        value = len(seen) * 2.0 if "count_over_time" in expr else sum(95 for _ in seen) / 100 * 2.0
+        return pd.DataFrame([{"namespace": "ns", "pod": "trainer", "value": value}])
+
+    monkeypatch.setattr(promql, "query", query)
+    monkeypatch.setattr(g12.time, "time", lambda: 1010.9)
+    table = g12.gpu_time_by_pod(window="10s", namespace="ns").set_index("pod")
+    assert table.loc["trainer", "efficiency"] == 0.95, table

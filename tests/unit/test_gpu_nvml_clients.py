@@ -274,13 +274,22 @@ def test_a_separate_process_and_the_exporter_agree(served, tmp_path):
     assert [r["uuid"] for r in gpustat_rows] == [d.uuid for d in machine.devices]
 
 
-def test_a_mirror_is_read_only_and_follows_the_owner(served):
+def test_a_mirror_sends_its_settings_to_the_owner_and_follows_it(served):
     _profile, machine, server, _env = served
     mirror = FakeNvml(MirrorMachine(server.base_url, machine.node))
     mirror.nvmlInit()
     handle = mirror.nvmlDeviceGetHandleByIndex(0)
-    with pytest.raises(pynvml.NVMLError_NoPermission):
-        mirror.nvmlDeviceSetPowerManagementLimit(handle, mirror.nvmlDeviceGetPowerManagementLimit(handle) - 10_000)
+    low, high = mirror.nvmlDeviceGetPowerManagementLimitConstraints(handle)
+    default = mirror.nvmlDeviceGetPowerManagementLimit(handle)
+    mirror.nvmlDeviceSetPowerManagementLimit(handle, default - 10_000)
+    assert machine.devices[0].state.power_limit_w * 1000 == default - 10_000  # the owner's state changed
+    assert mirror.nvmlDeviceGetPowerManagementLimit(handle) == default - 10_000  # and the mirror re-read it at once
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):
+        mirror.nvmlDeviceSetPowerManagementLimit(handle, high + 1_000)
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):
+        mirror.nvmlDeviceSetGpuLockedClocks(handle, 1500, 1200)
+    mirror.nvmlDeviceSetPowerManagementLimit(handle, default)
+    assert low <= default <= high
     machine.set_workload(0, Workload(40, 1_000, 0.2))
     machine.set_processes({0: [FakeProcess(TRAINER_PID, 1_000)]})
     mirror.machine._fetched = 0.0  # as if MAX_AGE_S had passed

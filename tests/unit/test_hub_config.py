@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from labkit import hub
+from labkit.course import hub
 from labkit.errors import LabkitError
 
 

@@ -405,6 +405,27 @@ def test_a_command_the_image_lacks_is_a_start_error_before_its_crash_loop() -> N
                          f"\"http://web\"]}}]'")
 
 
+def test_an_image_newer_than_the_nodes_cuda_is_named_with_the_drivers_version() -> None:
+    from labkit.sim.kubelet import RUNC_PREFIX
+    from labkit.sim.nvidia_toolkit import HOOK_FAILED
+
+    message = RUNC_PREFIX + HOOK_FAILED.format(condition="cuda>=12.6")
+    spec = {"containers": [{"name": "cuda", "image": "nvidia/cuda:12.6.3-base-ubuntu22.04",
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}
+    p = pod("cuda-12-6", None, node_name="gpu-node-1", spec=spec, container="cuda", restarts=2,
+            waiting={"reason": "CrashLoopBackOff", "message": "back-off 20s restarting"},
+            last={"exitCode": 128, "reason": "StartError", "message": message})
+    gpu = node("gpu-node-1", gpus=2, labels={"nvidia.com/cuda.runtime-version.full": "12.4"})
+    failed = event("Pod", "cuda-12-6", "Failed", f"Error: {message}", count=3)
+    first = analyze(snap(pods=[p], events=[failed], nodes=[gpu]))[0]
+    assert first.cause == "StartError" and first.subject == "pod/cuda-12-6"
+    assert first.summary == ("container cuda cannot start: its image requires cuda>=12.6 and the NVIDIA driver on "
+                             "gpu-node-1 supports CUDA 12.4; the NVIDIA runtime refuses it")
+    assert any(e.line == "gpu-node-1: nvidia.com/cuda.runtime-version.full=12.4" for e in first.evidence)
+    assert any(e.source == "event" and "unsatisfied condition: cuda>=12.6" in e.line for e in first.evidence)
+    assert first.fix.startswith(f"kubectl -n {NS} set image pod/cuda-12-6 cuda=IMAGE   # an image built for CUDA 12.4")
+
+
 def test_a_bare_pod_that_never_restarts_reports_its_start_error() -> None:
     spec = {"restartPolicy": "Never",
             "containers": [{"name": "c", "image": "busybox:1.36", "command": ["curl", "-s", "http://web"]}]}
@@ -759,3 +780,11 @@ def test_a_mount_fixed_since_is_no_finding_once_the_pod_waits_for_something_else
         "reason": "CreateContainerConfigError", "message": 'secret "db-pass" not found'}}
     first = analyze(snap(pods=[p], deployments=[dep], replicasets=[rs], events=[mount]))[0]
     assert first.cause == "CreateContainerConfigError"  # the ConfigMap came; the kubelet now waits for the Secret
+
+
+def test_the_exit_code_meanings_shown_are_the_exit_codes_table() -> None:
+    """exit_meaning() is EXIT_CODES in the learner's language (its msgids are written out for the catalogue)."""
+    from labkit.insight.findings import exit_meaning
+
+    assert {code: exit_meaning(code, "") for code in insight.EXIT_CODES} == insight.EXIT_CODES
+    assert exit_meaning(42, "the process chose it") == "the process chose it"

@@ -145,6 +145,9 @@ def test_make_test_runs_notebooks_strictly_and_beside_them_as_a_learner_in_a_bro
     assert learner == strict and lines[strict].index("test-browser") < lines[strict].index("LABKIT_IN_TEST=1"), (
         "make test: the browser pass starts in the background before the strict pass")
     assert "LABKIT_STATE_DIR=" in lines[strict] and "LABKIT_NOTEBOOK_ORDER=shuffled" in lines[strict]
+    # the browser pass runs the Chinese edition; the strict pass the English one, its notebooks first and shuffled
+    assert "LABKIT_BROWSER_EDITION=zh-CN" in lines[strict] and "--ignore=notebooks/zh-CN" in lines[strict]
+    assert lines[strict].count("LABKIT_NOTEBOOK_ORDER=shuffled") == 2, "both passes shuffle the notebooks"
     assert re.search(r"\[ \$\$strict -eq 0 \] && \[ \"\$\$\(cat build/browser-pass.rc\)\" = 0 \]$", lines[strict])
     browser = [_expand(line, variables) for line in recipes["test-browser"]]
     assert any("-u LABKIT_IN_TEST" in line and "pytest tests/browser" in line for line in browser), (
@@ -276,3 +279,39 @@ def test_dependency_table_maps_names_that_differ() -> None:
     for name, dist in DISTRIBUTION.items():
         if name in top_level:
             assert dist in {_norm(d) for d in top_level[name]}, f"`import {name}` comes from {top_level[name]}"
+
+
+@pytest.mark.parametrize(("env", "chinese"), [
+    ({"LABKIT_LANG": "zh_CN"}, True), ({"LABKIT_LANG": "zh-CN", "LANG": "C.UTF-8"}, True),
+    ({"LANG": "zh_CN.UTF-8"}, True), ({"LC_ALL": "zh_CN.UTF-8", "LANG": "en_US.UTF-8"}, True),
+    ({"LABKIT_LANG": "en", "LANG": "zh_CN.UTF-8"}, False), ({"LANG": "C.UTF-8"}, False), ({}, False),
+], ids=lambda v: str(v))
+def test_make_lab_opens_jupyterlab_in_the_learners_language(env: dict[str, str], chinese: bool) -> None:
+    """A Chinese LABKIT_LANG or locale (as labkit.i18n reads them) makes `make lab` install JupyterLab's zh-CN
+    language pack with the project's constraints and start JupyterLab with it chosen by default (JupyterLab 4's
+    labconfig/default_setting_overrides.json, in the lab's own config directory); any other language changes nothing.
+    Read with `make -n`, which prints the recipes without running them."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    assert "lab-language" in (re.search(r"^lab:([^#\n]*)", MAKEFILE.read_text(), re.M) or ["", ""])[1].split()
+    clean = {k: v for k, v in os.environ.items() if k not in ("LABKIT_LANG", "LC_ALL", "LC_MESSAGES", "LANG")}
+    proc = subprocess.run(["make", "-n", "--no-print-directory", "lab", f"PYTHON={sys.executable}"], cwd=ROOT,
+                          env=clean | env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    pack = [line for line in lines if "jupyterlab-language-pack-zh-CN" in line]
+    start = next(line for line in lines if " -m jupyter lab " in line)
+    if not chinese:
+        assert not pack and "lab-zh_CN" not in proc.stdout and 'JUPYTER_CONFIG_PATH="$JUPYTER_CONFIG_PATH"' in start
+        return
+    assert pack and pack[0].split()[:4] == [sys.executable, "-m", "pip", "install"], pack
+    assert "-c constraints.txt" in pack[0]  # as `make install` installs: the tested versions
+    written = next(line for line in lines if "default_setting_overrides.json" in line)
+    settings = json.loads(re.search(r"'(\{.*\})'", written).group(1))  # type: ignore[union-attr]
+    assert settings == {"@jupyterlab/translation-extension:plugin": {"locale": "zh_CN"}}
+    config_dir = re.search(r"> (\S+)/labconfig/default_setting_overrides\.json", written).group(1)  # type: ignore[union-attr]
+    assert f'JUPYTER_CONFIG_PATH="{config_dir}' in start

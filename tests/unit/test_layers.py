@@ -19,20 +19,20 @@ PACKAGE = Path(__file__).resolve().parents[2] / "labkit"
 
 # Bottom to top. A module's layer is the first entry that matches its dotted name (a package covers its modules).
 LAYERS: list[tuple[str, ...]] = [
+    ("i18n",),  # the learner's language: below errors, whose framing ("fix: ...") it translates
     ("errors", "paths", "versions", "settings"),
     ("state",),  # the lab's record, kept under paths.state_dir()
     ("kube",),  # the Kubernetes verbs: the simulators, add-ons and backends use them too
     ("cluster",),
     ("sim",),
     ("addons",),
-    ("promql", "cgroups", "exercises", "operations"),
-    ("course",),  # the lessons' record type: what a lesson is, needs and lets a student do
-    ("classroom", "hub", "jupyter"),
+    ("observability", "operations"),
+    ("course",),  # the lessons' record, their exercises, and the classroom (namespaces, the hub, its extension)
     ("insight",),
-    ("figures",),
-    ("widgets", "dashboards"),
+    ("display",),  # figures and widgets
+    ("dashboards",),
     ("lessons",),
-    ("cli", "__init__", "data"),  # data: JupyterHub's config file (labkit/data/hub), which uses labkit.hub
+    ("cli", "__init__", "data"),  # data: JupyterHub's config file (labkit/data/hub), which uses labkit.course.hub
     ("__main__",),
 ]
 
@@ -243,7 +243,8 @@ def lesson_cross_imports(root: Path) -> list[str]:
 
 
 def _private(name: str) -> bool:
-    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+    # `_` alone is gettext's public name (labkit.i18n._), imported wherever a message is translated.
+    return name.startswith("_") and name != "_" and not (name.startswith("__") and name.endswith("__"))
 
 
 def _inside(module: str, owner: str) -> bool:
@@ -389,19 +390,22 @@ def test_the_checker_reports_an_upward_and_a_sideways_import(tmp_path: Path) -> 
     root = tmp_path / "labkit"
     (root / "kube").mkdir(parents=True)
     (root / "kube" / "client.py").write_text("from ..lessons import gpu_monitoring\nfrom .. import errors\n")
-    (root / "figures.py").write_text("import labkit.widgets\n")
+    (root / "observability").mkdir()
+    (root / "observability" / "promql.py").write_text("import labkit.display.widgets\n")
     wrong = violations(root)
     assert len(wrong) == 2, wrong
-    assert "kube/client.py:1 (kube) imports labkit.lessons (lessons)" in wrong[1]
-    assert "figures.py:1 (figures) imports labkit.widgets" in wrong[0]
+    assert any("kube/client.py:1 (kube) imports labkit.lessons (lessons)" in line for line in wrong), wrong
+    assert any("observability/promql.py:1 (observability) imports labkit.display.widgets" in line
+               for line in wrong), wrong
 
 
 def test_the_checker_sees_relative_imports_between_top_level_modules(tmp_path: Path) -> None:
     root = _fake_package(tmp_path, {
-        "insight.py": "from . import addons\nfrom .widgets import show\nfrom . import errors\n",
-        "addons/base.py": "", "widgets.py": "", "errors.py": "",
+        "insight.py": "from . import addons\nfrom .display.widgets import show\nfrom . import errors\n",
+        "addons/base.py": "", "display/widgets.py": "", "errors.py": "",
     })
-    assert violations(root) == ["labkit/insight.py:2 (insight) imports labkit.widgets (widgets), which is not below it"]
+    assert violations(root) == [
+        "labkit/insight.py:2 (insight) imports labkit.display.widgets (display), which is not below it"]
 
 
 # --- lessons stand alone
@@ -496,3 +500,19 @@ def test_the_checker_reports_a_load_time_cycle_and_not_a_function_level_import(t
         "labkit/sim/gpu/attribution.py:1 labkit.sim.gpu.attribution imports labkit.sim.gpu at load time, "
         "in the cycle {labkit.sim.gpu, labkit.sim.gpu.attribution}",
     ]
+
+
+def test_every_name_taken_from_the_package_root_exists() -> None:
+    """``from labkit import X`` anywhere in the package or its tests names a submodule or a public name of the root
+    (a module moved into a subpackage leaves no stale import behind, JupyterHub's config file included)."""
+    import labkit
+
+    wrong = []
+    for path in [*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "labkit":
+                for alias in node.names:
+                    if alias.name not in labkit.__all__ and importlib.util.find_spec(f"labkit.{alias.name}") is None:
+                        where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+                        wrong.append(f"{where} from labkit import {alias.name}")
+    assert not wrong, "names the package root does not have:\n" + "\n".join(wrong)

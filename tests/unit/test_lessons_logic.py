@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from labkit import exercises, figures, lessons
+from labkit import lessons
 from labkit.cluster.kwok_backend import stage_files
+from labkit.course import exercises
+from labkit.display import figures
 from labkit.kube import events, rollouts
 from labkit.kube.wait import deployment_failed
 from labkit.lessons import deployment_rollouts
@@ -252,7 +255,7 @@ def test_every_lesson_with_exercises_says_why_its_stored_check_passes() -> None:
 
 def test_a_check_whose_object_is_missing_says_so(monkeypatch) -> None:
     """Attempt.require: the one problem a check reports when what it looks at is not in the namespace."""
-    from labkit import exercises
+    from labkit.course import exercises
     from labkit.kube import objects
 
     found: dict[str, dict] = {}
@@ -268,3 +271,36 @@ def test_a_check_whose_object_is_missing_says_so(monkeypatch) -> None:
         "there is no Deployment `render` in this namespace (run the cell above the exercise)"]
     found["render"] = {"spec": {"replicas": 2}}
     assert exercises.problems_of(ex, attempt) == []
+
+
+def test_every_lesson_has_at_least_two_exercises() -> None:
+    """Each lesson asks the learner to act at least twice (kubectl, YAML, PromQL or LogsQL they type)."""
+    few = {record.notebook: len(record.exercises) for record in lessons.records() if len(record.exercises) < 2}
+    assert not few, few
+
+
+# A cell a learner could type in a terminal or a query box: a shell line (`!kubectl`, `!curl`, `!nvidia-smi`), a
+# manifest, or a PromQL/LogsQL expression written out as the first argument of a query.
+TYPEABLE = re.compile(r"^\s*!|apiVersion:|\b(?:query|query_range|wait_query|wait_for_series|wait_for_value|"
+                      r"recorded_vs_query)\(\s*f?['\"]", re.M)
+
+
+def test_kubectl_first_at_least_a_third_of_each_lessons_code_cells_can_be_typed() -> None:
+    import json
+
+    root = Path(__file__).resolve().parents[2]
+    ratios = {}
+    for record in lessons.records():
+        cells = json.loads((root / "notebooks" / f"{record.notebook}.ipynb").read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        ratios[record.notebook] = sum(bool(TYPEABLE.search(src)) for src in code) / len(code)
+    low = {name: round(r, 2) for name, r in ratios.items() if r < 1 / 3}
+    assert not low, f"lessons whose code cells are mostly helper calls: {low}"
+
+
+def test_the_typeable_pattern_tells_a_command_from_a_helper() -> None:
+    assert TYPEABLE.search("x = 1\n!kubectl get pods")
+    assert TYPEABLE.search("lesson.query('up{job=\"x\"}')")
+    assert TYPEABLE.search('lk.apply(lab, """\napiVersion: v1\nkind: Pod\n""")')
+    assert not TYPEABLE.search("lesson.crds(lab)   # kubectl get crd")
+    assert not TYPEABLE.search("lk.promql.query(expr)")

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from labkit import figures
+from labkit.display import figures
 
 
 @pytest.fixture

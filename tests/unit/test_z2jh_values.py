@@ -15,7 +15,8 @@ import jsonschema
 import pytest
 import yaml
 
-from labkit import hub, versions
+from labkit import versions
+from labkit.course import hub
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "z2jh"
 CHART_ENV = "LABKIT_Z2JH_CHART"
@@ -71,7 +72,7 @@ def test_the_image_and_values_use_what_labkit_reads() -> None:
     values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     single = values["singleuser"]
-    assert "jupyter server extension enable --sys-prefix labkit.jupyter" in dockerfile
+    assert "jupyter server extension enable --sys-prefix labkit.course.jupyter" in dockerfile
     assert single["defaultUrl"].endswith(hub.NOTEBOOKS_FOLDER)
     assert hub.NOTEBOOKS_FOLDER in json.dumps(single["lifecycleHooks"])
     assert single["extraEnv"]["LABKIT_SHARED_CACHE"] in dockerfile

@@ -1,4 +1,5 @@
-# JupyterHub configuration: a private embedded lab per student, every lesson included (labkit.hub, docs/classroom.md).
+# JupyterHub configuration: a private embedded lab per student, every lesson included (labkit.course.hub,
+# docs/classroom.md).
 # `labkit hub --students N` runs it with the environment below; copy it to change it (`jupyterhub -f COPY`).
 #   LABKIT_HUB_STUDENTS  comma-separated user names allowed to log in (system users; `labkit hub` makes them)
 #   LABKIT_HUB_PORT      where the hub listens on 127.0.0.1 (8000; the proxy's API and the hub itself take the next two)
@@ -7,7 +8,7 @@
 import os
 import sys
 
-from labkit import hub
+from labkit.course import hub
 
 c = get_config()  # noqa: F821 - JupyterHub's config loader provides it
 
@@ -30,14 +31,14 @@ c.Authenticator.allowed_users = {u for u in os.environ.get("LABKIT_HUB_STUDENTS"
 c.JupyterHub.spawner_class = "localprocess"
 c.Spawner.cmd = [hub.students_python(), "-m", "jupyterhub.singleuser"]
 c.Spawner.port = 0  # a free port each
-c.Spawner.args = ["--ServerApp.jpserver_extensions={'labkit.jupyter': True}"]
+c.Spawner.args = ["--ServerApp.jpserver_extensions={'labkit.course.jupyter': True}"]
 c.Spawner.default_url = f"/lab/tree/{hub.NOTEBOOKS_FOLDER}"
 c.Spawner.environment = hub.lab_environment()
 c.Spawner.pre_spawn_hook = hub.copy_notebooks
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 
-# Idle servers are stopped (their labs stop with them: labkit.jupyter's keeper).
+# Idle servers are stopped (their labs stop with them: labkit.course.jupyter's keeper).
 c.JupyterHub.load_roles = [{"name": "jupyterhub-idle-culler-role",
                             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
                             "services": ["jupyterhub-idle-culler-service"]}]

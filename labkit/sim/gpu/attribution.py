@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit.cluster.topology import DEFAULT_GPU_CUDA, DEFAULT_GPU_DRIVER
 from labkit.settings import GPU_RESOURCE, MIG_RESOURCE_PREFIX, SHARED_GPU_RESOURCE
 from labkit.sim.gpu import FakeMachine, FakeNvml, PodRef, Workload, collect_samples, render_samples
 from labkit.sim.gpu.dcgm_exporter import MetricSample
-from labkit.sim.gpu.machine import FakeProcess
+from labkit.sim.gpu.machine import FakeProcess, cuda_version_number
 from labkit.sim.gpu.profiles import GpuProfile
+from labkit.sim.nvidia_toolkit import CUDA_LABEL, DRIVER_LABEL
 
 ANNOTATION_UTILIZATION = "gpu.labkit.io/utilization"
 ANNOTATION_MEMORY_MIB = "gpu.labkit.io/memory-mib"
@@ -69,6 +71,9 @@ class GpuNode:
     whole_gpus: tuple[int, ...]
     replicas: int = 0
     mig: tuple[MigInstance, ...] = ()
+    driver: str = DEFAULT_GPU_DRIVER   # GPU feature discovery's nvidia.com/cuda.driver-version.full
+    cuda: str = DEFAULT_GPU_CUDA       # ... and nvidia.com/cuda.runtime-version.full
+    shared_resource: str = SHARED_GPU_RESOURCE  # time-slicing's replicas: nvidia.com/gpu unless renamed
 
     @classmethod
     def from_node(cls, node: Mapping[str, Any]) -> GpuNode | None:
@@ -77,9 +82,14 @@ class GpuNode:
         labels = node.get("metadata", {}).get("labels", {}) or {}
         if not any(is_gpu_resource(k) for k in capacity):
             return None
-        whole = int(capacity.get(GPU_RESOURCE, 0))
-        replicas = int(labels.get("nvidia.com/gpu.replicas", 0)) if SHARED_GPU_RESOURCE in capacity else 0
-        shared_gpus = int(capacity.get(SHARED_GPU_RESOURCE, 0)) // replicas if replicas else 0
+        # Time-slicing: each GPU advertised `replicas` times, as nvidia.com/gpu.shared (renameByDefault) or under
+        # its own name nvidia.com/gpu (GPU feature discovery's sharing-strategy label says which).
+        renamed = SHARED_GPU_RESOURCE in capacity
+        sliced = renamed or labels.get("nvidia.com/gpu.sharing-strategy") == "time-slicing"
+        replicas = int(labels.get("nvidia.com/gpu.replicas", 0)) if sliced else 0
+        shared_resource = SHARED_GPU_RESOURCE if renamed or not replicas else GPU_RESOURCE
+        whole = 0 if replicas and not renamed else int(capacity.get(GPU_RESOURCE, 0))
+        shared_gpus = int(capacity.get(shared_resource, 0)) // replicas if replicas else 0
         count = int(labels.get("nvidia.com/gpu.count", whole + shared_gpus or 1))
         # Mixed MIG strategy: whole GPUs come first, the MIG-partitioned ones last.
         plain = whole + shared_gpus
@@ -95,13 +105,15 @@ class GpuNode:
                 mig.append(MigInstance(gpu, next_id[gpu], profile))
                 next_id[gpu] += 1
         return cls(name=node["metadata"]["name"], product=labels.get("nvidia.com/gpu.product", ""),
-                   count=max(count, 1), whole_gpus=tuple(range(plain)), replicas=replicas, mig=tuple(mig))
+                   count=max(count, 1), whole_gpus=tuple(range(plain)), replicas=replicas, mig=tuple(mig),
+                   driver=labels.get(DRIVER_LABEL, DEFAULT_GPU_DRIVER), cuda=labels.get(CUDA_LABEL, DEFAULT_GPU_CUDA),
+                   shared_resource=shared_resource)
 
     def devices(self, resource: str) -> list[str]:
         """Device ids for one resource, in the order the device plugin hands them out."""
         if resource == GPU_RESOURCE and not self.replicas:
             return [f"gpu:{g}" for g in self.whole_gpus]
-        if resource == SHARED_GPU_RESOURCE and self.replicas:
+        if resource == self.shared_resource and self.replicas:
             return [f"shared:{g}:{r}" for r in range(self.replicas) for g in self.whole_gpus]
         if resource.startswith(MIG_RESOURCE_PREFIX):
             profile = resource.removeprefix(MIG_RESOURCE_PREFIX)
@@ -212,7 +224,7 @@ class Allocator:
                     node = self.nodes[pod.node]
                     inst = next((m for m in node.mig if rest and f"mig:{m.gpu}:{m.gi_id}" == dev), None)
                     mig_name = f"{MIG_RESOURCE_PREFIX}{inst.profile if inst else '?'}"
-                    resource = {"gpu": GPU_RESOURCE, "shared": SHARED_GPU_RESOURCE}.get(kind) or mig_name
+                    resource = {"gpu": GPU_RESOURCE, "shared": node.shared_resource}.get(kind) or mig_name
                     rows.append({"node": pod.node, "namespace": pod.namespace, "pod": pod.name,
                                  "container": pod.container, "resource": resource, "gpu": int(gpu),
                                  "mig_instance": int(rest[0]) if kind == "mig" else None, "device_id": dev})
@@ -277,7 +289,8 @@ def combine(loads: list[tuple[Workload, float]]) -> Workload:
 
 
 def configure_machine(machine: FakeMachine, node: GpuNode) -> None:
-    """Enable MIG on the simulated GPUs the node's device plugin reports as partitioned."""
+    """The node's driver (its labels), and MIG on the simulated GPUs the node's device plugin reports as partitioned."""
+    machine.driver_version, machine.cuda_version = node.driver, cuda_version_number(node.cuda)
     for gpu in sorted({m.gpu for m in node.mig}):
         if gpu < len(machine.devices):
             machine.configure_mig(gpu, [m.profile for m in node.mig if m.gpu == gpu])
@@ -344,6 +357,7 @@ def cluster_metrics(fleet: Mapping[str, FakeMachine], allocator: Allocator, *, n
     """The exposition of every GPU node (or one), pods attributed as dcgm-exporter does in Kubernetes mode."""
     names = [node] if node else list(fleet)
     samples: list[MetricSample] = []
-    for name in names:
-        samples += node_samples(fleet[name], allocator, hostname_label=hostname_label)
+    with allocator.lock:  # the daemon changes pods and their loads under this lock: a scrape sees both or neither
+        for name in names:
+            samples += node_samples(fleet[name], allocator, hostname_label=hostname_label)
     return render_samples(samples)

@@ -196,6 +196,8 @@ class FakeNvmlLibrary:
             table[name] = ((_V, _U), lambda buf, size, m=method: _put_text(buf, size, m()))
         for name in ("nvmlSystemGetCudaDriverVersion", "nvmlSystemGetCudaDriverVersion_v2"):
             table[name] = ((_V,), lambda out: _put(out, _I, f.nvmlSystemGetCudaDriverVersion()))
+        table["nvmlSystemGetProcessName"] = ((_U, _V, _U), lambda pid, buf, size: _put_text(
+            buf, size, f.nvmlSystemGetProcessName(pid)))
         table["nvmlDeviceGetCount"] = table["nvmlDeviceGetCount_v2"] = (
             (_V,), lambda out: _put(out, _U, f.nvmlDeviceGetCount()))
 

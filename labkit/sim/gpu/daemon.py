@@ -17,17 +17,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from labkit.cluster.topology import load_topology
 from labkit.errors import PortInUse
 from labkit.paths import write_atomic
 from labkit.settings import DCGM_EXPORTER_JOB, DEFAULT_GPU_PROFILE
 from labkit.sim.gpu import FakeMachine, available_profiles
 from labkit.sim.gpu.attribution import Allocator, GpuNode, GpuPod, cluster_metrics, configure_machine
+from labkit.sim.gpu.device_plugin import CONFIG_NAME, CONFIG_NAMESPACE, desired, node_patches
 from labkit.sim.gpu.exporter_server import ExporterServer
 
 log = logging.getLogger("labkit.sim.gpu.daemon")
 # GPU feature discovery's product label -> the simulated profile that matches it.
 _PRODUCT_PROFILES = (("H200", "H200"), ("H100", "H100-SXM"), ("A100", "A100-SXM-80GB"), ("T4", "T4"))
 _WATCH_SECONDS = 20
+_DEVICE_PLUGIN_SECONDS = 2.0
 
 
 def profile_for(product: str) -> str:
@@ -76,6 +79,7 @@ class Daemon:
         self.state, self.targets, self.seed = state, targets, seed
         self.pods: dict[str, dict[str, Any]] = {}
         self.stopping = threading.Event()
+        self.lock = threading.RLock()  # the pod watch and the device plugin's loop both rebuild the allocation
 
     def _relist(self) -> str:
         nodes = [GpuNode.from_node(self.api_client.sanitize_for_serialization(n)) for n in self.core.list_node().items]
@@ -108,17 +112,59 @@ class Daemon:
                 continue
             if pod:
                 gpu_pods.append(pod)
-        self.allocator.reconcile(gpu_pods, nodes)
-        for name, machine in self.exporter.fleet.items():
-            machine.set_workloads(self.allocator.gpu_workloads(name))
-            machine.set_processes(self.allocator.gpu_processes(name, machine.profile))
+        with self.allocator.lock:  # a scrape must not see a new pod's labels on its GPU before the pod's load
+            self.allocator.reconcile(gpu_pods, nodes)
+            for name, machine in self.exporter.fleet.items():
+                machine.set_workloads(self.allocator.gpu_workloads(name))
+                machine.set_processes(self.allocator.gpu_processes(name, machine.profile))
+
+    def _device_plugin_loop(self) -> None:
+        """Every couple of seconds, make each GPU node advertise what its device-plugin configuration says
+        (:mod:`labkit.sim.gpu.device_plugin`: time-slicing by the node's label); relist when one changed."""
+        from kubernetes.client.exceptions import ApiException
+
+        topology = load_topology()
+        complained: dict[str, str] = {}  # node -> the configuration error logged last (said once, not every loop)
+        while not self.stopping.wait(_DEVICE_PLUGIN_SECONDS):
+            try:
+                try:
+                    configs = self.core.read_namespaced_config_map(CONFIG_NAME, CONFIG_NAMESPACE).data or {}
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    configs = None
+                changed = False
+                for node in self.core.list_node().items:
+                    node = self.api_client.sanitize_for_serialization(node)
+                    try:
+                        want = desired(node, configs, topology)
+                    except ValueError as exc:  # the plugin keeps its devices and logs the bad configuration
+                        if complained.get(node["metadata"]["name"]) != str(exc):
+                            log.warning("node %s: %s", node["metadata"]["name"], exc)
+                        complained[node["metadata"]["name"]] = str(exc)
+                        continue
+                    if want is None:
+                        continue
+                    meta_patch, status_patch = node_patches(node, *want)
+                    if meta_patch:
+                        self.core.patch_node(node["metadata"]["name"], meta_patch)
+                    if status_patch:
+                        self.core.patch_node_status(node["metadata"]["name"], status_patch)
+                    changed = changed or bool(meta_patch or status_patch)
+                if changed:
+                    with self.lock:
+                        self._relist()
+            except Exception as exc:  # noqa: BLE001 -- an API restart must not end the loop
+                log.warning("device plugin configuration: %s: %s", type(exc).__name__, exc)
 
     def run(self) -> None:
         from kubernetes import watch
 
+        threading.Thread(target=self._device_plugin_loop, name="device-plugin", daemon=True).start()
         while not self.stopping.is_set():
             try:
-                rv = self._relist()
+                with self.lock:
+                    rv = self._relist()
                 stream = watch.Watch()
                 for event in stream.stream(self.core.list_pod_for_all_namespaces, resource_version=rv,
                                            timeout_seconds=_WATCH_SECONDS, _request_timeout=_WATCH_SECONDS + 5):
@@ -128,7 +174,8 @@ class Daemon:
                         self.pods.pop(uid, None)
                     elif uid:
                         self.pods[uid] = obj
-                    self._apply()
+                    with self.lock:
+                        self._apply()
                     if self.stopping.is_set():
                         stream.stop()
             except Exception as exc:  # noqa: BLE001 -- API restarts, 410 Gone: relist after a pause

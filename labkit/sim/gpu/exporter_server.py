@@ -3,6 +3,8 @@
 One server serves every node: ``/metrics`` has all nodes (told apart by the ``Hostname``
 label, as when Prometheus scrapes one dcgm-exporter per node and merges them), and
 ``/metrics/<node>`` has one node, the way a per-node DaemonSet pod would answer.
+``/nvml/<node>`` is a node's whole state, which NVML mirrors in other processes read; ``POST /faults/<node>`` and
+``POST /settings/<node>`` change it (a fault, a reset; locked clocks, a power limit).
 It binds 127.0.0.1 only, never all interfaces."""
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from labkit.sim.gpu.dcgm_exporter import HOSTNAME_LABEL, PodRef, fleet_metrics
 from labkit.sim.gpu.faults import inject_ecc_errors, inject_xid, replace_board, reset_gpu
 from labkit.sim.gpu.machine import FakeMachine
 from labkit.sim.gpu.physics import Workload
+from labkit.sim.gpu.real_pynvml import pynvml
 from labkit.sim.gpu.shared import machine_state
-from labkit.sim.loopback_http import Answer, LoopbackServer
+from labkit.sim.loopback_http import JSON, Answer, LoopbackServer
 
 LOOPBACK = "127.0.0.1"
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -120,6 +123,16 @@ class ExporterServer:
                               uncorrected=int(request.get("ecc_uncorrected", 0)))
         return machine_state(machine)["devices"][gpu]["faults"]
 
+    def settings(self, node: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn an operator's knob on one GPU of the ONE simulated state: ``{"gpu": 0, "locked_clocks_mhz": [1200,
+        1200]}``, ``{"gpu": 0, "reset_locked_clocks": true}``, ``{"gpu": 0, "power_limit_w": 400}`` (see
+        :meth:`FakeMachine.apply_settings`); returns that GPU's settings.
+
+        Served as ``POST /settings/<node>``; NVML's set calls in every process that mirrors this node send them here,
+        so ``nvidia-smi -lgc``/``-pl`` change what ``/metrics`` and every mirror show. A refusal is answered 400 with
+        ``{"nvml_error": CODE, "message": ...}``, the NVML error the set call returns."""
+        return self.fleet[node].apply_settings(int(request["gpu"]), request)
+
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``: what a :class:`~labkit.sim.gpu.shared.MirrorMachine` is given."""
@@ -156,11 +169,19 @@ def _answer(exporter: ExporterServer, path: str) -> Answer:
     return Answer(f"not found: {path}; try /metrics\n", _CONTENT_TYPE, HTTPStatus.NOT_FOUND)
 
 
-def _fault(exporter: ExporterServer, path: str, body: bytes) -> Answer:
-    node = path.split("?", 1)[0].rstrip("/").removeprefix("/faults/")
-    if not path.startswith("/faults/") or node not in exporter.fleet:
-        return Answer(f"not found: {path}; POST /faults/<node> (nodes: {', '.join(exporter.fleet)})\n",
-                      _CONTENT_TYPE, HTTPStatus.NOT_FOUND)
+def _post(exporter: ExporterServer, path: str, body: bytes) -> Answer:
+    path = path.split("?", 1)[0].rstrip("/")
+    action, _, node = path.removeprefix("/").partition("/")
+    if action not in ("faults", "settings") or node not in exporter.fleet:
+        return Answer(f"not found: {path}; POST /faults/<node> or /settings/<node> (nodes: "
+                      f"{', '.join(exporter.fleet)})\n", _CONTENT_TYPE, HTTPStatus.NOT_FOUND)
+    if action == "settings":
+        try:
+            return Answer(json.dumps(exporter.settings(node, json.loads(body or b"{}"))) + "\n", JSON)
+        except (KeyError, ValueError, TypeError, IndexError) as exc:  # SettingRefused is a ValueError
+            code = getattr(exc, "code", pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            return Answer(json.dumps({"nvml_error": code, "message": f"{type(exc).__name__}: {exc}"}) + "\n", JSON,
+                          HTTPStatus.BAD_REQUEST)
     try:
         return Answer(json.dumps(exporter.fault(node, json.loads(body or b"{}"))) + "\n", _CONTENT_TYPE)
     except (KeyError, ValueError, TypeError, IndexError) as exc:
@@ -170,7 +191,7 @@ def _fault(exporter: ExporterServer, path: str, body: bytes) -> Answer:
 
 def _bind(port: int, exporter: ExporterServer) -> LoopbackServer:
     try:
-        return LoopbackServer(port, functools.partial(_answer, exporter), functools.partial(_fault, exporter))
+        return LoopbackServer(port, functools.partial(_answer, exporter), functools.partial(_post, exporter))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(

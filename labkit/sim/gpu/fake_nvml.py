@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from labkit.sim.gpu.machine import FakeDevice, FakeMachine, FakeProcess
+from labkit.sim.gpu.machine import FakeDevice, FakeMachine, FakeProcess, SettingRefused
 from labkit.sim.gpu.physics import (
     REASON_APP_CLOCKS,
     REASON_HW_SLOWDOWN,
@@ -23,11 +23,14 @@ from labkit.sim.gpu.physics import (
     REASON_IDLE,
     REASON_SW_POWER_CAP,
     REASON_SW_THERMAL,
+    relative_throughput,
 )
 from labkit.sim.gpu.real_pynvml import pynvml
 
 N = pynvml
 _MIB = 1024 * 1024
+# Of the time a step computes, the share its tensor pipes are busy (the rest: other SM work, waiting on operands).
+TENSOR_PIPE_SHARE = 0.7
 _PCIE_GBPS_X16 = {3: 15.75, 4: 31.5, 5: 63.0}
 # Helpers in pynvml that never touch the driver, so the fake can keep the genuine ones.
 _PURE_HELPERS = {"nvmlStructToFriendlyObject", "nvmlFriendlyObjectToStruct", "nvmlExceptionClass"}
@@ -121,6 +124,17 @@ class FakeNvml:
 
     # -- handles ---------------------------------------------------------------------------------
 
+    def nvmlSystemGetProcessName(self, pid: int) -> str:
+        """The name of a process that holds a GPU (a pod's, as the lab attributes it); NOT_FOUND for others."""
+        self._require_init()
+        for device in self.machine.devices:
+            if device.faults.lost:
+                continue
+            for process in self._processes(device):
+                if process.pid == pid and process.name:
+                    return process.name
+        _raise(N.NVML_ERROR_NOT_FOUND)
+
     def nvmlDeviceGetCount(self) -> int:
         self._require_init()
         return len(self.machine.devices)
@@ -154,11 +168,14 @@ class FakeNvml:
 
     nvmlDeviceGetHandleByPciBusId_v2 = nvmlDeviceGetHandleByPciBusId
 
-    def _writable(self, handle: object) -> FakeDevice:
+    def _set(self, handle: object, **request: Any) -> None:
+        """One NVML set call: the machine applies it (a mirror sends it to the exporter that owns the state), or
+        answers the NVML error the board would."""
         device = self._device(handle)
-        if self.machine.read_only:
-            _raise(N.NVML_ERROR_NO_PERMISSION)  # a mirror of the lab's GPUs: the exporter owns them
-        return device
+        try:
+            self.machine.apply_settings(device.index, request)
+        except SettingRefused as refused:
+            _raise(refused.code)
 
     def _device(self, handle: object, *, mig_ok: bool = False) -> FakeDevice:
         self._require_init()
@@ -422,12 +439,7 @@ class FakeNvml:
         return [round(profile.power_min_limit_w * 1000), round(profile.power_max_limit_w * 1000)]
 
     def nvmlDeviceSetPowerManagementLimit(self, handle: FakeHandle, limit: int) -> None:
-        device = self._writable(handle)
-        low, high = self.nvmlDeviceGetPowerManagementLimitConstraints(handle)
-        if not low <= limit <= high:
-            _raise(N.NVML_ERROR_INVALID_ARGUMENT)
-        with self.machine.lock:
-            device.state.power_limit_w = limit / 1000
+        self._set(handle, power_limit_w=limit / 1000)
 
     def nvmlDeviceGetPerformanceState(self, handle: FakeHandle) -> int:
         device = self._device(handle)
@@ -477,37 +489,16 @@ class FakeNvml:
     def nvmlDeviceSetApplicationsClocks(
         self, handle: FakeHandle, maxMemClockMHz: int, maxGraphicsClockMHz: int
     ) -> None:
-        device = self._writable(handle)
-        profile = device.profile
-        if (
-            maxMemClockMHz not in profile.memory_clocks_mhz
-            or maxGraphicsClockMHz not in profile.supported_graphics_clocks_mhz()
-        ):
-            _raise(N.NVML_ERROR_INVALID_ARGUMENT)
-        with self.machine.lock:
-            device.state.app_clock_mhz, device.state.app_mem_clock_mhz = maxGraphicsClockMHz, maxMemClockMHz
+        self._set(handle, application_clocks_mhz=[maxMemClockMHz, maxGraphicsClockMHz])
 
     def nvmlDeviceResetApplicationsClocks(self, handle: FakeHandle) -> None:
-        device = self._writable(handle)
-        with self.machine.lock:
-            device.state.app_clock_mhz = device.state.app_mem_clock_mhz = None
+        self._set(handle, reset_application_clocks=True)
 
     def nvmlDeviceSetGpuLockedClocks(self, handle: FakeHandle, minGpuClockMHz: int, maxGpuClockMHz: int) -> None:
-        device = self._writable(handle)
-        if minGpuClockMHz > maxGpuClockMHz:
-            _raise(N.NVML_ERROR_INVALID_ARGUMENT)
-        profile = device.profile
-
-        def clamp(mhz: int) -> int:
-            return max(profile.sm_clock_min_mhz, min(profile.sm_clock_max_mhz, mhz))
-
-        with self.machine.lock:
-            device.state.locked_clocks_mhz = (clamp(minGpuClockMHz), clamp(maxGpuClockMHz))
+        self._set(handle, locked_clocks_mhz=[minGpuClockMHz, maxGpuClockMHz])
 
     def nvmlDeviceResetGpuLockedClocks(self, handle: FakeHandle) -> None:
-        device = self._writable(handle)
-        with self.machine.lock:
-            device.state.locked_clocks_mhz = None
+        self._set(handle, reset_locked_clocks=True)
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: FakeHandle) -> int:
         return self._device(handle).state.reasons
@@ -666,15 +657,20 @@ class FakeNvml:
         self.machine.sync()
         workload, profile = device.state.workload, device.profile
         busy = workload.utilization_pct / 100
-        clock_ratio = device.state.sm_clock_mhz / profile.sm_clock_max_mhz
+        # A step's time splits into compute (scales with 1/clock) and memory (does not): DCGM's activities are
+        # fractions of elapsed time, so a slower clock makes the tensor pipe busy for more of it, not less, while
+        # the work done per second (tensor active x clock) falls with relative_throughput.
+        throughput = relative_throughput(profile, sm_clock_mhz=device.state.sm_clock_mhz,
+                                         memory_bound=workload.memory_bound)
+        memory_share = workload.memory_bound * throughput
         memory_temp = None
         if profile.has_memory_temperature:
             # HBM stacks sit next to the die and run a few degrees hotter than it.
             memory_temp = round(profile.ambient_c + (device.state.temperature_c - profile.ambient_c) * 1.1)
         return ProfilingReading(
             gr_engine_active=busy,
-            tensor_active=busy * (1 - workload.memory_bound) * 0.7 * clock_ratio,
-            dram_active=busy * (0.1 + 0.8 * workload.memory_bound),
+            tensor_active=busy * TENSOR_PIPE_SHARE * (1 - memory_share),
+            dram_active=busy * (0.1 + 0.8 * memory_share),
             memory_temperature_c=memory_temp,
             nvlink_bandwidth_total=0 if profile.nvlink_links else None,
             last_xid=device.faults.last_xid,

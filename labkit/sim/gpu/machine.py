@@ -9,8 +9,9 @@ import uuid
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
+from labkit.cluster.topology import DEFAULT_GPU_CUDA, DEFAULT_GPU_DRIVER
 from labkit.settings import DEFAULT_GPU_PROFILE
 from labkit.sim.gpu.faults import FaultState, inject_xid
 from labkit.sim.gpu.physics import (
@@ -22,13 +23,35 @@ from labkit.sim.gpu.physics import (
     step,
 )
 from labkit.sim.gpu.profiles import GpuProfile, MigProfile, load_profile
+from labkit.sim.gpu.real_pynvml import pynvml
 
 DEFAULT_NODES = ("gpu-node-1", "gpu-node-2")
-DEFAULT_DRIVER_VERSION = "550.127.05"
-DEFAULT_CUDA_VERSION = 12040  # what nvmlSystemGetCudaDriverVersion returns for CUDA 12.4
+DEFAULT_DRIVER_VERSION = DEFAULT_GPU_DRIVER
+
+
+def cuda_version_number(text: str) -> int:
+    """NVML's form of a CUDA version: 12.4 -> 12040 (``nvmlSystemGetCudaDriverVersion``)."""
+    major, minor = (text.split(".") + ["0"])[:2]
+    return int(major) * 1000 + int(minor) * 10
+
+
+DEFAULT_CUDA_VERSION = cuda_version_number(DEFAULT_GPU_CUDA)
 ClockMode = Literal["manual", "wall"]
 # Wall-clock catch-up is chunked so a notebook left open overnight does not loop for minutes.
 _MAX_CATCHUP_STEPS = 600
+
+
+# The operator's knobs on one GPU, as a settings request names them (see FakeMachine.apply_settings).
+SETTING_KEYS = ("locked_clocks_mhz", "reset_locked_clocks", "power_limit_w", "application_clocks_mhz",
+                "reset_application_clocks", "defaults")
+
+
+class SettingRefused(ValueError):
+    """A setting the board refuses; ``code`` is the NVML error NVML's set call returns for it."""
+
+    def __init__(self, message: str, *, code: int = pynvml.NVML_ERROR_INVALID_ARGUMENT) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -112,9 +135,6 @@ class FakeMachine:
     Time only moves when :meth:`step` or :meth:`run` is called (``clock="manual"``), or, with
     ``clock="wall"``, on every read by following the wall clock (for live dashboards)."""
 
-    # True for a copy of another process's machine: NVML's set calls are refused.
-    read_only = False
-
     def __init__(
         self,
         *,
@@ -194,6 +214,53 @@ class FakeMachine:
                     pools[proc.gi_id] = free - got
                     granted.append(replace(proc, memory_mib=got))
                 device.processes = sorted(granted, key=lambda p: p.pid)
+
+    def apply_settings(self, gpu: int, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn an operator's knobs on one GPU, validated as NVML's set calls validate them; returns the GPU's settings.
+
+        ``request`` holds any of: ``locked_clocks_mhz: [min, max]`` (nvmlDeviceSetGpuLockedClocks: clamped to the
+        clock table, min > max refused), ``reset_locked_clocks: true``, ``power_limit_w: W`` (refused outside the
+        board's min..max), ``application_clocks_mhz: [memory, sm]`` (both must be supported clocks),
+        ``reset_application_clocks: true``, ``defaults: true`` (all of them back to the board's defaults). Raises
+        :class:`SettingRefused` (nothing changed) for what NVML would refuse."""
+        unknown = set(request) - {"gpu", *SETTING_KEYS}
+        if unknown or not set(request) & set(SETTING_KEYS):
+            raise SettingRefused(f"a settings request names some of {', '.join(SETTING_KEYS)}; got {sorted(request)}")
+        with self.lock:
+            self.sync()
+            device = self.device(gpu)
+            if device.faults.lost:
+                raise SettingRefused(f"GPU {gpu} of {self.node} has fallen off the bus",
+                                     code=pynvml.NVML_ERROR_GPU_IS_LOST)
+            profile, state = device.profile, replace(device.state)
+            if request.get("defaults"):
+                state.locked_clocks_mhz = state.app_clock_mhz = state.app_mem_clock_mhz = None
+                state.power_limit_w = profile.power_default_limit_w
+            if request.get("reset_locked_clocks"):
+                state.locked_clocks_mhz = None
+            if request.get("reset_application_clocks"):
+                state.app_clock_mhz = state.app_mem_clock_mhz = None
+            if (locked := request.get("locked_clocks_mhz")) is not None:
+                low, high = (int(mhz) for mhz in locked)
+                if low > high:
+                    raise SettingRefused(f"locked clocks need min <= max, got {low},{high}")
+
+                def clamp(mhz: int) -> int:
+                    return max(profile.sm_clock_min_mhz, min(profile.sm_clock_max_mhz, mhz))
+
+                state.locked_clocks_mhz = (clamp(low), clamp(high))
+            if (app := request.get("application_clocks_mhz")) is not None:
+                mem, sm = (int(mhz) for mhz in app)
+                if mem not in profile.memory_clocks_mhz or sm not in profile.supported_graphics_clocks_mhz():
+                    raise SettingRefused(f"{mem},{sm} MHz is not a supported pair of application clocks")
+                state.app_mem_clock_mhz, state.app_clock_mhz = mem, sm
+            if (watts := request.get("power_limit_w")) is not None:
+                if not profile.power_min_limit_w <= float(watts) <= profile.power_max_limit_w:
+                    raise SettingRefused(f"power limit {float(watts):.2f} W is outside {profile.power_min_limit_w:.2f}"
+                                         f"..{profile.power_max_limit_w:.2f} W")
+                state.power_limit_w = float(watts)
+            device.state = state
+            return gpu_settings(device)
 
     def step(self, seconds: float = 1.0, *, dt_s: float = 1.0) -> None:
         """Advance simulated time by ``seconds`` in increments of at most ``dt_s``."""
@@ -286,6 +353,15 @@ class FakeMachine:
                 if chosen.count(p) > p.max_count:
                     raise ValueError(f"at most {p.max_count} instances of {p.name} fit on one GPU")
             device.mig_enabled, device.mig_instances = True, chosen
+
+
+def gpu_settings(device: FakeDevice) -> dict[str, Any]:
+    """One GPU's operator settings as JSON-ready data (what ``POST /settings/<node>`` answers)."""
+    state = device.state
+    return {"gpu": device.index, "power_limit_w": state.power_limit_w,
+            "locked_clocks_mhz": None if state.locked_clocks_mhz is None else list(state.locked_clocks_mhz),
+            "application_clocks_mhz": None if state.app_clock_mhz is None
+            else [state.app_mem_clock_mhz, state.app_clock_mhz]}
 
 
 def make_fleet(

@@ -9,7 +9,7 @@ Environment (read when the mode is first decided; pass ``refresh=True`` to re-re
 ``LABKIT_FAKE_GPU_SEED``     seed of the simulation noise (default 0)
 ``LABKIT_FAKE_GPU_CLOCK``    ``manual`` (time moves only when stepped, default) or ``wall`` (follows real time)
 ``LABKIT_FAKE_GPU_SOURCE``   ``auto`` (default): the lab's GPUs when its GPU exporter runs (``LABKIT_FAKE_GPU_NODE``,
-                             read-only, the same state Prometheus scrapes), else the private node above;
+                             mirrored, the same state Prometheus scrapes), else the private node above;
                              ``lab``, ``local``, or an exporter's URL (see :mod:`labkit.sim.gpu.shared`)"""
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def nvml(*, refresh: bool = False) -> ModuleType | FakeNvml:
     """pynvml itself on a GPU host, else a :class:`FakeNvml` with the same functions and constants.
 
     Call ``nvmlInit()`` on the result as with pynvml. With simulated GPUs, ``nvml().machine``
-    is the :class:`FakeMachine` to step, load and break (a read-only mirror when it is the lab's)."""
+    is the :class:`FakeMachine` to step, load and break (a mirror when it is the lab's: NVML's set calls go to
+    the exporter that owns it, which alone steps it)."""
     return _chosen_pair(refresh)[1]
 
 

@@ -5,8 +5,9 @@ serves each node's full state as JSON on loopback (``GET /nvml/<node>``), beside
 Prometheus scrapes. It writes its address to ``$LABKIT_STATE_DIR/gpu-nvml.url``. A terminal tool
 (nvitop, gpustat, a pynvml script) gets a :class:`MirrorMachine` of one node: it re-reads that state at
 most every :data:`MAX_AGE_S` seconds and never steps the model itself, so it shows the same devices,
-pods' processes, MIG layout, faults and live values as Prometheus. A mirror is read-only: NVML's set
-calls answer ``NVML_ERROR_NO_PERMISSION``, as they do for a non-root user.
+pods' processes, MIG layout, faults and live values as Prometheus. A mirror changes nothing itself: NVML's set
+calls (locked clocks, application clocks, power limit) go to the exporter (``POST /settings/<node>``), which
+applies them to the one state or answers the NVML error the board would, and the mirror re-reads that state.
 
 ``LABKIT_FAKE_GPU_SOURCE`` picks where a process's simulated GPUs come from:
 ``auto`` (default) the lab's exporter when it answers, else a private node from ``LABKIT_FAKE_GPU_*``;
@@ -20,13 +21,15 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import asdict
+from http import HTTPStatus
 from typing import Any
 
 from labkit.errors import LabkitError
 from labkit.paths import gpu_nvml_endpoint
 from labkit.sim.gpu.faults import FaultState, XidEvent
-from labkit.sim.gpu.machine import DEFAULT_NODES, FakeMachine, FakeProcess
+from labkit.sim.gpu.machine import DEFAULT_NODES, FakeMachine, FakeProcess, SettingRefused
 from labkit.sim.gpu.physics import GpuState, Workload
 
 ENV_SOURCE = "LABKIT_FAKE_GPU_SOURCE"
@@ -109,10 +112,45 @@ def fetch_state(base_url: str, node: str) -> dict[str, Any]:
                                       "private simulated node") from exc
 
 
-class MirrorMachine(FakeMachine):
-    """A read-only copy of one node of the lab's GPUs, refreshed from the exporter when older than MAX_AGE_S."""
+def post_fault(base_url: str, node: str, request: dict[str, Any]) -> dict[str, Any]:
+    """``POST <exporter>/faults/<node>``: act on one GPU of the one state (inject, ``{"gpu": G, "reset": true}``,
+    replace); returns that GPU's fault record. Lab operations and ``nvidia-smi -r`` both send it here."""
+    url = f"{base_url.rstrip('/')}/faults/{node}"
+    http_request = urllib.request.Request(url, data=json.dumps(request).encode(), method="POST",  # noqa: S310
+                                          headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(http_request, timeout=10) as resp:  # noqa: S310 -- loopback
+        return json.loads(resp.read())
 
-    read_only = True
+
+def post_settings(base_url: str, node: str, request: dict[str, Any]) -> dict[str, Any]:
+    """``POST <exporter>/settings/<node>``: turn an operator's knob on one GPU of the one state (``{"gpu": G,
+    "locked_clocks_mhz": [min, max]}``, ``"reset_locked_clocks": true``, ``"power_limit_w": W``; see
+    :meth:`FakeMachine.apply_settings`); returns that GPU's settings. Raises :class:`SettingRefused` with the NVML
+    error the exporter answers. NVML's set calls on a :class:`MirrorMachine` send it here."""
+    url = f"{base_url.rstrip('/')}/settings/{node}"
+    http_request = urllib.request.Request(url, data=json.dumps(request).encode(), method="POST",  # noqa: S310
+                                          headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(http_request, timeout=10) as resp:  # noqa: S310 -- loopback
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == HTTPStatus.NOT_FOUND:  # an exporter started by an older labkit, which knows only /faults
+            raise GpuStateUnavailable(f"the lab's GPU exporter at {base_url} has no settings endpoint: it was "
+                                      "started by an older labkit", fix="labkit down && labkit up") from None
+        try:
+            refusal = json.loads(exc.read())
+            message, code = refusal["message"], int(refusal["nvml_error"])
+        except (ValueError, KeyError, TypeError):
+            raise exc from None
+        raise SettingRefused(message, code=code) from None
+    except OSError as exc:
+        raise GpuStateUnavailable(f"the lab's GPU exporter at {base_url} does not answer ({exc})",
+                                  fix="labkit up --with gpu-exporter") from exc
+
+
+class MirrorMachine(FakeMachine):
+    """A copy of one node of the lab's GPUs, refreshed from the exporter when older than MAX_AGE_S; its settings
+    changes go to the exporter."""
 
     def __init__(self, base_url: str, node: str) -> None:
         data = fetch_state(base_url, node)
@@ -131,6 +169,14 @@ class MirrorMachine(FakeMachine):
             apply_state(self, fetch_state(self.base_url, self.node))
             self._fetched = time.monotonic()
 
+    def apply_settings(self, gpu: int, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Sent to the exporter that owns the state (:func:`post_settings`); the next read sees the result."""
+        settings = post_settings(self.base_url, self.node, {**request, "gpu": gpu})
+        with self.lock:
+            self._fetched = float("-inf")
+            self.sync()
+        return settings
+
     def step(self, seconds: float = 1.0, *, dt_s: float = 1.0) -> None:
         raise GpuStateUnavailable("a mirror of the lab's GPUs cannot step time: the GPU exporter owns the model",
                                   fix="watch it change instead (the exporter follows the wall clock)")
@@ -143,6 +189,22 @@ def lab_endpoint() -> str | None:
     except OSError:
         return None
     return url or None
+
+
+def state_owner(env: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """(exporter base URL, node) owning the GPUs ``LABKIT_FAKE_GPU_SOURCE`` points this process at; None for a
+    private simulated node, whose state lives (and dies) in the process that reads it."""
+    from labkit.sim.gpu.nvml import ENV_NODE  # nvml.py builds on this module
+
+    env = dict(os.environ if env is None else env)
+    source = env.get(ENV_SOURCE, "auto").strip()
+    node = env.get(ENV_NODE, DEFAULT_NODES[0])
+    if source == "local":
+        return None
+    if source.startswith("http://"):
+        return source, node
+    url = lab_endpoint()
+    return (url, node) if url is not None else None
 
 
 def machine_from_source(env: dict[str, str] | None = None) -> tuple[FakeMachine, str]:

@@ -3,7 +3,8 @@
 Two ways: :func:`fake_pynvml_env` gives a subprocess an environment whose ``PYTHONPATH``
 starts with a directory holding a stand-in ``pynvml.py`` (the honest test: the tool is a
 separate, unmodified program); :func:`install_fake_pynvml` swaps ``sys.modules['pynvml']``
-inside this process."""
+inside this process. Beside the stand-in, ``bin/`` holds ``nvidia-smi`` and ``dcgmi`` launchers
+(labkit's stand-ins for NVIDIA's tools), which that environment puts first on ``PATH``."""
 
 from __future__ import annotations
 
@@ -52,12 +53,34 @@ def pynvml_shim_dir() -> Path:
     return write_shim(directory)
 
 
+# Commands a GPU node has that read the simulated GPUs here: name -> the module that stands in for it.
+STAND_IN_COMMANDS = {"nvidia-smi": "labkit.sim.gpu.smi", "dcgmi": "labkit.sim.gpu.dcgmi"}
+
+
 def write_shim(directory: Path) -> Path:
-    """Put the stand-in ``pynvml.py`` (and the marker that tells labkit it is not NVIDIA's) into ``directory``."""
+    """Put the stand-in ``pynvml.py`` (and the marker that tells labkit it is not NVIDIA's) into ``directory``,
+    and the ``nvidia-smi`` and ``dcgmi`` launchers into ``directory/bin``."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "pynvml.py").write_text(_SHIM_SOURCE)
     (directory / SHIM_MARKER_FILE).write_text("pynvml.py here is labkit's simulated NVML\n")
+    bin_dir = launcher_dir(directory)
+    bin_dir.mkdir(exist_ok=True)
+    for command, module in STAND_IN_COMMANDS.items():
+        launcher = bin_dir / command
+        # This Python: the one with labkit and NVIDIA's pynvml installed, whatever `python` means in the shell.
+        launcher.write_text(f"#!/bin/sh\nexec '{sys.executable}' -m {module} \"$@\"\n")
+        launcher.chmod(0o755)
     return directory
+
+
+def launcher_dir(shim_dir: Path) -> Path:
+    """Where :func:`write_shim` puts the ``nvidia-smi`` and ``dcgmi`` launchers."""
+    return shim_dir / "bin"
+
+
+def _path_with(first: str, path: str) -> str:
+    """``first`` at the head of a PATH-style list, once."""
+    return os.pathsep.join([first, *(p for p in path.split(os.pathsep) if p and p != first)])
 
 
 def terminal_env_lines(directory: Path) -> list[str]:
@@ -66,8 +89,9 @@ def terminal_env_lines(directory: Path) -> list[str]:
     write_shim(directory)
     path = os.pathsep.join([str(directory), str(package_root)])
     return [f"export PYTHONPATH='{path}'${{PYTHONPATH:+:$PYTHONPATH}}", f"export {ENV_FAKE}=1",
-            f"export {ENV_SOURCE}=${{{ENV_SOURCE}:-auto}}",
-            f"# then: nvitop --once ; gpustat ; {ENV_NODE}=gpu-node-3 nvitop --once (the MIG node)"]
+            f"export {ENV_SOURCE}=${{{ENV_SOURCE}:-auto}}", f"export PATH='{launcher_dir(directory)}':$PATH",
+            f"# then: nvidia-smi ; dcgmi health -c ; nvitop --once ; gpustat ; "
+            f"{ENV_NODE}=gpu-node-3 nvidia-smi -L (the MIG node)"]
 
 
 def fake_pynvml_env(
@@ -80,14 +104,15 @@ def fake_pynvml_env(
     source: str | None = None,
     base_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Environment for a subprocess (``python -m gpustat``) in which ``import pynvml`` gets simulated GPUs.
+    """Environment for a subprocess (``python -m gpustat``, ``nvidia-smi``) in which ``import pynvml`` gets
+    simulated GPUs and ``nvidia-smi`` and ``dcgmi`` are labkit's stand-ins.
 
     ``source`` is ``LABKIT_FAKE_GPU_SOURCE`` (``auto``, ``lab``, ``local`` or an exporter's URL); it defaults
     to ``local`` when a profile, count or seed describes a private node, else to the environment's."""
     env = dict(os.environ if base_env is None else base_env)
     package_root = Path(__file__).resolve().parents[3]  # the directory that contains labkit/
-    path = [str(pynvml_shim_dir()), str(package_root), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+    env["PYTHONPATH"] = _path_with(str(pynvml_shim_dir()), _path_with(str(package_root), env.get("PYTHONPATH", "")))
+    env["PATH"] = _path_with(str(launcher_dir(pynvml_shim_dir())), env.get("PATH", os.defpath))
     env[ENV_FAKE] = "1"
     for name, value in (
         (ENV_PROFILE, profile),

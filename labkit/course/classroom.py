@@ -28,13 +28,14 @@ from typing import Any
 
 import yaml
 
-from .course import Lesson, LessonRights
-from .errors import LabkitError, NotFound
+from ..errors import LabkitError, NotFound
+from ..i18n import _
+from ..kube.client import Lab, api_errors
+from ..kube.namespaces import MANAGED_BY
+from ..kube.wait import wait_for_set
+from ..paths import state_dir
 from .exercises import Result
-from .kube.client import Lab, api_errors
-from .kube.namespaces import MANAGED_BY
-from .kube.wait import wait_for_set
-from .paths import state_dir
+from .lesson import Lesson, LessonRights
 
 EXTENSION = "labkit.io/classroom"  # kubeconfig context extension, and the label on a student's objects
 SERVICE_ACCOUNT = "student"
@@ -207,7 +208,7 @@ def _current(config: dict[str, Any], section: str, name: str) -> dict[str, Any]:
         if entry.get("name") == name:
             return entry
     raise LabkitError(f"the kubeconfig has no {section[:-1]} named {name!r}",
-                      fix="kubectl config view   # check current-context and its cluster and user")
+                      fix="kubectl config view   # " + _("check current-context and its cluster and user"))
 
 
 def cluster_entry(admin: dict[str, Any], *, base: Path | None = None, server: str | None = None) -> dict[str, Any]:
@@ -289,7 +290,7 @@ def _now() -> str:
 def _apply_object(lab: Lab, doc: dict[str, Any]) -> None:
     res = lab.dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
     name, ns = doc["metadata"]["name"], doc["metadata"].get("namespace")
-    with api_errors(f"applying {doc['kind']}/{name}", server=lab.server):
+    with api_errors(_("applying {kind}/{name}").format(kind=doc['kind'], name=name), server=lab.server):
         res.server_side_apply(body=doc, name=name, namespace=ns, field_manager="labkit-classroom",
                               force_conflicts=True)
 
@@ -301,7 +302,7 @@ def request_token(lab: Lab, student: str, *, expiration_s: int) -> tuple[str, st
 
     body = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[],
                                                                         expiration_seconds=expiration_s))
-    with api_errors(f"requesting a token for {student}", server=lab.server):
+    with api_errors(_("requesting a token for {student}").format(student=student), server=lab.server):
         answer = lab.core.create_namespaced_service_account_token(SERVICE_ACCOUNT, student, body)
     expires = answer.status.expiration_timestamp
     return answer.status.token, expires.isoformat(timespec="seconds") if expires else "?"
@@ -353,7 +354,7 @@ def create(lab: Lab, *, students: int, prefix: str = "student", out: Path | None
 
 def class_namespaces(lab: Lab, prefix: str | None = None) -> list[str]:
     """The student namespaces on the cluster (``kubectl get ns -l labkit.io/classroom``), of one class or all."""
-    with api_errors("listing the classroom's namespaces", server=lab.server):
+    with api_errors(_("listing the classroom's namespaces"), server=lab.server):
         items = lab.core.list_namespace(label_selector=EXTENSION).items
     names = sorted(ns.metadata.name for ns in items if not ns.metadata.deletion_timestamp)
     return [n for n in names if prefix is None or re.fullmatch(rf"{re.escape(prefix)}-\d+", n)]
@@ -370,24 +371,24 @@ def delete(lab: Lab, *, prefix: str = "student", out: Path | None = None, timeou
     names = class_namespaces(lab, prefix)
     for name in names:
         try:
-            with api_errors(f"deleting namespace {name}", server=lab.server):
+            with api_errors(_("deleting namespace {name}").format(name=name), server=lab.server):
                 lab.core.delete_namespace(name, propagation_policy="Background")
         except NotFound:
             pass
     rbac = k8s.RbacAuthorizationV1Api(lab.api_client)
     try:
-        with api_errors("deleting the class's ClusterRoleBinding", server=lab.server):
+        with api_errors(_("deleting the class's ClusterRoleBinding"), server=lab.server):
             rbac.delete_cluster_role_binding(f"{CLUSTER_ROLE}-{prefix}")
     except NotFound:
         pass
     if not class_namespaces(lab):  # the last class gone: the shared ClusterRole and admission guard too
-        shared = [(rbac.delete_cluster_role, "the students' ClusterRole", CLUSTER_ROLE)]
+        shared = [(rbac.delete_cluster_role, _("the students' ClusterRole"), CLUSTER_ROLE)]
         admission = k8s.AdmissionregistrationV1Api(lab.api_client)
-        shared += [(admission.delete_validating_admission_policy_binding, "the guard's binding", GUARD_POLICY),
-                   (admission.delete_validating_admission_policy, "the students' admission guard", GUARD_POLICY)]
+        shared += [(admission.delete_validating_admission_policy_binding, _("the guard's binding"), GUARD_POLICY),
+                   (admission.delete_validating_admission_policy, _("the students' admission guard"), GUARD_POLICY)]
         for remove, what, name in shared:
             try:
-                with api_errors(f"deleting {what}", server=lab.server):
+                with api_errors(_("deleting {what}").format(what=what), server=lab.server):
                     remove(name)
             except NotFound:
                 pass
@@ -403,7 +404,7 @@ def read_reports(lab: Lab, prefix: str | None = None) -> dict[str, dict[str, Any
     """Each student's progress ConfigMap as a dict (None when they have checked nothing yet), in one list call
     (``kubectl get configmaps -A --field-selector metadata.name=labkit-progress``)."""
     students = class_namespaces(lab, prefix)
-    with api_errors("reading the students' progress", server=lab.server):
+    with api_errors(_("reading the students' progress"), server=lab.server):
         found = lab.core.list_config_map_for_all_namespaces(
             field_selector=f"metadata.name={PROGRESS_CONFIGMAP}").items
     data = {cm.metadata.namespace: cm.data or {} for cm in found if cm.metadata.namespace in students}
@@ -439,7 +440,9 @@ def reset_namespace(lab: Lab, namespace: str, *, timeout: float = 90.0) -> None:
         res = lab.dynamic.resources.get(api_version=api_version, kind=kind)
         # deletecollection needs a selector: every object of the namespace, or all but the kept ConfigMaps
         selector = keep if kind == "ConfigMap" else f"metadata.namespace={namespace}"
-        with api_errors(f"deleting the previous lesson's {kind}s in {namespace}", server=lab.server):
+        with api_errors(_("deleting the previous lesson's {kind}s in {namespace}").format(kind=kind,
+                                                                                           namespace=namespace),
+                        server=lab.server):
             res.delete(namespace=namespace, body={"propagationPolicy": "Background"}, field_selector=selector)
     for kind in ("Pod", "PersistentVolumeClaim"):
         wait_for_set(lab, kind, namespace=namespace, condition=lambda objs: not objs, timeout=timeout)
@@ -466,10 +469,10 @@ def report(lab: Lab, result: Result, *, attempts: int = 5) -> bool:
     who = student(lab)
     if who is None:
         return False
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         try:
             try:
-                with api_errors(f"reading {who}'s progress", server=lab.server):
+                with api_errors(_("reading {who}'s progress").format(who=who), server=lab.server):
                     cm = lab.core.read_namespaced_config_map(PROGRESS_CONFIGMAP, who)
             except NotFound:
                 cm = None
@@ -477,7 +480,7 @@ def report(lab: Lab, result: Result, *, attempts: int = 5) -> bool:
             data = {k: json.dumps(v, sort_keys=True) for k, v in merge_result(entries, result, now=_now()).items()}
             meta = k8s.V1ObjectMeta(name=PROGRESS_CONFIGMAP, labels={**MANAGED_BY, EXTENSION: who},
                                     resource_version=cm.metadata.resource_version if cm else None)
-            with api_errors(f"writing {who}'s progress", server=lab.server):
+            with api_errors(_("writing {who}'s progress").format(who=who), server=lab.server):
                 if cm is None:
                     lab.core.create_namespaced_config_map(who, k8s.V1ConfigMap(metadata=meta, data=data))
                 else:

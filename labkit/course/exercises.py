@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .paths import progress_file
-from .settings import in_test
+from ..i18n import _
+from ..paths import progress_file
+from ..settings import in_test
 
 SOLVED_UNDER_TEST_TIMEOUT_S = 90.0
 
@@ -34,11 +35,14 @@ class Attempt:
     def require(self, kind: str, name: str, *, api_version: str, why: str = "") -> dict[str, Any]:
         """The object in the lesson's namespace. When it is missing the check ends here, and its one problem is
         "there is no KIND `NAME` in this namespace" (and ``why``, e.g. which cell makes it)."""
-        from .kube.objects import get
+        from ..kube.objects import get
 
         obj = get(self.lab, kind, name, namespace=self.namespace, api_version=api_version)
         if obj is None:
-            raise Missing(f"there is no {kind} `{name}` in this namespace{f' ({why})' if why else ''}")
+            if why:
+                raise Missing(_("there is no {kind} `{name}` in this namespace ({why})").format(
+                    kind=kind, name=name, why=_(why)))
+            raise Missing(_("there is no {kind} `{name}` in this namespace").format(kind=kind, name=name))
         return obj
 
 
@@ -83,12 +87,15 @@ class Result:
     def __str__(self) -> str:
         note = ""
         if self.solved_by_test:
-            before = "NOT YET" if self.failed_unsolved else "PASS (wrong: the check cannot tell unsolved from solved)"
-            note = f" (test run, LABKIT_IN_TEST=1: {before} before the solution was applied)"
+            before = _("NOT YET") if self.failed_unsolved else _(
+                "PASS (wrong: the check cannot tell unsolved from solved)")
+            note = " " + _("(test run, LABKIT_IN_TEST=1: {before} before the solution was applied)").format(
+                before=before)
         if self.passed:
-            return f"PASS {self.exercise}: well done.{note}"
-        lines = [f"NOT YET {self.exercise}:{note}"] + [f"  - {p}" for p in self.problems]
-        return "\n".join(lines + ([f"  hint: {self.hint}"] if self.hint else []))
+            return _("PASS {exercise}: well done.{note}").format(exercise=self.exercise, note=note)
+        lines = [_("NOT YET {exercise}:{note}").format(exercise=self.exercise, note=note)]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines + ([_("  hint: {hint}").format(hint=self.hint)] if self.hint else []))
 
     def __repr__(self) -> str:
         return str(self)
@@ -130,7 +137,8 @@ class Catalogue:
         while solved and problems and time.monotonic() < deadline:
             time.sleep(0.5)
             problems = problems_of(ex, attempt)
-        result = Result(exercise_id, passed=not problems, problems=problems, hint=ex.hint if problems else "",
+        # The problems come back in the learner's language; the hint is translated here, where it is handed over.
+        result = Result(exercise_id, passed=not problems, problems=problems, hint=_(ex.hint) if problems else "",
                         solved_by_test=solved, failed_unsolved=failed_unsolved)
         record(exercise_id, result.passed)
         return result
@@ -140,11 +148,12 @@ class Catalogue:
         from IPython.display import HTML
 
         body = html.escape(self.get(exercise_id).solution)
-        return HTML(f"<details><summary>Show the solution to {exercise_id}</summary><pre>{body}</pre></details>")
+        summary = html.escape(_("Show the solution to {exercise}").format(exercise=exercise_id))
+        return HTML(f"<details><summary>{summary}</summary><pre>{body}</pre></details>")
 
     def progress_rows(self) -> list[dict[str, Any]]:
         data = _load()
-        return [{"exercise": k, "task": ex.task.split("\n")[0], "passed": data.get(k, {}).get("passed", False),
+        return [{"exercise": k, "task": _(ex.task).split("\n")[0], "passed": data.get(k, {}).get("passed", False),
                  "attempts": data.get(k, {}).get("attempts", 0)} for k, ex in sorted(self.exercises.items())]
 
 

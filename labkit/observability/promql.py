@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import addons
-from .errors import LabkitError
-from .settings import SCRAPE_INTERVAL
+from .. import addons
+from ..errors import LabkitError
+from ..i18n import _
+from ..settings import SCRAPE_INTERVAL
 
 
 class PrometheusUnavailable(LabkitError):
@@ -31,8 +32,9 @@ def prometheus_url() -> str:
     """Base URL of the lab's Prometheus; says how to get one when there is none."""
     state = next(s for s in addons.status() if s.name == "prometheus")
     if state.url is None:
-        raise PrometheusUnavailable("the lab's Prometheus is not running",
-                                    fix="labkit up --with prometheus   # or lk.addons.require('prometheus')")
+        raise PrometheusUnavailable(_("the lab's Prometheus is not running"),
+                                    fix="labkit up --with prometheus   # "
+                                    + _("or {command}").format(command="lk.addons.require('prometheus')"))
     return state.url
 
 
@@ -44,11 +46,15 @@ def _get(path: str, params: dict[str, str], *, timeout: float) -> Any:
     except urllib.error.HTTPError as exc:
         body = json.loads(exc.read() or b"{}")
         asked = params.get("query") or params.get("match[]") or path
-        raise PromQLError(f"Prometheus rejected {asked!r}: {body.get('error', exc.reason)}",
-                          fix="check the expression in the Prometheus UI (Graph tab) at " + prometheus_url()) from None
+        raise PromQLError(_("Prometheus rejected {query!r}: {error}").format(query=asked,
+                                                                            error=body.get("error", exc.reason)),
+                          fix=_("check the expression in the Prometheus UI (Graph tab) at {url}")
+                          .format(url=prometheus_url())) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise PrometheusUnavailable(f"the lab's Prometheus at {prometheus_url()} does not answer ({exc})",
-                                    fix="labkit status   # then `labkit up --with prometheus` to restart it") from None
+        raise PrometheusUnavailable(_("the lab's Prometheus at {url} does not answer ({error})")
+                                    .format(url=prometheus_url(), error=exc),
+                                    fix="labkit status   # "
+                                    + _("then `labkit up --with prometheus` to restart it")) from None
     return body["data"]
 
 
@@ -97,9 +103,10 @@ def wait_for_series(expr: str, *, min_rows: int = 1, timeout: float = 60.0) -> p
     while len(frame) < min_rows:
         if time.monotonic() > deadline:
             raise PrometheusUnavailable(
-                f"{expr!r} returned {len(frame)} series after {timeout:.0f}s, expected at least {min_rows}",
-                fix=f"open {prometheus_url()}/targets to see whether the scrape works; "
-                "`labkit status` shows the exporter")
+                _("{expr!r} returned {rows} series after {timeout:.0f}s, expected at least {min_rows}").format(
+                    expr=expr, rows=len(frame), timeout=timeout, min_rows=min_rows),
+                fix=_("open {url}/targets to see whether the scrape works; `labkit status` shows the exporter")
+                .format(url=prometheus_url()))
         time.sleep(1.0)
         frame = query(expr)
     return frame
@@ -137,6 +144,7 @@ def reload() -> None:
         with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 -- loopback URL we built
             resp.read()
     except urllib.error.HTTPError as exc:
-        raise PromQLError(f"Prometheus refused to reload: {exc.read().decode(errors='replace').strip()}",
-                          fix="`promtool check config` and `promtool check rules` on the files say what is wrong"
+        raise PromQLError(_("Prometheus refused to reload: {error}").format(
+                              error=exc.read().decode(errors="replace").strip()),
+                          fix=_("`promtool check config` and `promtool check rules` on the files say what is wrong")
                           ) from None

@@ -1,6 +1,6 @@
 """A lab that lives as long as its Jupyter server: the server extension a hub's single-user servers load.
 
-``labkit hub`` (labkit.hub) starts each student's server with this extension. On load it starts a *keeper*: a
+``labkit hub`` (labkit.course.hub) starts each student's server with this extension. On load it starts a *keeper*: a
 process of its own session that runs ``labkit up`` (the student's own state directory and API port, from the
 environment the hub gave), then waits for the server's process to end, however it ends (stopped by the student,
 culled for idling, killed), and runs ``labkit down``. Add-ons start on demand, as on a laptop lab.
@@ -16,8 +16,8 @@ import sys
 import time
 from typing import Any
 
-from .paths import state_dir
-from .state import process_alive, starting_file
+from ..paths import state_dir
+from ..state import process_alive, starting_file
 
 # How often the keeper looks whether its server is still there.
 POLL_S = 2.0
@@ -43,12 +43,12 @@ def keep(server_pid: int) -> int:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "labkit.jupyter"}]
+    return [{"module": "labkit.course.jupyter"}]
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     """Start the keeper of this server's lab (its own session: a Ctrl-C in the server's terminal is not its)."""
-    subprocess.Popen([sys.executable, "-m", "labkit.jupyter", str(os.getpid())], stdin=subprocess.DEVNULL,
+    subprocess.Popen([sys.executable, "-m", "labkit.course.jupyter", str(os.getpid())], stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     serverapp.log.info("labkit: starting this server's own lab (log: %s)", state_dir() / "keeper.log")
 

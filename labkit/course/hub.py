@@ -4,7 +4,7 @@ Every student gets all thirteen lessons, because each runs their own lab: the em
 engine and no privileges. Each student is a system user (made here when missing, with a password written to a
 file for the instructor to hand out, as ``labkit classroom`` writes kubeconfigs). JupyterHub logs them in (PAM),
 its LocalProcessSpawner starts their single-user server *as that user*, with the labkit server extension
-(labkit.jupyter) that starts their lab and stops it with the server. Per student: state in their home, API port
+(labkit.course.jupyter) that starts their lab and stops it with the server. Per student: state in their home, API port
 ``API_PORT_BASE + the hub's user id``, the binary cache of the machine shared read-only (``LABKIT_SHARED_CACHE``).
 jupyterhub-idle-culler stops servers idle for an hour; their labs stop with them.
 
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import versions
-from .errors import LabkitError
-from .paths import cache_dir, cached_folder, data_file, state_dir
+from .. import versions
+from ..errors import LabkitError
+from ..paths import cache_dir, cached_folder, data_file, state_dir
 
 HUB_PORT = 8000
 # A student's lab API server listens on 127.0.0.1:(API_PORT_BASE + their user id in the hub's database).
@@ -49,7 +49,7 @@ def config_file() -> Path:
 
 def proxy_command(progress: Callable[[str], None] = print) -> Path:
     """configurable-http-proxy (JupyterHub's proxy, a Node.js program), installed once from npm into the cache."""
-    from .cluster.binaries import only_one_getter
+    from ..cluster.binaries import only_one_getter
 
     name = f"configurable-http-proxy-{versions.CONFIGURABLE_HTTP_PROXY}"
     folder = cached_folder(name)
@@ -89,7 +89,7 @@ def closed_to_others(path: Path) -> Path | None:
 def check_reachable() -> None:
     """Refuse to start when students could not run this Python or read labkit (e.g. a Python in root's home)."""
     for what, path in (("this Python", Path(sys.executable).resolve()), ("the Python packages", Path(sys.prefix)),
-                       ("labkit", Path(__file__).resolve().parent)):
+                       ("labkit", Path(__file__).resolve().parents[1])):
         closed = closed_to_others(path)
         if closed is not None:
             raise LabkitError(
@@ -109,9 +109,15 @@ def lab_environment() -> dict[str, Any]:
     }
 
 
+def notebooks_source() -> Path:
+    """The course's notebooks a student gets: ``LABKIT_HUB_NOTEBOOKS``, else this checkout's ``notebooks/`` (both
+    editions: the Chinese one is its ``zh-CN/`` folder)."""
+    return Path(os.environ.get("LABKIT_HUB_NOTEBOOKS", Path(__file__).resolve().parents[2] / "notebooks"))
+
+
 def copy_notebooks(spawner: Any) -> None:
     """``Spawner.pre_spawn_hook``: the course's notebooks into the student's home, once (their edits are kept)."""
-    source = Path(os.environ.get("LABKIT_HUB_NOTEBOOKS", Path(__file__).parents[1] / "notebooks"))
+    source = notebooks_source()
     user = pwd.getpwnam(spawner.user.name)
     target = Path(user.pw_dir) / NOTEBOOKS_FOLDER
     if target.exists() or not source.is_dir():

@@ -18,9 +18,10 @@ import plotly.graph_objects as go
 from IPython.display import display
 from plotly.subplots import make_subplots
 
-from .errors import LabkitError
-from .kube import rollouts
-from .kube.client import Lab
+from ..errors import LabkitError
+from ..i18n import _
+from ..kube import rollouts
+from ..kube.client import Lab
 
 
 def _table_html(df: object) -> str:
@@ -35,13 +36,13 @@ class RolloutPanel:
 
     def __init__(self, lab: Lab, name: str, *, namespace: str, refresh_seconds: float = 2.0):
         self.lab, self.name, self.namespace = lab, name, namespace
-        self.image = w.Text(description="image", placeholder="nginx:1.27")
-        self.replicas = w.BoundedIntText(description="replicas", min=0, max=20, value=4)
-        self.revision = w.BoundedIntText(description="undo to", min=0, max=1000, value=0,
-                                         tooltip="0 = the previous revision")
+        self.image = w.Text(description=_("image"), placeholder="nginx:1.27")
+        self.replicas = w.BoundedIntText(description=_("replicas"), min=0, max=20, value=4)
+        self.revision = w.BoundedIntText(description=_("undo to"), min=0, max=1000, value=0,
+                                         tooltip=_("0 = the previous revision"))
         buttons = {
-            "set image": self._set_image, "scale": self._scale, "pause": self._pause,
-            "resume": self._resume, "undo": self._undo, "refresh": lambda: None,
+            _("set image"): self._set_image, _("scale"): self._scale, _("pause"): self._pause,
+            _("resume"): self._resume, _("undo"): self._undo, _("refresh"): lambda: None,
         }
         self.buttons = []
         for label, action in buttons.items():
@@ -54,8 +55,8 @@ class RolloutPanel:
         self.timer_seconds = refresh_seconds
         self.box = w.VBox([
             w.HBox([self.image, self.replicas, self.revision]), w.HBox(self.buttons), self.log,
-            w.HBox([w.VBox([w.HTML("<b>pods by revision</b>"), self.pods]),
-                    w.VBox([w.HTML("<b>rollout history</b>"), self.history])]),
+            w.HBox([w.VBox([w.HTML(f"<b>{_('pods by revision')}</b>"), self.pods]),
+                    w.VBox([w.HTML(f"<b>{_('rollout history')}</b>"), self.history])]),
         ])
         self.refresh()
 
@@ -131,7 +132,7 @@ class Dashboard:
         self._updated = threading.Condition()
         self._plot = w.Output()
         self._status = w.HTML()
-        self._button = w.Button(description="Stop", icon="stop")
+        self._button = w.Button(description=_("Stop"), icon="stop")
         self._button.on_click(lambda _b: self.stop())
         self.widget = w.VBox([w.HBox([self._button, self._status]), self._plot])
         self._thread = threading.Thread(target=self._loop, name="labkit-dashboard", daemon=True)
@@ -158,7 +159,7 @@ class Dashboard:
                     self._updated.notify_all()
             except Exception as exc:  # noqa: BLE001 -- show the failure in the widget, keep the kernel alive
                 self.error = f"{type(exc).__name__}: {exc}"
-                self._status.value = f"<b>stopped</b>: {self.error}"
+                self._status.value = f"<b>{_('stopped')}</b>: {self.error}"
                 with self._updated:
                     self._updated.notify_all()
                 return
@@ -174,7 +175,7 @@ class Dashboard:
         """The current plot: one panel per metric, one line per key."""
         data = pd.concat(self.frames) if self.frames else pd.DataFrame(columns=[self.key, "t"])
         fig = make_subplots(rows=1, cols=len(self.panels), subplot_titles=[title for _, title in self.panels])
-        for col, (metric, _) in enumerate(self.panels, start=1):
+        for col, (metric, _title) in enumerate(self.panels, start=1):
             for key, part in data.groupby(self.key):
                 fig.add_scatter(x=part["t"] - data["t"].max(), y=pd.to_numeric(part[metric], errors="coerce"),
                                 name=str(key), legendgroup=str(key), showlegend=col == 1, row=1, col=col)

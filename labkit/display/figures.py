@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.io.base_renderers import MimetypeRenderer
 
-from .kube.events import ready_by_revision
+from ..kube.events import ready_by_revision
 
 STATIC_RENDERER = "labkit_png"
 STATIC_WIDTH_PX = 900  # the width of JupyterLab's output area on a laptop screen; heights come from each figure

@@ -1,0 +1,1 @@
+"""What a learner sees besides tables: plotly figures (``figures``) and ipywidgets panels (``widgets``)."""
