@@ -43,7 +43,9 @@ def workload(name: str, pool: str, *, replicas: int, cpu: str) -> dict[str, Any]
                      "template": {"metadata": {"labels": {"app": name}}, "spec": {
                          "nodeSelector": {l05.POOL_KEY: pool},
                          "tolerations": [{"key": l05.POOL_KEY, "value": pool, "effect": "NoSchedule"}],
-                         "containers": [{"name": name, "image": "busybox:1.36",
+                         # busybox's own command is `sh`, which ends at once with no terminal: without a command
+                         # of its own the pod crash-loops, as on a real cluster (the lesson's manifest has it too).
+                         "containers": [{"name": name, "image": "busybox:1.36", "command": ["sleep", "infinity"],
                                          "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}}]}}}}
 
 
