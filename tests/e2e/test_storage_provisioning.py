@@ -94,6 +94,7 @@ def claim(name: str, *, storage_class: str | None = None, size: str = "1Gi", **s
 def consumer(name: str, claim_name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"containers": [{"name": "app", "image": "busybox:1.36",
+                                     "command": ["sleep", "3600"],   # busybox's own `sh` would end at once
                                      "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                      "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim_name}}]}}
 
