@@ -394,11 +394,13 @@ def _evaluated_since(record: str, since: pd.Timestamp) -> dict[str, Any] | None:
 def _check_p99_rule(attempt: Attempt) -> list[str]:
     if not attempt.answer or not str(attempt.answer).strip():
         return [_("no rule file yet: set `my_rules` to your rule file (YAML) and run the check again")]
-    loaded_at = pd.Timestamp.now(tz=UTC)
     problems = load_rules(str(attempt.answer))
     if problems:
         return problems
-    # What it records from its first evaluation after the reload on (older samples may come from an earlier version).
+    # What it records from its first evaluation after the reload on. The reload returns once the new rules replace
+    # the old, so the clock starts here, not before promtool: until then an earlier version (the notebook's solution,
+    # say) still evaluated and wrote samples under the same name, and a busy machine gave it seconds to do so.
+    loaded_at = pd.Timestamp.now(tz=UTC)
     rule = _evaluated_since(P99_RECORD, loaded_at)
     if rule is None:
         return [_("Prometheus loaded your file, but no rule records `{p99_record}`").format(p99_record=P99_RECORD)]
